@@ -1,0 +1,76 @@
+"""The `mammo` command: the product's work without a screen.
+
+Each command lives in ``mammo_core/commands/<name>.py`` and exposes ``register(subparsers)``,
+which adds its parser and sets ``func`` (``func(args) -> int`` exit code) as default.
+Exit codes: 0 success, 1 bad input / failure (one-line message), 2 usage error,
+3 partial failure (some inputs could not be processed, the rest were).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from mammo_core import DISCLAIMER, __version__
+from mammo_core.errors import MammoError
+
+# Command groups and the modules that fill them. Each module's register() receives the
+# subparsers object of its group (or of the top level for "").
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "dataset": ("mammo_core.commands.dataset_info", "mammo_core.commands.dataset_build"),
+    "models": ("mammo_core.commands.models",),
+    "": ("mammo_core.commands.predict",),
+}
+GROUP_HELP = {
+    "dataset": "inspect and build patch-array datasets (CBIS-DDSM layout)",
+    "models": "list and verify the bundled models",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mammo",
+        description=(
+            "Classify mammogram patches with CNNs and their ensemble, explain them with "
+            "Grad-CAM, build datasets and export reports. " + DISCLAIMER.capitalize() + "."
+        ),
+        epilog="Run 'mammo COMMAND --help' for the options of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"mammo {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    top = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {"": top}
+    for group in COMMAND_MODULES:
+        if group:
+            gp = top.add_parser(group, help=GROUP_HELP.get(group), description=GROUP_HELP.get(group))
+            gp.set_defaults(_group_parser=gp)
+            groups[group] = gp.add_subparsers(dest=f"{group}_command", metavar="SUBCOMMAND")
+    for group, modules in COMMAND_MODULES.items():
+        for mod_name in modules:
+            importlib.import_module(mod_name).register(groups[group])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        (getattr(args, "_group_parser", None) or parser).print_help(sys.stderr)
+        return 2
+    try:
+        return int(func(args) or 0)
+    except MammoError as err:
+        if args.debug:
+            raise
+        print(f"mammo: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mammo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

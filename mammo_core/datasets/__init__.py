@@ -1,0 +1,1 @@
+"""Dataset builders (mini-MIAS, CBIS-DDSM release) and grouped splits."""

@@ -1,0 +1,28 @@
+"""Exceptions of mammo_core. Every message names the file and the problem in one line."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MammoError(Exception):
+    """Base class: a problem the user can act on (bad input, bad bundle, bad arguments).
+
+    ``str(err)`` is a single line of the form ``"<path>: <problem>"`` when a path is known.
+    """
+
+    def __init__(self, problem: str, path: str | Path | None = None):
+        self.problem = problem
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class PatchReadError(MammoError):
+    """A patch or image file could not be read (missing, truncated, not an image, bad shape...)."""
+
+
+class DatasetError(MammoError):
+    """A patch-array folder (CBIS-DDSM layout) or a source database is malformed."""
+
+
+class BundleError(MammoError):
+    """A model bundle is missing, malformed, or its hash does not match."""
