@@ -1,0 +1,99 @@
+"""Classification metrics shared by training, the ensemble and the model cards (scikit-learn).
+
+All functions take integer true labels ``y`` (task class indices) and probabilities ``p`` of
+shape (N, n_classes) (rows sum to 1).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _check(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y, dtype=np.int64).ravel()
+    p = np.asarray(p, dtype=np.float64)
+    if p.ndim != 2 or len(p) != len(y):
+        raise ValueError(f"probabilities must be (N, C) with N={len(y)}, got {p.shape}")
+    return y, p
+
+
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC: binary (positive = class 1) or one-vs-rest macro for more classes.
+
+    NaN when only one class is present in ``y`` (AUC undefined).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y, p = _check(y, p)
+    present = np.unique(y)
+    if len(present) < 2:
+        return float("nan")
+    if p.shape[1] == 2:
+        return float(roc_auc_score(y, p[:, 1]))
+    if len(present) < p.shape[1]:  # macro over the classes that are present
+        scores = [roc_auc_score(y == c, p[:, c]) for c in present]
+        return float(np.mean(scores))
+    return float(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=list(range(p.shape[1]))))
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 15) -> float:
+    """ECE of the top-class confidence with equal-width bins (Guo et al. 2017)."""
+    y, p = _check(y, p)
+    if len(y) == 0:
+        return float("nan")
+    conf = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        m = idx == b
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(ece)
+
+
+def nll(y: np.ndarray, p: np.ndarray, eps: float = 1e-12) -> float:
+    """Mean negative log-likelihood of the true class."""
+    y, p = _check(y, p)
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], eps, 1.0))))
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray, classes: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """Accuracy, AUC, macro F-score, ECE, NLL and the confusion matrix (rows = truth)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    y, p = _check(y, p)
+    pred = p.argmax(axis=1)
+    labels = list(range(len(classes)))
+    return {
+        "n": int(len(y)),
+        "accuracy": float(accuracy_score(y, pred)) if len(y) else float("nan"),
+        "auc": auc(y, p),
+        "f1_macro": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
+        "ece": expected_calibration_error(y, p),
+        "nll": nll(y, p),
+        "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
+        "classes": list(classes),
+    }
+
+
+def bootstrap_ci(y: np.ndarray, p: np.ndarray, metric=auc, n_boot: int = 2000, alpha: float = 0.05,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``metric(y, p)`` over patients resampled with replacement.
+
+    Resamples that miss a class (metric NaN) are dropped. Returns (low, high); NaN when fewer
+    than 100 resamples were valid.
+    """
+    y, p = _check(y, p)
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(y), len(y))
+        v = metric(y[i], p[i])
+        if np.isfinite(v):
+            stats.append(v)
+    if len(stats) < 100:
+        return float("nan"), float("nan")
+    return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
