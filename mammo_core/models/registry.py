@@ -1,0 +1,116 @@
+"""One registry: model name -> builder and metadata (keras-hub ``vgg_presets`` style).
+
+Every model takes ``(N, 150, 150, 1)`` float32 in [0, 1], does its own normalisation inside the
+graph, outputs a float32 softmax over the task's classes, is functional and *flat* (backbone
+layers live in the same graph, so Grad-CAM can reach them), has no ``Lambda`` layers and saves /
+loads as ``.keras`` with ``safe_mode=True``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from mammo_core.errors import MammoError
+
+INPUT_SHAPE = (150, 150, 1)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry.
+
+    ``builder(n_classes, **options) -> keras.Model``; ``gradcam_layer(**options) -> str`` names
+    the default Grad-CAM layer (the last convolutional layer); ``options`` lists the accepted
+    keyword options with their defaults.
+    """
+
+    name: str
+    builder: Callable[..., Any]
+    description: str
+    gradcam_layer: Callable[..., str]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    study_figure: str = ""
+
+    def default_gradcam_layer(self, **options: Any) -> str:
+        return self.gradcam_layer(**{**self.options, **options})
+
+
+def _scratch(version: str):
+    def build(n_classes: int, **options):
+        from mammo_core.models.scratch import build_scratch
+
+        return build_scratch(version, n_classes, **options)
+
+    return build
+
+
+def _transfer(n_classes: int, **options):
+    from mammo_core.models.transfer import build_transfer
+
+    return build_transfer(n_classes, **options)
+
+
+def _transfer_gradcam(backbone: str = "vgg16", **_: Any) -> str:
+    from mammo_core.models.transfer import BACKBONES, check_backbone
+
+    return BACKBONES[check_backbone(backbone)].gradcam_layer
+
+
+REGISTRY: Mapping[str, ModelSpec] = MappingProxyType(
+    {
+        "scratch_v1": ModelSpec(
+            "scratch_v1",
+            _scratch("v1"),
+            "CNN from scratch (study Fig. 2): 5 conv (32-32-64-64-128) + Dense(hidden) + softmax",
+            lambda **_: "conv5",
+            {"hidden": 64},
+            "Fig. 2",
+        ),
+        "scratch_v2": ModelSpec(
+            "scratch_v2",
+            _scratch("v2"),
+            "CNN from scratch (study Fig. 10): v1 + a sixth conv (128), Dense(hidden), "
+            "Dropout(0.2), softmax",
+            lambda **_: "conv6",
+            {"hidden": 64, "dropout": 0.2},
+            "Fig. 10",
+        ),
+        "transfer": ModelSpec(
+            "transfer",
+            _transfer,
+            "ImageNet backbone (vgg16 | vgg19 | resnet50) built flat, caffe preprocessing in "
+            "the graph, Flatten + Dense(256) + softmax; mode fe (frozen base) or ft (last "
+            "block trainable)",
+            _transfer_gradcam,
+            {"backbone": "vgg16", "mode": "fe", "weights": "none", "hidden": 256},
+            "Tables 3-4",
+        ),
+    }
+)
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise MammoError(f"unknown model {name!r}; choose one of {', '.join(REGISTRY)}") from None
+
+
+def build_model(name: str, n_classes: int, **options: Any):
+    """Build registry model ``name`` with ``n_classes`` softmax outputs (options per entry)."""
+    spec = get_spec(name)
+    unknown = set(options) - set(spec.options)
+    if unknown:
+        raise MammoError(
+            f"model {name!r} takes options {', '.join(spec.options) or '(none)'}; "
+            f"got {', '.join(sorted(unknown))}"
+        )
+    if int(n_classes) < 2:
+        raise MammoError(f"n_classes must be at least 2, got {n_classes}")
+    return spec.builder(int(n_classes), **{**spec.options, **options})
+
+
+def gradcam_layer(name: str, **options: Any) -> str:
+    """The default Grad-CAM layer name of model ``name`` built with ``options``."""
+    return get_spec(name).default_gradcam_layer(**options)
