@@ -1,0 +1,718 @@
+"""Reading mammogram patches and CBIS-DDSM patch arrays. Research use only — not a medical device.
+
+Single images
+    ``read_image(path)`` reads one image file at full size as a 2-D array of its native dtype:
+    ``.npy`` (2-D or with one trailing channel; never unpickled), PNG / TIFF / JPEG / PGM / PNM
+    8- and 16-bit through OpenCV (colour converted to grey, alpha dropped), and DICOM through
+    pydicom (MONOCHROME1 inverted, BitsStored respected, RescaleSlope/Intercept applied).
+    ``resize_patch`` brings it to 150 x 150 with ``cv2.INTER_NEAREST``, as the dataset was cut.
+
+Many patches
+    ``read_patches(paths)`` reads any mix of files, stacked ``.npy`` arrays (N, 150, 150[, 1])
+    (one patch per row), multi-frame DICOM (one patch per frame) and folders (files in sorted
+    name order) into a ``PatchCollection``: the patches that loaded and, for each file that did
+    not, a ``ReadFailure`` with its reason. It never raises for one bad file. In a folder, only
+    known extensions are tried (``READ_EXTENSIONS`` and extension-less DICOM with the ``DICM``
+    preamble); other files are ignored, as are hidden files. ``X_labels.npy`` files are never read
+    as patches: their labels are attached to the patches of ``X_tensor.npy`` beside them, so a
+    CBIS-DDSM-layout folder reads as the patches of its tensors with ``label`` set.
+
+Patch arrays (CBIS-DDSM layout)
+    ``load_patch_arrays(folder)`` reads and validates ``train_tensor.npy`` / ``train_labels.npy``,
+    ``public_test_tensor.npy`` / ``public_test_labels.npy`` and optionally
+    ``private_test_tensor.npy`` (labels optional), memory-mapped so big arrays load once.
+    ``drop_baselines``, ``select_task`` and ``scale_to_unit`` are the study's preprocessing;
+    ``to_model_input`` builds the models' (N, 150, 150, 1) float32 input in [0, 1].
+
+Every problem the user can act on is a ``PatchReadError`` / ``DatasetError`` whose message
+names the file and the problem in one line.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from mammo_core.errors import DatasetError, MammoError, PatchReadError
+from mammo_core.labels import N_LABELS, Task, get_task
+
+PATCH_SIZE = 150
+PATCH_SHAPE = (PATCH_SIZE, PATCH_SIZE)
+
+NPY_EXTENSIONS = frozenset({".npy"})
+CV2_EXTENSIONS = frozenset({".png", ".tif", ".tiff", ".jpg", ".jpeg", ".pgm", ".pnm"})
+DICOM_EXTENSIONS = frozenset({".dcm", ".dicom"})
+#: Extensions tried when reading a folder (plus extension-less files with the DICOM preamble).
+READ_EXTENSIONS = NPY_EXTENSIONS | CV2_EXTENSIONS | DICOM_EXTENSIONS
+
+#: The splits of a CBIS-DDSM patch-array folder, in reading order.
+SPLIT_NAMES = ("train", "public_test", "private_test")
+#: Splits whose labels file must be present when the tensor is.
+LABELLED_SPLITS = ("train", "public_test")
+TENSOR_SUFFIX = "_tensor.npy"
+LABELS_SUFFIX = "_labels.npy"
+
+_NATIVE_INT_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+_CHUNK_ROWS = 2048  # rows per chunk when scanning big memory-mapped arrays
+
+
+# --------------------------------------------------------------------------- data classes
+@dataclass(frozen=True, eq=False)
+class Patch:
+    """One 150 x 150 patch and where it came from.
+
+    ``pixels`` is (150, 150) in the file's native dtype (uint8 / uint16; float only from .npy),
+    read-only. ``source`` is the file path as given; ``index`` the row of a stacked array or the
+    frame of a multi-frame DICOM (``None`` for a single image); ``label`` the 0-4 label when a
+    labels file gave one; ``original_shape`` the (height, width) before resizing to 150 x 150.
+    Patches compare by identity; use ``sha256`` to compare pixel content.
+    """
+
+    pixels: np.ndarray
+    source: str
+    index: int | None = None
+    label: int | None = None
+    original_shape: tuple[int, int] | None = None
+
+    @cached_property
+    def sha256(self) -> str:
+        """sha256 hex digest of the pixel bytes (C order)."""
+        return hashlib.sha256(np.ascontiguousarray(self.pixels).tobytes()).hexdigest()
+
+    @property
+    def name(self) -> str:
+        """A short display name: file name, plus ``[index]`` for rows of a stack."""
+        base = Path(self.source).name
+        return base if self.index is None else f"{base}[{self.index}]"
+
+
+@dataclass(frozen=True)
+class ReadFailure:
+    """A file (or labels file) that could not be read, and why (one line, without the path)."""
+
+    source: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.error}"
+
+
+@dataclass
+class PatchCollection:
+    """What ``read_patches`` returns: the patches that loaded and the files that did not."""
+
+    patches: list[Patch] = field(default_factory=list)
+    errors: list[ReadFailure] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    def __iter__(self):
+        return iter(self.patches)
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """One split of a patch-array folder. ``images`` is (N, 150, 150) in its native dtype
+    (often a read-only memory map); ``labels`` (N,) int64 or ``None`` when the split has no
+    labels file (private test)."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray | None
+    image_file: Path
+    label_file: Path | None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class PatchArrays:
+    """A validated CBIS-DDSM patch-array folder: ``splits`` keyed by split name, in
+    ``SPLIT_NAMES`` order, holding only the splits present."""
+
+    path: Path
+    splits: Mapping[str, Split]
+
+    def __getitem__(self, name: str) -> Split:
+        return self.splits[name]
+
+
+# --------------------------------------------------------------------------- .npy files
+def _npy_problem(exc: BaseException) -> str:
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return msg[:200]
+
+
+def _load_npy(path: Path, error_cls: type[MammoError] = PatchReadError, *, mmap: bool = True) -> np.ndarray:
+    """Load a .npy file safely: never unpickles, checks the header against the file size first
+    (so a truncated or lying header cannot trigger a huge allocation), memory-maps when asked."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            try:
+                version = np.lib.format.read_magic(fh)
+            except Exception:  # noqa: BLE001 - any header garbage is "not a .npy file"
+                raise error_cls("not a .npy file (bad magic string)", path) from None
+            try:
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+                elif version == (2, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+                else:
+                    raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+            except MammoError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - malformed header of any kind
+                raise error_cls(f"not a valid .npy file (bad header: {_npy_problem(exc)})", path) from None
+            data_start = fh.tell()
+    except MammoError:
+        raise
+    except OSError as exc:
+        raise error_cls(f"cannot open file: {exc.strerror or exc}", path) from None
+
+    if dtype.hasobject:
+        raise error_cls("object/pickled array refused (allow_pickle=False)", path)
+    count = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+    if count < 0:
+        raise error_cls(f"not a valid .npy file (bad shape {shape})", path)
+    need = count * dtype.itemsize
+    have = size - data_start
+    if have < need:
+        raise error_cls(
+            f"truncated .npy file: header declares {dtype} {tuple(shape)} ({need} bytes of data) "
+            f"but the file holds {have}", path)
+    try:
+        if mmap and need > 0:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        else:
+            arr = np.load(path, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - whatever numpy says, it is this file's problem
+        raise error_cls(f"cannot load .npy file: {_npy_problem(exc)}", path) from None
+    if not isinstance(arr, np.ndarray):  # pragma: no cover - np.load of a .npy is an ndarray
+        raise error_cls("not a single .npy array", path)
+    return arr
+
+
+def _check_pixel_dtype(arr: np.ndarray, path: Path, error_cls: type[MammoError]) -> np.ndarray:
+    """Accept uint8 / uint16 / float; native byte order; float16 widened to float32."""
+    dt = arr.dtype
+    if dt.names is not None:
+        raise error_cls(f"structured array ({dt}) is not an image", path)
+    if dt.kind == "u" and dt.itemsize in (1, 2):
+        return arr if dt.isnative else arr.astype(dt.newbyteorder("="))
+    if dt.kind == "f":
+        if dt.itemsize == 2:
+            return arr.astype(np.float32)
+        return arr if dt.isnative else arr.astype(dt.newbyteorder("="))
+    raise error_cls(
+        f"{dt} pixels are not supported: expected uint8 or uint16 (or finite float in [0, 1])", path)
+
+
+def _check_finite(arr: np.ndarray, path: Path, error_cls: type[MammoError]) -> None:
+    if arr.dtype.kind != "f":
+        return
+    rows = arr.reshape(arr.shape[0], -1) if arr.ndim >= 3 else arr.reshape(1, -1)
+    for start in range(0, rows.shape[0], _CHUNK_ROWS):
+        chunk = np.asarray(rows[start:start + _CHUNK_ROWS])
+        if not np.isfinite(chunk).all():
+            bad = int(np.argmin(np.isfinite(chunk).all(axis=1))) + start
+            where = f" (first in patch {bad})" if arr.ndim >= 3 else ""
+            raise error_cls(f"pixels contain NaN or infinity{where}", path)
+
+
+def _npy_as_images(arr: np.ndarray, path: Path, error_cls: type[MammoError]) -> tuple[np.ndarray, bool]:
+    """Interpret an array as one image (H, W) or a stack (N, 150, 150); returns (array, is_stack)."""
+    shape = arr.shape
+    if arr.ndim == 2:
+        out, stack = arr, False
+    elif arr.ndim == 3 and shape[1:] == PATCH_SHAPE:
+        out, stack = arr, True
+    elif arr.ndim == 3 and shape[2] == 1:
+        out, stack = arr[:, :, 0], False
+    elif arr.ndim == 4 and shape[1:] == (*PATCH_SHAPE, 1):
+        out, stack = arr[..., 0], True
+    else:
+        raise error_cls(
+            f"array of shape {shape} is not an image: expected (H, W), (H, W, 1), "
+            f"(N, 150, 150) or (N, 150, 150, 1)", path)
+    if min(out.shape[-2:], default=0) == 0 or (stack and out.shape[0] == 0):
+        raise error_cls(f"empty array of shape {shape}", path)
+    out = _check_pixel_dtype(out, path, error_cls)
+    _check_finite(out, path, error_cls)
+    return out, stack
+
+
+# --------------------------------------------------------------------------- OpenCV images
+def _cv2_read(path: Path) -> np.ndarray:
+    import cv2
+
+    try:
+        data = path.read_bytes()  # imdecode on our own bytes: works with non-ASCII paths
+    except OSError as exc:
+        raise PatchReadError(f"cannot open file: {exc.strerror or exc}", path) from None
+    if not data:
+        raise PatchReadError("empty file", path)
+    kind = path.suffix.lower().lstrip(".").upper() or "image"
+    try:
+        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise PatchReadError(f"not a readable {kind} image ({_npy_problem(exc)})", path) from None
+    if img is None or img.size == 0:
+        raise PatchReadError(f"not a readable {kind} image (corrupt, truncated or another format)", path)
+    if img.dtype not in _NATIVE_INT_DTYPES:
+        raise PatchReadError(f"{img.dtype} {kind} images are not supported: expected 8- or 16-bit", path)
+    if img.ndim == 3:
+        channels = img.shape[2]
+        if channels == 1:
+            img = img[:, :, 0]
+        elif channels == 2:  # grey + alpha: alpha dropped
+            img = img[:, :, 0]
+        elif channels == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        elif channels == 4:  # alpha dropped, colour to grey
+            img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY)
+        else:
+            raise PatchReadError(f"{kind} image with {channels} channels is not supported", path)
+    elif img.ndim != 2:
+        raise PatchReadError(f"{kind} image of shape {img.shape} is not supported", path)
+    return np.ascontiguousarray(img)
+
+
+# --------------------------------------------------------------------------- DICOM
+def _has_dicom_preamble(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _dicom_read(path: Path) -> tuple[np.ndarray, bool]:
+    """DICOM -> (image (H, W) or frames (F, H, W), is_multiframe), native uint8/uint16.
+
+    Stored values are masked to BitsStored (sign-extended when PixelRepresentation is 1), the
+    modality rescale (RescaleSlope/Intercept) is applied, and MONOCHROME1 is inverted so that
+    bright always means dense. When the rescaled range fits 0..65535 as integers it is kept as
+    is; otherwise the stored range is mapped linearly onto 0..65535.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(str(path), force=True)
+    except OSError as exc:
+        raise PatchReadError(f"cannot open file: {exc.strerror or exc}", path) from None
+    except (InvalidDicomError, Exception) as exc:  # noqa: BLE001 - pydicom raises many kinds
+        raise PatchReadError(f"not a readable DICOM file ({type(exc).__name__}: {_npy_problem(exc)})", path) from None
+    if "PixelData" not in ds:
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            raise PatchReadError("DICOM float pixel data is not supported", path)
+        raise PatchReadError("DICOM file has no pixel data", path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+            bits_stored = int(ds.get("BitsStored", 0) or 0)
+            bits_allocated = int(ds.get("BitsAllocated", 0) or 0)
+            signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            slope = float(ds.get("RescaleSlope", 1) or 1)
+            intercept = float(ds.get("RescaleIntercept", 0) or 0)
+            arr = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - missing elements, compressed without a handler...
+        raise PatchReadError(f"cannot decode DICOM pixel data ({type(exc).__name__}: {_npy_problem(exc)})", path) from None
+
+    if photometric == "PALETTE COLOR":
+        raise PatchReadError("PALETTE COLOR DICOM is not supported", path)
+    arr = np.asarray(arr)
+    colour = arr.ndim == (4 if frames > 1 else 3) and arr.shape[-1] in (3, 4)
+    if colour:
+        import cv2
+
+        if arr.dtype.kind not in "u" or arr.dtype.itemsize > 2:
+            raise PatchReadError(f"colour DICOM with {arr.dtype} samples is not supported", path)
+        flat = arr.reshape(-1, *arr.shape[-3:])
+        code = cv2.COLOR_RGB2GRAY if arr.shape[-1] == 3 else cv2.COLOR_RGBA2GRAY
+        arr = np.stack([cv2.cvtColor(np.ascontiguousarray(f), code) for f in flat])
+        if frames <= 1:
+            arr = arr[0]
+        photometric = "RGB"
+    expected_ndim = 3 if frames > 1 else 2
+    if arr.ndim != expected_ndim or arr.size == 0:
+        raise PatchReadError(f"DICOM pixel array of shape {arr.shape} is not a grey image", path)
+    if arr.dtype.kind == "f":
+        raise PatchReadError("DICOM float pixel data is not supported", path)
+    if arr.dtype.kind not in "ui" or arr.dtype.itemsize > 4:
+        raise PatchReadError(f"DICOM pixel data of dtype {arr.dtype} is not supported", path)
+
+    # BitsStored: keep only the stored bits, sign-extend signed data.
+    bits = bits_stored if 0 < bits_stored <= arr.dtype.itemsize * 8 else (
+        bits_allocated if 0 < bits_allocated <= arr.dtype.itemsize * 8 else arr.dtype.itemsize * 8)
+    raw = np.ascontiguousarray(arr).view(np.dtype(f"u{arr.dtype.itemsize}")).astype(np.int64) & ((1 << bits) - 1)
+    if signed:
+        raw = np.where(raw >= (1 << (bits - 1)), raw - (1 << bits), raw)
+        lo_stored, hi_stored = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    else:
+        lo_stored, hi_stored = 0, (1 << bits) - 1
+
+    if not np.isfinite(slope) or not np.isfinite(intercept) or slope == 0:
+        slope, intercept = 1.0, 0.0
+    ends = sorted((lo_stored * slope + intercept, hi_stored * slope + intercept))
+    lo, hi = ends
+    integral = float(slope).is_integer() and float(intercept).is_integer()
+    if integral and lo >= 0 and hi <= 65535:
+        values = raw * int(slope) + int(intercept)
+        top = int(hi)
+    else:  # map the stored range linearly onto 0..65535 (content independent)
+        values = np.rint((raw * slope + intercept - lo) / (hi - lo) * 65535.0).astype(np.int64)
+        top = 65535
+    if photometric == "MONOCHROME1":
+        values = top - values
+    values = np.clip(values, 0, top)
+    out_dtype = np.uint8 if top <= 255 else np.uint16
+    return np.ascontiguousarray(values.astype(out_dtype)), frames > 1
+
+
+# --------------------------------------------------------------------------- single images
+def _file_kind(path: Path) -> str | None:
+    ext = path.suffix.lower()
+    if ext in NPY_EXTENSIONS:
+        return "npy"
+    if ext in CV2_EXTENSIONS:
+        return "cv2"
+    if ext in DICOM_EXTENSIONS:
+        return "dicom"
+    if _has_dicom_preamble(path):
+        return "dicom"
+    return None
+
+
+def _read_pixels(path: Path) -> tuple[np.ndarray, bool]:
+    """Read a file as (image (H, W), False) or (stack (N, H, W), True)."""
+    if not path.exists():
+        raise PatchReadError("no such file", path)
+    if path.is_dir():
+        raise PatchReadError("is a folder, not an image file (use read_patches)", path)
+    kind = _file_kind(path)
+    if kind is None:
+        raise PatchReadError(
+            "unknown file type: expected " + ", ".join(sorted(READ_EXTENSIONS))
+            + " or DICOM", path)
+    try:
+        if kind == "npy":
+            return _npy_as_images(_load_npy(path, PatchReadError, mmap=True), path, PatchReadError)
+        if kind == "cv2":
+            return _cv2_read(path), False
+        return _dicom_read(path)
+    except MammoError:
+        raise
+    except MemoryError:
+        raise PatchReadError("image too large to load", path) from None
+    except Exception as exc:  # noqa: BLE001 - a decoder choked on this file: report, never crash
+        raise PatchReadError(f"cannot read file ({type(exc).__name__}: {_npy_problem(exc)})", path) from None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """One image file at full size: 2-D, native dtype (uint8 / uint16; float only from .npy).
+
+    Raises ``PatchReadError(reason, path)`` for anything it cannot read, including stacked
+    arrays and multi-frame DICOM (use ``read_patches`` for those).
+    """
+    path = Path(path)
+    pixels, stack = _read_pixels(path)
+    if stack:
+        what = "multi-frame DICOM" if path.suffix.lower() != ".npy" else "stacked array"
+        raise PatchReadError(f"{what} of {pixels.shape[0]} patches; read it with read_patches", path)
+    return pixels
+
+
+def resize_patch(img: np.ndarray) -> np.ndarray:
+    """Resize one 2-D image to 150 x 150 with ``cv2.INTER_NEAREST`` (returned as is when it
+    already is 150 x 150), keeping its dtype."""
+    img = np.asarray(img)
+    if img.ndim != 2:
+        raise MammoError(f"resize_patch needs a 2-D image, got shape {img.shape}")
+    if img.shape == PATCH_SHAPE:
+        return img
+    import cv2
+
+    src = img.astype(np.float32) if img.dtype == np.float16 else np.ascontiguousarray(img)
+    return cv2.resize(src, (PATCH_SIZE, PATCH_SIZE), interpolation=cv2.INTER_NEAREST)
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
+# --------------------------------------------------------------------------- labels files
+def _validate_labels(labels: np.ndarray, path: Path, n_images: int | None,
+                     image_file: Path | None = None) -> np.ndarray:
+    """Labels (N,) or (N, 1) of an integer dtype, all in 0..4, N equal to the images' length."""
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise DatasetError(f"labels must be a 1-D array, got shape {labels.shape}", path)
+    if labels.dtype.kind not in "ui":
+        raise DatasetError(f"labels must be integers 0-{N_LABELS - 1}, got dtype {labels.dtype}", path)
+    labels = np.asarray(labels).astype(np.int64)
+    if labels.size:
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= N_LABELS:
+            bad = int(np.flatnonzero((labels < 0) | (labels >= N_LABELS))[0])
+            raise DatasetError(
+                f"labels out of range 0-{N_LABELS - 1}: found {lo}..{hi} (first bad at index {bad})", path)
+    if n_images is not None and labels.shape[0] != n_images:
+        other = f" in {image_file.name}" if image_file is not None else ""
+        raise DatasetError(f"{labels.shape[0]} labels for {n_images} images{other}", path)
+    return labels
+
+
+def _labels_file_for(tensor: Path) -> Path | None:
+    if not tensor.name.endswith(TENSOR_SUFFIX):
+        return None
+    return tensor.with_name(tensor.name[: -len(TENSOR_SUFFIX)] + LABELS_SUFFIX)
+
+
+# --------------------------------------------------------------------------- many patches
+def _patches_from_file(path: Path, errors: list[ReadFailure]) -> list[Patch]:
+    pixels, stack = _read_pixels(path)
+    source = str(path)
+    if not stack:
+        orig = tuple(int(s) for s in pixels.shape)
+        return [Patch(_readonly(resize_patch(pixels)), source, None, None, orig)]
+    labels = None
+    label_file = _labels_file_for(path) if path.suffix.lower() == ".npy" else None
+    if label_file is not None and label_file.is_file():
+        try:
+            labels = _validate_labels(_load_npy(label_file, DatasetError, mmap=False),
+                                      label_file, pixels.shape[0], path)
+        except MammoError as err:
+            errors.append(ReadFailure(str(label_file), err.problem + " (patches loaded without labels)"))
+    orig = tuple(int(s) for s in pixels.shape[1:])
+    return [
+        Patch(_readonly(resize_patch(np.asarray(pixels[i]))), source, i,
+              None if labels is None else int(labels[i]), orig)
+        for i in range(pixels.shape[0])
+    ]
+
+
+def _folder_files(folder: Path, recursive: bool) -> list[Path]:
+    out: list[Path] = []
+    try:
+        entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    except OSError:
+        return out
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            if recursive:
+                out.extend(_folder_files(entry, recursive))
+            continue
+        if entry.name.endswith(LABELS_SUFFIX):
+            continue  # labels of X_tensor.npy, attached to its patches; never a patch itself
+        ext = entry.suffix.lower()
+        if ext in READ_EXTENSIONS or (ext == "" and _has_dicom_preamble(entry)):
+            out.append(entry)
+    return out
+
+
+def read_patches(paths: str | Path | Iterable[str | Path], *, recursive: bool = False) -> PatchCollection:
+    """Read any mix of image files, stacked ``.npy`` arrays and folders into patches.
+
+    Files in a folder are read in sorted name order (subfolders too when ``recursive``); only
+    known extensions are tried there. A file that cannot be read becomes a ``ReadFailure`` and
+    the others still load; this function never raises for one bad file.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    result = PatchCollection()
+    for given in paths:
+        p = Path(given)
+        if p.is_dir():
+            files = _folder_files(p, recursive)
+        elif p.exists():
+            files = [p]
+        else:
+            result.errors.append(ReadFailure(str(p), "no such file or folder"))
+            continue
+        for f in files:
+            try:
+                result.patches.extend(_patches_from_file(f, result.errors))
+            except MammoError as err:
+                result.errors.append(ReadFailure(str(f), err.problem))
+    return result
+
+
+# --------------------------------------------------------------------------- model input
+def scale_to_unit(images: np.ndarray) -> np.ndarray:
+    """Intensities to float32 in [0, 1] by bit depth: uint16 / 65535, uint8 / 255; float must
+    already be finite and in [0, 1]."""
+    a = np.asarray(images)
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / np.float32(255.0)
+    if a.dtype == np.uint16:
+        return a.astype(np.float32) / np.float32(65535.0)
+    if a.dtype.kind == "f":
+        out = a.astype(np.float32)
+        if out.size and (not np.isfinite(out).all() or out.min() < 0.0 or out.max() > 1.0):
+            raise MammoError("float pixels must be finite and in [0, 1]")
+        return out
+    raise MammoError(f"{a.dtype} pixels are not supported: expected uint8, uint16 or float in [0, 1]")
+
+
+def to_model_input(pixels) -> np.ndarray:
+    """The models' input: float32 (N, 150, 150, 1) in [0, 1].
+
+    Accepts one patch (150, 150), a stack (N, 150, 150) or (N, 150, 150, 1), a ``Patch`` or a
+    sequence of ``Patch`` (mixed dtypes scale each by its own bit depth).
+    """
+    if isinstance(pixels, Patch):
+        pixels = [pixels]
+    if isinstance(pixels, (list, tuple)):
+        if not pixels:
+            return np.zeros((0, *PATCH_SHAPE, 1), dtype=np.float32)
+        if all(isinstance(p, Patch) for p in pixels):
+            return np.concatenate([to_model_input(p.pixels) for p in pixels])
+        pixels = np.asarray(pixels)
+    a = np.asarray(pixels)
+    if a.ndim == 2:
+        a = a[None]
+    elif a.ndim == 4 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim != 3 or a.shape[1:] != PATCH_SHAPE:
+        raise MammoError(
+            f"model input must be (150, 150), (N, 150, 150) or (N, 150, 150, 1), got {np.shape(pixels)}")
+    return np.ascontiguousarray(scale_to_unit(a)[..., None])
+
+
+# --------------------------------------------------------------------------- patch arrays
+def pairs_ok(labels: np.ndarray | None) -> bool:
+    """True when the labels follow the pair layout: baseline (0) at every even index and an
+    abnormality (1-4) at the odd index right after it."""
+    if labels is None:
+        return False
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0 or labels.size % 2:
+        return False
+    return bool((labels[0::2] == 0).all() and (labels[1::2] != 0).all())
+
+
+def _validate_images(images: np.ndarray, path: Path) -> np.ndarray:
+    shape = images.shape
+    if images.ndim == 4 and shape[1:] == (*PATCH_SHAPE, 1):
+        images = images[..., 0]
+    elif not (images.ndim == 3 and shape[1:] == PATCH_SHAPE):
+        raise DatasetError(f"images must be (N, 150, 150) or (N, 150, 150, 1), got shape {shape}", path)
+    if images.shape[0] == 0:
+        raise DatasetError("no patches (N = 0)", path)
+    images = _check_pixel_dtype(images, path, DatasetError)
+    _check_finite(images, path, DatasetError)
+    return images
+
+
+def validate_split(split: Split) -> Split:
+    """Check one split and return it with images as (N, 150, 150) and labels as int64 (N,).
+
+    Raises ``DatasetError`` naming the file: wrong shape, unsupported dtype, NaN/inf, labels
+    not integers in 0-4, or a different number of labels and images. The pair layout is not
+    checked here (see ``pairs_ok``): a violation is reported, not refused.
+    """
+    images = _validate_images(split.images, split.image_file)
+    labels = split.labels
+    if labels is not None:
+        labels = _validate_labels(np.asarray(labels), split.label_file or split.image_file,
+                                  images.shape[0], split.image_file)
+    return Split(split.name, images, labels, split.image_file, split.label_file)
+
+
+def load_patch_arrays(folder: str | Path) -> PatchArrays:
+    """Read and validate a CBIS-DDSM patch-array folder.
+
+    Expects ``<split>_tensor.npy`` with ``<split>_labels.npy`` for ``train`` and
+    ``public_test``, and optionally ``private_test_tensor.npy`` (labels optional). Images are
+    memory-mapped read-only. Raises ``DatasetError`` naming the file and the problem.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise DatasetError("no such folder", folder)
+    if not folder.is_dir():
+        raise DatasetError("not a folder: expected a folder of <split>_tensor.npy / <split>_labels.npy", folder)
+    splits: dict[str, Split] = {}
+    for name in SPLIT_NAMES:
+        image_file = folder / f"{name}{TENSOR_SUFFIX}"
+        label_file = folder / f"{name}{LABELS_SUFFIX}"
+        if not image_file.is_file():
+            if label_file.is_file():
+                raise DatasetError(f"labels without images: {image_file.name} is missing", label_file)
+            continue
+        images = _load_npy(image_file, DatasetError, mmap=True)
+        labels = None
+        if label_file.is_file():
+            labels = _load_npy(label_file, DatasetError, mmap=False)
+        elif name in LABELLED_SPLITS:
+            raise DatasetError(f"labels file {label_file.name} is missing", image_file)
+        splits[name] = validate_split(Split(name, images, labels, image_file,
+                                            label_file if labels is not None else None))
+    if not splits:
+        raise DatasetError(
+            "no patch arrays found: expected train_tensor.npy / train_labels.npy, "
+            "public_test_tensor.npy / public_test_labels.npy (private_test_tensor.npy optional)",
+            folder)
+    return PatchArrays(folder, splits)
+
+
+def pixel_range(images: np.ndarray) -> tuple[float, float]:
+    """(min, max) of a possibly memory-mapped stack, scanned in chunks; ints for int dtypes."""
+    lo, hi = None, None
+    for start in range(0, images.shape[0], _CHUNK_ROWS):
+        chunk = np.asarray(images[start:start + _CHUNK_ROWS])
+        cmin, cmax = chunk.min(), chunk.max()
+        lo = cmin if lo is None else min(lo, cmin)
+        hi = cmax if hi is None else max(hi, cmax)
+    if images.dtype.kind in "ui":
+        return int(lo), int(hi)
+    return float(lo), float(hi)
+
+
+# --------------------------------------------------------------------------- study preprocessing
+def drop_baselines(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove baseline patches (label 0), as the study did for its two-class tasks."""
+    labels = np.asarray(labels)
+    keep = labels != 0
+    return np.asarray(images)[keep], labels[keep]
+
+
+def select_task(images: np.ndarray, labels: np.ndarray,
+                task: str | Task) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep the patches of ``task`` and remap their 0-4 labels to the task's classes.
+
+    Returns ``(images, task_labels, keep_mask)`` (``keep_mask`` over the input rows).
+    """
+    t = get_task(task) if isinstance(task, str) else task
+    keep, task_labels = t.map_labels(labels)
+    return np.asarray(images)[keep], task_labels, keep
+
+
+__all__ = [
+    "PATCH_SIZE", "PATCH_SHAPE", "READ_EXTENSIONS", "SPLIT_NAMES",
+    "Patch", "ReadFailure", "PatchCollection", "Split", "PatchArrays",
+    "read_image", "resize_patch", "read_patches", "to_model_input", "scale_to_unit",
+    "load_patch_arrays", "validate_split", "pairs_ok", "pixel_range",
+    "drop_baselines", "select_task",
+]
