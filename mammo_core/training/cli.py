@@ -1,0 +1,110 @@
+"""The shared flags of ``training_scripts/`` (one parser, one main; the scripts are thin)."""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from mammo_core import DISCLAIMER
+from mammo_core.errors import MammoError
+
+
+def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] = ("scratch_v1",),
+                transfer: bool = False, default_model: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description=description + f" ({DISCLAIMER}.)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Writes into --out: model.keras + card.json (the bundle), metrics.json, history.csv, "
+               "curves.png, confusion_matrix.png, roc.png (and folds.csv / grid.csv when asked).",
+    )
+    p.add_argument("--data", required=True, type=Path, metavar="DIR",
+                   help="CBIS-DDSM-layout folder (train_*, public_test_* arrays; metadata.csv optional)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (the bundle)")
+    p.add_argument("--name", default=None, help="bundle name (default: derived from task and model)")
+    models = list(scratch_models) + (["transfer"] if transfer else [])
+    if len(models) > 1:
+        p.add_argument("--model", choices=models, default=default_model or models[0],
+                       help="registry model to train")
+    if transfer:
+        g = p.add_argument_group("transfer learning")
+        g.add_argument("--backbone", choices=("vgg16", "vgg19", "resnet50"), default="vgg16")
+        g.add_argument("--mode", choices=("fe", "ft"), default="fe",
+                       help="fe: frozen base, head trained on cached features; ft: then unfreeze "
+                            "the last block and train on at --ft-lr")
+        g.add_argument("--weights", default="imagenet",
+                       help="'imagenet' (keras download), a .weights.h5 file, or 'none'")
+        g.add_argument("--fe-copies", type=int, default=2,
+                       help="augmented copies of each patch in the feature cache")
+        g.add_argument("--ft-epochs", type=int, default=None, help="fine-tuning epochs (default --epochs)")
+        g.add_argument("--ft-lr", type=float, default=None, help="fine-tuning learning rate (default --lr)")
+    p.add_argument("--hidden", type=int, default=None, help="units of the hidden dense layer")
+    p.add_argument("--epochs", type=int, default=100, help="maximum epochs")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3 scratch, 1e-5 transfer)")
+    p.add_argument("--patience", type=int, default=50, help="early-stopping patience (epochs, val_loss)")
+    p.add_argument("--class-weights", default="balanced",
+                   help="'balanced' (total / (n_classes * n_c)), 'none', or one number per class: 1,1.25")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="grouped validation fraction")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-augment", action="store_true", help="the study's variant without augmentation")
+    p.add_argument("--folds", type=int, default=0, help="k-fold holdout (study: 4) before the final model")
+    p.add_argument("--grid", nargs="+", default=(), metavar="KEY=V1,V2",
+                   help="grid search, e.g. batch=25,50 hidden=64,128,256,512")
+    p.add_argument("--distribute", choices=("none", "mirrored"), default="none",
+                   help="mirrored: tf.distribute.MirroredStrategy over all GPUs")
+    p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 on GPU (ignored on CPU)")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the AUC CI")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny CI run: a few patches per class, one epoch, batch 8")
+    p.add_argument("--debug", action="store_true", help="full tracebacks")
+    return p
+
+
+def config_from_args(args: argparse.Namespace, task: str, model: str | None, argv: list[str], prog: str):
+    from mammo_core.training.config import TrainConfig, parse_grid
+
+    model = getattr(args, "model", None) or model
+    opts: dict = {}
+    if args.hidden is not None:
+        opts["hidden"] = args.hidden
+    extra: dict = {}
+    if model == "transfer":
+        opts.update(backbone=args.backbone, mode=args.mode, weights=args.weights)
+        extra = {"fe_copies": args.fe_copies, "ft_epochs": args.ft_epochs, "ft_lr": args.ft_lr}
+    default_name = f"{task}_{model}" + (f"_{args.backbone}_{args.mode}" if model == "transfer" else "")
+    return TrainConfig(
+        task=task, model=model, data_dir=args.data, out_dir=args.out, name=args.name or default_name,
+        model_options=opts, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        patience=args.patience, class_weights=args.class_weights,
+        augment="none" if args.no_augment else "auto", val_fraction=args.val_fraction,
+        folds=args.folds, grid=parse_grid(list(args.grid)), seed=args.seed, smoke=args.smoke,
+        distribute=args.distribute, mixed_precision=args.mixed_precision, n_boot=args.n_boot,
+        command=" ".join(shlex.quote(a) for a in [prog, *argv]), **extra,
+    )
+
+
+def run(argv: list[str] | None, *, prog: str, task: str, description: str, model: str = "scratch_v1",
+        scratch_models: tuple[str, ...] | None = None, transfer: bool = False) -> int:
+    """Parse flags, train, print where the results are. Exit 0 ok, 1 bad input, 2 usage."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    scratch_models = scratch_models if scratch_models is not None else ((model,) if model != "transfer" else ())
+    parser = make_parser(prog, description, scratch_models=scratch_models, transfer=transfer,
+                         default_model=model)
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args, task, model, argv, prog)
+        from mammo_core.training.runner import train
+
+        result = train(cfg)
+    except MammoError as exc:
+        if args.debug:
+            raise
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    m = result.metrics
+    print(f"{cfg.bundle_name}: public_test accuracy {m['accuracy']:.4f} AUC {m['auc']:.4f} "
+          f"F1 {m['f1_macro']:.4f} -> {result.out_dir} ({DISCLAIMER})")
+    return 0

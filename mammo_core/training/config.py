@@ -1,0 +1,162 @@
+"""Training settings (frozen dataclass) and class weights."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from mammo_core.errors import MammoError
+
+AUGMENTATIONS = ("auto", "none", "geometric", "rot90")
+# The study's augmentation per task (auto): Task 2.1 (and the mass/calcification family) used
+# rotation 40 deg, shifts 0.2, zoom 0.2, shear 0.2, fill nearest; Task 2.2 rotations by
+# multiples of 90 deg without horizontal flips.
+TASK_AUGMENTATION = {
+    "mass_calc": "geometric",
+    "benign_malignant": "rot90",
+    "baseline_mass_calc": "geometric",
+    "five_class": "rot90",
+}
+DEFAULT_LR = {"scratch_v1": 1e-3, "scratch_v2": 1e-3, "transfer": 1e-5}
+GRID_KEYS = {"batch": "batch_size", "batch_size": "batch_size", "hidden": "hidden", "lr": "lr",
+             "dropout": "dropout"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs. ``train(config)`` is the only consumer.
+
+    ``model_options`` go to :func:`mammo_core.models.build_model` (``hidden``, ``backbone``,
+    ``mode``, ``weights``...). ``lr=None`` takes the study's default (1e-3 scratch, 1e-5
+    transfer). ``class_weights`` is ``balanced`` (total / (n_classes * n_c)), ``none`` or an
+    explicit comma list (``"1,1.25"``). ``folds`` > 1 runs the study's k-fold holdout before the
+    final model; ``grid`` is a tuple of ``(key, (values...))`` (keys: batch, hidden, lr, dropout).
+    """
+
+    task: str
+    model: str
+    data_dir: Path
+    out_dir: Path
+    name: str = ""
+    model_options: Mapping[str, Any] = field(default_factory=dict)
+    epochs: int = 100
+    batch_size: int = 50
+    lr: float | None = None
+    patience: int = 50
+    class_weights: str = "balanced"
+    augment: str = "auto"
+    fe_copies: int = 2  # augmented copies of each patch in the feature cache (transfer)
+    ft_epochs: int | None = None  # fine-tuning epochs (transfer, mode ft); None = epochs
+    ft_lr: float | None = None  # fine-tuning rate; None = lr
+    val_fraction: float = 0.15
+    folds: int = 0
+    grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    seed: int = 0
+    smoke: bool = False
+    distribute: str = "none"  # none | mirrored
+    mixed_precision: bool = False
+    n_boot: int = 2000
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        object.__setattr__(self, "model_options", dict(self.model_options))
+        if self.augment not in AUGMENTATIONS:
+            raise MammoError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
+        if self.distribute not in ("none", "mirrored"):
+            raise MammoError(f"distribute must be none or mirrored, got {self.distribute!r}")
+        for k, _ in self.grid:
+            if k not in GRID_KEYS:
+                raise MammoError(f"unknown grid key {k!r}; choose from {', '.join(sorted(set(GRID_KEYS)))}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise MammoError("epochs and batch size must be at least 1")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise MammoError(f"validation fraction must be in (0, 1), got {self.val_fraction}")
+        if self.folds == 1 or self.folds < 0:
+            raise MammoError(f"folds must be 0 (off) or at least 2, got {self.folds}")
+        parse_class_weights(self.class_weights)  # validate early
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.lr if self.lr is not None else DEFAULT_LR.get(self.model, 1e-3))
+
+    @property
+    def augmentation(self) -> str:
+        if self.augment == "auto":
+            return TASK_AUGMENTATION.get(self.task, "geometric")
+        return self.augment
+
+    @property
+    def is_transfer(self) -> bool:
+        return self.model == "transfer"
+
+    @property
+    def bundle_name(self) -> str:
+        return self.name or self.out_dir.name
+
+    def with_(self, **changes: Any) -> "TrainConfig":
+        """A copy with ``changes``; ``hidden``/``dropout`` go into ``model_options``."""
+        opts = dict(self.model_options)
+        for k in ("hidden", "dropout"):
+            if k in changes:
+                opts[k] = changes.pop(k)
+        return replace(self, model_options=opts, **changes)
+
+
+def parse_class_weights(spec: str) -> str | tuple[float, ...]:
+    """``balanced`` | ``none`` | explicit comma list of positive floats."""
+    s = str(spec).strip().lower()
+    if s in ("balanced", "none"):
+        return s
+    try:
+        values = tuple(float(v) for v in s.split(","))
+    except ValueError:
+        raise MammoError(f"class weights must be 'balanced', 'none' or numbers like 1,1.25; got {spec!r}") from None
+    if not values or any(not np.isfinite(v) or v <= 0 for v in values):
+        raise MammoError(f"class weights must be positive numbers, got {spec!r}")
+    return values
+
+
+def class_weights(labels: np.ndarray, mode: str, n_classes: int | None = None) -> dict[int, float]:
+    """Per-class loss weights.
+
+    ``balanced`` is the study's formula ``total / (n_classes * n_c)`` (0.85 / 1.22 for 1341
+    benign / 933 malignant); a class absent from ``labels`` gets 0 (it never occurs). ``none``
+    gives 1 everywhere; an explicit list must have one value per class.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    n_classes = int(n_classes if n_classes is not None else labels.max() + 1)
+    parsed = parse_class_weights(mode)
+    if parsed == "none":
+        return {c: 1.0 for c in range(n_classes)}
+    if parsed == "balanced":
+        counts = np.bincount(labels, minlength=n_classes)
+        total = counts.sum()
+        return {c: (float(total / (n_classes * counts[c])) if counts[c] else 0.0) for c in range(n_classes)}
+    if len(parsed) != n_classes:
+        raise MammoError(f"{len(parsed)} class weights given for {n_classes} classes")
+    return {c: float(w) for c, w in enumerate(parsed)}
+
+
+def parse_grid(items: list[str] | tuple[str, ...]) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """``["batch=25,50", "hidden=64,128"]`` -> ``(("batch", (25, 50)), ("hidden", (64, 128)))``."""
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise MammoError(f"grid entries look like key=v1,v2; got {item!r}")
+        key, vals = item.split("=", 1)
+        key = key.strip()
+        if key not in GRID_KEYS:
+            raise MammoError(f"unknown grid key {key!r}; choose from batch, hidden, lr, dropout")
+        conv = float if key in ("lr", "dropout") else int
+        try:
+            values = tuple(conv(v) for v in vals.split(",") if v.strip())
+        except ValueError:
+            raise MammoError(f"bad grid values in {item!r}") from None
+        if not values:
+            raise MammoError(f"no values in grid entry {item!r}")
+        out.append((key, values))
+    return tuple(out)

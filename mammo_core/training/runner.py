@@ -1,0 +1,286 @@
+"""``train(config)``: grid search and k-fold (optional), the final model, held-out evaluation,
+and everything written to ``config.out_dir`` (bundle, metrics.json, history.csv, plots)."""
+from __future__ import annotations
+
+import csv
+import io as _io
+import itertools
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mammo_core import DISCLAIMER
+from mammo_core.atomic import atomic_write_text
+from mammo_core.errors import MammoError
+from mammo_core.training.config import TrainConfig
+from mammo_core.training.data import TaskData, load_task_data, smoke_subset
+from mammo_core.training.loop import evaluate, fit_model, get_strategy, gpu_available
+
+SMOKE = {"epochs": 1, "ft_epochs": 1, "batch_size": 8, "n_boot": 200, "fe_copies": 1}
+FOLD_COLUMNS = ("accuracy", "loss", "auc", "f1_macro")
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    bundle: Any  # mammo_core.bundle.BundleInfo
+    metrics: dict
+    history: list[dict]
+    folds: list[dict] | None = None
+    grid: list[dict] | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _clean(obj):
+    """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(_clean(obj), indent=2) + "\n")
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
+    columns = columns or (list(rows[0]) if rows else [])
+    buf = _io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def validation_split(cfg: TrainConfig, y: np.ndarray, groups: np.ndarray, seed_offset: int = 0):
+    from mammo_core.datasets.splits import check_split, grouped_split
+
+    tr, va = grouped_split(y, groups, cfg.val_fraction, seed=cfg.seed + seed_offset)
+    check_split(tr, va, groups)
+    if len(va) == 0 or len(tr) == 0:
+        raise MammoError(f"too few groups to carve a {cfg.val_fraction:.0%} validation split "
+                         f"from {len(y)} patches")
+    return tr, va
+
+
+def summarize_folds(rows: list[dict]) -> list[dict]:
+    """Per-fold rows plus ``mean`` and ``std`` rows (the study's table layout)."""
+    out = [dict(r) for r in rows]
+    for stat, fn in (("mean", np.nanmean), ("std", np.nanstd)):
+        row = {"fold": stat}
+        for c in FOLD_COLUMNS:
+            vals = np.array([r[c] if r[c] is not None else np.nan for r in rows], dtype=float)
+            row[c] = float(fn(vals)) if np.isfinite(vals).any() else math.nan
+        out.append(row)
+    return out
+
+
+def format_fold_table(rows: list[dict]) -> str:
+    lines = ["| fold | accuracy | loss | AUC | F-score |", "|---|---|---|---|---|"]
+    for r in rows:
+        f = r["fold"] if isinstance(r["fold"], str) else f"fold {r['fold']}"
+        lines.append(f"| {f} | " + " | ".join(
+            "n/a" if r[c] is None or not math.isfinite(r[c]) else f"{r[c]:.4f}" for c in FOLD_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def run_folds(cfg: TrainConfig, data: TaskData, strategy) -> list[dict]:
+    from mammo_core.datasets.splits import check_split, grouped_kfold
+
+    folds = grouped_kfold(data.y_train, data.groups_train, cfg.folds, seed=cfg.seed)
+    rows = []
+    for i, (tr, te) in enumerate(folds, start=1):
+        check_split(tr, te, data.groups_train)
+        _log(f"== fold {i}/{cfg.folds}: {len(tr)} train+val, {len(te)} held-out patches")
+        itr, iva = validation_split(cfg, data.y_train[tr], data.groups_train[tr], seed_offset=i)
+        itr, iva = tr[itr], tr[iva]
+        fit = fit_model(cfg, data.x_train[itr], data.y_train[itr], data.x_train[iva], data.y_train[iva],
+                        data.n_classes, strategy)
+        m, _ = evaluate(fit.model, data.x_train[te], data.y_train[te], data.classes, cfg.batch_size,
+                        n_boot=0)
+        rows.append({"fold": i, "n": len(te), **{c: m[c] for c in FOLD_COLUMNS},
+                     "epochs": len(fit.history)})
+    return summarize_folds(rows)
+
+
+def run_grid(cfg: TrainConfig, data: TaskData, strategy, out_dir: Path) -> tuple[TrainConfig, list[dict]]:
+    """Try every combination; score by mean fold accuracy (with --folds) or validation accuracy.
+    Returns the best config and the table (also written to grid.csv)."""
+    keys = [k for k, _ in cfg.grid]
+    rows = []
+    best, best_key, best_params = cfg, None, {}
+    for values in itertools.product(*[v for _, v in cfg.grid]):
+        params = dict(zip(keys, values))
+        changes = {("batch_size" if k in ("batch", "batch_size") else k): v for k, v in params.items()}
+        c = cfg.with_(**changes, grid=())
+        _log(f"== grid {params}")
+        if cfg.folds:
+            table = run_folds(c, data, strategy)
+            mean = table[-2]
+            score = {"accuracy": mean["accuracy"], "loss": mean["loss"], "auc": mean["auc"],
+                     "f1_macro": mean["f1_macro"], "scored_on": f"mean of {cfg.folds} folds"}
+        else:
+            tr, va = validation_split(c, data.y_train, data.groups_train)
+            fit = fit_model(c, data.x_train[tr], data.y_train[tr], data.x_train[va], data.y_train[va],
+                            data.n_classes, strategy)
+            m, _ = evaluate(fit.model, data.x_train[va], data.y_train[va], data.classes, c.batch_size, n_boot=0)
+            score = {k: m[k] for k in FOLD_COLUMNS} | {"scored_on": "validation split"}
+        row = {**params, **score}
+        rows.append(row)
+        acc = score["accuracy"] if score["accuracy"] is not None and math.isfinite(score["accuracy"]) else -1
+        loss = score["loss"] if score["loss"] is not None and math.isfinite(score["loss"]) else math.inf
+        key = (acc, -loss)
+        if best_key is None or key > best_key:
+            best, best_key, best_params = c, key, params
+    write_csv(out_dir / "grid.csv", rows)
+    _log(f"grid: best {best_params} (by accuracy, then loss)")
+    return best, rows
+
+
+def _float32_copy(cfg: TrainConfig, model, n_classes: int):
+    """Rebuild ``model`` under the float32 policy (bundles run on CPUs) with the same weights."""
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+    from mammo_core.models import build_model
+
+    opts = dict(cfg.model_options)
+    if cfg.is_transfer:
+        opts["weights"] = "none"
+    m = build_model(cfg.model, n_classes, **opts)
+    m.set_weights(model.get_weights())
+    return m
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train ``config.model`` on ``config.task`` and write everything into ``config.out_dir``."""
+    import keras
+
+    from mammo_core.bundle import write_bundle
+    from mammo_core.models import gradcam_layer
+    from mammo_core.plots import plot_confusion, plot_history, plot_roc
+
+    cfg = config.with_(**SMOKE) if config.smoke else config
+    t0 = time.perf_counter()
+    out = cfg.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_task_data(cfg.data_dir, cfg.task)
+    if cfg.smoke:
+        data = smoke_subset(data, seed=cfg.seed)
+    counts = np.bincount(data.y_train, minlength=data.n_classes).tolist()
+    _log(f"task {data.task} {data.classes}: {len(data.y_train)} train patches {counts}, "
+         f"{len(data.y_test)} held-out (public_test){' [smoke subset]' if cfg.smoke else ''}; "
+         f"groups by {data.grouping}")
+    mixed = False
+    if cfg.mixed_precision:
+        if gpu_available():
+            keras.mixed_precision.set_global_policy("mixed_float16")
+            mixed = True
+        else:
+            _log("--mixed-precision ignored: no GPU")
+    try:
+        strategy = get_strategy(cfg)
+        if cfg.distribute == "mirrored":
+            _log(f"MirroredStrategy over {strategy.num_replicas_in_sync} device(s)")
+        grid_rows = None
+        if cfg.grid:
+            cfg, grid_rows = run_grid(cfg, data, strategy, out)
+        fold_rows = None
+        if cfg.folds:
+            fold_rows = run_folds(cfg, data, strategy)
+            write_csv(out / "folds.csv", fold_rows, ["fold", *FOLD_COLUMNS, "n", "epochs"])
+            _log(f"{cfg.folds}-fold holdout (grouped):\n" + format_fold_table(fold_rows))
+        # final model: train (with a grouped validation split), held-out split evaluated once
+        tr, va = validation_split(cfg, data.y_train, data.groups_train)
+        _log(f"== final model: {len(tr)} train, {len(va)} validation patches")
+        fit = fit_model(cfg, data.x_train[tr], data.y_train[tr], data.x_train[va], data.y_train[va],
+                        data.n_classes, strategy)
+        model = fit.model
+        if mixed:
+            model = _float32_copy(cfg, model, data.n_classes)
+    finally:
+        if mixed:
+            keras.mixed_precision.set_global_policy("float32")
+    val_metrics, _ = evaluate(model, data.x_train[va], data.y_train[va], data.classes, cfg.batch_size, n_boot=0)
+    test_metrics, p_test = evaluate(model, data.x_test, data.y_test, data.classes, cfg.batch_size,
+                                    n_boot=cfg.n_boot, seed=cfg.seed)
+    _log(f"held-out (public_test, n={test_metrics['n']}): accuracy {test_metrics['accuracy']:.4f}, "
+         f"AUC {test_metrics['auc']:.4f}, F1 {test_metrics['f1_macro']:.4f}, ECE {test_metrics['ece']:.4f}")
+
+    opts = dict(cfg.model_options)
+    trainable = int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
+    mode = opts.get("mode")
+    protocol = {
+        "optimizer": "Adam", "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size,
+        "max_epochs": cfg.epochs, "epochs_run": len(fit.history),
+        "early_stopping": f"val_loss, patience {cfg.patience}, best weights restored",
+        "class_weights": {data.classes[c]: w for c, w in fit.class_weights.items()},
+        "class_weights_mode": cfg.class_weights, "augmentation": cfg.augmentation,
+        "seed": cfg.seed, "smoke": cfg.smoke, "mixed_precision": mixed, "distribute": cfg.distribute,
+        "seconds": round(fit.seconds, 1),
+    }
+    if cfg.is_transfer:
+        protocol["feature_cache"] = {"copies": 1 if cfg.augmentation == "none" else cfg.fe_copies}
+        if mode == "ft":
+            protocol["fine_tuning"] = {"epochs": int(cfg.ft_epochs or cfg.epochs),
+                                       "learning_rate": float(cfg.ft_lr or cfg.learning_rate)}
+    card = {
+        "name": cfg.bundle_name,
+        "task": data.task,
+        "classes": list(data.classes),
+        "architecture": {"model": cfg.model, "options": opts, "params": int(model.count_params()),
+                         "trainable_params": trainable},
+        "training": {
+            "data": data.provenance,
+            "split": {"train": int(len(tr)), "validation": int(len(va)),
+                      "validation_fraction": cfg.val_fraction,
+                      "grouped_by": data.grouping, "held_out": "public_test", "seed": cfg.seed},
+            "protocol": protocol,
+            "validation_metrics": {k: val_metrics[k] for k in FOLD_COLUMNS},
+            "folds": fold_rows, "grid": grid_rows,
+            "command": cfg.command,
+        },
+        "metrics": {"split": "public_test", "measured": "once, after training",
+                    **{k: test_metrics[k] for k in ("n", "accuracy", "auc", "auc_ci95", "auc_ci_method",
+                                                    "f1_macro", "ece", "nll", "confusion_matrix")}},
+        "gradcam_layer": gradcam_layer(cfg.model, **opts),
+        "disclaimer": DISCLAIMER,
+    }
+    info = write_bundle(model, out, _clean(card))
+    files = [out / "model.keras", out / "card.json"]
+    metrics_doc = {"task": data.task, "classes": list(data.classes), "public_test": test_metrics,
+                   "validation": val_metrics, "folds": fold_rows, "grid": grid_rows,
+                   "seconds_total": round(time.perf_counter() - t0, 1), "disclaimer": DISCLAIMER}
+    write_json(out / "metrics.json", metrics_doc)
+    write_csv(out / "history.csv", fit.history,
+              ["epoch", "stage", "loss", "accuracy", "val_loss", "val_accuracy"])
+    files += [out / "metrics.json", out / "history.csv"]
+    title = f"{cfg.bundle_name} ({data.task})"
+    files.append(plot_history(fit.history, out / "curves.png", title))
+    files.append(plot_confusion(np.array(test_metrics["confusion_matrix"]), data.classes,
+                                out / "confusion_matrix.png", title + " - public_test"))
+    files.append(plot_roc(data.y_test, p_test, data.classes, out / "roc.png", title + " - public_test"))
+    if fold_rows:
+        files.append(out / "folds.csv")
+    if grid_rows:
+        files.append(out / "grid.csv")
+    _log(f"wrote {out} ({', '.join(f.name for f in files)}) in {time.perf_counter() - t0:.0f} s")
+    return TrainResult(out, info, test_metrics, fit.history, fold_rows, grid_rows, files)

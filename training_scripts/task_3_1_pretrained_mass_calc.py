@@ -1,0 +1,22 @@
+#!/usr/bin/env python3
+"""Task 3.1 of the study: ImageNet backbone (VGG16/VGG19/ResNet50), mass vs calcification.
+
+Thin script: flags -> mammo_core.training.TrainConfig -> mammo_core.training.train.
+Run with --help for the flags; --smoke for a tiny CI run. Research use only - not a medical device.
+"""
+from __future__ import annotations
+
+import sys
+
+from mammo_core.training.cli import run
+
+TASK = "mass_calc"
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(argv, prog="task_3_1_pretrained_mass_calc.py", task=TASK, description="""Task 3.1 of the study: ImageNet backbone (VGG16/VGG19/ResNet50), mass vs calcification.""",
+               model="transfer", scratch_models=(), transfer=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
