@@ -1,6 +1,123 @@
-"""(placeholder until its issue lands)"""
+"""`mammo models list|verify`: the bundled models, their cards, and their hashes."""
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+from pathlib import Path
 
-def register(subparsers) -> None:  # noqa: D401 - filled in by its issue
-    return None
+from mammo_core import DISCLAIMER
+
+
+def register(subparsers) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--models-dir", type=Path, default=None, metavar="DIR",
+                        help="folder of bundles (default: assets/models)")
+    p = subparsers.add_parser("list", parents=[common], help="list the bundled models (cards only)",
+                              description="List bundles: name, kind, task, version, sha256, held-out "
+                                          "metrics as the card states them. " + DISCLAIMER.capitalize() + ".")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+    p.set_defaults(func=run_list)
+    v = subparsers.add_parser(
+        "verify", parents=[common],
+        help="check every bundle's files against its card and MANIFEST.json (exit 1 on any failure)",
+        description="Recompute the sha256 of every bundle file and compare it with the card and "
+                    "the manifest; ensembles also check their members' hashes. Exit 1 naming the "
+                    "bundle and file on any failure.")
+    v.add_argument("names", nargs="*", metavar="NAME", help="bundles to check (default: all)")
+    v.set_defaults(func=run_verify)
+
+
+def _models_dir(args) -> Path:
+    from mammo_core.paths import models_dir
+
+    return args.models_dir if args.models_dir is not None else models_dir()
+
+
+def _headline_metric(card) -> str:
+    m = card.get("metrics") or {}
+    if not isinstance(m, dict):
+        return ""
+    for key in ("auc", "accuracy"):
+        if isinstance(m.get(key), (int, float)):
+            return f"{key}={m[key]:.3f}"
+    test = m.get("test") or m.get("held_out") or {}
+    if isinstance(test, dict):
+        for key in ("auc", "accuracy"):
+            if isinstance(test.get(key), (int, float)):
+                return f"{key}={test[key]:.3f}"
+    return ""
+
+
+def run_list(args) -> int:
+    from mammo_core.session import Session
+
+    root = _models_dir(args)
+    infos = Session(root).available()
+    if args.format == "json":
+        out = {"models_dir": str(root), "disclaimer": DISCLAIMER, "bundles": [
+            {"name": i.name, "kind": i.kind, "task": i.task, "classes": list(i.classes),
+             "version": i.version, "sha256": i.sha256, "path": str(i.path),
+             "gradcam_layer": i.gradcam_layer, "architecture": i.card.get("architecture"),
+             "metrics": i.card.get("metrics"), "created": i.card.get("created")}
+            for i in infos]}
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        return 0
+    if not infos:
+        print(f"no bundles in {root}", file=sys.stderr)
+        return 0
+    rows = [("NAME", "KIND", "TASK", "VERSION", "SHA256", "METRIC")]
+    rows += [(i.name, i.kind, i.task, i.version, i.sha256[:12], _headline_metric(i.card)) for i in infos]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(s.ljust(w) for s, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def run_verify(args) -> int:
+    from mammo_core.bundle import CARD_FILE, MANIFEST_FILE, read_card, read_manifest, verify_bundle
+    from mammo_core.ensemble import member_dirs, read_ensemble
+    from mammo_core.errors import MammoError
+
+    root = _models_dir(args)
+    problems: list[str] = []
+    try:
+        manifest = read_manifest(root)
+    except MammoError as err:
+        print(f"FAIL {err}", file=sys.stderr)
+        return 1
+    folders = [p for p in sorted(root.iterdir()) if (p / CARD_FILE).is_file()] if root.is_dir() else []
+    seen = set()
+    for folder in folders:
+        try:
+            name = read_card(folder).name
+        except MammoError as err:
+            problems.append(str(err))
+            print(f"FAIL {err}", file=sys.stderr)
+            continue
+        seen.add(name)
+        if args.names and name not in args.names:
+            continue
+        try:
+            info = verify_bundle(folder, manifest)
+            if info.kind == "ensemble":
+                _, spec = read_ensemble(folder, manifest)
+                for mpath in member_dirs(spec, root).values():
+                    verify_bundle(mpath, manifest)
+            print(f"ok   {info.name} ({info.kind}, {info.task}) sha256 {info.sha256[:12]}")
+        except MammoError as err:
+            problems.append(f"{name}: {err}")
+            print(f"FAIL {name}: {err}", file=sys.stderr)
+    for name in manifest.get("bundles", {}):
+        if name not in seen and (not args.names or name in args.names):
+            msg = f"{name}: listed in {MANIFEST_FILE} but no bundle folder has that card"
+            problems.append(msg)
+            print(f"FAIL {msg}", file=sys.stderr)
+    for name in args.names:
+        if name not in seen:
+            problems.append(f"{name}: no such bundle")
+            print(f"FAIL {name}: no such bundle in {root}", file=sys.stderr)
+    if problems:
+        print(f"mammo: {len(problems)} bundle problem(s)", file=sys.stderr)
+        return 1
+    return 0

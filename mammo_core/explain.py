@@ -1,0 +1,180 @@
+"""Grad-CAM heatmaps through tf-keras-vis 0.8.7, colouring and overlays.
+
+:func:`gradcam` returns a float32 ``(N, 150, 150)`` map in [0, 1] (never NaN; a constant image,
+whose gradients vanish, gives an all-zero map). The score is the chosen class's *pre-softmax*
+logit: the visualizer clones the model and replaces the last activation by a linear one
+(``ReplaceToLinear``), so it is built once per (model, method) and cached. tf-keras-vis works
+with Keras 3.15 for our functional models (checked by tests/test_explain.py); Sequential models
+are not supported by ``ReplaceToLinear`` (tf-keras-vis issue) and are refused with a clear error.
+
+Colouring (:func:`colorize`) and blending (:func:`overlay`) are separate, pure-numpy/matplotlib
+functions: the GUI only draws their uint8 RGB output.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import weakref
+from typing import Any
+
+import numpy as np
+
+from mammo_core.errors import MammoError
+
+METHODS = ("gradcam", "gradcam++", "scorecam")
+_CACHE: "weakref.WeakKeyDictionary[Any, dict[str, Any]]" = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def check_method(method: str) -> str:
+    m = method.lower().replace("_", "").replace("-", "")
+    aliases = {"gradcam": "gradcam", "gradcam++": "gradcam++", "gradcamplusplus": "gradcam++",
+               "gradcampp": "gradcam++", "scorecam": "scorecam"}
+    if m not in aliases:
+        raise MammoError(f"unknown Grad-CAM method {method!r}; choose one of {', '.join(METHODS)}")
+    return aliases[m]
+
+
+def last_conv_layer(model) -> str:
+    """Name of the model's last 2-D convolution (the default Grad-CAM layer)."""
+    import keras
+
+    for layer in reversed(model.layers):
+        if isinstance(layer, keras.layers.Conv2D):
+            return layer.name
+    raise MammoError(f"model {model.name!r} has no Conv2D layer for Grad-CAM")
+
+
+def visualizer(model, method: str = "gradcam"):
+    """The tf-keras-vis visualizer for ``model`` (built once per model and method, cached)."""
+    method = check_method(method)
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        raise MammoError("Grad-CAM needs a functional model (tf-keras-vis ReplaceToLinear fails on "
+                         "Sequential models)")
+    with _LOCK:
+        per_model = _CACHE.setdefault(model, {})
+        if method not in per_model:
+            from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+
+            if method == "gradcam":
+                from tf_keras_vis.gradcam import Gradcam as cls
+            elif method == "gradcam++":
+                from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus as cls
+            else:
+                from tf_keras_vis.scorecam import Scorecam as cls
+            per_model[method] = cls(model, model_modifier=ReplaceToLinear(), clone=True)
+        return per_model[method]
+
+
+def _as_input(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 2:
+        x = x[None, ..., None]
+    elif x.ndim == 3:
+        x = x[..., None] if x.shape[-1] != 1 else x[None]
+    if x.ndim != 4 or x.shape[1:] != (150, 150, 1):
+        raise MammoError(f"Grad-CAM input must be (N, 150, 150, 1), got {x.shape}")
+    return x
+
+
+def gradcam(model, x: np.ndarray, class_index=None, method: str = "gradcam",
+            layer: str | None = None, batch_size: int = 16) -> np.ndarray:
+    """Heatmaps ``(N, 150, 150)`` float32 in [0, 1] for ``class_index`` (an int for all patches,
+    a sequence of one int per patch, or None for each patch's predicted class)."""
+    x = _as_input(x)
+    n = len(x)
+    if n == 0:
+        return np.zeros((0, 150, 150), dtype=np.float32)
+    method = check_method(method)
+    layer = layer or last_conv_layer(model)
+    try:
+        model.get_layer(layer)
+    except ValueError:
+        raise MammoError(f"model {model.name!r} has no layer {layer!r} for Grad-CAM") from None
+    n_classes = int(model.output_shape[-1])
+    if class_index is None:
+        import tensorflow as tf
+
+        idx = np.asarray(model(tf.constant(x), training=False)).argmax(axis=1)
+    elif np.ndim(class_index) == 0:
+        idx = np.full(n, int(class_index))
+    else:
+        idx = np.asarray(class_index, dtype=np.int64)
+        if idx.shape != (n,):
+            raise MammoError(f"class_index needs one entry per patch ({n}), got {idx.shape}")
+    if idx.min() < 0 or idx.max() >= n_classes:
+        raise MammoError(f"class index out of range 0..{n_classes - 1}: {idx.tolist()}")
+
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    vis = visualizer(model, method)
+    out = np.zeros((n, 150, 150), dtype=np.float32)
+    for s in range(0, n, batch_size):
+        xb = x[s:s + batch_size]
+        score = CategoricalScore(idx[s:s + batch_size].tolist())
+        kwargs: dict[str, Any] = {"penultimate_layer": layer, "seek_penultimate_conv_layer": False}
+        if method == "scorecam":
+            kwargs["max_N"] = 10
+            # Scorecam calls model.predict, whose progress bar would land on stdout
+            with contextlib.redirect_stdout(sys.stderr):
+                cam = vis(score, xb, **kwargs)
+        else:
+            cam = vis(score, xb, **kwargs)
+        cam = np.asarray(cam, dtype=np.float32).reshape(len(xb), *np.shape(cam)[-2:])
+        if cam.shape[1:] != (150, 150):
+            import cv2
+
+            cam = np.stack([cv2.resize(c, (150, 150), interpolation=cv2.INTER_LINEAR) for c in cam])
+        out[s:s + len(xb)] = cam
+    # a constant image has zero gradients; guard against NaN/inf and keep [0, 1]
+    out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+    flat = x.reshape(n, -1)
+    const = flat.max(axis=1) == flat.min(axis=1)
+    out[const] = 0.0
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Window a patch (any dtype) to 8-bit by its own min..max (a constant patch -> zeros)."""
+    a = np.asarray(pixels, dtype=np.float64)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    lo, hi = float(np.min(a)), float(np.max(a))
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
+        return np.zeros(a.shape, dtype=np.uint8)
+    return np.round((a - lo) / (hi - lo) * 255.0).astype(np.uint8)
+
+
+def colorize(heatmap: np.ndarray, cmap: str = "jet") -> np.ndarray:
+    """A [0, 1] map -> uint8 RGB ``(H, W, 3)`` through a matplotlib colormap."""
+    from matplotlib import colormaps
+
+    h = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float64)), 0.0, 1.0)
+    rgba = colormaps[cmap](h)
+    return np.round(rgba[..., :3] * 255.0).astype(np.uint8)
+
+
+def overlay(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:
+    """The patch (windowed to 8-bit grey) blended with the coloured map: uint8 RGB."""
+    if not 0.0 <= alpha <= 1.0:
+        raise MammoError(f"alpha must be in [0, 1], got {alpha}")
+    grey = to_uint8(pixels)
+    if grey.shape != np.shape(heatmap):
+        raise MammoError(f"patch {grey.shape} and heatmap {np.shape(heatmap)} differ in shape")
+    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float64)
+    col = colorize(heatmap, cmap).astype(np.float64)
+    return np.round((1.0 - alpha) * rgb + alpha * col).clip(0, 255).astype(np.uint8)
+
+
+def weighted_mean(maps: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    """Probability-weighted mean of member maps (plain mean when all weights are 0)."""
+    if not maps:
+        return np.zeros((150, 150), dtype=np.float32)
+    w = np.clip(np.asarray(weights, dtype=np.float64), 0.0, None)
+    if w.sum() <= 0:
+        w = np.ones(len(maps))
+    m = np.tensordot(w / w.sum(), np.stack(maps).astype(np.float64), axes=1)
+    return np.clip(np.nan_to_num(m), 0.0, 1.0).astype(np.float32)

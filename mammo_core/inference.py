@@ -1,0 +1,191 @@
+"""Batched prediction over model bundles.
+
+A bundle is loaded once (hash-checked against its card and, for bundles under the models
+folder, against ``MANIFEST.json``; Keras ``safe_mode=True``) into a :class:`LoadedModel`.
+:func:`predict_arrays` runs every model once per batch over a float32 ``(N, 150, 150, 1)``
+array and returns the softmax probabilities per model name.
+
+Each model is called through one cached ``tf.function`` with a fixed input signature
+(batch dimension ``None``), so a batch costs one graph call and no retracing; this is what
+``model.predict`` does internally, minus its per-call data-adapter set-up, so per-batch calls
+(needed for progress and cancel) stay as fast as one ``model.predict`` over the whole array
+(``benchmarks/bench_inference.py`` measures the ratio).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from mammo_core.bundle import (
+    MANIFEST_FILE,
+    BundleInfo,
+    load_model,
+    read_card,
+    read_manifest,
+    verify_bundle,
+)
+from mammo_core.errors import BundleError, MammoError
+
+INPUT_SHAPE = (150, 150, 1)
+
+
+@dataclass
+class LoadedModel:
+    """A verified bundle with its Keras model in memory."""
+
+    info: BundleInfo
+    model: Any  # keras.Model
+    _fn: Any = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def task(self) -> str:
+        return self.info.task
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.info.classes
+
+    @property
+    def gradcam_layer(self) -> str | None:
+        return self.info.gradcam_layer
+
+    def compiled(self):
+        """The model's forward pass as a ``tf.function`` (built once, reused)."""
+        if self._fn is None:
+            import tensorflow as tf
+
+            model = self.model
+            self._fn = tf.function(
+                lambda x: model(x, training=False),
+                input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)],
+                reduce_retracing=True,
+            )
+        return self._fn
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = self.compiled()(np.ascontiguousarray(x, dtype=np.float32))
+        return np.asarray(out, dtype=np.float64)
+
+
+def is_under(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def check_bundle(bundle_dir: str | Path, models_dir: str | Path | None = None) -> BundleInfo:
+    """Verify a bundle's files: against its card, and against the manifest when the bundle
+    lives directly in ``models_dir`` (a bundle given by a path elsewhere: card only)."""
+    bundle_dir = Path(bundle_dir)
+    manifest = None
+    if models_dir is not None and bundle_dir.parent.resolve() == Path(models_dir).resolve():
+        manifest = read_manifest(models_dir)
+    return verify_bundle(bundle_dir, manifest)
+
+
+def find_bundle(name_or_path: str | Path, models_dir: str | Path) -> Path:
+    """The folder of a bundle named ``name_or_path`` in ``models_dir``, or the path itself when
+    it is a folder. A clear error listing the bundled names otherwise."""
+    p = Path(name_or_path)
+    models_dir = Path(models_dir)
+    names = {}
+    if models_dir.is_dir():
+        for sub in sorted(models_dir.iterdir()):
+            if (sub / "card.json").is_file():
+                try:
+                    names[read_card(sub).name] = sub
+                except BundleError:
+                    names.setdefault(sub.name, sub)
+    if str(name_or_path) in names:
+        return names[str(name_or_path)]
+    if p.is_dir():
+        return p
+    avail = ", ".join(names) or f"none (no bundles in {models_dir})"
+    raise BundleError(f"no bundle called {str(name_or_path)!r}; bundled: {avail}", models_dir)
+
+
+def load_bundle(bundle_dir: str | Path, models_dir: str | Path | None = None) -> LoadedModel:
+    """Verify then load a model bundle (``kind == "model"``)."""
+    info = check_bundle(bundle_dir, models_dir)
+    if info.kind != "model":
+        raise BundleError(f"bundle {info.name!r} is a {info.kind!r}, not a model", info.path)
+    model = load_model(info.path, verify=False)  # verified just above
+    shape = tuple(model.input_shape[1:]) if hasattr(model, "input_shape") else None
+    if shape is not None and shape != INPUT_SHAPE:
+        raise BundleError(f"model input is {shape}, expected {INPUT_SHAPE}", info.model_path)
+    n_out = int(model.output_shape[-1])
+    if n_out != len(info.classes):
+        raise BundleError(
+            f"model has {n_out} outputs but the card lists {len(info.classes)} classes", info.path
+        )
+    return LoadedModel(info, model)
+
+
+def _check_input(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 4 or tuple(x.shape[1:]) != INPUT_SHAPE:
+        raise MammoError(f"model input must be (N, 150, 150, 1), got {x.shape}")
+    if x.dtype != np.float32:
+        x = x.astype(np.float32)
+    return x
+
+
+def predict_arrays(
+    models: Sequence[LoadedModel],
+    x: np.ndarray,
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> dict[str, np.ndarray]:
+    """Softmax probabilities ``(N, n_classes)`` per model name; each model runs once per batch.
+
+    ``progress(done, total)`` is called after each batch; when ``cancel()`` returns True the
+    loop stops and the arrays hold only the rows done so far.
+    """
+    x = _check_input(x)
+    if batch_size < 1:
+        raise MammoError(f"batch size must be at least 1, got {batch_size}")
+    n = len(x)
+    out = {m.name: np.empty((n, len(m.classes)), dtype=np.float64) for m in models}
+    done = 0
+    for start in range(0, n, batch_size):
+        if cancel is not None and cancel():
+            break
+        xb = x[start:start + batch_size]
+        for m in models:
+            out[m.name][start:start + len(xb)] = m(xb)
+        done = start + len(xb)
+        if progress is not None:
+            progress(done, n)
+    if done < n:
+        out = {k: v[:done] for k, v in out.items()}
+    return out
+
+
+def probabilities_by_class(classes: Sequence[str], row: np.ndarray) -> dict[str, float]:
+    return {c: float(p) for c, p in zip(classes, row)}
+
+
+def manifest_path(models_dir: str | Path) -> Path:
+    return Path(models_dir) / MANIFEST_FILE
+
+
+def bundle_summary(info: BundleInfo) -> Mapping[str, Any]:
+    """Name, version, sha256, task, classes of a bundle (the JSON report's ``models`` entry)."""
+    return {
+        "name": info.name,
+        "version": info.version,
+        "sha256": info.sha256,
+        "task": info.task,
+        "classes": list(info.classes),
+        "kind": info.kind,
+    }

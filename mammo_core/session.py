@@ -1,0 +1,384 @@
+"""The facade the Qt viewer and ``mammo predict`` share: one code path from bundles to reports.
+
+``available()`` reads cards only (no TensorFlow import). ``load()`` verifies and loads the
+bundles (heavy: call it from a worker thread). ``predict()`` runs every loaded model once per
+batch and combines the ensemble; ``explain()`` gives Grad-CAM maps; ``export()`` writes a CSV,
+JSON or PDF report through :mod:`mammo_core.report`. Research use only — not a medical device.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from mammo_core import DISCLAIMER, __version__
+from mammo_core.bundle import CARD_FILE, BundleInfo, read_card, read_manifest
+from mammo_core.errors import BundleError, MammoError
+from mammo_core.labels import CLASS_NAMES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mammo_core.ensemble import EnsembleSpec
+    from mammo_core.inference import LoadedModel
+    from mammo_core.io import Patch, ReadFailure
+
+ENSEMBLE = "ensemble"
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """One model's output for one patch: probabilities keyed by its task's class names."""
+
+    model: str
+    task: str
+    probabilities: dict[str, float]
+    predicted: str
+
+
+@dataclass(frozen=True)
+class PatchPrediction:
+    """Every loaded model's output for one patch, and the ensemble's (five classes) if loaded.
+
+    ``uncertainty`` is the ensemble members' disagreement (None without an ensemble of at least
+    two members per factor); ``flagged`` is True when it exceeds the threshold fitted on
+    validation data; ``entropy`` is the normalised entropy of the ensemble's distribution.
+    """
+
+    source: str
+    index: int | None
+    sha256: str
+    per_model: dict[str, ModelOutput]
+    ensemble: ModelOutput | None
+    uncertainty: float | None
+    flagged: bool
+    entropy: float | None = None
+
+    @property
+    def key(self) -> str:
+        return patch_key(self.source, self.index)
+
+
+def patch_key(source: str, index: int | None) -> str:
+    """How reports and heatmap mappings name a patch: ``source`` or ``source#index``."""
+    return str(source) if index is None else f"{source}#{index}"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _failure(source: str | Path, error: str):
+    from mammo_core.io import ReadFailure
+
+    return ReadFailure(str(source), error)
+
+
+@dataclass
+class _Ensemble:
+    info: BundleInfo
+    spec: "EnsembleSpec"
+
+
+@dataclass
+class _State:
+    models: dict[str, "LoadedModel"] = field(default_factory=dict)
+    ensemble: _Ensemble | None = None
+
+
+class Session:
+    """Loaded bundles and what can be done with them (thread-safe for one worker at a time)."""
+
+    def __init__(self, models_dir: Path | str | None = None):
+        from mammo_core.paths import models_dir as default_models_dir
+
+        self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
+        self._state = _State()
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ cards only
+    def available(self) -> list[BundleInfo]:
+        """Cards of the bundles in the models folder (models first, then ensembles). Fast: no
+        hash check, no TensorFlow. Unreadable cards are skipped (``mammo models verify`` names them)."""
+        out = []
+        if self.models_dir.is_dir():
+            for sub in sorted(self.models_dir.iterdir()):
+                if (sub / CARD_FILE).is_file():
+                    try:
+                        out.append(read_card(sub))
+                    except BundleError:
+                        continue
+        return sorted(out, key=lambda i: (i.kind != "model", i.name))
+
+    # ------------------------------------------------------------------ loading
+    def _resolve(self, name: str) -> Path:
+        from mammo_core.inference import find_bundle
+
+        if name == ENSEMBLE:
+            ens = [i for i in self.available() if i.kind == "ensemble"]
+            if not ens:
+                raise BundleError("no ensemble bundle here; choose a model by name: "
+                                  + (", ".join(i.name for i in self.available()) or "none bundled"),
+                                  self.models_dir)
+            by_name = [i for i in ens if i.name == ENSEMBLE]
+            return (by_name or ens)[0].path
+        return find_bundle(name, self.models_dir)
+
+    def _manifest_for(self, path: Path):
+        if path.resolve().parent == self.models_dir.resolve():
+            return read_manifest(self.models_dir)
+        return None
+
+    def load(self, names: list[str] | None = None,
+             progress: Callable[[int, int, str], None] | None = None) -> list["ReadFailure"]:
+        """Verify and load bundles (by name in the models folder, or by folder path); an
+        ensemble brings its members. ``names`` default: every bundle in the models folder.
+        Already loaded bundles are kept. Returns the bundles that failed (one line each)."""
+        from mammo_core.ensemble import member_dirs, read_ensemble
+        from mammo_core.inference import load_bundle
+
+        failures = []
+        if names is None:
+            names = [i.name for i in self.available()]
+            if not names:
+                raise BundleError("no model bundles found (run a training script or pass a "
+                                  "bundle folder)", self.models_dir)
+        model_paths: dict[str, Path] = {}
+        ensemble_pending: list[tuple[BundleInfo, Any, dict[str, Path]]] = []
+        for name in names:
+            try:
+                path = self._resolve(name)
+                info = read_card(path)
+                if info.kind == "ensemble":
+                    einfo, spec = read_ensemble(path, self._manifest_for(path))
+                    members = member_dirs(spec, path.parent)
+                    ensemble_pending.append((einfo, spec, members))
+                    for mname, mpath in members.items():
+                        model_paths.setdefault(mname, mpath)
+                else:
+                    model_paths.setdefault(info.name, path)
+            except MammoError as err:
+                failures.append(_failure(name, str(err)))
+        total = len(model_paths)
+        failed_models = set()
+        for i, (mname, mpath) in enumerate(model_paths.items()):
+            if progress is not None:
+                progress(i, total, mname)
+            with self._lock:
+                if mname in self._state.models:
+                    continue
+            try:
+                lm = load_bundle(mpath, self.models_dir if self._manifest_for(mpath) is not None else None)
+                if lm.name != mname:
+                    raise BundleError(f"card name {lm.name!r} differs from expected {mname!r}", mpath)
+                with self._lock:
+                    self._state.models[mname] = lm
+            except MammoError as err:
+                failures.append(_failure(mpath, str(err)))
+                failed_models.add(mname)
+        for einfo, spec, members in ensemble_pending:
+            missing = [m for m in members if m in failed_models]
+            if missing:
+                failures.append(_failure(einfo.path, f"ensemble not loaded: member(s) {', '.join(missing)} failed"))
+                continue
+            with self._lock:
+                self._state.ensemble = _Ensemble(einfo, spec)
+        if progress is not None:
+            progress(total, total, "")
+        return failures
+
+    def unload(self) -> None:
+        with self._lock:
+            self._state = _State()
+
+    @property
+    def loaded(self) -> list[str]:
+        with self._lock:
+            names = list(self._state.models)
+            if self._state.ensemble is not None:
+                names.append(ENSEMBLE)
+            return names
+
+    @property
+    def ensemble_spec(self) -> "EnsembleSpec | None":
+        return None if self._state.ensemble is None else self._state.ensemble.spec
+
+    def info(self, name: str) -> BundleInfo:
+        with self._lock:
+            if name in (ENSEMBLE,) and self._state.ensemble is not None:
+                return self._state.ensemble.info
+            if self._state.ensemble is not None and name == self._state.ensemble.info.name:
+                return self._state.ensemble.info
+            if name in self._state.models:
+                return self._state.models[name].info
+        raise MammoError(f"model {name!r} is not loaded (loaded: {', '.join(self.loaded) or 'none'})")
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, patches: Sequence["Patch"], batch_size: int = 32,
+                progress: Callable[[int, int], None] | None = None,
+                cancel: Callable[[], bool] | None = None) -> list[PatchPrediction]:
+        """Predict every patch with every loaded model (each model once per batch) and the
+        ensemble. ``progress(done, total)`` after each batch; when ``cancel()`` returns True,
+        stops and returns the predictions of the patches done so far."""
+        from mammo_core.ensemble import combine
+        from mammo_core.inference import predict_arrays
+        from mammo_core.io import to_model_input
+
+        with self._lock:
+            models = list(self._state.models.values())
+            ens = self._state.ensemble
+        if not models:
+            raise MammoError("no model loaded")
+        if batch_size < 1:
+            raise MammoError(f"batch size must be at least 1, got {batch_size}")
+        patches = list(patches)
+        n = len(patches)
+        probs = {m.name: np.empty((n, len(m.classes))) for m in models}
+        done = 0
+        for s in range(0, n, batch_size):
+            if cancel is not None and cancel():
+                break
+            chunk = patches[s:s + batch_size]
+            x = to_model_input(chunk)
+            part = predict_arrays(models, x, batch_size=len(chunk))
+            for k, v in part.items():
+                probs[k][s:s + len(chunk)] = v
+            done = s + len(chunk)
+            if progress is not None:
+                progress(done, n)
+        probs = {k: v[:done] for k, v in probs.items()}
+        res = combine(ens.spec, probs) if ens is not None and done else None
+        out = []
+        for i in range(done):
+            per = {}
+            for m in models:
+                row = probs[m.name][i]
+                per[m.name] = ModelOutput(m.name, m.task, {c: float(p) for c, p in zip(m.classes, row)},
+                                          m.classes[int(np.argmax(row))])
+            e_out, unc, flag, ent = None, None, False, None
+            if res is not None:
+                row = res.probabilities[i]
+                e_out = ModelOutput(ens.info.name, "five_class",
+                                    {c: float(p) for c, p in zip(CLASS_NAMES, row)},
+                                    CLASS_NAMES[int(np.argmax(row))])
+                unc = None if res.disagreement is None else float(res.disagreement[i])
+                flag = bool(res.flagged[i])
+                ent = float(res.entropy[i])
+            p = patches[i]
+            out.append(PatchPrediction(p.source, p.index, p.sha256, per, e_out, unc, flag, ent))
+        return out
+
+    # ------------------------------------------------------------------ Grad-CAM
+    def _target_index(self, lm: "LoadedModel", patch: "Patch", target: str | None) -> int | None:
+        from mammo_core.ensemble import member_class_for
+
+        if target is None:
+            return None
+        if target in lm.classes:
+            return lm.classes.index(target)
+        mapped = member_class_for(lm.task, target)
+        if mapped is None:
+            raise MammoError(f"model {lm.name!r} ({lm.task}) has no class for target {target!r}; "
+                             f"its classes: {', '.join(lm.classes)}")
+        return lm.classes.index(mapped)
+
+    def explain_all(self, patch: "Patch", model: str = ENSEMBLE, method: str = "gradcam",
+                    target: str | None = None) -> dict[str, np.ndarray]:
+        """Grad-CAM maps of one patch: ``{model: map}`` for a model; for the ensemble each
+        member's map (for the member's class that contains the target, default the ensemble's
+        predicted class) and, under ``"ensemble"``, their mean weighted by each member's
+        (temperature-scaled) probability of that class. Members that cannot express the target
+        (e.g. target ``baseline`` for a mass_calc member) are left out."""
+        from mammo_core.ensemble import apply_temperature, member_class_for
+        from mammo_core.explain import gradcam, weighted_mean
+        from mammo_core.io import to_model_input
+
+        x = to_model_input(patch)
+        with self._lock:
+            ens = self._state.ensemble
+            models = dict(self._state.models)
+        if model == ENSEMBLE or (ens is not None and model == ens.info.name):
+            if ens is None:
+                raise MammoError(f"no ensemble loaded (loaded: {', '.join(self.loaded) or 'none'})")
+            if target is None:
+                target = self.predict([patch])[0].ensemble.predicted
+            if target not in CLASS_NAMES:
+                raise MammoError(f"unknown target {target!r} for the ensemble; choose one of "
+                                 f"{', '.join(CLASS_NAMES)}")
+            maps, weights, out = [], [], {}
+            for m in ens.spec.members:
+                lm = models[m.name]
+                cls = member_class_for(lm.task, target)
+                if cls is None:
+                    continue
+                ci = lm.classes.index(cls)
+                p = apply_temperature(lm(x), m.temperature)[0, ci]
+                hm = gradcam(lm.model, x, ci, method=method, layer=lm.gradcam_layer)[0]
+                out[m.name] = hm
+                maps.append(hm)
+                weights.append(p)
+            out[ENSEMBLE] = weighted_mean(maps, weights)
+            return out
+        if model not in models:
+            raise MammoError(f"model {model!r} is not loaded (loaded: {', '.join(self.loaded) or 'none'})")
+        lm = models[model]
+        ci = self._target_index(lm, patch, target)
+        return {model: gradcam(lm.model, x, ci, method=method, layer=lm.gradcam_layer)[0]}
+
+    def explain(self, patch: "Patch", model: str = ENSEMBLE, method: str = "gradcam",
+                target: str | None = None) -> np.ndarray:
+        """One Grad-CAM map (150, 150) float32 in [0, 1] (see :meth:`explain_all`)."""
+        maps = self.explain_all(patch, model, method, target)
+        key = ENSEMBLE if ENSEMBLE in maps else model
+        return maps[key]
+
+    # ------------------------------------------------------------------ provenance / export
+    def provenance(self) -> dict:
+        """Software version, disclaimer, time, and every loaded model's name, version, hashes."""
+        from mammo_core.inference import bundle_summary
+
+        with self._lock:
+            models = [dict(bundle_summary(m.info)) for m in self._state.models.values()]
+            ens = self._state.ensemble
+        out: dict[str, Any] = {
+            "software": {"name": "mammo-patches", "version": __version__},
+            "disclaimer": DISCLAIMER,
+            "created": _now(),
+            "models": models,
+            "ensemble": None,
+        }
+        if ens is not None:
+            models.append(dict(bundle_summary(ens.info)))
+            out["ensemble"] = {
+                "name": ens.info.name,
+                "threshold": ens.spec.threshold,
+                "threshold_rule": ens.spec.threshold_rule,
+                "weighting": ens.spec.weighting,
+                "calibration": ens.spec.calibration,
+                "coverage": ens.spec.coverage,
+                "members": [{"name": m.name, "sha256": m.sha256, "task": m.task,
+                             "temperature": m.temperature, "weight": m.weight} for m in ens.spec.members],
+            }
+        return out
+
+    def export(self, path: Path, fmt: str, patches: Sequence["Patch"],
+               predictions: Sequence[PatchPrediction],
+               heatmaps: Mapping[tuple[str, str], np.ndarray] | None = None,
+               errors: Sequence["ReadFailure"] = (),
+               heatmap_paths: Mapping[tuple[str, str], str] | None = None) -> Path:
+        """Write a report (``fmt`` csv | json | pdf) atomically; ``heatmaps`` maps
+        ``(patch key, model)`` to a map, where the patch key is :func:`patch_key` (``source`` or
+        ``source#index``; the patch's sha256 is accepted too). Returns the path."""
+        from mammo_core.report import PredictionRun, write_report
+
+        run = PredictionRun(
+            predictions=list(predictions),
+            provenance=self.provenance(),
+            errors=list(errors),
+            patches=list(patches),
+            heatmaps=dict(heatmaps or {}),
+            heatmap_paths=dict(heatmap_paths or {}),
+        )
+        return write_report(Path(path), fmt, run)
