@@ -1,0 +1,166 @@
+"""Training library: class weights, flags, the tf.data augmentation, feature caching, k-fold,
+grid, and a full train() run whose files, card and metrics are checked against the model."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from mammo_core.errors import MammoError
+from mammo_core.training import TrainConfig, class_weights, parse_grid, train
+from training_data import make_cbis_folder
+
+pytest.importorskip("tensorflow")
+
+
+def test_balanced_class_weights_reproduce_study():
+    labels = np.array([0] * 1341 + [1] * 933)
+    w = class_weights(labels, "balanced", 2)
+    assert (round(w[0], 2), round(w[1], 2)) == (0.85, 1.22)
+    assert w[0] == pytest.approx(2274 / (2 * 1341))
+    assert class_weights(labels, "none", 2) == {0: 1.0, 1: 1.0}
+    assert class_weights(labels, "1,1.25", 2) == {0: 1.0, 1: 1.25}
+    assert class_weights(np.array([0, 0, 2]), "balanced", 3)[1] == 0.0  # absent class
+
+
+@pytest.mark.parametrize("spec,match", [("1,2,3", "3 class weights"), ("abc", "balanced"), ("1,-1", "positive")])
+def test_bad_class_weights(spec, match):
+    with pytest.raises(MammoError, match=match):
+        class_weights(np.array([0, 1]), spec, 2)
+
+
+def test_parse_grid_and_config_checks(tmp_path):
+    assert parse_grid(["batch=25,50", "hidden=64,128"]) == (("batch", (25, 50)), ("hidden", (64, 128)))
+    with pytest.raises(MammoError):
+        parse_grid(["depth=3"])
+    with pytest.raises(MammoError, match="folds"):
+        TrainConfig("mass_calc", "scratch_v1", tmp_path, tmp_path, folds=1)
+    c = TrainConfig("benign_malignant", "transfer", tmp_path, tmp_path / "o")
+    assert c.learning_rate == 1e-5 and c.augmentation == "rot90"
+    assert TrainConfig("mass_calc", "scratch_v1", tmp_path, tmp_path).learning_rate == 1e-3
+    assert TrainConfig("mass_calc", "scratch_v1", tmp_path, tmp_path).augmentation == "geometric"
+
+
+def _batches(ds):
+    return [tuple(np.asarray(t) for t in b) if isinstance(b, tuple) else np.asarray(b) for b in ds]
+
+
+def test_pipeline_augmentations(rng):
+    from mammo_core.training.pipeline import make_dataset
+
+    x = rng.random((6, 150, 150, 1)).astype("float32")
+    y = np.array([0, 1, 0, 1, 0, 1])
+    plain = _batches(make_dataset(x, y, batch_size=4, weights={0: 0.5, 1: 2.0}))
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in plain]), x)
+    np.testing.assert_array_equal(np.concatenate([b[2] for b in plain]), [0.5, 2, 0.5, 2, 0.5, 2])
+
+    geo = np.concatenate([b[0] for b in _batches(make_dataset(x, y, batch_size=4, augment="geometric"))])
+    assert geo.shape == x.shape and geo.min() >= 0 and geo.max() <= 1
+    assert np.abs(geo - x).mean() > 0.05  # transformed
+
+    rot = np.concatenate(_batches(make_dataset(x, batch_size=4, augment="rot90", seed=3)))
+    ks = []
+    for a, b in zip(x, rot):
+        matches = [k for k in range(4) if np.array_equal(np.rot90(a, k, axes=(0, 1)), b)]
+        assert len(matches) == 1  # exactly a right-angle rotation, no flip, no interpolation
+        ks.append(matches[0])
+    ds = make_dataset(x, batch_size=6, augment="rot90", seed=3)
+    epochs = [np.asarray(next(iter(ds))) for _ in range(4)]
+    assert any(not np.array_equal(epochs[0], e) for e in epochs[1:])  # new draw each epoch
+
+
+def test_feature_cache_copies(rng):
+    import keras
+
+    from mammo_core.training.loop import extract_features
+
+    inp = keras.Input((150, 150, 1))
+    base = keras.Model(inp, keras.layers.AveragePooling2D(50)(inp))
+    x = rng.random((5, 150, 150, 1)).astype("float32")
+    f, y = extract_features(base, x, 4, "geometric", 2, 0, np.arange(5))
+    assert f.shape == (10, 3, 3, 1) and list(y) == [0, 1, 2, 3, 4] * 2
+    assert not np.allclose(f[:5], f[5:])  # two different augmented copies
+    f1, _ = extract_features(base, x, 4, "none", 2, 0, np.arange(5))
+    assert f1.shape == (5, 3, 3, 1)
+    np.testing.assert_allclose(f1, base.predict(x, verbose=0), rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def cbis(tmp_path_factory):
+    return make_cbis_folder(tmp_path_factory.mktemp("cbis"), n_train_pairs=20, n_test_pairs=8)
+
+
+def test_train_scratch_writes_bundle_and_honest_metrics(cbis, tmp_path):
+    from mammo_core.bundle import load_model, verify_bundle
+    from mammo_core.metrics import classification_metrics
+
+    out = tmp_path / "run"
+    cfg = TrainConfig("mass_calc", "scratch_v1", cbis, out, name="t21", epochs=3, batch_size=8,
+                      model_options={"hidden": 16}, n_boot=200, command="test")
+    res = train(cfg)
+    for f in ("model.keras", "card.json", "metrics.json", "history.csv", "curves.png",
+              "confusion_matrix.png", "roc.png"):
+        assert (out / f).is_file(), f
+    assert (out / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    info = verify_bundle(out)
+    card = info.card
+    assert card["task"] == "mass_calc" and card["classes"] == ["mass", "calcification"]
+    assert card["gradcam_layer"] == "conv5" and card["training"]["command"] == "test"
+    assert card["training"]["split"]["grouped_by"] == "pair"
+    assert set(card["training"]["data"]["sha256"]) >= {"train_tensor.npy", "public_test_tensor.npy"}
+    assert card["training"]["data"]["counts"]["public_test"] == {"mass": 4, "calcification": 4}
+    assert "not a medical device" in card["disclaimer"]
+    # the card's numbers are the loaded model's numbers on public_test
+    model = load_model(out)
+    x = np.load(cbis / "public_test_tensor.npy").astype("float32")[1::2, ..., None] / 65535.0
+    labels = np.load(cbis / "public_test_labels.npy")[1::2]
+    y = (labels >= 3).astype(int)
+    m = classification_metrics(y, model.predict(x, verbose=0), ("mass", "calcification"))
+    assert card["metrics"]["accuracy"] == pytest.approx(m["accuracy"])
+    assert card["metrics"]["auc"] == pytest.approx(m["auc"], abs=1e-6)
+    assert card["metrics"]["confusion_matrix"] == m["confusion_matrix"]
+    lo, hi = card["metrics"]["auc_ci95"]
+    assert lo is None or lo <= hi
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert len(rows) == len(res.history) <= 3 and rows[0]["stage"] == "train"
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["public_test"]["n"] == 8
+
+
+def test_validation_split_is_grouped_by_patient(tmp_path):
+    from mammo_core.training.data import load_task_data
+    from mammo_core.training.runner import validation_split
+
+    folder = make_cbis_folder(tmp_path / "p", n_train_pairs=24, n_test_pairs=4, patients=True)
+    data = load_task_data(folder, "baseline_mass_calc")
+    assert data.grouping == "patient"
+    cfg = TrainConfig("baseline_mass_calc", "scratch_v1", folder, tmp_path / "o")
+    tr, va = validation_split(cfg, data.y_train, data.groups_train)
+    assert not set(data.groups_train[tr]) & set(data.groups_train[va])
+    assert not set(tr // 2) & set(va // 2)  # pairs whole (baselines kept in this task)
+    assert 0.05 < len(va) / len(data.y_train) < 0.3
+
+
+def test_folds_and_grid_tables(cbis, tmp_path):
+    out = tmp_path / "cv"
+    cfg = TrainConfig("benign_malignant", "scratch_v1", cbis, out, name="cv", epochs=1, batch_size=8,
+                      folds=2, grid=(("hidden", (8, 16)),), augment="none", n_boot=100, smoke=False)
+    res = train(cfg)
+    folds = list(csv.DictReader(open(out / "folds.csv")))
+    assert [r["fold"] for r in folds] == ["1", "2", "mean", "std"]
+    accs = [float(r["accuracy"]) for r in folds[:2]]
+    assert float(folds[2]["accuracy"]) == pytest.approx(np.mean(accs), abs=1e-6)
+    grid = list(csv.DictReader(open(out / "grid.csv")))
+    assert [r["hidden"] for r in grid] == ["8", "16"]
+    assert res.bundle.card["architecture"]["options"]["hidden"] in (8, 16)
+    assert res.bundle.card["training"]["protocol"]["augmentation"] == "none"
+
+
+def test_missing_held_out_split_is_a_clear_error(tmp_path):
+    folder = make_cbis_folder(tmp_path / "d", n_train_pairs=4, n_test_pairs=2)
+    (folder / "public_test_tensor.npy").unlink()
+    (folder / "public_test_labels.npy").unlink()
+    with pytest.raises(MammoError, match="public_test"):
+        train(TrainConfig("mass_calc", "scratch_v1", folder, tmp_path / "o", smoke=True))
