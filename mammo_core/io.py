@@ -29,6 +29,7 @@ names the file and the problem in one line.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import warnings
@@ -251,6 +252,23 @@ def _npy_as_images(arr: np.ndarray, path: Path, error_cls: type[MammoError]) -> 
 
 
 # --------------------------------------------------------------------------- OpenCV images
+@contextlib.contextmanager
+def _quiet_opencv():
+    """Silence OpenCV's own log lines (libpng/libtiff complaints about a broken file) while
+    decoding: the reader reports the problem once, as a PatchReadError."""
+    try:
+        from cv2.utils import logging as cv_log
+    except ImportError:  # pragma: no cover - very old OpenCV
+        yield
+        return
+    previous = cv_log.getLogLevel()
+    cv_log.setLogLevel(cv_log.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv_log.setLogLevel(previous)
+
+
 def _cv2_read(path: Path) -> np.ndarray:
     import cv2
 
@@ -262,7 +280,8 @@ def _cv2_read(path: Path) -> np.ndarray:
         raise PatchReadError("empty file", path)
     kind = path.suffix.lower().lstrip(".").upper() or "image"
     try:
-        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        with _quiet_opencv():
+            img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         raise PatchReadError(f"not a readable {kind} image ({_npy_problem(exc)})", path) from None
     if img is None or img.size == 0:
@@ -419,8 +438,6 @@ def _read_pixels(path: Path) -> tuple[np.ndarray, bool]:
         raise
     except MemoryError:
         raise PatchReadError("image too large to load", path) from None
-    except Exception as exc:  # noqa: BLE001 - a decoder choked on this file: report, never crash
-        raise PatchReadError(f"cannot read file ({type(exc).__name__}: {_npy_problem(exc)})", path) from None
 
 
 def read_image(path: str | Path) -> np.ndarray:

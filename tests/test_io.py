@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from filemakers import pair_labels, write_cbis_folder, write_cv2, write_dicom
+from filemakers import BAD_CASES, make_bad_cbis, pair_labels, write_cbis_folder, write_cv2, write_dicom
 from mammo_core import io
 from mammo_core.errors import DatasetError, MammoError, PatchReadError
 from mammo_core.labels import TASKS, get_task
@@ -396,86 +396,10 @@ def test_load_patch_arrays_other_dtypes(tmp_path, rng, dtype):
     assert arrays["train"].images.dtype == dtype
 
 
-def _make_bad(folder: Path, rng, case: str) -> tuple[str, str]:
-    """Break a valid folder in one way; returns (file name expected in the message, problem)."""
-    write_cbis_folder(folder, rng, n_train_pairs=2, n_test_pairs=1)
-    if case == "pickled":
-        np.save(folder / "train_tensor.npy", np.array([None] * 4, dtype=object), allow_pickle=True)
-        return "train_tensor.npy", "object/pickled array refused (allow_pickle=False)"
-    if case == "pickled_labels":
-        np.save(folder / "public_test_labels.npy", np.array([0, "x"], dtype=object), allow_pickle=True)
-        return "public_test_labels.npy", "object/pickled array refused"
-    if case == "shape":
-        np.save(folder / "train_tensor.npy", np.zeros((4, 128, 128), dtype=np.uint16))
-        return "train_tensor.npy", "images must be (N, 150, 150) or (N, 150, 150, 1)"
-    if case == "channels3":
-        np.save(folder / "train_tensor.npy", np.zeros((4, 150, 150, 3), dtype=np.uint16))
-        return "train_tensor.npy", "images must be"
-    if case == "label_range":
-        np.save(folder / "train_labels.npy", np.array([0, 1, 0, 7]))
-        return "train_labels.npy", "labels out of range 0-4"
-    if case == "negative_label":
-        np.save(folder / "train_labels.npy", np.array([0, -1, 0, 2]))
-        return "train_labels.npy", "labels out of range 0-4"
-    if case == "float_labels":
-        np.save(folder / "train_labels.npy", np.array([0.0, 1.0, 0.0, 2.0]))
-        return "train_labels.npy", "labels must be integers"
-    if case == "length":
-        np.save(folder / "public_test_labels.npy", np.array([0, 1, 0]))
-        return "public_test_labels.npy", "3 labels for 2 images"
-    if case == "truncated":
-        data = (folder / "train_tensor.npy").read_bytes()
-        (folder / "train_tensor.npy").write_bytes(data[: len(data) - 1000])
-        return "train_tensor.npy", "truncated .npy file"
-    if case == "not_npy":
-        (folder / "train_tensor.npy").write_text("hello, I am text")
-        return "train_tensor.npy", "not a .npy file"
-    if case == "png_named_npy":
-        write_cv2(folder / "train_tensor.npy.png", np.zeros((150, 150), np.uint8))
-        (folder / "train_tensor.npy").write_bytes((folder / "train_tensor.npy.png").read_bytes())
-        return "train_tensor.npy", "not a .npy file"
-    if case == "nan":
-        imgs = rng.random((4, 150, 150)).astype(np.float32)
-        imgs[2, 5, 5] = np.nan
-        np.save(folder / "train_tensor.npy", imgs)
-        return "train_tensor.npy", "NaN or infinity (first in patch 2)"
-    if case == "inf":
-        imgs = rng.random((2, 150, 150))
-        imgs[0, 0, 0] = np.inf
-        np.save(folder / "public_test_tensor.npy", imgs)
-        return "public_test_tensor.npy", "NaN or infinity"
-    if case == "int_images":
-        np.save(folder / "train_tensor.npy", np.zeros((4, 150, 150), dtype=np.int32))
-        return "train_tensor.npy", "int32 pixels are not supported"
-    if case == "missing_labels":
-        (folder / "train_labels.npy").unlink()
-        return "train_tensor.npy", "labels file train_labels.npy is missing"
-    if case == "labels_without_images":
-        (folder / "public_test_tensor.npy").unlink()
-        return "public_test_labels.npy", "labels without images"
-    if case == "empty_split":
-        np.save(folder / "train_tensor.npy", np.zeros((0, 150, 150), dtype=np.uint16))
-        np.save(folder / "train_labels.npy", np.zeros((0,), dtype=np.int64))
-        return "train_tensor.npy", "no patches"
-    if case == "no_arrays":
-        for f in folder.glob("*.npy"):
-            f.unlink()
-        (folder / "README.txt").write_text("nothing here")
-        return folder.name, "no patch arrays found"
-    raise AssertionError(case)
-
-
-BAD_CASES = [
-    "pickled", "pickled_labels", "shape", "channels3", "label_range", "negative_label",
-    "float_labels", "length", "truncated", "not_npy", "png_named_npy", "nan", "inf", "int_images",
-    "missing_labels", "labels_without_images", "empty_split", "no_arrays",
-]
-
-
 @pytest.mark.parametrize("case", BAD_CASES)
 def test_load_patch_arrays_bad_input(tmp_path, rng, case):
     folder = tmp_path / "arrays"
-    file_name, problem = _make_bad(folder, rng, case)
+    file_name, problem = make_bad_cbis(folder, rng, case)
     with pytest.raises(DatasetError) as info:
         io.load_patch_arrays(folder)
     msg = str(info.value)
