@@ -237,6 +237,12 @@ def train(config: TrainConfig) -> TrainResult:
         "seed": cfg.seed, "smoke": cfg.smoke, "mixed_precision": mixed, "distribute": cfg.distribute,
         "seconds": round(fit.seconds, 1),
     }
+    arch = {"model": cfg.model, "options": opts, "params": int(model.count_params()),
+            "trainable_params": trainable}
+    if cfg.is_transfer and Path(str(opts.get("weights", ""))).is_file():
+        from mammo_core.bundle import sha256_file
+
+        arch["initial_weights_sha256"] = sha256_file(opts["weights"])
     if cfg.is_transfer:
         protocol["feature_cache"] = {"copies": 1 if cfg.augmentation == "none" else cfg.fe_copies}
         if mode == "ft":
@@ -246,8 +252,7 @@ def train(config: TrainConfig) -> TrainResult:
         "name": cfg.bundle_name,
         "task": data.task,
         "classes": list(data.classes),
-        "architecture": {"model": cfg.model, "options": opts, "params": int(model.count_params()),
-                         "trainable_params": trainable},
+        "architecture": arch,
         "training": {
             "data": data.provenance,
             "split": {"train": int(len(tr)), "validation": int(len(va)),

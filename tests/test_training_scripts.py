@@ -1,0 +1,100 @@
+"""Every training script runs --smoke on a synthetic CBIS-layout folder and writes its bundle;
+flags, help and bad input behave as documented."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from training_data import make_cbis_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "training_scripts"
+CASES = {
+    "task_2_1_scratch_mass_calc": ("mass_calc", ["mass", "calcification"], [], "conv5"),
+    "task_2_2_scratch_benign_malignant": ("benign_malignant", ["benign", "malignant"], [], "conv6"),
+    "task_3_1_pretrained_mass_calc": ("mass_calc", ["mass", "calcification"],
+                                      ["--weights", "none", "--mode", "ft"], "block5_conv3"),
+    "task_3_2_pretrained_benign_malignant": ("benign_malignant", ["benign", "malignant"],
+                                             ["--weights", "none"], "block5_conv3"),
+    "task_4_baseline_mass_calc": ("baseline_mass_calc", ["baseline", "mass", "calcification"], [], "conv6"),
+}
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def cbis(tmp_path_factory):
+    return make_cbis_folder(tmp_path_factory.mktemp("cbis"), n_train_pairs=16, n_test_pairs=8, patients=True)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_script_smoke(name, cbis, tmp_path, capsys):
+    task, classes, extra, layer = CASES[name]
+    out = tmp_path / name
+    rc = load_script(name).main(["--data", str(cbis), "--out", str(out), "--smoke", "--seed", "1", *extra])
+    assert rc == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["task"] == task and card["classes"] == classes and card["gradcam_layer"] == layer
+    assert card["training"]["protocol"]["smoke"] is True
+    assert card["training"]["split"]["grouped_by"] == "patient"
+    assert "--smoke" in card["training"]["command"] and name in card["training"]["command"]
+    for f in ("model.keras", "metrics.json", "history.csv", "curves.png", "confusion_matrix.png", "roc.png"):
+        assert (out / f).is_file()
+    if "pretrained" in name:
+        assert card["architecture"]["params"] == 16_812_610  # the real VGG16 + head
+    assert "public_test accuracy" in capsys.readouterr().out
+
+
+def test_help_and_usage_errors(capsys):
+    mod = load_script("task_3_1_pretrained_mass_calc")
+    with pytest.raises(SystemExit) as e:
+        mod.main(["--help"])
+    assert e.value.code == 0
+    assert "--backbone" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        load_script("task_2_1_scratch_mass_calc").main(["--out", "x"])  # --data missing
+    assert e.value.code == 2
+
+
+def test_bad_input_exit_1(tmp_path, capsys):
+    rc = load_script("task_2_1_scratch_mass_calc").main(["--data", str(tmp_path / "nope"), "--out",
+                                                         str(tmp_path / "o"), "--smoke"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err and "nope" in err
+    folder = make_cbis_folder(tmp_path / "d", n_train_pairs=4, n_test_pairs=2)
+    rc = load_script("task_2_2_scratch_benign_malignant").main(
+        ["--data", str(folder), "--out", str(tmp_path / "o2"), "--smoke", "--class-weights", "1,2,3"])
+    assert rc == 1
+
+
+def test_script_runs_as_subprocess(cbis, tmp_path):
+    out = tmp_path / "sub"
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "task_2_1_scratch_mass_calc.py"), "--data", str(cbis),
+                           "--out", str(out), "--smoke", "--no-augment", "--name", "ci"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "epoch 1/1" in proc.stderr
+    card = json.loads((out / "card.json").read_text())
+    assert card["name"] == "ci" and card["training"]["protocol"]["augmentation"] == "none"
+
+
+@pytest.mark.shared
+def test_transfer_script_with_local_vgg16_weights(cbis, tmp_path, vgg16_weights):
+    out = tmp_path / "vgg"
+    rc = load_script("task_3_1_pretrained_mass_calc").main(
+        ["--data", str(cbis), "--out", str(out), "--smoke", "--weights", str(vgg16_weights)])
+    assert rc == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["architecture"]["options"]["weights"] == str(vgg16_weights)
+    assert card["architecture"]["trainable_params"] == 2_097_922
