@@ -196,7 +196,7 @@ def test_random_lesions_match_reference(tmp_path):
 
 
 def test_split_by_woman_reproducible_and_jitter_train_only(synthetic, tmp_path):
-    folder, images, rows = synthetic
+    folder, _, _ = synthetic
     # more women: copy the set under new numbers so a split is possible
     rng = np.random.default_rng(3)
     extra = []

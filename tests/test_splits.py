@@ -30,7 +30,7 @@ def test_grouped_split_keeps_pairs_and_patients(rng):
         share = np.sum(labels[te] == c) / np.sum(labels == c)
         assert 0.1 < share < 0.3, (c, share)
     # reproducible, and the seed matters
-    tr2, te2 = grouped_split(labels, patients, 0.2, seed=3)
+    _, te2 = grouped_split(labels, patients, 0.2, seed=3)
     assert np.array_equal(te, te2)
     assert not np.array_equal(te, grouped_split(labels, patients, 0.2, seed=4)[1])
 

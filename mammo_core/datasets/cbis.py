@@ -36,17 +36,24 @@ import sys
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from mammo_core import DISCLAIMER, __version__
 from mammo_core.datasets.contact_sheet import SheetEntry
 from mammo_core.datasets.windows import (
-    MIN_BASELINE_TISSUE, Box, choose_baseline, cut_patch, full_scale, thumbnail, tissue_count,
-    tissue_threshold, to_uint16,
+    MIN_BASELINE_TISSUE,
+    Box,
+    choose_baseline,
+    cut_patch,
+    full_scale,
+    thumbnail,
+    tissue_count,
+    tissue_threshold,
+    to_uint16,
 )
 from mammo_core.errors import DatasetError, MammoError
 from mammo_core.labels import LABEL_TO_NAME

@@ -41,7 +41,7 @@ def _rect(img: np.ndarray, box: Box, f: float, colour) -> None:
     import cv2
 
     p1 = (int(box.left * f), int(box.top * f))
-    p2 = (max(p1[0] + 1, int(round(box.right * f)) - 1), max(p1[1] + 1, int(round(box.bottom * f)) - 1))
+    p2 = (max(p1[0] + 1, round(box.right * f) - 1), max(p1[1] + 1, round(box.bottom * f) - 1))
     cv2.rectangle(img, p1, p2, colour, 1)
 
 

@@ -33,9 +33,9 @@ import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -43,8 +43,17 @@ from mammo_core import DISCLAIMER, __version__
 from mammo_core.datasets.contact_sheet import SheetEntry
 from mammo_core.datasets.splits import check_split, grouped_split
 from mammo_core.datasets.windows import (
-    MIN_LESION_TISSUE, Box, Jitter, choose_baseline, centred_square, cut_patch, full_scale,
-    thumbnail, tissue_count, tissue_threshold, to_uint16,
+    MIN_LESION_TISSUE,
+    Box,
+    Jitter,
+    centred_square,
+    choose_baseline,
+    cut_patch,
+    full_scale,
+    thumbnail,
+    tissue_count,
+    tissue_threshold,
+    to_uint16,
 )
 from mammo_core.errors import DatasetError, MammoError
 from mammo_core.labels import LABEL_TO_NAME
@@ -243,7 +252,7 @@ def stack_pairs(pairs: Sequence[CutPair]) -> tuple[np.ndarray, np.ndarray]:
 def random_jitters(lesion: MiasLesion, side: int, k: int, seed: int) -> list[Jitter]:
     """``k`` reproducible jitters for one abnormality (independent of processing order)."""
     rng = np.random.default_rng([int(seed), lesion.image_number, lesion.number, 7919])
-    m = max(1, int(round(JITTER_SHIFT * side)))
+    m = max(1, round(JITTER_SHIFT * side))
     out = []
     for _ in range(int(k)):
         dx, dy = (int(v) for v in rng.integers(-m, m + 1, size=2))

@@ -12,14 +12,14 @@ ever split.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
 from mammo_core.errors import DatasetError
 
-__all__ = ["grouped_split", "grouped_kfold", "groups_for_arrays", "has_pair_layout", "check_split"]
+__all__ = ["check_split", "grouped_kfold", "grouped_split", "groups_for_arrays", "has_pair_layout"]
 
 
 def has_pair_layout(labels: np.ndarray) -> bool:

@@ -18,8 +18,8 @@ integer pixel counts, so ties are exact.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -54,7 +54,7 @@ class Box:
         h, w = int(shape[0]), int(shape[1])
         return self.top >= 0 and self.left >= 0 and self.bottom <= h and self.right <= w
 
-    def overlaps(self, other: "Box") -> bool:
+    def overlaps(self, other: Box) -> bool:
         return not (self.bottom <= other.top or other.bottom <= self.top
                     or self.right <= other.left or other.right <= self.left)
 
@@ -117,7 +117,7 @@ def centred_square(row: int, col: int, side: int, shape: Sequence[int],
     h, w = int(shape[0]), int(shape[1])
     if jitter is not None:
         row, col = row + int(jitter.dy), col + int(jitter.dx)
-        side = int(round(side * jitter.scale))
+        side = round(side * jitter.scale)
     side = max(1, min(int(side), h, w))
     top = min(max(row - side // 2, 0), h - side)
     left = min(max(col - side // 2, 0), w - side)
