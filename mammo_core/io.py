@@ -61,6 +61,7 @@ LABELS_SUFFIX = "_labels.npy"
 
 _NATIVE_INT_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 _CHUNK_ROWS = 2048  # rows per chunk when scanning big memory-mapped arrays
+_MMAP_MIN_BYTES = 16 << 20  # .npy files above this are memory-mapped by read_patches
 
 
 # --------------------------------------------------------------------------- data classes
@@ -430,7 +431,8 @@ def _read_pixels(path: Path) -> tuple[np.ndarray, bool]:
             + " or DICOM", path)
     try:
         if kind == "npy":
-            return _npy_as_images(_load_npy(path, PatchReadError, mmap=True), path, PatchReadError)
+            big = path.stat().st_size > _MMAP_MIN_BYTES  # stacks: memory-map, load rows lazily
+            return _npy_as_images(_load_npy(path, PatchReadError, mmap=big), path, PatchReadError)
         if kind == "cv2":
             return _cv2_read(path), False
         return _dicom_read(path)
@@ -528,18 +530,19 @@ def _patches_from_file(path: Path, errors: list[ReadFailure]) -> list[Patch]:
     ]
 
 
-def _folder_files(folder: Path, recursive: bool) -> list[Path]:
+def _folder_files(folder: Path, recursive: bool, errors: list[ReadFailure]) -> list[Path]:
     out: list[Path] = []
     try:
         entries = sorted(folder.iterdir(), key=lambda p: p.name)
-    except OSError:
+    except OSError as exc:
+        errors.append(ReadFailure(str(folder), f"cannot list folder: {exc.strerror or exc}"))
         return out
     for entry in entries:
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
             if recursive:
-                out.extend(_folder_files(entry, recursive))
+                out.extend(_folder_files(entry, recursive, errors))
             continue
         if entry.name.endswith(LABELS_SUFFIX):
             continue  # labels of X_tensor.npy, attached to its patches; never a patch itself
@@ -562,7 +565,7 @@ def read_patches(paths: str | Path | Iterable[str | Path], *, recursive: bool = 
     for given in paths:
         p = Path(given)
         if p.is_dir():
-            files = _folder_files(p, recursive)
+            files = _folder_files(p, recursive, result.errors)
         elif p.exists():
             files = [p]
         else:
@@ -605,7 +608,14 @@ def to_model_input(pixels) -> np.ndarray:
         if not pixels:
             return np.zeros((0, *PATCH_SHAPE, 1), dtype=np.float32)
         if all(isinstance(p, Patch) for p in pixels):
-            return np.concatenate([to_model_input(p.pixels) for p in pixels])
+            parts = []
+            for p in pixels:
+                try:
+                    parts.append(to_model_input(p.pixels))
+                except MammoError as err:
+                    where = p.source if p.index is None else f"{p.source}[{p.index}]"
+                    raise MammoError(err.problem, where) from None
+            return np.concatenate(parts)
         pixels = np.asarray(pixels)
     a = np.asarray(pixels)
     if a.ndim == 2:

@@ -16,6 +16,15 @@ from mammo_core.errors import DatasetError, MammoError, PatchReadError
 from mammo_core.labels import TASKS, get_task
 
 
+def is_mapped(a: np.ndarray) -> bool:
+    """Whether ``a`` is (a view of) a memory-mapped file."""
+    while a is not None:
+        if isinstance(a, np.memmap):
+            return True
+        a = a.base if isinstance(a, np.ndarray) else None
+    return False
+
+
 def nearest(img: np.ndarray) -> np.ndarray:
     return cv2.resize(img, (150, 150), interpolation=cv2.INTER_NEAREST)
 
@@ -379,7 +388,7 @@ def test_load_patch_arrays_valid_folder(tmp_path, rng):
         assert split.images.shape == images.shape and split.images.dtype == np.uint16
         np.testing.assert_array_equal(split.images, images)
         assert not split.images.flags.writeable          # read-only memory map
-        assert isinstance(split.images.base, np.memmap) or isinstance(split.images, np.memmap)
+        assert is_mapped(split.images)
         if labels is None:
             assert split.labels is None and split.label_file is None
         else:
@@ -464,3 +473,22 @@ def test_drop_baselines_select_task_scale(rng):
     assert s.dtype == np.float32 and s.min() >= 0 and s.max() <= 1
     np.testing.assert_allclose(s, images / 65535.0, rtol=1e-6)
     np.testing.assert_allclose(io.scale_to_unit(np.array([0, 255], np.uint8)), [0.0, 1.0])
+
+
+def test_to_model_input_names_the_patch_that_is_out_of_range(rng):
+    good = io.Patch(np.zeros((150, 150), np.uint8), "a.png")
+    bad = io.Patch(np.full((150, 150), 3.0, np.float32), "b.npy", 4)
+    with pytest.raises(MammoError) as info:
+        io.to_model_input([good, bad])
+    assert str(info.value) == "b.npy[4]: float pixels must be finite and in [0, 1]"
+
+
+def test_big_stacks_are_memory_mapped_small_files_are_not(tmp_path, rng, monkeypatch):
+    stack = rng.integers(0, 65536, size=(3, 150, 150), dtype=np.uint16)
+    np.save(tmp_path / "s.npy", stack)
+    small = io.read_patches(tmp_path / "s.npy").patches[0].pixels
+    assert not is_mapped(small)
+    monkeypatch.setattr(io, "_MMAP_MIN_BYTES", 0)
+    mapped = io.read_patches(tmp_path / "s.npy").patches
+    assert is_mapped(mapped[1].pixels)
+    np.testing.assert_array_equal(mapped[2].pixels, stack[2])
