@@ -304,3 +304,38 @@ def test_shared_set_matches_reference(mias_dir, tmp_path):
     n_all = ref_l.size
     n_train, n_test = summary["splits"]["train"]["n"], summary["splits"]["public_test"]["n"]
     assert n_train + n_test == n_all and 0.1 < n_test / n_all < 0.35
+
+
+def test_16bit_source_gives_the_same_patches(synthetic, tmp_path):
+    """A 16-bit copy (value x 257) of every image: tissue above 20/255 of full scale and values
+    kept, so the patches equal those of the 8-bit originals."""
+    folder, images, _ = synthetic
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for name, img in images.items():
+        assert cv2.imwrite(str(wide / f"{name}.png"), img.astype(np.uint16) * 257)
+    a, b = tmp_path / "a", tmp_path / "b"
+    build_mias(folder, folder / "Info.txt", a, test_fraction=0, progress=False)
+    build_mias(wide, folder / "Info.txt", b, test_fraction=0, progress=False)
+    assert np.array_equal(np.load(a / "train_tensor.npy"), np.load(b / "train_tensor.npy"))
+
+
+def test_failed_write_leaves_no_half_set(synthetic, tmp_path, monkeypatch):
+    folder, _, _ = synthetic
+    out = tmp_path / "out"
+    build_mias(folder, folder / "Info.txt", out, test_fraction=0, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    from mammo_core.datasets import writer
+
+    monkeypatch.setattr(writer, "write_sheet", boom)
+    with pytest.raises(OSError):
+        build_mias(folder, folder / "Info.txt", out, test_fraction=0.5, seed=9, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+    with pytest.raises(OSError):
+        build_mias(folder, folder / "Info.txt", tmp_path / "fresh", progress=False)
+    assert not (tmp_path / "fresh").exists()
