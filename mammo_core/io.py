@@ -379,15 +379,24 @@ def _dicom_read(path: Path) -> tuple[np.ndarray, bool]:
     # BitsStored: keep only the stored bits, sign-extend signed data.
     bits = bits_stored if 0 < bits_stored <= arr.dtype.itemsize * 8 else (
         bits_allocated if 0 < bits_allocated <= arr.dtype.itemsize * 8 else arr.dtype.itemsize * 8)
-    raw = np.ascontiguousarray(arr).view(np.dtype(f"u{arr.dtype.itemsize}")).astype(np.int64) & ((1 << bits) - 1)
+    if not np.isfinite(slope) or not np.isfinite(intercept) or slope == 0:
+        slope, intercept = 1.0, 0.0
+    unsigned = np.ascontiguousarray(arr).view(np.dtype(f"u{arr.dtype.itemsize}"))
+    if not signed and slope == 1 and intercept == 0 and bits <= 16:
+        # the usual mammogram: unsigned, no rescale -> stay in the native width (big images)
+        top = (1 << bits) - 1
+        out = unsigned & unsigned.dtype.type(top) if bits < unsigned.dtype.itemsize * 8 else unsigned
+        if photometric == "MONOCHROME1":
+            out = unsigned.dtype.type(top) - out
+        out_dtype = np.uint8 if top <= 255 else np.uint16
+        return np.ascontiguousarray(out.astype(out_dtype, copy=False)), frames > 1
+    raw = unsigned.astype(np.int64) & ((1 << bits) - 1)
     if signed:
         raw = np.where(raw >= (1 << (bits - 1)), raw - (1 << bits), raw)
         lo_stored, hi_stored = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     else:
         lo_stored, hi_stored = 0, (1 << bits) - 1
 
-    if not np.isfinite(slope) or not np.isfinite(intercept) or slope == 0:
-        slope, intercept = 1.0, 0.0
     ends = sorted((lo_stored * slope + intercept, hi_stored * slope + intercept))
     lo, hi = ends
     integral = float(slope).is_integer() and float(intercept).is_integer()

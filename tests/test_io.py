@@ -492,3 +492,16 @@ def test_big_stacks_are_memory_mapped_small_files_are_not(tmp_path, rng, monkeyp
     mapped = io.read_patches(tmp_path / "s.npy").patches
     assert is_mapped(mapped[1].pixels)
     np.testing.assert_array_equal(mapped[2].pixels, stack[2])
+
+
+@pytest.mark.parametrize("bits_stored, photometric", [(16, "MONOCHROME1"), (16, "MONOCHROME2"),
+                                                      (14, "MONOCHROME1"), (8, "MONOCHROME2")])
+def test_dicom_16bit_allocated_bit_depths(tmp_path, rng, bits_stored, photometric):
+    top = (1 << bits_stored) - 1
+    values = rng.integers(0, top + 1, size=(64, 80), dtype=np.uint16)
+    out = io.read_image(write_dicom(tmp_path / "d.dcm", values, photometric=photometric,
+                                    bits_stored=bits_stored))
+    assert out.dtype == (np.uint8 if bits_stored <= 8 else np.uint16)
+    expected = top - values if photometric == "MONOCHROME1" else values
+    np.testing.assert_array_equal(out, expected)
+    assert io.read_patches(tmp_path / "d.dcm").patches[0].original_shape == (64, 80)
