@@ -33,10 +33,10 @@ import contextlib
 import hashlib
 import os
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -165,9 +165,9 @@ def _load_npy(path: Path, error_cls: type[MammoError] = PatchReadError, *, mmap:
                 raise error_cls("not a .npy file (bad magic string)", path) from None
             try:
                 if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+                    shape, _fortran, dtype = np.lib.format.read_array_header_1_0(fh)
                 elif version == (2, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+                    shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fh)
                 else:
                     raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
             except MammoError:
@@ -291,9 +291,7 @@ def _cv2_read(path: Path) -> np.ndarray:
         raise PatchReadError(f"{img.dtype} {kind} images are not supported: expected 8- or 16-bit", path)
     if img.ndim == 3:
         channels = img.shape[2]
-        if channels == 1:
-            img = img[:, :, 0]
-        elif channels == 2:  # grey + alpha: alpha dropped
+        if channels == 1 or channels == 2:
             img = img[:, :, 0]
         elif channels == 3:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
@@ -746,9 +744,24 @@ def select_task(images: np.ndarray, labels: np.ndarray,
 
 
 __all__ = [
-    "PATCH_SIZE", "PATCH_SHAPE", "READ_EXTENSIONS", "SPLIT_NAMES",
-    "Patch", "ReadFailure", "PatchCollection", "Split", "PatchArrays",
-    "read_image", "resize_patch", "read_patches", "to_model_input", "scale_to_unit",
-    "load_patch_arrays", "validate_split", "pairs_ok", "pixel_range",
-    "drop_baselines", "select_task",
+    "PATCH_SHAPE",
+    "PATCH_SIZE",
+    "READ_EXTENSIONS",
+    "SPLIT_NAMES",
+    "Patch",
+    "PatchArrays",
+    "PatchCollection",
+    "ReadFailure",
+    "Split",
+    "drop_baselines",
+    "load_patch_arrays",
+    "pairs_ok",
+    "pixel_range",
+    "read_image",
+    "read_patches",
+    "resize_patch",
+    "scale_to_unit",
+    "select_task",
+    "to_model_input",
+    "validate_split",
 ]

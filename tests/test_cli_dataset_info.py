@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from filemakers import BAD_CASES, make_bad_cbis, write_cbis_folder
+
 from mammo_core.cli import main
 from mammo_core.errors import DatasetError
 from mammo_core.labels import CLASS_NAMES, class_counts
@@ -109,7 +109,7 @@ def _subprocess_env() -> dict:
 
 
 def test_python_m_mammo_core_help():
-    res = subprocess.run([sys.executable, "-m", "mammo_core", "--help"], capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "mammo_core", "--help"], capture_output=True, check=False,
                          text=True, timeout=120, env=_subprocess_env())
     assert res.returncode == 0, res.stderr
     assert "usage: mammo" in res.stdout and "dataset" in res.stdout
@@ -117,7 +117,8 @@ def test_python_m_mammo_core_help():
 
 def test_dataset_info_help_explains_layout():
     res = subprocess.run([sys.executable, "-m", "mammo_core", "dataset", "info", "--help"],
-                         capture_output=True, text=True, timeout=120, env=_subprocess_env())
+                         capture_output=True, text=True, timeout=120, check=False,
+                         env=_subprocess_env())
     assert res.returncode == 0, res.stderr
     for text in ("train_tensor.npy", "public_test_labels.npy", "private_test_tensor.npy",
                  "allow_pickle=False", "--format"):
@@ -127,12 +128,13 @@ def test_dataset_info_help_explains_layout():
 def test_dataset_info_end_to_end_subprocess(tmp_path, rng):
     write_cbis_folder(tmp_path, rng, n_train_pairs=2, n_test_pairs=1)
     res = subprocess.run([sys.executable, "-m", "mammo_core", "dataset", "info", str(tmp_path),
-                          "--format", "json"], capture_output=True, text=True, timeout=120,
+                          "--format", "json"], capture_output=True, text=True, timeout=120, check=False,
                          env=_subprocess_env())
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["splits"]["train"]["n"] == 4
     (tmp_path / "train_labels.npy").write_text("garbage")
     res = subprocess.run([sys.executable, "-m", "mammo_core", "dataset", "info", str(tmp_path)],
-                         capture_output=True, text=True, timeout=120, env=_subprocess_env())
+                         capture_output=True, text=True, timeout=120, check=False,
+                         env=_subprocess_env())
     assert res.returncode == 1
     assert res.stderr.strip() == f"mammo: error: {Path(tmp_path) / 'train_labels.npy'}: not a .npy file (bad magic string)"

@@ -9,8 +9,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from filemakers import (
+    BAD_CASES,
+    make_bad_cbis,
+    pair_labels,
+    write_cbis_folder,
+    write_cv2,
+    write_dicom,
+)
 
-from filemakers import BAD_CASES, make_bad_cbis, pair_labels, write_cbis_folder, write_cv2, write_dicom
 from mammo_core import io
 from mammo_core.errors import DatasetError, MammoError, PatchReadError
 from mammo_core.labels import TASKS, get_task
