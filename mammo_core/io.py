@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import warnings
 from collections.abc import Iterable, Mapping
@@ -182,9 +183,9 @@ def _load_npy(path: Path, error_cls: type[MammoError] = PatchReadError, *, mmap:
 
     if dtype.hasobject:
         raise error_cls("object/pickled array refused (allow_pickle=False)", path)
-    count = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
-    if count < 0:
+    if any(int(d) < 0 for d in shape):
         raise error_cls(f"not a valid .npy file (bad shape {shape})", path)
+    count = math.prod(int(d) for d in shape)  # Python ints: a lying header cannot overflow
     need = count * dtype.itemsize
     have = size - data_start
     if have < need:

@@ -512,3 +512,12 @@ def test_dicom_16bit_allocated_bit_depths(tmp_path, rng, bits_stored, photometri
     expected = top - values if photometric == "MONOCHROME1" else values
     np.testing.assert_array_equal(out, expected)
     assert io.read_patches(tmp_path / "d.dcm").patches[0].original_shape == (64, 80)
+
+
+def test_npy_header_declaring_a_huge_array_is_truncated_not_allocated(tmp_path):
+    header = "{'descr': '<u2', 'fortran_order': False, 'shape': (4294967296, 4294967296), }"
+    header = header.ljust(118) + "\n"
+    (tmp_path / "h.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little")
+                                     + header.encode() + b"\0" * 64)
+    with pytest.raises(PatchReadError, match="truncated .npy file"):
+        io.read_image(tmp_path / "h.npy")
