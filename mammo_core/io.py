@@ -401,13 +401,13 @@ def _dicom_read(path: Path) -> tuple[np.ndarray, bool]:
     integral = float(slope).is_integer() and float(intercept).is_integer()
     if integral and lo >= 0 and hi <= 65535:
         values = raw * int(slope) + int(intercept)
-        top = int(hi)
+        bottom, top = int(lo), int(hi)
     else:  # map the stored range linearly onto 0..65535 (content independent)
         values = np.rint((raw * slope + intercept - lo) / (hi - lo) * 65535.0).astype(np.int64)
-        top = 65535
-    if photometric == "MONOCHROME1":
-        values = top - values
-    values = np.clip(values, 0, top)
+        bottom, top = 0, 65535
+    if photometric == "MONOCHROME1":  # mirror within the output range: bottom <-> top
+        values = bottom + top - values
+    values = np.clip(values, bottom, top)
     out_dtype = np.uint8 if top <= 255 else np.uint16
     return np.ascontiguousarray(values.astype(out_dtype)), frames > 1
 

@@ -521,3 +521,12 @@ def test_npy_header_declaring_a_huge_array_is_truncated_not_allocated(tmp_path):
                                      + header.encode() + b"\0" * 64)
     with pytest.raises(PatchReadError, match="truncated .npy file"):
         io.read_image(tmp_path / "h.npy")
+
+
+def test_dicom_monochrome1_with_rescale_mirrors_the_rescaled_range(tmp_path, rng):
+    values = rng.integers(0, 4096, size=(20, 30), dtype=np.uint16)
+    path = write_dicom(tmp_path / "m1r.dcm", values, photometric="MONOCHROME1", bits_stored=12,
+                       slope=1, intercept=100)
+    # rescaled range 100..4195; MONOCHROME1 mirrors it: v -> 100 + 4195 - v
+    expected = 100 + 4195 - (values.astype(np.int64) + 100)
+    np.testing.assert_array_equal(io.read_image(path), expected)
