@@ -530,3 +530,20 @@ def test_dicom_monochrome1_with_rescale_mirrors_the_rescaled_range(tmp_path, rng
     # rescaled range 100..4195; MONOCHROME1 mirrors it: v -> 100 + 4195 - v
     expected = 100 + 4195 - (values.astype(np.int64) + 100)
     np.testing.assert_array_equal(io.read_image(path), expected)
+
+
+@pytest.mark.shared
+def test_real_mini_mias_folder(mias_dir, tmp_path):
+    """The real mini-MIAS PNGs (1024 x 1024, 8-bit) read as 150 x 150 patches by INTER_NEAREST;
+    Info.txt / README.md / Licence.txt in the folder are ignored; PGM (the original
+    distribution format) reads to the same pixels."""
+    coll = io.read_patches(mias_dir)
+    assert coll.errors == []
+    pngs = sorted(p.name for p in mias_dir.glob("*.png"))
+    assert [Path(p.source).name for p in coll.patches] == pngs
+    first = io.read_image(mias_dir / pngs[0])
+    assert first.shape == (1024, 1024) and first.dtype == np.uint8
+    assert all(p.original_shape == (1024, 1024) for p in coll.patches)
+    np.testing.assert_array_equal(coll.patches[0].pixels, nearest(first))
+    pgm = write_cv2(tmp_path / "mdb.pgm", first)
+    np.testing.assert_array_equal(io.read_image(pgm), first)
