@@ -26,6 +26,17 @@ Patch arrays (CBIS-DDSM layout)
 
 Every problem the user can act on is a ``PatchReadError`` / ``DatasetError`` whose message
 names the file and the problem in one line.
+
+Decisions worth knowing
+    * Pixel values are kept as stored: a 12-bit DICOM stays 0..4095 in uint16 (MONOCHROME1 is
+      mirrored within that range), and ``to_model_input`` scales by dtype (uint16 / 65535), as
+      the study did for its 16-bit patches. Only a rescale that leaves 0..65535 is remapped.
+    * Multi-frame DICOM: ``read_image`` refuses it; ``read_patches`` yields one patch per frame.
+      Multi-page TIFF: the first page is read.
+    * ``Patch.source`` is the file path as given (a CBIS tensor's patches carry the path of
+      ``<split>_tensor.npy`` and ``index`` = row); stacks and big files are memory-mapped
+      read-only, so ``Patch.pixels`` may be a view of the file.
+    * OpenCV's own log lines are silenced while decoding (the reader reports the problem once).
 """
 from __future__ import annotations
 
