@@ -47,9 +47,10 @@ def test_lossless_formats_round_trip_native_dtype(tmp_path, rng, ext, dtype):
     np.testing.assert_array_equal(out, img)
 
 
-def test_rgb_png_is_converted_to_grey_like_opencv(tmp_path, rng):
+@pytest.mark.parametrize("ext", [".png", ".pnm", ".tif"])
+def test_colour_images_are_converted_to_grey_like_opencv(tmp_path, rng, ext):
     bgr = rng.integers(0, 256, size=(150, 150, 3), dtype=np.uint8)
-    path = write_cv2(tmp_path / "rgb.png", bgr)
+    path = write_cv2(tmp_path / f"rgb{ext}", bgr)
     out = io.read_image(path)
     assert out.shape == (150, 150) and out.dtype == np.uint8
     np.testing.assert_array_equal(out, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
