@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+import warnings
 import weakref
 from typing import Any
 
@@ -57,6 +58,11 @@ def visualizer(model, method: str = "gradcam"):
     with _LOCK:
         per_model = _CACHE.setdefault(model, {})
         if method not in per_model:
+            with warnings.catch_warnings():  # tf-keras-vis 0.8.7 imports scipy.ndimage.interpolation
+                warnings.simplefilter("ignore", DeprecationWarning)
+                import tf_keras_vis.gradcam  # noqa: F401
+                import tf_keras_vis.gradcam_plus_plus  # noqa: F401
+                import tf_keras_vis.scorecam  # noqa: F401
             from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
 
             if method == "gradcam":
@@ -117,9 +123,13 @@ def gradcam(model, x: np.ndarray, class_index=None, method: str = "gradcam",
         score = CategoricalScore(idx[s:s + batch_size].tolist())
         kwargs: dict[str, Any] = {"penultimate_layer": layer, "seek_penultimate_conv_layer": False}
         if method == "scorecam":
-            kwargs["max_N"] = 10
+            # Faster-Score-CAM: only the channels with the largest variance (at most 32)
+            channels = int(model.get_layer(layer).output.shape[-1])
+            kwargs["max_N"] = min(32, channels)
             # Scorecam calls model.predict, whose progress bar would land on stdout
-            with contextlib.redirect_stdout(sys.stderr):
+            # (and it passes the input as a 1-tuple, which Keras 3 warns about; harmless)
+            with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The structure of `inputs`")
                 cam = vis(score, xb, **kwargs)
         else:
             cam = vis(score, xb, **kwargs)
