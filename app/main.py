@@ -1,0 +1,258 @@
+"""``mammo-viewer [PATH...]``: the desktop viewer (also ``python -m app``).
+
+The window shows first; TensorFlow and the models load afterwards in a background worker, and
+the first patch's prediction and heatmap appear as soon as they are ready. Without paths the
+bundled sample patches open with the bundled models. Research use only — not a medical device.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+_T0 = time.perf_counter()
+
+
+def version() -> str:
+    try:
+        from importlib.metadata import version as _v
+
+        return _v("mammo-patches")
+    except Exception:  # noqa: BLE001 - running from a source tree without metadata
+        return "0+unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mammo-viewer",
+        description="View mammogram patches with the bundled CNN classifiers, their ensemble "
+                    "and Grad-CAM heatmaps. Research use only — not a medical device.",
+        epilog="Without PATH the bundled sample patches open. Keys: Up/Down/PageUp/PageDown/"
+               "Home/End move through patches, G toggles the heatmap, S side by side, I invert, "
+               "F fit, Ctrl+R predicts every open patch, Ctrl+E exports a report.")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="patch files (npy, png, tif, jpg, pgm, dcm), stacked .npy arrays or "
+                        "folders (a CBIS-DDSM patch-array folder shows its splits and labels)")
+    p.add_argument("--models-dir", type=Path, default=None, metavar="DIR",
+                   help="folder of model bundles (default: the bundled assets/models)")
+    p.add_argument("--screenshot", type=Path, default=None, metavar="FILE",
+                   help="open PATHs, select the first patch, wait for its prediction and "
+                        "heatmap, save a PNG of the window to FILE and exit")
+    p.add_argument("--screenshot-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="give up on --screenshot after this many seconds (default 300)")
+    p.add_argument("--size", default="1400x900", metavar="WxH",
+                   help="window size for --screenshot (default 1400x900)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    return p
+
+
+DARK_QSS = """
+QWidget { font-size: 10pt; }
+QLabel#banner { background: #3a2a0a; color: #ffcf70; padding: 4px; font-weight: bold; }
+QLabel#sectionTitle { font-weight: bold; font-size: 11pt; }
+QLabel#patchName { font-weight: bold; font-size: 11pt; }
+QLabel#verdict { font-size: 11pt; }
+QLabel#dim { color: #9aa0aa; }
+QLabel#notice { color: #ffcf70; border-top: 1px solid #444; padding-top: 6px; }
+QLabel#statusNotice { color: #ffcf70; padding-right: 6px; }
+QLabel#stateLabel { color: #c8ccd4; }
+QTableView { gridline-color: #333; selection-background-color: #2f5fa8; }
+QToolBar { spacing: 6px; border: none; }
+"""
+
+
+def apply_style(app) -> None:
+    """Fusion with a dark palette: dark surroundings keep attention on the image."""
+    from PyQt6.QtGui import QColor, QPalette
+
+    app.setStyle("Fusion")
+    pal = QPalette()
+    c = {
+        QPalette.ColorRole.Window: QColor(37, 38, 42),
+        QPalette.ColorRole.WindowText: QColor(225, 227, 232),
+        QPalette.ColorRole.Base: QColor(27, 28, 31),
+        QPalette.ColorRole.AlternateBase: QColor(33, 34, 38),
+        QPalette.ColorRole.ToolTipBase: QColor(50, 52, 58),
+        QPalette.ColorRole.ToolTipText: QColor(235, 235, 235),
+        QPalette.ColorRole.Text: QColor(225, 227, 232),
+        QPalette.ColorRole.Button: QColor(48, 50, 55),
+        QPalette.ColorRole.ButtonText: QColor(225, 227, 232),
+        QPalette.ColorRole.BrightText: QColor(255, 90, 90),
+        QPalette.ColorRole.Highlight: QColor(47, 95, 168),
+        QPalette.ColorRole.HighlightedText: QColor(255, 255, 255),
+        QPalette.ColorRole.Link: QColor(110, 160, 255),
+        QPalette.ColorRole.PlaceholderText: QColor(130, 134, 142),
+    }
+    for role, color in c.items():
+        pal.setColor(role, color)
+    for role in (QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText,
+                 QPalette.ColorRole.WindowText):
+        pal.setColor(QPalette.ColorGroup.Disabled, role, QColor(120, 122, 128))
+    app.setPalette(pal)
+    app.setStyleSheet(DARK_QSS)
+
+
+def _install_excepthook(window_ref: list) -> None:
+    """An exception in a slot becomes a message, not an abort (PyQt6's default)."""
+
+    def hook(etype, value, tb):
+        traceback.print_exception(etype, value, tb)
+        win = window_ref[0] if window_ref else None
+        if win is not None:
+            try:
+                win.report_error(f"Unexpected error: {etype.__name__}: {value}", "Error")
+            except Exception:  # noqa: BLE001
+                pass
+
+    sys.excepthook = hook
+
+
+def create_app(argv: list[str] | None = None):
+    from PyQt6.QtWidgets import QApplication
+
+    from app.settings import APPLICATION, ORGANIZATION
+
+    app = QApplication.instance() or QApplication(argv or [sys.argv[0]])
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    app.setApplicationDisplayName("Mammogram patch viewer")
+    apply_style(app)
+    return app
+
+
+def build_window(models_dir: Path | None = None, settings=None, interactive_dialogs=True):
+    """The main window, shown, before any model is loaded (no TensorFlow import here)."""
+    from app.main_window import MainWindow
+    from app.settings import make_settings
+
+    from mammo_core.paths import models_dir as default_models_dir
+
+    win = MainWindow(settings if settings is not None else make_settings(),
+                     models_dir or default_models_dir(), interactive_dialogs=interactive_dialogs)
+    return win
+
+
+class ScreenshotJob:
+    """Wait for the first patch's prediction and heatmap, then save the window as PNG."""
+
+    def __init__(self, app, window, out: Path, timeout_s: float):
+        from PyQt6.QtCore import QTimer
+
+        self.app, self.window, self.out = app, window, Path(out)
+        self.exit_code = None
+        self._timer = QTimer()
+        self._timer.setInterval(200)
+        self._timer.timeout.connect(self._poll)
+        self._deadline = time.monotonic() + timeout_s
+        self._timeout_s = timeout_s
+        self._ready_since: float | None = None
+        window.patchesOpened.connect(self._on_opened)
+        self._timer.start()
+
+    def _on_opened(self, n: int) -> None:
+        if self.window.patch_model.rowCount() == 0:
+            self._fail("no patch could be opened")
+            return
+        self.window.select_index(0)
+
+    def _ready(self) -> bool:
+        w = self.window
+        entry = w.current_entry()
+        return (entry is not None and w.patch_model.prediction(entry.key) is not None
+                and w.shown_heat_key() is not None)
+
+    def _poll(self) -> None:
+        w = self.window
+        if w.models_state in ("none", "failed"):
+            self._fail(w.messages[-1] if w.messages else "no model could be loaded")
+            return
+        if self._ready():
+            if self._ready_since is None:  # let the layout settle for a moment
+                self._ready_since = time.monotonic()
+            elif time.monotonic() - self._ready_since > 0.4:
+                self._save()
+            return
+        if time.monotonic() > self._deadline:
+            self._fail(f"timed out after {self._timeout_s:.0f} s waiting for the prediction "
+                       "and heatmap of the first patch"
+                       + (f" (last message: {w.messages[-1]})" if w.messages else ""))
+
+    def _save(self) -> None:
+        from mammo_core.atomic import atomic_path
+
+        self._timer.stop()
+        self.app.processEvents()
+        pix = self.window.grab()
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with atomic_path(self.out) as tmp:
+                if not pix.save(str(tmp), "PNG"):
+                    raise OSError("Qt could not write the PNG")
+        except OSError as exc:
+            self._fail(f"{self.out}: cannot write screenshot: {exc}")
+            return
+        print(f"mammo-viewer: screenshot saved to {self.out} ({pix.width()}x{pix.height()})",
+              file=sys.stderr)
+        self.exit_code = 0
+        self.app.exit(0)
+
+    def _fail(self, why: str) -> None:
+        self._timer.stop()
+        print(f"mammo-viewer: error: screenshot failed: {why}", file=sys.stderr)
+        self.exit_code = 1
+        self.app.exit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from mammo_core.paths import samples_dir
+
+    if args.screenshot is not None and not os.environ.get("QT_QPA_PLATFORM") and \
+            not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    app = create_app([sys.argv[0]])
+    ref: list = []
+    _install_excepthook(ref)
+    shot = args.screenshot is not None
+    window = build_window(args.models_dir, interactive_dialogs=not shot)
+    ref.append(window)
+    job = None
+    if shot:
+        try:
+            w, h = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            build_parser().error(f"--size: expected WxH like 1400x900, got {args.size!r}")
+        window.resize(max(w, 1200), max(h, 800))
+        window.overlay_check.setChecked(True)
+        window.side_check.setChecked(True)
+        job = ScreenshotJob(app, window, args.screenshot, args.screenshot_timeout)
+    window.show()
+    app.processEvents()
+    window.timings["window_s"] = time.perf_counter() - _T0
+    # the window is up: now the heavy part, in the background
+    from PyQt6.QtCore import QTimer
+
+    def start():
+        window.start_models()
+        paths = args.paths or ([str(samples_dir())] if samples_dir().is_dir() else [])
+        if paths:
+            window.open_paths(paths, remember=bool(args.paths))
+        elif shot:
+            job._fail(f"no PATH given and no sample patches in {samples_dir()}")
+        else:
+            window.status(f"No sample patches in {samples_dir()}; open files with File ▸ Open.")
+
+    QTimer.singleShot(0, start)
+    code = app.exec()
+    if not shot:
+        window.save_settings()
+    window.shutdown()  # let a running model call end before the interpreter goes
+    return int(job.exit_code if job is not None and job.exit_code is not None else code)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,341 @@
+"""The patch browser: a table model of the open patches with lazy thumbnails, the predicted
+class, an "uncertain" flag, the true label and split where the data has them; a sort/filter
+proxy; and a table view with keyboard navigation (Up/Down, PageUp/PageDown, Home/End).
+
+Thumbnails are made only when a row is painted (the view asks for ``DecorationRole``) and kept
+in a bounded cache, so thousands of patches open instantly.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from PyQt6.QtCore import (QAbstractTableModel, QModelIndex, QSize, QSortFilterProxyModel, Qt,
+                          pyqtSignal)
+from PyQt6.QtGui import QBrush, QColor, QPixmap
+from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
+
+from app import imaging
+from app.text import class_label
+
+FLAG = "\u26a0"  # warning sign shown beside uncertain predictions
+UNCERTAIN_FG = QColor(240, 170, 60)
+THUMB = 40
+
+
+@dataclass(frozen=True)
+class PatchEntry:
+    """One open patch and how the browser names it."""
+
+    patch: Any  # mammo_core.io.Patch
+    key: str
+    name: str
+    split: str  # "train" / "public_test" / "private_test" for patch arrays, else ""
+
+    @property
+    def true_label(self) -> str | None:
+        label = getattr(self.patch, "label", None)
+        if label is None:
+            return None
+        from mammo_core.labels import LABEL_TO_NAME
+
+        return LABEL_TO_NAME.get(int(label), str(label))
+
+
+def patch_key(patch) -> str:
+    index = getattr(patch, "index", None)
+    return f"{patch.source}#{index}" if index is not None else str(patch.source)
+
+
+def make_entry(patch) -> PatchEntry:
+    src = Path(str(patch.source))
+    index = getattr(patch, "index", None)
+    name = src.name if index is None else f"{src.name} [{index}]"
+    split = ""
+    stem = src.stem
+    if index is not None and stem.endswith("_tensor"):
+        split = stem[: -len("_tensor")]
+    return PatchEntry(patch=patch, key=patch_key(patch), name=name, split=split)
+
+
+def shown_output(pred):
+    """The output the browser ranks by: the ensemble's, else the first member's."""
+    if pred is None:
+        return None
+    if getattr(pred, "ensemble", None) is not None:
+        return pred.ensemble
+    members = list(getattr(pred, "per_model", {}).values())
+    return members[0] if members else None
+
+
+class PatchTableModel(QAbstractTableModel):
+    COLUMNS = ("Patch", "Predicted", "p", "Uncertainty", "True label", "Split")
+    COL_NAME, COL_PRED, COL_PROB, COL_UNC, COL_TRUE, COL_SPLIT = range(6)
+    SortRole = Qt.ItemDataRole.UserRole + 1
+    EntryRole = Qt.ItemDataRole.UserRole + 2
+
+    def __init__(self, parent=None, thumb_cache: int = 4000):
+        super().__init__(parent)
+        self._entries: list[PatchEntry] = []
+        self._row_of: dict[str, int] = {}
+        self._preds: dict[str, Any] = {}
+        self._thumbs: OrderedDict[str, QPixmap] = OrderedDict()
+        self._thumb_cache = thumb_cache
+        self.thumbnails_made = 0
+
+    # --- content -------------------------------------------------------------------------
+    def set_patches(self, patches: Sequence) -> None:
+        self.beginResetModel()
+        self._entries = [make_entry(p) for p in patches]
+        self._row_of = {e.key: i for i, e in enumerate(self._entries)}
+        self._thumbs.clear()
+        self.endResetModel()
+
+    def add_patches(self, patches: Sequence) -> int:
+        """Append patches not already open (same source and index); returns how many."""
+        new = [make_entry(p) for p in patches]
+        new = [e for e in new if e.key not in self._row_of]
+        seen: set[str] = set()
+        new = [e for e in new if not (e.key in seen or seen.add(e.key))]
+        if not new:
+            return 0
+        first = len(self._entries)
+        self.beginInsertRows(QModelIndex(), first, first + len(new) - 1)
+        for i, e in enumerate(new):
+            self._entries.append(e)
+            self._row_of[e.key] = first + i
+        self.endInsertRows()
+        return len(new)
+
+    def entries(self) -> list[PatchEntry]:
+        return list(self._entries)
+
+    def entry(self, row: int) -> PatchEntry:
+        return self._entries[row]
+
+    def row_of(self, key: str) -> int | None:
+        return self._row_of.get(key)
+
+    def set_prediction(self, key: str, pred) -> None:
+        row = self._row_of.get(key)
+        self._preds[key] = pred
+        if row is not None:
+            self.dataChanged.emit(self.index(row, 0), self.index(row, len(self.COLUMNS) - 1))
+
+    def set_predictions(self, items: dict[str, Any]) -> None:
+        self._preds.update(items)
+        rows = [self._row_of[k] for k in items if k in self._row_of]
+        if rows:
+            self.dataChanged.emit(self.index(min(rows), 0),
+                                  self.index(max(rows), len(self.COLUMNS) - 1))
+
+    def clear_predictions(self) -> None:
+        self._preds.clear()
+        if self._entries:
+            self.dataChanged.emit(self.index(0, 0),
+                                  self.index(len(self._entries) - 1, len(self.COLUMNS) - 1))
+
+    def prediction(self, key: str):
+        return self._preds.get(key)
+
+    # --- Qt model API ----------------------------------------------------------------------
+    def rowCount(self, parent=QModelIndex()):  # noqa: N802
+        return 0 if parent.isValid() else len(self._entries)
+
+    def columnCount(self, parent=QModelIndex()):  # noqa: N802
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
+        if orientation == Qt.Orientation.Horizontal:
+            if role == Qt.ItemDataRole.DisplayRole:
+                return self.COLUMNS[section]
+            if role == Qt.ItemDataRole.ToolTipRole:
+                return ("Patch file (and row of a patch array)", "Predicted class (ensemble)",
+                        "Probability of the predicted class",
+                        "Ensemble uncertainty (0 = models agree, higher = more disagreement); "
+                        f"{FLAG} = flagged for careful review",
+                        "True label stored with the data (patch arrays only)",
+                        "Data split of a patch array")[section]
+        return None
+
+    def _thumb(self, entry: PatchEntry) -> QPixmap:
+        pix = self._thumbs.get(entry.key)
+        if pix is None:
+            pix = QPixmap.fromImage(imaging.thumbnail(entry.patch.pixels, THUMB))
+            self.thumbnails_made += 1
+            self._thumbs[entry.key] = pix
+            if len(self._thumbs) > self._thumb_cache:
+                self._thumbs.popitem(last=False)
+        else:
+            self._thumbs.move_to_end(entry.key)
+        return pix
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        entry = self._entries[index.row()]
+        col = index.column()
+        pred = self._preds.get(entry.key)
+        out = shown_output(pred)
+        flagged = bool(getattr(pred, "flagged", False))
+        if role == self.EntryRole:
+            return entry
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col == self.COL_NAME:
+                return entry.name
+            if col == self.COL_PRED:
+                if out is None:
+                    return "…"
+                return f"{FLAG} {class_label(out.predicted)}" if flagged else class_label(out.predicted)
+            if col == self.COL_PROB:
+                return "" if out is None else f"{out.probabilities.get(out.predicted, 0):.2f}"
+            if col == self.COL_UNC:
+                unc = getattr(pred, "uncertainty", None)
+                return "" if unc is None else f"{unc:.2f}"
+            if col == self.COL_TRUE:
+                return class_label(entry.true_label) if entry.true_label else ""
+            if col == self.COL_SPLIT:
+                return entry.split
+        if role == self.SortRole:
+            if col == self.COL_NAME:
+                return self._row_of[entry.key]  # file order
+            if col == self.COL_PRED:
+                return out.predicted if out is not None else "~"
+            if col == self.COL_PROB:
+                return -1.0 if out is None else float(out.probabilities.get(out.predicted, 0))
+            if col == self.COL_UNC:
+                unc = getattr(pred, "uncertainty", None)
+                return -1.0 if unc is None else float(unc)
+            if col == self.COL_TRUE:
+                return entry.true_label or "~"
+            if col == self.COL_SPLIT:
+                return entry.split
+        if role == Qt.ItemDataRole.DecorationRole and col == self.COL_NAME:
+            try:
+                return self._thumb(entry)
+            except Exception:  # noqa: BLE001 - an odd patch must not break painting
+                return None
+        if role == Qt.ItemDataRole.ForegroundRole and col == self.COL_PRED and flagged:
+            return QBrush(UNCERTAIN_FG)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            tip = str(entry.patch.source)
+            if entry.patch.index is not None:
+                tip += f"\nrow {entry.patch.index}"
+            if flagged:
+                tip += "\nModels disagree — review carefully"
+            return tip
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (self.COL_PROB, self.COL_UNC):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+
+class PatchFilterProxy(QSortFilterProxyModel):
+    """Filter by predicted class, by true label and to flagged (uncertain) patches."""
+
+    ANY = ""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setSortRole(PatchTableModel.SortRole)
+        self._pred_class = self.ANY
+        self._true_class = self.ANY
+        self._uncertain_only = False
+        self._text = ""
+
+    def set_predicted_filter(self, name: str) -> None:
+        self._pred_class = name
+        self.invalidateFilter()
+
+    def set_true_filter(self, name: str) -> None:
+        self._true_class = name
+        self.invalidateFilter()
+
+    def set_uncertain_only(self, on: bool) -> None:
+        self._uncertain_only = on
+        self.invalidateFilter()
+
+    def set_text_filter(self, text: str) -> None:
+        self._text = text.strip().lower()
+        self.invalidateFilter()
+
+    def filterAcceptsRow(self, row, parent):  # noqa: N802
+        model: PatchTableModel = self.sourceModel()
+        entry = model.entry(row)
+        pred = model.prediction(entry.key)
+        if self._text and self._text not in entry.name.lower():
+            return False
+        if self._pred_class:
+            out = shown_output(pred)
+            if out is None or out.predicted != self._pred_class:
+                return False
+        if self._true_class:
+            if self._true_class == "unknown":
+                if entry.true_label is not None:
+                    return False
+            elif entry.true_label != self._true_class:
+                return False
+        if self._uncertain_only and not getattr(pred, "flagged", False):
+            return False
+        return True
+
+
+class PatchTableView(QTableView):
+    """Rows are whole patches; Home/End go to the first/last patch (not the first column)."""
+
+    currentEntryChanged = pyqtSignal(object)  # PatchEntry or None
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setSortingEnabled(True)
+        self.setShowGrid(False)
+        self.setAlternatingRowColors(True)
+        self.setWordWrap(False)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.setIconSize(QSize(THUMB, THUMB))
+        self.verticalHeader().setVisible(False)
+        self.verticalHeader().setDefaultSectionSize(THUMB + 6)
+        self.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        self.horizontalHeader().setHighlightSections(False)
+        self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+
+    def setModel(self, model):  # noqa: N802
+        super().setModel(model)
+        hh = self.horizontalHeader()
+        hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        hh.setStretchLastSection(True)
+        for col, width in enumerate((170, 150, 40, 44, 150, 80)):
+            self.setColumnWidth(col, width)
+        self.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        self.selectionModel().currentRowChanged.connect(self._current_changed)
+
+    def _current_changed(self, current, _previous):
+        entry = current.data(PatchTableModel.EntryRole) if current.isValid() else None
+        self.currentEntryChanged.emit(entry)
+
+    def moveCursor(self, action, modifiers):  # noqa: N802
+        model = self.model()
+        if model is not None and model.rowCount() > 0:
+            col = max(self.currentIndex().column(), 0)
+            if action == QAbstractItemView.CursorAction.MoveHome:
+                return model.index(0, col)
+            if action == QAbstractItemView.CursorAction.MoveEnd:
+                return model.index(model.rowCount() - 1, col)
+        return super().moveCursor(action, modifiers)
+
+    def current_entry(self) -> PatchEntry | None:
+        idx = self.currentIndex()
+        return idx.data(PatchTableModel.EntryRole) if idx.isValid() else None
+
+    def selected_entries(self) -> list[PatchEntry]:
+        rows = sorted({i.row() for i in self.selectionModel().selectedRows()})
+        return [self.model().index(r, 0).data(PatchTableModel.EntryRole) for r in rows]
+
+    def select_row(self, row: int) -> None:
+        idx = self.model().index(row, 0)
+        if idx.isValid():
+            self.setCurrentIndex(idx)
+            self.scrollTo(idx)

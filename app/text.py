@@ -1,0 +1,42 @@
+"""Words the viewer shows: readable class names, the notice, the uncertainty wording."""
+from __future__ import annotations
+
+NOTICE = "Research use only — not a medical device"
+UNCERTAIN_TEXT = "Models disagree — review carefully"
+CONFIDENT_TEXT = "Models agree"
+
+_PRETTY = {
+    "baseline": "Normal tissue (baseline)",
+    "mass_benign": "Mass, benign",
+    "mass_malignant": "Mass, malignant",
+    "calcification_benign": "Calcification, benign",
+    "calcification_malignant": "Calcification, malignant",
+    "mass": "Mass",
+    "calcification": "Calcification",
+    "benign": "Benign",
+    "malignant": "Malignant",
+}
+
+_TASKS = {
+    "five_class": "5 classes",
+    "mass_calc": "mass vs. calcification",
+    "benign_malignant": "benign vs. malignant",
+    "baseline_mass_calc": "normal / mass / calcification",
+}
+
+
+def class_label(name: str | None) -> str:
+    """``"mass_malignant"`` -> ``"Mass, malignant"`` (unknown names pass through)."""
+    if not name:
+        return ""
+    return _PRETTY.get(name, name.replace("_", " ").capitalize())
+
+
+def task_label(task: str | None) -> str:
+    if not task:
+        return ""
+    return _TASKS.get(task, task.replace("_", " "))
+
+
+def is_malignant(name: str) -> bool:
+    return name.endswith("malignant")
