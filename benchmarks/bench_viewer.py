@@ -1,0 +1,119 @@
+"""How fast the viewer feels, measured in one offscreen run.
+
+Prints, from this process's start:
+  window_s            the main window is on screen (before TensorFlow / models load)
+  models_loaded_s     every bundle verified and loaded (in the background)
+  first_prediction_s  the first patch's probabilities and Grad-CAM heatmap are on screen
+and, after "Run all" has cached every prediction:
+  next_patch_ms       median time from "next patch" (Down key) to its results on screen
+  next_heatmap_ms     median time until that patch's heatmap is on screen (computed on demand)
+
+    QT_QPA_PLATFORM=offscreen python benchmarks/bench_viewer.py [PATH...] [--models-dir DIR]
+
+Without PATH the bundled sample patches are used. Research use only — not a medical device.
+"""
+from __future__ import annotations
+
+import time
+
+T0 = time.perf_counter()
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("paths", nargs="*", help="patches to open (default: the bundled samples)")
+    ap.add_argument("--models-dir", type=Path, default=None)
+    ap.add_argument("--steps", type=int, default=10, help="patches to step through (default 10)")
+    ap.add_argument("--timeout", type=float, default=600.0)
+    args = ap.parse_args()
+
+    from PyQt6.QtCore import QSettings, Qt
+    from PyQt6.QtTest import QTest
+
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope,
+                      tempfile.mkdtemp(prefix="bench-viewer-"))  # not the user's settings
+    from app.main import build_window, create_app
+    from mammo_core.paths import samples_dir
+
+    app = create_app()
+    win = build_window(args.models_dir, interactive_dialogs=False)
+    win.resize(1400, 900)
+    win.show()
+    app.processEvents()
+    window_s = time.perf_counter() - T0
+
+    def wait(cond, what):
+        deadline = time.monotonic() + args.timeout
+        while not cond():
+            if time.monotonic() > deadline:
+                print(f"bench_viewer: timed out waiting for {what}", file=sys.stderr)
+                raise SystemExit(1)
+            if win.models_state in ("none", "failed"):
+                print(f"bench_viewer: {win.messages[-1] if win.messages else 'no models'}",
+                      file=sys.stderr)
+                raise SystemExit(1)
+            app.processEvents()
+            time.sleep(0.001)
+
+    def ready():
+        e = win.current_entry()
+        return (e is not None and win.patch_model.prediction(e.key) is not None
+                and win.shown_heat_key() is not None)
+
+    win.start_models()
+    paths = args.paths or [str(samples_dir())]
+    win.open_paths(paths, remember=False)
+    wait(lambda: win.models_ready, "the models")
+    models_loaded_s = time.perf_counter() - T0
+    wait(ready, "the first prediction and heatmap")
+    first_prediction_s = time.perf_counter() - T0
+    n = win.patch_model.rowCount()
+
+    done = []
+    win.runAllFinished.connect(done.append)
+    t = time.perf_counter()
+    win.run_all()
+    wait(lambda: bool(done), "run all")
+    run_all_s = time.perf_counter() - t
+
+    win.table.setFocus()
+    win.table.select_row(0)
+    wait(ready, "the first patch again")
+    pred_ms, heat_ms = [], []
+    for _ in range(min(args.steps, n - 1)):
+        t = time.perf_counter()
+        QTest.keyClick(win.table, Qt.Key.Key_Down)
+        e = win.current_entry()
+        wait(lambda: win.patch_model.prediction(e.key) is not None
+             and win.results.ensemble_bars.rows() != [], "the next prediction")
+        pred_ms.append(1000 * (time.perf_counter() - t))
+        wait(ready, "the next heatmap")
+        heat_ms.append(1000 * (time.perf_counter() - t))
+
+    print(f"device: CPU ({os.cpu_count()} cores); patches: {n}; models: "
+          f"{', '.join(win.session.loaded)}")
+    print(f"window_s={window_s:.2f}")
+    print(f"models_loaded_s={models_loaded_s:.2f}")
+    print(f"first_prediction_s={first_prediction_s:.2f}")
+    print(f"run_all_s={run_all_s:.2f} ({n} patches)")
+    if pred_ms:
+        print(f"next_patch_ms={statistics.median(pred_ms):.1f} (median of {len(pred_ms)}; "
+              f"max {max(pred_ms):.1f})")
+        print(f"next_heatmap_ms={statistics.median(heat_ms):.1f} (median of {len(heat_ms)})")
+    win.shutdown(60)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
