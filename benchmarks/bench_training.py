@@ -2,7 +2,8 @@
 """Training throughput on this machine, one run, printed as key=value lines.
 
 - pipeline_images_per_s: augmented batches (Task 2.1 geometric augmentation, batch 50) produced
-  by the tf.data pipeline, no model run.
+  by the tf.data pipeline, no model run (the default, reproducible sequential map);
+  pipeline_parallel_images_per_s the same with ``--parallel-augment`` (concurrent map).
 - train_images_per_s: scratch_v1 training steps on the same pipeline (augmentation included).
 - pipeline_to_train_ratio: the first over the second (aim: >= 3, so the input never starves
   the model).
@@ -62,15 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"n={args.n}")
     print(f"batch_size={args.batch_size}")
 
-    ds = make_dataset(x, y, batch_size=args.batch_size, weights=w, shuffle=True, augment="geometric")
-
-    def drain():
-        for _ in ds:
+    def drain(d):
+        for _ in d:
             pass
 
-    t_pipe = timed_epochs(drain, args.repeats)
-    pipe_ips = args.n / t_pipe
+    par = make_dataset(x, y, batch_size=args.batch_size, weights=w, shuffle=True, augment="geometric",
+                       parallel=True)
+    par_ips = args.n / timed_epochs(lambda: drain(par), args.repeats)
+    ds = make_dataset(x, y, batch_size=args.batch_size, weights=w, shuffle=True, augment="geometric")
+    pipe_ips = args.n / timed_epochs(lambda: drain(ds), args.repeats)
     print(f"pipeline_images_per_s={pipe_ips:.1f}")
+    print(f"pipeline_parallel_images_per_s={par_ips:.1f}")
 
     model = build_model("scratch_v1", 2)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",

@@ -58,6 +58,7 @@ class TrainConfig:
     distribute: str = "none"  # none | mirrored
     mixed_precision: bool = False
     n_boot: int = 2000
+    parallel_augment: bool = False  # faster input pipeline, not bit-reproducible
     command: str = ""
 
     def __post_init__(self) -> None:

@@ -126,7 +126,8 @@ def fit_model(cfg: TrainConfig, x_tr, y_tr, x_val, y_val, n_classes: int, strate
     history: list[dict] = []
     if not cfg.is_transfer:
         _compile(model, cfg.learning_rate, strategy)
-        train_ds = make_dataset(x_tr, y_tr, batch_size=bs, weights=cw, shuffle=True, augment=aug, seed=cfg.seed)
+        train_ds = make_dataset(x_tr, y_tr, batch_size=bs, weights=cw, shuffle=True, augment=aug, seed=cfg.seed,
+                                 parallel=cfg.parallel_augment)
         history += _fit(model, train_ds, val_ds, cfg.epochs, cfg.patience, "train", 0)
     else:
         from mammo_core.models.transfer import set_mode, split_base_head
@@ -146,7 +147,7 @@ def fit_model(cfg: TrainConfig, x_tr, y_tr, x_val, y_val, n_classes: int, strate
             set_mode(model, cfg.model_options.get("backbone", "vgg16"), "ft")
             _compile(model, float(cfg.ft_lr if cfg.ft_lr is not None else cfg.learning_rate), strategy)
             train_ds = make_dataset(x_tr, y_tr, batch_size=bs, weights=cw, shuffle=True, augment=aug,
-                                    seed=cfg.seed + 7)
+                                    seed=cfg.seed + 7, parallel=cfg.parallel_augment)
             history += _fit(model, train_ds, val_ds, int(cfg.ft_epochs or cfg.epochs), cfg.patience, "ft",
                             len(history))
     return FitResult(model, history, time.perf_counter() - t0, cw)
