@@ -166,7 +166,9 @@ def _float32_copy(cfg: TrainConfig, model, n_classes: int):
     if cfg.is_transfer:
         opts["weights"] = "none"
     m = build_model(cfg.model, n_classes, **opts)
-    m.set_weights(model.get_weights())
+    for layer in m.layers:  # by name: the weight order may differ with trainable flags
+        if layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
     return m
 
 
