@@ -214,6 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot is not None and not os.environ.get("QT_QPA_PLATFORM") and \
             not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    if args.screenshot is not None:  # reproducible: neither read nor write the user's settings
+        import tempfile
+
+        from PyQt6.QtCore import QSettings
+
+        import atexit
+        import shutil
+
+        cfg = tempfile.mkdtemp(prefix="mammo-viewer-shot-")
+        atexit.register(shutil.rmtree, cfg, True)
+        QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, cfg)
     app = create_app([sys.argv[0]])
     ref: list = []
     _install_excepthook(ref)

@@ -17,7 +17,8 @@ from PyQt6.QtCore import QSettings, Qt, QThreadPool, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QKeySequence
 from PyQt6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
                              QMainWindow, QMessageBox, QProgressBar, QPushButton, QSlider,
-                             QSplitter, QToolBar, QVBoxLayout, QWidget)
+                             QSplitter, QToolBar, QToolButton, QVBoxLayout,
+                             QWidget)
 
 from app import imaging
 from app.image_view import ImageView
@@ -76,8 +77,10 @@ class MainWindow(QMainWindow):
         self._window = imaging.Window()
         self._current: PatchEntry | None = None
         self._shown_heat_key: tuple | None = None
+        self._wanted_heat: tuple | None = None  # read by the model thread to skip stale work
         self.timings: dict[str, float] = {}
         self._error_box: QMessageBox | None = None
+        self._splitter_placed = False
 
         self.setWindowTitle("Mammogram patch viewer — research use only")
         self.setAcceptDrops(True)
@@ -175,6 +178,10 @@ class MainWindow(QMainWindow):
         row1.addWidget(self.overlay_check)
         row1.addWidget(self.side_check)
         row1.addSpacing(8)
+        row1.addWidget(QLabel("Opacity"))
+        row1.addWidget(self.opacity, 1)
+        cv.addLayout(row1)
+        row1 = QHBoxLayout()
         row1.addWidget(QLabel("Model"))
         row1.addWidget(self.heat_model, 1)
         row1.addWidget(self.method_combo)
@@ -193,14 +200,14 @@ class MainWindow(QMainWindow):
         self.auto_check.setToolTip("Auto contrast: window each patch to its own 0.5–99.5 % "
                                    "intensity range (A)")
         self.invert_check = QCheckBox("Invert (I)")
-        self.fit_button = QPushButton("Fit (F)")
-        self.actual_button = QPushButton("1:1")
+        self.fit_button = QToolButton()
+        self.fit_button.setText("Fit (F)")
+        self.actual_button = QToolButton()
+        self.actual_button.setText("1:1")
+        self.actual_button.setToolTip("Actual pixels (one image pixel per screen pixel)")
         self.zoom_label = QLabel("")
         self.zoom_label.setObjectName("dim")
         self.zoom_label.setMinimumWidth(44)
-        row2.addWidget(QLabel("Opacity"))
-        row2.addWidget(self.opacity, 1)
-        row2.addSpacing(6)
         row2.addWidget(QLabel("Window"))
         row2.addWidget(self.width_slider, 1)
         row2.addWidget(QLabel("Level"))
@@ -219,6 +226,8 @@ class MainWindow(QMainWindow):
         cv.addWidget(self.view, 1)
         self.heat_status = QLabel("")
         self.heat_status.setObjectName("dim")
+        self.heat_status.setWordWrap(True)  # long texts must not widen the centre column
+        self.heat_status.setMinimumWidth(50)
         cv.addWidget(self.heat_status)
         self.splitter.addWidget(centre)
 
@@ -228,7 +237,7 @@ class MainWindow(QMainWindow):
         self.splitter.setStretchFactor(0, 0)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setStretchFactor(2, 0)
-        self.splitter.setSizes([380, 640, 380])
+        self.splitter.setSizes([370, 650, 380])
 
         # --- status bar: message | progress + cancel | notice
         sb = self.statusBar()
@@ -381,6 +390,7 @@ class MainWindow(QMainWindow):
     def save_settings(self) -> None:
         s = self.settings
         s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/splitter", self.splitter.saveState())
         s.setValue("overlay/opacity", self.opacity.value() / 100.0)
         s.setValue("overlay/on", self.overlay_check.isChecked())
         s.setValue("overlay/side_by_side", self.side_check.isChecked())
@@ -391,6 +401,16 @@ class MainWindow(QMainWindow):
         s.setValue("image/auto", self.auto_check.isChecked())
         s.setValue("image/invert", self.invert_check.isChecked())
         s.sync()
+
+    def showEvent(self, event):  # noqa: N802
+        super().showEvent(event)
+        if not self._splitter_placed:  # needs the real width, known once shown
+            self._splitter_placed = True
+            state = self.settings.value("window/splitter")
+            if state is None or not self.splitter.restoreState(state):
+                total = max(self.splitter.width(), 1000)
+                left, right = int(total * 0.27), int(total * 0.27)
+                self.splitter.setSizes([left, total - left - right, right])
 
     def closeEvent(self, event):  # noqa: N802
         self.cancel_run_all()
@@ -705,7 +725,7 @@ class MainWindow(QMainWindow):
         w.on_return(lambda preds, e=entry: self._on_single_prediction(e, preds))
         w.on_error(lambda exc, e=entry: self._on_prediction_error(e, exc))
         w.on_finish(lambda k=entry.key: self._pending_pred.discard(k))
-        w.start(self._model_pool, INTERACTIVE)
+        w.start(self._model_pool, INTERACTIVE, newest_first=True)
 
     def _on_single_prediction(self, entry: PatchEntry, preds) -> None:
         if not preds:
@@ -867,6 +887,8 @@ class MainWindow(QMainWindow):
         _sha, model, method, target = key
 
         def compute(session=self.session, patch=entry.patch):
+            if self._wanted_heat != key:  # the user moved on: skip (asked again if needed)
+                return None
             heat = np.asarray(session.explain(patch, model=model, method=method, target=target),
                               dtype=np.float32)
             from mammo_core.explain import colorize
@@ -877,9 +899,13 @@ class MainWindow(QMainWindow):
         w.on_return(lambda res, k=key: self._on_heatmap(k, res))
         w.on_error(lambda exc, e=entry, k=key: self._on_heatmap_error(e, k, exc))
         w.on_finish(lambda k=key: self._pending_heat.discard(k))
-        w.start(self._model_pool, INTERACTIVE + 1)
+        w.start(self._model_pool, INTERACTIVE + 1, newest_first=True)
 
     def _on_heatmap(self, key: tuple, result) -> None:
+        if result is None:  # skipped as stale
+            if self.heat_request() == key:
+                QTimer.singleShot(0, self.render)  # wanted again meanwhile: ask again
+            return
         self._heat_cache[key] = result
         if len(self._heat_cache) > 256:
             self._heat_cache.pop(next(iter(self._heat_cache)))
@@ -944,6 +970,7 @@ class MainWindow(QMainWindow):
         grey = imaging.apply_window(self._unit(entry), self._window)
         images = [("Original", imaging.to_qimage(grey))]
         self._shown_heat_key = None
+        wanted = None
         if not self.overlay_check.isChecked():
             self.heat_status.setText("Grad-CAM overlay off (press G to show it)")
         elif not self.models_ready:
@@ -967,7 +994,9 @@ class MainWindow(QMainWindow):
                     "regions that raised this class's score most")
             else:
                 self.heat_status.setText("Grad-CAM: computing…")
+                wanted = self._wanted_heat = key
                 self._request_heatmap(entry, key)
+        self._wanted_heat = wanted
         self.view.set_images(images)
         if self._shown_heat_key is not None:
             self.heatmapShown.emit(entry.key)

@@ -18,7 +18,7 @@ from PyQt6.QtGui import QBrush, QColor, QPixmap
 from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
 from app import imaging
-from app.text import class_label
+from app.text import class_short
 
 FLAG = "\u26a0"  # warning sign shown beside uncertain predictions
 UNCERTAIN_FG = QColor(240, 170, 60)
@@ -52,11 +52,14 @@ def patch_key(patch) -> str:
 def make_entry(patch) -> PatchEntry:
     src = Path(str(patch.source))
     index = getattr(patch, "index", None)
-    name = src.name if index is None else f"{src.name} [{index}]"
     split = ""
     stem = src.stem
     if index is not None and stem.endswith("_tensor"):
         split = stem[: -len("_tensor")]
+    if index is None:
+        name = src.name
+    else:  # rows of a patch array: "train [12]" (the split column says it too)
+        name = f"{split or src.name} [{index}]"
     return PatchEntry(patch=patch, key=patch_key(patch), name=name, split=split)
 
 
@@ -188,14 +191,15 @@ class PatchTableModel(QAbstractTableModel):
             if col == self.COL_PRED:
                 if out is None:
                     return "…"
-                return f"{FLAG} {class_label(out.predicted)}" if flagged else class_label(out.predicted)
+                name = class_short(out.predicted)
+                return f"{FLAG} {name}" if flagged else name
             if col == self.COL_PROB:
                 return "" if out is None else f"{out.probabilities.get(out.predicted, 0):.2f}"
             if col == self.COL_UNC:
                 unc = getattr(pred, "uncertainty", None)
                 return "" if unc is None else f"{unc:.2f}"
             if col == self.COL_TRUE:
-                return class_label(entry.true_label) if entry.true_label else ""
+                return class_short(entry.true_label) if entry.true_label else ""
             if col == self.COL_SPLIT:
                 return entry.split
         if role == self.SortRole:
@@ -307,7 +311,7 @@ class PatchTableView(QTableView):
         hh = self.horizontalHeader()
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         hh.setStretchLastSection(True)
-        for col, width in enumerate((170, 150, 40, 44, 150, 80)):
+        for col, width in enumerate((165, 150, 40, 44, 150, 80)):
             self.setColumnWidth(col, width)
         self.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.selectionModel().currentRowChanged.connect(self._current_changed)

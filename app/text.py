@@ -32,6 +32,11 @@ def class_label(name: str | None) -> str:
     return _PRETTY.get(name, name.replace("_", " ").capitalize())
 
 
+def class_short(name: str | None) -> str:
+    """Compact name for table cells: ``"baseline"`` -> ``"Normal"``."""
+    return "Normal" if name == "baseline" else class_label(name)
+
+
 def task_label(task: str | None) -> str:
     if not task:
         return ""

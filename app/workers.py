@@ -116,14 +116,17 @@ class Worker(QRunnable):
                 pass
 
     def start(self, pool: "QThreadPool | SerialExecutor | None" = None,
-              priority: int = 0) -> "Worker":
+              priority: int = 0, newest_first: bool = False) -> "Worker":
         """Queue on ``pool`` (a QThreadPool or a SerialExecutor; default the global pool);
         a higher ``priority`` runs first among the queued."""
         # connected last, so the slots connected before start() run before the release
         self.signals.finished.connect(self._release)
         with _LIVE_LOCK:
             _LIVE.add(self)
-        (pool or QThreadPool.globalInstance()).start(self, priority)
+        if isinstance(pool, SerialExecutor):
+            pool.start(self, priority, newest_first)
+        else:
+            (pool or QThreadPool.globalInstance()).start(self, priority)
         return self
 
     def _release(self) -> None:
@@ -147,8 +150,11 @@ class SerialExecutor:
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def start(self, worker: Worker, priority: int = 0) -> None:
-        self._queue.put((-priority, next(self._seq), worker))
+    def start(self, worker: Worker, priority: int = 0, newest_first: bool = False) -> None:
+        """Queue ``worker``; among equal priorities oldest first, or newest first (what the
+        user looks at now goes before what they skipped past)."""
+        seq = next(self._seq)
+        self._queue.put((-priority, -seq if newest_first else seq, worker))
 
     def _loop(self) -> None:
         while True:

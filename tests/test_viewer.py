@@ -360,3 +360,33 @@ def test_bundled_samples_with_bundled_models(qtbot):
         _wait_ready(qtbot, win)
     finally:
         win.shutdown(60)
+
+
+def test_drop_and_recent_files_open_patches(qtbot, tmp_path, cbis_folder):
+    from PyQt6.QtCore import QMimeData, QPointF, QUrl
+    from PyQt6.QtGui import QDropEvent
+
+    empty = tmp_path / "no_models"
+    empty.mkdir()
+    win = _window(qtbot, empty)
+    try:
+        one = tmp_path / "one.npy"
+        np.save(one, synthetic_patches(2, seed=9)[0][0])
+        mime = QMimeData()
+        mime.setUrls([QUrl.fromLocalFile(str(one))])
+        drop = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime,
+                          Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+        with qtbot.waitSignal(win.patchesOpened, timeout=WAIT):
+            win.dropEvent(drop)
+        assert win.patch_model.rowCount() == 1
+        # the dropped file is now the first recent file; opening the folder from the menu
+        _open(qtbot, win, [cbis_folder])
+        recent = [a.text() for a in win.recent_menu.actions()]
+        assert recent[:2] == [str(cbis_folder), str(one)]
+        win.close_all()
+        assert win.patch_model.rowCount() == 0
+        with qtbot.waitSignal(win.patchesOpened, timeout=WAIT):
+            win.recent_menu.actions()[1].trigger()
+        assert win.patch_model.rowCount() == 1
+    finally:
+        win.shutdown(10)
