@@ -212,3 +212,83 @@ def test_member_class_for():
     assert member_class_for("benign_malignant", "calcification_benign") == "benign"
     assert member_class_for("baseline_mass_calc", "baseline") == "baseline"
     assert member_class_for("five_class", "calcification_malignant") == "calcification_malignant"
+
+
+def test_task_5_script_fits_writes_and_compares(tmp_path):
+    """training_scripts/task_5_ensemble.py on a small CBIS-layout folder with tiny members."""
+    import importlib.util
+    from pathlib import Path
+
+    from bundle_factory import synthetic_patches, tiny_bundle
+    from mammo_core.bundle import verify_bundle
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n, seed in (("train", 80, 61), ("public_test", 40, 62)):
+        imgs, labels = synthetic_patches(n, seed=seed)
+        np.save(data / f"{split}_tensor.npy", imgs)
+        np.save(data / f"{split}_labels.npy", labels)
+    members = [tiny_bundle(t) for t in ("mass_calc", "benign_malignant", "baseline_mass_calc")]
+    script = Path(__file__).resolve().parents[1] / "training_scripts" / "task_5_ensemble.py"
+    spec = importlib.util.spec_from_file_location("task_5_ensemble", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "ens"
+    assert mod.main(["--members", *map(str, members), "--data", str(data), "--out", str(out), "--smoke"]) == 0
+    info = verify_bundle(out)
+    assert info.kind == "ensemble" and info.card["training"]["validation"]["disjoint_from_member_training"] is False
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [r["model"] for r in metrics["table"]] == [
+        "tiny_mass_calc_0", "tiny_benign_malignant_0", "tiny_baseline_mass_calc_0", "ensemble"]
+    ens = metrics["table"][-1]
+    for key in ("auc_abnormal_vs_baseline", "auc_mass_vs_calcification", "auc_benign_vs_malignant"):
+        assert 0.0 <= ens[key] <= 1.0
+    assert ens["auc_abnormal_vs_baseline"] > 0.8  # the synthetic baseline/abnormal task is learnt
+    assert metrics["table"][0]["auc_abnormal_vs_baseline"] is None  # mass_calc cannot estimate it
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    _, back = read_ensemble(out)
+    assert [m.name for m in back.members] == [r["model"] for r in metrics["table"][:3]]
+
+
+def test_task_5_validation_excludes_every_members_training_part(tmp_path):
+    """With cards that record their grouped split and data hash, the ensemble is fitted only on
+    train_* patches outside every member's (recomputed) training part."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    from bundle_factory import synthetic_patches, tiny_bundle
+    from mammo_core.bundle import read_card, sha256_file
+    from mammo_core.datasets.splits import grouped_split, groups_for_arrays
+    from mammo_core.labels import get_task
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n, seed in (("train", 200, 63), ("public_test", 40, 64)):
+        imgs, labels = synthetic_patches(n, seed=seed)
+        np.save(data / f"{split}_tensor.npy", imgs)
+        np.save(data / f"{split}_labels.npy", labels)
+    labels = np.load(data / "train_labels.npy")
+    groups = groups_for_arrays(data, split="train")
+    members, used = [], np.zeros(len(labels), bool)
+    for task in ("mass_calc", "baseline_mass_calc"):
+        dst = shutil.copytree(tiny_bundle(task), tmp_path / task)
+        keep, y = get_task(task).map_labels(labels)
+        tr, va = grouped_split(y, groups[keep], 0.4, seed=0)
+        used[np.flatnonzero(keep)[tr]] = True
+        card = dict(read_card(dst).card)
+        card["training"] = {"split": {"train": len(tr), "validation": len(va), "validation_fraction": 0.4,
+                                      "seed": 0, "grouped_by": "pair"},
+                            "data": {"sha256": {"train_labels.npy": sha256_file(data / "train_labels.npy")}},
+                            "protocol": {"smoke": False}}
+        (dst / "card.json").write_text(json.dumps(card))
+        members.append(dst)
+    script = Path(__file__).resolve().parents[1] / "training_scripts" / "task_5_ensemble.py"
+    spec = importlib.util.spec_from_file_location("task_5_ensemble_b", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "ens"
+    assert mod.main(["--members", *map(str, members), "--data", str(data), "--out", str(out)]) == 0
+    val = json.loads((out / "card.json").read_text())["training"]["validation"]
+    assert val["disjoint_from_member_training"] is True
+    assert val["n"] == int((~used).sum()) >= 20

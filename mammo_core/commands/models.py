@@ -26,6 +26,12 @@ def register(subparsers) -> None:
                     "bundle and file on any failure.")
     v.add_argument("names", nargs="*", metavar="NAME", help="bundles to check (default: all)")
     v.set_defaults(func=run_verify)
+    m = subparsers.add_parser(
+        "manifest", parents=[common],
+        help="(re)write MANIFEST.json from the bundles' cards after checking each against its card",
+        description="Check every bundle folder against its own card, then write MANIFEST.json "
+                    "listing them with their hashes (after adding or retraining a bundle).")
+    m.set_defaults(func=run_manifest)
 
 
 def _models_dir(args) -> Path:
@@ -120,4 +126,19 @@ def run_verify(args) -> int:
     if problems:
         print(f"mammo: {len(problems)} bundle problem(s)", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_manifest(args) -> int:
+    from mammo_core.bundle import MANIFEST_FILE, write_manifest
+
+    root = _models_dir(args)
+    if not root.is_dir():
+        from mammo_core.errors import MammoError
+
+        raise MammoError("not a folder", root)
+    manifest = write_manifest(root)
+    for name, entry in manifest["bundles"].items():
+        print(f"{name} ({entry['kind']}, {entry['task']})")
+    print(f"mammo: wrote {root / MANIFEST_FILE} ({len(manifest['bundles'])} bundles)", file=sys.stderr)
     return 0
