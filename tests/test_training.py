@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 import pytest
+from training_data import make_cbis_folder
 
 from mammo_core.errors import MammoError
 from mammo_core.training import TrainConfig, class_weights, parse_grid, train
-from training_data import make_cbis_folder
 
 pytest.importorskip("tensorflow")
 
@@ -123,7 +123,7 @@ def test_train_scratch_writes_bundle_and_honest_metrics(cbis, tmp_path):
     assert card["metrics"]["confusion_matrix"] == m["confusion_matrix"]
     lo, hi = card["metrics"]["auc_ci95"]
     assert lo is None or lo <= hi
-    rows = list(csv.DictReader(open(out / "history.csv")))
+    rows = list(csv.DictReader((out / "history.csv").read_text().splitlines()))
     assert len(rows) == len(res.history) <= 3 and rows[0]["stage"] == "train"
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["public_test"]["n"] == 8
@@ -148,11 +148,11 @@ def test_folds_and_grid_tables(cbis, tmp_path):
     cfg = TrainConfig("benign_malignant", "scratch_v1", cbis, out, name="cv", epochs=1, batch_size=8,
                       folds=2, grid=(("hidden", (8, 16)),), augment="none", n_boot=100, smoke=False)
     res = train(cfg)
-    folds = list(csv.DictReader(open(out / "folds.csv")))
+    folds = list(csv.DictReader((out / "folds.csv").read_text().splitlines()))
     assert [r["fold"] for r in folds] == ["1", "2", "mean", "std"]
     accs = [float(r["accuracy"]) for r in folds[:2]]
     assert float(folds[2]["accuracy"]) == pytest.approx(np.mean(accs), abs=1e-6)
-    grid = list(csv.DictReader(open(out / "grid.csv")))
+    grid = list(csv.DictReader((out / "grid.csv").read_text().splitlines()))
     assert [r["hidden"] for r in grid] == ["8", "16"]
     assert res.bundle.card["architecture"]["options"]["hidden"] in (8, 16)
     assert res.bundle.card["training"]["protocol"]["augmentation"] == "none"

@@ -7,9 +7,10 @@ loads as ``.keras`` with ``safe_mode=True``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from mammo_core.errors import MammoError
 

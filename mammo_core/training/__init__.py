@@ -6,7 +6,12 @@ evaluation and the files each run writes. Research use only - not a medical devi
 ``training_scripts/`` only turn flags into a :class:`TrainConfig` (``training.cli``).
 Importing this package does not import TensorFlow.
 """
-from mammo_core.training.config import TrainConfig, class_weights, parse_class_weights, parse_grid
+from mammo_core.training.config import (
+    TrainConfig,
+    class_weights,
+    parse_class_weights,
+    parse_grid,
+)
 from mammo_core.training.runner import TrainResult, train
 
-__all__ = ["TrainConfig", "TrainResult", "train", "class_weights", "parse_class_weights", "parse_grid"]
+__all__ = ["TrainConfig", "TrainResult", "class_weights", "parse_class_weights", "parse_grid", "train"]

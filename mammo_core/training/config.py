@@ -1,9 +1,10 @@
 """Training settings (frozen dataclass) and class weights."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +99,7 @@ class TrainConfig:
     def bundle_name(self) -> str:
         return self.name or self.out_dir.name
 
-    def with_(self, **changes: Any) -> "TrainConfig":
+    def with_(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes``; ``hidden``/``dropout`` go into ``model_options``."""
         opts = dict(self.model_options)
         for k in ("hidden", "dropout"):

@@ -91,6 +91,6 @@ def smoke_subset(data: TaskData, per_class: int = 8, test_per_class: int = 6, se
 
     i_tr, i_te = pick(data.y_train, per_class), pick(data.y_test, test_per_class)
     prov = dict(data.provenance)
-    prov["smoke_subset"] = {"train": int(len(i_tr)), "public_test": int(len(i_te))}
+    prov["smoke_subset"] = {"train": len(i_tr), "public_test": len(i_te)}
     return TaskData(data.task, data.classes, data.x_train[i_tr], data.y_train[i_tr],
                     data.groups_train[i_tr], data.x_test[i_te], data.y_test[i_te], data.grouping, prov)

@@ -257,7 +257,7 @@ def train(config: TrainConfig) -> TrainResult:
         "architecture": arch,
         "training": {
             "data": data.provenance,
-            "split": {"train": int(len(tr)), "validation": int(len(va)),
+            "split": {"train": len(tr), "validation": len(va),
                       "validation_fraction": cfg.val_fraction,
                       "grouped_by": data.grouping, "held_out": "public_test", "seed": cfg.seed},
             "protocol": protocol,
