@@ -50,15 +50,23 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from mammo_core import __version__
 from mammo_core.atomic import atomic_write_text
-from mammo_core.bundle import CARD_SCHEMA, BundleInfo, read_card, sha256_file, verify_bundle, write_card
+from mammo_core.bundle import (
+    CARD_SCHEMA,
+    BundleInfo,
+    read_card,
+    sha256_file,
+    verify_bundle,
+    write_card,
+)
 from mammo_core.errors import BundleError
 from mammo_core.labels import CLASS_NAMES, get_task
 
@@ -186,7 +194,7 @@ class EnsembleSpec:
         return {"schema": ENSEMBLE_SCHEMA, **d, "coverage": self.coverage, "factors": list(FACTORS)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], path: str | Path | None = None) -> "EnsembleSpec":
+    def from_dict(cls, d: Mapping[str, Any], path: str | Path | None = None) -> EnsembleSpec:
         if d.get("schema") != ENSEMBLE_SCHEMA:
             raise BundleError(f"not an ensemble spec (schema {d.get('schema')!r})", path)
         try:
@@ -368,7 +376,7 @@ class MemberInfo:
     subset: str | None = None
 
     @classmethod
-    def from_bundle(cls, info: BundleInfo) -> "MemberInfo":
+    def from_bundle(cls, info: BundleInfo) -> MemberInfo:
         subset = (info.card.get("training") or {}).get("subset") if isinstance(
             info.card.get("training"), Mapping) else None
         return cls(info.name, info.sha256, info.task, info.classes, subset)
@@ -400,7 +408,7 @@ def fit_ensemble(
 
     labels = np.asarray(val_labels, dtype=np.int64)
     fitted: dict[str, Any] = {"members": {}, "validation": dict(validation or {}),
-                              "n_validation": int(len(labels))}
+                              "n_validation": len(labels)}
     temps: dict[str, float] = {}
     for m in members:
         keep, y = _rows(m.task, m.subset, labels)
@@ -409,7 +417,7 @@ def fit_ensemble(
         temps[m.name] = t
         pt = apply_temperature(p, t)
         fitted["members"][m.name] = {
-            "n": int(len(y)), "temperature": t,
+            "n": len(y), "temperature": t,
             "nll_before": _nll(p, y) if len(y) else None, "nll_after": _nll(pt, y) if len(y) else None,
             "ece_before": expected_calibration_error(y, p) if len(y) else None,
             "ece_after": expected_calibration_error(y, pt) if len(y) else None,
@@ -455,9 +463,9 @@ def write_ensemble(out_dir: str | Path, spec: EnsembleSpec, card: Mapping[str, A
         "gradcam_layer": None,
         "coverage": cov,
         "notes": [] if cov["baseline"] else [
-            "no member estimates P(baseline): five-class output is conditional on the patch "
-            "being abnormal (P(baseline) = 0)"],
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            ("no member estimates P(baseline): five-class output is conditional on the patch "
+             "being abnormal (P(baseline) = 0)")],
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "software": {"mammo": __version__},
     }
     full.update(card or {})

@@ -24,7 +24,7 @@ import numpy as np
 from mammo_core.errors import MammoError
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
-_CACHE: "weakref.WeakKeyDictionary[Any, dict[str, Any]]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
@@ -60,8 +60,8 @@ def visualizer(model, method: str = "gradcam"):
         if method not in per_model:
             with warnings.catch_warnings():  # tf-keras-vis 0.8.7 imports scipy.ndimage.interpolation
                 warnings.simplefilter("ignore", DeprecationWarning)
-                import tf_keras_vis.gradcam  # noqa: F401
-                import tf_keras_vis.gradcam_plus_plus  # noqa: F401
+                import tf_keras_vis.gradcam
+                import tf_keras_vis.gradcam_plus_plus
                 import tf_keras_vis.scorecam  # noqa: F401
             from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
 

@@ -22,9 +22,10 @@ import csv
 import io as _io
 import json
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -214,7 +215,7 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
                      f"sha256 {_short(m['sha256'])}")
     lines.append(f"Input sha256 (pixels): {pred.sha256}")
     lines.append(f"Created {prov.get('created')}  mammo {prov.get('software', {}).get('version')}")
-    lines.append(f"Research use only \u2014 not a medical device.")
+    lines.append("Research use only \u2014 not a medical device.")
     fig.text(0.06, 0.32, "\n".join(lines[:40]), va="top", fontsize=7.5, family="monospace")
 
 
@@ -232,27 +233,26 @@ def write_pdf(path: str | Path, run: PredictionRun) -> Path:
         by_key.setdefault(patch_key(p.source, p.index), p)
         by_key.setdefault(p.sha256, p)
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with PdfPages(tmp, metadata={"Title": "mammo predictions", "Subject": DISCLAIMER,
-                                     "Creator": "mammo-patches"}) as pdf:
-            if not run.predictions and not run.errors:
-                fig = plt.figure(figsize=(8.27, 11.69))
-                fig.text(0.5, 0.5, f"No predictions.\n{DISCLAIMER}", ha="center")
-                pdf.savefig(fig)
-                plt.close(fig)
-            for pred in run.predictions:
-                fig = plt.figure(figsize=(8.27, 11.69))
-                _page(fig, pred, by_key.get(pred.key) or by_key.get(pred.sha256), run)
-                pdf.savefig(fig)
-                plt.close(fig)
-            if run.errors:
-                fig = plt.figure(figsize=(8.27, 11.69))
-                text = "Inputs that could not be read:\n\n" + "\n".join(
-                    f"{e.source}: {e.error}"[:110] for e in run.errors[:80])
-                fig.text(0.06, 0.95, text, va="top", fontsize=8, family="monospace")
-                fig.text(0.5, 0.03, DISCLAIMER, ha="center", fontsize=9, color="firebrick")
-                pdf.savefig(fig)
-                plt.close(fig)
+    meta = {"Title": "mammo predictions", "Subject": DISCLAIMER, "Creator": "mammo-patches"}
+    with atomic_path(path) as tmp, PdfPages(tmp, metadata=meta) as pdf:
+        if not run.predictions and not run.errors:
+            fig = plt.figure(figsize=(8.27, 11.69))
+            fig.text(0.5, 0.5, f"No predictions.\n{DISCLAIMER}", ha="center")
+            pdf.savefig(fig)
+            plt.close(fig)
+        for pred in run.predictions:
+            fig = plt.figure(figsize=(8.27, 11.69))
+            _page(fig, pred, by_key.get(pred.key) or by_key.get(pred.sha256), run)
+            pdf.savefig(fig)
+            plt.close(fig)
+        if run.errors:
+            fig = plt.figure(figsize=(8.27, 11.69))
+            text = "Inputs that could not be read:\n\n" + "\n".join(
+                f"{e.source}: {e.error}"[:110] for e in run.errors[:80])
+            fig.text(0.06, 0.95, text, va="top", fontsize=8, family="monospace")
+            fig.text(0.5, 0.03, DISCLAIMER, ha="center", fontsize=9, color="firebrick")
+            pdf.savefig(fig)
+            plt.close(fig)
     return path
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ def patch_key(source: str, index: int | None) -> str:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _failure(source: str | Path, error: str):
@@ -79,12 +80,12 @@ def _failure(source: str | Path, error: str):
 @dataclass
 class _Ensemble:
     info: BundleInfo
-    spec: "EnsembleSpec"
+    spec: EnsembleSpec
 
 
 @dataclass
 class _State:
-    models: dict[str, "LoadedModel"] = field(default_factory=dict)
+    models: dict[str, LoadedModel] = field(default_factory=dict)
     ensemble: _Ensemble | None = None
 
 
@@ -132,7 +133,7 @@ class Session:
         return None
 
     def load(self, names: list[str] | None = None,
-             progress: Callable[[int, int, str], None] | None = None) -> list["ReadFailure"]:
+             progress: Callable[[int, int, str], None] | None = None) -> list[ReadFailure]:
         """Verify and load bundles (by name in the models folder, or by folder path); an
         ensemble brings its members. ``names`` default: every bundle in the models folder.
         Already loaded bundles are kept. Returns the bundles that failed (one line each)."""
@@ -202,7 +203,7 @@ class Session:
             return names
 
     @property
-    def ensemble_spec(self) -> "EnsembleSpec | None":
+    def ensemble_spec(self) -> EnsembleSpec | None:
         return None if self._state.ensemble is None else self._state.ensemble.spec
 
     def info(self, name: str) -> BundleInfo:
@@ -216,7 +217,7 @@ class Session:
         raise MammoError(f"model {name!r} is not loaded (loaded: {', '.join(self.loaded) or 'none'})")
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, patches: Sequence["Patch"], batch_size: int = 32,
+    def predict(self, patches: Sequence[Patch], batch_size: int = 32,
                 progress: Callable[[int, int], None] | None = None,
                 cancel: Callable[[], bool] | None = None) -> list[PatchPrediction]:
         """Predict every patch with every loaded model (each model once per batch) and the
@@ -271,7 +272,7 @@ class Session:
         return out
 
     # ------------------------------------------------------------------ Grad-CAM
-    def _target_index(self, lm: "LoadedModel", patch: "Patch", target: str | None) -> int | None:
+    def _target_index(self, lm: LoadedModel, patch: Patch, target: str | None) -> int | None:
         from mammo_core.ensemble import member_class_for
 
         if target is None:
@@ -284,7 +285,7 @@ class Session:
                              f"its classes: {', '.join(lm.classes)}")
         return lm.classes.index(mapped)
 
-    def explain_all(self, patch: "Patch", model: str = ENSEMBLE, method: str = "gradcam",
+    def explain_all(self, patch: Patch, model: str = ENSEMBLE, method: str = "gradcam",
                     target: str | None = None) -> dict[str, np.ndarray]:
         """Grad-CAM maps of one patch: ``{model: map}`` for a model; for the ensemble each
         member's map (for the member's class that contains the target, default the ensemble's
@@ -327,7 +328,7 @@ class Session:
         ci = self._target_index(lm, patch, target)
         return {model: gradcam(lm.model, x, ci, method=method, layer=lm.gradcam_layer)[0]}
 
-    def explain(self, patch: "Patch", model: str = ENSEMBLE, method: str = "gradcam",
+    def explain(self, patch: Patch, model: str = ENSEMBLE, method: str = "gradcam",
                 target: str | None = None) -> np.ndarray:
         """One Grad-CAM map (150, 150) float32 in [0, 1] (see :meth:`explain_all`)."""
         maps = self.explain_all(patch, model, method, target)
@@ -363,10 +364,10 @@ class Session:
             }
         return out
 
-    def export(self, path: Path, fmt: str, patches: Sequence["Patch"],
+    def export(self, path: Path, fmt: str, patches: Sequence[Patch],
                predictions: Sequence[PatchPrediction],
                heatmaps: Mapping[tuple[str, str], np.ndarray] | None = None,
-               errors: Sequence["ReadFailure"] = (),
+               errors: Sequence[ReadFailure] = (),
                heatmap_paths: Mapping[tuple[str, str], str] | None = None) -> Path:
         """Write a report (``fmt`` csv | json | pdf) atomically; ``heatmaps`` maps
         ``(patch key, model)`` to a map, where the patch key is :func:`patch_key` (``source`` or

@@ -9,8 +9,8 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-
 from bundle_factory import models_dir_with, synthetic_patches, tiny_bundle
+
 from mammo_core import DISCLAIMER
 from mammo_core.cli import main
 

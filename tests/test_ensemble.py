@@ -220,6 +220,7 @@ def test_task_5_script_fits_writes_and_compares(tmp_path):
     from pathlib import Path
 
     from bundle_factory import synthetic_patches, tiny_bundle
+
     from mammo_core.bundle import verify_bundle
 
     data = tmp_path / "data"
@@ -258,6 +259,7 @@ def test_task_5_validation_excludes_every_members_training_part(tmp_path):
     from pathlib import Path
 
     from bundle_factory import synthetic_patches, tiny_bundle
+
     from mammo_core.bundle import read_card, sha256_file
     from mammo_core.datasets.splits import grouped_split, groups_for_arrays
     from mammo_core.labels import get_task

@@ -3,10 +3,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from bundle_factory import GRADCAM_LAYER, synthetic_patches, tiny_bundle
+
 from mammo_core.errors import MammoError
-from mammo_core.explain import colorize, gradcam, last_conv_layer, overlay, visualizer, weighted_mean
+from mammo_core.explain import (
+    colorize,
+    gradcam,
+    last_conv_layer,
+    overlay,
+    visualizer,
+    weighted_mean,
+)
 from mammo_core.inference import load_bundle
 
 

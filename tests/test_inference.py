@@ -6,8 +6,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from bundle_factory import models_dir_with, synthetic_patches, tiny_bundle
+
 from mammo_core.bundle import read_card, write_card, write_manifest
 from mammo_core.cli import main
 from mammo_core.errors import BundleError, MammoError

@@ -34,8 +34,8 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mammo_core import DISCLAIMER  # noqa: E402
-from mammo_core.errors import MammoError  # noqa: E402
+from mammo_core import DISCLAIMER
+from mammo_core.errors import MammoError
 
 
 def _log(msg: str) -> None:
@@ -187,7 +187,13 @@ def _run(args, t0) -> int:
     from mammo_core.atomic import atomic_write_text
     from mammo_core.bundle import sha256_file
     from mammo_core.datasets.splits import grouped_split, groups_for_arrays
-    from mammo_core.ensemble import MemberInfo, apply_temperature, combine, fit_ensemble, write_ensemble
+    from mammo_core.ensemble import (
+        MemberInfo,
+        apply_temperature,
+        combine,
+        fit_ensemble,
+        write_ensemble,
+    )
     from mammo_core.inference import load_bundle, predict_arrays
 
     folder = args.data
@@ -239,7 +245,7 @@ def _run(args, t0) -> int:
     p_val = predict_arrays(models, x_val, batch_size=args.batch_size)
     validation = {
         "split": "train_*", "how": how, "disjoint_from_member_training": bool(guaranteed),
-        "n": int(len(val_idx)), "data": str(folder.resolve()),
+        "n": len(val_idx), "data": str(folder.resolve()),
         "train_labels_sha256": sha256_file(folder / "train_labels.npy"), "smoke": bool(args.smoke),
     }
     spec = fit_ensemble([MemberInfo.from_bundle(m.info) for m in models], p_val, y_val,
@@ -296,7 +302,7 @@ def _run(args, t0) -> int:
         "disclaimer": DISCLAIMER,
     }
     info = write_ensemble(out, spec, card)
-    doc = {"disclaimer": DISCLAIMER, "held_out": "public_test", "n_test": int(len(test_idx)),
+    doc = {"disclaimer": DISCLAIMER, "held_out": "public_test", "n_test": len(test_idx),
            "validation": validation, "table": rows, "table_markdown": "\n".join(table),
            "fitted": spec.fitted, "threshold": spec.threshold, "coverage": spec.coverage,
            "seconds": round(time.perf_counter() - t0, 1)}

@@ -81,7 +81,13 @@ def run_list(args) -> int:
 
 
 def run_verify(args) -> int:
-    from mammo_core.bundle import CARD_FILE, MANIFEST_FILE, read_card, read_manifest, verify_bundle
+    from mammo_core.bundle import (
+        CARD_FILE,
+        MANIFEST_FILE,
+        read_card,
+        read_manifest,
+        verify_bundle,
+    )
     from mammo_core.ensemble import member_dirs, read_ensemble
     from mammo_core.errors import MammoError
 
