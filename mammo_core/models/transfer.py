@@ -78,10 +78,9 @@ def standalone_backbone(backbone: str, weights):
         return ctor(include_top=False, weights=weights, input_shape=INPUT_SHAPE[:2] + (3,))
     except Exception as exc:  # download failure, wrong file, shape mismatch...
         where = weights if weights and weights != "imagenet" else None
-        raise MammoError(
-            f"cannot load {bb.name} weights {weights!r}: {type(exc).__name__}: {exc}".splitlines()[0],
-            where,
-        ) from exc
+        hint = " (offline? pass a local .weights.h5 file instead)" if weights == "imagenet" else ""
+        msg = f"cannot load {bb.name} weights {weights!r}: {type(exc).__name__}: {exc}".splitlines()[0]
+        raise MammoError(msg + hint, where) from exc
 
 
 def copy_backbone_weights(src, dst) -> int:
