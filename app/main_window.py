@@ -81,6 +81,7 @@ class MainWindow(QMainWindow):
         self.timings: dict[str, float] = {}
         self._error_box: QMessageBox | None = None
         self._splitter_placed = False
+        self._generation = 0  # bumped when the models change; older results are dropped
 
         self.setWindowTitle("Mammogram patch viewer — research use only")
         self.setAcceptDrops(True)
@@ -462,6 +463,10 @@ class MainWindow(QMainWindow):
             self.models_dir = Path(models_dir)
         self.models_ready = False
         self.models_loading = False
+        self._generation += 1
+        if self._run_all is not None:  # results of the old models are dropped: stop here
+            self.cancel_run_all()
+            self._finish_run_all()
         self._heat_cache.clear()
         self.patch_model.clear_predictions()
         try:
@@ -490,7 +495,8 @@ class MainWindow(QMainWindow):
         t0 = time.perf_counter()
         w = Worker(self.session.load, callbacks="progress", name="load models")
         w.on_progress(self._on_load_progress)
-        w.on_return(lambda failures: self._on_models_loaded(failures, time.perf_counter() - t0))
+        w.on_return(lambda failures, g=self._generation: g == self._generation
+                    and self._on_models_loaded(failures, time.perf_counter() - t0))
         w.on_error(self._on_models_error)
         w.start(self._model_pool, INTERACTIVE + 10)
         self._refresh_current()
@@ -508,8 +514,10 @@ class MainWindow(QMainWindow):
         self._hide_progress()
         self.timings["models_loaded_s"] = seconds
         loaded = list(self.session.loaded) if self.session is not None else []
-        for f in failures or []:
-            self.report_error(f"Model bundle not loaded — {f}", "Models")
+        failures = list(failures or [])
+        if failures:
+            self.report_error(f"{len(failures)} model bundle(s) not loaded:\n"
+                              + "\n".join(str(f) for f in failures), "Models")
         if not loaded:
             msg = "No model could be loaded; predictions are not available."
             self.results.show_message(msg)
@@ -631,7 +639,7 @@ class MainWindow(QMainWindow):
             text = (f"{len(collection.errors)} file(s) could not be read:\n" + "\n".join(lines)
                     + (f"\n… and {more} more" if more > 0 else ""))
             self.report_error(text, "Some files could not be read")
-        if self.table.currentIndex().isValid() is False and self.proxy.rowCount() > 0:
+        if not self.table.currentIndex().isValid() and self.proxy.rowCount() > 0:
             self.table.select_row(0)
             self.table.setFocus()
         self._update_count()
@@ -722,7 +730,8 @@ class MainWindow(QMainWindow):
             return
         self._pending_pred.add(entry.key)
         w = Worker(self.session.predict, [entry.patch], name="predict")
-        w.on_return(lambda preds, e=entry: self._on_single_prediction(e, preds))
+        w.on_return(lambda preds, e=entry, g=self._generation:
+                    g == self._generation and self._on_single_prediction(e, preds))
         w.on_error(lambda exc, e=entry: self._on_prediction_error(e, exc))
         w.on_finish(lambda k=entry.key: self._pending_pred.discard(k))
         w.start(self._model_pool, INTERACTIVE, newest_first=True)
@@ -779,7 +788,8 @@ class MainWindow(QMainWindow):
                    name="run all")
         base = state["done"]
         w.on_progress(lambda v, b=base: self._on_chunk_progress(b, v))
-        w.on_return(lambda preds, c=chunk: self._on_chunk_done(c, preds))
+        w.on_return(lambda preds, c=chunk, g=self._generation:
+                    g == self._generation and self._on_chunk_done(c, preds))
         w.on_error(self._on_chunk_error)
         state["worker"] = w
         w.start(self._model_pool, BACKGROUND)
@@ -896,7 +906,8 @@ class MainWindow(QMainWindow):
             return heat, np.asarray(colorize(heat), dtype=np.uint8)
 
         w = Worker(compute, name="explain")
-        w.on_return(lambda res, k=key: self._on_heatmap(k, res))
+        w.on_return(lambda res, k=key, g=self._generation:
+                    g == self._generation and self._on_heatmap(k, res))
         w.on_error(lambda exc, e=entry, k=key: self._on_heatmap_error(e, k, exc))
         w.on_finish(lambda k=key: self._pending_heat.discard(k))
         w.start(self._model_pool, INTERACTIVE + 1, newest_first=True)

@@ -390,3 +390,28 @@ def test_drop_and_recent_files_open_patches(qtbot, tmp_path, cbis_folder):
         assert win.patch_model.rowCount() == 1
     finally:
         win.shutdown(10)
+
+
+def test_switching_models_folder_reloads(qtbot, window, models_root, cbis_folder, tmp_path):
+    win = window
+    with qtbot.waitSignal(win.modelsLoaded, timeout=WAIT):
+        win.start_models()
+    _open(qtbot, win, [cbis_folder])
+    _wait_ready(qtbot, win)
+    only_one = tmp_path / "one_model"
+    only_one.mkdir()
+    shutil.copytree(models_root / "tiny_mass_calc_0", only_one / "tiny_mass_calc_0")
+    from mammo_core.bundle import write_manifest
+
+    write_manifest(only_one)
+    with qtbot.waitSignal(win.modelsLoaded, timeout=WAIT) as sig:
+        win.start_models(only_one)
+    assert sig.args[0] == ["tiny_mass_calc_0"]
+    # no ensemble: the member's own heatmap and probabilities are shown
+    qtbot.waitUntil(lambda: win.patch_model.prediction(win.current_entry().key) is not None,
+                    timeout=WAIT)
+    pred = win.patch_model.prediction(win.current_entry().key)
+    assert pred.ensemble is None and list(pred.per_model) == ["tiny_mass_calc_0"]
+    assert "not available" in win.results.ensemble_title.text()
+    qtbot.waitUntil(lambda: win.shown_heat_key() is not None, timeout=WAIT)
+    assert win.shown_heat_key()[1] == "tiny_mass_calc_0"
