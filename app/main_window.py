@@ -440,7 +440,11 @@ class MainWindow(QMainWindow):
         """Show an error naming the file: status bar + (non-blocking) dialog; never raises."""
         self.messages.append(text)
         print(f"mammo-viewer: {text}", file=sys.stderr)
-        self.statusBar().showMessage(text.splitlines()[0], 15000)
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        summary = lines[0].rstrip(":") + (f": {lines[1]}" if len(lines) > 1 else "")
+        if len(lines) > 2:
+            summary += f" (+{len(lines) - 2} more)"
+        self.statusBar().showMessage(summary, 20000)
         if self.interactive_dialogs:
             if self._error_box is not None:
                 self._error_box.close()
@@ -506,8 +510,9 @@ class MainWindow(QMainWindow):
             done, total, name = value
         except (TypeError, ValueError):
             return
-        self._show_progress(done, total, f"Loading models {done}/{total}: {name}",
-                            cancellable=False)
+        self._show_progress(done, total, "Loading models", cancellable=False)
+        if name:
+            self.status(f"Loading model {name}…", 0)
 
     def _on_models_loaded(self, failures, seconds: float) -> None:
         self.models_loading = False
@@ -858,6 +863,7 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(value)
         self.progress.setFormat(f"{fmt} %v/%m")
+        self.progress.setToolTip(fmt)
         self.progress.show()
         self.cancel_button.setVisible(cancellable)
 
