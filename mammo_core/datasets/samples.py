@@ -60,12 +60,14 @@ def write_samples(data_dir: str | Path, out_dir: str | Path, n: int = 20, split:
     meta = _metadata_rows(data_dir)
     abnormal = [int(i) for i in np.flatnonzero(labels != BASELINE)]
     baselines = [int(i) for i in np.flatnonzero(labels == BASELINE)]
-    # Round-robin over classes so every class is present even when n is small.
+    # Round-robin over the abnormal classes so every class is present even when n is small;
+    # at least one slot (more when abnormal patches run out) goes to baselines.
     by_class = {c: [i for i in abnormal if labels[i] == c] for c in range(1, len(CLASS_NAMES))}
     chosen: list[int] = []
-    while len(chosen) < n and any(by_class.values()):
+    n_abnormal = max(0, n - max(1, n // 4)) if baselines else n
+    while len(chosen) < n_abnormal and any(by_class.values()):
         for c in sorted(by_class):
-            if by_class[c] and len(chosen) < n - 1:
+            if by_class[c] and len(chosen) < n_abnormal:
                 chosen.append(by_class[c].pop(0))
     chosen += baselines[: max(0, n - len(chosen))]
     chosen.sort()
