@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from PyQt6.QtCore import QRectF, Qt, pyqtSignal
 from PyQt6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPixmap
-from PyQt6.QtWidgets import (QGraphicsPixmapItem, QGraphicsScene, QGraphicsSimpleTextItem,
-                             QGraphicsView)
+from PyQt6.QtWidgets import (
+    QGraphicsPixmapItem,
+    QGraphicsScene,
+    QGraphicsSimpleTextItem,
+    QGraphicsView,
+)
 
 BACKGROUND = QColor(18, 18, 20)
 CAPTION = QColor(200, 200, 205)
@@ -131,16 +135,16 @@ class ImageView(QGraphicsView):
     def is_fit(self) -> bool:
         return self._fit_mode
 
-    def wheelEvent(self, event):  # noqa: N802 - Qt override
+    def wheelEvent(self, event):
         delta = event.angleDelta().y()
         if delta:
             self.zoom_by(1.25 ** (delta / 120.0))
         event.accept()
 
-    def mouseDoubleClickEvent(self, event):  # noqa: N802
+    def mouseDoubleClickEvent(self, event):
         self.fit()
 
-    def resizeEvent(self, event):  # noqa: N802
+    def resizeEvent(self, event):
         super().resizeEvent(event)
         if self._fit_mode:
             self.fit()

@@ -104,7 +104,7 @@ def _install_excepthook(window_ref: list) -> None:
         if win is not None:
             try:
                 win.report_error(f"Unexpected error: {etype.__name__}: {value}", "Error")
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001, S110 - reporting must never raise
                 pass
 
     sys.excepthook = hook
@@ -127,7 +127,6 @@ def build_window(models_dir: Path | None = None, settings=None, interactive_dial
     """The main window, shown, before any model is loaded (no TensorFlow import here)."""
     from app.main_window import MainWindow
     from app.settings import make_settings
-
     from mammo_core.paths import models_dir as default_models_dir
 
     win = MainWindow(settings if settings is not None else make_settings(),
@@ -215,12 +214,11 @@ def main(argv: list[str] | None = None) -> int:
             not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     if args.screenshot is not None:  # reproducible: neither read nor write the user's settings
+        import atexit
+        import shutil
         import tempfile
 
         from PyQt6.QtCore import QSettings
-
-        import atexit
-        import shutil
 
         cfg = tempfile.mkdtemp(prefix="mammo-viewer-shot-")
         atexit.register(shutil.rmtree, cfg, True)

@@ -9,21 +9,41 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PyQt6.QtCore import QSettings, Qt, QThreadPool, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QKeySequence
-from PyQt6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
-                             QMainWindow, QMessageBox, QProgressBar, QPushButton, QSlider,
-                             QSplitter, QToolBar, QToolButton, QVBoxLayout,
-                             QWidget)
+from PyQt6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSplitter,
+    QToolBar,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app import imaging
 from app.image_view import ImageView
-from app.patch_browser import (PatchEntry, PatchFilterProxy, PatchTableModel, PatchTableView,
-                               patch_key)
+from app.patch_browser import (
+    PatchEntry,
+    PatchFilterProxy,
+    PatchTableModel,
+    PatchTableView,
+    patch_key,
+)
 from app.results_panel import ResultsPanel
 from app.settings import get_bool, get_float, get_list, get_str, push_recent
 from app.text import NOTICE, class_label
@@ -378,7 +398,7 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geom)
         else:
             self.resize(1400, 900)
-        self.opacity.setValue(int(round(100 * get_float(s, "overlay/opacity", 0.4))))
+        self.opacity.setValue(round(100 * get_float(s, "overlay/opacity", 0.4)))
         self.overlay_check.setChecked(get_bool(s, "overlay/on", True))
         self.side_check.setChecked(get_bool(s, "overlay/side_by_side", False))
         method = get_str(s, "overlay/method", "gradcam")
@@ -403,7 +423,7 @@ class MainWindow(QMainWindow):
         s.setValue("image/invert", self.invert_check.isChecked())
         s.sync()
 
-    def showEvent(self, event):  # noqa: N802
+    def showEvent(self, event):
         super().showEvent(event)
         if not self._splitter_placed:  # needs the real width, known once shown
             self._splitter_placed = True
@@ -413,7 +433,7 @@ class MainWindow(QMainWindow):
                 left, right = int(total * 0.27), int(total * 0.27)
                 self.splitter.setSizes([left, total - left - right, right])
 
-    def closeEvent(self, event):  # noqa: N802
+    def closeEvent(self, event):
         self.cancel_run_all()
         self.save_settings()
         self.shutdown()
@@ -461,7 +481,9 @@ class MainWindow(QMainWindow):
     # ================================================================== models
     def start_models(self, models_dir: Path | None = None) -> None:
         """Read the bundle cards (fast, no TensorFlow) and load the models in a worker."""
-        from mammo_core.session import Session  # light: TensorFlow is imported by load()
+        from mammo_core.session import (
+            Session,  # light: TensorFlow is imported by load()
+        )
 
         if models_dir is not None:
             self.models_dir = Path(models_dir)
@@ -658,11 +680,11 @@ class MainWindow(QMainWindow):
         self.view.set_message("Open patches to begin (File ▸ Open, or drop files here)")
         self.results.show_message("No patch selected", "No patch selected")
 
-    def dragEnterEvent(self, event):  # noqa: N802
+    def dragEnterEvent(self, event):
         if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
             event.acceptProposedAction()
 
-    def dropEvent(self, event):  # noqa: N802
+    def dropEvent(self, event):
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if paths:
             self.open_paths(paths)
@@ -943,7 +965,7 @@ class MainWindow(QMainWindow):
         self._window = imaging.Window(window.center, window.width, invert)
         for sl, val in ((self.level_slider, window.center), (self.width_slider, window.width)):
             sl.blockSignals(True)
-            sl.setValue(int(round(val * 1000)))
+            sl.setValue(round(val * 1000))
             sl.blockSignals(False)
 
     def _on_window_slider(self, *_):
@@ -1056,7 +1078,7 @@ class MainWindow(QMainWindow):
         cached = {e.key: self.patch_model.prediction(e.key) for e in entries}
         heat = {}
         if self._current is not None and self._shown_heat_key is not None:
-            _sha, model, method, target = self._shown_heat_key
+            model = self._shown_heat_key[1]
             pred = self.patch_model.prediction(self._current.key)
             if model == "ensemble" and pred is not None and pred.ensemble is not None:
                 model = pred.ensemble.model  # the ensemble bundle's own name, as in reports

@@ -8,12 +8,19 @@ in a bounded cache, so thousands of patches open instantly.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from PyQt6.QtCore import (QAbstractTableModel, QModelIndex, QSize, QSortFilterProxyModel, Qt,
-                          pyqtSignal)
+from PyQt6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QSize,
+    QSortFilterProxyModel,
+    Qt,
+    pyqtSignal,
+)
 from PyQt6.QtGui import QBrush, QColor, QPixmap
 from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
@@ -144,21 +151,21 @@ class PatchTableModel(QAbstractTableModel):
         return self._preds.get(key)
 
     # --- Qt model API ----------------------------------------------------------------------
-    def rowCount(self, parent=QModelIndex()):  # noqa: N802
-        return 0 if parent.isValid() else len(self._entries)
+    def rowCount(self, parent=None):
+        return 0 if parent is not None and parent.isValid() else len(self._entries)
 
-    def columnCount(self, parent=QModelIndex()):  # noqa: N802
-        return 0 if parent.isValid() else len(self.COLUMNS)
+    def columnCount(self, parent=None):
+        return 0 if parent is not None and parent.isValid() else len(self.COLUMNS)
 
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
         if orientation == Qt.Orientation.Horizontal:
             if role == Qt.ItemDataRole.DisplayRole:
                 return self.COLUMNS[section]
             if role == Qt.ItemDataRole.ToolTipRole:
                 return ("Patch file (and row of a patch array)", "Predicted class (ensemble)",
                         "Probability of the predicted class",
-                        "Ensemble uncertainty (0 = models agree, higher = more disagreement); "
-                        f"{FLAG} = flagged for careful review",
+                        ("Ensemble uncertainty (0 = models agree, higher = more disagreement); "
+                         f"{FLAG} = flagged for careful review"),
                         "True label stored with the data (patch arrays only)",
                         "Data split of a patch array")[section]
         return None
@@ -264,7 +271,7 @@ class PatchFilterProxy(QSortFilterProxyModel):
         self._text = text.strip().lower()
         self.invalidateFilter()
 
-    def filterAcceptsRow(self, row, parent):  # noqa: N802
+    def filterAcceptsRow(self, row, parent):
         model: PatchTableModel = self.sourceModel()
         entry = model.entry(row)
         pred = model.prediction(entry.key)
@@ -280,9 +287,7 @@ class PatchFilterProxy(QSortFilterProxyModel):
                     return False
             elif entry.true_label != self._true_class:
                 return False
-        if self._uncertain_only and not getattr(pred, "flagged", False):
-            return False
-        return True
+        return not (self._uncertain_only and not getattr(pred, "flagged", False))
 
 
 class PatchTableView(QTableView):
@@ -306,7 +311,7 @@ class PatchTableView(QTableView):
         self.horizontalHeader().setHighlightSections(False)
         self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
 
-    def setModel(self, model):  # noqa: N802
+    def setModel(self, model):
         super().setModel(model)
         hh = self.horizontalHeader()
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
@@ -320,7 +325,7 @@ class PatchTableView(QTableView):
         entry = current.data(PatchTableModel.EntryRole) if current.isValid() else None
         self.currentEntryChanged.emit(entry)
 
-    def moveCursor(self, action, modifiers):  # noqa: N802
+    def moveCursor(self, action, modifiers):
         model = self.model()
         if model is not None and model.rowCount() > 0:
             col = max(self.currentIndex().column(), 0)

@@ -2,11 +2,19 @@
 each member model's own task and probabilities, and the models' names and versions."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from PyQt6.QtCore import QRectF, QSize, Qt
 from PyQt6.QtGui import QColor, QFont, QFontMetrics, QPainter
-from PyQt6.QtWidgets import (QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget)
+from PyQt6.QtWidgets import (
+    QFrame,
+    QLabel,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.text import CONFIDENT_TEXT, UNCERTAIN_TEXT, class_label, task_label
 
@@ -44,10 +52,10 @@ class ProbabilityBars(QWidget):
     def rows(self) -> list[tuple[str, float, bool]]:
         return list(self._rows)
 
-    def sizeHint(self):  # noqa: N802
+    def sizeHint(self):
         return QSize(320, self.ROW_H * max(len(self._rows), 1) + 4)
 
-    def paintEvent(self, _event):  # noqa: N802
+    def paintEvent(self, _event):
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         font = QFont(self.font())

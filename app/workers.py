@@ -28,7 +28,8 @@ import itertools
 import queue
 import threading
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PyQt6.QtCore import QObject, QRunnable, QThreadPool, pyqtSignal
 
@@ -42,7 +43,7 @@ class WorkerSignals(QObject):
 
 # Workers stay referenced here until they have emitted ``finished`` (PyQt would otherwise
 # garbage-collect the signal object while queued signals are still on their way).
-_LIVE: set["Worker"] = set()
+_LIVE: set[Worker] = set()
 _LIVE_LOCK = threading.Lock()
 
 
@@ -63,19 +64,19 @@ class Worker(QRunnable):
         self.traceback: str | None = None
 
     # --- connection helpers (chainable) -------------------------------------------------
-    def on_return(self, slot: Callable[[Any], None]) -> "Worker":
+    def on_return(self, slot: Callable[[Any], None]) -> Worker:
         self.signals.returned.connect(slot)
         return self
 
-    def on_error(self, slot: Callable[[BaseException], None]) -> "Worker":
+    def on_error(self, slot: Callable[[BaseException], None]) -> Worker:
         self.signals.errored.connect(slot)
         return self
 
-    def on_progress(self, slot: Callable[[Any], None]) -> "Worker":
+    def on_progress(self, slot: Callable[[Any], None]) -> Worker:
         self.signals.progress.connect(slot)
         return self
 
-    def on_finish(self, slot: Callable[[], None]) -> "Worker":
+    def on_finish(self, slot: Callable[[], None]) -> Worker:
         self.signals.finished.connect(slot)
         return self
 
@@ -115,8 +116,8 @@ class Worker(QRunnable):
             except RuntimeError:
                 pass
 
-    def start(self, pool: "QThreadPool | SerialExecutor | None" = None,
-              priority: int = 0, newest_first: bool = False) -> "Worker":
+    def start(self, pool: QThreadPool | SerialExecutor | None = None,
+              priority: int = 0, newest_first: bool = False) -> Worker:
         """Queue on ``pool`` (a QThreadPool or a SerialExecutor; default the global pool);
         a higher ``priority`` runs first among the queued."""
         # connected last, so the slots connected before start() run before the release

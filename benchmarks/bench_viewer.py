@@ -18,12 +18,12 @@ import time
 
 T0 = time.perf_counter()
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -95,7 +95,7 @@ def main() -> int:
         t = time.perf_counter()
         QTest.keyClick(win.table, Qt.Key.Key_Down)
         e = win.current_entry()
-        wait(lambda: win.patch_model.prediction(e.key) is not None
+        wait(lambda e=e: win.patch_model.prediction(e.key) is not None
              and win.results.ensemble_bars.rows() != [], "the next prediction")
         pred_ms.append(1000 * (time.perf_counter() - t))
         wait(ready, "the next heatmap")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_factory import models_dir_with, synthetic_patches
 from PyQt6.QtCore import QSettings, Qt
 
-from bundle_factory import models_dir_with, synthetic_patches
 from mammo_core.paths import models_dir as bundled_models_dir
 from mammo_core.paths import samples_dir
 
@@ -302,7 +302,7 @@ def test_gui_never_imports_tensorflow_until_models_load(tmp_path, cbis_folder):
         win.shutdown(5)
     """)
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(REPO))
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env,
                          timeout=120, cwd=str(tmp_path))
     assert res.returncode == 0, res.stderr[-2000:]
     assert "HEAVY []" in res.stdout, res.stdout
@@ -317,7 +317,7 @@ def test_screenshot_cli(tmp_path, models_root, cbis_folder):
     res = subprocess.run([sys.executable, "-m", "app", str(cbis_folder), "--models-dir",
                           str(models_root), "--screenshot", str(shot),
                           "--screenshot-timeout", "240"],
-                         capture_output=True, text=True, env=env, timeout=300, cwd=str(REPO))
+                         capture_output=True, text=True, check=False, env=env, timeout=300, cwd=str(REPO))
     assert res.returncode == 0, res.stderr[-3000:]
     from PIL import Image
 
@@ -332,7 +332,7 @@ def test_screenshot_cli(tmp_path, models_root, cbis_folder):
     res = subprocess.run([sys.executable, "-m", "app", str(cbis_folder), "--models-dir",
                           str(empty), "--screenshot", str(tmp_path / "no.png"),
                           "--screenshot-timeout", "60"],
-                         capture_output=True, text=True, env=env, timeout=120, cwd=str(REPO))
+                         capture_output=True, text=True, check=False, env=env, timeout=120, cwd=str(REPO))
     assert res.returncode == 1 and "No model bundles found" in res.stderr
     assert not (tmp_path / "no.png").exists()
 

@@ -142,7 +142,12 @@ def _prediction(patch, predicted, flagged, unc):
 
 
 def test_browser_sorts_filters_and_navigates(qtbot):
-    from app.patch_browser import PatchFilterProxy, PatchTableModel, PatchTableView, patch_key
+    from app.patch_browser import (
+        PatchFilterProxy,
+        PatchTableModel,
+        PatchTableView,
+        patch_key,
+    )
 
     labels = [0, 1, 0, 2, 0, 4]
     patches = _patches(6, labels)
