@@ -338,8 +338,9 @@ def test_screenshot_cli(tmp_path, models_root, cbis_folder):
 
 
 def _has_files(folder: Path) -> bool:
-    return folder.is_dir() and any(p.is_file() and not p.name.startswith(".")
-                                   and p.suffix.lower() not in (".md", ".txt", ".json", ".csv")
+    from mammo_core.io import READ_EXTENSIONS
+
+    return folder.is_dir() and any(p.is_file() and p.suffix.lower() in READ_EXTENSIONS
                                    for p in folder.iterdir())
 
 
@@ -415,3 +416,27 @@ def test_switching_models_folder_reloads(qtbot, window, models_root, cbis_folder
     assert "not available" in win.results.ensemble_title.text()
     qtbot.waitUntil(lambda: win.shown_heat_key() is not None, timeout=WAIT)
     assert win.shown_heat_key()[1] == "tiny_mass_calc_0"
+
+
+def test_error_dialog_names_the_file_and_does_not_block(qtbot, tmp_path):
+    from PyQt6.QtWidgets import QMessageBox
+
+    from app.main import build_window
+
+    empty = tmp_path / "no_models"
+    empty.mkdir()
+    win = build_window(empty, interactive_dialogs=True)
+    qtbot.addWidget(win)
+    win.show()
+    try:
+        broken = tmp_path / "scan.dcm"
+        broken.write_bytes(b"DICM but not really")
+        with qtbot.waitSignal(win.errorShown, timeout=WAIT):
+            win.open_paths([broken])
+        boxes = [w for w in win.findChildren(QMessageBox) if w.isVisible()]
+        assert len(boxes) == 1 and str(broken) in boxes[0].text()
+        assert str(broken) in win.statusBar().currentMessage()
+        boxes[0].accept()
+        assert win.isVisible()
+    finally:
+        win.shutdown(10)
