@@ -345,12 +345,14 @@ def _has_files(folder: Path) -> bool:
 
 
 @pytest.mark.skipif(not _has_files(samples_dir()), reason=f"no sample patches in {samples_dir()}")
-@pytest.mark.skipif(not any(bundled_models_dir().glob("*/card.json")) if bundled_models_dir()
-                    .is_dir() else True, reason=f"no bundled models in {bundled_models_dir()}")
-def test_bundled_samples_with_bundled_models(qtbot):
+def test_bundled_samples(qtbot, models_root):
+    """The real sample patches, with the bundled models when there are any (else the tiny
+    test bundles): they open, and the first gets its prediction and heatmap."""
     from app.main import build_window
 
-    win = build_window(None, interactive_dialogs=False)
+    bundled = bundled_models_dir()
+    use = bundled if any(bundled.glob("*/card.json")) else models_root
+    win = build_window(use, interactive_dialogs=False)
     qtbot.addWidget(win)
     win.show()
     try:
@@ -359,6 +361,7 @@ def test_bundled_samples_with_bundled_models(qtbot):
             win.open_samples()
         assert win.patch_model.rowCount() > 0
         _wait_ready(qtbot, win)
+        assert win.models_state == "ready", win.messages
     finally:
         win.shutdown(60)
 
