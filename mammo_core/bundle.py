@@ -157,7 +157,7 @@ def write_bundle(model, out_dir: str | Path, card: Mapping[str, Any]) -> BundleI
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / MODEL_FILE) as tmp:
-        model.save(tmp)
+        _inference_copy(model).save(tmp)
     digest = sha256_file(out_dir / MODEL_FILE)
     full = {"schema": CARD_SCHEMA, "kind": "model", "version": "1.0.0"}
     full.update(card)
@@ -168,6 +168,19 @@ def write_bundle(model, out_dir: str | Path, card: Mapping[str, Any]) -> BundleI
     full["sha256"] = digest
     write_card(out_dir, full)
     return read_card(out_dir)
+
+
+def _inference_copy(model):
+    """The same layers and weights without the optimizer state (a bundle is for inference;
+    Adam's moments would triple the file). Functional models only; others are saved as they are."""
+    if getattr(model, "optimizer", None) is None:
+        return model
+    import keras
+
+    try:
+        return keras.Model(inputs=model.inputs, outputs=model.outputs, name=model.name)
+    except (ValueError, TypeError, AttributeError):
+        return model
 
 
 def write_card(bundle_dir: str | Path, card: Mapping[str, Any]) -> None:
