@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of model bundles (default: the bundled assets/models)")
     p.add_argument("--screenshot", type=Path, default=None, metavar="FILE",
                    help="open PATHs, select the first patch, wait for its prediction and "
-                        "heatmap, save a PNG of the window to FILE and exit")
+                        "heatmap (and, for up to 256 patches, every prediction), save a PNG "
+                        "of the window to FILE and exit (1 on failure or timeout)")
     p.add_argument("--screenshot-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="give up on --screenshot after this many seconds (default 300)")
     p.add_argument("--size", default="1400x900", metavar="WxH",
@@ -134,6 +135,9 @@ def build_window(models_dir: Path | None = None, settings=None, interactive_dial
     return win
 
 
+RUN_ALL_IN_SHOT = 256  # --screenshot predicts every patch of folders up to this size
+
+
 class ScreenshotJob:
     """Wait for the first patch's prediction and heatmap, then save the window as PNG."""
 
@@ -148,6 +152,7 @@ class ScreenshotJob:
         self._deadline = time.monotonic() + timeout_s
         self._timeout_s = timeout_s
         self._ready_since: float | None = None
+        self._run_all: str | None = None
         window.patchesOpened.connect(self._on_opened)
         self._timer.start()
 
@@ -169,6 +174,13 @@ class ScreenshotJob:
             self._fail(w.messages[-1] if w.messages else "no model could be loaded")
             return
         if self._ready():
+            # a small set gets every prediction too, so the browser shows its classes
+            if self._run_all is None and w.patch_model.rowCount() <= RUN_ALL_IN_SHOT:
+                self._run_all = "running"
+                w.runAllFinished.connect(lambda _n: setattr(self, "_run_all", "done"))
+                w.run_all()
+            if self._run_all == "running":
+                return
             if self._ready_since is None:  # let the layout settle for a moment
                 self._ready_since = time.monotonic()
             elif time.monotonic() - self._ready_since > 0.4:
