@@ -36,6 +36,8 @@ def main() -> int:
     ap.add_argument("--models-dir", type=Path, default=None)
     ap.add_argument("--steps", type=int, default=10, help="patches to step through (default 10)")
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--big", type=int, default=5000, metavar="N",
+                    help="also time opening an N-patch synthetic stack (0: skip; default 5000)")
     args = ap.parse_args()
 
     from PyQt6.QtCore import QSettings, Qt
@@ -111,8 +113,38 @@ def main() -> int:
         print(f"next_patch_ms={statistics.median(pred_ms):.1f} (median of {len(pred_ms)}; "
               f"max {max(pred_ms):.1f})")
         print(f"next_heatmap_ms={statistics.median(heat_ms):.1f} (median of {len(heat_ms)})")
+    if args.big:
+        big_open_s, big_page_ms, thumbs = _big_stack(app, win, args.big)
+        print(f"open_{args.big}_s={big_open_s:.2f} (synthetic uint16 stack; rows listed)")
+        print(f"page_down_ms={big_page_ms:.1f} (mean of 20; thumbnails made: {thumbs})")
     win.shutdown(60)
     return 0
+
+
+def _big_stack(app, win, n):
+    """Open an n-patch synthetic stack: rows appear at once, thumbnails only when painted."""
+    import numpy as np
+    from PyQt6.QtCore import Qt
+    from PyQt6.QtTest import QTest
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big.npy"
+        rng = np.random.default_rng(0)
+        np.save(path, rng.integers(0, 65535, (n, 150, 150), dtype=np.uint16))
+        win.close_all()
+        win.patch_model.thumbnails_made = 0
+        t = time.perf_counter()
+        win.open_paths([str(path)], remember=False)
+        while win.patch_model.rowCount() < n:
+            app.processEvents()
+        open_s = time.perf_counter() - t
+        win.table.setFocus()
+        t = time.perf_counter()
+        for _ in range(20):
+            QTest.keyClick(win.table, Qt.Key.Key_PageDown)
+            app.processEvents()
+        page_ms = 1000 * (time.perf_counter() - t) / 20
+        return open_s, page_ms, win.patch_model.thumbnails_made
 
 
 if __name__ == "__main__":
