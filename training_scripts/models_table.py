@@ -33,7 +33,7 @@ from mammo_core import DISCLAIMER
 from mammo_core.errors import MammoError
 
 MEMBER_ORDER = ("scratch_mass_calc", "scratch_benign_malignant", "vgg16_mass_calc",
-                "vgg16_benign_malignant", "scratch_baseline_mass_calc")
+                "vgg16_benign_malignant", "scratch_baseline_mass_calc", "vgg16_baseline_mass_calc")
 TASK_TITLE = {
     "mass_calc": "2.1 / 3.1 mass vs calcification",
     "benign_malignant": "2.2 / 3.2 benign vs malignant",
@@ -76,6 +76,10 @@ def data_statement(data: Path) -> dict:
     held_lesions = [{"image": r["image"], "lesion": r["lesion"], "class": r["class_name"],
                      "mias_class": r["mias_class"], "severity": r["severity"]}
                     for r in rows if r["split"] == "public_test" and r["role"] == "abnormality"]
+    originals = {}
+    for r in rows:
+        if r["split"] == "train" and r["role"] == "abnormality" and str(r.get("jitter", "0")) == "0":
+            originals[r["class_name"]] = originals.get(r["class_name"], 0) + 1
     return {
         "source": "mini-MIAS (Mammographic Image Analysis Society, 322 digitised mammograms, 1024x1024)",
         "protocol": build.get("protocol"),
@@ -85,6 +89,7 @@ def data_statement(data: Path) -> dict:
         "seed": build.get("seed"),
         "jitter_copies_per_train_lesion": build.get("jitter_copies_per_train_lesion"),
         "counts": build.get("counts"),
+        "train_lesions_without_jitter": originals,
         "train_images": train_imgs,
         "held_out_images": held,
         "held_out_lesions": held_lesions,
@@ -195,6 +200,13 @@ def _fold(card, key) -> str:
     return f"{_f(mean.get(key))} ± {_f(sd.get(key) if sd else None)}"
 
 
+def _n_lesions(stmt) -> str:
+    if not stmt:
+        return "?"
+    c = stmt["counts"]["public_test"]
+    return str(sum(v for k, v in c.items() if k != "baseline"))
+
+
 def _seconds(bundle: Path) -> str:
     try:
         doc = json.loads((bundle / "metrics.json").read_text(encoding="utf-8"))
@@ -207,7 +219,7 @@ def _seconds(bundle: Path) -> str:
 def arch_text(card) -> str:
     a = card.get("architecture") or {}
     if card.get("kind") == "ensemble":
-        return "temperature-scaled soft vote of the five members"
+        return "temperature-scaled soft vote of its members (hierarchy to five classes)"
     o = a.get("options") or {}
     if a.get("model") == "transfer":
         s = f"{o.get('backbone', '?').upper()} ImageNet, {o.get('mode', '?')}"
@@ -233,7 +245,7 @@ def write_models_md(models: Path, out: Path) -> None:
          "(`<name>/card.json`) and `ensemble/metrics.json`; every number below was measured by the "
          "commands in `training_scripts/train_bundled.sh` on the data stated below."), "",
          ("All numbers are on **mini-MIAS** (protocol v1). The held-out test split is small "
-         f"({stmt['counts']['public_test'] if stmt else '?'} patches per class), so the 95 % bootstrap "
+         f"({_n_lesions(stmt)} lesions, each with its baseline patch), so the 95 % bootstrap "
          "intervals are wide: read them, not only the point estimates. These models claim nothing "
          "about CBIS-DDSM."), "",
          "## All bundles on the held-out split (public_test)", "",
@@ -333,7 +345,11 @@ def write_models_md(models: Path, out: Path) -> None:
               "|---|" + "---|" * len(stmt["counts"]["train"])]
         for s in ("train", "public_test"):
             L.append(f"| {s} | " + " | ".join(str(v) for v in stmt["counts"][s].values()) + " |")
-        L += ["", f"- Train counts include the jittered copies ({len(stmt['train_images'])} training images).",
+        orig = stmt.get("train_lesions_without_jitter") or {}
+        L.append("| train lesions without jitter | — | " + " | ".join(
+            str(orig.get(c, 0)) for c in list(stmt["counts"]["train"])[1:]) + " |")
+        L += ["", (f"- Patch counts of the train split include the jittered crops; {len(stmt['train_images'])} "
+              "mammograms with a usable lesion are in the training split."),
               f"- Held-out images ({len(stmt['held_out_images'])}): "
               + ", ".join(stmt["held_out_images"]) + ".",
               "- Held-out lesions: " + "; ".join(f"{h['lesion']} {h['class']}" for h in stmt["held_out_lesions"]) + ".",
