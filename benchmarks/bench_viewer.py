@@ -93,12 +93,13 @@ def main() -> int:
     win.table.select_row(0)
     wait(ready, "the first patch again")
     pred_ms, heat_ms = [], []
+    shown: list[str] = []
+    win.predictionShown.connect(shown.append)  # emitted once the results panel is filled
     for _ in range(min(args.steps, n - 1)):
         t = time.perf_counter()
         QTest.keyClick(win.table, Qt.Key.Key_Down)
         e = win.current_entry()
-        wait(lambda e=e: win.patch_model.prediction(e.key) is not None
-             and win.results.ensemble_bars.rows() != [], "the next prediction")
+        wait(lambda e=e: shown and shown[-1] == e.key, "the next prediction")
         pred_ms.append(1000 * (time.perf_counter() - t))
         wait(ready, "the next heatmap")
         heat_ms.append(1000 * (time.perf_counter() - t))
