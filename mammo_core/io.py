@@ -15,7 +15,9 @@ Many patches
     known extensions are tried (``READ_EXTENSIONS`` and extension-less DICOM with the ``DICM``
     preamble); other files are ignored, as are hidden files. ``X_labels.npy`` files are never read
     as patches: their labels are attached to the patches of ``X_tensor.npy`` beside them, so a
-    CBIS-DDSM-layout folder reads as the patches of its tensors with ``label`` set.
+    CBIS-DDSM-layout folder reads as the patches of its tensors with ``label`` set. Single image
+    files get their label from a ``labels.csv`` (columns ``file``, ``label``) beside them, as
+    written with the sample patches.
 
 Patch arrays (CBIS-DDSM layout)
     ``load_patch_arrays(folder)`` reads and validates ``train_tensor.npy`` / ``train_labels.npy``,
@@ -527,12 +529,45 @@ def _labels_file_for(tensor: Path) -> Path | None:
 
 
 # --------------------------------------------------------------------------- many patches
-def _patches_from_file(path: Path, errors: list[ReadFailure]) -> list[Patch]:
+LABELS_CSV = "labels.csv"
+
+
+def _csv_labels(folder: Path, errors: list[ReadFailure], cache: dict[Path, dict[str, int]]) -> dict[str, int]:
+    """``{file name: 0-4 label}`` from ``labels.csv`` (columns ``file`` and ``label``) in ``folder``,
+    as written beside sample patches; empty when there is none. A bad file is reported once."""
+    if folder in cache:
+        return cache[folder]
+    cache[folder] = {}
+    path = folder / LABELS_CSV
+    if not path.is_file():
+        return cache[folder]
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        out = {}
+        for i, row in enumerate(rows, start=2):
+            if row.get("file") is None or row.get("label") is None:
+                raise ValueError("needs columns 'file' and 'label'")
+            label = int(row["label"])
+            if not 0 <= label < N_LABELS:
+                raise ValueError(f"label {label} out of range 0-{N_LABELS - 1} on line {i}")
+            out[row["file"]] = label
+        cache[folder] = out
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        errors.append(ReadFailure(str(path), f"{exc} (patches loaded without labels)"))
+    return cache[folder]
+
+
+def _patches_from_file(path: Path, errors: list[ReadFailure],
+                       label_cache: dict[Path, dict[str, int]] | None = None) -> list[Patch]:
     pixels, stack = _read_pixels(path)
     source = str(path)
     if not stack:
         orig = tuple(int(s) for s in pixels.shape)
-        return [Patch(_readonly(resize_patch(pixels)), source, None, None, orig)]
+        label = _csv_labels(path.parent, errors, {} if label_cache is None else label_cache).get(path.name)
+        return [Patch(_readonly(resize_patch(pixels)), source, None, label, orig)]
     labels = None
     label_file = _labels_file_for(path) if path.suffix.lower() == ".npy" else None
     if label_file is not None and label_file.is_file():
@@ -581,6 +616,7 @@ def read_patches(paths: str | Path | Iterable[str | Path], *, recursive: bool = 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     result = PatchCollection()
+    label_cache: dict[Path, dict[str, int]] = {}
     for given in paths:
         p = Path(given)
         if p.is_dir():
@@ -592,7 +628,7 @@ def read_patches(paths: str | Path | Iterable[str | Path], *, recursive: bool = 
             continue
         for f in files:
             try:
-                result.patches.extend(_patches_from_file(f, result.errors))
+                result.patches.extend(_patches_from_file(f, result.errors, label_cache))
             except MammoError as err:
                 result.errors.append(ReadFailure(str(f), err.problem))
     return result
