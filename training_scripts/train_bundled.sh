@@ -15,11 +15,9 @@ Steps (default: all, in this order):
                               the women held out, seed 0, 4 jittered crops per TRAIN lesion)
   scratch_mass_calc           Task 2.1  scratch_v1, geometric augmentation, 4-fold CV
   scratch_benign_malignant    Task 2.2  scratch_v2, rot90 augmentation, balanced class weights, 4-fold CV
-  vgg16_mass_calc             Task 3.1  VGG16 (ImageNet weights), cached-feature head + block5 fine-tuning
-  vgg16_benign_malignant      Task 3.2  VGG16, fine-tuned, balanced class weights
+  vgg16_mass_calc             Task 3.1  VGG16 (ImageNet weights), cached-feature head + block5 fine-tuning, 4-fold CV
+  vgg16_benign_malignant      Task 3.2  VGG16, fine-tuned, balanced class weights, 4-fold CV
   scratch_baseline_mass_calc  Task 4    scratch_v2, baseline / mass / calcification, 4-fold CV
-  vgg16_baseline_mass_calc    Task 4    VGG16 feature extraction (frozen base, cached features), 4-fold CV;
-                              an extra ensemble member: a second estimate of P(baseline)
   ensemble                    Task 5    five-class ensemble fitted on validation patches no member trained on
   samples                     assets/samples/ from the held-out split (16-bit PNG, labels.csv, NOTICE)
   finish                      card data statements, MANIFEST.json, mammo models verify, MODELS.md
@@ -33,7 +31,7 @@ EOF
 }
 
 ALL_STEPS=(data scratch_mass_calc scratch_benign_malignant vgg16_mass_calc vgg16_benign_malignant
-           scratch_baseline_mass_calc vgg16_baseline_mass_calc ensemble samples finish)
+           scratch_baseline_mass_calc ensemble samples finish)
 
 for a in "$@"; do
     case "$a" in -h|--help) usage; exit 0 ;; esac
@@ -105,27 +103,24 @@ run_step() {
         ;;
     vgg16_mass_calc)
         member vgg16_mass_calc task_3_1_pretrained_mass_calc.py --backbone vgg16 --mode ft \
-            --weights "$WEIGHTS" --lr 1e-4 --epochs 100 --patience 20 --ft-epochs 8 --ft-lr 1e-5 --batch-size 25
+            --weights "$WEIGHTS" --lr 1e-4 --epochs 100 --patience 20 --ft-epochs 8 --ft-lr 1e-5 --batch-size 25 \
+            --folds 4
         ;;
     vgg16_benign_malignant)
         member vgg16_benign_malignant task_3_2_pretrained_benign_malignant.py --backbone vgg16 --mode ft \
             --weights "$WEIGHTS" --class-weights balanced --lr 1e-4 --epochs 100 --patience 20 --ft-epochs 8 \
-            --ft-lr 1e-5 --batch-size 25
+            --ft-lr 1e-5 --batch-size 25 --folds 4
         ;;
     scratch_baseline_mass_calc)
         member scratch_baseline_mass_calc task_4_baseline_mass_calc.py --model scratch_v2 \
             --epochs 60 --patience 15 --batch-size 25 --folds 4
-        ;;
-    vgg16_baseline_mass_calc)
-        member vgg16_baseline_mass_calc task_4_baseline_mass_calc.py --model transfer --backbone vgg16 \
-            --mode fe --weights "$WEIGHTS" --lr 1e-4 --epochs 100 --patience 20 --batch-size 25 --folds 4
         ;;
     ensemble)
         rm -rf "${MODELS:?}/ensemble"
         "$PYTHON" training_scripts/task_5_ensemble.py --data "$DATA" --out "$MODELS/ensemble" --seed 0 \
             --members "$MODELS/scratch_mass_calc" "$MODELS/scratch_benign_malignant" \
                       "$MODELS/vgg16_mass_calc" "$MODELS/vgg16_benign_malignant" \
-                      "$MODELS/scratch_baseline_mass_calc" "$MODELS/vgg16_baseline_mass_calc"
+                      "$MODELS/scratch_baseline_mass_calc"
         ;;
     samples)
         rm -rf assets/samples
