@@ -113,7 +113,7 @@ run_step() {
         ;;
     scratch_baseline_mass_calc)
         member scratch_baseline_mass_calc task_4_baseline_mass_calc.py --model scratch_v2 \
-            --epochs 60 --patience 15 --batch-size 25 --folds 4
+            --epochs 100 --patience 30 --batch-size 25 --folds 4
         ;;
     ensemble)
         rm -rf "${MODELS:?}/ensemble"
