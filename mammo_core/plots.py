@@ -1,10 +1,12 @@
-"""Training plots as PNG: accuracy/loss curves, confusion matrix, ROC (matplotlib Agg, lazy).
+"""Training plots as PNG: accuracy/loss curves, confusion matrix, ROC, the ensemble's comparison
+bars (matplotlib Agg, lazy).
 
 Shared by training and the ensemble helper. Every figure carries the research-use notice and
 is written atomically.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,12 +25,12 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, dpi: int = 110) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.text(0.99, 0.005, DISCLAIMER, ha="right", va="bottom", fontsize=6, color="0.4")
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=dpi)
     _plt().close(fig)
     return path
 
@@ -104,3 +106,30 @@ def plot_roc(y: np.ndarray, p: np.ndarray, classes: Sequence[str], path: str | P
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
+
+
+ENSEMBLE_AUC_COLUMNS = ("auc_abnormal_vs_baseline", "auc_mass_vs_calcification", "auc_benign_vs_malignant")
+
+
+def ensemble_comparison(rows: Sequence[dict], path: str | Path, title: str = "") -> Path:
+    """Grouped bars of the three comparison AUCs, one bar per model (members and ensemble).
+
+    ``rows`` are the ensemble fit's table rows (``model``, ``task`` and the AUC columns); an AUC
+    that is None or not finite (not estimable for that model) is drawn as a missing bar.
+    """
+    plt = _plt()
+    cols = ENSEMBLE_AUC_COLUMNS
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    w = 0.8 / max(len(rows), 1)
+    for i, r in enumerate(rows):
+        vals = [r[c] if r[c] is not None and math.isfinite(r[c]) else 0.0 for c in cols]
+        ax.bar(np.arange(3) + i * w, vals, w, label=f"{r['model']} ({r['task']})")
+    ax.set_xticks(np.arange(3) + w * (len(rows) - 1) / 2,
+                  ["abnormal vs baseline", "mass vs calcification", "benign vs malignant"])
+    ax.set_ylim(0, 1)
+    ax.axhline(0.5, color="0.5", lw=0.8, ls="--")
+    ax.set_ylabel("ROC AUC (public_test; missing bar = not estimated)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return _save(fig, path, dpi=120)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io as _io
 import itertools
-import json
 import math
 import sys
 import time
@@ -18,6 +17,7 @@ import numpy as np
 from mammo_core import DISCLAIMER
 from mammo_core.atomic import atomic_write_text
 from mammo_core.errors import MammoError
+from mammo_core.jsonutil import json_safe, write_json
 from mammo_core.training.config import TrainConfig
 from mammo_core.training.data import TaskData, load_task_data, smoke_subset
 from mammo_core.training.loop import evaluate, fit_model, get_strategy, gpu_available
@@ -39,25 +39,6 @@ class TrainResult:
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _clean(obj):
-    """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(float(obj)) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(_clean(obj), indent=2) + "\n")
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
@@ -271,7 +252,7 @@ def train(config: TrainConfig) -> TrainResult:
         "gradcam_layer": gradcam_layer(cfg.model, **opts),
         "disclaimer": DISCLAIMER,
     }
-    info = write_bundle(model, out, _clean(card))
+    info = write_bundle(model, out, json_safe(card))
     files = [out / "model.keras", out / "card.json"]
     metrics_doc = {"task": data.task, "classes": list(data.classes), "public_test": test_metrics,
                    "validation": val_metrics, "folds": fold_rows, "grid": grid_rows,

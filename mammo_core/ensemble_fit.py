@@ -1,0 +1,305 @@
+"""Task 5 of the study: fit the five-class ensemble of trained member bundles and compare it
+with its members on the held-out split.
+
+``fit_and_evaluate(config)`` loads the members, fits (with :func:`mammo_core.ensemble.fit_ensemble`)
+a temperature per member, soft-voting weights per task and the disagreement threshold on
+VALIDATION predictions, writes the ensemble bundle (card.json + ensemble.json via
+:func:`mammo_core.ensemble.write_ensemble`, no pickle) and compares every member with the
+ensemble on public_test_*: AUC abnormal-vs-baseline (from 1 - P(baseline)),
+mass-vs-calcification and benign-vs-malignant (on abnormal patches), accuracy, ECE, NLL, as a
+table in metrics.json and comparison.png.
+
+Validation patches: the train_* patches that *no member trained on*. Each member's card records
+its grouped validation split (training.split: validation_fraction, seed, grouped_by) and the
+sha256 of the arrays it used; the split is recomputed with
+:func:`mammo_core.datasets.splits.grouped_split` exactly as training did, and patches in any
+member's training part are excluded. When a card does not allow that (no split recorded, other
+data, smoke members) the fit falls back to a grouped split of train_* and the card says that
+disjointness from the members' training data is NOT guaranteed.
+
+TensorFlow and matplotlib are imported lazily, inside the functions that need them.
+Research use only - not a medical device.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mammo_core import DISCLAIMER
+from mammo_core.errors import MammoError
+from mammo_core.jsonutil import json_safe, write_json
+
+SMOKE_MAX = 64  # patches per split with ``smoke``
+MIN_VALIDATION = 20  # fewer disjoint validation patches than this -> fallback split
+TABLE_COLUMNS = ("model", "task", "n", "auc_abnormal_vs_baseline", "auc_mass_vs_calcification",
+                 "auc_benign_vs_malignant", "accuracy", "ece", "nll")
+METHOD = "mammo_core.ensemble (temperature scaling, soft voting, hierarchy)"
+
+
+@dataclass(frozen=True)
+class EnsembleFitConfig:
+    """Settings of one ensemble fit (the flags of training_scripts/task_5_ensemble.py).
+
+    members: member bundle folders; data: CBIS-DDSM-layout folder (train_*, public_test_*);
+    out: ensemble bundle folder to write; val_fraction / seed: the fallback grouped validation
+    split of train_*; percentile: disagreement threshold percentile of validation disagreement;
+    smoke: at most ``SMOKE_MAX`` patches per split; command: the command line recorded in the card.
+    """
+
+    members: tuple[Path, ...]
+    data: Path
+    out: Path
+    name: str = "ensemble"
+    val_fraction: float = 0.2
+    percentile: float = 90.0
+    seed: int = 0
+    batch_size: int = 64
+    smoke: bool = False
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "members", tuple(Path(m) for m in self.members))
+        object.__setattr__(self, "data", Path(self.data))
+        object.__setattr__(self, "out", Path(self.out))
+
+
+@dataclass(frozen=True)
+class EnsembleFitResult:
+    out_dir: Path
+    bundle: Any  # mammo_core.bundle.BundleInfo of the written ensemble
+    spec: Any  # mammo_core.ensemble.EnsembleSpec
+    rows: list[dict]  # comparison rows (members then ensemble); NaN = not estimable
+    metrics: dict  # metrics.json as written
+    table_markdown: str
+    files: tuple[Path, ...] = field(default_factory=tuple)
+
+
+def _stderr_log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def member_training_indices(info, folder: Path, labels: np.ndarray, groups: np.ndarray):
+    """The train_* indices the member trained on, or (None, reason) when they cannot be
+    reconstructed from its card."""
+    from mammo_core.bundle import sha256_file
+    from mammo_core.datasets.splits import grouped_split
+    from mammo_core.labels import get_task
+
+    tr = info.card.get("training") or {}
+    split = tr.get("split") if isinstance(tr, dict) else None
+    if not isinstance(split, dict) or "validation_fraction" not in split or "seed" not in split:
+        return None, "card records no reproducible validation split"
+    if (tr.get("protocol") or {}).get("smoke"):
+        return None, "member was trained with --smoke (subset not reconstructed)"
+    data_hashes = ((tr.get("data") or {}).get("sha256") or {})
+    want = data_hashes.get("train_labels.npy")
+    if want is None or want != sha256_file(folder / "train_labels.npy"):
+        return None, "member was trained on other data (train_labels.npy sha256 differs)"
+    keep, y = get_task(info.task).map_labels(labels)
+    idx = np.flatnonzero(keep)
+    t_idx, v_idx = grouped_split(y, groups[keep], float(split["validation_fraction"]), seed=int(split["seed"]))
+    if len(t_idx) != split.get("train", len(t_idx)) or len(v_idx) != split.get("validation", len(v_idx)):
+        return None, "recomputed split sizes differ from the card"
+    return idx[t_idx], None
+
+
+def task_scores(task: str, p: np.ndarray, subset=None) -> dict[str, np.ndarray]:
+    """Scores for the comparison AUCs from a model's own distribution."""
+    from mammo_core.ensemble import factor_estimates
+
+    f = factor_estimates(task, p, subset)
+    out = {}
+    if "baseline" in f:
+        out["abnormal"] = 1.0 - f["baseline"]
+    if "mass_given_abnormal" in f:
+        out["mass"] = f["mass_given_abnormal"]
+    if task == "benign_malignant":
+        out["malignant"] = p[:, 1]
+    elif task == "five_class":
+        out["malignant"] = (p[:, 2] + p[:, 4]) / np.clip(1.0 - p[:, 0], 1e-12, None)
+    return out
+
+
+def compare(name: str, task: str, p: np.ndarray, labels: np.ndarray, scores: dict[str, np.ndarray]) -> dict:
+    """One comparison row: the three AUCs (NaN where the model cannot estimate one, or the
+    patches hold one class only) and n / accuracy / ECE / NLL on the patches of ``task``."""
+    from sklearn.metrics import roc_auc_score
+
+    from mammo_core.labels import get_task
+    from mammo_core.metrics import classification_metrics
+
+    ab = labels != 0
+
+    def auc(y, s):
+        return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else math.nan
+
+    row = {"model": name, "task": task}
+    row["auc_abnormal_vs_baseline"] = auc(ab.astype(int), scores["abnormal"]) if "abnormal" in scores else math.nan
+    row["auc_mass_vs_calcification"] = (auc(np.isin(labels[ab], (1, 2)).astype(int), scores["mass"][ab])
+                                        if "mass" in scores else math.nan)
+    row["auc_benign_vs_malignant"] = (auc(np.isin(labels[ab], (2, 4)).astype(int), scores["malignant"][ab])
+                                      if "malignant" in scores else math.nan)
+    keep, y = get_task(task).map_labels(labels)
+    m = classification_metrics(y, p[keep], get_task(task).classes)
+    row.update({"n": m["n"], "accuracy": m["accuracy"], "ece": m["ece"], "nll": m["nll"]})
+    return row
+
+
+def table_markdown(rows: Sequence[dict], columns: Sequence[str] = TABLE_COLUMNS) -> str:
+    """The comparison rows as a Markdown table (4 decimals; a non-finite number is a dash)."""
+    table = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        table.append("| " + " | ".join(
+            (f"{r[c]:.4f}" if isinstance(r[c], float) and math.isfinite(r[c]) else
+             ("—" if isinstance(r[c], float) else str(r[c]))) for c in columns) + " |")
+    return "\n".join(table)
+
+
+def _validation_indices(models, config: EnsembleFitConfig, labels: np.ndarray, groups: np.ndarray,
+                        log: Callable[[str], None]) -> tuple[np.ndarray, bool, str]:
+    """(train_* indices to fit on, whether they are disjoint from every member's training part,
+    how they were chosen)."""
+    from mammo_core.datasets.splits import grouped_split
+
+    used = np.zeros(len(labels), dtype=bool)
+    reasons = []
+    for m in models:
+        idx, why = member_training_indices(m.info, config.data, labels, groups)
+        if idx is None:
+            reasons.append(f"{m.name}: {why}")
+        else:
+            used[idx] = True
+    val_idx = np.flatnonzero(~used) if not reasons else None
+    guaranteed = (val_idx is not None and len(val_idx) >= MIN_VALIDATION
+                  and len(np.unique(labels[val_idx])) == 5)
+    if guaranteed:
+        how = ("train_* patches outside every member's training part (members' grouped splits "
+               "recomputed from their cards)")
+    else:
+        if val_idx is not None:
+            reasons.append(f"only {len(val_idx)} patches / {len(np.unique(labels[val_idx]))} labels "
+                           "outside every member's training part")
+        _, val_idx = grouped_split(labels, groups, config.val_fraction, seed=config.seed)
+        how = (f"grouped split ({config.val_fraction:.0%}, seed {config.seed}) of train_*; disjointness from "
+               f"the members' training data NOT guaranteed: " + "; ".join(reasons))
+        log("WARNING: " + how)
+    return val_idx, bool(guaranteed), how
+
+
+def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | None = None) -> EnsembleFitResult:
+    """Fit the ensemble on validation predictions, write it to ``config.out`` (card.json,
+    ensemble.json, metrics.json, comparison.png) and compare it with its members on public_test.
+
+    Raises :class:`mammo_core.errors.MammoError` (or a subclass) for bad input: data without
+    labelled train_* / public_test_*, unreadable bundles, duplicate member names.
+    """
+    from mammo_core import io
+    from mammo_core.bundle import CARD_FILE, sha256_file
+    from mammo_core.datasets.splits import groups_for_arrays
+    from mammo_core.ensemble import (
+        ENSEMBLE_FILE,
+        MemberInfo,
+        apply_temperature,
+        combine,
+        fit_ensemble,
+        write_ensemble,
+    )
+    from mammo_core.inference import load_bundle, predict_arrays
+    from mammo_core.labels import NAME_TO_LABEL, get_task
+    from mammo_core.metrics import expected_calibration_error
+    from mammo_core.plots import ensemble_comparison
+
+    log = log or _stderr_log
+    t0 = time.perf_counter()
+    folder = config.data
+    arrays = io.load_patch_arrays(folder)
+    for need in ("train", "public_test"):
+        if need not in arrays.splits or arrays.splits[need].labels is None:
+            raise MammoError(f"needs labelled {need}_tensor.npy / {need}_labels.npy", folder)
+    train, test = arrays.splits["train"], arrays.splits["public_test"]
+    labels = np.asarray(train.labels, dtype=np.int64)
+    groups = groups_for_arrays(folder, split="train")
+
+    models = [load_bundle(d) for d in config.members]
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise MammoError(f"member names must be unique: {names}")
+    log(f"members: {', '.join(f'{m.name} ({m.task})' for m in models)}")
+
+    # validation patches: train_* patches no member trained on
+    val_idx, guaranteed, how = _validation_indices(models, config, labels, groups, log)
+    test_idx = np.arange(len(test.labels))
+    if config.smoke:
+        rng = np.random.default_rng(config.seed)
+        val_idx = np.sort(rng.permutation(val_idx)[:SMOKE_MAX])
+        test_idx = np.sort(rng.permutation(test_idx)[:SMOKE_MAX])
+    log(f"validation: {len(val_idx)} patches ({how[:60]}...); public_test: {len(test_idx)}")
+
+    x_val = io.to_model_input(np.asarray(train.images[val_idx]))
+    y_val = labels[val_idx]
+    p_val = predict_arrays(models, x_val, batch_size=config.batch_size)
+    validation = {
+        "split": "train_*", "how": how, "disjoint_from_member_training": bool(guaranteed),
+        "n": len(val_idx), "data": str(folder.resolve()),
+        "train_labels_sha256": sha256_file(folder / "train_labels.npy"), "smoke": bool(config.smoke),
+    }
+    spec = fit_ensemble([MemberInfo.from_bundle(m.info) for m in models], p_val, y_val,
+                        percentile=config.percentile, validation=validation)
+
+    x_te = io.to_model_input(np.asarray(test.images[test_idx]))
+    y_te = np.asarray(test.labels, dtype=np.int64)[test_idx]
+    p_te = predict_arrays(models, x_te, batch_size=config.batch_size)
+    res = combine(spec, p_te)
+    rows = []
+    for m, ms in zip(models, spec.members):
+        row = compare(m.name, m.task, p_te[m.name], y_te, task_scores(m.task, p_te[m.name], ms.subset))
+        keep, y = get_task(m.task).map_labels(y_te)
+        row["ece_after_temperature"] = expected_calibration_error(
+            y, apply_temperature(p_te[m.name][keep], ms.temperature))
+        row["temperature"] = ms.temperature
+        row["weight"] = ms.weight
+        rows.append(row)
+    five = task_scores("five_class", res.probabilities)
+    ens_scores = {"malignant": five["malignant"], "mass": five["mass"]}
+    if spec.coverage["baseline"]:
+        ens_scores["abnormal"] = 1.0 - res.probabilities[:, 0]
+    erow = compare(config.name, "five_class", res.probabilities, y_te, ens_scores)
+    erow["flagged_fraction"] = float(res.flagged.mean())
+    if res.disagreement is not None:
+        pred = np.array([NAME_TO_LABEL[c] for c in res.predicted])
+        ok = pred == y_te
+        erow["accuracy_unflagged"] = float(ok[~res.flagged].mean()) if (~res.flagged).any() else None
+        erow["accuracy_flagged"] = float(ok[res.flagged].mean()) if res.flagged.any() else None
+    rows.append(erow)
+
+    markdown = table_markdown(rows)
+    log("public_test comparison:\n" + markdown)
+
+    out = config.out
+    card = {
+        "name": config.name,
+        "training": {"method": METHOD, "validation": validation, "held_out": "public_test",
+                     "command": config.command or "mammo_core.ensemble_fit.fit_and_evaluate (no command line)"},
+        "metrics": json_safe({"split": "public_test", "measured": "once, after fitting",
+                              "smoke": bool(config.smoke), **{k: erow[k] for k in TABLE_COLUMNS[2:]}}),
+        "disclaimer": DISCLAIMER,
+    }
+    info = write_ensemble(out, spec, card)
+    doc = json_safe({"disclaimer": DISCLAIMER, "held_out": "public_test", "n_test": len(test_idx),
+                     "validation": validation, "table": rows, "table_markdown": markdown,
+                     "fitted": spec.fitted, "threshold": spec.threshold, "coverage": spec.coverage,
+                     "seconds": round(time.perf_counter() - t0, 1)})
+    write_json(out / "metrics.json", doc)
+    ensemble_comparison(rows, out / "comparison.png",
+                        f"Members vs {config.name} on public_test (n={len(test_idx)})"
+                        + (" [smoke]" if config.smoke else ""))
+    files = tuple(out / f for f in (CARD_FILE, ENSEMBLE_FILE, "metrics.json", "comparison.png"))
+    return EnsembleFitResult(out_dir=Path(info.path), bundle=info, spec=spec, rows=rows, metrics=doc,
+                             table_markdown=markdown, files=files)

@@ -1,0 +1,105 @@
+"""mammo_core.ensemble_fit (the library behind training_scripts/task_5_ensemble.py) and the
+ensemble comparison plot, called directly rather than through the script."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from mammo_core.errors import MammoError
+
+
+def _data(tmp_path, n_train=80, n_test=40, seeds=(71, 72)):
+    from bundle_factory import synthetic_patches
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n, seed in (("train", n_train, seeds[0]), ("public_test", n_test, seeds[1])):
+        imgs, labels = synthetic_patches(n, seed=seed)
+        np.save(data / f"{split}_tensor.npy", imgs)
+        np.save(data / f"{split}_labels.npy", labels)
+    return data
+
+
+def test_config_is_frozen_and_normalises_paths(tmp_path):
+    from mammo_core.ensemble_fit import EnsembleFitConfig
+
+    cfg = EnsembleFitConfig(members=[str(tmp_path / "a"), tmp_path / "b"], data=str(tmp_path), out="o")
+    assert cfg.members == (tmp_path / "a", tmp_path / "b") and cfg.data == tmp_path
+    assert (cfg.name, cfg.val_fraction, cfg.percentile, cfg.seed, cfg.batch_size, cfg.smoke) == (
+        "ensemble", 0.2, 90.0, 0, 64, False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 1
+
+
+def test_fit_and_evaluate_writes_bundle_metrics_and_plot(tmp_path):
+    from bundle_factory import tiny_bundle
+
+    from mammo_core.bundle import verify_bundle
+    from mammo_core.ensemble import read_ensemble
+    from mammo_core.ensemble_fit import EnsembleFitConfig, fit_and_evaluate
+
+    data = _data(tmp_path)
+    members = [tiny_bundle(t) for t in ("mass_calc", "baseline_mass_calc")]
+    logged = []
+    cfg = EnsembleFitConfig(members=members, data=data, out=tmp_path / "ens", name="ens_t", smoke=True,
+                            command="fit --from-test")
+    res = fit_and_evaluate(cfg, log=logged.append)
+    assert [p.name for p in res.files] == ["card.json", "ensemble.json", "metrics.json", "comparison.png"]
+    assert all(p.is_file() for p in res.files)
+    info = verify_bundle(tmp_path / "ens")
+    assert info.kind == "ensemble" and info.name == "ens_t"
+    tr = info.card["training"]
+    assert tr["command"] == "fit --from-test" and tr["held_out"] == "public_test"
+    assert tr["validation"]["disjoint_from_member_training"] is False  # cards record no split
+    assert any(m.startswith("WARNING: grouped split (20%, seed 0)") for m in logged)
+    on_disk = json.loads((tmp_path / "ens" / "metrics.json").read_text())
+    assert on_disk == res.metrics
+    assert [r["model"] for r in on_disk["table"]] == ["tiny_mass_calc_0", "tiny_baseline_mass_calc_0", "ens_t"]
+    # mass_calc cannot estimate abnormal-vs-baseline: NaN in the rows, null in the JSON
+    assert math.isnan(res.rows[0]["auc_abnormal_vs_baseline"])
+    assert on_disk["table"][0]["auc_abnormal_vs_baseline"] is None
+    assert "| tiny_mass_calc_0 | mass_calc |" in res.table_markdown and "—" in res.table_markdown
+    ens = on_disk["table"][-1]
+    assert 0.0 <= ens["auc_abnormal_vs_baseline"] <= 1.0 and 0.0 <= ens["flagged_fraction"] <= 1.0
+    # the card's metrics are the ensemble row's
+    assert {k: info.card["metrics"][k] for k in ("n", "accuracy", "ece", "nll")} == {
+        k: ens[k] for k in ("n", "accuracy", "ece", "nll")}
+    _, spec = read_ensemble(tmp_path / "ens")
+    assert spec.fitted["disagreement_percentile"] == 90.0
+
+
+def test_fit_and_evaluate_rejects_bad_input(tmp_path):
+    from bundle_factory import tiny_bundle
+
+    from mammo_core.ensemble_fit import EnsembleFitConfig, fit_and_evaluate
+
+    data = _data(tmp_path, n_train=20, n_test=10)
+    src = tiny_bundle("mass_calc")
+    dup = [shutil.copytree(src, tmp_path / "a" / src.name), shutil.copytree(src, tmp_path / "b" / src.name)]
+    with pytest.raises(MammoError, match="member names must be unique"):
+        fit_and_evaluate(EnsembleFitConfig(members=dup, data=data, out=tmp_path / "o1"), log=lambda m: None)
+    (data / "public_test_labels.npy").unlink()
+    (data / "public_test_tensor.npy").unlink()
+    with pytest.raises(MammoError, match="needs labelled public_test"):
+        fit_and_evaluate(EnsembleFitConfig(members=dup[:1], data=data, out=tmp_path / "o2"), log=lambda m: None)
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_ensemble_comparison_plot_draws_missing_aucs(tmp_path):
+    from PIL import Image
+
+    from mammo_core.plots import ensemble_comparison
+
+    rows = [{"model": "a", "task": "mass_calc", "auc_abnormal_vs_baseline": math.nan,
+             "auc_mass_vs_calcification": 0.8, "auc_benign_vs_malignant": None},
+            {"model": "ens", "task": "five_class", "auc_abnormal_vs_baseline": 0.9,
+             "auc_mass_vs_calcification": 0.7, "auc_benign_vs_malignant": 0.6}]
+    path = ensemble_comparison(rows, tmp_path / "cmp" / "comparison.png", "title")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert Image.open(path).size == (1320, 540)  # 11 x 4.5 in at 120 dpi
+    assert [p.name for p in path.parent.iterdir()] == ["comparison.png"]
