@@ -192,6 +192,8 @@ def _ci(ci) -> str:
 
 
 def _fold(card, key) -> str:
+    if card.get("kind") == "ensemble":
+        return "n/a (no own weights)"
     rows = (card.get("training") or {}).get("folds") or []
     mean = next((r for r in rows if r.get("fold") == "mean"), None)
     sd = next((r for r in rows if r.get("fold") == "std"), None)
