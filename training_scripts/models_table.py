@@ -31,6 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from mammo_core import DISCLAIMER
 from mammo_core.errors import MammoError
+from mammo_core.jsonutil import json_safe
 
 MEMBER_ORDER = ("scratch_mass_calc", "scratch_benign_malignant", "vgg16_mass_calc",
                 "vgg16_benign_malignant", "scratch_baseline_mass_calc")
@@ -104,18 +105,6 @@ def bundle_dirs(models: Path) -> list[Path]:
     return sorted(p for p in models.iterdir() if (p / "card.json").is_file())
 
 
-def _clean(o):
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, np.generic):
-        return _clean(o.item())
-    return o
-
-
 def ensemble_heldout(models: Path, data: Path, n_boot: int) -> dict:
     """The ensemble's held-out metrics with bootstrap intervals (predicts public_test once)."""
     from mammo_core import io
@@ -170,7 +159,7 @@ def annotate(models: Path, data: Path, n_boot: int) -> None:
         card["training_data"] = stmt
         if info.kind == "ensemble":
             held = ensemble_heldout(models, data, n_boot)
-            card["metrics"] = _clean({**(card.get("metrics") or {}), **held, "split": "public_test",
+            card["metrics"] = json_safe({**(card.get("metrics") or {}), **held, "split": "public_test",
                                       "measured": "once, after fitting"})
             card["kfold"] = ("not applicable: the ensemble has no trainable weights of its own; its "
                              "temperatures, weights and threshold are fitted on validation patches "
