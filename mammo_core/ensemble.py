@@ -28,7 +28,8 @@ How the members are combined (everything fitted on *validation* predictions):
                                            p4/(p3+p4)
    ======================================  ===========================================
 
-   Tasks that estimate the same factor are averaged with equal weights. The five classes are
+   Tasks that estimate the same factor are mixed with simplex weights fitted on the validation
+   NLL of that factor (``fitted["factor_weights"]``; equal weights in specs without them). The five classes are
    the products ``P(baseline)``, ``(1-b)·m·(1-mm)``, ``(1-b)·m·mm``, ``(1-b)·(1-m)·(1-mc)``,
    ``(1-b)·(1-m)·mc``, which sum to 1 by construction.
 
@@ -75,7 +76,8 @@ ENSEMBLE_SCHEMA = "mammo.ensemble/1"
 FACTORS = ("baseline", "mass_given_abnormal", "malignant_given_mass", "malignant_given_calcification")
 T_BOUNDS = (0.05, 20.0)
 EPS = 1e-12
-WEIGHTING = "soft voting per task; weights on the simplex minimising validation NLL (L-BFGS-B)"
+WEIGHTING = ("soft voting per task; weights on the simplex minimising validation NLL (L-BFGS-B); "
+             "a factor estimated by several tasks mixes them with simplex weights fitted the same way")
 CALIBRATION = "temperature scaling per member on logits = log p, T minimising validation NLL"
 THRESHOLD_RULE = "90th percentile of the validation disagreement"
 SUBSETS = (None, "mass", "calcification")
@@ -307,6 +309,7 @@ class EnsembleResult:
     disagreement: np.ndarray | None  # (N,) or None with < 2 members per factor
     entropy: np.ndarray  # (N,) normalised to [0, 1]
     flagged: np.ndarray  # (N,) bool
+    factor_groups: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # per factor, per group
 
     @property
     def predicted(self) -> list[str]:
@@ -335,6 +338,49 @@ def disagreement(spec: EnsembleSpec, cal: Mapping[str, np.ndarray]) -> np.ndarra
     return np.mean(np.stack(stds), axis=0)
 
 
+# Which validation rows and which target each hierarchy factor is scored on (0-4 labels).
+BASELINE_LABEL = 0
+_FACTOR_ROWS = {
+    "baseline": (None, (BASELINE_LABEL,)),
+    "mass_given_abnormal": ((1, 2, 3, 4), (1, 2)),
+    "malignant_given_mass": ((1, 2), (2,)),
+    "malignant_given_calcification": ((3, 4), (4,)),
+}
+
+
+def _combine_factors(spec: EnsembleSpec, factor_lists: Mapping[str, Mapping[str, np.ndarray]]
+                     ) -> dict[str, np.ndarray]:
+    """Mix the task groups' estimates of each factor with the weights fitted on validation
+    (``fitted["factor_weights"]``); equal weights where none were fitted."""
+    fw = spec.fitted.get("factor_weights", {}) if isinstance(spec.fitted, Mapping) else {}
+    out = {}
+    for f, by_group in factor_lists.items():
+        keys = list(by_group)
+        w = np.array([float((fw.get(f) or {}).get(k, 1.0)) for k in keys], dtype=np.float64)
+        w = w / w.sum() if w.sum() > 0 else np.full(len(keys), 1.0 / len(keys))
+        out[f] = sum(wi * by_group[k] for wi, k in zip(w, keys))
+    return out
+
+
+def fit_factor_weights(factor_lists: Mapping[str, Mapping[str, np.ndarray]], labels: np.ndarray
+                       ) -> dict[str, dict[str, float]]:
+    """Per factor estimated by several task groups, simplex weights minimising the validation
+    NLL of the mixed factor (a weak group does not drag a strong one down)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    out: dict[str, dict[str, float]] = {}
+    for f, by_group in factor_lists.items():
+        keys = list(by_group)
+        if len(keys) < 2:
+            continue
+        rows_of, positive = _FACTOR_ROWS[f]
+        rows = np.ones(len(labels), bool) if rows_of is None else np.isin(labels, rows_of)
+        y = np.isin(labels[rows], positive).astype(np.int64)
+        ps = [np.stack([1.0 - by_group[k][rows], by_group[k][rows]], axis=1) for k in keys]
+        w = fit_weights(ps, y)
+        out[f] = {k: float(wi) for k, wi in zip(keys, w)}
+    return out
+
+
 def combine(spec: EnsembleSpec, member_probs: Mapping[str, np.ndarray]) -> EnsembleResult:
     """Combine raw member probabilities (keyed by member name) into the five-class result."""
     cal = calibrated(spec, member_probs)
@@ -343,15 +389,15 @@ def combine(spec: EnsembleSpec, member_probs: Mapping[str, np.ndarray]) -> Ensem
     for m in spec.members:
         groups.setdefault(m.group, []).append(m)
     voted: dict[str, np.ndarray] = {}
-    factor_lists: dict[str, list[np.ndarray]] = {}
+    factor_lists: dict[str, dict[str, np.ndarray]] = {}
     for group, ms in groups.items():
         w = np.array([m.weight for m in ms], dtype=np.float64)
         w = w / w.sum() if w.sum() > 0 else np.full(len(ms), 1.0 / len(ms))
         p = sum(wi * cal[m.name] for wi, m in zip(w, ms))
         voted[_group_key(group)] = p
         for f, v in factor_estimates(group[0], p, group[1]).items():
-            factor_lists.setdefault(f, []).append(v)
-    factors = {f: np.mean(np.stack(v), axis=0) for f, v in factor_lists.items()}
+            factor_lists.setdefault(f, {})[_group_key(group)] = v
+    factors = _combine_factors(spec, factor_lists)
     probs = five_class_from_factors(factors, n)
     ent = -np.sum(probs * np.log(np.clip(probs, EPS, 1.0)), axis=1) / np.log(len(CLASS_NAMES))
     dis = disagreement(spec, cal)
@@ -360,7 +406,8 @@ def combine(spec: EnsembleSpec, member_probs: Mapping[str, np.ndarray]) -> Ensem
     else:
         flagged = dis > spec.threshold
     ent = np.where(ent > 0.0, np.minimum(ent, 1.0), 0.0)  # no -0.0
-    return EnsembleResult(probs, voted, factors, dis, ent, flagged)
+    return EnsembleResult(probs, voted, factors, dis, ent, flagged,
+                          {f: dict(v) for f, v in factor_lists.items()})
 
 
 # --------------------------------------------------------------------------- fitting
@@ -436,6 +483,9 @@ def fit_ensemble(
         MemberSpec(m.name, m.sha256, m.task, tuple(m.classes), temps[m.name], weights[m.name], m.subset)
         for m in members
     ), fitted=fitted)
+    fitted["factor_weights"] = fit_factor_weights(
+        combine(spec, val_probs).factor_groups, labels) if len(labels) else {}
+    spec = EnsembleSpec(spec.members, fitted=fitted)
     dis = disagreement(spec, calibrated(spec, val_probs))
     threshold = None if dis is None or len(dis) == 0 else float(np.percentile(dis, percentile))
     fitted["disagreement_percentile"] = float(percentile)

@@ -294,3 +294,32 @@ def test_task_5_validation_excludes_every_members_training_part(tmp_path):
     val = json.loads((out / "card.json").read_text())["training"]["validation"]
     assert val["disjoint_from_member_training"] is True
     assert val["n"] == int((~used).sum()) >= 20
+
+
+def test_factor_weights_let_the_informative_task_win():
+    """mass | abnormal is estimated by a sharp mass_calc member and by a 3-class member whose
+    mass/calcification split is noise: the fitted factor weights favour the sharp one, and the
+    combined factor is closer to the truth than an equal-weight average."""
+    from mammo_core.ensemble import MemberInfo, combine, fit_ensemble
+
+    rng = np.random.default_rng(7)
+    labels = np.repeat([0, 1, 2, 3, 4], 40)
+    ab = labels > 0
+    mass = np.isin(labels, (1, 2))
+    sharp = np.where(mass, 0.9, 0.1)
+    p_mc = np.stack([sharp, 1 - sharp], 1)
+    pb = np.where(ab, 0.2, 0.8)
+    noise = rng.uniform(0.05, 0.95, len(labels))
+    p3 = np.stack([pb, (1 - pb) * noise, (1 - pb) * (1 - noise)], 1)
+    members = [MemberInfo("mc", "0" * 64, "mass_calc", ("mass", "calcification")),
+               MemberInfo("b3", "1" * 64, "baseline_mass_calc", ("baseline", "mass", "calcification"))]
+    probs = {"mc": p_mc, "b3": p3}
+    spec = fit_ensemble(members, probs, labels)
+    fw = spec.fitted["factor_weights"]["mass_given_abnormal"]
+    assert fw["mass_calc"] > 0.8 > fw["baseline_mass_calc"]
+    res = combine(spec, probs)
+    err_fitted = np.abs(res.factors["mass_given_abnormal"][ab] - mass[ab]).mean()
+    equal = 0.5 * (res.factor_groups["mass_given_abnormal"]["mass_calc"]
+                   + res.factor_groups["mass_given_abnormal"]["baseline_mass_calc"])
+    assert err_fitted < np.abs(equal[ab] - mass[ab]).mean()
+    np.testing.assert_allclose(res.probabilities.sum(1), 1.0)
