@@ -210,8 +210,11 @@ class ResultsPanel(QScrollArea):
                                         else "Ensemble — 5 classes")
             self.ensemble_bars.set_probabilities(ens.probabilities, ens.predicted, order)
             p = ens.probabilities.get(ens.predicted, 0.0)
+            p_abn = 1.0 - float(ens.probabilities.get("baseline", 0.0))
             self.verdict_label.setText(
-                f"Most likely: <b>{class_label(ens.predicted)}</b> ({100 * p:.0f}%)")
+                f"Ensemble call: <b>{class_label(ens.predicted)}</b> ({100 * p:.0f}%)"
+                f"<br><span style='font-size:small'>P(abnormal) {100 * p_abn:.0f}% — abnormal "
+                "when P(baseline) &lt; 50%, then the most likely abnormal class</span>")
         else:
             self.ensemble_title.setText("Ensemble — not available")
             self.verdict_label.setText("No ensemble bundle is loaded; see the member models.")

@@ -7,7 +7,8 @@ functions that need them, so ``import mammo_core`` is fast.
 """
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
     __version__ = _version("mammo-patches")
@@ -16,4 +17,4 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 DISCLAIMER = "research use only \u2014 not a medical device"
 
-__all__ = ["__version__", "DISCLAIMER"]
+__all__ = ["DISCLAIMER", "__version__"]

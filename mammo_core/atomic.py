@@ -7,8 +7,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 
 @contextlib.contextmanager
@@ -42,11 +43,10 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
 @contextlib.contextmanager
 def atomic_open(target: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
     """``open()`` that writes to a temporary file and renames it over ``target`` on success."""
-    with atomic_path(target) as tmp:
-        with open(tmp, mode, **kwargs) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(target) as tmp, open(tmp, mode, **kwargs) as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def atomic_write_text(target: str | Path, text: str) -> None:

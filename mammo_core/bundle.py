@@ -14,9 +14,10 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mammo_core import __version__
 from mammo_core.atomic import atomic_path, atomic_write_text
@@ -162,7 +163,7 @@ def write_bundle(model, out_dir: str | Path, card: Mapping[str, Any]) -> BundleI
     full = {"schema": CARD_SCHEMA, "kind": "model", "version": "1.0.0"}
     full.update(card)
     full.setdefault("input", INPUT_CONTRACT)
-    full.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    full.setdefault("created", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     full.setdefault("software", {"mammo": __version__})
     full["files"] = {MODEL_FILE: digest}
     full["sha256"] = digest

@@ -301,6 +301,21 @@ def task_view(p5: np.ndarray, task: str) -> np.ndarray:
     raise BundleError(f"unknown task {task!r}")
 
 
+def call_five_class(p5: np.ndarray) -> np.ndarray:
+    """The ensemble's call, down the hierarchy: ``baseline`` when P(baseline) >= 0.5, otherwise
+    the most likely of the four abnormal classes.
+
+    The plain argmax would call a patch "baseline" at P(baseline) = 0.34 when the other 0.66 is
+    split over four abnormal classes; the first question a reader asks is "abnormal or not", so
+    the call answers it at 0.5 first. Returns class indices into ``CLASS_NAMES``.
+    """
+    p5 = np.asarray(p5, dtype=np.float64)
+    if p5.ndim != 2 or p5.shape[1] != len(CLASS_NAMES):
+        raise ValueError(f"five-class probabilities must be (N, 5), got {p5.shape}")
+    abnormal = 1 + p5[:, 1:].argmax(axis=1)
+    return np.where(p5[:, 0] >= 0.5, 0, abnormal).astype(np.int64)
+
+
 @dataclass
 class EnsembleResult:
     probabilities: np.ndarray  # (N, 5), rows sum to 1, columns = CLASS_NAMES
@@ -313,7 +328,8 @@ class EnsembleResult:
 
     @property
     def predicted(self) -> list[str]:
-        return [CLASS_NAMES[i] for i in self.probabilities.argmax(axis=1)]
+        """The ensemble's call per patch (:func:`call_five_class`), not the plain argmax."""
+        return [CLASS_NAMES[i] for i in call_five_class(self.probabilities)]
 
 
 def _group_key(group: tuple[str, str | None]) -> str:

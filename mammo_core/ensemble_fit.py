@@ -147,7 +147,12 @@ def compare(name: str, task: str, p: np.ndarray, labels: np.ndarray, scores: dic
     row["auc_benign_vs_malignant"] = (auc(np.isin(labels[ab], (2, 4)).astype(int), scores["malignant"][ab])
                                       if "malignant" in scores else math.nan)
     keep, y = get_task(task).map_labels(labels)
-    m = classification_metrics(y, p[keep], get_task(task).classes)
+    if task == "five_class":  # score the ensemble's hierarchical call, as shown to users
+        from mammo_core.ensemble import call_five_class
+
+        m = classification_metrics(y, p[keep], get_task(task).classes, call_five_class(p[keep]))
+    else:
+        m = classification_metrics(y, p[keep], get_task(task).classes)
     row.update({"n": m["n"], "accuracy": m["accuracy"], "ece": m["ece"], "nll": m["nll"]})
     return row
 

@@ -6,9 +6,9 @@ Labels of the CBIS-DDSM patch arrays:
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 import numpy as np
 

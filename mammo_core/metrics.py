@@ -60,15 +60,19 @@ def nll(y: np.ndarray, p: np.ndarray, eps: float = 1e-12) -> float:
     return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], eps, 1.0))))
 
 
-def classification_metrics(y: np.ndarray, p: np.ndarray, classes: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """Accuracy, AUC, macro F-score, ECE, NLL and the confusion matrix (rows = truth)."""
+def classification_metrics(y: np.ndarray, p: np.ndarray, classes: tuple[str, ...] | list[str],
+                           predicted: np.ndarray | None = None) -> dict[str, Any]:
+    """Accuracy, AUC, macro F-score, ECE, NLL and the confusion matrix (rows = truth).
+
+    Accuracy, F-score and the confusion matrix score ``predicted`` (class indices) when given,
+    else the argmax of ``p`` (the ensemble passes its hierarchical call)."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
     y, p = _check(y, p)
-    pred = p.argmax(axis=1)
+    pred = p.argmax(axis=1) if predicted is None else np.asarray(predicted, dtype=np.int64).ravel()
     labels = list(range(len(classes)))
     return {
-        "n": int(len(y)),
+        "n": len(y),
         "accuracy": float(accuracy_score(y, pred)) if len(y) else float("nan"),
         "auc": auc(y, p),
         "f1_macro": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),

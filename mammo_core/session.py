@@ -263,7 +263,7 @@ class Session:
                 row = res.probabilities[i]
                 e_out = ModelOutput(ens.info.name, "five_class",
                                     {c: float(p) for c, p in zip(CLASS_NAMES, row)},
-                                    CLASS_NAMES[int(np.argmax(row))])
+                                    res.predicted[i])
                 unc = None if res.disagreement is None else float(res.disagreement[i])
                 flag = bool(res.flagged[i])
                 ent = float(res.entropy[i])

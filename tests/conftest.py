@@ -7,12 +7,12 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from mammo_core.paths import shared_dir  # noqa: E402
+from mammo_core.paths import shared_dir
 
 SHARED = shared_dir()
 MIAS_DIR = SHARED / "data" / "mini-mias"

@@ -323,3 +323,27 @@ def test_factor_weights_let_the_informative_task_win():
                    + res.factor_groups["mass_given_abnormal"]["baseline_mass_calc"])
     assert err_fitted < np.abs(equal[ab] - mass[ab]).mean()
     np.testing.assert_allclose(res.probabilities.sum(1), 1.0)
+
+
+def test_call_answers_abnormal_first_then_the_most_likely_abnormal_class():
+    from mammo_core.ensemble import call_five_class
+
+    p = np.array([
+        [0.34, 0.20, 0.21, 0.13, 0.12],  # argmax says baseline; P(abnormal) 0.66 -> mass_malignant
+        [0.50, 0.20, 0.10, 0.10, 0.10],  # P(baseline) 0.5 -> baseline
+        [0.10, 0.05, 0.05, 0.60, 0.20],  # plain case agrees with argmax
+    ])
+    assert call_five_class(p).tolist() == [2, 0, 3]
+    with pytest.raises(ValueError):
+        call_five_class(np.ones((2, 3)) / 3)
+
+
+def test_classification_metrics_scores_given_decisions():
+    from mammo_core.metrics import classification_metrics
+
+    y = np.array([1, 2])
+    p = np.array([[0.34, 0.3, 0.36 - 0.01, 0.005, 0.005], [0.6, 0.1, 0.3, 0.0, 0.0]])
+    p = p / p.sum(1, keepdims=True)
+    names = ("baseline", "mass_benign", "mass_malignant", "calcification_benign", "calcification_malignant")
+    assert classification_metrics(y, p, names)["accuracy"] == 0.0
+    assert classification_metrics(y, p, names, np.array([1, 2]))["accuracy"] == 1.0

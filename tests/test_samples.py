@@ -1,10 +1,10 @@
 import csv
 
 import numpy as np
+from filemakers import write_cbis_folder
 
 from mammo_core.datasets.samples import write_samples
 from mammo_core.io import read_patches
-from filemakers import write_cbis_folder
 
 
 def test_samples_cover_every_class_and_round_trip_16_bit(tmp_path, rng):
@@ -13,7 +13,7 @@ def test_samples_cover_every_class_and_round_trip_16_bit(tmp_path, rng):
     out = tmp_path / "samples"
     files = write_samples(data, out, n=10)
     assert len(files) == 10
-    rows = list(csv.DictReader(open(out / "labels.csv")))
+    rows = list(csv.DictReader((out / "labels.csv").read_text().splitlines()))
     assert {r["class_name"] for r in rows} >= {"baseline"}
     test_labels = np.load(data / "public_test_labels.npy")
     present = set(test_labels.tolist())
@@ -32,7 +32,7 @@ def test_labels_csv_beside_images_sets_patch_labels(tmp_path, rng):
     write_cbis_folder(data, rng, n_train_pairs=2, n_test_pairs=4)
     out = tmp_path / "samples"
     write_samples(data, out, n=6)
-    rows = {r["file"]: int(r["label"]) for r in csv.DictReader(open(out / "labels.csv"))}
+    rows = {r["file"]: int(r["label"]) for r in csv.DictReader((out / "labels.csv").read_text().splitlines())}
     col = read_patches(sorted(out.glob("*.png")))
     assert [p.label for p in col.patches] == [rows[p.source.split("/")[-1]] for p in col.patches]
 

@@ -109,6 +109,7 @@ def ensemble_heldout(models: Path, data: Path, n_boot: int) -> dict:
     """The ensemble's held-out metrics with bootstrap intervals (predicts public_test once)."""
     from mammo_core import io
     from mammo_core.ensemble import (
+        call_five_class,
         combine,
         factor_estimates,
         member_dirs,
@@ -127,7 +128,7 @@ def ensemble_heldout(models: Path, data: Path, n_boot: int) -> dict:
     y = np.asarray(test.labels, dtype=np.int64)
     res = combine(spec, predict_arrays(loaded, x))
     p5 = res.probabilities
-    m = classification_metrics(y, p5, CLASS_NAMES)
+    m = classification_metrics(y, p5, CLASS_NAMES, call_five_class(p5))
     out = {k: m[k] for k in ("n", "accuracy", "auc", "f1_macro", "ece", "nll", "confusion_matrix")}
     out["auc_ci95"] = list(bootstrap_ci(y, p5, n_boot=n_boot, seed=0))
     out["auc_ci_method"] = "percentile bootstrap over patches, 2000 resamples (macro one-vs-rest, five classes)"
