@@ -20,10 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "assets" / "models"
 SAMPLES = ROOT / "assets" / "samples"
 MEMBERS = ("scratch_mass_calc", "scratch_benign_malignant", "vgg16_mass_calc",
-           "vgg16_benign_malignant", "scratch_baseline_mass_calc")
+           "vgg16_benign_malignant", "scratch_baseline_mass_calc", "vgg16b4_baseline_mass_calc")
 EXPECTED_TASK = {"scratch_mass_calc": "mass_calc", "scratch_benign_malignant": "benign_malignant",
                  "vgg16_mass_calc": "mass_calc", "vgg16_benign_malignant": "benign_malignant",
-                 "scratch_baseline_mass_calc": "baseline_mass_calc", "ensemble": "five_class"}
+                 "scratch_baseline_mass_calc": "baseline_mass_calc",
+                 "vgg16b4_baseline_mass_calc": "baseline_mass_calc", "ensemble": "five_class"}
 
 pytestmark = pytest.mark.skipif(not (MODELS / "MANIFEST.json").is_file(),
                                 reason="no bundled models (assets/models/MANIFEST.json)")

@@ -145,3 +145,24 @@ def test_vgg16_local_weights_equal_keras_applications(vgg16_weights, x):
     conv_ref = keras.Model(ref.inputs, ref.get_layer("block5_conv3").output).predict(
         keras.applications.vgg16.preprocess_input(np.repeat(x * 255.0, 3, axis=-1)), verbose=0)
     np.testing.assert_allclose(conv, conv_ref, rtol=1e-4, atol=1e-3)
+
+
+def test_vgg16_block4_is_cut_after_block4_and_small():
+    m = build_model("transfer", 3, backbone="vgg16_block4", mode="fe", weights="none", hidden=32)
+    names = [layer.name for layer in m.layers]
+    assert "block4_pool" in names and not any(n.startswith("block5") for n in names)
+    assert m.get_layer("flatten").input.shape[1:] == (9, 9, 512)
+    assert gradcam_layer("transfer", backbone="vgg16_block4") == "block4_conv3"
+    assert m.count_params() == 7_635_264 + 9 * 9 * 512 * 32 + 32 + 32 * 3 + 3
+
+
+@pytest.mark.shared
+def test_vgg16_block4_local_weights_equal_keras_applications(vgg16_weights, x):
+    import keras
+
+    m = build_model("transfer", 3, backbone="vgg16_block4", weights=str(vgg16_weights), hidden=32)
+    ref = keras.applications.VGG16(include_top=False, weights=str(vgg16_weights), input_shape=(150, 150, 3))
+    ref4 = keras.Model(ref.input, ref.get_layer("block4_pool").output)
+    ours = keras.Model(m.input, m.get_layer("block4_pool").output).predict(x, verbose=0)
+    theirs = ref4.predict(keras.applications.vgg16.preprocess_input(np.repeat(x * 255.0, 3, axis=-1)), verbose=0)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-3)

@@ -34,7 +34,7 @@ from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe
 
 MEMBER_ORDER = ("scratch_mass_calc", "scratch_benign_malignant", "vgg16_mass_calc",
-                "vgg16_benign_malignant", "scratch_baseline_mass_calc")
+                "vgg16_benign_malignant", "scratch_baseline_mass_calc", "vgg16b4_baseline_mass_calc")
 TASK_TITLE = {
     "mass_calc": "2.1 / 3.1 mass vs calcification",
     "benign_malignant": "2.2 / 3.2 benign vs malignant",

@@ -18,6 +18,8 @@ Steps (default: all, in this order):
   vgg16_mass_calc             Task 3.1  VGG16 (ImageNet weights), cached-feature head + block5 fine-tuning, 4-fold CV
   vgg16_benign_malignant      Task 3.2  VGG16, fine-tuned, balanced class weights, 4-fold CV
   scratch_baseline_mass_calc  Task 4    scratch_v2, baseline / mass / calcification, 4-fold CV
+  vgg16b4_baseline_mass_calc  Task 4    VGG16 cut after block 4 (ImageNet weights, frozen, cached
+                              features, Dense(32) head), 3 classes, 4-fold CV: a second P(baseline)
   ensemble                    Task 5    five-class ensemble fitted on validation patches no member trained on
   samples                     assets/samples/ from the held-out split (16-bit PNG, labels.csv, NOTICE)
   finish                      card data statements, MANIFEST.json, mammo models verify, MODELS.md
@@ -31,7 +33,7 @@ EOF
 }
 
 ALL_STEPS=(data scratch_mass_calc scratch_benign_malignant vgg16_mass_calc vgg16_benign_malignant
-           scratch_baseline_mass_calc ensemble samples finish)
+           scratch_baseline_mass_calc vgg16b4_baseline_mass_calc ensemble samples finish)
 
 for a in "$@"; do
     case "$a" in -h|--help) usage; exit 0 ;; esac
@@ -115,12 +117,17 @@ run_step() {
         member scratch_baseline_mass_calc task_4_baseline_mass_calc.py --model scratch_v2 \
             --epochs 100 --patience 30 --batch-size 25 --folds 4
         ;;
+    vgg16b4_baseline_mass_calc)
+        member vgg16b4_baseline_mass_calc task_4_baseline_mass_calc.py --model transfer \
+            --backbone vgg16_block4 --mode fe --weights "$WEIGHTS" --hidden 32 --lr 1e-4 --epochs 100 \
+            --patience 20 --batch-size 25 --folds 4
+        ;;
     ensemble)
         rm -rf "${MODELS:?}/ensemble"
         "$PYTHON" training_scripts/task_5_ensemble.py --data "$DATA" --out "$MODELS/ensemble" --seed 0 \
             --members "$MODELS/scratch_mass_calc" "$MODELS/scratch_benign_malignant" \
                       "$MODELS/vgg16_mass_calc" "$MODELS/vgg16_benign_malignant" \
-                      "$MODELS/scratch_baseline_mass_calc"
+                      "$MODELS/scratch_baseline_mass_calc" "$MODELS/vgg16b4_baseline_mass_calc"
         ;;
     samples)
         rm -rf assets/samples

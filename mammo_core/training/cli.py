@@ -29,7 +29,8 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
                        help="registry model to train")
     if transfer:
         g = p.add_argument_group("transfer learning")
-        g.add_argument("--backbone", choices=("vgg16", "vgg19", "resnet50"), default="vgg16")
+        g.add_argument("--backbone", choices=("vgg16", "vgg19", "resnet50", "vgg16_block4"), default="vgg16",
+                       help="ImageNet base; vgg16_block4 = VGG16 cut after block 4 (smaller model)")
         g.add_argument("--mode", choices=("fe", "ft"), default="fe",
                        help="fe: frozen base, head trained on cached features; ft: then unfreeze "
                             "the last block and train on at --ft-lr")
