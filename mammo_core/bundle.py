@@ -22,6 +22,7 @@ from typing import Any
 from mammo_core import __version__
 from mammo_core.atomic import atomic_path, atomic_write_text
 from mammo_core.errors import BundleError
+from mammo_core.jsonutil import read_json_object
 
 CARD_FILE = "card.json"
 MODEL_FILE = "model.keras"
@@ -93,12 +94,7 @@ def read_card(bundle_dir: str | Path) -> BundleInfo:
         raise BundleError("not a bundle folder (missing or not a directory)", bundle_dir)
     if not card_path.is_file():
         raise BundleError(f"missing {CARD_FILE}", bundle_dir)
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"unreadable card: {exc}", card_path) from None
-    if not isinstance(card, dict):
-        raise BundleError("card is not a JSON object", card_path)
+    card = read_json_object(card_path, "card", BundleError)
     missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
     if missing:
         raise BundleError(f"card lacks {', '.join(missing)}", card_path)
@@ -192,10 +188,7 @@ def read_manifest(models_root: str | Path) -> dict[str, Any]:
     path = Path(models_root) / MANIFEST_FILE
     if not path.is_file():
         raise BundleError(f"missing {MANIFEST_FILE}", models_root)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"unreadable manifest: {exc}", path) from None
+    return read_json_object(path, "manifest", BundleError)
 
 
 def write_manifest(models_root: str | Path) -> dict[str, Any]:

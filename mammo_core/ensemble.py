@@ -69,6 +69,7 @@ from mammo_core.bundle import (
     write_card,
 )
 from mammo_core.errors import BundleError
+from mammo_core.jsonutil import read_json_object
 from mammo_core.labels import CLASS_NAMES, get_task
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -552,12 +553,7 @@ def read_ensemble(bundle_dir: str | Path, manifest: Mapping[str, Any] | None = N
     path = info.path / ENSEMBLE_FILE
     if ENSEMBLE_FILE not in info.card["files"]:
         raise BundleError(f"card does not hash {ENSEMBLE_FILE}", info.path)
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"unreadable ensemble spec: {exc}", path) from None
-    if not isinstance(d, dict):
-        raise BundleError("ensemble spec is not a JSON object", path)
+    d = read_json_object(path, "ensemble spec", BundleError)
     return info, EnsembleSpec.from_dict(d, path)
 
 

@@ -16,6 +16,18 @@ import numpy as np
 from mammo_core.atomic import atomic_write_text
 
 
+def read_json_object(path: str | Path, what: str, error_cls: type[Exception]) -> dict[str, Any]:
+    """The JSON object in ``path``; ``error_cls("unreadable <what>: ...", path)`` when it cannot
+    be read or parsed, ``error_cls("<what> is not a JSON object", path)`` when it is not one."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error_cls(f"unreadable {what}: {exc}", path) from None
+    if not isinstance(data, dict):
+        raise error_cls(f"{what} is not a JSON object", path)
+    return data
+
+
 def json_safe(obj: Any) -> Any:
     """A copy of ``obj`` that ``json.dumps(..., allow_nan=False)`` accepts (for the types we write).
 
