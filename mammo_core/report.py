@@ -32,7 +32,7 @@ import numpy as np
 from mammo_core import DISCLAIMER
 from mammo_core.atomic import atomic_path, atomic_write_text
 from mammo_core.errors import MammoError
-from mammo_core.session import ModelOutput, PatchPrediction, patch_key
+from mammo_core.predictions import ModelOutput, PatchPrediction, patch_key
 
 SCHEMA = "mammo.predictions/1"
 FORMATS = ("json", "csv", "pdf")
