@@ -105,7 +105,7 @@ def _install_excepthook(window_ref: list) -> None:
         if win is not None:
             try:
                 win.report_error(f"Unexpected error: {etype.__name__}: {value}", "Error")
-            except Exception:  # noqa: BLE001, S110 - reporting must never raise
+            except Exception:  # noqa: BLE001 - reporting must never raise
                 pass
 
     sys.excepthook = hook

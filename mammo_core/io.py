@@ -374,7 +374,8 @@ def _dicom_read(path: Path) -> tuple[np.ndarray, bool]:
             intercept = float(ds.get("RescaleIntercept", 0) or 0)
             arr = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - missing elements, compressed without a handler...
-        raise PatchReadError(f"cannot decode DICOM pixel data ({type(exc).__name__}: {_npy_problem(exc)})", path) from None
+        raise PatchReadError(f"cannot decode DICOM pixel data ({type(exc).__name__}: "
+                             f"{_npy_problem(exc)})", path) from None
 
     if photometric == "PALETTE COLOR":
         raise PatchReadError("PALETTE COLOR DICOM is not supported", path)

@@ -349,10 +349,12 @@ class Session:
         """Grad-CAM maps of one patch: ``{model: map}`` for a model; for the ensemble each
         member's map (for the member's class that contains the target, default the ensemble's
         predicted class) and, under ``"ensemble"``, their mean weighted by each member's
-        (temperature-scaled) probability of that class. Members that cannot express the target
+        (temperature-scaled) probability of that class. Every map is normalised per patch to a
+        maximum of 1 with the background (below the tissue threshold) set to 0
+        (:func:`mammo_core.explain.finish_map`). Members that cannot express the target
         (e.g. target ``baseline`` for a mass_calc member) are left out."""
         from mammo_core.ensemble import apply_temperature, member_class_for
-        from mammo_core.explain import gradcam, weighted_mean
+        from mammo_core.explain import finish_map, gradcam, tissue_mask, weighted_mean
         from mammo_core.io import to_model_input
 
         x = to_model_input(patch)
@@ -379,7 +381,9 @@ class Session:
                 out[m.name] = hm
                 maps.append(hm)
                 weights.append(p)
-            out[ENSEMBLE] = weighted_mean(maps, weights)
+            # per-patch [0, 1] again (a weighted mean of maps peaking in different places
+            # would otherwise never reach 1), background masked out
+            out[ENSEMBLE] = finish_map(weighted_mean(maps, weights), tissue_mask(x[0]))
             return out
         if model not in models:
             raise MammoError(f"model {model!r} is not loaded (loaded: {', '.join(self.loaded) or 'none'})")
@@ -427,10 +431,13 @@ class Session:
                predictions: Sequence[PatchPrediction],
                heatmaps: Mapping[tuple[str, str], np.ndarray] | None = None,
                errors: Sequence[ReadFailure] = (),
-               heatmap_paths: Mapping[tuple[str, str], str] | None = None) -> Path:
+               heatmap_paths: Mapping[tuple[str, str], str] | None = None,
+               heatmap_meta: Mapping[tuple[str, str], Mapping[str, str]] | None = None) -> Path:
         """Write a report (``fmt`` csv | json | pdf) atomically; ``heatmaps`` maps
         ``(patch key, model)`` to a map, where the patch key is :func:`patch_key` (``source`` or
-        ``source#index``; the patch's sha256 is accepted too). Returns the path."""
+        ``source#index``; the patch's sha256 is accepted too); ``heatmap_meta`` gives the same
+        keys' ``{"target": class, "method": ...}`` (default: the model's predicted class).
+        Returns the path."""
         from mammo_core.report import PredictionRun, write_report
 
         run = PredictionRun(
@@ -440,5 +447,6 @@ class Session:
             patches=list(patches),
             heatmaps=dict(heatmaps or {}),
             heatmap_paths=dict(heatmap_paths or {}),
+            heatmap_meta=dict(heatmap_meta or {}),
         )
         return write_report(Path(path), fmt, run)
