@@ -20,52 +20,12 @@ from mammo_core import DISCLAIMER, __version__
 from mammo_core.bundle import CARD_FILE, BundleInfo, read_card, read_manifest
 from mammo_core.errors import BundleError, MammoError
 from mammo_core.labels import CLASS_NAMES
+from mammo_core.predictions import ENSEMBLE, ModelOutput, PatchPrediction, patch_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from mammo_core.ensemble import EnsembleSpec
     from mammo_core.inference import LoadedModel
     from mammo_core.io import Patch, ReadFailure
-
-ENSEMBLE = "ensemble"
-
-
-@dataclass(frozen=True)
-class ModelOutput:
-    """One model's output for one patch: probabilities keyed by its task's class names."""
-
-    model: str
-    task: str
-    probabilities: dict[str, float]
-    predicted: str
-
-
-@dataclass(frozen=True)
-class PatchPrediction:
-    """Every loaded model's output for one patch, and the ensemble's (five classes) if loaded.
-
-    ``uncertainty`` is the ensemble members' disagreement (None without an ensemble of at least
-    two members per factor); ``flagged`` is True when it exceeds the threshold fitted on
-    validation data; ``entropy`` is the normalised entropy of the ensemble's distribution.
-    """
-
-    source: str
-    index: int | None
-    sha256: str
-    per_model: dict[str, ModelOutput]
-    ensemble: ModelOutput | None
-    uncertainty: float | None
-    flagged: bool
-    entropy: float | None = None
-
-    @property
-    def key(self) -> str:
-        return patch_key(self.source, self.index)
-
-
-def patch_key(source: str, index: int | None) -> str:
-    """How reports and heatmap mappings name a patch: ``source`` or ``source#index``."""
-    return str(source) if index is None else f"{source}#{index}"
-
 
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
@@ -450,3 +410,7 @@ class Session:
             heatmap_meta=dict(heatmap_meta or {}),
         )
         return write_report(Path(path), fmt, run)
+
+
+# the prediction types moved to mammo_core.predictions; importing them from here still works
+__all__ = ["ENSEMBLE", "ModelOutput", "PatchPrediction", "Session", "patch_key"]

@@ -99,7 +99,7 @@ def test_patch_page_member_quality_greyed_and_never_bold(figs):
     i_bad = next(i for i, t in enumerate(texts)
                  if "chance_benign_malignant (benign_malignant): malignant 1.000" in t.get_text())
     good, good_q, bad, bad_q = texts[i_good], texts[i_good + 1], texts[i_bad], texts[i_bad + 1]
-    assert "held-out AUC 0.89 (95% CI 0.60\u20131.00), n=14" == good_q.get_text().strip()
+    assert good_q.get_text().strip() == "held-out AUC 0.89 (95% CI 0.60\u20131.00), n=14"
     assert "AUC 0.33 (95% CI 0.06\u20130.65)" in bad_q.get_text() and AT_CHANCE_TEXT in bad_q.get_text()
     for t in (bad, bad_q):  # greyed
         assert to_rgba(t.get_color()) != to_rgba(good.get_color()) == to_rgba(good_q.get_color())
