@@ -51,7 +51,7 @@ from mammo_core.confidence import (
 )
 from mammo_core.errors import MammoError
 from mammo_core.labels import LABEL_TO_NAME
-from mammo_core.session import ModelOutput, PatchPrediction, patch_key
+from mammo_core.predictions import ModelOutput, PatchPrediction, patch_key
 
 SCHEMA = "mammo.predictions/1"
 FORMATS = ("json", "csv", "pdf")
