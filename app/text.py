@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 NOTICE = "Research use only — not a medical device"
+APP_DISPLAY_NAME = "Mammogram patch viewer"
+# Qt appends the application display name to a window title unless the title ends with it
+WINDOW_TITLE = f"{NOTICE} — {APP_DISPLAY_NAME}"
 
 _PRETTY = {
     "baseline": "Normal tissue (baseline)",

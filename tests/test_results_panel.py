@@ -164,3 +164,21 @@ def test_bundled_at_chance_members_never_bold(qtbot):
         if not q.trusted:
             assert not any(bold for _l, _p, bold in bars.rows()), info.name
             assert "<b>" not in title.text()
+
+
+def test_colour_bar_uses_the_heatmap_colours():
+    import numpy as np
+
+    from app.imaging import blend, colour_bar
+    from mammo_core.explain import colorize
+
+    bar = colour_bar(64, 5)
+    assert bar.shape == (5, 64, 3) and bar.dtype == np.uint8
+    np.testing.assert_array_equal(bar[0, 0], colorize(np.zeros((1, 1)))[0, 0])
+    np.testing.assert_array_equal(bar[0, -1], colorize(np.ones((1, 1)))[0, 0])
+    grey = np.full((4, 4), 100, np.uint8)
+    heat = np.full((4, 4, 3), 250, np.uint8)
+    mask = np.zeros((4, 4), bool)
+    mask[:, 2:] = True
+    out = blend(grey, heat, 0.5, mask)
+    assert (out[:, :2] == 100).all() and (out[:, 2:] == 175).all()
