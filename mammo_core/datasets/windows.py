@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mammo_core.contract import PATCH_SIZE
 from mammo_core.errors import DatasetError
 
-PATCH_SIDE = 150
+PATCH_SIDE = PATCH_SIZE
 TISSUE_LEVEL_8BIT = 20
 MIN_LESION_TISSUE = 0.5
 MIN_BASELINE_TISSUE = 0.9
