@@ -18,7 +18,7 @@ import numpy as np
 
 from mammo_core import DISCLAIMER, __version__
 from mammo_core.bundle import CARD_FILE, BundleInfo, read_card, read_manifest
-from mammo_core.ensemble import apply_temperature, combine, member_class_for, member_dirs, read_ensemble
+from mammo_core.ensemble import _factors_of, apply_temperature, combine, member_class_for, member_dirs, read_ensemble
 from mammo_core.errors import BundleError, MammoError
 from mammo_core.explain import finish_map, gradcam, tissue_mask, weighted_mean
 from mammo_core.inference import bundle_summary, find_bundle, load_bundle, predict_arrays
@@ -229,6 +229,59 @@ class Session:
             p = patches[i]
             out.append(PatchPrediction(p.source, p.index, p.sha256, per, e_out, unc, flag, ent))
         return out
+
+    # ------------------------------------------------------------------ P(abnormal) only
+    def abnormal_members(self) -> list[str]:
+        """The loaded models that estimate P(baseline) (hence P(abnormal) = 1 - P(baseline)):
+        with an ensemble, its members that estimate the hierarchy's ``baseline`` factor (the
+        ensemble's P(abnormal) depends on these alone); without one, every loaded model with a
+        ``baseline`` class. Fastest first (smallest model file)."""
+        with self._lock:
+            ens = self._state.ensemble
+            models = dict(self._state.models)
+        if ens is not None:
+            names = [m.name for m in ens.spec.members if "baseline" in _factors_of(m)]
+        else:
+            names = [n for n, m in models.items() if "baseline" in m.classes]
+
+        def size(n: str) -> int:
+            try:
+                return (models[n].info.path / "model.keras").stat().st_size
+            except (OSError, KeyError, AttributeError):
+                return 0
+        return sorted(names, key=size)
+
+    def p_abnormal(self, pixels: np.ndarray, members: Sequence[str] | None = None,
+                   batch_size: int = 64) -> np.ndarray:
+        """P(abnormal) of a stack of patches ``(N, 150, 150)`` (uint8 / uint16 / float [0, 1]):
+        the ensemble's ``1 - P(baseline)`` (temperature scaling and fitted weights as in
+        :meth:`predict`), computed from ``members`` only (default: every member that estimates
+        P(baseline), which gives exactly the ensemble's value; a subset is an approximation, to
+        be stated). Without an ensemble: the mean ``1 - P(baseline)`` of ``members``."""
+        import dataclasses
+
+        usable = self.abnormal_members()
+        if not usable:
+            raise MammoError("no loaded model estimates P(baseline): the abnormality map needs a "
+                             "baseline_mass_calc or five_class model (or an ensemble with one)")
+        chosen = list(members if members else usable)
+        bad = [m for m in chosen if m not in usable]
+        if bad:
+            raise MammoError(f"model(s) {', '.join(bad)} give no P(baseline); choose among "
+                             f"{', '.join(usable)}")
+        with self._lock:
+            models = [self._state.models[n] for n in chosen]
+            ens = self._state.ensemble
+        x = to_model_input(np.asarray(pixels))
+        if len(x) == 0:
+            return np.zeros(0)
+        probs = predict_arrays(models, x, batch_size=batch_size)
+        if ens is not None:
+            spec = dataclasses.replace(ens.spec, members=tuple(m for m in ens.spec.members
+                                                               if m.name in chosen))
+            return 1.0 - np.asarray(combine(spec, probs).factors["baseline"], dtype=np.float64)
+        return np.mean([1.0 - probs[m.name][:, list(m.classes).index("baseline")] for m in models],
+                       axis=0)
 
     # ------------------------------------------------------------------ Grad-CAM
     def _target_index(self, lm: LoadedModel, patch: Patch, target: str | None) -> int | None:
