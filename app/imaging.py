@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from PyQt6.QtGui import QImage
 
+from mammo_core.explain import colorize
+from mammo_core.io import to_model_input
+
 
 @dataclass(frozen=True)
 class Window:
@@ -34,8 +37,6 @@ class Window:
 
 def to_unit(pixels: np.ndarray) -> np.ndarray:
     """One patch (H, W) in native dtype -> float32 (H, W) in [0, 1], as the models see it."""
-    from mammo_core.io import to_model_input  # the one scaling code path
-
     return to_model_input(np.asarray(pixels))[0, ..., 0]
 
 
@@ -79,8 +80,6 @@ def blend(grey: np.ndarray, heat_rgb: np.ndarray, alpha: float,
 def colour_bar(width: int = 256, height: int = 12) -> np.ndarray:
     """The heatmaps' colour scale from 0 (left) to 1 (right) as uint8 RGB (height, width, 3),
     coloured by the same function as the maps (``mammo_core.explain.colorize``)."""
-    from mammo_core.explain import colorize
-
     row = colorize(np.linspace(0.0, 1.0, max(int(width), 2))[None, :])
     return np.repeat(row, max(int(height), 1), axis=0)
 
