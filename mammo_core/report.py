@@ -51,7 +51,7 @@ from mammo_core.confidence import (
 )
 from mammo_core.errors import MammoError
 from mammo_core.explain import finish_map, overlay, tissue_mask, to_uint8
-from mammo_core.io import to_model_input
+from mammo_core.io import Patch, to_model_input
 from mammo_core.labels import LABEL_TO_NAME
 from mammo_core.predictions import ENSEMBLE, ModelOutput, PatchPrediction
 
@@ -345,7 +345,7 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
         ax1.imshow(to_uint8(patch.pixels), cmap="gray", vmin=0, vmax=255)
         ax1.set_title("patch (windowed min..max)", fontsize=9)
         if hm is not None:
-            mask = tissue_mask(to_model_input(patch.pixels)[0])
+            mask = _tissue(patch)
             shown = display_map(hm, patch)
             ax2.imshow(overlay(patch.pixels, shown, mask=mask))
             ax2.set_title(_heatmap_title(run, pred, hm_model), fontsize=8)
@@ -414,10 +414,15 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
     line(f"Created {prov.get('created')}  mammo {prov.get('software', {}).get('version')}")
 
 
+def _tissue(patch) -> np.ndarray:
+    """The tissue mask of a patch on the model-input scale (a ``Patch`` by its own bit depth)."""
+    return tissue_mask(to_model_input(patch if isinstance(patch, Patch) else patch.pixels)[0])
+
+
 def display_map(heatmap: np.ndarray, patch) -> np.ndarray:
     """The map as every report draws it: per patch [0, 1] with the background masked out
     (:func:`mammo_core.explain.finish_map`; a no-op for maps from :class:`Session`)."""
-    return finish_map(np.asarray(heatmap), tissue_mask(to_model_input(patch.pixels)[0]))
+    return finish_map(np.asarray(heatmap), _tissue(patch))
 
 
 def pdf_pages(run: PredictionRun) -> Iterator[Any]:
