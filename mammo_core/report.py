@@ -117,6 +117,19 @@ def _qualities(run: PredictionRun) -> dict[str, ModelQuality]:
     return out
 
 
+def _questions(run: PredictionRun) -> dict[str, list[ModelQuality]]:
+    """Per-question held-out quality of ensembles, from ``models[].heldout_questions``."""
+    out = {}
+    for m in run.provenance.get("models", []):
+        qs = m.get("heldout_questions") or {}
+        out[str(m.get("name"))] = [
+            ModelQuality(model=str(m.get("name")), auc=h.get("auc"),
+                         ci95=None if not h.get("auc_ci95") else tuple(h["auc_ci95"]),
+                         n=h.get("n"), split=h.get("split"), question=q)
+            for q, h in qs.items()]
+    return out
+
+
 def _true_labels(run: PredictionRun) -> dict[str, str]:
     """patch key (and sha256) -> true class name, for patches whose data gives a label."""
     out = {}
@@ -320,12 +333,12 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
     quality = _qualities(run)
     truth = _true_labels(run)
     primary = pred.ensemble or next(iter(pred.per_model.values()))
-    fig.suptitle(_name(pred, 80), fontsize=13, y=0.97)
+    fig.suptitle(_name(pred, 80), fontsize=13, y=0.985)
     fig.text(0.5, 0.945, DISCLAIMER.upper(), ha="center", fontsize=10, color="firebrick",
              weight="bold")
     true_label = truth.get(pred.key) or truth.get(pred.sha256)
     if true_label:
-        fig.text(0.5, 0.925, f"True label (from the data): {_pretty(true_label)}", ha="center", fontsize=9)
+        fig.text(0.5, 0.927, f"True label (from the data): {_pretty(true_label)}", ha="center", fontsize=9)
     ax1 = fig.add_axes([0.06, 0.64, 0.38, 0.26])
     ax2 = fig.add_axes([0.50, 0.64, 0.38, 0.26])
     cax = fig.add_axes([0.90, 0.64, 0.015, 0.26])
@@ -360,7 +373,7 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
         ax1.text(0.5, 0.5, "pixels not available", ha="center", va="center")
         ax2.text(0.5, 0.5, "no heatmap", ha="center", va="center")
 
-    axb = fig.add_axes([0.3, 0.42, 0.62, 0.17])
+    axb = fig.add_axes([0.3, 0.44, 0.62, 0.15])
     names = list(primary.probabilities)
     vals = [primary.probabilities[c] for c in names]
     colors = ["tab:red" if c == primary.predicted else "tab:blue" for c in names]
@@ -374,13 +387,18 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
     axb.set_title(f"{primary.model} ({primary.task}): call {_pretty(primary.predicted)} "
                   f"{primary.probabilities.get(primary.predicted, 0.0):.3f}", fontsize=9)
 
-    y = 0.37
-    step = 0.0135
+    y = 0.385
+    step = 0.0106
+    bottom = 0.04  # the footer sits below
 
-    def line(text: str, color: str = "black", size: float = 7.5) -> None:
+    def line(text: str, color: str = "black", size: float = 7.0) -> None:
         nonlocal y
         indent = " " * (len(text) - len(text.lstrip()) + 4)
-        for part in textwrap.wrap(text, 104, subsequent_indent=indent) or [""]:
+        for part in textwrap.wrap(text, 112, subsequent_indent=indent) or [""]:
+            if y < bottom:
+                return
+            if y - step < bottom:
+                part = "\u2026 (the rest is in the JSON / CSV report)"
             fig.text(0.06, y, part, va="top", fontsize=size, family="monospace", color=color)
             y -= step
 
@@ -397,6 +415,11 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
         q = quality.get(pred.ensemble.model)
         if q is not None:
             line(f"Ensemble {q.text()}")
+        questions = _questions(run).get(pred.ensemble.model) or []
+        if questions:
+            line("  by question: " + "; ".join(
+                f"{(qq.question or '').replace('_', ' ')} {qq.auc_text().removeprefix('AUC ')}"
+                + ("" if qq.trusted else f" ({qq.status})") for qq in questions))
         y -= step / 2
     line("Member models (answer; measured quality on held-out data; grey = not above chance):")
     for name, out in pred.per_model.items():
