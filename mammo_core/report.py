@@ -1,4 +1,4 @@
-"""Prediction reports: CSV, JSON (schema ``mammo.predictions/1``) and PDF, written atomically.
+r"""Prediction reports: CSV, JSON (schema ``mammo.predictions/1``) and PDF, written atomically.
 
 Every report carries provenance (model names, versions, sha256, software version, time) and
 the disclaimer "research use only — not a medical device".
@@ -9,12 +9,20 @@ JSON::
      "disclaimer": "research use only — not a medical device",
      "models": [{"name", "version", "sha256", "task", "classes", "kind"}],
      "ensemble": {threshold, members, temperatures, weights, ...} | null,
-     "predictions": [{"source", "index", "sha256", "model", "task", "probabilities": {class: p},
-                      "predicted", "uncertainty", "entropy", "flagged", "heatmap"}],
+     "source_encoding": how file names are written (below),
+     "predictions": [{"source", "index", "bits", "sha256", "model", "task",
+                      "probabilities": {class: p}, "predicted", "uncertainty", "entropy",
+                      "flagged", "heatmap"}],
      "errors": [{"source", "error"}]}
 
 One prediction row per patch and model (members first, then the ensemble). ``uncertainty`` is
-the ensemble's member disagreement on the ensemble row and null on single-model rows.
+the ensemble's member disagreement on the ensemble row and null on single-model rows. ``bits``
+is the bit depth the patch was scaled by (``pixels / (2**bits - 1)``; null for float pixels).
+
+File names: every report is valid UTF-8 whatever the names are. Bytes of a name that are not
+valid UTF-8 are written as ``\xNN`` and control characters as ``\n``, ``\t``, ``\xNN``
+(``SOURCE_ENCODING``). In CSV, a text cell that starts with ``=``, ``+``, ``-``, ``@``, tab or
+carriage return gets a leading ``'`` so that no spreadsheet runs it as a formula (CWE-1236).
 """
 from __future__ import annotations
 
@@ -32,10 +40,21 @@ import numpy as np
 from mammo_core import DISCLAIMER
 from mammo_core.atomic import atomic_path, atomic_write_text
 from mammo_core.errors import MammoError
+from mammo_core.safeio import shown
 from mammo_core.session import ModelOutput, PatchPrediction, patch_key
 
 SCHEMA = "mammo.predictions/1"
 FORMATS = ("json", "csv", "pdf")
+SOURCE_ENCODING = ("file names as given; bytes that are not valid UTF-8 are written as \\xNN and "
+                   "control characters as \\n, \\r, \\t or \\xNN")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> str:
+    """A text cell that no spreadsheet evaluates: a leading ``=``, ``+``, ``-``, ``@``, tab or
+    carriage return gets a ``'`` in front (OWASP's advice against CSV injection, CWE-1236)."""
+    s = "" if value is None else str(value)
+    return "'" + s if s.startswith(_FORMULA_START) else s
 
 
 @dataclass
@@ -73,8 +92,9 @@ def rows(run: PredictionRun) -> Iterator[dict[str, Any]]:
             if hm is None and is_ens:
                 hm = _lookup(run.heatmap_paths, pred, "ensemble")
             yield {
-                "source": pred.source,
+                "source": shown(pred.source),
                 "index": pred.index,
+                "bits": pred.bits,
                 "sha256": pred.sha256,
                 "model": out.model,
                 "task": out.task,
@@ -83,7 +103,7 @@ def rows(run: PredictionRun) -> Iterator[dict[str, Any]]:
                 "uncertainty": _finite(pred.uncertainty) if is_ens else None,
                 "entropy": _finite(pred.entropy) if is_ens else None,
                 "flagged": bool(pred.flagged) if is_ens else None,
-                "heatmap": None if hm is None else str(hm),
+                "heatmap": None if hm is None else shown(hm),
             }
 
 
@@ -96,8 +116,9 @@ def to_json(run: PredictionRun) -> dict[str, Any]:
         "disclaimer": DISCLAIMER,
         "models": [dict(m) for m in prov.get("models", [])],
         "ensemble": prov.get("ensemble"),
+        "source_encoding": SOURCE_ENCODING,
         "predictions": list(rows(run)),
-        "errors": [{"source": str(e.source), "error": str(e.error)} for e in run.errors],
+        "errors": [{"source": shown(e.source), "error": shown(e.error)} for e in run.errors],
     }
 
 
@@ -117,19 +138,20 @@ def csv_text(run: PredictionRun) -> str:
     buf.write(f"# {DISCLAIMER}; mammo {prov.get('software', {}).get('version')}; "
               f"created {prov.get('created')}\n")
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["source", "index", "sha256", "model", "task", "predicted", "uncertainty", "entropy",
+    w.writerow(["source", "index", "bits", "sha256", "model", "task", "predicted", "uncertainty", "entropy",
                 "flagged", *[f"p_{c}" for c in classes], "heatmap"])
     for r in rs:
         w.writerow([
-            r["source"], "" if r["index"] is None else r["index"], r["sha256"], r["model"], r["task"],
-            r["predicted"], "" if r["uncertainty"] is None else f"{r['uncertainty']:.6f}",
+            csv_cell(r["source"]), "" if r["index"] is None else r["index"],
+            "" if r["bits"] is None else r["bits"], r["sha256"], csv_cell(r["model"]), csv_cell(r["task"]),
+            csv_cell(r["predicted"]), "" if r["uncertainty"] is None else f"{r['uncertainty']:.6f}",
             "" if r["entropy"] is None else f"{r['entropy']:.6f}",
             "" if r["flagged"] is None else int(r["flagged"]),
             *["" if c not in r["probabilities"] else f"{r['probabilities'][c]:.6f}" for c in classes],
-            r["heatmap"] or "",
+            csv_cell(r["heatmap"] or ""),
         ])
     for e in run.errors:
-        w.writerow([e.source, "", "", "", "", "ERROR", "", "", "", *[""] * len(classes), ""])
+        w.writerow([csv_cell(shown(e.source)), "", "", "", "", "", "ERROR", "", "", "", *[""] * len(classes), ""])
     return buf.getvalue()
 
 
@@ -152,7 +174,7 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
 
     prov = run.provenance
     primary = pred.ensemble or next(iter(pred.per_model.values()))
-    fig.suptitle(f"{Path(pred.source).name}" + ("" if pred.index is None else f" [{pred.index}]"),
+    fig.suptitle(shown(Path(pred.source).name) + ("" if pred.index is None else f" [{pred.index}]"),
                  fontsize=14, y=0.97)
     fig.text(0.5, 0.935, DISCLAIMER.upper(), ha="center", fontsize=10, color="firebrick",
              weight="bold")
@@ -214,6 +236,8 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
         lines.append(f"  {m['name']} v{m['version']} [{m.get('kind', 'model')}, {m['task']}] "
                      f"sha256 {_short(m['sha256'])}")
     lines.append(f"Input sha256 (pixels): {pred.sha256}")
+    lines.append("Intensity: " + ("float pixels in [0, 1]" if pred.bits is None
+                                  else f"scaled by its {pred.bits}-bit depth (pixels / {(1 << pred.bits) - 1})"))
     lines.append(f"Created {prov.get('created')}  mammo {prov.get('software', {}).get('version')}")
     lines.append("Research use only \u2014 not a medical device.")
     fig.text(0.06, 0.32, "\n".join(lines[:40]), va="top", fontsize=7.5, family="monospace")
@@ -248,7 +272,7 @@ def write_pdf(path: str | Path, run: PredictionRun) -> Path:
         if run.errors:
             fig = plt.figure(figsize=(8.27, 11.69))
             text = "Inputs that could not be read:\n\n" + "\n".join(
-                f"{e.source}: {e.error}"[:110] for e in run.errors[:80])
+                shown(f"{e.source}: {e.error}")[:110] for e in run.errors[:80])
             fig.text(0.06, 0.95, text, va="top", fontsize=8, family="monospace")
             fig.text(0.5, 0.03, DISCLAIMER, ha="center", fontsize=9, color="firebrick")
             pdf.savefig(fig)

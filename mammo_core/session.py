@@ -45,7 +45,8 @@ class PatchPrediction:
 
     ``uncertainty`` is the ensemble members' disagreement (None without an ensemble of at least
     two members per factor); ``flagged`` is True when it exceeds the threshold fitted on
-    validation data; ``entropy`` is the normalised entropy of the ensemble's distribution.
+    validation data; ``entropy`` is the normalised entropy of the ensemble's distribution;
+    ``bits`` the bit depth the patch's pixels were scaled by (``Patch.bits``).
     """
 
     source: str
@@ -56,6 +57,7 @@ class PatchPrediction:
     uncertainty: float | None
     flagged: bool
     entropy: float | None = None
+    bits: int | None = None
 
     @property
     def key(self) -> str:
@@ -98,6 +100,16 @@ class Session:
         self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
         self._state = _State()
         self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ reading
+    @staticmethod
+    def read(paths, recursive: bool = False, bits: int | None = None):
+        """Read patches as ``mammo predict`` does (``io.read_patches``): ``bits`` (1-16) says
+        how many bits 16-bit PNG / TIFF / ``.npy`` containers really hold (DICOM uses its
+        BitsStored); each patch keeps the depth it is scaled by (``Patch.bits``)."""
+        from mammo_core.io import read_patches
+
+        return read_patches(paths, recursive=recursive, bits=bits)
 
     # ------------------------------------------------------------------ cards only
     def available(self) -> list[BundleInfo]:
@@ -268,7 +280,8 @@ class Session:
                 flag = bool(res.flagged[i])
                 ent = float(res.entropy[i])
             p = patches[i]
-            out.append(PatchPrediction(p.source, p.index, p.sha256, per, e_out, unc, flag, ent))
+            out.append(PatchPrediction(p.source, p.index, p.sha256, per, e_out, unc, flag, ent,
+                                       getattr(p, "bits", None)))
         return out
 
     # ------------------------------------------------------------------ Grad-CAM

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -59,6 +60,10 @@ def run_list(args) -> int:
     from mammo_core.session import Session
 
     root = _models_dir(args)
+    if not root.is_dir():
+        from mammo_core.errors import MammoError
+
+        raise MammoError("no such models folder", root)
     infos = Session(root).available()
     if args.format == "json":
         out = {"models_dir": str(root), "disclaimer": DISCLAIMER, "bundles": [
@@ -92,13 +97,17 @@ def run_verify(args) -> int:
     from mammo_core.errors import MammoError
 
     root = _models_dir(args)
+    if not root.is_dir():
+        from mammo_core.errors import MammoError
+
+        raise MammoError("no such models folder", root)
     problems: list[str] = []
     try:
         manifest = read_manifest(root)
     except MammoError as err:
         print(f"FAIL {err}", file=sys.stderr)
         return 1
-    folders = [p for p in sorted(root.iterdir()) if (p / CARD_FILE).is_file()] if root.is_dir() else []
+    folders = [p for p in sorted(root.iterdir()) if os.path.lexists(p / CARD_FILE)] if root.is_dir() else []
     seen = set()
     for folder in folders:
         try:
