@@ -22,11 +22,18 @@ class FitResult:
     class_weights: dict[int, float] = field(default_factory=dict)
 
 
+_STRATEGIES: dict[str, Any] = {}
+
+
 def get_strategy(cfg: TrainConfig):
+    """One strategy object per kind and process: two MirroredStrategy objects in one process
+    reuse collective-op keys and abort with a shape mismatch when a second run trains."""
     import tensorflow as tf
 
     if cfg.distribute == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        if "mirrored" not in _STRATEGIES:
+            _STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy()
+        return _STRATEGIES["mirrored"]
     return tf.distribute.get_strategy()
 
 
@@ -132,7 +139,8 @@ def fit_model(cfg: TrainConfig, x_tr, y_tr, x_val, y_val, n_classes: int, strate
     else:
         from mammo_core.models.transfer import set_mode, split_base_head
 
-        base, head = split_base_head(model)
+        with strategy.scope():  # the head (a new keras.Model) must belong to the strategy too
+            base, head = split_base_head(model)
         t1 = time.perf_counter()
         f_tr, fy_tr = extract_features(base, x_tr, bs, aug, cfg.fe_copies, cfg.seed, y_tr)
         f_val = base.predict(make_dataset(x_val, batch_size=bs), verbose=0) if len(y_val) else None

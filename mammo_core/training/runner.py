@@ -217,7 +217,8 @@ def train(config: TrainConfig) -> TrainResult:
         "early_stopping": f"val_loss, patience {cfg.patience}, best weights restored",
         "class_weights": {data.classes[c]: w for c, w in fit.class_weights.items()},
         "class_weights_mode": cfg.class_weights, "augmentation": cfg.augmentation,
-        "seed": cfg.seed, "reproducible": not cfg.parallel_augment, "smoke": cfg.smoke, "mixed_precision": mixed, "distribute": cfg.distribute,
+        "seed": cfg.seed, "reproducible": not cfg.parallel_augment, "smoke": cfg.smoke,
+        "mixed_precision": mixed, "distribute": cfg.distribute,
         "seconds": round(fit.seconds, 1),
     }
     arch = {"model": cfg.model, "options": opts, "params": int(model.count_params()),
