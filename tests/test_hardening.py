@@ -37,6 +37,7 @@ from attack_fixtures import (
     read_in_subprocess,
 )
 from bundle_factory import copy_bundle, models_dir_with, tiny_bundle
+from test_build_cbis import make_tree
 
 from mammo_core.cli import main
 
@@ -484,3 +485,65 @@ def test_sweep_predict_over_every_fixture_prints_no_traceback(tmp_path, models):
             "empty.png", "text.dcm", "=cmd_bad.png"} <= bad
     for line in res.stderr.decode("utf-8", "replace").splitlines():
         assert line.startswith("mammo"), f"stray stderr line {line!r}"
+
+
+# --------------------------------------------------------------------------- 12 builders
+def test_d12_build_mias_lists_every_dropped_line_and_refuses_duplicates_and_outside_centres(tmp_path):
+    import cv2
+
+    from mammo_core.datasets.mias import build_mias
+    from mammo_core.errors import DatasetError
+
+    d = tmp_path / "mias"
+    d.mkdir()
+    rng = np.random.default_rng(3)
+    assert cv2.imwrite(str(d / "mdb002.png"), rng.integers(50, 201, size=(1024, 1024)).astype(np.uint8))
+    rows = ["header text", "mdb002 F CIRC M 500 524 48", "mdb002 F CIRC M 500 524 48",
+            "mdb002 F CALC B 2000 524 20", "mdb002 F CALC B 500 -5 20", "mdb002 F", "MDB002 F CIRC B 1 2 3"]
+    (d / "Info.txt").write_text("\n".join(rows) + "\n")
+    res = build_mias(d, d / "Info.txt", tmp_path / "out", progress=False)
+    assert sum(res.pairs.values()) == 1
+    with open(tmp_path / "out" / "skipped.csv", newline="") as fh:
+        skipped = {int(r["line"]): r["reason"] for r in csv.DictReader(fh)}
+    assert skipped[3].startswith("duplicate of line 2")
+    assert "outside" in skipped[4] and "outside" in skipped[5]
+    assert "unparseable" in skipped[6] and "unparseable" in skipped[7]
+    assert 1 not in skipped  # free header text is not a row
+    # nothing cut: the message gives the reasons (no skipped.csv is written then)
+    (d / "Info.txt").write_text("mdb002 F CALC B 2000 524 20\n")
+    with pytest.raises(DatasetError, match="outside") as exc:
+        build_mias(d, d / "Info.txt", tmp_path / "out2", progress=False)
+    assert "skipped list" not in str(exc.value) and not (tmp_path / "out2").exists()
+
+
+def test_d12_build_cbis_lists_bad_csvs_and_duplicate_rows(tmp_path):
+    from mammo_core.datasets.cbis import build_cbis
+
+    root, _ = make_tree(tmp_path)
+    mass_test = root / "mass_case_description_test_set.csv"
+    lines = mass_test.read_text().splitlines()
+    mass_test.write_text("\n".join([*lines, lines[1]]) + "\n")  # the same abnormality twice
+    (root / "calc_case_description_test_set.csv").write_text("patient,foo\nP_1,2\n")  # columns missing
+    res = build_cbis(root, tmp_path / "out", progress=False)
+    with open(tmp_path / "out" / "skipped.csv", newline="") as fh:
+        skipped = list(csv.DictReader(fh))
+    reasons = {(r["source_csv"], r["csv_row"]): r["reason"] for r in skipped}
+    assert reasons[("mass_case_description_test_set.csv", "2")].startswith("duplicate of")
+    assert "missing column" in reasons[("calc_case_description_test_set.csv", "")]
+    assert sum(res.pairs.values()) == 3  # the duplicate made no second pair
+
+
+def test_d13_dataset_info_floats_separated_and_range_checked(tmp_path, capsys):
+    d = tmp_path / "arrays"
+    d.mkdir()
+    imgs = np.full((2, 150, 150), 0.123456789, np.float32)
+    imgs[1] = 0.987654321
+    np.save(d / "train_tensor.npy", imgs)
+    np.save(d / "train_labels.npy", np.array([0, 1]))
+    assert main(["dataset", "info", str(d)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("train"))
+    assert "0.1235 " in row and "0.9877" in row
+    imgs[1, 0, 0] = 1000.0
+    np.save(d / "train_tensor.npy", imgs)
+    assert main(["dataset", "info", str(d)]) == 1
+    assert "[0, 1]" in capsys.readouterr().err
