@@ -71,8 +71,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mammo_core.contract import PATCH_SHAPE, PATCH_SIZE
 from mammo_core.errors import DatasetError, MammoError, NotAPatchError, PatchReadError
 from mammo_core.labels import N_LABELS, Task, get_task
+from mammo_core.predictions import patch_key
 from mammo_core.safeio import (
     SMALL_FILE_BYTES,
     UnsafeFile,
@@ -86,8 +88,6 @@ from mammo_core.safeio import (
     read_head,
 )
 
-PATCH_SIZE = 150
-PATCH_SHAPE = (PATCH_SIZE, PATCH_SIZE)
 #: A single image is read as a patch only when each side is within this factor of 150 px.
 PATCH_SIZE_FACTOR = 4
 
@@ -105,6 +105,15 @@ TENSOR_SUFFIX = "_tensor.npy"
 LABELS_SUFFIX = "_labels.npy"
 
 _NATIVE_INT_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+
+
+def split_of(source: str | Path, index: int | None) -> str:
+    """The split a row of a patch array belongs to (``train`` for ``train_tensor.npy``), from
+    the file's name; ``""`` for anything else."""
+    name = Path(str(source)).name
+    if index is None or not name.endswith(TENSOR_SUFFIX):
+        return ""
+    return name[: -len(TENSOR_SUFFIX)]
 _CHUNK_ROWS = 2048  # rows per chunk when scanning big memory-mapped arrays
 _MMAP_MIN_BYTES = 16 << 20  # .npy files above this are memory-mapped by read_patches
 
@@ -121,7 +130,10 @@ class Patch:
     ``bits`` the bit depth the model input is scaled by (``pixels / (2**bits - 1)``): BitsStored
     for DICOM, the container depth (8 / 16) for other files unless ``bits=`` overrode it, and
     ``None`` for float pixels (already in [0, 1]). Left out, it follows the dtype.
-    Patches compare by identity; use ``sha256`` to compare pixel content.
+    ``split`` the split of a patch array (``train`` for a row of ``train_tensor.npy``; ``""``
+    otherwise; derived from the file name when not given). ``key`` names the patch in reports,
+    heatmap mappings and the viewer. Patches compare by identity; use ``sha256`` to compare
+    pixel content.
     """
 
     pixels: np.ndarray
@@ -129,11 +141,19 @@ class Patch:
     index: int | None = None
     label: int | None = None
     original_shape: tuple[int, int] | None = None
+    split: str | None = None
     bits: int | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
+        if self.split is None:
+            object.__setattr__(self, "split", split_of(self.source, self.index))
         if self.bits is None:
             object.__setattr__(self, "bits", _container_bits(np.asarray(self.pixels).dtype))
+
+    @property
+    def key(self) -> str:
+        """``source`` or ``source#index`` (:func:`mammo_core.predictions.patch_key`)."""
+        return patch_key(self.source, self.index)
 
     @cached_property
     def sha256(self) -> str:
@@ -753,7 +773,7 @@ def _patches_from_file(path: Path, errors: list[ReadFailure],
     if not stack:
         orig = tuple(int(s) for s in pixels.shape)
         label = _csv_labels(path.parent, errors, {} if label_cache is None else label_cache).get(path.name)
-        return [Patch(_readonly(resize_patch(pixels)), source, None, label, orig, depth)]
+        return [Patch(_readonly(resize_patch(pixels)), source, None, label, orig, bits=depth)]
     labels = None
     label_file = _labels_file_for(path) if path.suffix.lower() == ".npy" else None
     if label_file is not None and os.path.lexists(label_file):
@@ -765,7 +785,7 @@ def _patches_from_file(path: Path, errors: list[ReadFailure],
     orig = tuple(int(s) for s in pixels.shape[1:])
     return [
         Patch(_readonly(resize_patch(np.asarray(pixels[i]))), source, i,
-              None if labels is None else int(labels[i]), orig, depth)
+              None if labels is None else int(labels[i]), orig, bits=depth)
         for i in range(pixels.shape[0])
     ]
 

@@ -10,7 +10,13 @@ import tempfile
 from pathlib import Path
 
 from mammo_core import DISCLAIMER
+from mammo_core.atomic import atomic_path, atomic_write_bytes, write_through
+from mammo_core.errors import MammoError
+from mammo_core.explain import overlay
+from mammo_core.io import READ_EXTENSIONS
+from mammo_core.report import PredictionRun, csv_text, json_text
 from mammo_core.safeio import shown
+from mammo_core.session import ENSEMBLE, Session
 
 EPILOG = f"""\
 examples:
@@ -100,9 +106,6 @@ def _inside(child: str, parent: str) -> bool:
 
 def _check_outputs(args) -> str | None:
     """Why the outputs cannot be written, before any model loads (None when they can)."""
-    from mammo_core.atomic import write_through
-    from mammo_core.io import READ_EXTENSIONS
-
     inputs = [Path(p) for p in args.paths]
     in_files = {os.path.realpath(p) for p in inputs if os.path.lexists(p) and not p.is_dir()}
     in_dirs = [os.path.realpath(p) for p in inputs if p.is_dir()]
@@ -155,8 +158,6 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
-    from mammo_core.errors import MammoError
-    from mammo_core.session import ENSEMBLE, Session
 
     session = Session(args.models_dir)
     coll = session.read(args.paths, recursive=args.recursive, bits=args.bits)
@@ -193,8 +194,6 @@ def run(args) -> int:
     if gradcam:
         heatmaps, heatmap_paths, write_failed = _gradcam(session, coll.patches, preds, args, disable)
 
-    from mammo_core.report import PredictionRun, csv_text, json_text
-
     errors = list(coll.errors)
     run_ = PredictionRun(preds, session.provenance(), errors, coll.patches, heatmaps, heatmap_paths)
     if args.output is None:
@@ -223,8 +222,6 @@ def run(args) -> int:
 
 
 def _why(exc: BaseException) -> str:
-    from mammo_core.errors import MammoError
-
     if isinstance(exc, MammoError):
         return exc.problem
     if isinstance(exc, OSError):
@@ -236,10 +233,6 @@ def _gradcam(session, patches, preds, args, disable):
     import numpy as np
     from tqdm import tqdm
 
-    from mammo_core.atomic import atomic_path
-    from mammo_core.errors import MammoError
-    from mammo_core.explain import overlay
-    from mammo_core.session import ENSEMBLE, patch_key
 
     ens_loaded = ENSEMBLE in session.loaded
     heatmaps, paths = {}, {}
@@ -260,10 +253,9 @@ def _gradcam(session, patches, preds, args, disable):
             for name in pred.per_model:
                 if name not in maps:
                     maps.update(session.explain_all(patch, name, args.method))
-            key = patch_key(patch.source, patch.index)
+            key = patch.key
             for model, hm in maps.items():
-                if model == ENSEMBLE and pred.ensemble is not None:
-                    model = pred.ensemble.model
+                model = session.model_name(model)
                 heatmaps[(key, model)] = hm
                 if out_dir is not None:
                     stem = f"{i:05d}_{_safe(Path(patch.source).stem)}"
@@ -287,8 +279,6 @@ def _gradcam(session, patches, preds, args, disable):
 def _write_png(path: Path, rgb) -> None:
     import cv2
 
-    from mammo_core.atomic import atomic_write_bytes
-    from mammo_core.errors import MammoError
 
     ok, buf = cv2.imencode(".png", rgb[..., ::-1])
     if not ok:
