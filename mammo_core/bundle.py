@@ -31,6 +31,7 @@ from mammo_core import __version__
 from mammo_core.atomic import atomic_path, atomic_write_text
 from mammo_core.errors import BundleError
 from mammo_core.jsonutil import read_json_object, read_json_object_bytes
+from mammo_core.labels import get_task
 from mammo_core.safeio import UnsafeFile, open_regular, read_head
 
 CARD_FILE = "card.json"
@@ -132,8 +133,6 @@ def read_card(bundle_dir: str | Path) -> BundleInfo:
 def check_card(card: Mapping[str, Any], card_path: str | Path) -> None:
     """Raise :class:`BundleError` (one line naming the card) for a field that is missing, of
     the wrong type or inconsistent with ``labels.py``."""
-    from mammo_core.labels import get_task
-
     missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
     if missing:
         raise BundleError(f"card lacks {', '.join(missing)}", card_path)

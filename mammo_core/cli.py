@@ -16,6 +16,7 @@ import sys
 
 from mammo_core import DISCLAIMER, __version__
 from mammo_core.errors import MammoError
+from mammo_core.quiet import divert_native_stderr
 from mammo_core.safeio import shown
 
 # Command groups and the modules that fill them. Each module's register() receives the
@@ -86,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     install_signal_handlers()
     if not args.debug and getattr(args, "quiet_native", True):
-        from mammo_core.quiet import divert_native_stderr
-
         divert_native_stderr()  # TensorFlow's C++ start-up lines go to a log file, not the terminal
     try:
         return int(func(args) or 0)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from mammo_core.atomic import atomic_write_text
+from mammo_core.safeio import SMALL_FILE_BYTES, read_bytes
 
 
 def read_json_object(path: str | Path, what: str, error_cls: type[Exception]) -> dict[str, Any]:
@@ -28,8 +29,6 @@ def read_json_object_bytes(path: str | Path, what: str,
 
     Only a regular file is read (a FIFO or device is refused without blocking), at most
     ``SMALL_FILE_BYTES``; nesting too deep for the parser is an error like any other."""
-    from mammo_core.safeio import SMALL_FILE_BYTES, read_bytes
-
     try:
         raw = read_bytes(path, SMALL_FILE_BYTES)
         data = json.loads(raw.decode("utf-8"))

@@ -22,7 +22,7 @@ from mammo_core.ensemble import _factors_of, apply_temperature, combine, member_
 from mammo_core.errors import BundleError, MammoError
 from mammo_core.explain import finish_map, gradcam, tissue_mask, weighted_mean
 from mammo_core.inference import bundle_summary, find_bundle, load_bundle, predict_arrays
-from mammo_core.io import ReadFailure, to_model_input
+from mammo_core.io import ReadFailure, read_patches, to_model_input
 from mammo_core.labels import CLASS_NAMES
 from mammo_core.paths import models_dir as default_models_dir
 from mammo_core.predictions import ENSEMBLE, ModelOutput, PatchPrediction, patch_key
@@ -67,8 +67,6 @@ class Session:
         """Read patches as ``mammo predict`` does (``io.read_patches``): ``bits`` (1-16) says
         how many bits 16-bit PNG / TIFF / ``.npy`` containers really hold (DICOM uses its
         BitsStored); each patch keeps the depth it is scaled by (``Patch.bits``)."""
-        from mammo_core.io import read_patches
-
         return read_patches(paths, recursive=recursive, bits=bits)
 
     # ------------------------------------------------------------------ cards only
