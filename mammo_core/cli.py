@@ -13,10 +13,11 @@ import importlib
 import os
 import signal
 import sys
+from pathlib import Path
 
 from mammo_core import DISCLAIMER, __version__
 from mammo_core.errors import MammoError
-from mammo_core.quiet import divert_native_stderr
+from mammo_core.logsetup import divert_native_stderr
 from mammo_core.safeio import shown
 
 # Command groups and the modules that fill them. Each module's register() receives the
@@ -56,6 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def native_log_path() -> Path:
+    """Where native libraries' stderr lines go: ``$MAMMO_NATIVE_LOG`` or
+    ``~/.cache/mammo/native.log``."""
+    env = os.environ.get("MAMMO_NATIVE_LOG")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mammo" / "native.log"
+
+
 def _terminated(signum, _frame):
     """SIGTERM / SIGHUP: unwind like Ctrl-C, so ``finally`` blocks run and no half-written
     temporary file stays behind; exit 128 + signal number."""
@@ -86,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         (getattr(args, "_group_parser", None) or parser).print_help(sys.stderr)
         return 2
     install_signal_handlers()
-    if not args.debug and getattr(args, "quiet_native", True):
-        divert_native_stderr()  # TensorFlow's C++ start-up lines go to a log file, not the terminal
+    if not args.debug and sys.stderr is sys.__stderr__:
+        # TensorFlow's C++ start-up lines ("failed call to cuInit", oneDNN) go to a log file,
+        # not between the tool's one-line messages (not under a test's capture of sys.stderr)
+        divert_native_stderr(native_log_path())
     try:
         return int(func(args) or 0)
     except MammoError as err:
