@@ -20,7 +20,7 @@ CASES = {
                                       ["--weights", "none", "--mode", "ft"], "block5_conv3"),
     "task_3_2_pretrained_benign_malignant": ("benign_malignant", ["benign", "malignant"],
                                              ["--weights", "none"], "block5_conv3"),
-    "task_4_baseline_mass_calc": ("baseline_mass_calc", ["baseline", "mass", "calcification"], [], "conv6"),
+    "task_4_baseline_mass_calc": ("baseline_mass_calc", ["baseline", "mass", "calcification"], [], "conv5"),
 }
 
 
