@@ -81,6 +81,8 @@ WEIGHTING = ("soft voting per task; weights on the simplex minimising validation
              "a factor estimated by several tasks mixes them with simplex weights fitted the same way")
 CALIBRATION = "temperature scaling per member on logits = log p, T minimising validation NLL"
 THRESHOLD_RULE = "90th percentile of the validation disagreement"
+CALL_RULE = ("call = normal tissue (baseline) when P(baseline) >= 50 %, otherwise the most likely of "
+             "the four abnormal classes (so the call can differ from the longest bar)")
 SUBSETS = (None, "mass", "calcification")
 
 
@@ -308,7 +310,8 @@ def call_five_class(p5: np.ndarray) -> np.ndarray:
 
     The plain argmax would call a patch "baseline" at P(baseline) = 0.34 when the other 0.66 is
     split over four abnormal classes; the first question a reader asks is "abnormal or not", so
-    the call answers it at 0.5 first. Returns class indices into ``CLASS_NAMES``.
+    the call answers it at 0.5 first (:data:`CALL_RULE`, the words every report and the viewer
+    show). Returns class indices into ``CLASS_NAMES``.
     """
     p5 = np.asarray(p5, dtype=np.float64)
     if p5.ndim != 2 or p5.shape[1] != len(CLASS_NAMES):

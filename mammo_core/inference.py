@@ -181,12 +181,21 @@ def manifest_path(models_dir: str | Path) -> Path:
 
 
 def bundle_summary(info: BundleInfo) -> Mapping[str, Any]:
-    """Name, version, sha256, task, classes of a bundle (the JSON report's ``models`` entry)."""
-    return {
+    """Name, version, sha256, task, classes of a bundle and its measured held-out quality from
+    the card (``heldout``: auc, auc_ci95, n, split, status; an ensemble also gives
+    ``heldout_questions``, one per question) -- the JSON report's ``models`` entry."""
+    from mammo_core.confidence import quality_from_card, question_qualities
+
+    out: dict[str, Any] = {
         "name": info.name,
         "version": info.version,
         "sha256": info.sha256,
         "task": info.task,
         "classes": list(info.classes),
         "kind": info.kind,
+        "heldout": quality_from_card(info.card).to_dict(),
     }
+    questions = question_qualities(info.card)
+    if questions:
+        out["heldout_questions"] = {q.question: q.to_dict() for q in questions}
+    return out

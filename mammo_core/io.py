@@ -19,6 +19,14 @@ Many patches
     files get their label from a ``labels.csv`` (columns ``file``, ``label``) beside them, as
     written with the sample patches.
 
+Input size is never silent
+    A single image is a patch only when each side is within a factor ``PATCH_SIZE_FACTOR`` (4)
+    of 150 px (38..600 px); it is then resized to 150 x 150 with ``cv2.INTER_NEAREST``. Larger
+    images (whole mammograms) are refused by ``read_patches`` with ``NotAPatchError`` (the
+    ``ReadFailure`` has ``whole_image=True``): open them as mammograms
+    (``mammo_core.mammogram.read_mammogram``, ``mammo scan``, the viewer's mammogram view), which
+    cut windows the way the training data was cut. Smaller ones are refused as too small.
+
 Patch arrays (CBIS-DDSM layout)
     ``load_patch_arrays(folder)`` reads and validates ``train_tensor.npy`` / ``train_labels.npy``,
     ``public_test_tensor.npy`` / ``public_test_labels.npy`` and optionally
@@ -54,11 +62,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mammo_core.errors import DatasetError, MammoError, PatchReadError
+from mammo_core.errors import DatasetError, MammoError, NotAPatchError, PatchReadError
 from mammo_core.labels import N_LABELS, Task, get_task
 
 PATCH_SIZE = 150
 PATCH_SHAPE = (PATCH_SIZE, PATCH_SIZE)
+#: A single image is read as a patch only when each side is within this factor of 150 px.
+PATCH_SIZE_FACTOR = 4
 
 NPY_EXTENSIONS = frozenset({".npy"})
 CV2_EXTENSIONS = frozenset({".png", ".tif", ".tiff", ".jpg", ".jpeg", ".pgm", ".pnm"})
@@ -114,6 +124,7 @@ class ReadFailure:
 
     source: str
     error: str
+    whole_image: bool = False  # far larger than a patch: open it as a whole mammogram instead
 
     def __str__(self) -> str:
         return f"{self.source}: {self.error}"
@@ -363,7 +374,8 @@ def _dicom_read(path: Path) -> tuple[np.ndarray, bool]:
             intercept = float(ds.get("RescaleIntercept", 0) or 0)
             arr = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - missing elements, compressed without a handler...
-        raise PatchReadError(f"cannot decode DICOM pixel data ({type(exc).__name__}: {_npy_problem(exc)})", path) from None
+        raise PatchReadError(f"cannot decode DICOM pixel data ({type(exc).__name__}: "
+                             f"{_npy_problem(exc)})", path) from None
 
     if photometric == "PALETTE COLOR":
         raise PatchReadError("PALETTE COLOR DICOM is not supported", path)
@@ -560,10 +572,28 @@ def _csv_labels(folder: Path, errors: list[ReadFailure], cache: dict[Path, dict[
     return cache[folder]
 
 
+def check_patch_size(shape: tuple[int, ...], path: str | Path | None = None) -> None:
+    """Refuse an image whose size is far from a 150 x 150 patch (each side must lie within a
+    factor ``PATCH_SIZE_FACTOR`` of 150 px): larger ones raise ``NotAPatchError`` (a whole
+    mammogram), smaller ones ``PatchReadError``; both say why in one line."""
+    h, w = int(shape[0]), int(shape[1])
+    lo, hi = math.ceil(PATCH_SIZE / PATCH_SIZE_FACTOR), PATCH_SIZE * PATCH_SIZE_FACTOR
+    if max(h, w) > hi:
+        raise NotAPatchError(
+            f"{w} x {h} pixels is far from a 150 x 150 patch (sides {lo}-{hi} px accepted): "
+            "a whole mammogram? Open it in the viewer's mammogram view or run 'mammo scan' "
+            "(shrinking it to 150 x 150 would classify the whole breast as one patch)", path)
+    if min(h, w) < lo:
+        raise PatchReadError(
+            f"{w} x {h} pixels is far from a 150 x 150 patch (sides {lo}-{hi} px accepted): "
+            "too small to enlarge to a patch", path)
+
+
 def _patches_from_file(path: Path, errors: list[ReadFailure],
                        label_cache: dict[Path, dict[str, int]] | None = None) -> list[Patch]:
     pixels, stack = _read_pixels(path)
     source = str(path)
+    check_patch_size(pixels.shape[-2:], path)
     if not stack:
         orig = tuple(int(s) for s in pixels.shape)
         label = _csv_labels(path.parent, errors, {} if label_cache is None else label_cache).get(path.name)
@@ -630,7 +660,8 @@ def read_patches(paths: str | Path | Iterable[str | Path], *, recursive: bool = 
             try:
                 result.patches.extend(_patches_from_file(f, result.errors, label_cache))
             except MammoError as err:
-                result.errors.append(ReadFailure(str(f), err.problem))
+                result.errors.append(ReadFailure(str(f), err.problem,
+                                                 whole_image=isinstance(err, NotAPatchError)))
     return result
 
 
@@ -801,6 +832,7 @@ __all__ = [
     "PatchCollection",
     "ReadFailure",
     "Split",
+    "check_patch_size",
     "drop_baselines",
     "load_patch_arrays",
     "pairs_ok",

@@ -20,52 +20,12 @@ from mammo_core import DISCLAIMER, __version__
 from mammo_core.bundle import CARD_FILE, BundleInfo, read_card, read_manifest
 from mammo_core.errors import BundleError, MammoError
 from mammo_core.labels import CLASS_NAMES
+from mammo_core.predictions import ENSEMBLE, ModelOutput, PatchPrediction, patch_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from mammo_core.ensemble import EnsembleSpec
     from mammo_core.inference import LoadedModel
     from mammo_core.io import Patch, ReadFailure
-
-ENSEMBLE = "ensemble"
-
-
-@dataclass(frozen=True)
-class ModelOutput:
-    """One model's output for one patch: probabilities keyed by its task's class names."""
-
-    model: str
-    task: str
-    probabilities: dict[str, float]
-    predicted: str
-
-
-@dataclass(frozen=True)
-class PatchPrediction:
-    """Every loaded model's output for one patch, and the ensemble's (five classes) if loaded.
-
-    ``uncertainty`` is the ensemble members' disagreement (None without an ensemble of at least
-    two members per factor); ``flagged`` is True when it exceeds the threshold fitted on
-    validation data; ``entropy`` is the normalised entropy of the ensemble's distribution.
-    """
-
-    source: str
-    index: int | None
-    sha256: str
-    per_model: dict[str, ModelOutput]
-    ensemble: ModelOutput | None
-    uncertainty: float | None
-    flagged: bool
-    entropy: float | None = None
-
-    @property
-    def key(self) -> str:
-        return patch_key(self.source, self.index)
-
-
-def patch_key(source: str, index: int | None) -> str:
-    """How reports and heatmap mappings name a patch: ``source`` or ``source#index``."""
-    return str(source) if index is None else f"{source}#{index}"
-
 
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
@@ -271,6 +231,65 @@ class Session:
             out.append(PatchPrediction(p.source, p.index, p.sha256, per, e_out, unc, flag, ent))
         return out
 
+    # ------------------------------------------------------------------ P(abnormal) only
+    def abnormal_members(self) -> list[str]:
+        """The loaded models that estimate P(baseline) (hence P(abnormal) = 1 - P(baseline)):
+        with an ensemble, its members that estimate the hierarchy's ``baseline`` factor (the
+        ensemble's P(abnormal) depends on these alone); without one, every loaded model with a
+        ``baseline`` class. Fastest first (smallest model file)."""
+        from mammo_core.ensemble import _factors_of
+
+        with self._lock:
+            ens = self._state.ensemble
+            models = dict(self._state.models)
+        if ens is not None:
+            names = [m.name for m in ens.spec.members if "baseline" in _factors_of(m)]
+        else:
+            names = [n for n, m in models.items() if "baseline" in m.classes]
+
+        def size(n: str) -> int:
+            try:
+                return (models[n].info.path / "model.keras").stat().st_size
+            except (OSError, KeyError, AttributeError):
+                return 0
+        return sorted(names, key=size)
+
+    def p_abnormal(self, pixels: np.ndarray, members: Sequence[str] | None = None,
+                   batch_size: int = 64) -> np.ndarray:
+        """P(abnormal) of a stack of patches ``(N, 150, 150)`` (uint8 / uint16 / float [0, 1]):
+        the ensemble's ``1 - P(baseline)`` (temperature scaling and fitted weights as in
+        :meth:`predict`), computed from ``members`` only (default: every member that estimates
+        P(baseline), which gives exactly the ensemble's value; a subset is an approximation, to
+        be stated). Without an ensemble: the mean ``1 - P(baseline)`` of ``members``."""
+        import dataclasses
+
+        from mammo_core.ensemble import combine
+        from mammo_core.inference import predict_arrays
+        from mammo_core.io import to_model_input
+
+        usable = self.abnormal_members()
+        if not usable:
+            raise MammoError("no loaded model estimates P(baseline): the abnormality map needs a "
+                             "baseline_mass_calc or five_class model (or an ensemble with one)")
+        chosen = list(usable if not members else members)
+        bad = [m for m in chosen if m not in usable]
+        if bad:
+            raise MammoError(f"model(s) {', '.join(bad)} give no P(baseline); choose among "
+                             f"{', '.join(usable)}")
+        with self._lock:
+            models = [self._state.models[n] for n in chosen]
+            ens = self._state.ensemble
+        x = to_model_input(np.asarray(pixels))
+        if len(x) == 0:
+            return np.zeros(0)
+        probs = predict_arrays(models, x, batch_size=batch_size)
+        if ens is not None:
+            spec = dataclasses.replace(ens.spec, members=tuple(m for m in ens.spec.members
+                                                               if m.name in chosen))
+            return 1.0 - np.asarray(combine(spec, probs).factors["baseline"], dtype=np.float64)
+        return np.mean([1.0 - probs[m.name][:, list(m.classes).index("baseline")] for m in models],
+                       axis=0)
+
     # ------------------------------------------------------------------ Grad-CAM
     def _target_index(self, lm: LoadedModel, patch: Patch, target: str | None) -> int | None:
         from mammo_core.ensemble import member_class_for
@@ -290,10 +309,12 @@ class Session:
         """Grad-CAM maps of one patch: ``{model: map}`` for a model; for the ensemble each
         member's map (for the member's class that contains the target, default the ensemble's
         predicted class) and, under ``"ensemble"``, their mean weighted by each member's
-        (temperature-scaled) probability of that class. Members that cannot express the target
+        (temperature-scaled) probability of that class. Every map is normalised per patch to a
+        maximum of 1 with the background (below the tissue threshold) set to 0
+        (:func:`mammo_core.explain.finish_map`). Members that cannot express the target
         (e.g. target ``baseline`` for a mass_calc member) are left out."""
         from mammo_core.ensemble import apply_temperature, member_class_for
-        from mammo_core.explain import gradcam, weighted_mean
+        from mammo_core.explain import finish_map, gradcam, tissue_mask, weighted_mean
         from mammo_core.io import to_model_input
 
         x = to_model_input(patch)
@@ -320,7 +341,9 @@ class Session:
                 out[m.name] = hm
                 maps.append(hm)
                 weights.append(p)
-            out[ENSEMBLE] = weighted_mean(maps, weights)
+            # per-patch [0, 1] again (a weighted mean of maps peaking in different places
+            # would otherwise never reach 1), background masked out
+            out[ENSEMBLE] = finish_map(weighted_mean(maps, weights), tissue_mask(x[0]))
             return out
         if model not in models:
             raise MammoError(f"model {model!r} is not loaded (loaded: {', '.join(self.loaded) or 'none'})")
@@ -368,10 +391,13 @@ class Session:
                predictions: Sequence[PatchPrediction],
                heatmaps: Mapping[tuple[str, str], np.ndarray] | None = None,
                errors: Sequence[ReadFailure] = (),
-               heatmap_paths: Mapping[tuple[str, str], str] | None = None) -> Path:
+               heatmap_paths: Mapping[tuple[str, str], str] | None = None,
+               heatmap_meta: Mapping[tuple[str, str], Mapping[str, str]] | None = None) -> Path:
         """Write a report (``fmt`` csv | json | pdf) atomically; ``heatmaps`` maps
         ``(patch key, model)`` to a map, where the patch key is :func:`patch_key` (``source`` or
-        ``source#index``; the patch's sha256 is accepted too). Returns the path."""
+        ``source#index``; the patch's sha256 is accepted too); ``heatmap_meta`` gives the same
+        keys' ``{"target": class, "method": ...}`` (default: the model's predicted class).
+        Returns the path."""
         from mammo_core.report import PredictionRun, write_report
 
         run = PredictionRun(
@@ -381,5 +407,10 @@ class Session:
             patches=list(patches),
             heatmaps=dict(heatmaps or {}),
             heatmap_paths=dict(heatmap_paths or {}),
+            heatmap_meta=dict(heatmap_meta or {}),
         )
         return write_report(Path(path), fmt, run)
+
+
+# the prediction types moved to mammo_core.predictions; importing them from here still works
+__all__ = ["ENSEMBLE", "ModelOutput", "PatchPrediction", "Session", "patch_key"]

@@ -121,7 +121,7 @@ def test_draws_follow_image_data_generator_ranges():
     assert theta.min() >= -40 and theta.max() <= 40 and theta.std() > 20
     assert max(abs(d["tx"]) for d in draws) <= 30 and max(abs(d["ty"]) for d in draws) <= 30
     assert max(abs(d["shear"]) for d in draws) <= 0.2
-    assert 0.8 <= zx.min() and zy.max() <= 1.2
+    assert zx.min() >= 0.8 and zy.max() <= 1.2
     assert abs(np.corrcoef(zx, zy)[0, 1]) < 0.1  # x and y zoom drawn independently
     assert 0.4 < np.mean([d["flip_horizontal"] for d in draws]) < 0.6
     assert not any(d["flip_vertical"] for d in draws)

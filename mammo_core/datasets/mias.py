@@ -44,16 +44,17 @@ from mammo_core.datasets.contact_sheet import SheetEntry
 from mammo_core.datasets.splits import check_split, grouped_split
 from mammo_core.datasets.windows import (
     MIN_LESION_TISSUE,
+    MIN_WINDOW_SIDE,
     Box,
     Jitter,
-    centred_square,
     choose_baseline,
-    cut_patch,
+    cut_window,
     full_scale,
+    point_window,
     thumbnail,
     tissue_count,
     tissue_threshold,
-    to_uint16,
+    window_side,
 )
 from mammo_core.errors import DatasetError, MammoError
 from mammo_core.labels import LABEL_TO_NAME
@@ -61,7 +62,7 @@ from mammo_core.labels import LABEL_TO_NAME
 PROTOCOL = "mini-MIAS reference patch protocol v1"
 CITATION = ('J Suckling et al., "The Mammographic Image Analysis Society Digital Mammogram '
             'Database", Exerpta Medica, International Congress Series 1069, pp. 375-378, 1994')
-MIN_SIDE = 96
+MIN_SIDE = MIN_WINDOW_SIDE
 MASS_CLASSES = ("CIRC", "SPIC", "MISC")
 CALC_CLASSES = ("CALC",)
 OTHER_CLASSES = ("ARCH", "ASYM")
@@ -179,7 +180,7 @@ class Skip:
 
 def protocol_side(radius: int, shape: Sequence[int]) -> int:
     """``min(max(2 * RADIUS, 96), 1024)`` with 1024 read as the image's smaller side."""
-    return min(max(2 * int(radius), MIN_SIDE), int(shape[0]), int(shape[1]))
+    return window_side(int(radius), shape)
 
 
 def lesion_centre(lesion: MiasLesion, shape: Sequence[int]) -> tuple[int, int]:
@@ -209,7 +210,7 @@ def cut_pair(image: np.ndarray, lesion: MiasLesion, jitter: Jitter | None = None
         return Skip(lesion, f"image is not 2-D integer grey (shape {image.shape}, {image.dtype})", jitter)
     shape = image.shape
     row, col = lesion_centre(lesion, shape)
-    box = centred_square(row, col, protocol_side(lesion.radius, shape), shape, jitter)
+    box = point_window(row, col, int(lesion.radius), shape, jitter)
     thr = tissue_threshold(image)
     n = tissue_count(image, box, thr)
     if n < MIN_LESION_TISSUE * box.area:
@@ -223,8 +224,8 @@ def cut_pair(image: np.ndarray, lesion: MiasLesion, jitter: Jitter | None = None
         lesion=lesion, label=int(lesion.label), row=row, col=col, lesion_box=box,
         baseline_box=choice.box, baseline_side=choice.side, lesion_tissue=n / box.area,
         baseline_tissue=choice.tissue_fraction,
-        baseline_patch=to_uint16(cut_patch(image, choice.box), fs),
-        lesion_patch=to_uint16(cut_patch(image, box), fs), jitter=jitter,
+        baseline_patch=cut_window(image, choice.box, fs),
+        lesion_patch=cut_window(image, box, fs), jitter=jitter,
     )
 
 

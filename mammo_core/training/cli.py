@@ -75,7 +75,8 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
                         + PRESET_HELP)
     p.add_argument("--augment", choices=tuple(AUGMENT_SPECS), default=None,
                    help=f"augmentation ({augs}); {PRESET_HELP}")
-    p.add_argument("--no-augment", action="store_true", help="the study's variant without augmentation (= --augment none)")
+    p.add_argument("--no-augment", action="store_true",
+                   help="the study's variant without augmentation (= --augment none)")
     p.add_argument("--val-fraction", type=float, default=0.15, help="grouped validation fraction")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--folds", type=int, default=0, help="k-fold holdout (study: 4) before the final model")

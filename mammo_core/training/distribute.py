@@ -36,7 +36,7 @@ def accelerators() -> list[str]:
     for kind in ("gpu", "tpu"):
         try:
             devs = keras.distribution.list_devices(kind)
-        except Exception:  # the backend has no such platform
+        except (RuntimeError, ValueError):  # the backend has no such platform
             continue
         found += [d for d in devs if str(d).lower().startswith(kind)]
     return found

@@ -78,7 +78,8 @@ PRESETS: Mapping[str, Mapping[str, Setting]] = {
         "model": S("transfer", STUDY, "ImageNet VGG16 base, Flatten, Dense(256), output layer"),
         "backbone": S("vgg16", STUDY, "VGG16 (VGG19 and ResNet50 as options)"),
         "mode": S("fe", STUDY, "feature extraction on the frozen base; --mode ft then fine-tunes"),
-        "augment": S("rotate90_reflect", LITERAL, "the Task 2.2 augmentation of the same task, for the cached variants"),
+        "augment": S("rotate90_reflect", LITERAL,
+                     "the Task 2.2 augmentation of the same task, for the cached variants"),
         "class_weights": S("1,1.25", STUDY, "{benign: 1, malignant: 1.25} with VGG16"),
         "batch_size": _BATCH, "epochs": _EPOCHS, "lr": _LR_TRANSFER, "patience": _PATIENCE,
         "fe_copies": _FE_COPIES, "ft_unfreeze": _FT_UNFREEZE, "output_activation": _OUT_TRANSFER,
@@ -147,10 +148,10 @@ def format_table(preset: str) -> str:
     lines = [f"Study protocol (Task {preset}), the defaults of this script (every flag overrides):"]
     rows = dict(get_preset(preset))
     for key, setting in rows.items():
-        lines.append(f"  {key:<22} {str(setting.value):<17} [{setting.source}] {setting.reason}")
+        lines.append(f"  {key:<22} {setting.value!s:<17} [{setting.source}] {setting.reason}")
     for (p, backbone), over in BACKBONE_PRESETS.items():
         if p == preset:
             for key, setting in over.items():
-                lines.append(f"  {key + ' (' + backbone + ')':<22} {str(setting.value):<17} "
+                lines.append(f"  {key + ' (' + backbone + ')':<22} {setting.value!s:<17} "
                              f"[{setting.source}] {setting.reason}")
     return "\n".join(lines)
