@@ -169,6 +169,13 @@ def test_train_scratch_writes_bundle_and_honest_metrics(cbis, tmp_path):
     assert len(rows) == len(res.history) <= 3 and rows[0]["stage"] == "train"
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["public_test"]["n"] == 8
+    # the study's AUC (hard labels) beside the probability AUC; for two classes = balanced accuracy
+    from sklearn.metrics import balanced_accuracy_score
+
+    pred = model.predict(x, verbose=0).argmax(axis=1)
+    assert doc["public_test"]["auc_hard_labels"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert card["metrics"]["auc_hard_labels"] == doc["public_test"]["auc_hard_labels"]
+    assert "study" in doc["public_test"]["auc_note"]
 
 
 def test_validation_split_is_grouped_by_patient(tmp_path):

@@ -218,10 +218,13 @@ def predict(model, x: np.ndarray, batch_size: int) -> np.ndarray:
 
 def evaluate(model, x, y, classes, batch_size: int, n_boot: int = 2000, seed: int = 0) -> tuple[dict, np.ndarray]:
     """Held-out metrics (mammo_core.metrics) plus a 95 % bootstrap CI of the AUC."""
-    from mammo_core.metrics import auc, bootstrap_ci, classification_metrics
+    from mammo_core.metrics import auc, bootstrap_ci, classification_metrics, hard_label_auc
 
     p = predict(model, x, batch_size)
     m = classification_metrics(y, p, tuple(classes))
+    m["auc_hard_labels"] = hard_label_auc(y, p)
+    m["auc_note"] = ("auc: ROC AUC of the predicted probabilities; auc_hard_labels: ROC AUC of the "
+                     "argmax labels, as the study's tables (not comparable with auc)")
     m["loss"] = m["nll"]
     lo, hi = bootstrap_ci(y, p, auc, n_boot=n_boot, seed=seed)
     m["auc_ci95"] = [lo, hi]

@@ -262,7 +262,8 @@ def train(config: TrainConfig) -> TrainResult:
         },
         "metrics": {"split": "public_test", "measured": "once, after training",
                     **{k: test_metrics[k] for k in ("n", "accuracy", "auc", "auc_ci95", "auc_ci_method",
-                                                    "f1_macro", "ece", "nll", "confusion_matrix")}},
+                                                    "auc_hard_labels", "f1_macro", "ece", "nll",
+                                                    "confusion_matrix")}},
         "gradcam_layer": gradcam_layer(cfg.model, **opts),
         "disclaimer": DISCLAIMER,
     }
