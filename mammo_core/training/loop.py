@@ -12,6 +12,9 @@ from typing import Any
 import numpy as np
 
 from mammo_core.errors import MammoError
+from mammo_core.metrics import auc, bootstrap_ci, classification_metrics, hard_label_auc
+from mammo_core.models import build_model
+from mammo_core.models.transfer import set_mode, split_base_head
 from mammo_core.training.config import TrainConfig, class_weights
 from mammo_core.training.pipeline import make_dataset
 
@@ -43,8 +46,6 @@ def _log(msg: str) -> None:
 
 
 def build(cfg: TrainConfig, n_classes: int, placement=None):
-    from mammo_core.models import build_model
-
     opts = dict(cfg.model_options)
     if cfg.is_transfer:
         opts["mode"] = "fe"  # training always starts with the frozen base; ft follows
@@ -184,8 +185,6 @@ def fit_model(cfg: TrainConfig, x_tr, y_tr, x_val, y_val, n_classes: int, placem
                                 workers=workers, multiple_of=k)
         history += _fit(model, train_ds, val_ds, cfg.epochs, cfg.patience, "train", 0, placement)
     else:
-        from mammo_core.models.transfer import set_mode, split_base_head
-
         with placement.scope():  # the head (a new keras.Model) must belong to the strategy too
             base, head = split_base_head(model)
         t1 = time.perf_counter()
@@ -218,8 +217,6 @@ def predict(model, x: np.ndarray, batch_size: int) -> np.ndarray:
 
 def evaluate(model, x, y, classes, batch_size: int, n_boot: int = 2000, seed: int = 0) -> tuple[dict, np.ndarray]:
     """Held-out metrics (mammo_core.metrics) plus a 95 % bootstrap CI of the AUC."""
-    from mammo_core.metrics import auc, bootstrap_ci, classification_metrics, hard_label_auc
-
     p = predict(model, x, batch_size)
     m = classification_metrics(y, p, tuple(classes))
     m["auc_hard_labels"] = hard_label_auc(y, p)
