@@ -9,7 +9,9 @@ from pathlib import Path
 
 from mammo_core import DISCLAIMER
 from mammo_core.errors import MammoError
-from mammo_core.training.config import TrainConfig, parse_grid
+from mammo_core.training.augment import AUGMENT_SPECS
+from mammo_core.training.config import DISTRIBUTE, FT_UNFREEZE, LR_SCALING, TrainConfig, parse_grid
+from mammo_core.training.presets import format_table, resolve
 from mammo_core.training.runner import train
 
 
@@ -29,10 +31,6 @@ PRESET_HELP = "default: the study preset (table below)"
 def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] = ("scratch_v1",),
                 transfer: bool = False, default_model: str | None = None,
                 preset: str | None = None) -> argparse.ArgumentParser:
-    from mammo_core.training.augment import AUGMENT_SPECS
-    from mammo_core.training.config import DISTRIBUTE, FT_UNFREEZE, LR_SCALING
-    from mammo_core.training.presets import format_table
-
     table = format_table(preset) + "\n\n" if preset else ""
     augs = "; ".join(f"{k}: {v.description}" for k, v in AUGMENT_SPECS.items())
     p = argparse.ArgumentParser(
@@ -103,8 +101,6 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
 
 def config_from_args(args: argparse.Namespace, task: str, model: str | None, argv: list[str], prog: str,
                      preset: str | None = None):
-    from mammo_core.training.presets import resolve
-
     given = {"model": getattr(args, "model", None), "epochs": args.epochs, "batch_size": args.batch_size,
              "lr": args.lr, "patience": args.patience, "class_weights": args.class_weights,
              "augment": "none" if args.no_augment else args.augment}

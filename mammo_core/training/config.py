@@ -10,6 +10,7 @@ import numpy as np
 
 from mammo_core.errors import MammoError
 from mammo_core.training.augment import AUGMENT_NAMES
+from mammo_core.training.presets import PRESETS, TASK_DEFAULT_PRESET
 
 AUGMENTATIONS = ("auto", *AUGMENT_NAMES)  # auto = the study's augmentation of the task (presets)
 DISTRIBUTE = ("none", "mirrored", "multiworker", "data-parallel")
@@ -94,8 +95,6 @@ class TrainConfig:
     @property
     def augmentation(self) -> str:
         if self.augment == "auto":
-            from mammo_core.training.presets import PRESETS, TASK_DEFAULT_PRESET
-
             return PRESETS[self.preset or TASK_DEFAULT_PRESET.get(self.task, "2.1")]["augment"].value
         return self.augment
 

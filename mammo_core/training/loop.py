@@ -14,9 +14,14 @@ import numpy as np
 from mammo_core.errors import MammoError
 from mammo_core.metrics import auc, bootstrap_ci, classification_metrics, hard_label_auc
 from mammo_core.models import build_model
-from mammo_core.models.transfer import set_mode, split_base_head
+from mammo_core.models.transfer import backbone_layer_names, set_mode, split_base_head
+from mammo_core.training.augment import get_spec
 from mammo_core.training.config import TrainConfig, class_weights
-from mammo_core.training.pipeline import make_dataset
+from mammo_core.training.distribute import gpu_available, make_placement, scaled_lr
+from mammo_core.training.pipeline import default_workers, make_dataset
+
+__all__ = ["FitResult", "RunInfo", "evaluate", "extract_features", "fit_model", "get_placement", "gpu_available",
+           "predict", "unfreeze_last_conv"]
 
 
 @dataclass
@@ -30,15 +35,7 @@ class FitResult:
 
 def get_placement(cfg: TrainConfig):
     """The run's :class:`~mammo_core.training.distribute.Placement` (backend, devices, strategy)."""
-    from mammo_core.training.distribute import make_placement
-
     return make_placement(cfg.distribute)
-
-
-def gpu_available() -> bool:
-    from mammo_core.training.distribute import gpu_available as _gpu
-
-    return _gpu()
 
 
 def _log(msg: str) -> None:
@@ -67,8 +64,6 @@ def unfreeze_last_conv(model) -> str:
     """Fine-tuning as the study wrote it ("the last layer"): only the backbone's last
     convolutional layer is trainable (plus the head). Returns its name."""
     import keras
-
-    from mammo_core.models.transfer import backbone_layer_names
 
     names = backbone_layer_names(model)
     convs = [n for n in names if isinstance(model.get_layer(n), keras.layers.Conv2D)]
@@ -123,8 +118,6 @@ def extract_features(base, x: np.ndarray, batch_size: int, augment: str, copies:
     each (the study's cache: two variants added to each original, 3N); with ``augment`` none
     only the originals. Returns ``(features, labels)`` stacked: originals, then copy after copy.
     Copy ``k`` is the seeded stream's epoch ``k`` (reproducible at any worker count)."""
-    from mammo_core.training.augment import get_spec
-
     copies = 0 if get_spec(augment).is_identity else max(0, int(copies))
     feats = [base.predict(make_dataset(x, batch_size=batch_size), verbose=0)]
     for k in range(copies):
@@ -156,9 +149,6 @@ class RunInfo:
 def fit_model(cfg: TrainConfig, x_tr, y_tr, x_val, y_val, n_classes: int, placement=None) -> FitResult:
     """Train one model on (x_tr, y_tr) with early stopping on (x_val, y_val)."""
     import keras
-
-    from mammo_core.training.distribute import scaled_lr
-    from mammo_core.training.pipeline import default_workers
 
     keras.utils.set_random_seed(cfg.seed)
     placement = placement or get_placement(cfg)
