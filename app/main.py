@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app([sys.argv[0]])
     # errors and their tracebacks also go to a log file in the data folder (not for
     # --screenshot, which leaves the user's files alone)
-    logsetup.configure("mammo-viewer", verbose=True,
+    logsetup.configure("mammo-viewer",
                        log_file=None if args.screenshot is not None else log_dir() / LOG_NAME)
     ref: list = []
     _install_excepthook(ref)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mammo_core import __version__
+from mammo_core import __version__, tfload
 from mammo_core.atomic import atomic_path, atomic_write_text
 from mammo_core.errors import BundleError
 from mammo_core.jsonutil import read_json_object
@@ -136,6 +136,7 @@ def load_model(bundle_dir: str | Path, verify: bool = True):
     info = verify_bundle(bundle_dir) if verify else read_card(bundle_dir)
     if not info.model_path.is_file():
         raise BundleError(f"missing {MODEL_FILE}", info.path)
+    tfload.tensorflow()  # quietly, once
     import keras  # lazy: heavy
 
     try:

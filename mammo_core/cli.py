@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
-from mammo_core import DISCLAIMER, __version__
+from mammo_core import DISCLAIMER, __version__, logsetup
 from mammo_core.errors import MammoError
+
+log = logging.getLogger(__name__)
 
 # Command groups and the modules that fill them. Each module's register() receives the
 # subparsers object of its group (or of the top level for "").
@@ -53,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+    logsetup.configure("mammo")
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
@@ -65,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     except MammoError as err:
         if args.debug:
             raise
-        print(f"mammo: error: {err}", file=sys.stderr)
+        log.error("error: %s", err)
         return 1
     except KeyboardInterrupt:
-        print("mammo: interrupted", file=sys.stderr)
+        log.error("interrupted")
         return 130
 
 

@@ -1,10 +1,11 @@
 """One logging set-up for the ``mammo`` command, the training scripts and the viewer.
 
 The library logs through ``logging.getLogger(__name__)`` and never configures logging itself;
-the programs call :func:`configure` once. Messages go to stderr as ``prog: message`` (warnings
-and up by default; ``INFO`` with ``verbose``); with ``log_file`` everything from ``INFO`` up goes
-there too, with the time and, when a record carries ``extra={"details": traceback}``, the
-traceback.
+the programs call :func:`configure` once. Messages go to stderr as ``prog: message`` (``INFO``
+and up by default: "wrote ...", training progress, warnings, errors); with ``log_file``
+everything from ``INFO`` up goes there too, with the time and, when a record carries
+``extra={"details": traceback}``, the traceback. The library logs nothing at INFO that is not
+meant for the user; chatter is DEBUG.
 """
 from __future__ import annotations
 
@@ -16,6 +17,22 @@ from typing import TextIO
 _TAG = "_mammo_handler"  # marks the handlers installed here (configure() replaces them)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (tests and tools swap
+    it), never to a stream closed since :func:`configure` ran."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
 class _DetailsFormatter(logging.Formatter):
     """Appends a record's ``details`` (a traceback) below its message."""
 
@@ -25,10 +42,11 @@ class _DetailsFormatter(logging.Formatter):
         return f"{text}\n{details}" if details else text
 
 
-def configure(prog: str, verbose: bool = False, log_file: Path | str | None = None,
+def configure(prog: str, level: int = logging.INFO, log_file: Path | str | None = None,
               stream: TextIO | None = None) -> Path | None:
     """Route the project's log records: ``prog: message`` to ``stream`` (default stderr) from
-    WARNING up (INFO up when ``verbose``), and everything from INFO up, with tracebacks, to
+    ``level`` up (INFO: what the programs tell their user), and everything from INFO up, with
+    tracebacks, to
     ``log_file`` (its folder is created; a file that cannot be opened is reported on stderr and
     skipped). Calling it again replaces what an earlier call installed. Returns the log file
     used, or None."""
@@ -36,8 +54,8 @@ def configure(prog: str, verbose: bool = False, log_file: Path | str | None = No
     for h in [h for h in root.handlers if getattr(h, _TAG, False)]:
         root.removeHandler(h)
         h.close()
-    console = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    console.setLevel(logging.INFO if verbose else logging.WARNING)
+    console = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    console.setLevel(level)
     console.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
     setattr(console, _TAG, True)
     root.addHandler(console)

@@ -3,6 +3,7 @@ report as JSON / CSV / PDF. Same code path as the viewer (mammo_core.session.Ses
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from mammo_core.explain import overlay
 from mammo_core.io import read_patches
 from mammo_core.report import PredictionRun, csv_text, json_text
 from mammo_core.session import ENSEMBLE, Session
+
+log = logging.getLogger(__name__)
 
 EPILOG = f"""\
 examples:
@@ -77,11 +80,10 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
-
     session = Session(args.models_dir)
     coll = read_patches(args.paths, recursive=args.recursive)
     for e in coll.errors:
-        print(f"mammo: cannot read {e.source}: {e.error}", file=sys.stderr)
+        log.warning("cannot read %s: %s", e.source, e.error)
 
     if args.model == "all":
         names = None
@@ -120,8 +122,8 @@ def run(args) -> int:
     else:
         session.export(args.output, args.format, coll.patches, preds, heatmaps, errors=errors,
                        heatmap_paths=heatmap_paths)
-        print(f"mammo: wrote {args.output} ({len(preds)} patches, {len(errors)} unreadable); "
-              f"{DISCLAIMER}", file=sys.stderr)
+        log.info("wrote %s (%d patches, %d unreadable); %s", args.output, len(preds), len(errors),
+                 DISCLAIMER)
     if errors:
         return 3 if preds else 1
     return 0
@@ -130,7 +132,6 @@ def run(args) -> int:
 def _gradcam(session, patches, preds, args, disable):
     import numpy as np
     from tqdm import tqdm
-
 
     ens_loaded = ENSEMBLE in session.loaded
     heatmaps, paths = {}, {}
@@ -166,7 +167,6 @@ def _gradcam(session, patches, preds, args, disable):
 
 def _write_png(path: Path, rgb) -> None:
     import cv2
-
 
     ok, buf = cv2.imencode(".png", rgb[..., ::-1])
     if not ok:

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import sys
 from pathlib import Path
 
-from mammo_core import DISCLAIMER
+from mammo_core import DISCLAIMER, logsetup
 from mammo_core.errors import MammoError
 from mammo_core.training.config import TrainConfig, parse_grid
 from mammo_core.training.runner import train
+
+log = logging.getLogger(__name__)
 
 
 def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] = ("scratch_v1",),
@@ -99,6 +102,7 @@ def run(argv: list[str] | None, *, prog: str, task: str, description: str, model
     parser = make_parser(prog, description, scratch_models=scratch_models, transfer=transfer,
                          default_model=model)
     args = parser.parse_args(argv)
+    logsetup.configure(prog)  # training progress is INFO
     try:
         cfg = config_from_args(args, task, model, argv, prog)
 
@@ -106,7 +110,7 @@ def run(argv: list[str] | None, *, prog: str, task: str, description: str, model
     except MammoError as exc:
         if args.debug:
             raise
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        log.error("error: %s", exc)
         return 1
     m = result.metrics
     print(f"{cfg.bundle_name}: public_test accuracy {m['accuracy']:.4f} AUC {m['auc']:.4f} "

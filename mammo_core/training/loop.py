@@ -2,8 +2,8 @@
 evaluating it. Everything here is called by :func:`mammo_core.training.train`."""
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +15,8 @@ from mammo_core.models import build_model
 from mammo_core.models.transfer import set_mode, split_base_head
 from mammo_core.training.config import TrainConfig, class_weights
 from mammo_core.training.pipeline import make_dataset
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,7 +49,7 @@ def gpu_available() -> bool:
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    log.info("%s", msg)
 
 
 def build(cfg: TrainConfig, n_classes: int, strategy=None):
