@@ -377,7 +377,7 @@ class MainWindow(QMainWindow):
     def _unit(self, entry: PatchEntry) -> np.ndarray:
         u = self._unit_cache.get(entry.key)
         if u is None:
-            u = imaging.to_unit(entry.patch.pixels)
+            u = imaging.to_unit(entry.patch)  # the patch's own bit depth, as the models
             if len(self._unit_cache) > 512:
                 self._unit_cache.clear()
             self._unit_cache[entry.key] = u

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import threading
 from collections.abc import Iterator
@@ -30,7 +31,11 @@ def quiet_requested() -> bool:
 
 @contextlib.contextmanager
 def native_stderr_silenced(active: bool = True) -> Iterator[None]:
-    """Descriptor 2 to /dev/null inside the block (C/C++ writes included), then back."""
+    """Descriptor 2 to /dev/null inside the block (C/C++ writes included), then back. Left
+    alone when descriptor 2 already is a regular file (a log the program diverted it to)."""
+    if active:
+        with contextlib.suppress(OSError):
+            active = not stat.S_ISREG(os.fstat(2).st_mode)
     if not active:
         yield
         return
