@@ -83,9 +83,9 @@ MOUSE_HELP = (
 )
 
 VIEW_KEYS = (
-    ("F", "fit the mammogram"), ("I", "invert the mammogram"), ("P", "Pan tool"),
+    ("F", "fit (patch and mammogram)"), ("P", "Pan tool"),
     ("C", "Point tool (click a lesion centre)"), ("B", "Box tool"),
-    ("M", "compute the abnormality map"), ("Esc", "cancel the map"),
+    ("M", "compute the abnormality map"), ("Esc", "cancel the map (and Run all)"),
     ("0-3", "window presets (full range, breast, dense, DICOM)"),
 )
 
@@ -532,10 +532,12 @@ class MammogramPanel(QWidget):
 
     def _build(self) -> None:
         bar = QHBoxLayout()
-        bar.setContentsMargins(2, 2, 2, 2)
+        bar.setContentsMargins(2, 2, 2, 0)
+        bar2 = QHBoxLayout()
+        bar2.setContentsMargins(2, 0, 2, 2)
         self.tool_buttons: dict[str, QToolButton] = {}
         for tool, text, tip in (("pan", "Pan", "Pan and zoom (P)"),
-                                ("point", "Point", "Click a lesion centre; the radius below sets the window (C)"),
+                                ("point", "Point", "Click a lesion centre; the radius sets the window (C)"),
                                 ("box", "Box", "Drag a box around a lesion (B)")):
             b = QToolButton(self)
             b.setText(text)
@@ -544,82 +546,100 @@ class MammogramPanel(QWidget):
             b.clicked.connect(lambda _=False, t=tool: self.set_tool(t))
             self.tool_buttons[tool] = b
             bar.addWidget(b)
-        bar.addWidget(QLabel("radius", self))
         self.radius = QDoubleSpinBox(self)
         self.radius.setRange(1, 2000)
         self.radius.setDecimals(0)
         self.radius.setValue(48)
+        self.radius.setPrefix("r ")
         self.radius.setSuffix(" px")
         self.radius.setToolTip("Lesion radius for the Point tool (window side = max(2 r, 96 px))")
         bar.addWidget(self.radius)
         self.preset_box = QComboBox(self)
-        self.preset_box.setToolTip("Window/level presets (right-drag on the image adjusts)")
+        self.preset_box.setToolTip("Window/level presets (right-drag on the image adjusts; keys 0-3)")
         self.preset_box.activated.connect(lambda i: self.apply_preset(self.preset_box.itemText(i)))
         bar.addWidget(self.preset_box)
         self.invert_box = QCheckBox("Invert", self)
         self.invert_box.toggled.connect(self._on_invert)
         bar.addWidget(self.invert_box)
-        self.fit_button = QPushButton("Fit", self)
+        self.fit_button = QToolButton(self)
+        self.fit_button.setText("Fit")
         self.fit_button.clicked.connect(self.view.fit)
         bar.addWidget(self.fit_button)
+        bar.addStretch(1)
         self.map_button = QPushButton("Abnormality map", self)
         self.map_button.setToolTip("Slide the training window over the breast and map P(abnormal) (M)")
         self.map_button.clicked.connect(self.request_map)
-        bar.addWidget(self.map_button)
+        bar2.addWidget(self.map_button)
         self.cancel_button = QPushButton("Cancel", self)
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel_map)
-        bar.addWidget(self.cancel_button)
+        bar2.addWidget(self.cancel_button)
         self.progress = QProgressBar(self)
-        self.progress.setMaximumWidth(140)
+        self.progress.setMaximumWidth(120)
         self.progress.setVisible(False)
-        bar.addWidget(self.progress)
-        bar.addWidget(QLabel("map", self))
+        bar2.addWidget(self.progress)
+        bar2.addWidget(QLabel("opacity", self))
         self.opacity = QSlider(Qt.Orientation.Horizontal, self)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(40)
         self.opacity.setMaximumWidth(90)
         self.opacity.setToolTip("Opacity of the abnormality map")
         self.opacity.valueChanged.connect(lambda v: self.view.set_map_opacity(v / 100))
-        bar.addWidget(self.opacity)
-        bar.addStretch(1)
+        bar2.addWidget(self.opacity)
+        bar2.addStretch(1)
 
-        side = QWidget(self)
-        sl = QVBoxLayout(side)
+        from PyQt6.QtWidgets import QTabWidget
+
+        side = QTabWidget(self)
+        side.setDocumentMode(True)
+        self.side_tabs = side
+        info = QWidget(side)
+        sl = QVBoxLayout(info)
         sl.setContentsMargins(2, 2, 2, 2)
-        self.info_label = QLabel("Open a whole mammogram (File > Open mammogram…)", side)
+        self.info_label = QLabel("Open a whole mammogram (File > Open mammogram…)", info)
         self.info_label.setWordWrap(True)
         sl.addWidget(self.info_label)
-        sl.addWidget(QLabel("<b>Candidates</b> (double-click opens as a patch)", side))
-        self.candidate_list = QListWidget(side)
+        sl.addWidget(QLabel("Double-click a candidate to open it as a patch", info))
+        self.candidate_list = QListWidget(info)
         self.candidate_list.itemActivated.connect(self._on_candidate)
-        sl.addWidget(self.candidate_list, 2)
-        self.map_label = QLabel("", side)
+        sl.addWidget(self.candidate_list, 1)
+        self.map_label = QLabel("", info)
         self.map_label.setWordWrap(True)
         sl.addWidget(self.map_label)
-        sl.addWidget(QLabel("<b>Header</b>", side))
+        side.addTab(info, "Candidates")
         self.header_table = QTableWidget(0, 2, side)
         self.header_table.setHorizontalHeaderLabels(["Field", "Value"])
         self.header_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.header_table.verticalHeader().setVisible(False)
-        sl.addWidget(self.header_table, 1)
+        side.addTab(self.header_table, "Header")
         help_label = QLabel(REGION_HELP, side)
         help_label.setWordWrap(True)
-        help_label.setStyleSheet("color: #999;")
-        sl.addWidget(help_label)
+        help_label.setAlignment(Qt.AlignmentFlag.AlignTop)
+        side.addTab(help_label, "Region size")
 
         split = QSplitter(self)
         split.addWidget(self.view)
         split.addWidget(side)
-        split.setStretchFactor(0, 4)
-        split.setStretchFactor(1, 1)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 0)
+        split.setSizes([700, 260])
+        self.side_split = split
         self.hover_label = QLabel("", self)
+        self.hover_label.setObjectName("dim")
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(bar)
+        lay.addLayout(bar2)
         lay.addWidget(split, 1)
         lay.addWidget(self.hover_label)
         self.set_tool("pan")
+
+    def showEvent(self, event):
+        super().showEvent(event)
+        if not getattr(self, "_placed", False):  # needs the real width, known once shown
+            self._placed = True
+            w = max(self.side_split.width(), 600)
+            self.side_split.setSizes([int(w * 0.72), w - int(w * 0.72)])
 
     # --- opening ---------------------------------------------------------------------------------
     def open_mammogram(self, mammo) -> None:
@@ -793,8 +813,6 @@ class MammogramPanel(QWidget):
         presets = list(self.presets)
         if key == K.Key_F:
             self.view.fit()
-        elif key == K.Key_I:
-            self.invert_box.toggle()
         elif key == K.Key_P:
             self.set_tool("pan")
         elif key == K.Key_C:
@@ -919,3 +937,128 @@ def is_mammogram_file(path: str | Path) -> bool:
     except MammoError:
         return False
     return False
+
+
+# --------------------------------------------------------------------------- in the main window
+class MammogramTab:
+    """The mammogram panel installed in the main window: a "Mammogram" tab beside the patch
+    view (the results panel stays visible), File ▸ Open mammogram… (Ctrl+M), Help ▸ Keyboard
+    shortcuts (F1); a cut region joins the patch list with its provenance and is predicted and
+    explained by the window's usual path (results panel, reports); its box and Grad-CAM are
+    drawn on the mammogram; the map runs on the controller's model thread."""
+
+    def __init__(self, win):
+        from PyQt6.QtGui import QAction, QKeySequence
+        from PyQt6.QtWidgets import QTabWidget
+
+        self.win = win
+        self.panel = MammogramPanel()
+        self.pending: str | None = None
+        centre = win.splitter.widget(1)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        win.splitter.replaceWidget(1, self.tabs)
+        self.tabs.addTab(centre, "Patch")
+        self.tabs.addTab(self.panel, "Mammogram")
+        self.jobs = MapJobs(self.panel, self._session, None, on_error=lambda m: win.status(f"Map failed: {m}"))
+        menus = {a.text(): a.menu() for a in win.menuBar().actions()}
+        self.act_open = QAction("Open &mammogram…", win, shortcut="Ctrl+M")
+        self.act_open.setToolTip("Open a whole mammogram (DICOM, PNG, PGM, TIFF) to pick regions and map it")
+        self.act_open.triggered.connect(self.open_dialog)
+        fm = menus.get("&File")
+        if fm is not None:
+            fm.insertAction(win.act_samples, self.act_open)
+        self.act_shortcuts = QAction("&Keyboard shortcuts", win, shortcut=QKeySequence.StandardKey.HelpContents)
+        self.act_shortcuts.triggered.connect(self.show_shortcuts)
+        hm = menus.get("&Help")
+        if hm is not None:
+            hm.insertAction(hm.actions()[0] if hm.actions() else None, self.act_shortcuts)
+        win.addAction(self.act_shortcuts)
+        self.act_map = QAction("Abnormality &map of the mammogram", win, shortcut="Ctrl+Shift+M")
+        self.act_map.triggered.connect(self._map_from_menu)
+        am = menus.get("&Analysis")
+        if am is not None:
+            am.addAction(self.act_map)
+        win.act_fit.triggered.connect(lambda: self.showing() and self.panel.view.fit())
+        win.act_cancel.triggered.connect(self.panel.cancel_map)
+        self.panel.regionCut.connect(self._on_region)
+        win.heatmapShown.connect(self._on_heat_shown)
+        win.predictionShown.connect(self._on_prediction_shown)
+
+    def _session(self):
+        c = self.win.controller
+        self.jobs.pool = c._executor
+        return c.session if c.models_ready else None
+
+    def showing(self) -> bool:
+        return self.tabs.currentWidget() is self.panel
+
+    # --- opening ---------------------------------------------------------------------------------
+    def open_dialog(self) -> None:
+        from PyQt6.QtWidgets import QFileDialog
+
+        start = str(self.win.settings.value("last_folder", "") or "")
+        path, _ = QFileDialog.getOpenFileName(
+            self.win, "Open a whole mammogram", start,
+            "Mammograms (*.dcm *.dicom *.png *.pgm *.tif *.tiff *.npy);;All files (*)")
+        if path:
+            self.open_path(path)
+
+    def open_path(self, path: str | Path):
+        """Read ``path`` as a whole mammogram off the GUI thread and show it in the tab."""
+        from app.workers import Worker
+        from mammo_core.mammogram import read_mammogram
+
+        self.pending = str(path)
+        self.tabs.setCurrentWidget(self.panel)
+        self.win.status(f"Reading the mammogram {Path(path).name}…", 0)
+        w = Worker(read_mammogram, str(path), name="read mammogram")
+        w.on_return(self._opened)
+        w.on_error(lambda exc: self.win.report_error(f"{path}: {str(exc).splitlines()[0]}",
+                                                     "Open mammogram"))
+        return w.start()
+
+    def _opened(self, mammo) -> None:
+        self.panel.open_mammogram(mammo)
+        self.tabs.setCurrentWidget(self.panel)
+        self.win.status(f"Opened {mammo.describe()} as a whole mammogram")
+
+    # --- regions -> patches --------------------------------------------------------------------
+    def _on_region(self, region: Region) -> None:
+        from app.patch_browser import patch_key
+
+        key = patch_key(region.patch)
+        if self.win.patch_model.row_of(key) is None:
+            self.win.patch_model.add_patches([region.patch])
+            self.win._update_count()
+        self.win.select_key(key)
+        self.win.status(f"Cut {region.how}: window top {region.box.top}, left {region.box.left}, "
+                        f"side {region.box.height} px -> 150 x 150 patch; classifying…")
+
+    def _on_prediction_shown(self, key: str) -> None:
+        region = self.panel.region_for(key)
+        if region is not None and self.panel.mammogram is not None:
+            self.panel.show_region_heat(key, None)
+
+    def _on_heat_shown(self, key: str) -> None:
+        hk = self.win.shown_heat_key()
+        cached = self.win.controller.heatmap(hk) if hk is not None else None
+        if cached is not None and self.panel.region_for(key) is not None:
+            self.panel.show_region_heat(key, cached[0])
+
+    def _map_from_menu(self) -> None:
+        self.tabs.setCurrentWidget(self.panel)
+        self.panel.request_map()
+
+    def show_shortcuts(self) -> ShortcutSheet:
+        acts = [a for a in self.win.findChildren(type(self.act_open)) if a.shortcut().toString()]
+        seen, uniq = set(), []
+        for a in acts:
+            if a.text() not in seen:
+                seen.add(a.text())
+                uniq.append(a)
+        sheet = ShortcutSheet(uniq, self.win)
+        sheet.setModal(False)
+        sheet.show()
+        self.sheet = sheet
+        return sheet

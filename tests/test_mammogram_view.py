@@ -210,3 +210,67 @@ def test_shortcut_sheet_lists_keys_mouse_and_region_note(qtbot):
 
     assert any(lbl.text() == REGION_HELP for lbl in sheet.findChildren(QLabel))
     assert "19.2 mm" in REGION_HELP and "max(2 x lesion radius, 96 px)" in REGION_HELP
+
+
+# --------------------------------------------------------------------------- in the main window
+@pytest.fixture()
+def win(qtbot, tmp_path, session):
+    from PyQt6.QtCore import QSettings
+
+    from app.main import build_window
+
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "cfg"))
+    w = build_window(session.models_dir, interactive_dialogs=False)
+    qtbot.addWidget(w)
+    w.resize(1400, 900)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.shutdown(60)
+
+
+def test_window_opens_a_mammogram_instead_of_shrinking_it_and_classifies_a_region(qtbot, win, tmp_path):
+    """Attack from issue 15: a whole mammogram opened as patches was silently shrunk to
+    150 x 150 and classified. Now it opens in the Mammogram tab; a picked region joins the patch
+    list with its provenance, is predicted, and its Grad-CAM is drawn on the mammogram."""
+    import cv2
+    from test_scan import synthetic_mammogram
+
+    path = tmp_path / "whole_R_CC.png"
+    assert cv2.imwrite(str(path), synthetic_mammogram())
+    win.start_models()
+    with qtbot.waitSignal(win.mammogramsOpened, timeout=WAIT) as sig:
+        win.open_paths([str(path)], remember=False)
+    assert sig.args[0] == [str(path)]
+    panel = win.mammo.panel
+    qtbot.waitUntil(lambda: panel.mammogram is not None, timeout=WAIT)
+    assert win.patch_model.rowCount() == 0 and not win.messages  # no error, nothing shrunk
+    assert win.mammo.showing() and panel.mammogram.laterality == "R"
+    qtbot.waitUntil(lambda: win.models_ready, timeout=WAIT)
+    with qtbot.waitSignal(win.heatmapShown, timeout=WAIT):
+        region = panel.pick_point(560, 330, 75)
+    key = region.patch.source
+    assert win.patch_model.row_of(key) is not None and win.current_entry().key == key
+    assert "[window top=485 left=255 side=150]" in key
+    pred = win.controller.prediction(key)
+    assert pred is not None and pred.ensemble is not None and len(pred.per_model) == 3
+    assert not panel.view._heat_item.pixmap().isNull()  # Grad-CAM drawn on the mammogram
+    out = tmp_path / "report.json"
+    with qtbot.waitSignal(win.exportFinished, timeout=WAIT):
+        win.export_report("current", out, "json")
+    import json
+
+    d = json.loads(out.read_text())
+    assert {p["source"] for p in d["predictions"]} == {key}
+
+
+def test_f1_opens_the_shortcut_sheet(qtbot, win):
+    from PyQt6.QtGui import QKeySequence
+
+    assert win.mammo.act_shortcuts.shortcut() == QKeySequence(QKeySequence.StandardKey.HelpContents)
+    win.mammo.act_shortcuts.trigger()
+    sheet = win.mammo.sheet
+    qtbot.waitExposed(sheet)
+    keys = [sheet.table.item(i, 0).text() for i in range(sheet.table.rowCount())]
+    assert "Ctrl+M" in keys and "Ctrl+R" in keys and "F1" in keys and "Right-drag" in keys
+    sheet.close()
