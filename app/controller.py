@@ -22,8 +22,10 @@ import numpy as np
 from PyQt6.QtCore import QObject, QThreadPool, pyqtSignal
 
 from app.workers import SerialExecutor, Worker
+from mammo_core.explain import colorize
 from mammo_core.io import read_patches
-from mammo_core.predictions import ENSEMBLE, HeatKey, PatchPrediction, patch_key
+from mammo_core.labels import CLASS_NAMES
+from mammo_core.predictions import HeatKey, PatchPrediction
 from mammo_core.session import Session
 
 log = logging.getLogger(__name__)
@@ -42,9 +44,8 @@ def one_line(exc: BaseException) -> str:
 
 
 def key_of(patch: Any) -> str:
-    """The patch's key (``source`` or ``source#index``)."""
-    key = getattr(patch, "key", None)
-    return key if isinstance(key, str) else patch_key(patch.source, getattr(patch, "index", None))
+    """The patch's key (``source`` or ``source#index``, :attr:`mammo_core.io.Patch.key`)."""
+    return patch.key
 
 
 class ModelsState(StrEnum):
@@ -212,8 +213,6 @@ class ViewerController(QObject):
 
     def classes_of(self, model: str) -> tuple[str, ...]:
         """The classes a model (or the ensemble) answers with."""
-        from mammo_core.labels import CLASS_NAMES
-
         for info in self.available_models:
             if info.name == model:
                 return tuple(info.classes)
@@ -384,7 +383,6 @@ class ViewerController(QObject):
                 return None
             heat = np.asarray(session.explain(patch, model=key.model, method=key.method,
                                               target=key.target), dtype=np.float32)
-            from mammo_core.explain import colorize
 
             return heat, np.asarray(colorize(heat), dtype=np.uint8)
 
@@ -438,12 +436,8 @@ class ViewerController(QObject):
         cached = [self.predictions.get(k) for k in keys]
         heat = {}
         if shown is not None and shown[1] in self.heat_cache and key_of(shown[0]) in keys:
-            patch, hkey = shown
-            model = hkey.model
-            pred = self.predictions.get(key_of(patch))
-            if model == ENSEMBLE and pred is not None and pred.ensemble is not None:
-                model = pred.ensemble.model  # the ensemble bundle's own name, as in reports
-            heat[(key_of(patch), model)] = self.heat_cache[hkey][0]
+            patch, hkey = shown  # "ensemble" becomes the bundle's own name in the report
+            heat[(key_of(patch), hkey.model)] = self.heat_cache[hkey][0]
         session = self.session
 
         def work():

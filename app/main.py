@@ -14,7 +14,12 @@ import time
 import traceback
 from pathlib import Path
 
+from app.main_window import MainWindow
+from app.settings import APPLICATION, ORGANIZATION, make_settings
 from mammo_core import __version__, logsetup
+from mammo_core.atomic import atomic_path
+from mammo_core.paths import models_dir as default_models_dir
+from mammo_core.paths import samples_dir
 
 _T0 = time.perf_counter()
 log = logging.getLogger("mammo-viewer")
@@ -130,8 +135,6 @@ def _install_excepthook(window_ref: list) -> None:
 def create_app(argv: list[str] | None = None):
     from PyQt6.QtWidgets import QApplication
 
-    from app.settings import APPLICATION, ORGANIZATION
-
     app = QApplication.instance() or QApplication(argv or [sys.argv[0]])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
@@ -142,10 +145,6 @@ def create_app(argv: list[str] | None = None):
 
 def build_window(models_dir: Path | None = None, settings=None, interactive_dialogs=True):
     """The main window, shown, before any model is loaded (no TensorFlow import here)."""
-    from app.main_window import MainWindow
-    from app.settings import make_settings
-    from mammo_core.paths import models_dir as default_models_dir
-
     win = MainWindow(settings if settings is not None else make_settings(),
                      models_dir or default_models_dir(), interactive_dialogs=interactive_dialogs)
     return win
@@ -229,8 +228,6 @@ class ScreenshotJob:
                        + (f" (last message: {w.messages[-1]})" if w.messages else ""))
 
     def _save(self) -> None:
-        from mammo_core.atomic import atomic_path
-
         self._timer.stop()
         self.app.processEvents()
         pix = self.window.grab()
@@ -256,7 +253,6 @@ class ScreenshotJob:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from mammo_core.paths import samples_dir
 
     if args.screenshot is not None and not os.environ.get("QT_QPA_PLATFORM") and \
             not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):

@@ -71,6 +71,7 @@ from mammo_core.bundle import (
 from mammo_core.errors import BundleError
 from mammo_core.jsonutil import read_json_object
 from mammo_core.labels import CLASS_NAMES, get_task
+from mammo_core.metrics import expected_calibration_error
 
 ENSEMBLE_FILE = "ensemble.json"
 ENSEMBLE_SCHEMA = "mammo.ensemble/1"
@@ -471,8 +472,6 @@ def fit_ensemble(
     ``val_probs[name]`` are the member's raw probabilities on every validation patch (N, C);
     ``val_labels`` are the patches' 0-4 labels; each member is fitted on the rows of its task.
     """
-    from mammo_core.metrics import expected_calibration_error
-
     labels = np.asarray(val_labels, dtype=np.int64)
     fitted: dict[str, Any] = {"members": {}, "validation": dict(validation or {}),
                               "n_validation": len(labels)}

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from mammo_core.contract import INPUT_SHAPE, PATCH_SHAPE, PATCH_SIZE
 from mammo_core.errors import MammoError
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
@@ -92,8 +93,8 @@ def _as_input(x: np.ndarray) -> np.ndarray:
         x = x[None, ..., None]
     elif x.ndim == 3:
         x = x[..., None] if x.shape[-1] != 1 else x[None]
-    if x.ndim != 4 or x.shape[1:] != (150, 150, 1):
-        raise MammoError(f"Grad-CAM input must be (N, 150, 150, 1), got {x.shape}")
+    if x.ndim != 4 or x.shape[1:] != INPUT_SHAPE:
+        raise MammoError(f"Grad-CAM input must be (N, {', '.join(map(str, INPUT_SHAPE))}), got {x.shape}")
     return x
 
 
@@ -145,10 +146,11 @@ def gradcam(model, x: np.ndarray, class_index=None, method: str = "gradcam",
         else:
             cam = vis(score, xb, **kwargs)
         cam = np.asarray(cam, dtype=np.float32).reshape(len(xb), *np.shape(cam)[-2:])
-        if cam.shape[1:] != (150, 150):
+        if cam.shape[1:] != PATCH_SHAPE:
             import cv2
 
-            cam = np.stack([cv2.resize(c, (150, 150), interpolation=cv2.INTER_LINEAR) for c in cam])
+            cam = np.stack([cv2.resize(c, (PATCH_SIZE, PATCH_SIZE), interpolation=cv2.INTER_LINEAR)
+                            for c in cam])
         out[s:s + len(xb)] = cam
     # a constant image has zero gradients; guard against NaN/inf and keep [0, 1]
     out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
@@ -236,7 +238,7 @@ def weighted_mean(maps: list[np.ndarray], weights: list[float]) -> np.ndarray:
     """Probability-weighted mean of member maps (plain mean when all weights are 0); not yet
     normalised: pass it through :func:`finish_map` with the patch's tissue mask."""
     if not maps:
-        return np.zeros((150, 150), dtype=np.float32)
+        return np.zeros(PATCH_SHAPE, dtype=np.float32)
     w = np.clip(np.asarray(weights, dtype=np.float64), 0.0, None)
     if w.sum() <= 0:
         w = np.ones(len(maps))

@@ -28,9 +28,9 @@ from mammo_core.bundle import (
     read_manifest,
     verify_bundle,
 )
+from mammo_core.confidence import quality_from_card, question_qualities
+from mammo_core.contract import INPUT_SHAPE
 from mammo_core.errors import BundleError, MammoError
-
-INPUT_SHAPE = (150, 150, 1)
 
 
 @dataclass
@@ -134,7 +134,7 @@ def load_bundle(bundle_dir: str | Path, models_dir: str | Path | None = None) ->
 def _check_input(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 4 or tuple(x.shape[1:]) != INPUT_SHAPE:
-        raise MammoError(f"model input must be (N, 150, 150, 1), got {x.shape}")
+        raise MammoError(f"model input must be (N, {', '.join(map(str, INPUT_SHAPE))}), got {x.shape}")
     if x.dtype != np.float32:
         x = x.astype(np.float32)
     return x
@@ -184,8 +184,6 @@ def bundle_summary(info: BundleInfo) -> Mapping[str, Any]:
     """Name, version, sha256, task, classes of a bundle and its measured held-out quality from
     the card (``heldout``: auc, auc_ci95, n, split, status; an ensemble also gives
     ``heldout_questions``, one per question) -- the JSON report's ``models`` entry."""
-    from mammo_core.confidence import quality_from_card, question_qualities
-
     out: dict[str, Any] = {
         "name": info.name,
         "version": info.version,

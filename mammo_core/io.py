@@ -62,11 +62,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mammo_core.contract import PATCH_SHAPE, PATCH_SIZE
 from mammo_core.errors import DatasetError, MammoError, NotAPatchError, PatchReadError
 from mammo_core.labels import N_LABELS, Task, get_task
+from mammo_core.predictions import patch_key
 
-PATCH_SIZE = 150
-PATCH_SHAPE = (PATCH_SIZE, PATCH_SIZE)
 #: A single image is read as a patch only when each side is within this factor of 150 px.
 PATCH_SIZE_FACTOR = 4
 
@@ -84,6 +84,15 @@ TENSOR_SUFFIX = "_tensor.npy"
 LABELS_SUFFIX = "_labels.npy"
 
 _NATIVE_INT_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+
+
+def split_of(source: str | Path, index: int | None) -> str:
+    """The split a row of a patch array belongs to (``train`` for ``train_tensor.npy``), from
+    the file's name; ``""`` for anything else."""
+    name = Path(str(source)).name
+    if index is None or not name.endswith(TENSOR_SUFFIX):
+        return ""
+    return name[: -len(TENSOR_SUFFIX)]
 _CHUNK_ROWS = 2048  # rows per chunk when scanning big memory-mapped arrays
 _MMAP_MIN_BYTES = 16 << 20  # .npy files above this are memory-mapped by read_patches
 
@@ -96,8 +105,11 @@ class Patch:
     ``pixels`` is (150, 150) in the file's native dtype (uint8 / uint16; float only from .npy),
     read-only. ``source`` is the file path as given; ``index`` the row of a stacked array or the
     frame of a multi-frame DICOM (``None`` for a single image); ``label`` the 0-4 label when a
-    labels file gave one; ``original_shape`` the (height, width) before resizing to 150 x 150.
-    Patches compare by identity; use ``sha256`` to compare pixel content.
+    labels file gave one; ``original_shape`` the (height, width) before resizing to 150 x 150;
+    ``split`` the split of a patch array (``train`` for a row of ``train_tensor.npy``; ``""``
+    otherwise; derived from the file name when not given). ``key`` names the patch in reports,
+    heatmap mappings and the viewer. Patches compare by identity; use ``sha256`` to compare
+    pixel content.
     """
 
     pixels: np.ndarray
@@ -105,6 +117,16 @@ class Patch:
     index: int | None = None
     label: int | None = None
     original_shape: tuple[int, int] | None = None
+    split: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.split is None:
+            object.__setattr__(self, "split", split_of(self.source, self.index))
+
+    @property
+    def key(self) -> str:
+        """``source`` or ``source#index`` (:func:`mammo_core.predictions.patch_key`)."""
+        return patch_key(self.source, self.index)
 
     @cached_property
     def sha256(self) -> str:

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mammo_core.datasets.windows import full_scale
 from mammo_core.errors import PatchReadError
+from mammo_core.io import _file_kind, read_image
 
 #: mini-MIAS pixel size (the data's README: 200 micron pixels).
 MINI_MIAS_SPACING_MM = 0.2
@@ -74,8 +76,6 @@ class Mammogram:
 
     @property
     def full_scale(self) -> int:
-        from mammo_core.datasets.windows import full_scale
-
         return full_scale(self.pixels)
 
     @property
@@ -104,7 +104,7 @@ def _dicom_header(path: Path) -> dict[str, str]:
     for name in HEADER_FIELDS:
         try:
             v = ds.get(name)
-        except Exception:  # noqa: BLE001, S112 - a malformed element is left out
+        except Exception:  # noqa: BLE001 - a malformed element is left out
             continue
         if v is None or v == "":
             continue
@@ -150,8 +150,6 @@ def is_mini_mias(path: str | Path, shape: tuple[int, int]) -> bool:
 def read_mammogram(path: str | Path, spacing_mm: float | None = None) -> Mammogram:
     """Read a whole mammogram (see the module docstring). ``spacing_mm`` overrides the pixel
     size (stated as "given"). Raises ``PatchReadError`` naming the file for anything unreadable."""
-    from mammo_core.io import _file_kind, read_image
-
     path = Path(path)
     pixels = read_image(path)
     if pixels.ndim != 2 or pixels.dtype.kind not in "ui":

@@ -50,8 +50,10 @@ from mammo_core.confidence import (
     agreement,
 )
 from mammo_core.errors import MammoError
+from mammo_core.explain import finish_map, overlay, tissue_mask, to_uint8
+from mammo_core.io import to_model_input
 from mammo_core.labels import LABEL_TO_NAME
-from mammo_core.predictions import ModelOutput, PatchPrediction, patch_key
+from mammo_core.predictions import ENSEMBLE, ModelOutput, PatchPrediction
 
 SCHEMA = "mammo.predictions/1"
 FORMATS = ("json", "csv", "pdf")
@@ -70,6 +72,32 @@ class PredictionRun:
     # (patch key, model) -> {"target": class name, "method": "gradcam" ...}; without an entry
     # a map explains the model's own predicted class
     heatmap_meta: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.heatmaps = canonical_keys(self.heatmaps, self.predictions)
+        self.heatmap_paths = canonical_keys(self.heatmap_paths, self.predictions)
+        self.heatmap_meta = canonical_keys(self.heatmap_meta, self.predictions)
+
+
+def canonical_keys(mapping: Mapping[tuple[str, str], Any],
+                   predictions: Sequence[PatchPrediction]) -> dict[tuple[str, str], Any]:
+    """A heatmap mapping keyed the one way reports read it: ``(patch key, model name)``.
+    Callers may name the patch by its key, its pixels' sha256 or its source file (every row of
+    that file), and the ensemble by its bundle name or ``"ensemble"``; the more specific name
+    wins."""
+    if not mapping:
+        return {}
+    models = sorted({m for _k, m in mapping}, key=lambda m: m == ENSEMBLE)  # the alias last
+    out: dict[tuple[str, str], Any] = {}
+    for pred in predictions:
+        for model in models:
+            name = pred.ensemble.model if model == ENSEMBLE and pred.ensemble is not None else model
+            for k in (pred.key, pred.sha256, pred.source):
+                v = mapping.get((k, model))
+                if v is not None:
+                    out.setdefault((pred.key, name), v)
+                    break
+    return out
 
 
 def rules() -> dict[str, str]:
@@ -96,7 +124,7 @@ def _true_labels(run: PredictionRun) -> dict[str, str]:
         lab = getattr(p, "label", None)
         if lab is None or int(lab) not in LABEL_TO_NAME:
             continue
-        out.setdefault(patch_key(p.source, p.index), LABEL_TO_NAME[int(lab)])
+        out.setdefault(p.key, LABEL_TO_NAME[int(lab)])
         out.setdefault(p.sha256, LABEL_TO_NAME[int(lab)])
     return out
 
@@ -109,11 +137,7 @@ def _agreement(pred: PatchPrediction):
 
 
 def _lookup(mapping: Mapping[tuple[str, str], Any], pred: PatchPrediction, model: str):
-    for k in (pred.key, pred.sha256, pred.source):
-        v = mapping.get((k, model))
-        if v is not None:
-            return v
-    return None
+    return mapping.get((pred.key, model))  # keys made canonical by PredictionRun
 
 
 def _finite(x: float | None) -> float | None:
@@ -132,8 +156,6 @@ def rows(run: PredictionRun) -> Iterator[dict[str, Any]]:
             outputs.append((pred.ensemble, True))
         for out, is_ens in outputs:
             hm = _lookup(run.heatmap_paths, pred, out.model)
-            if hm is None and is_ens:
-                hm = _lookup(run.heatmap_paths, pred, "ensemble")
             yield {
                 "source": pred.source,
                 "index": pred.index,
@@ -278,14 +300,13 @@ def _summary_page(fig, run: PredictionRun, part: Sequence[PatchPrediction], firs
         cell.set_linewidth(0.3)
 
 
-def _heatmap_title(run: PredictionRun, pred: PatchPrediction, model: str, key_model: str) -> str:
-    meta = _lookup(run.heatmap_meta, pred, key_model) or {}
+def _heatmap_title(run: PredictionRun, pred: PatchPrediction, model: str) -> str:
+    meta = _lookup(run.heatmap_meta, pred, model) or {}
     method = meta.get("method", "gradcam")
     method = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}.get(method, method)
     target = meta.get("target")
     if not target:
-        out = pred.ensemble if pred.ensemble is not None and model in (pred.ensemble.model, "ensemble") \
-            else pred.per_model.get(model)
+        out = pred.output(model)
         target = None if out is None else out.predicted
     return f"{method} of {model} for class: {_pretty(target) or 'unknown'}"
 
@@ -294,8 +315,6 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
-
-    from mammo_core.explain import overlay, tissue_mask, to_uint8
 
     prov = run.provenance
     quality = _qualities(run)
@@ -314,28 +333,22 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
     hm_model = primary.model
-    key_model = primary.model
     hm = _lookup(run.heatmaps, pred, hm_model)
-    if hm is None and pred.ensemble is not None:
-        hm = _lookup(run.heatmaps, pred, "ensemble")
-        key_model = "ensemble"
     if hm is None:
         for m in pred.per_model:
             hm = _lookup(run.heatmaps, pred, m)
             if hm is not None:
-                hm_model = key_model = m
+                hm_model = m
                 break
     cax.set_visible(False)
     if patch is not None:
         ax1.imshow(to_uint8(patch.pixels), cmap="gray", vmin=0, vmax=255)
         ax1.set_title("patch (windowed min..max)", fontsize=9)
         if hm is not None:
-            from mammo_core.io import to_model_input
-
             mask = tissue_mask(to_model_input(patch.pixels)[0])
             shown = display_map(hm, patch)
             ax2.imshow(overlay(patch.pixels, shown, mask=mask))
-            ax2.set_title(_heatmap_title(run, pred, hm_model, key_model), fontsize=8)
+            ax2.set_title(_heatmap_title(run, pred, hm_model), fontsize=8)
             cax.set_visible(True)
             fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps["jet"]), cax=cax)
             cax.tick_params(labelsize=7)
@@ -404,9 +417,6 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
 def display_map(heatmap: np.ndarray, patch) -> np.ndarray:
     """The map as every report draws it: per patch [0, 1] with the background masked out
     (:func:`mammo_core.explain.finish_map`; a no-op for maps from :class:`Session`)."""
-    from mammo_core.explain import finish_map, tissue_mask
-    from mammo_core.io import to_model_input
-
     return finish_map(np.asarray(heatmap), tissue_mask(to_model_input(patch.pixels)[0]))
 
 
@@ -421,7 +431,7 @@ def pdf_pages(run: PredictionRun) -> Iterator[Any]:
 
     by_key = {}
     for p in run.patches:
-        by_key.setdefault(patch_key(p.source, p.index), p)
+        by_key.setdefault(p.key, p)
         by_key.setdefault(p.sha256, p)
     preds = list(run.predictions)
     n_summary = _summary_pages(len(preds))

@@ -27,7 +27,8 @@ Steps (``scan_mammogram``):
 5. **Candidates**: windows ranked by the map's P(abnormal), greedy non-maximum suppression (a
    window overlapping a better one by IoU > ``nms_iou`` is dropped), the best
    ``top_k x rescore`` re-classified with every loaded model and the ensemble
-   (``Session.predict``), ranked by that P(abnormal), the best ``top_k`` kept. ``x``, ``y`` are the window centre in source pixels (column, row), origin at the
+   (``Session.predict``), ranked by that P(abnormal), the best ``top_k`` kept. ``x``, ``y``
+   are the window centre in source pixels (column, row), origin at the
    top-left corner of the image as stored.
 
 Research use only — not a medical device.
@@ -50,6 +51,7 @@ from mammo_core.datasets.windows import (
     tissue_threshold,
 )
 from mammo_core.errors import MammoError
+from mammo_core.io import Patch
 
 if TYPE_CHECKING:  # pragma: no cover
     from mammo_core.mammogram import Mammogram
@@ -400,8 +402,6 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
                                         {"baseline": float(1 - p[i])}, boxes[i]))
     elif done and settings.top_k and complete:
         best = nms(boxes, p, settings.nms_iou, settings.top_k * max(1, settings.rescore))
-        from mammo_core.io import Patch
-
         patches = [Patch(cut_window(image, boxes[i], fs), mammo.source, None, None,
                          (boxes[i].height, boxes[i].width)) for i in best]
         preds = session.predict(patches, batch_size=settings.batch_size)

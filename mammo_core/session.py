@@ -18,9 +18,15 @@ import numpy as np
 
 from mammo_core import DISCLAIMER, __version__
 from mammo_core.bundle import CARD_FILE, BundleInfo, read_card, read_manifest
+from mammo_core.ensemble import _factors_of, apply_temperature, combine, member_class_for, member_dirs, read_ensemble
 from mammo_core.errors import BundleError, MammoError
+from mammo_core.explain import finish_map, gradcam, tissue_mask, weighted_mean
+from mammo_core.inference import bundle_summary, find_bundle, load_bundle, predict_arrays
+from mammo_core.io import ReadFailure, to_model_input
 from mammo_core.labels import CLASS_NAMES
+from mammo_core.paths import models_dir as default_models_dir
 from mammo_core.predictions import ENSEMBLE, ModelOutput, PatchPrediction, patch_key
+from mammo_core.report import PredictionRun, write_report
 
 if TYPE_CHECKING:  # pragma: no cover
     from mammo_core.ensemble import EnsembleSpec
@@ -32,8 +38,6 @@ def _now() -> str:
 
 
 def _failure(source: str | Path, error: str):
-    from mammo_core.io import ReadFailure
-
     return ReadFailure(str(source), error)
 
 
@@ -53,8 +57,6 @@ class Session:
     """Loaded bundles and what can be done with them (thread-safe for one worker at a time)."""
 
     def __init__(self, models_dir: Path | str | None = None):
-        from mammo_core.paths import models_dir as default_models_dir
-
         self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
         self._state = _State()
         self._lock = threading.RLock()
@@ -75,8 +77,6 @@ class Session:
 
     # ------------------------------------------------------------------ loading
     def _resolve(self, name: str) -> Path:
-        from mammo_core.inference import find_bundle
-
         if name == ENSEMBLE:
             ens = [i for i in self.available() if i.kind == "ensemble"]
             if not ens:
@@ -97,9 +97,6 @@ class Session:
         """Verify and load bundles (by name in the models folder, or by folder path); an
         ensemble brings its members. ``names`` default: every bundle in the models folder.
         Already loaded bundles are kept. Returns the bundles that failed (one line each)."""
-        from mammo_core.ensemble import member_dirs, read_ensemble
-        from mammo_core.inference import load_bundle
-
         failures = []
         if names is None:
             names = [i.name for i in self.available()]
@@ -166,10 +163,16 @@ class Session:
     def ensemble_spec(self) -> EnsembleSpec | None:
         return None if self._state.ensemble is None else self._state.ensemble.spec
 
-    def info(self, name: str) -> BundleInfo:
+    def model_name(self, name: str) -> str:
+        """A loaded model's own name: the alias ``"ensemble"`` becomes the loaded ensemble
+        bundle's name (the name reports use); other names are returned as given."""
         with self._lock:
-            if name in (ENSEMBLE,) and self._state.ensemble is not None:
-                return self._state.ensemble.info
+            ens = self._state.ensemble
+        return ens.info.name if name == ENSEMBLE and ens is not None else name
+
+    def info(self, name: str) -> BundleInfo:
+        name = self.model_name(name)
+        with self._lock:
             if self._state.ensemble is not None and name == self._state.ensemble.info.name:
                 return self._state.ensemble.info
             if name in self._state.models:
@@ -183,10 +186,6 @@ class Session:
         """Predict every patch with every loaded model (each model once per batch) and the
         ensemble. ``progress(done, total)`` after each batch; when ``cancel()`` returns True,
         stops and returns the predictions of the patches done so far."""
-        from mammo_core.ensemble import combine
-        from mammo_core.inference import predict_arrays
-        from mammo_core.io import to_model_input
-
         with self._lock:
             models = list(self._state.models.values())
             ens = self._state.ensemble
@@ -237,8 +236,6 @@ class Session:
         with an ensemble, its members that estimate the hierarchy's ``baseline`` factor (the
         ensemble's P(abnormal) depends on these alone); without one, every loaded model with a
         ``baseline`` class. Fastest first (smallest model file)."""
-        from mammo_core.ensemble import _factors_of
-
         with self._lock:
             ens = self._state.ensemble
             models = dict(self._state.models)
@@ -263,15 +260,11 @@ class Session:
         be stated). Without an ensemble: the mean ``1 - P(baseline)`` of ``members``."""
         import dataclasses
 
-        from mammo_core.ensemble import combine
-        from mammo_core.inference import predict_arrays
-        from mammo_core.io import to_model_input
-
         usable = self.abnormal_members()
         if not usable:
             raise MammoError("no loaded model estimates P(baseline): the abnormality map needs a "
                              "baseline_mass_calc or five_class model (or an ensemble with one)")
-        chosen = list(usable if not members else members)
+        chosen = list(members if members else usable)
         bad = [m for m in chosen if m not in usable]
         if bad:
             raise MammoError(f"model(s) {', '.join(bad)} give no P(baseline); choose among "
@@ -292,8 +285,6 @@ class Session:
 
     # ------------------------------------------------------------------ Grad-CAM
     def _target_index(self, lm: LoadedModel, patch: Patch, target: str | None) -> int | None:
-        from mammo_core.ensemble import member_class_for
-
         if target is None:
             return None
         if target in lm.classes:
@@ -313,15 +304,11 @@ class Session:
         maximum of 1 with the background (below the tissue threshold) set to 0
         (:func:`mammo_core.explain.finish_map`). Members that cannot express the target
         (e.g. target ``baseline`` for a mass_calc member) are left out."""
-        from mammo_core.ensemble import apply_temperature, member_class_for
-        from mammo_core.explain import finish_map, gradcam, tissue_mask, weighted_mean
-        from mammo_core.io import to_model_input
-
         x = to_model_input(patch)
         with self._lock:
             ens = self._state.ensemble
             models = dict(self._state.models)
-        if model == ENSEMBLE or (ens is not None and model == ens.info.name):
+        if model == ENSEMBLE or (ens is not None and self.model_name(model) == ens.info.name):
             if ens is None:
                 raise MammoError(f"no ensemble loaded (loaded: {', '.join(self.loaded) or 'none'})")
             if target is None:
@@ -361,8 +348,6 @@ class Session:
     # ------------------------------------------------------------------ provenance / export
     def provenance(self) -> dict:
         """Software version, disclaimer, time, and every loaded model's name, version, hashes."""
-        from mammo_core.inference import bundle_summary
-
         with self._lock:
             models = [dict(bundle_summary(m.info)) for m in self._state.models.values()]
             ens = self._state.ensemble
@@ -398,8 +383,6 @@ class Session:
         ``source#index``; the patch's sha256 is accepted too); ``heatmap_meta`` gives the same
         keys' ``{"target": class, "method": ...}`` (default: the model's predicted class).
         Returns the path."""
-        from mammo_core.report import PredictionRun, write_report
-
         run = PredictionRun(
             predictions=list(predictions),
             provenance=self.provenance(),

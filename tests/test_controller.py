@@ -360,7 +360,7 @@ def test_export_predicts_the_rest_and_names_the_ensemble_heatmap(qtbot, make, tm
     assert sig.args[0] == str(out) and json.loads(out.read_text())["n"] == 2
     _path, fmt, keys, heat = s.exported[0]
     assert keys == [key_of(a), key_of(b)] and fmt == "json"
-    assert list(heat) == [(key_of(a), "ens_bundle")]  # the bundle's own name, as in reports
+    assert list(heat) == [(key_of(a), ENSEMBLE)]  # the report names it (test_predictions)
     assert s.predict_calls[-1] == [key_of(b)]  # only the missing one predicted
     assert c.prediction(key_of(b)) is not None
 

@@ -154,4 +154,4 @@ def test_default_window_is_the_training_datas_median_lesion_window(mias_dir):
 
     info = parse_info(mias_dir / "Info.txt")
     sides = [protocol_side(le.radius, (1024, 1024)) for le in info.lesions if eligibility(le) is None]
-    assert DEFAULT_WINDOW_MM == pytest.approx(float(np.median(sides)) * MINI_MIAS_SPACING_MM)
+    assert float(np.median(sides)) * MINI_MIAS_SPACING_MM == pytest.approx(DEFAULT_WINDOW_MM)

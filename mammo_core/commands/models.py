@@ -7,6 +7,11 @@ import sys
 from pathlib import Path
 
 from mammo_core import DISCLAIMER
+from mammo_core.bundle import CARD_FILE, MANIFEST_FILE, read_card, read_manifest, verify_bundle, write_manifest
+from mammo_core.ensemble import member_dirs, read_ensemble
+from mammo_core.errors import MammoError
+from mammo_core.paths import models_dir
+from mammo_core.session import Session
 
 
 def register(subparsers) -> None:
@@ -35,8 +40,6 @@ def register(subparsers) -> None:
 
 
 def _models_dir(args) -> Path:
-    from mammo_core.paths import models_dir
-
     return args.models_dir if args.models_dir is not None else models_dir()
 
 
@@ -56,8 +59,6 @@ def _headline_metric(card) -> str:
 
 
 def run_list(args) -> int:
-    from mammo_core.session import Session
-
     root = _models_dir(args)
     infos = Session(root).available()
     if args.format == "json":
@@ -81,16 +82,6 @@ def run_list(args) -> int:
 
 
 def run_verify(args) -> int:
-    from mammo_core.bundle import (
-        CARD_FILE,
-        MANIFEST_FILE,
-        read_card,
-        read_manifest,
-        verify_bundle,
-    )
-    from mammo_core.ensemble import member_dirs, read_ensemble
-    from mammo_core.errors import MammoError
-
     root = _models_dir(args)
     problems: list[str] = []
     try:
@@ -136,12 +127,8 @@ def run_verify(args) -> int:
 
 
 def run_manifest(args) -> int:
-    from mammo_core.bundle import MANIFEST_FILE, write_manifest
-
     root = _models_dir(args)
     if not root.is_dir():
-        from mammo_core.errors import MammoError
-
         raise MammoError("not a folder", root)
     manifest = write_manifest(root)
     for name, entry in manifest["bundles"].items():

@@ -10,6 +10,11 @@ import sys
 from pathlib import Path
 
 from mammo_core import DISCLAIMER
+from mammo_core.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from mammo_core.errors import MammoError
+from mammo_core.mammogram import read_mammogram
+from mammo_core.scan import DEFAULT_WINDOW_MM, ScanSettings, map_overlay, scan_mammogram
+from mammo_core.session import ENSEMBLE, Session
 
 EPILOG = f"""\
 examples:
@@ -95,9 +100,6 @@ def _usage(msg: str) -> int:
 
 
 def run(args) -> int:
-    from mammo_core.errors import MammoError
-    from mammo_core.scan import DEFAULT_WINDOW_MM, ScanSettings
-
     try:
         settings = ScanSettings(
             window_mm=args.window_mm if args.window_mm is not None else DEFAULT_WINDOW_MM,
@@ -112,11 +114,6 @@ def run(args) -> int:
         return _usage(f"--pixel-spacing must be > 0, got {args.pixel_spacing}")
 
     from tqdm import tqdm
-
-    from mammo_core.atomic import atomic_path, atomic_write_bytes, atomic_write_text
-    from mammo_core.mammogram import read_mammogram
-    from mammo_core.scan import map_overlay, scan_mammogram
-    from mammo_core.session import ENSEMBLE, Session
 
     session = Session(args.models_dir)
     if args.model == ENSEMBLE and not session.available():

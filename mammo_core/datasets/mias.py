@@ -56,7 +56,9 @@ from mammo_core.datasets.windows import (
     tissue_threshold,
     window_side,
 )
+from mammo_core.datasets.writer import write_patch_set
 from mammo_core.errors import DatasetError, MammoError
+from mammo_core.io import read_image as _read_image
 from mammo_core.labels import LABEL_TO_NAME
 
 PROTOCOL = "mini-MIAS reference patch protocol v1"
@@ -311,7 +313,7 @@ def build_mias(images_dir: str | Path, info_file: str | Path, out_dir: str | Pat
     """Build the mini-MIAS patch arrays (see the module docstring) into ``out_dir``."""
     t0 = time.perf_counter()
     if read_image is None:
-        from mammo_core.io import read_image
+        read_image = _read_image
     images_dir, info_file = Path(images_dir), Path(info_file)
     if not images_dir.is_dir():
         raise DatasetError("images folder not found", images_dir)
@@ -417,7 +419,6 @@ def build_mias(images_dir: str | Path, info_file: str | Path, out_dir: str | Pat
         "citation": CITATION, "licence": "MIAS licence: research use only; no sale or rent",
         "notice": DISCLAIMER,
     }
-    from mammo_core.datasets.writer import write_patch_set
 
     sheet_files = {f"contact_sheet_{LABEL_TO_NAME[lab]}.png": (f"mini-MIAS {LABEL_TO_NAME[lab]}", ents)
                    for lab, ents in sheets.items() if ents}

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mammo_core.contract import PATCH_SIZE
 from mammo_core.errors import DatasetError
 
-PATCH_SIDE = 150
+PATCH_SIDE = PATCH_SIZE
 #: Smallest window side of reference patch protocol v1 (pixels).
 MIN_WINDOW_SIDE = 96
 TISSUE_LEVEL_8BIT = 20

@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mammo_core.contract import INPUT_SHAPE
 from mammo_core.errors import MammoError
-from mammo_core.models.registry import INPUT_SHAPE
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 MODES = ("fe", "ft")

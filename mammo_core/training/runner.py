@@ -16,8 +16,12 @@ import numpy as np
 
 from mammo_core import DISCLAIMER
 from mammo_core.atomic import atomic_write_text
+from mammo_core.bundle import sha256_file, write_bundle
+from mammo_core.datasets.splits import check_split, grouped_kfold, grouped_split
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe, write_json
+from mammo_core.models import build_model, gradcam_layer
+from mammo_core.plots import plot_confusion, plot_history, plot_roc
 from mammo_core.training.config import TrainConfig
 from mammo_core.training.data import TaskData, load_task_data, smoke_subset
 from mammo_core.training.loop import evaluate, fit_model, get_strategy, gpu_available
@@ -52,8 +56,6 @@ def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) ->
 
 
 def validation_split(cfg: TrainConfig, y: np.ndarray, groups: np.ndarray, seed_offset: int = 0):
-    from mammo_core.datasets.splits import check_split, grouped_split
-
     tr, va = grouped_split(y, groups, cfg.val_fraction, seed=cfg.seed + seed_offset)
     check_split(tr, va, groups)
     if len(va) == 0 or len(tr) == 0:
@@ -84,8 +86,6 @@ def format_fold_table(rows: list[dict]) -> str:
 
 
 def run_folds(cfg: TrainConfig, data: TaskData, strategy) -> list[dict]:
-    from mammo_core.datasets.splits import check_split, grouped_kfold
-
     folds = grouped_kfold(data.y_train, data.groups_train, cfg.folds, seed=cfg.seed)
     rows = []
     for i, (tr, te) in enumerate(folds, start=1):
@@ -141,7 +141,6 @@ def _float32_copy(cfg: TrainConfig, model, n_classes: int):
     import keras
 
     keras.mixed_precision.set_global_policy("float32")
-    from mammo_core.models import build_model
 
     opts = dict(cfg.model_options)
     if cfg.is_transfer:
@@ -157,9 +156,6 @@ def train(config: TrainConfig) -> TrainResult:
     """Train ``config.model`` on ``config.task`` and write everything into ``config.out_dir``."""
     import keras
 
-    from mammo_core.bundle import write_bundle
-    from mammo_core.models import gradcam_layer
-    from mammo_core.plots import plot_confusion, plot_history, plot_roc
 
     cfg = config.with_(**SMOKE) if config.smoke else config
     t0 = time.perf_counter()
@@ -224,8 +220,6 @@ def train(config: TrainConfig) -> TrainResult:
     arch = {"model": cfg.model, "options": opts, "params": int(model.count_params()),
             "trainable_params": trainable}
     if cfg.is_transfer and Path(str(opts.get("weights", ""))).is_file():
-        from mammo_core.bundle import sha256_file
-
         arch["initial_weights_sha256"] = sha256_file(opts["weights"])
     if cfg.is_transfer:
         protocol["feature_cache"] = {"copies": 1 if cfg.augmentation == "none" else cfg.fe_copies}
