@@ -17,6 +17,7 @@ from PyQt6.QtWidgets import QFileDialog, QMainWindow, QMessageBox
 
 from app import imaging
 from app.controller import ModelsState, RunAllJob, ViewerController
+from app.mammogram_view import MammogramTab
 from app.patch_browser import PatchEntry, patch_key
 from app.settings import get_bool, get_float, get_list, get_str, push_recent
 from app.text import class_label
@@ -69,8 +70,6 @@ class MainWindow(QMainWindow):
         build_ui(self)
         self._wire()
         build_actions(self)
-        from app.mammogram_view import MammogramTab
-
         self.mammo = MammogramTab(self)  # whole mammograms: a tab beside the patch view
         self._restore_settings()
         self.view.set_message("Open patches to begin (File ▸ Open, or drop files here)")

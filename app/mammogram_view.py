@@ -55,7 +55,14 @@ from PyQt6.QtWidgets import (
 )
 
 from app import imaging
+from app.patch_browser import patch_key
 from app.text import NOTICE, class_short
+from app.workers import Worker
+from mammo_core.datasets.windows import Box, box_window, cut_window, full_scale, point_window
+from mammo_core.errors import MammoError, NotAPatchError
+from mammo_core.io import Patch, check_patch_size, read_image
+from mammo_core.mammogram import read_mammogram
+from mammo_core.scan import ScanSettings, scan_mammogram
 
 BACKGROUND = QColor(10, 10, 12)
 REGION_PEN = QColor(80, 220, 255)
@@ -97,7 +104,6 @@ class DisplayPyramid:
     def __init__(self, pixels: np.ndarray):
         import cv2
 
-        from mammo_core.datasets.windows import full_scale
 
         self.full_scale = full_scale(pixels)
         self.levels: list[np.ndarray] = [pixels]
@@ -689,15 +695,12 @@ class MammogramPanel(QWidget):
     # --- regions ---------------------------------------------------------------------------------
     def cut_region(self, box, how: str) -> Region:
         """Cut the protocol-v1 window ``box`` into a 150 x 150 patch with provenance."""
-        from mammo_core.datasets.windows import cut_window
-        from mammo_core.io import Patch
 
         m = self.mammogram
         pixels = cut_window(m.pixels, box, self.pyramid.full_scale)
         pixels.flags.writeable = False
         patch = Patch(pixels, region_source(m.source, box), None, None, (box.height, box.width))
         region = Region(box, patch, how)
-        from app.patch_browser import patch_key
 
         self.regions[patch_key(patch)] = region
         self.view.show_region(box)
@@ -705,13 +708,11 @@ class MammogramPanel(QWidget):
         return region
 
     def pick_point(self, row: int, col: int, radius: float | None = None) -> Region:
-        from mammo_core.datasets.windows import point_window
 
         r = float(self.radius.value() if radius is None else radius)
         return self.cut_region(point_window(row, col, r, self.mammogram.shape), f"point r={r:g} px")
 
     def pick_box(self, top: int, left: int, height: int, width: int) -> Region:
-        from mammo_core.datasets.windows import Box, box_window
 
         return self.cut_region(box_window(Box(top, left, height, width), self.mammogram.shape),
                                f"box {width}x{height} px")
@@ -849,7 +850,6 @@ class MapJobs:
         panel.mapCancelRequested.connect(self.cancel)
 
     def start(self, mammo) -> None:
-        from app.workers import Worker
 
         session = self.session_fn()
         if session is None:
@@ -857,7 +857,6 @@ class MapJobs:
             return
 
         def work(progress, cancel, mammo=mammo, session=session, settings=self.settings):
-            from mammo_core.scan import ScanSettings, scan_mammogram
 
             return scan_mammogram(mammo, session, settings or ScanSettings(),
                                   progress=lambda d, t: progress(d, t), cancel=cancel)
@@ -926,8 +925,6 @@ class ShortcutSheet(QDialog):
 
 def is_mammogram_file(path: str | Path) -> bool:
     """True when ``path`` reads as an image far larger than a patch (a whole mammogram)."""
-    from mammo_core.errors import MammoError, NotAPatchError
-    from mammo_core.io import check_patch_size, read_image
 
     try:
         img = read_image(path)
@@ -1006,8 +1003,6 @@ class MammogramTab:
 
     def open_path(self, path: str | Path):
         """Read ``path`` as a whole mammogram off the GUI thread and show it in the tab."""
-        from app.workers import Worker
-        from mammo_core.mammogram import read_mammogram
 
         self.pending = str(path)
         self.tabs.setCurrentWidget(self.panel)
@@ -1025,7 +1020,6 @@ class MammogramTab:
 
     # --- regions -> patches --------------------------------------------------------------------
     def _on_region(self, region: Region) -> None:
-        from app.patch_browser import patch_key
 
         key = patch_key(region.patch)
         if self.win.patch_model.row_of(key) is None:
