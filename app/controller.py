@@ -434,10 +434,11 @@ class ViewerController(QObject):
         path = Path(path)
         keys = [key_of(p) for p in patches]
         cached = [self.predictions.get(k) for k in keys]
-        heat = {}
+        heat, heat_meta = {}, {}
         if shown is not None and shown[1] in self.heat_cache and key_of(shown[0]) in keys:
             patch, hkey = shown  # "ensemble" becomes the bundle's own name in the report
             heat[(key_of(patch), hkey.model)] = self.heat_cache[hkey][0]
+            heat_meta[(key_of(patch), hkey.model)] = {"target": hkey.target, "method": hkey.method}
         session = self.session
 
         def work():
@@ -447,7 +448,8 @@ class ViewerController(QObject):
                 new = session.predict([patches[i] for i in missing])
                 for i, p in zip(missing, new):
                     preds[i] = p
-            return preds, session.export(path, fmt, patches, preds, heatmaps=heat or None)
+            return preds, session.export(path, fmt, patches, preds, heatmaps=heat or None,
+                                         heatmap_meta=heat_meta or None)
 
         self.statusMessage.emit(f"Writing {path}…", 0)
         w = Worker(work, name="export")

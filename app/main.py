@@ -16,6 +16,7 @@ from pathlib import Path
 
 from app.main_window import MainWindow
 from app.settings import APPLICATION, ORGANIZATION, make_settings
+from app.text import APP_DISPLAY_NAME
 from mammo_core import __version__, logsetup
 from mammo_core.atomic import atomic_path
 from mammo_core.paths import models_dir as default_models_dir
@@ -24,6 +25,8 @@ from mammo_core.paths import samples_dir
 _T0 = time.perf_counter()
 log = logging.getLogger("mammo-viewer")
 LOG_NAME = "viewer.log"
+# their records reach the log file only (TensorFlow's retracing warnings, Keras' warnings)
+QUIET_LOGGERS = ("tensorflow", "absl", "keras", "h5py", "py.warnings", "tf_keras_vis")
 
 
 def version() -> str:
@@ -138,7 +141,7 @@ def create_app(argv: list[str] | None = None):
     app = QApplication.instance() or QApplication(argv or [sys.argv[0]])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
-    app.setApplicationDisplayName("Mammogram patch viewer")
+    app.setApplicationDisplayName(APP_DISPLAY_NAME)
     apply_style(app)
     return app
 
@@ -266,12 +269,18 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = tempfile.mkdtemp(prefix="mammo-viewer-shot-")
         atexit.register(shutil.rmtree, cfg, True)
+        shot_log = Path(cfg) / LOG_NAME
         QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, cfg)
     app = create_app([sys.argv[0]])
     # errors and their tracebacks also go to a log file in the data folder (not for
-    # --screenshot, which leaves the user's files alone)
-    logsetup.configure("mammo-viewer", verbose=True,
-                       log_file=None if args.screenshot is not None else log_dir() / LOG_NAME)
+    # --screenshot, which leaves the user's files alone: its log is a temporary file)
+    log_file = shot_log if args.screenshot is not None else log_dir() / LOG_NAME
+    logsetup.configure("mammo-viewer", verbose=True, log_file=log_file, quiet=QUIET_LOGGERS)
+    # TensorFlow's native start-up lines ("failed call to cuInit", oneDNN, retracing) and Qt's
+    # native warnings go to the log file, not the terminal (the window is up, so a missing
+    # platform plugin has already been reported)
+    logging.captureWarnings(True)
+    logsetup.divert_native_stderr(log_file)
     ref: list = []
     _install_excepthook(ref)
     shot = args.screenshot is not None

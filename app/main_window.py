@@ -20,7 +20,7 @@ from app.controller import ModelsState, RunAllJob, ViewerController
 from app.mammogram_view import MammogramTab
 from app.patch_browser import PatchEntry, patch_key
 from app.settings import get_bool, get_float, get_list, get_str, push_recent
-from app.text import class_label
+from app.text import WINDOW_TITLE, class_label
 from app.window_ui import (
     METHODS,
     build_actions,
@@ -30,6 +30,7 @@ from app.window_ui import (
     fill_targets,
 )
 from app.workers import Worker
+from mammo_core.explain import tissue_mask
 from mammo_core.paths import samples_dir
 from mammo_core.predictions import HeatKey
 
@@ -65,7 +66,8 @@ class MainWindow(QMainWindow):
         self._error_box: QMessageBox | None = None
         self._splitter_placed = False
 
-        self.setWindowTitle("Mammogram patch viewer — research use only")
+        # ends with the application display name, so Qt does not append it again
+        self.setWindowTitle(WINDOW_TITLE)
         self.setAcceptDrops(True)
         build_ui(self)
         self._wire()
@@ -530,7 +532,9 @@ class MainWindow(QMainWindow):
             if key is None:
                 self.heat_status.setText("Grad-CAM: waiting for the prediction…")
             elif cached is not None:
-                over = imaging.blend(grey, cached[1], self.opacity.value() / 100.0)
+                # the background (below the tissue threshold) is not part of the map
+                mask = tissue_mask(self._unit(entry))
+                over = imaging.blend(grey, cached[1], self.opacity.value() / 100.0, mask)
                 caption = (f"Grad-CAM{'++' if key.method == 'gradcam++' else ''} · "
                            f"{self.heat_model.currentText()} · {class_label(key.target)}")
                 over_img = imaging.to_qimage(over)
@@ -540,14 +544,20 @@ class MainWindow(QMainWindow):
                 self.heat_status.setText(
                     f"Heatmap: {self.method_combo.currentText()} of "
                     f"{self.heat_model.currentText()} for “{class_label(key.target)}” — red = "
-                    "regions that raised this class's score most")
+                    "regions that raised this class's score most (scaled per patch; "
+                    "background not coloured)")
             else:
                 self.heat_status.setText("Grad-CAM: computing…")
                 wanted = key
+        self.colour_bar.setVisible(self._shown_heat_key is not None)
         self.controller.want_heatmap(entry.patch, wanted)  # anything else queued is dropped
         self.view.set_images(images)
         if self._shown_heat_key is not None:
             self.heatmapShown.emit(entry.key)
+
+    def focus_patches(self, *_) -> None:
+        """Give the keyboard back to the patch list (after a combo box choice)."""
+        self.table.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def shown_heat_key(self) -> HeatKey | None:
         return self._shown_heat_key
