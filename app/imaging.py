@@ -15,7 +15,7 @@ import numpy as np
 from PyQt6.QtGui import QImage
 
 from mammo_core.explain import colorize
-from mammo_core.io import to_model_input
+from mammo_core.io import Patch, to_model_input
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,12 @@ class Window:
         return self.center + self.width / 2
 
 
-def to_unit(pixels: np.ndarray) -> np.ndarray:
-    """One patch (H, W) in native dtype -> float32 (H, W) in [0, 1], as the models see it."""
-    return to_model_input(np.asarray(pixels))[0, ..., 0]
+def to_unit(pixels) -> np.ndarray:
+    """One patch (a ``Patch``, scaled by its own bit depth, or (H, W) pixels in native dtype)
+    -> float32 (H, W) in [0, 1], exactly as the models see it."""
+    if not isinstance(pixels, Patch):
+        pixels = np.asarray(pixels)
+    return to_model_input(pixels)[0, ..., 0]
 
 
 def auto_window(unit: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> Window:

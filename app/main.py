@@ -154,6 +154,38 @@ def build_window(models_dir: Path | None = None, settings=None, interactive_dial
 
 
 RUN_ALL_IN_SHOT = 256  # --screenshot predicts every patch of folders up to this size
+WATCHDOG_GRACE_S = 15.0  # the hard watchdog fires this long after --screenshot-timeout
+
+
+def start_watchdog(seconds: float, on_fire):
+    """Call ``on_fire()`` from a daemon thread after ``seconds`` unless the returned ``stop()``
+    is called first. Unlike a Qt timer it fires even when the event loop is blocked."""
+    import threading
+
+    timer = threading.Timer(max(0.0, float(seconds)), on_fire)
+    timer.daemon = True
+    timer.start()
+    return timer.cancel
+
+
+def screenshot_target_problem(out: Path) -> str | None:
+    """Why ``--screenshot FILE`` cannot be written (checked before the window is built), or None.
+    Creates the missing folders, and tries a probe file there (as root, permission bits lie)."""
+    import tempfile
+
+    if str(out) == "":
+        return "empty file name"
+    out = Path(out)
+    if out.is_dir():
+        return f"{out}: is a folder; name a .png file"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".mammo-probe-", dir=out.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{out}: cannot write there: {exc.strerror or exc}"
+    return None
 
 
 class ScreenshotJob:
@@ -206,6 +238,12 @@ class ScreenshotJob:
                 and w.shown_heat_key() is not None)
 
     def _poll(self) -> None:
+        try:
+            self._poll_once()
+        except Exception as exc:  # noqa: BLE001 - a slot must not leave the job hanging
+            self._fail(f"{type(exc).__name__}: {exc}".splitlines()[0])
+
+    def _poll_once(self) -> None:
         w = self.window
         if w.models_state in ("none", "failed"):
             self._fail(w.messages[-1] if w.messages else "no model could be loaded")
@@ -234,8 +272,8 @@ class ScreenshotJob:
         self._timer.stop()
         self.app.processEvents()
         pix = self.window.grab()
-        self.out.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(self.out) as tmp:
                 if not pix.save(str(tmp), "PNG"):
                     raise OSError("Qt could not write the PNG")
@@ -260,6 +298,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot is not None and not os.environ.get("QT_QPA_PLATFORM") and \
             not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    if args.screenshot is not None:
+        why = screenshot_target_problem(args.screenshot)
+        if why:  # fail fast, before Qt, TensorFlow or any window
+            print(f"mammo-viewer: error: screenshot failed: {why}", file=sys.stderr)
+            return 1
+        limit = args.screenshot_timeout + WATCHDOG_GRACE_S
+
+        def hard_timeout():
+            print(f"mammo-viewer: error: screenshot failed: no result after {limit:.0f} s "
+                  "(--screenshot-timeout plus grace); giving up", file=sys.stderr)
+            sys.stderr.flush()
+            os._exit(1)
+        start_watchdog(limit, hard_timeout)
     if args.screenshot is not None:  # reproducible: neither read nor write the user's settings
         import atexit
         import shutil

@@ -65,6 +65,7 @@ class MainWindow(QMainWindow):
         self._shown_heat_key: HeatKey | None = None
         self._error_box: QMessageBox | None = None
         self._splitter_placed = False
+        self._opened: list[str] = []  # paths opened, read again when the bit depth changes
 
         # ends with the application display name, so Qt does not append it again
         self.setWindowTitle(WINDOW_TITLE)
@@ -136,6 +137,11 @@ class MainWindow(QMainWindow):
         self.auto_check.setChecked(get_bool(s, "image/auto", True))
         self.invert_check.setChecked(get_bool(s, "image/invert", False))
         self._preferred_model = get_str(s, "overlay/model", "ensemble")
+        try:
+            bits = int(get_str(s, "read/bits", "16") or 16)
+        except ValueError:
+            bits = 16
+        self.set_read_bits(bits if bits in self.bits_actions else 16, reopen=False)
 
     def save_settings(self) -> None:
         s = self.settings
@@ -293,9 +299,27 @@ class MainWindow(QMainWindow):
             return
         self.open_paths([str(folder)], remember=False)
 
+    def set_read_bits(self, bits: int, reopen: bool = True) -> None:
+        """How many bits 16-bit PNG / TIFF / .npy files hold (16: as stored; DICOM uses its own
+        BitsStored). Remembered; the open patches are read again with it (their predictions
+        and heatmaps, made for the old scale, are dropped)."""
+        self.settings.setValue("read/bits", int(bits))
+        if int(bits) in self.bits_actions:
+            self.bits_actions[int(bits)].setChecked(True)
+        if not self.controller.set_bits(bits) or not reopen:
+            return
+        self.patch_model.clear_predictions()
+        self.status(f"16-bit PNG/TIFF/npy files are read as {bits}-bit"
+                    + (" (as stored)" if bits == 16 else f" (scaled by {(1 << bits) - 1})"))
+        paths = list(self._opened)
+        if paths:
+            self.close_all()
+            self.open_paths(paths, remember=False)
+
     def open_paths(self, paths: Sequence[str | Path], remember: bool = True) -> Worker:
         """Read files/folders/stacked arrays in a worker; add what loads, report what fails."""
         paths = [str(p) for p in paths]
+        self._opened.extend(p for p in paths if p not in self._opened)
         if remember:
             for p in paths:
                 push_recent(self.settings, p)
@@ -332,6 +356,7 @@ class MainWindow(QMainWindow):
         self.patchesOpened.emit(added)
 
     def close_all(self) -> None:
+        self._opened = []
         self.cancel_run_all()
         self.patch_model.set_patches([])
         self._unit_cache.clear()
@@ -387,7 +412,7 @@ class MainWindow(QMainWindow):
     def _unit(self, entry: PatchEntry) -> np.ndarray:
         u = self._unit_cache.get(entry.key)
         if u is None:
-            u = imaging.to_unit(entry.patch.pixels)
+            u = imaging.to_unit(entry.patch)  # the patch's own bit depth, as the models
             if len(self._unit_cache) > 512:
                 self._unit_cache.clear()
             self._unit_cache[entry.key] = u
