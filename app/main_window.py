@@ -17,6 +17,7 @@ from PyQt6.QtWidgets import QFileDialog, QMainWindow, QMessageBox
 
 from app import imaging
 from app.controller import ModelsState, RunAllJob, ViewerController
+from app.mammogram_view import MammogramTab
 from app.patch_browser import PatchEntry, patch_key
 from app.settings import get_bool, get_float, get_list, get_str, push_recent
 from app.text import WINDOW_TITLE, class_label
@@ -49,6 +50,7 @@ class MainWindow(QMainWindow):
     runAllFinished = pyqtSignal(int)  # patches predicted
     exportFinished = pyqtSignal(str)  # path written
     errorShown = pyqtSignal(str)  # the message shown
+    mammogramsOpened = pyqtSignal(list)  # paths opened as whole mammograms, not patches
 
     def __init__(self, settings: QSettings, models_dir: Path | None = None,
                  interactive_dialogs: bool = True):
@@ -71,6 +73,7 @@ class MainWindow(QMainWindow):
         build_ui(self)
         self._wire()
         build_actions(self)
+        self.mammo = MammogramTab(self)  # whole mammograms: a tab beside the patch view
         self._restore_settings()
         self.view.set_message("Open patches to begin (File ▸ Open, or drop files here)")
 
@@ -329,6 +332,13 @@ class MainWindow(QMainWindow):
         return self.controller.read(paths)
 
     def _on_patches_read(self, collection) -> None:
+        # images far larger than a patch are never shrunk to one: they open as mammograms
+        whole = [e for e in collection.errors if getattr(e, "whole_image", False)]
+        if whole:
+            collection.errors = [e for e in collection.errors if e not in whole]
+            for e in whole:
+                self.mammo.open_path(e.source)
+            self.mammogramsOpened.emit([e.source for e in whole])
         added = self.patch_model.add_patches(collection.patches)
         self.status(f"Opened {added} patch{'es' if added != 1 else ''}"
                     + (f"; {len(collection.errors)} file(s) could not be read"
