@@ -219,10 +219,26 @@ class ViewerController(QObject):
         return tuple(CLASS_NAMES)
 
     # ------------------------------------------------------------------ reading patches
+    bits: int | None = None  # 16-bit PNG / TIFF / .npy files hold this many bits (None: 16)
+
+    def set_bits(self, bits: int | None) -> bool:
+        """How many bits 16-bit containers hold, for patches read from now on (DICOM uses its
+        BitsStored). The same pixels then mean other intensities, so every prediction and
+        heatmap computed so far is dropped. Returns whether it changed."""
+        bits = None if not bits or int(bits) == 16 else int(bits)
+        if bits is not None and not 1 <= bits <= 16:
+            raise ValueError(f"bits must be from 1 to 16, got {bits}")
+        if bits == self.bits:
+            return False
+        self.bits = bits
+        self.predictions.clear()
+        self.heat_cache.clear()
+        return True
+
     def read(self, paths: Sequence[str | Path]) -> Worker:
         """Read files/folders/stacked arrays in a worker; ``patchesRead`` gets the collection."""
         paths = [str(p) for p in paths]
-        w = Worker(read_patches, paths, recursive=False, name="read patches")
+        w = Worker(read_patches, paths, recursive=False, bits=self.bits, name="read patches")
         w.on_return(self.patchesRead.emit)
         w.on_error(lambda exc: self._error(f"Could not open {', '.join(paths)}: {one_line(exc)}",
                                            "Open", w))

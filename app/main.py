@@ -203,14 +203,33 @@ class ScreenshotJob:
         self._timeout_s = timeout_s
         self._ready_since: float | None = None
         self._run_all: str | None = None
+        self._mammogram: str | None = None
         window.patchesOpened.connect(self._on_opened)
         self._timer.start()
 
     def _on_opened(self, n: int) -> None:
         if self.window.patch_model.rowCount() == 0:
+            if self.window.mammo.pending is not None:
+                self._mammogram = "opening"  # a whole mammogram: map it, open the best candidate
+                return
             self._fail("no patch could be opened")
             return
         self.window.select_index(0)
+
+    def _mammogram_step(self) -> None:
+        """--screenshot of a whole mammogram: once shown and the models are ready, compute the
+        abnormality map and open its best candidate as a patch (predicted, Grad-CAM drawn)."""
+        panel = self.window.mammo.panel
+        if self._mammogram == "opening" and panel.mammogram is not None and self.window.models_ready:
+            self._mammogram = "mapping"
+            panel.request_map()
+        elif self._mammogram == "mapping" and not panel.map_running():
+            res = panel.maps.get(panel.mammogram.source)
+            if res is None or not res.candidates:
+                self._fail("the abnormality map gave no candidate")
+                return
+            self._mammogram = "candidate"
+            panel.open_candidate(0)
 
     def _ready(self) -> bool:
         w = self.window
@@ -229,6 +248,8 @@ class ScreenshotJob:
         if w.models_state in ("none", "failed"):
             self._fail(w.messages[-1] if w.messages else "no model could be loaded")
             return
+        if self._mammogram in ("opening", "mapping"):
+            self._mammogram_step()
         if self._ready():
             # a small set gets every prediction too, so the browser shows its classes
             if self._run_all is None and w.patch_model.rowCount() <= RUN_ALL_IN_SHOT:
@@ -305,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     # errors and their tracebacks also go to a log file in the data folder (not for
     # --screenshot, which leaves the user's files alone: its log is a temporary file)
     log_file = shot_log if args.screenshot is not None else log_dir() / LOG_NAME
-    logsetup.configure("mammo-viewer", verbose=True, log_file=log_file, quiet=QUIET_LOGGERS)
+    logsetup.configure("mammo-viewer", log_file=log_file, quiet=QUIET_LOGGERS)
     # TensorFlow's native start-up lines ("failed call to cuInit", oneDNN, retracing) and Qt's
     # native warnings go to the log file, not the terminal (the window is up, so a missing
     # platform plugin has already been reported)

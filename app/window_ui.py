@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from PyQt6.QtCore import Qt
-from PyQt6.QtGui import QAction, QKeySequence, QPixmap
+from PyQt6.QtGui import QAction, QActionGroup, QKeySequence, QPixmap
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from app.main_window import MainWindow
 
 METHODS = (("Grad-CAM", "gradcam"), ("Grad-CAM++", "gradcam++"))
+BITS_CHOICES = (16, 15, 14, 12, 10)  # bits a 16-bit PNG / TIFF / .npy container really holds
 
 
 class ProgressArea:
@@ -333,6 +334,20 @@ def build_actions(win: MainWindow) -> None:
     fm.addAction(win.act_samples)
     fm.addAction(win.act_close_all)
     fm.addSeparator()
+    # the intensity scale of 16-bit files that hold fewer bits (issue 12): DICOM says it itself
+    win.bits_menu = fm.addMenu("&Bits in 16-bit PNG/TIFF/npy files")
+    win.bits_menu.setToolTipsVisible(True)
+    win.bits_group = QActionGroup(win)
+    win.bits_group.setExclusive(True)
+    win.bits_actions = {}
+    for bits in BITS_CHOICES:
+        act = QAction("16 (as stored)" if bits == 16 else f"{bits} bits", win, checkable=True)
+        act.setToolTip(f"Scale 16-bit files by 2^{bits} - 1 = {(1 << bits) - 1}")
+        act.triggered.connect(lambda _on, b=bits: win.set_read_bits(b))
+        win.bits_group.addAction(act)
+        win.bits_menu.addAction(act)
+        win.bits_actions[bits] = act
+    win.bits_actions[16].setChecked(True)
     fm.addAction(win.act_models_dir)
     fm.addSeparator()
     fm.addAction(win.act_export_current)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mammo_core import __version__
+from mammo_core import __version__, tfload
 from mammo_core.atomic import atomic_path, atomic_write_text
 from mammo_core.errors import BundleError
 from mammo_core.jsonutil import read_json_object, read_json_object_bytes
@@ -244,6 +244,7 @@ def load_model(bundle_dir: str | Path, verify: bool = True):
         raise BundleError(f"missing {MODEL_FILE}", info.path)
     if read_head(info.model_path, 4) != b"PK\x03\x04":
         raise BundleError("not a Keras model file (a .keras file is a zip archive)", info.model_path)
+    tfload.tensorflow()  # quietly, once
     import keras  # lazy: heavy
 
     try:

@@ -13,6 +13,7 @@ Each model is called through one cached ``tf.function`` with a fixed input signa
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mammo_core import tfload
 from mammo_core.bundle import (
     MANIFEST_FILE,
     BundleInfo,
@@ -60,11 +62,11 @@ class LoadedModel:
     def compiled(self):
         """The model's forward pass as a ``tf.function`` (built once, reused)."""
         if self._fn is None:
-            import tensorflow as tf
-
-            model = self.model
+            tf = tfload.tensorflow()
+            # a partial, not a lambda: tf.function counts traces per Python code object, so
+            # one lambda shared by every loaded model looked like retracing (and warned)
             self._fn = tf.function(
-                lambda x: model(x, training=False),
+                functools.partial(self.model, training=False),
                 input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)],
                 reduce_retracing=True,
             )

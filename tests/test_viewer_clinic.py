@@ -93,3 +93,58 @@ def test_title_heatmap_quality_and_focus(qtbot, window, edge_folder):
         qtbot.keyClick(win.table, Qt.Key.Key_Down)
         assert win.table.currentIndex().row() in (row + 1, win.proxy.rowCount() - 1)
         qtbot.keyClick(win.table, Qt.Key.Key_Home)
+
+
+def test_bits_setting_rereads_16bit_files(qtbot, window, tmp_path):
+    """A 16-bit PNG holding 12-bit data: with the setting at 12 bits the patch is read again,
+    scaled by 4095 instead of 65535, and its old prediction is dropped."""
+    import cv2
+
+    imgs, _ = synthetic_patches(1, seed=9, labels=np.array([2]))
+    twelve = (imgs[0].astype(np.float64) / 65535 * 4095).round().astype(np.uint16)
+    png = tmp_path / "twelve_bit.png"
+    assert cv2.imwrite(str(png), twelve)
+    win = window
+    win.start_models()
+    with qtbot.waitSignal(win.patchesOpened, timeout=WAIT):
+        win.open_paths([str(png)])
+    qtbot.waitUntil(lambda: win.current_entry() is not None
+                    and win.patch_model.prediction(win.current_entry().key) is not None, timeout=WAIT)
+    first = win.current_entry()
+    assert first.patch.bits == 16
+    before = win.patch_model.prediction(first.key)
+    assert win._unit(first).max() == pytest.approx(twelve.max() / 65535, abs=1e-6)
+
+    with qtbot.waitSignal(win.patchesOpened, timeout=WAIT):
+        win.bits_actions[12].trigger()
+    assert win.settings.value("read/bits") in (12, "12")
+    qtbot.waitUntil(lambda: win.current_entry() is not None, timeout=WAIT)
+    entry = win.current_entry()
+    assert entry.patch.bits == 12 and win.patch_model.rowCount() == 1
+    assert win._unit(entry).max() == pytest.approx(twelve.max() / 4095, abs=1e-6)
+    qtbot.waitUntil(lambda: win.patch_model.prediction(entry.key) is not None, timeout=WAIT)
+    after = win.patch_model.prediction(entry.key)
+    assert after is not before and after.bits == 12
+
+
+def test_bits_setting_is_remembered(qtbot, models_root):
+    from app.main import build_window, create_app
+    from app.settings import make_settings
+
+    create_app()
+    s = make_settings()
+    s.setValue("read/bits", 12)
+    s.sync()
+    win = build_window(models_root, interactive_dialogs=False)
+    qtbot.addWidget(win)
+    try:
+        assert win.controller.bits == 12 and win.bits_actions[12].isChecked()
+    finally:
+        win.shutdown(10)
+    s.setValue("read/bits", "junk")
+    win = build_window(models_root, interactive_dialogs=False)
+    qtbot.addWidget(win)
+    try:
+        assert win.controller.bits is None and win.bits_actions[16].isChecked()
+    finally:
+        win.shutdown(10)

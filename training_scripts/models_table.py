@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 import os
 import sys
@@ -29,9 +30,11 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mammo_core import DISCLAIMER
+from mammo_core import DISCLAIMER, logsetup
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe
+
+log = logging.getLogger("models_table")
 
 MEMBER_ORDER = ("scratch_mass_calc", "scratch_benign_malignant", "vgg16_mass_calc",
                 "vgg16_benign_malignant", "scratch_baseline_mass_calc", "vgg16b4_baseline_mass_calc")
@@ -166,7 +169,7 @@ def annotate(models: Path, data: Path, n_boot: int) -> None:
                              "temperatures, weights and threshold are fitted on validation patches "
                              "that no member trained on — see the members' k-fold results")
         write_card(d, card)
-        print(f"annotated {d / 'card.json'}", file=sys.stderr)
+        log.info("annotated %s", d / "card.json")
 
 
 # --------------------------------------------------------------------------- MODELS.md
@@ -359,18 +362,19 @@ def write_models_md(models: Path, out: Path) -> None:
         L += ["", notes.read_text(encoding="utf-8").rstrip()]
     L.append("")
     atomic_write_text(out, "\n".join(L))
-    print(f"wrote {out}", file=sys.stderr)
+    log.info("wrote %s", out)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    logsetup.configure("models_table.py")
     try:
         if args.annotate_cards:
             annotate(args.models, args.data, args.n_boot)
         if args.out is not None:
             write_models_md(args.models, args.out)
     except MammoError as err:
-        print(f"models_table.py: error: {err}", file=sys.stderr)
+        log.error("error: %s", err)
         return 1
     return 0
 

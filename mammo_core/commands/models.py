@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ from mammo_core.ensemble import member_dirs, read_ensemble
 from mammo_core.errors import MammoError
 from mammo_core.paths import models_dir
 from mammo_core.session import Session
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
@@ -74,7 +77,7 @@ def run_list(args) -> int:
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return 0
     if not infos:
-        print(f"no bundles in {root}", file=sys.stderr)
+        log.warning("no bundles in %s", root)
         return 0
     rows = [("NAME", "KIND", "TASK", "VERSION", "SHA256", "METRIC")]
     rows += [(i.name, i.kind, i.task, i.version, i.sha256[:12], _headline_metric(i.card)) for i in infos]
@@ -126,7 +129,7 @@ def run_verify(args) -> int:
             problems.append(f"{name}: no such bundle")
             print(f"FAIL {name}: no such bundle in {root}", file=sys.stderr)
     if problems:
-        print(f"mammo: {len(problems)} bundle problem(s)", file=sys.stderr)
+        log.error("%d bundle problem(s)", len(problems))
         return 1
     return 0
 
@@ -138,5 +141,5 @@ def run_manifest(args) -> int:
     manifest = write_manifest(root)
     for name, entry in manifest["bundles"].items():
         print(f"{name} ({entry['kind']}, {entry['task']})")
-    print(f"mammo: wrote {root / MANIFEST_FILE} ({len(manifest['bundles'])} bundles)", file=sys.stderr)
+    log.info("wrote %s (%d bundles)", root / MANIFEST_FILE, len(manifest["bundles"]))
     return 0

@@ -6,6 +6,7 @@ import argparse
 import csv
 import io
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -19,6 +20,8 @@ from mammo_core.report import csv_cell
 from mammo_core.safeio import shown
 from mammo_core.scan import DEFAULT_WINDOW_MM, ScanSettings, map_overlay, scan_mammogram
 from mammo_core.session import ENSEMBLE, Session
+
+log = logging.getLogger(__name__)
 
 EPILOG = f"""\
 examples:
@@ -183,19 +186,17 @@ def run(args) -> int:
             stem = _free_stem(mammo.stem, taken)  # two inputs with one stem: keep both
             _write_outputs(out, stem, mammo, res, inputs)
         except MammoError as err:
-            print(f"mammo: cannot scan {shown(given)}: {shown(err.problem if err.path else err)}",
-                  file=sys.stderr)
+            log.warning("cannot scan %s: %s", shown(given), shown(err.problem if err.path else err))
             errors += 1
             continue
         except OSError as err:  # a write failed (full disk, folder removed...): the rest goes on
-            print(f"mammo: cannot write the outputs of {shown(given)}: "
-                  f"{shown(err.filename or out)}: {err.strerror or err}", file=sys.stderr)
+            log.warning("cannot write the outputs of %s: %s: %s", shown(given), shown(err.filename or out),
+                        err.strerror or err)
             errors += 1
             continue
         except Exception as err:  # noqa: BLE001 - a bug must not cost the other images
-            print(f"mammo: cannot scan {shown(given)}: internal error: {type(err).__name__}: "
-                  f"{shown(str(err).splitlines()[0] if str(err) else '')} (please report it)",
-                  file=sys.stderr)
+            log.warning("cannot scan %s: internal error: %s: %s (please report it)", shown(given),
+                        type(err).__name__, shown(str(err).splitlines()[0] if str(err) else ""))
             errors += 1
             continue
         for k, c in enumerate(res.candidates, 1):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import io as _io
 import itertools
+import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mammo_core import DISCLAIMER
+from mammo_core import DISCLAIMER, tfload
 from mammo_core.atomic import atomic_write_text
 from mammo_core.bundle import sha256_file, write_bundle
 from mammo_core.datasets.splits import check_split, grouped_kfold, grouped_split
@@ -26,6 +26,8 @@ from mammo_core.training.augment import get_spec
 from mammo_core.training.config import TrainConfig
 from mammo_core.training.data import TaskData, load_task_data, smoke_subset
 from mammo_core.training.loop import evaluate, fit_model, get_placement, gpu_available
+
+log = logging.getLogger(__name__)
 
 SMOKE = {"epochs": 1, "ft_epochs": 1, "batch_size": 8, "n_boot": 200, "fe_copies": 1}  # fe: 2N
 FOLD_COLUMNS = ("accuracy", "loss", "auc", "f1_macro")
@@ -43,7 +45,7 @@ class TrainResult:
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    log.info("%s", msg)
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
@@ -155,8 +157,8 @@ def _float32_copy(cfg: TrainConfig, model, n_classes: int):
 
 def train(config: TrainConfig) -> TrainResult:
     """Train ``config.model`` on ``config.task`` and write everything into ``config.out_dir``."""
+    tfload.tensorflow()  # imported once, without its start-up noise
     import keras
-
 
     cfg = config.with_(**SMOKE) if config.smoke else config
     t0 = time.perf_counter()
