@@ -25,8 +25,8 @@ from mammo_core import tfload
 from mammo_core.bundle import (
     MANIFEST_FILE,
     BundleInfo,
+    iter_bundles,
     load_model,
-    read_card,
     read_manifest,
     verify_bundle,
 )
@@ -101,13 +101,11 @@ def find_bundle(name_or_path: str | Path, models_dir: str | Path) -> Path:
     p = Path(name_or_path)
     models_dir = Path(models_dir)
     names = {}
-    if models_dir.is_dir():
-        for sub in sorted(models_dir.iterdir()):
-            if (sub / "card.json").is_file():
-                try:
-                    names[read_card(sub).name] = sub
-                except BundleError:
-                    names.setdefault(sub.name, sub)
+    for sub, info in iter_bundles(models_dir):
+        if isinstance(info, BundleInfo):
+            names[info.name] = sub
+        else:
+            names.setdefault(sub.name, sub)
     if str(name_or_path) in names:
         return names[str(name_or_path)]
     if p.is_dir():

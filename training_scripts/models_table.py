@@ -31,6 +31,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from mammo_core import DISCLAIMER, logsetup
+from mammo_core.bundle import bundle_dirs
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe
 
@@ -102,10 +103,6 @@ def data_statement(data: Path) -> dict:
         "citation": build.get("citation"),
         "scope": "trained and evaluated on mini-MIAS only; claims nothing about CBIS-DDSM",
     }
-
-
-def bundle_dirs(models: Path) -> list[Path]:
-    return sorted(p for p in models.iterdir() if (p / "card.json").is_file())
 
 
 def ensemble_heldout(models: Path, data: Path, n_boot: int) -> dict:
