@@ -84,20 +84,40 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, classes: tuple[str, ...
 
 
 def bootstrap_ci(y: np.ndarray, p: np.ndarray, metric=auc, n_boot: int = 2000, alpha: float = 0.05,
-                 seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``metric(y, p)`` over patients resampled with replacement.
+                 seed: int = 0, groups: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``metric(y, p)``.
 
-    Resamples that miss a class (metric NaN) are dropped. Returns (low, high); NaN when fewer
-    than 100 resamples were valid.
+    With ``groups`` (one id per row, e.g. the woman) it is a cluster bootstrap: whole groups are
+    resampled with replacement, so several patches of one woman move together; without it rows
+    (patches) are resampled. Resamples that miss a class (metric NaN) are dropped. Returns
+    (low, high); NaN when fewer than 100 resamples were valid.
     """
     y, p = _check(y, p)
     rng = np.random.default_rng(seed)
+    members = None
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape[0] != len(y):
+            raise ValueError(f"groups must have one entry per row ({len(y)}), got {groups.shape[0]}")
+        _, inv = np.unique(groups, return_inverse=True)
+        order = np.argsort(inv, kind="stable")
+        members = np.split(order, np.cumsum(np.bincount(inv))[:-1])
     stats = []
     for _ in range(n_boot):
-        i = rng.integers(0, len(y), len(y))
+        if members is None:
+            i = rng.integers(0, len(y), len(y))
+        else:
+            i = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
         v = metric(y[i], p[i])
         if np.isfinite(v):
             stats.append(v)
     if len(stats) < 100:
         return float("nan"), float("nan")
     return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
+
+
+def ci_method(n_boot: int, groups: np.ndarray | None, unit: str = "women") -> str:
+    """How :func:`bootstrap_ci` resampled, for cards and tables."""
+    if groups is None:
+        return f"percentile bootstrap over patches, {n_boot} resamples"
+    return f"percentile cluster bootstrap over {unit} ({len(np.unique(groups))}), {n_boot} resamples"

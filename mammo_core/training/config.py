@@ -61,6 +61,12 @@ class TrainConfig:
     n_boot: int = 2000
     parallel_augment: bool = False  # faster input pipeline, not bit-reproducible
     command: str = ""
+    # the pooled transfer member (model_options head="pooled"; mammo_core.training.pooled)
+    pool_candidates: tuple[str, ...] = ()  # "block3_pool,block4_pool:avg" ...; chosen out of fold
+    c_grid: tuple[float, ...] = ()  # L2 inverse strengths tried out of fold (default pooled.DEFAULT_C_GRID)
+    tta: str = "auto"  # auto (chosen out of fold) | none | dihedral8
+    train_views: int = 8  # dihedral views per training patch in the fit (view 0 + random others)
+    feature_cache: str = ""  # feature cache folder (default $MAMMO_FEATURE_CACHE or runs/feature_cache)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))

@@ -157,14 +157,16 @@ def predict(model, x: np.ndarray, batch_size: int) -> np.ndarray:
     return np.asarray(model.predict(make_dataset(x, batch_size=batch_size), verbose=0), dtype=np.float64)
 
 
-def evaluate(model, x, y, classes, batch_size: int, n_boot: int = 2000, seed: int = 0) -> tuple[dict, np.ndarray]:
-    """Held-out metrics (mammo_core.metrics) plus a 95 % bootstrap CI of the AUC."""
-    from mammo_core.metrics import auc, bootstrap_ci, classification_metrics
+def evaluate(model, x, y, classes, batch_size: int, n_boot: int = 2000, seed: int = 0,
+             groups: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+    """Held-out metrics (mammo_core.metrics) plus a 95 % bootstrap CI of the AUC (resampling
+    women when ``groups`` names them, patches otherwise)."""
+    from mammo_core.metrics import auc, bootstrap_ci, ci_method, classification_metrics
 
     p = predict(model, x, batch_size)
     m = classification_metrics(y, p, tuple(classes))
     m["loss"] = m["nll"]
-    lo, hi = bootstrap_ci(y, p, auc, n_boot=n_boot, seed=seed)
+    lo, hi = bootstrap_ci(y, p, auc, n_boot=n_boot, seed=seed, groups=groups)
     m["auc_ci95"] = [lo, hi]
-    m["auc_ci_method"] = f"percentile bootstrap over patches, {n_boot} resamples"
+    m["auc_ci_method"] = ci_method(n_boot, groups)
     return m, p

@@ -153,6 +153,21 @@ def _float32_copy(cfg: TrainConfig, model, n_classes: int):
     return m
 
 
+def _test_groups(cfg: TrainConfig, data: TaskData) -> np.ndarray | None:
+    """The women of the held-out task patches (for bootstrap intervals over women), or None
+    where the data does not name them (then patches are resampled)."""
+    if cfg.smoke or data.grouping != "patient":
+        return None
+    from mammo_core import io
+    from mammo_core.datasets.splits import groups_for_arrays
+    from mammo_core.labels import get_task
+
+    labels = io.load_patch_arrays(cfg.data_dir).splits["public_test"].labels
+    keep, _ = get_task(data.task).map_labels(np.asarray(labels))
+    g = groups_for_arrays(cfg.data_dir, split="public_test")[keep]
+    return g if len(g) == len(data.y_test) else None
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train ``config.model`` on ``config.task`` and write everything into ``config.out_dir``."""
     import keras
@@ -161,6 +176,10 @@ def train(config: TrainConfig) -> TrainResult:
     from mammo_core.models import gradcam_layer
     from mammo_core.plots import plot_confusion, plot_history, plot_roc
 
+    if config.model_options.get("head") == "pooled":  # the small-data member: chosen out of fold
+        from mammo_core.training.pooled import train_pooled
+
+        return train_pooled(config)
     cfg = config.with_(**SMOKE) if config.smoke else config
     t0 = time.perf_counter()
     out = cfg.out_dir
@@ -202,9 +221,18 @@ def train(config: TrainConfig) -> TrainResult:
     finally:
         if mixed:
             keras.mixed_precision.set_global_policy("float32")
-    val_metrics, _ = evaluate(model, data.x_train[va], data.y_train[va], data.classes, cfg.batch_size, n_boot=0)
+    val_metrics, p_val = evaluate(model, data.x_train[va], data.y_train[va], data.classes, cfg.batch_size, n_boot=0)
+    from mammo_core.training.pooled import check_not_collapsed
+
+    try:  # collapse guard: no bundle whose validation predictions are (near) constant / one class
+        val_spread = check_not_collapsed(p_val, f"{cfg.bundle_name} validation predictions")
+    except MammoError as err:
+        if not cfg.smoke:
+            raise
+        _log(f"WARNING (smoke run, bundle written anyway): {err}")
+        val_spread = None
     test_metrics, p_test = evaluate(model, data.x_test, data.y_test, data.classes, cfg.batch_size,
-                                    n_boot=cfg.n_boot, seed=cfg.seed)
+                                    n_boot=cfg.n_boot, seed=cfg.seed, groups=_test_groups(cfg, data))
     _log(f"held-out (public_test, n={test_metrics['n']}): accuracy {test_metrics['accuracy']:.4f}, "
          f"AUC {test_metrics['auc']:.4f}, F1 {test_metrics['f1_macro']:.4f}, ECE {test_metrics['ece']:.4f}")
 
@@ -243,6 +271,7 @@ def train(config: TrainConfig) -> TrainResult:
                       "grouped_by": data.grouping, "held_out": "public_test", "seed": cfg.seed},
             "protocol": protocol,
             "validation_metrics": {k: val_metrics[k] for k in FOLD_COLUMNS},
+            "validation_spread": val_spread,
             "folds": fold_rows, "grid": grid_rows,
             "command": cfg.command,
         },
