@@ -15,7 +15,10 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# Qt's X11 platform plugin needs system libraries: app/qtdeps.py checks them with ldd and, on
+# Debian/Ubuntu as root, installs the missing ones with apt-get (otherwise prints the command).
 run: $(VENV)/.installed
+	$(PY) -m app.qtdeps
 	$(VENV)/bin/mammo-viewer $(ARGS)
 
 test: $(VENV)/.installed

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PyQt6.QtGui import QImage
 
+from mammo_core.io import to_model_input
+
 
 @dataclass(frozen=True)
 class Window:
@@ -34,8 +36,6 @@ class Window:
 
 def to_unit(pixels: np.ndarray) -> np.ndarray:
     """One patch (H, W) in native dtype -> float32 (H, W) in [0, 1], as the models see it."""
-    from mammo_core.io import to_model_input  # the one scaling code path
-
     return to_model_input(np.asarray(pixels))[0, ..., 0]
 
 

@@ -7,22 +7,27 @@ bundled sample patches open with the bundled models. Research use only — not a
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
 
+from app.main_window import MainWindow
+from app.settings import APPLICATION, ORGANIZATION, make_settings
+from mammo_core import __version__, logsetup
+from mammo_core.atomic import atomic_path
+from mammo_core.paths import models_dir as default_models_dir
+from mammo_core.paths import samples_dir
+
 _T0 = time.perf_counter()
+log = logging.getLogger("mammo-viewer")
+LOG_NAME = "viewer.log"
 
 
 def version() -> str:
-    try:
-        from importlib.metadata import version as _v
-
-        return _v("mammo-patches")
-    except Exception:  # noqa: BLE001 - running from a source tree without metadata
-        return "0+unknown"
+    return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,25 +101,39 @@ def apply_style(app) -> None:
     app.setStyleSheet(DARK_QSS)
 
 
+def log_dir() -> Path:
+    """The viewer's data folder (Qt's AppDataLocation once the application is named; else
+    $XDG_DATA_HOME/mammo-patches)."""
+    from PyQt6.QtCore import QStandardPaths
+
+    where = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
+    if where:
+        return Path(where)
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "mammo-patches"
+
+
 def _install_excepthook(window_ref: list) -> None:
-    """An exception in a slot becomes a message, not an abort (PyQt6's default)."""
+    """An exception in a slot becomes a message with its traceback under "Details" and in the
+    log file, not an abort (PyQt6's default)."""
 
     def hook(etype, value, tb):
-        traceback.print_exception(etype, value, tb)
+        details = "".join(traceback.format_exception(etype, value, tb))
         win = window_ref[0] if window_ref else None
-        if win is not None:
-            try:
-                win.report_error(f"Unexpected error: {etype.__name__}: {value}", "Error")
-            except Exception:  # noqa: BLE001, S110 - reporting must never raise
-                pass
+        text = f"Unexpected error: {etype.__name__}: {value}"
+        try:
+            if win is not None:
+                win.report_error(text, "Error", details)
+            else:
+                log.error("%s", text, extra={"details": details})
+        except Exception:  # noqa: BLE001 - reporting must never raise
+            traceback.print_exception(etype, value, tb)
 
     sys.excepthook = hook
 
 
 def create_app(argv: list[str] | None = None):
     from PyQt6.QtWidgets import QApplication
-
-    from app.settings import APPLICATION, ORGANIZATION
 
     app = QApplication.instance() or QApplication(argv or [sys.argv[0]])
     app.setOrganizationName(ORGANIZATION)
@@ -126,10 +145,6 @@ def create_app(argv: list[str] | None = None):
 
 def build_window(models_dir: Path | None = None, settings=None, interactive_dialogs=True):
     """The main window, shown, before any model is loaded (no TensorFlow import here)."""
-    from app.main_window import MainWindow
-    from app.settings import make_settings
-    from mammo_core.paths import models_dir as default_models_dir
-
     win = MainWindow(settings if settings is not None else make_settings(),
                      models_dir or default_models_dir(), interactive_dialogs=interactive_dialogs)
     return win
@@ -192,8 +207,6 @@ class ScreenshotJob:
                        + (f" (last message: {w.messages[-1]})" if w.messages else ""))
 
     def _save(self) -> None:
-        from mammo_core.atomic import atomic_path
-
         self._timer.stop()
         self.app.processEvents()
         pix = self.window.grab()
@@ -205,14 +218,13 @@ class ScreenshotJob:
         except OSError as exc:
             self._fail(f"{self.out}: cannot write screenshot: {exc}")
             return
-        print(f"mammo-viewer: screenshot saved to {self.out} ({pix.width()}x{pix.height()})",
-              file=sys.stderr)
+        log.info("screenshot saved to %s (%dx%d)", self.out, pix.width(), pix.height())
         self.exit_code = 0
         self.app.exit(0)
 
     def _fail(self, why: str) -> None:
         self._timer.stop()
-        print(f"mammo-viewer: error: screenshot failed: {why}", file=sys.stderr)
+        log.error("error: screenshot failed: %s", why)
         self.exit_code = 1
         self.app.exit(1)
 
@@ -220,7 +232,6 @@ class ScreenshotJob:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from mammo_core.paths import samples_dir
 
     if args.screenshot is not None and not os.environ.get("QT_QPA_PLATFORM") and \
             not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
@@ -236,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         atexit.register(shutil.rmtree, cfg, True)
         QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, cfg)
     app = create_app([sys.argv[0]])
+    # errors and their tracebacks also go to a log file in the data folder (not for
+    # --screenshot, which leaves the user's files alone)
+    logsetup.configure("mammo-viewer", verbose=True,
+                       log_file=None if args.screenshot is not None else log_dir() / LOG_NAME)
     ref: list = []
     _install_excepthook(ref)
     shot = args.screenshot is not None
@@ -253,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         job = ScreenshotJob(app, window, args.screenshot, args.screenshot_timeout)
     window.show()
     app.processEvents()
-    window.timings["window_s"] = time.perf_counter() - _T0
+    window.controller.timings["window_s"] = time.perf_counter() - _T0
     # the window is up: now the heavy part, in the background
     from PyQt6.QtCore import QTimer
 

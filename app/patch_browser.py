@@ -26,6 +26,7 @@ from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
 from app import imaging
 from app.text import class_short
+from mammo_core.labels import LABEL_TO_NAME
 
 FLAG = "\u26a0"  # warning sign shown beside uncertain predictions
 UNCERTAIN_FG = QColor(240, 170, 60)
@@ -46,28 +47,21 @@ class PatchEntry:
         label = getattr(self.patch, "label", None)
         if label is None:
             return None
-        from mammo_core.labels import LABEL_TO_NAME
 
         return LABEL_TO_NAME.get(int(label), str(label))
 
 
 def patch_key(patch) -> str:
-    index = getattr(patch, "index", None)
-    return f"{patch.source}#{index}" if index is not None else str(patch.source)
+    """The patch's key (kept for callers of the browser; defined by ``Patch.key``)."""
+    return patch.key
 
 
 def make_entry(patch) -> PatchEntry:
-    src = Path(str(patch.source))
-    index = getattr(patch, "index", None)
-    split = ""
-    stem = src.stem
-    if index is not None and stem.endswith("_tensor"):
-        split = stem[: -len("_tensor")]
-    if index is None:
-        name = src.name
+    if patch.index is None:
+        name = Path(str(patch.source)).name
     else:  # rows of a patch array: "train [12]" (the split column says it too)
-        name = f"{split or src.name} [{index}]"
-    return PatchEntry(patch=patch, key=patch_key(patch), name=name, split=split)
+        name = f"{patch.split or Path(str(patch.source)).name} [{patch.index}]"
+    return PatchEntry(patch=patch, key=patch.key, name=name, split=patch.split or "")
 
 
 def shown_output(pred):

@@ -17,6 +17,7 @@ from PyQt6.QtWidgets import (
 )
 
 from app.text import CONFIDENT_TEXT, UNCERTAIN_TEXT, class_label, task_label
+from mammo_core.labels import CLASS_NAMES
 
 ACCENT = QColor(66, 135, 245)
 ACCENT_TOP = QColor(35, 95, 200)
@@ -202,8 +203,6 @@ class ResultsPanel(QScrollArea):
         ens = getattr(pred, "ensemble", None)
         self._show_result_widgets(True)
         if ens is not None:
-            from mammo_core.labels import CLASS_NAMES
-
             order = [c for c in CLASS_NAMES if c in ens.probabilities] or list(ens.probabilities)
             self.ensemble_title.setText(f"Ensemble ({ens.model}) — 5 classes"
                                         if ens.model and ens.model != "ensemble"

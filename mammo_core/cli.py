@@ -20,7 +20,7 @@ from mammo_core.errors import MammoError
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "dataset": ("mammo_core.commands.dataset_info", "mammo_core.commands.dataset_build"),
     "models": ("mammo_core.commands.models",),
-    "": ("mammo_core.commands.predict",),
+    "": ("mammo_core.commands.predict", "mammo_core.commands.scan"),
 }
 GROUP_HELP = {
     "dataset": "inspect and build patch-array datasets (CBIS-DDSM layout)",

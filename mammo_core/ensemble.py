@@ -71,6 +71,7 @@ from mammo_core.bundle import (
 from mammo_core.errors import BundleError
 from mammo_core.jsonutil import read_json_object
 from mammo_core.labels import CLASS_NAMES, get_task
+from mammo_core.metrics import expected_calibration_error
 
 ENSEMBLE_FILE = "ensemble.json"
 ENSEMBLE_SCHEMA = "mammo.ensemble/1"
@@ -81,6 +82,8 @@ WEIGHTING = ("soft voting per task; weights on the simplex minimising validation
              "a factor estimated by several tasks mixes them with simplex weights fitted the same way")
 CALIBRATION = "temperature scaling per member on logits = log p, T minimising validation NLL"
 THRESHOLD_RULE = "90th percentile of the validation disagreement"
+CALL_RULE = ("call = normal tissue (baseline) when P(baseline) >= 50 %, otherwise the most likely of "
+             "the four abnormal classes (so the call can differ from the longest bar)")
 SUBSETS = (None, "mass", "calcification")
 
 
@@ -308,7 +311,8 @@ def call_five_class(p5: np.ndarray) -> np.ndarray:
 
     The plain argmax would call a patch "baseline" at P(baseline) = 0.34 when the other 0.66 is
     split over four abnormal classes; the first question a reader asks is "abnormal or not", so
-    the call answers it at 0.5 first. Returns class indices into ``CLASS_NAMES``.
+    the call answers it at 0.5 first (:data:`CALL_RULE`, the words every report and the viewer
+    show). Returns class indices into ``CLASS_NAMES``.
     """
     p5 = np.asarray(p5, dtype=np.float64)
     if p5.ndim != 2 or p5.shape[1] != len(CLASS_NAMES):
@@ -468,8 +472,6 @@ def fit_ensemble(
     ``val_probs[name]`` are the member's raw probabilities on every validation patch (N, C);
     ``val_labels`` are the patches' 0-4 labels; each member is fitted on the rows of its task.
     """
-    from mammo_core.metrics import expected_calibration_error
-
     labels = np.asarray(val_labels, dtype=np.int64)
     fitted: dict[str, Any] = {"members": {}, "validation": dict(validation or {}),
                               "n_validation": len(labels)}

@@ -37,9 +37,26 @@ from typing import Any
 
 import numpy as np
 
-from mammo_core import DISCLAIMER
+from mammo_core import DISCLAIMER, io
+from mammo_core.bundle import CARD_FILE, sha256_file
+from mammo_core.datasets.splits import grouped_split, groups_for_arrays
+from mammo_core.ensemble import (
+    ENSEMBLE_FILE,
+    MemberInfo,
+    apply_temperature,
+    call_five_class,
+    combine,
+    factor_estimates,
+    fit_ensemble,
+    write_ensemble,
+)
 from mammo_core.errors import MammoError
+from mammo_core.inference import load_bundle, predict_arrays
 from mammo_core.jsonutil import json_safe, write_json
+from mammo_core.labels import NAME_TO_LABEL, get_task
+from mammo_core.metrics import bootstrap_ci, ci_method, classification_metrics, expected_calibration_error
+from mammo_core.plots import ensemble_comparison
+from mammo_core.training.pooled import load_oof
 
 SMOKE_MAX = 64  # patches per split with ``smoke``
 MIN_VALIDATION = 20  # fewer disjoint validation patches than this -> fallback split
@@ -99,10 +116,6 @@ def _stderr_log(msg: str) -> None:
 def member_training_indices(info, folder: Path, labels: np.ndarray, groups: np.ndarray):
     """The train_* indices the member trained on, or (None, reason) when they cannot be
     reconstructed from its card."""
-    from mammo_core.bundle import sha256_file
-    from mammo_core.datasets.splits import grouped_split
-    from mammo_core.labels import get_task
-
     tr = info.card.get("training") or {}
     split = tr.get("split") if isinstance(tr, dict) else None
     if not isinstance(split, dict) or "validation_fraction" not in split or "seed" not in split:
@@ -123,8 +136,6 @@ def member_training_indices(info, folder: Path, labels: np.ndarray, groups: np.n
 
 def task_scores(task: str, p: np.ndarray, subset=None) -> dict[str, np.ndarray]:
     """Scores for the comparison AUCs from a model's own distribution."""
-    from mammo_core.ensemble import factor_estimates
-
     f = factor_estimates(task, p, subset)
     out = {}
     if "baseline" in f:
@@ -143,8 +154,6 @@ def compare(name: str, task: str, p: np.ndarray, labels: np.ndarray, scores: dic
     patches hold one class only) and n / accuracy / ECE / NLL on the patches of ``task``."""
     from sklearn.metrics import roc_auc_score
 
-    from mammo_core.labels import get_task
-    from mammo_core.metrics import classification_metrics
 
     ab = labels != 0
 
@@ -159,7 +168,6 @@ def compare(name: str, task: str, p: np.ndarray, labels: np.ndarray, scores: dic
                                       if "malignant" in scores else math.nan)
     keep, y = get_task(task).map_labels(labels)
     if task == "five_class":  # score the ensemble's hierarchical call, as shown to users
-        from mammo_core.ensemble import call_five_class
 
         m = classification_metrics(y, p[keep], get_task(task).classes, call_five_class(p[keep]))
     else:
@@ -182,8 +190,6 @@ def _validation_indices(models, config: EnsembleFitConfig, labels: np.ndarray, g
                         log: Callable[[str], None]) -> tuple[np.ndarray, bool, str]:
     """(train_* indices to fit on, whether they are disjoint from every member's training part,
     how they were chosen)."""
-    from mammo_core.datasets.splits import grouped_split
-
     used = np.zeros(len(labels), dtype=bool)
     reasons = []
     for m in models:
@@ -213,8 +219,6 @@ def task_auc_cis(labels: np.ndarray, p5: np.ndarray, groups: np.ndarray | None, 
                  seed: int = 0) -> dict:
     """95 % bootstrap intervals of the three task AUCs of a five-class distribution, resampling
     women (``groups``; patches when None)."""
-    from mammo_core.ensemble import factor_estimates
-    from mammo_core.metrics import bootstrap_ci, ci_method
 
     labels = np.asarray(labels)
     f = factor_estimates("five_class", p5)
@@ -237,8 +241,6 @@ def task_auc_cis(labels: np.ndarray, p5: np.ndarray, groups: np.ndarray | None, 
 def _load_oof(models, run_dirs, folder: Path, labels: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
     """Each member's out-of-fold probabilities over every train_* patch, checked against the data
     (same labels file, same patches) and against each other (the same folds)."""
-    from mammo_core.bundle import sha256_file
-    from mammo_core.training.pooled import load_oof
 
     want = sha256_file(folder / "train_labels.npy")
     probs, folds = {}, None
@@ -269,22 +271,6 @@ def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | Non
     Raises :class:`mammo_core.errors.MammoError` (or a subclass) for bad input: data without
     labelled train_* / public_test_*, unreadable bundles, duplicate member names.
     """
-    from mammo_core import io
-    from mammo_core.bundle import CARD_FILE, sha256_file
-    from mammo_core.datasets.splits import groups_for_arrays
-    from mammo_core.ensemble import (
-        ENSEMBLE_FILE,
-        MemberInfo,
-        apply_temperature,
-        combine,
-        fit_ensemble,
-        write_ensemble,
-    )
-    from mammo_core.inference import load_bundle, predict_arrays
-    from mammo_core.labels import NAME_TO_LABEL, get_task
-    from mammo_core.metrics import expected_calibration_error
-    from mammo_core.plots import ensemble_comparison
-
     log = log or _stderr_log
     t0 = time.perf_counter()
     folder = config.data
@@ -363,7 +349,8 @@ def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | Non
     if oof_probs is not None:  # the same table out of fold (members, then the ensemble)
         oof_rows = []
         for m, ms in zip(models, spec.members):
-            oof_rows.append(compare(m.name, m.task, p_val[m.name], y_val, task_scores(m.task, p_val[m.name], ms.subset)))
+            oof_rows.append(compare(m.name, m.task, p_val[m.name], y_val,
+                                    task_scores(m.task, p_val[m.name], ms.subset)))
         ores = combine(spec, p_val)
         o5 = task_scores("five_class", ores.probabilities)
         ostats = {"malignant": o5["malignant"], "mass": o5["mass"]}

@@ -20,6 +20,10 @@ class PatchReadError(MammoError):
     """A patch or image file could not be read (missing, truncated, not an image, bad shape...)."""
 
 
+class NotAPatchError(PatchReadError):
+    """An image far larger than a 150 x 150 patch (a whole mammogram) offered as a patch."""
+
+
 class DatasetError(MammoError):
     """A patch-array folder (CBIS-DDSM layout) or a source database is malformed."""
 

@@ -7,6 +7,13 @@ logit: the visualizer clones the model and replaces the last activation by a lin
 with Keras 3.15 for our functional models (checked by tests/test_explain.py); Sequential models
 are not supported by ``ReplaceToLinear`` (tf-keras-vis issue) and are refused with a clear error.
 
+Every map that leaves this module (a member's map from :func:`gradcam`, the ensemble's combined
+map through :func:`finish_map`) is **normalised per patch** so that its maximum is exactly 1 (a
+map without spatial information, i.e. constant over the tissue, becomes all zero), and
+**background is masked out**: pixels at or below the tissue threshold (``20 / 255`` of the full
+scale, the dataset builders' tissue level, :func:`tissue_mask`) get 0. So "red = most" holds
+for every map, and the black film border of a patch at the image edge is never "hot".
+
 Colouring (:func:`colorize`) and blending (:func:`overlay`) are separate, pure-numpy/matplotlib
 functions: the GUI only draws their uint8 RGB output.
 """
@@ -21,9 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from mammo_core.contract import INPUT_SHAPE, PATCH_SHAPE, PATCH_SIZE
 from mammo_core.errors import MammoError
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
+# tissue: above 20/255 of the full scale (mammo_core.datasets.windows.TISSUE_LEVEL_8BIT), on the
+# model-input scale [0, 1]
+TISSUE_LEVEL = 20.0 / 255.0
+_FLAT = 1e-6
 _CACHE: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
@@ -81,8 +93,8 @@ def _as_input(x: np.ndarray) -> np.ndarray:
         x = x[None, ..., None]
     elif x.ndim == 3:
         x = x[..., None] if x.shape[-1] != 1 else x[None]
-    if x.ndim != 4 or x.shape[1:] != (150, 150, 1):
-        raise MammoError(f"Grad-CAM input must be (N, 150, 150, 1), got {x.shape}")
+    if x.ndim != 4 or x.shape[1:] != INPUT_SHAPE:
+        raise MammoError(f"Grad-CAM input must be (N, {', '.join(map(str, INPUT_SHAPE))}), got {x.shape}")
     return x
 
 
@@ -134,17 +146,55 @@ def gradcam(model, x: np.ndarray, class_index=None, method: str = "gradcam",
         else:
             cam = vis(score, xb, **kwargs)
         cam = np.asarray(cam, dtype=np.float32).reshape(len(xb), *np.shape(cam)[-2:])
-        if cam.shape[1:] != (150, 150):
+        if cam.shape[1:] != PATCH_SHAPE:
             import cv2
 
-            cam = np.stack([cv2.resize(c, (150, 150), interpolation=cv2.INTER_LINEAR) for c in cam])
+            cam = np.stack([cv2.resize(c, (PATCH_SIZE, PATCH_SIZE), interpolation=cv2.INTER_LINEAR)
+                            for c in cam])
         out[s:s + len(xb)] = cam
     # a constant image has zero gradients; guard against NaN/inf and keep [0, 1]
     out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
     flat = x.reshape(n, -1)
     const = flat.max(axis=1) == flat.min(axis=1)
     out[const] = 0.0
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    return finish_map(out, tissue_mask(x))
+
+
+def tissue_mask(x: np.ndarray) -> np.ndarray:
+    """Breast tissue (True) vs background of model input ``x`` in [0, 1] (``(150, 150)``,
+    ``(N, 150, 150)`` or with a trailing channel): intensity above :data:`TISSUE_LEVEL`."""
+    a = np.asarray(x, dtype=np.float32)
+    if a.ndim in (3, 4) and a.shape[-1] == 1:
+        a = a[..., 0]
+    return a > np.float32(TISSUE_LEVEL)
+
+
+def finish_map(heatmap: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """A map (or a stack of maps) made ready to show: NaN -> 0, negative -> 0, 0 outside
+    ``mask`` (the tissue), then divided by its own maximum over the tissue, so a map with any
+    spatial information has maximum 1; a map constant over the tissue becomes all zero.
+    Idempotent: finishing a finished map changes nothing."""
+    h = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float64), nan=0.0, posinf=0.0,
+                              neginf=0.0), 0.0, None)
+    single = h.ndim == 2
+    if single:
+        h = h[None]
+    if mask is None:
+        m = np.ones(h.shape, dtype=bool)
+    else:
+        m = np.broadcast_to(np.asarray(mask, dtype=bool).reshape((-1, *h.shape[1:])), h.shape)
+    out = np.zeros(h.shape, dtype=np.float32)
+    for i in range(len(h)):
+        mi = m[i]
+        if not mi.any():
+            continue
+        vals = h[i][mi]
+        hi, lo = float(vals.max()), float(vals.min())
+        if hi - lo <= _FLAT or hi <= _FLAT:
+            continue
+        out[i] = np.where(mi, h[i] / hi, 0.0)
+    out = np.clip(out, 0.0, 1.0)
+    return out[0] if single else out
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -167,8 +217,10 @@ def colorize(heatmap: np.ndarray, cmap: str = "jet") -> np.ndarray:
     return np.round(rgba[..., :3] * 255.0).astype(np.uint8)
 
 
-def overlay(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:
-    """The patch (windowed to 8-bit grey) blended with the coloured map: uint8 RGB."""
+def overlay(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, cmap: str = "jet",
+            mask: np.ndarray | None = None) -> np.ndarray:
+    """The patch (windowed to 8-bit grey) blended with the coloured map: uint8 RGB. Where
+    ``mask`` (the tissue) is False the grey patch shows uncoloured."""
     if not 0.0 <= alpha <= 1.0:
         raise MammoError(f"alpha must be in [0, 1], got {alpha}")
     grey = to_uint8(pixels)
@@ -176,13 +228,17 @@ def overlay(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, cmap: s
         raise MammoError(f"patch {grey.shape} and heatmap {np.shape(heatmap)} differ in shape")
     rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float64)
     col = colorize(heatmap, cmap).astype(np.float64)
-    return np.round((1.0 - alpha) * rgb + alpha * col).clip(0, 255).astype(np.uint8)
+    out = (1.0 - alpha) * rgb + alpha * col
+    if mask is not None:
+        out = np.where(np.asarray(mask, dtype=bool)[..., None], out, rgb)
+    return np.round(out).clip(0, 255).astype(np.uint8)
 
 
 def weighted_mean(maps: list[np.ndarray], weights: list[float]) -> np.ndarray:
-    """Probability-weighted mean of member maps (plain mean when all weights are 0)."""
+    """Probability-weighted mean of member maps (plain mean when all weights are 0); not yet
+    normalised: pass it through :func:`finish_map` with the patch's tissue mask."""
     if not maps:
-        return np.zeros((150, 150), dtype=np.float32)
+        return np.zeros(PATCH_SHAPE, dtype=np.float32)
     w = np.clip(np.asarray(weights, dtype=np.float64), 0.0, None)
     if w.sum() <= 0:
         w = np.ones(len(maps))

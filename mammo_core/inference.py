@@ -28,9 +28,10 @@ from mammo_core.bundle import (
     read_manifest,
     verify_bundle,
 )
+from mammo_core.confidence import quality_from_card, question_qualities
+from mammo_core.contract import INPUT_SHAPE
 from mammo_core.errors import BundleError, MammoError
-
-INPUT_SHAPE = (150, 150, 1)
+from mammo_core.tta import TTA_MODES, check_tta, predict_tta
 
 
 @dataclass
@@ -73,7 +74,6 @@ class LoadedModel:
     @property
     def tta(self) -> str:
         """The card's test-time augmentation (``inference.tta``: ``none`` or ``dihedral8``)."""
-        from mammo_core.tta import TTA_MODES
 
         inf = self.info.card.get("inference")
         mode = inf.get("tta", "none") if isinstance(inf, dict) else "none"
@@ -82,7 +82,6 @@ class LoadedModel:
     def __call__(self, x: np.ndarray, tta: str | None = None) -> np.ndarray:
         """Probabilities for ``x``; with the card's TTA unless ``tta`` overrides it (``none`` /
         ``dihedral8``): then the mean over the 8 dihedral views (:mod:`mammo_core.tta`)."""
-        from mammo_core.tta import check_tta, predict_tta
 
         mode = self.tta if tta is None else check_tta(tta)
         fn = self.compiled()
@@ -149,7 +148,7 @@ def load_bundle(bundle_dir: str | Path, models_dir: str | Path | None = None) ->
 def _check_input(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 4 or tuple(x.shape[1:]) != INPUT_SHAPE:
-        raise MammoError(f"model input must be (N, 150, 150, 1), got {x.shape}")
+        raise MammoError(f"model input must be (N, {', '.join(map(str, INPUT_SHAPE))}), got {x.shape}")
     if x.dtype != np.float32:
         x = x.astype(np.float32)
     return x
@@ -198,12 +197,19 @@ def manifest_path(models_dir: str | Path) -> Path:
 
 
 def bundle_summary(info: BundleInfo) -> Mapping[str, Any]:
-    """Name, version, sha256, task, classes of a bundle (the JSON report's ``models`` entry)."""
-    return {
+    """Name, version, sha256, task, classes of a bundle and its measured held-out quality from
+    the card (``heldout``: auc, auc_ci95, n, split, status; an ensemble also gives
+    ``heldout_questions``, one per question) -- the JSON report's ``models`` entry."""
+    out: dict[str, Any] = {
         "name": info.name,
         "version": info.version,
         "sha256": info.sha256,
         "task": info.task,
         "classes": list(info.classes),
         "kind": info.kind,
+        "heldout": quality_from_card(info.card).to_dict(),
     }
+    questions = question_qualities(info.card)
+    if questions:
+        out["heldout_questions"] = {q.question: q.to_dict() for q in questions}
+    return out

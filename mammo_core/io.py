@@ -19,6 +19,14 @@ Many patches
     files get their label from a ``labels.csv`` (columns ``file``, ``label``) beside them, as
     written with the sample patches.
 
+Input size is never silent
+    A single image is a patch only when each side is within a factor ``PATCH_SIZE_FACTOR`` (4)
+    of 150 px (38..600 px); it is then resized to 150 x 150 with ``cv2.INTER_NEAREST``. Larger
+    images (whole mammograms) are refused by ``read_patches`` with ``NotAPatchError`` (the
+    ``ReadFailure`` has ``whole_image=True``): open them as mammograms
+    (``mammo_core.mammogram.read_mammogram``, ``mammo scan``, the viewer's mammogram view), which
+    cut windows the way the training data was cut. Smaller ones are refused as too small.
+
 Patch arrays (CBIS-DDSM layout)
     ``load_patch_arrays(folder)`` reads and validates ``train_tensor.npy`` / ``train_labels.npy``,
     ``public_test_tensor.npy`` / ``public_test_labels.npy`` and optionally
@@ -54,11 +62,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mammo_core.errors import DatasetError, MammoError, PatchReadError
+from mammo_core.contract import PATCH_SHAPE, PATCH_SIZE
+from mammo_core.errors import DatasetError, MammoError, NotAPatchError, PatchReadError
 from mammo_core.labels import N_LABELS, Task, get_task
+from mammo_core.predictions import patch_key
 
-PATCH_SIZE = 150
-PATCH_SHAPE = (PATCH_SIZE, PATCH_SIZE)
+#: A single image is read as a patch only when each side is within this factor of 150 px.
+PATCH_SIZE_FACTOR = 4
 
 NPY_EXTENSIONS = frozenset({".npy"})
 CV2_EXTENSIONS = frozenset({".png", ".tif", ".tiff", ".jpg", ".jpeg", ".pgm", ".pnm"})
@@ -74,6 +84,15 @@ TENSOR_SUFFIX = "_tensor.npy"
 LABELS_SUFFIX = "_labels.npy"
 
 _NATIVE_INT_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+
+
+def split_of(source: str | Path, index: int | None) -> str:
+    """The split a row of a patch array belongs to (``train`` for ``train_tensor.npy``), from
+    the file's name; ``""`` for anything else."""
+    name = Path(str(source)).name
+    if index is None or not name.endswith(TENSOR_SUFFIX):
+        return ""
+    return name[: -len(TENSOR_SUFFIX)]
 _CHUNK_ROWS = 2048  # rows per chunk when scanning big memory-mapped arrays
 _MMAP_MIN_BYTES = 16 << 20  # .npy files above this are memory-mapped by read_patches
 
@@ -86,8 +105,11 @@ class Patch:
     ``pixels`` is (150, 150) in the file's native dtype (uint8 / uint16; float only from .npy),
     read-only. ``source`` is the file path as given; ``index`` the row of a stacked array or the
     frame of a multi-frame DICOM (``None`` for a single image); ``label`` the 0-4 label when a
-    labels file gave one; ``original_shape`` the (height, width) before resizing to 150 x 150.
-    Patches compare by identity; use ``sha256`` to compare pixel content.
+    labels file gave one; ``original_shape`` the (height, width) before resizing to 150 x 150;
+    ``split`` the split of a patch array (``train`` for a row of ``train_tensor.npy``; ``""``
+    otherwise; derived from the file name when not given). ``key`` names the patch in reports,
+    heatmap mappings and the viewer. Patches compare by identity; use ``sha256`` to compare
+    pixel content.
     """
 
     pixels: np.ndarray
@@ -95,6 +117,16 @@ class Patch:
     index: int | None = None
     label: int | None = None
     original_shape: tuple[int, int] | None = None
+    split: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.split is None:
+            object.__setattr__(self, "split", split_of(self.source, self.index))
+
+    @property
+    def key(self) -> str:
+        """``source`` or ``source#index`` (:func:`mammo_core.predictions.patch_key`)."""
+        return patch_key(self.source, self.index)
 
     @cached_property
     def sha256(self) -> str:
@@ -114,6 +146,7 @@ class ReadFailure:
 
     source: str
     error: str
+    whole_image: bool = False  # far larger than a patch: open it as a whole mammogram instead
 
     def __str__(self) -> str:
         return f"{self.source}: {self.error}"
@@ -363,7 +396,8 @@ def _dicom_read(path: Path) -> tuple[np.ndarray, bool]:
             intercept = float(ds.get("RescaleIntercept", 0) or 0)
             arr = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - missing elements, compressed without a handler...
-        raise PatchReadError(f"cannot decode DICOM pixel data ({type(exc).__name__}: {_npy_problem(exc)})", path) from None
+        raise PatchReadError(f"cannot decode DICOM pixel data ({type(exc).__name__}: "
+                             f"{_npy_problem(exc)})", path) from None
 
     if photometric == "PALETTE COLOR":
         raise PatchReadError("PALETTE COLOR DICOM is not supported", path)
@@ -560,10 +594,28 @@ def _csv_labels(folder: Path, errors: list[ReadFailure], cache: dict[Path, dict[
     return cache[folder]
 
 
+def check_patch_size(shape: tuple[int, ...], path: str | Path | None = None) -> None:
+    """Refuse an image whose size is far from a 150 x 150 patch (each side must lie within a
+    factor ``PATCH_SIZE_FACTOR`` of 150 px): larger ones raise ``NotAPatchError`` (a whole
+    mammogram), smaller ones ``PatchReadError``; both say why in one line."""
+    h, w = int(shape[0]), int(shape[1])
+    lo, hi = math.ceil(PATCH_SIZE / PATCH_SIZE_FACTOR), PATCH_SIZE * PATCH_SIZE_FACTOR
+    if max(h, w) > hi:
+        raise NotAPatchError(
+            f"{w} x {h} pixels is far from a 150 x 150 patch (sides {lo}-{hi} px accepted): "
+            "a whole mammogram? Open it in the viewer's mammogram view or run 'mammo scan' "
+            "(shrinking it to 150 x 150 would classify the whole breast as one patch)", path)
+    if min(h, w) < lo:
+        raise PatchReadError(
+            f"{w} x {h} pixels is far from a 150 x 150 patch (sides {lo}-{hi} px accepted): "
+            "too small to enlarge to a patch", path)
+
+
 def _patches_from_file(path: Path, errors: list[ReadFailure],
                        label_cache: dict[Path, dict[str, int]] | None = None) -> list[Patch]:
     pixels, stack = _read_pixels(path)
     source = str(path)
+    check_patch_size(pixels.shape[-2:], path)
     if not stack:
         orig = tuple(int(s) for s in pixels.shape)
         label = _csv_labels(path.parent, errors, {} if label_cache is None else label_cache).get(path.name)
@@ -630,7 +682,8 @@ def read_patches(paths: str | Path | Iterable[str | Path], *, recursive: bool = 
             try:
                 result.patches.extend(_patches_from_file(f, result.errors, label_cache))
             except MammoError as err:
-                result.errors.append(ReadFailure(str(f), err.problem))
+                result.errors.append(ReadFailure(str(f), err.problem,
+                                                 whole_image=isinstance(err, NotAPatchError)))
     return result
 
 
@@ -801,6 +854,7 @@ __all__ = [
     "PatchCollection",
     "ReadFailure",
     "Split",
+    "check_patch_size",
     "drop_baselines",
     "load_patch_arrays",
     "pairs_ok",

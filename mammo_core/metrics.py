@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from mammo_core.errors import MammoError
+
 
 def _check(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y, dtype=np.int64).ravel()
@@ -121,3 +123,28 @@ def ci_method(n_boot: int, groups: np.ndarray | None, unit: str = "women") -> st
     if groups is None:
         return f"percentile bootstrap over patches, {n_boot} resamples"
     return f"percentile cluster bootstrap over {unit} ({len(np.unique(groups))}), {n_boot} resamples"
+
+
+MIN_SPREAD = 0.01  # a model whose class probabilities all vary less than this is "constant"
+
+
+def spread(p: np.ndarray) -> dict:
+    """How much a model's outputs vary over patches: per-class std, min, max; distinct rows."""
+    p = np.asarray(p, np.float64)
+    return {"n": len(p), "std": [float(v) for v in p.std(axis=0)],
+            "min": [float(v) for v in p.min(axis=0)], "max": [float(v) for v in p.max(axis=0)],
+            "distinct_outputs": len(np.unique(np.round(p, 4), axis=0)),
+            "predicted_classes": len(np.unique(p.argmax(axis=1)))}
+
+
+def check_not_collapsed(p: np.ndarray, where: str, min_spread: float = MIN_SPREAD) -> dict:
+    """Raise MammoError when predictions are (near) constant (every class probability varies by
+    less than ``min_spread`` std) or every patch gets the same class; else return the spread."""
+    s = spread(p)
+    if len(p) >= 2 and max(s["std"]) < min_spread:
+        raise MammoError(f"{where}: predictions are (near) constant (largest class-probability std "
+                         f"{max(s['std']):.4g} < {min_spread}); refusing to write a collapsed model")
+    if len(p) >= 2 and s["predicted_classes"] < 2:
+        raise MammoError(f"{where}: every patch is predicted as the same class; refusing to write a "
+                         "collapsed model")
+    return s

@@ -14,7 +14,17 @@ JSON::
      "errors": [{"source", "error"}]}
 
 One prediction row per patch and model (members first, then the ensemble). ``uncertainty`` is
-the ensemble's member disagreement on the ensemble row and null on single-model rows.
+the ensemble's member disagreement on the ensemble row and null on single-model rows. Each row
+also gives ``true_label`` (when the data gives one), the model's measured held-out quality
+(``heldout_auc``, ``heldout_auc_ci95``, ``quality``: above chance / at chance / below chance /
+not measured, see :mod:`mammo_core.confidence`) and, on the ensemble row, ``agreement``
+(agree / low / disagree). The JSON's ``rules`` and the CSV's first line state the call rule, the
+agreement rule and the quality rule in words.
+
+The PDF has a summary page (one row per patch) when it holds more than one patch, then one
+page per patch (patch, heatmap overlay with colour bar and its target class, probability bars
+with the call in red, agreement, each member's answer with its held-out AUC, provenance), and
+every page carries the disclaimer and "page i of n".
 """
 from __future__ import annotations
 
@@ -22,6 +32,7 @@ import csv
 import io as _io
 import json
 import math
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +42,18 @@ import numpy as np
 
 from mammo_core import DISCLAIMER
 from mammo_core.atomic import atomic_path, atomic_write_text
+from mammo_core.confidence import (
+    AGREEMENT_RULE,
+    CALL_RULE,
+    QUALITY_RULE,
+    ModelQuality,
+    agreement,
+)
 from mammo_core.errors import MammoError
-from mammo_core.session import ModelOutput, PatchPrediction, patch_key
+from mammo_core.explain import finish_map, overlay, tissue_mask, to_uint8
+from mammo_core.io import to_model_input
+from mammo_core.labels import LABEL_TO_NAME
+from mammo_core.predictions import ENSEMBLE, ModelOutput, PatchPrediction
 
 SCHEMA = "mammo.predictions/1"
 FORMATS = ("json", "csv", "pdf")
@@ -48,14 +69,75 @@ class PredictionRun:
     patches: Sequence[Any] = ()  # Patch objects (the PDF draws them)
     heatmaps: Mapping[tuple[str, str], np.ndarray] = field(default_factory=dict)
     heatmap_paths: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    # (patch key, model) -> {"target": class name, "method": "gradcam" ...}; without an entry
+    # a map explains the model's own predicted class
+    heatmap_meta: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.heatmaps = canonical_keys(self.heatmaps, self.predictions)
+        self.heatmap_paths = canonical_keys(self.heatmap_paths, self.predictions)
+        self.heatmap_meta = canonical_keys(self.heatmap_meta, self.predictions)
+
+
+def canonical_keys(mapping: Mapping[tuple[str, str], Any],
+                   predictions: Sequence[PatchPrediction]) -> dict[tuple[str, str], Any]:
+    """A heatmap mapping keyed the one way reports read it: ``(patch key, model name)``.
+    Callers may name the patch by its key, its pixels' sha256 or its source file (every row of
+    that file), and the ensemble by its bundle name or ``"ensemble"``; the more specific name
+    wins."""
+    if not mapping:
+        return {}
+    models = sorted({m for _k, m in mapping}, key=lambda m: m == ENSEMBLE)  # the alias last
+    out: dict[tuple[str, str], Any] = {}
+    for pred in predictions:
+        for model in models:
+            name = pred.ensemble.model if model == ENSEMBLE and pred.ensemble is not None else model
+            for k in (pred.key, pred.sha256, pred.source):
+                v = mapping.get((k, model))
+                if v is not None:
+                    out.setdefault((pred.key, name), v)
+                    break
+    return out
+
+
+def rules() -> dict[str, str]:
+    """The rules every report states in words."""
+    return {"call": CALL_RULE, "agreement": AGREEMENT_RULE, "quality": QUALITY_RULE}
+
+
+def _qualities(run: PredictionRun) -> dict[str, ModelQuality]:
+    """Held-out quality per model name, from the provenance's ``models[].heldout``."""
+    out = {}
+    for m in run.provenance.get("models", []):
+        h = m.get("heldout") or {}
+        ci = h.get("auc_ci95")
+        out[str(m.get("name"))] = ModelQuality(
+            model=str(m.get("name")), auc=h.get("auc"),
+            ci95=None if not ci else (float(ci[0]), float(ci[1])), n=h.get("n"), split=h.get("split"))
+    return out
+
+
+def _true_labels(run: PredictionRun) -> dict[str, str]:
+    """patch key (and sha256) -> true class name, for patches whose data gives a label."""
+    out = {}
+    for p in run.patches:
+        lab = getattr(p, "label", None)
+        if lab is None or int(lab) not in LABEL_TO_NAME:
+            continue
+        out.setdefault(p.key, LABEL_TO_NAME[int(lab)])
+        out.setdefault(p.sha256, LABEL_TO_NAME[int(lab)])
+    return out
+
+
+def _agreement(pred: PatchPrediction):
+    e = pred.ensemble
+    if e is None:
+        return None
+    return agreement(e.probabilities.get(e.predicted, 0.0), pred.flagged)
 
 
 def _lookup(mapping: Mapping[tuple[str, str], Any], pred: PatchPrediction, model: str):
-    for k in (pred.key, pred.sha256, pred.source):
-        v = mapping.get((k, model))
-        if v is not None:
-            return v
-    return None
+    return mapping.get((pred.key, model))  # keys made canonical by PredictionRun
 
 
 def _finite(x: float | None) -> float | None:
@@ -64,14 +146,16 @@ def _finite(x: float | None) -> float | None:
 
 def rows(run: PredictionRun) -> Iterator[dict[str, Any]]:
     """One dict per patch and model, in the JSON ``predictions`` form."""
+    quality = _qualities(run)
+    truth = _true_labels(run)
     for pred in run.predictions:
+        agree = _agreement(pred)
+        true_label = truth.get(pred.key) or truth.get(pred.sha256)
         outputs: list[tuple[ModelOutput, bool]] = [(o, False) for o in pred.per_model.values()]
         if pred.ensemble is not None:
             outputs.append((pred.ensemble, True))
         for out, is_ens in outputs:
             hm = _lookup(run.heatmap_paths, pred, out.model)
-            if hm is None and is_ens:
-                hm = _lookup(run.heatmap_paths, pred, "ensemble")
             yield {
                 "source": pred.source,
                 "index": pred.index,
@@ -84,6 +168,11 @@ def rows(run: PredictionRun) -> Iterator[dict[str, Any]]:
                 "entropy": _finite(pred.entropy) if is_ens else None,
                 "flagged": bool(pred.flagged) if is_ens else None,
                 "heatmap": None if hm is None else str(hm),
+                "true_label": true_label,
+                "heldout_auc": q.auc if (q := quality.get(out.model)) is not None else None,
+                "heldout_auc_ci95": None if q is None or q.ci95 is None else list(q.ci95),
+                "quality": ModelQuality(out.model).status if q is None else q.status,
+                "agreement": agree.state if is_ens and agree is not None else None,
             }
 
 
@@ -94,6 +183,7 @@ def to_json(run: PredictionRun) -> dict[str, Any]:
         "created": prov.get("created"),
         "software": prov.get("software", {}),
         "disclaimer": DISCLAIMER,
+        "rules": rules(),
         "models": [dict(m) for m in prov.get("models", [])],
         "ensemble": prov.get("ensemble"),
         "predictions": list(rows(run)),
@@ -114,11 +204,14 @@ def csv_text(run: PredictionRun) -> str:
                 classes.append(c)
     buf = _io.StringIO()
     prov = run.provenance
+    rl = rules()
     buf.write(f"# {DISCLAIMER}; mammo {prov.get('software', {}).get('version')}; "
-              f"created {prov.get('created')}\n")
+              f"created {prov.get('created')}; {rl['call']}; agreement: {rl['agreement']}; "
+              f"quality: {rl['quality']}\n")
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["source", "index", "sha256", "model", "task", "predicted", "uncertainty", "entropy",
-                "flagged", *[f"p_{c}" for c in classes], "heatmap"])
+                "flagged", *[f"p_{c}" for c in classes], "heatmap", "true_label", "heldout_auc",
+                "heldout_auc_ci_low", "heldout_auc_ci_high", "quality", "agreement"])
     for r in rs:
         w.writerow([
             r["source"], "" if r["index"] is None else r["index"], r["sha256"], r["model"], r["task"],
@@ -126,10 +219,14 @@ def csv_text(run: PredictionRun) -> str:
             "" if r["entropy"] is None else f"{r['entropy']:.6f}",
             "" if r["flagged"] is None else int(r["flagged"]),
             *["" if c not in r["probabilities"] else f"{r['probabilities'][c]:.6f}" for c in classes],
-            r["heatmap"] or "",
+            r["heatmap"] or "", r["true_label"] or "",
+            "" if r["heldout_auc"] is None else f"{r['heldout_auc']:.4f}",
+            *(["", ""] if r["heldout_auc_ci95"] is None else [f"{v:.4f}" for v in r["heldout_auc_ci95"]]),
+            r["quality"], r["agreement"] or "",
         ])
     for e in run.errors:
-        w.writerow([e.source, "", "", "", "", "ERROR", "", "", "", *[""] * len(classes), ""])
+        w.writerow([e.source, "", "", "", "", "ERROR", "", "", "", *[""] * len(classes), "",
+                    "", "", "", "", "", ""])
     return buf.getvalue()
 
 
@@ -147,112 +244,242 @@ def _short(h: str | None, n: int = 16) -> str:
     return (h or "")[:n]
 
 
+A4 = (8.27, 11.69)
+SUMMARY_ROWS = 38  # rows of the summary table per page
+GREY = "0.45"
+
+
+def _name(pred: PatchPrediction, width: int = 60) -> str:
+    name = Path(pred.source).name + ("" if pred.index is None else f" [{pred.index}]")
+    return name if len(name) <= width else "\u2026" + name[-(width - 1):]
+
+
+def _pretty(name: str | None) -> str:
+    return "" if not name else name.replace("_", " ")
+
+
+def _footer(fig, page: int, pages: int) -> None:
+    """Disclaimer and page number on every page."""
+    fig.text(0.06, 0.02, DISCLAIMER.capitalize() + ".", ha="left", fontsize=8, color="firebrick")
+    fig.text(0.94, 0.02, f"page {page} of {pages}", ha="right", fontsize=8)
+
+
+def _summary_pages(n: int) -> int:
+    return 0 if n < 2 else math.ceil(n / SUMMARY_ROWS)
+
+
+def _summary_page(fig, run: PredictionRun, part: Sequence[PatchPrediction], first: int) -> None:
+    """One row per patch: call, probability, uncertainty, flag, agreement, true label."""
+    truth = _true_labels(run)
+    fig.suptitle("Summary of predictions", fontsize=14, y=0.97)
+    fig.text(0.5, 0.935, DISCLAIMER.upper(), ha="center", fontsize=10, color="firebrick", weight="bold")
+    fig.text(0.06, 0.91, f"Ensemble {CALL_RULE}.\nAgreement: {AGREEMENT_RULE}.", va="top",
+             fontsize=7, wrap=True)
+    head = ["#", "patch", "call", "P(call)", "uncertainty", "flag", "agreement", "true label"]
+    cells = []
+    for i, pred in enumerate(part, start=first):
+        e = pred.ensemble
+        if e is None:  # no ensemble: the first model's own answer
+            e = next(iter(pred.per_model.values()))
+        agree = _agreement(pred)
+        unc = "" if pred.uncertainty is None else f"{pred.uncertainty:.3f}"
+        cells.append([str(i), _name(pred, 34), _pretty(e.predicted),
+                      f"{e.probabilities.get(e.predicted, 0.0):.3f}", unc,
+                      "DISAGREE" if pred.flagged else "", "" if agree is None else agree.state,
+                      _pretty(truth.get(pred.key) or truth.get(pred.sha256)) or "\u2013"])
+    ax = fig.add_axes([0.04, 0.06, 0.92, 0.8])
+    ax.axis("off")
+    table = ax.table(cellText=cells, colLabels=head, loc="upper center", cellLoc="left",
+                     colWidths=[0.04, 0.30, 0.17, 0.07, 0.09, 0.09, 0.08, 0.16])
+    table.auto_set_font_size(False)
+    table.set_fontsize(6.5)
+    table.scale(1.0, 1.25)
+    for (r, _c), cell in table.get_celld().items():
+        if r == 0:
+            cell.set_text_props(weight="bold")
+        cell.set_linewidth(0.3)
+
+
+def _heatmap_title(run: PredictionRun, pred: PatchPrediction, model: str) -> str:
+    meta = _lookup(run.heatmap_meta, pred, model) or {}
+    method = meta.get("method", "gradcam")
+    method = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}.get(method, method)
+    target = meta.get("target")
+    if not target:
+        out = pred.output(model)
+        target = None if out is None else out.predicted
+    return f"{method} of {model} for class: {_pretty(target) or 'unknown'}"
+
+
 def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
-    from mammo_core.explain import overlay, to_uint8
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
     prov = run.provenance
+    quality = _qualities(run)
+    truth = _true_labels(run)
     primary = pred.ensemble or next(iter(pred.per_model.values()))
-    fig.suptitle(f"{Path(pred.source).name}" + ("" if pred.index is None else f" [{pred.index}]"),
-                 fontsize=14, y=0.97)
-    fig.text(0.5, 0.935, DISCLAIMER.upper(), ha="center", fontsize=10, color="firebrick",
+    fig.suptitle(_name(pred, 80), fontsize=13, y=0.97)
+    fig.text(0.5, 0.945, DISCLAIMER.upper(), ha="center", fontsize=10, color="firebrick",
              weight="bold")
-    ax1 = fig.add_axes([0.06, 0.62, 0.4, 0.28])
-    ax2 = fig.add_axes([0.54, 0.62, 0.4, 0.28])
+    true_label = truth.get(pred.key) or truth.get(pred.sha256)
+    if true_label:
+        fig.text(0.5, 0.925, f"True label (from the data): {_pretty(true_label)}", ha="center", fontsize=9)
+    ax1 = fig.add_axes([0.06, 0.64, 0.38, 0.26])
+    ax2 = fig.add_axes([0.50, 0.64, 0.38, 0.26])
+    cax = fig.add_axes([0.90, 0.64, 0.015, 0.26])
     for ax in (ax1, ax2):
         ax.set_xticks([])
         ax.set_yticks([])
     hm_model = primary.model
     hm = _lookup(run.heatmaps, pred, hm_model)
-    if hm is None and pred.ensemble is not None:
-        hm = _lookup(run.heatmaps, pred, "ensemble")
     if hm is None:
         for m in pred.per_model:
             hm = _lookup(run.heatmaps, pred, m)
             if hm is not None:
                 hm_model = m
                 break
+    cax.set_visible(False)
     if patch is not None:
         ax1.imshow(to_uint8(patch.pixels), cmap="gray", vmin=0, vmax=255)
         ax1.set_title("patch (windowed min..max)", fontsize=9)
         if hm is not None:
-            ax2.imshow(overlay(patch.pixels, np.asarray(hm)))
-            ax2.set_title(f"Grad-CAM: {hm_model} ({primary.predicted if hm_model == primary.model else ''})",
-                          fontsize=9)
+            mask = tissue_mask(to_model_input(patch.pixels)[0])
+            shown = display_map(hm, patch)
+            ax2.imshow(overlay(patch.pixels, shown, mask=mask))
+            ax2.set_title(_heatmap_title(run, pred, hm_model), fontsize=8)
+            cax.set_visible(True)
+            fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps["jet"]), cax=cax)
+            cax.tick_params(labelsize=7)
+            cax.set_ylabel("relevance (per patch: 1 = most)", fontsize=7)
+            ax2.set_xlabel("background below the tissue threshold left uncoloured", fontsize=7)
         else:
             ax2.text(0.5, 0.5, "no heatmap computed", ha="center", va="center")
     else:
         ax1.text(0.5, 0.5, "pixels not available", ha="center", va="center")
         ax2.text(0.5, 0.5, "no heatmap", ha="center", va="center")
 
-    axb = fig.add_axes([0.3, 0.36, 0.62, 0.2])
+    axb = fig.add_axes([0.3, 0.42, 0.62, 0.17])
     names = list(primary.probabilities)
     vals = [primary.probabilities[c] for c in names]
     colors = ["tab:red" if c == primary.predicted else "tab:blue" for c in names]
     axb.barh(range(len(names)), vals, color=colors)
-    axb.set_yticks(range(len(names)), names, fontsize=8)
+    axb.set_yticks(range(len(names)), [_pretty(n) for n in names], fontsize=8)
     axb.invert_yaxis()
     axb.set_xlim(0, 1)
-    axb.set_xlabel("probability", fontsize=8)
+    axb.set_xlabel("probability (red = the call)", fontsize=8)
     for i, v in enumerate(vals):
         axb.text(min(v + 0.01, 0.9), i, f"{v:.3f}", va="center", fontsize=7)
-    axb.set_title(f"{primary.model} ({primary.task}): predicted {primary.predicted}", fontsize=9)
+    axb.set_title(f"{primary.model} ({primary.task}): call {_pretty(primary.predicted)} "
+                  f"{primary.probabilities.get(primary.predicted, 0.0):.3f}", fontsize=9)
 
-    lines = []
+    y = 0.37
+    step = 0.0135
+
+    def line(text: str, color: str = "black", size: float = 7.5) -> None:
+        nonlocal y
+        indent = " " * (len(text) - len(text.lstrip()) + 4)
+        for part in textwrap.wrap(text, 104, subsequent_indent=indent) or [""]:
+            fig.text(0.06, y, part, va="top", fontsize=size, family="monospace", color=color)
+            y -= step
+
     if pred.ensemble is not None:
+        line(f"Ensemble {CALL_RULE}.")
+        agree = _agreement(pred)
         unc = "n/a (fewer than 2 members per factor)" if pred.uncertainty is None else f"{pred.uncertainty:.4f}"
         thr = (prov.get("ensemble") or {}).get("threshold")
-        lines.append(f"Ensemble disagreement: {unc}" + ("" if thr is None else f" (threshold {thr:.4f})")
-                     + ("  FLAGGED: members disagree" if pred.flagged else ""))
+        line(f"{agree.text}: disagreement {unc}" + ("" if thr is None else f" (threshold {thr:.4f})")
+             + f", P(call) {pred.ensemble.probabilities.get(pred.ensemble.predicted, 0.0):.3f}",
+             color="darkorange" if agree.state != "agree" else "darkgreen")
         if pred.entropy is not None:
-            lines.append(f"Normalised entropy of the five-class distribution: {pred.entropy:.4f}")
+            line(f"Normalised entropy of the five-class distribution: {pred.entropy:.4f}")
+        q = quality.get(pred.ensemble.model)
+        if q is not None:
+            line(f"Ensemble {q.text()}")
+        y -= step / 2
+    line("Member models (answer; measured quality on held-out data; grey = not above chance):")
     for name, out in pred.per_model.items():
+        q = quality.get(name) or ModelQuality(name)
         top = out.probabilities[out.predicted]
-        lines.append(f"{name} ({out.task}): {out.predicted} {top:.3f}")
-    lines.append("")
-    lines.append("Models:")
+        color = "black" if q.trusted else GREY
+        line(f"  {name} ({out.task}): {_pretty(out.predicted)} {top:.3f}", color=color)
+        line(f"      {q.text()}", color=color)
+    y -= step / 2
+    line("Models:")
     for m in prov.get("models", []):
-        lines.append(f"  {m['name']} v{m['version']} [{m.get('kind', 'model')}, {m['task']}] "
-                     f"sha256 {_short(m['sha256'])}")
-    lines.append(f"Input sha256 (pixels): {pred.sha256}")
-    lines.append(f"Created {prov.get('created')}  mammo {prov.get('software', {}).get('version')}")
-    lines.append("Research use only \u2014 not a medical device.")
-    fig.text(0.06, 0.32, "\n".join(lines[:40]), va="top", fontsize=7.5, family="monospace")
+        line(f"  {m['name']} v{m['version']} [{m.get('kind', 'model')}, {m['task']}] "
+             f"sha256 {_short(m['sha256'])}")
+    line(f"Input sha256 (pixels): {pred.sha256}")
+    line(f"Created {prov.get('created')}  mammo {prov.get('software', {}).get('version')}")
+
+
+def display_map(heatmap: np.ndarray, patch) -> np.ndarray:
+    """The map as every report draws it: per patch [0, 1] with the background masked out
+    (:func:`mammo_core.explain.finish_map`; a no-op for maps from :class:`Session`)."""
+    return finish_map(np.asarray(heatmap), tissue_mask(to_model_input(patch.pixels)[0]))
+
+
+def pdf_pages(run: PredictionRun) -> Iterator[Any]:
+    """The PDF's pages as matplotlib figures, in order, each with the disclaimer and "page i of
+    n" (the caller closes them): a summary page (more than one patch; 38 rows a page), a page
+    per patch, a last page listing unreadable inputs."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    by_key = {}
+    for p in run.patches:
+        by_key.setdefault(p.key, p)
+        by_key.setdefault(p.sha256, p)
+    preds = list(run.predictions)
+    n_summary = _summary_pages(len(preds))
+    pages = max(n_summary + len(preds) + (1 if run.errors else 0), 1)
+    page = 0
+
+    def done(fig):
+        nonlocal page
+        page += 1
+        _footer(fig, page, pages)
+        return fig
+
+    if not preds and not run.errors:
+        fig = plt.figure(figsize=A4)
+        fig.text(0.5, 0.5, "No predictions.", ha="center")
+        yield done(fig)
+    for s in range(n_summary):
+        fig = plt.figure(figsize=A4)
+        _summary_page(fig, run, preds[s * SUMMARY_ROWS:(s + 1) * SUMMARY_ROWS], s * SUMMARY_ROWS + 1)
+        yield done(fig)
+    for pred in preds:
+        fig = plt.figure(figsize=A4)
+        _page(fig, pred, by_key.get(pred.key) or by_key.get(pred.sha256), run)
+        yield done(fig)
+    if run.errors:
+        fig = plt.figure(figsize=A4)
+        text = "Inputs that could not be read:\n\n" + "\n".join(
+            f"{e.source}: {e.error}"[:110] for e in run.errors[:80])
+        fig.text(0.06, 0.95, text, va="top", fontsize=8, family="monospace")
+        yield done(fig)
 
 
 def write_pdf(path: str | Path, run: PredictionRun) -> Path:
-    """A page per patch (patch, heatmap overlay, probability bars, uncertainty, provenance);
-    a last page lists unreadable inputs. matplotlib Agg + PdfPages."""
+    """The PDF report (:func:`pdf_pages`), written atomically. matplotlib Agg + PdfPages."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from matplotlib.backends.backend_pdf import PdfPages
 
-    by_key = {}
-    for p in run.patches:
-        by_key.setdefault(patch_key(p.source, p.index), p)
-        by_key.setdefault(p.sha256, p)
     path = Path(path)
     meta = {"Title": "mammo predictions", "Subject": DISCLAIMER, "Creator": "mammo-patches"}
     with atomic_path(path) as tmp, PdfPages(tmp, metadata=meta) as pdf:
-        if not run.predictions and not run.errors:
-            fig = plt.figure(figsize=(8.27, 11.69))
-            fig.text(0.5, 0.5, f"No predictions.\n{DISCLAIMER}", ha="center")
-            pdf.savefig(fig)
-            plt.close(fig)
-        for pred in run.predictions:
-            fig = plt.figure(figsize=(8.27, 11.69))
-            _page(fig, pred, by_key.get(pred.key) or by_key.get(pred.sha256), run)
-            pdf.savefig(fig)
-            plt.close(fig)
-        if run.errors:
-            fig = plt.figure(figsize=(8.27, 11.69))
-            text = "Inputs that could not be read:\n\n" + "\n".join(
-                f"{e.source}: {e.error}"[:110] for e in run.errors[:80])
-            fig.text(0.06, 0.95, text, va="top", fontsize=8, family="monospace")
-            fig.text(0.5, 0.03, DISCLAIMER, ha="center", fontsize=9, color="firebrick")
-            pdf.savefig(fig)
-            plt.close(fig)
+        for fig in pdf_pages(run):
+            try:
+                pdf.savefig(fig)
+            finally:
+                plt.close(fig)
     return path
 
 

@@ -18,62 +18,26 @@ import numpy as np
 
 from mammo_core import DISCLAIMER, __version__
 from mammo_core.bundle import CARD_FILE, BundleInfo, read_card, read_manifest
+from mammo_core.ensemble import _factors_of, apply_temperature, combine, member_class_for, member_dirs, read_ensemble
 from mammo_core.errors import BundleError, MammoError
+from mammo_core.explain import finish_map, gradcam, tissue_mask, weighted_mean
+from mammo_core.inference import bundle_summary, find_bundle, load_bundle, predict_arrays
+from mammo_core.io import ReadFailure, to_model_input
 from mammo_core.labels import CLASS_NAMES
+from mammo_core.paths import models_dir as default_models_dir
+from mammo_core.predictions import ENSEMBLE, ModelOutput, PatchPrediction, patch_key
+from mammo_core.report import PredictionRun, write_report
 
 if TYPE_CHECKING:  # pragma: no cover
     from mammo_core.ensemble import EnsembleSpec
     from mammo_core.inference import LoadedModel
     from mammo_core.io import Patch, ReadFailure
 
-ENSEMBLE = "ensemble"
-
-
-@dataclass(frozen=True)
-class ModelOutput:
-    """One model's output for one patch: probabilities keyed by its task's class names."""
-
-    model: str
-    task: str
-    probabilities: dict[str, float]
-    predicted: str
-
-
-@dataclass(frozen=True)
-class PatchPrediction:
-    """Every loaded model's output for one patch, and the ensemble's (five classes) if loaded.
-
-    ``uncertainty`` is the ensemble members' disagreement (None without an ensemble of at least
-    two members per factor); ``flagged`` is True when it exceeds the threshold fitted on
-    validation data; ``entropy`` is the normalised entropy of the ensemble's distribution.
-    """
-
-    source: str
-    index: int | None
-    sha256: str
-    per_model: dict[str, ModelOutput]
-    ensemble: ModelOutput | None
-    uncertainty: float | None
-    flagged: bool
-    entropy: float | None = None
-
-    @property
-    def key(self) -> str:
-        return patch_key(self.source, self.index)
-
-
-def patch_key(source: str, index: int | None) -> str:
-    """How reports and heatmap mappings name a patch: ``source`` or ``source#index``."""
-    return str(source) if index is None else f"{source}#{index}"
-
-
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _failure(source: str | Path, error: str):
-    from mammo_core.io import ReadFailure
-
     return ReadFailure(str(source), error)
 
 
@@ -93,8 +57,6 @@ class Session:
     """Loaded bundles and what can be done with them (thread-safe for one worker at a time)."""
 
     def __init__(self, models_dir: Path | str | None = None):
-        from mammo_core.paths import models_dir as default_models_dir
-
         self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
         self._state = _State()
         self._lock = threading.RLock()
@@ -115,8 +77,6 @@ class Session:
 
     # ------------------------------------------------------------------ loading
     def _resolve(self, name: str) -> Path:
-        from mammo_core.inference import find_bundle
-
         if name == ENSEMBLE:
             ens = [i for i in self.available() if i.kind == "ensemble"]
             if not ens:
@@ -137,9 +97,6 @@ class Session:
         """Verify and load bundles (by name in the models folder, or by folder path); an
         ensemble brings its members. ``names`` default: every bundle in the models folder.
         Already loaded bundles are kept. Returns the bundles that failed (one line each)."""
-        from mammo_core.ensemble import member_dirs, read_ensemble
-        from mammo_core.inference import load_bundle
-
         failures = []
         if names is None:
             names = [i.name for i in self.available()]
@@ -206,10 +163,16 @@ class Session:
     def ensemble_spec(self) -> EnsembleSpec | None:
         return None if self._state.ensemble is None else self._state.ensemble.spec
 
-    def info(self, name: str) -> BundleInfo:
+    def model_name(self, name: str) -> str:
+        """A loaded model's own name: the alias ``"ensemble"`` becomes the loaded ensemble
+        bundle's name (the name reports use); other names are returned as given."""
         with self._lock:
-            if name in (ENSEMBLE,) and self._state.ensemble is not None:
-                return self._state.ensemble.info
+            ens = self._state.ensemble
+        return ens.info.name if name == ENSEMBLE and ens is not None else name
+
+    def info(self, name: str) -> BundleInfo:
+        name = self.model_name(name)
+        with self._lock:
             if self._state.ensemble is not None and name == self._state.ensemble.info.name:
                 return self._state.ensemble.info
             if name in self._state.models:
@@ -223,10 +186,6 @@ class Session:
         """Predict every patch with every loaded model (each model once per batch) and the
         ensemble. ``progress(done, total)`` after each batch; when ``cancel()`` returns True,
         stops and returns the predictions of the patches done so far."""
-        from mammo_core.ensemble import combine
-        from mammo_core.inference import predict_arrays
-        from mammo_core.io import to_model_input
-
         with self._lock:
             models = list(self._state.models.values())
             ens = self._state.ensemble
@@ -271,10 +230,61 @@ class Session:
             out.append(PatchPrediction(p.source, p.index, p.sha256, per, e_out, unc, flag, ent))
         return out
 
+    # ------------------------------------------------------------------ P(abnormal) only
+    def abnormal_members(self) -> list[str]:
+        """The loaded models that estimate P(baseline) (hence P(abnormal) = 1 - P(baseline)):
+        with an ensemble, its members that estimate the hierarchy's ``baseline`` factor (the
+        ensemble's P(abnormal) depends on these alone); without one, every loaded model with a
+        ``baseline`` class. Fastest first (smallest model file)."""
+        with self._lock:
+            ens = self._state.ensemble
+            models = dict(self._state.models)
+        if ens is not None:
+            names = [m.name for m in ens.spec.members if "baseline" in _factors_of(m)]
+        else:
+            names = [n for n, m in models.items() if "baseline" in m.classes]
+
+        def size(n: str) -> int:
+            try:
+                return (models[n].info.path / "model.keras").stat().st_size
+            except (OSError, KeyError, AttributeError):
+                return 0
+        return sorted(names, key=size)
+
+    def p_abnormal(self, pixels: np.ndarray, members: Sequence[str] | None = None,
+                   batch_size: int = 64) -> np.ndarray:
+        """P(abnormal) of a stack of patches ``(N, 150, 150)`` (uint8 / uint16 / float [0, 1]):
+        the ensemble's ``1 - P(baseline)`` (temperature scaling and fitted weights as in
+        :meth:`predict`), computed from ``members`` only (default: every member that estimates
+        P(baseline), which gives exactly the ensemble's value; a subset is an approximation, to
+        be stated). Without an ensemble: the mean ``1 - P(baseline)`` of ``members``."""
+        import dataclasses
+
+        usable = self.abnormal_members()
+        if not usable:
+            raise MammoError("no loaded model estimates P(baseline): the abnormality map needs a "
+                             "baseline_mass_calc or five_class model (or an ensemble with one)")
+        chosen = list(members if members else usable)
+        bad = [m for m in chosen if m not in usable]
+        if bad:
+            raise MammoError(f"model(s) {', '.join(bad)} give no P(baseline); choose among "
+                             f"{', '.join(usable)}")
+        with self._lock:
+            models = [self._state.models[n] for n in chosen]
+            ens = self._state.ensemble
+        x = to_model_input(np.asarray(pixels))
+        if len(x) == 0:
+            return np.zeros(0)
+        probs = predict_arrays(models, x, batch_size=batch_size)
+        if ens is not None:
+            spec = dataclasses.replace(ens.spec, members=tuple(m for m in ens.spec.members
+                                                               if m.name in chosen))
+            return 1.0 - np.asarray(combine(spec, probs).factors["baseline"], dtype=np.float64)
+        return np.mean([1.0 - probs[m.name][:, list(m.classes).index("baseline")] for m in models],
+                       axis=0)
+
     # ------------------------------------------------------------------ Grad-CAM
     def _target_index(self, lm: LoadedModel, patch: Patch, target: str | None) -> int | None:
-        from mammo_core.ensemble import member_class_for
-
         if target is None:
             return None
         if target in lm.classes:
@@ -290,17 +300,15 @@ class Session:
         """Grad-CAM maps of one patch: ``{model: map}`` for a model; for the ensemble each
         member's map (for the member's class that contains the target, default the ensemble's
         predicted class) and, under ``"ensemble"``, their mean weighted by each member's
-        (temperature-scaled) probability of that class. Members that cannot express the target
+        (temperature-scaled) probability of that class. Every map is normalised per patch to a
+        maximum of 1 with the background (below the tissue threshold) set to 0
+        (:func:`mammo_core.explain.finish_map`). Members that cannot express the target
         (e.g. target ``baseline`` for a mass_calc member) are left out."""
-        from mammo_core.ensemble import apply_temperature, member_class_for
-        from mammo_core.explain import gradcam, weighted_mean
-        from mammo_core.io import to_model_input
-
         x = to_model_input(patch)
         with self._lock:
             ens = self._state.ensemble
             models = dict(self._state.models)
-        if model == ENSEMBLE or (ens is not None and model == ens.info.name):
+        if model == ENSEMBLE or (ens is not None and self.model_name(model) == ens.info.name):
             if ens is None:
                 raise MammoError(f"no ensemble loaded (loaded: {', '.join(self.loaded) or 'none'})")
             if target is None:
@@ -320,7 +328,9 @@ class Session:
                 out[m.name] = hm
                 maps.append(hm)
                 weights.append(p)
-            out[ENSEMBLE] = weighted_mean(maps, weights)
+            # per-patch [0, 1] again (a weighted mean of maps peaking in different places
+            # would otherwise never reach 1), background masked out
+            out[ENSEMBLE] = finish_map(weighted_mean(maps, weights), tissue_mask(x[0]))
             return out
         if model not in models:
             raise MammoError(f"model {model!r} is not loaded (loaded: {', '.join(self.loaded) or 'none'})")
@@ -338,8 +348,6 @@ class Session:
     # ------------------------------------------------------------------ provenance / export
     def provenance(self) -> dict:
         """Software version, disclaimer, time, and every loaded model's name, version, hashes."""
-        from mammo_core.inference import bundle_summary
-
         with self._lock:
             models = [dict(bundle_summary(m.info)) for m in self._state.models.values()]
             ens = self._state.ensemble
@@ -368,12 +376,13 @@ class Session:
                predictions: Sequence[PatchPrediction],
                heatmaps: Mapping[tuple[str, str], np.ndarray] | None = None,
                errors: Sequence[ReadFailure] = (),
-               heatmap_paths: Mapping[tuple[str, str], str] | None = None) -> Path:
+               heatmap_paths: Mapping[tuple[str, str], str] | None = None,
+               heatmap_meta: Mapping[tuple[str, str], Mapping[str, str]] | None = None) -> Path:
         """Write a report (``fmt`` csv | json | pdf) atomically; ``heatmaps`` maps
         ``(patch key, model)`` to a map, where the patch key is :func:`patch_key` (``source`` or
-        ``source#index``; the patch's sha256 is accepted too). Returns the path."""
-        from mammo_core.report import PredictionRun, write_report
-
+        ``source#index``; the patch's sha256 is accepted too); ``heatmap_meta`` gives the same
+        keys' ``{"target": class, "method": ...}`` (default: the model's predicted class).
+        Returns the path."""
         run = PredictionRun(
             predictions=list(predictions),
             provenance=self.provenance(),
@@ -381,5 +390,10 @@ class Session:
             patches=list(patches),
             heatmaps=dict(heatmaps or {}),
             heatmap_paths=dict(heatmap_paths or {}),
+            heatmap_meta=dict(heatmap_meta or {}),
         )
         return write_report(Path(path), fmt, run)
+
+
+# the prediction types moved to mammo_core.predictions; importing them from here still works
+__all__ = ["ENSEMBLE", "ModelOutput", "PatchPrediction", "Session", "patch_key"]

@@ -360,8 +360,8 @@ def test_extra_baselines_train_women_only_and_test_split_unchanged(synthetic, tm
     plain, more = tmp_path / "plain", tmp_path / "more"
     base = ["dataset", "build-mias", "--images", str(folder), "--info", str(folder / "Info.txt"),
             "--seed", "5", "--jitter", "1", "--no-progress"]
-    assert main(base + ["--out", str(plain)]) == 0
-    assert main(base + ["--out", str(more), "--extra-baselines", "2"]) == 0
+    assert main([*base, "--out", str(plain)]) == 0
+    assert main([*base, "--out", str(more), "--extra-baselines", "2"]) == 0
     for f in ("public_test_tensor.npy", "public_test_labels.npy"):
         assert (plain / f).read_bytes() == (more / f).read_bytes()
     t0, t1 = np.load(plain / "train_tensor.npy"), np.load(more / "train_tensor.npy")

@@ -137,4 +137,5 @@ def test_dataset_info_end_to_end_subprocess(tmp_path, rng):
                          capture_output=True, text=True, timeout=120, check=False,
                          env=_subprocess_env())
     assert res.returncode == 1
-    assert res.stderr.strip() == f"mammo: error: {Path(tmp_path) / 'train_labels.npy'}: not a .npy file (bad magic string)"
+    labels = Path(tmp_path) / "train_labels.npy"
+    assert res.stderr.strip() == f"mammo: error: {labels}: not a .npy file (bad magic string)"

@@ -81,7 +81,7 @@ def test_five_class_output_is_a_distribution(rng, tasks):
     assert res.probabilities.shape == (50, 5)
     np.testing.assert_allclose(res.probabilities.sum(1), 1.0, atol=1e-9)
     assert (res.probabilities >= 0).all()
-    assert ((0 <= res.entropy) & (res.entropy <= 1)).all()
+    assert ((res.entropy >= 0) & (res.entropy <= 1)).all()
     assert res.flagged.dtype == bool
     assert len(res.predicted) == 50 and set(res.predicted) <= set(CLASS_NAMES)
 

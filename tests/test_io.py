@@ -250,7 +250,7 @@ def test_dicom_without_pixels(tmp_path):
 
 
 # ----------------------------------------------------------------------------- resizing
-@pytest.mark.parametrize("shape", [(200, 180), (97, 151), (300, 300), (40, 640)])
+@pytest.mark.parametrize("shape", [(200, 180), (97, 151), (300, 300), (40, 600)])
 def test_non_150_images_resized_with_inter_nearest(tmp_path, rng, shape):
     img = rng.integers(0, 65536, size=shape, dtype=np.uint16)
     png = write_cv2(tmp_path / "p.png", img)
@@ -263,6 +263,22 @@ def test_non_150_images_resized_with_inter_nearest(tmp_path, rng, shape):
         np.testing.assert_array_equal(p.pixels, expected)
         assert p.original_shape == shape
     np.testing.assert_array_equal(io.resize_patch(img), expected)
+
+
+@pytest.mark.parametrize("shape, whole", [((601, 150), True), ((1024, 1024), True), ((150, 37), False),
+                                          ((5, 5), False)])
+def test_sizes_far_from_a_patch_are_refused_with_the_reason(tmp_path, rng, shape, whole):
+    """Attack from issue 15: a whole mammogram opened as a patch was silently shrunk to 150 x 150
+    and classified. Now it is refused, naming the size; the other files still load."""
+    big = write_cv2(tmp_path / "big.png", rng.integers(0, 256, size=shape, dtype=np.uint8))
+    ok = write_cv2(tmp_path / "ok.png", rng.integers(0, 256, size=(150, 150), dtype=np.uint8))
+    coll = io.read_patches([big, ok])
+    assert [p.source for p in coll.patches] == [str(ok)]
+    (err,) = coll.errors
+    assert err.source == str(big) and err.whole_image is whole
+    assert f"{shape[1]} x {shape[0]} pixels is far from a 150 x 150 patch" in err.error
+    assert ("mammogram" in err.error) is whole and "\n" not in err.error
+    assert io.read_image(big).shape == shape  # the whole-image reader still reads it
 
 
 def test_resize_patch_is_a_no_op_at_150(rng):
@@ -535,16 +551,17 @@ def test_dicom_monochrome1_with_rescale_mirrors_the_rescaled_range(tmp_path, rng
 
 @pytest.mark.shared
 def test_real_mini_mias_folder(mias_dir, tmp_path):
-    """The real mini-MIAS PNGs (1024 x 1024, 8-bit) read as 150 x 150 patches by INTER_NEAREST;
-    Info.txt / README.md / Licence.txt in the folder are ignored; PGM (the original
-    distribution format) reads to the same pixels."""
+    """The real mini-MIAS PNGs (1024 x 1024, 8-bit) are whole mammograms: read_patches refuses
+    each one (never shrinks the breast to 150 x 150 silently), flagged ``whole_image``;
+    Info.txt / README.md / Licence.txt in the folder are ignored; read_image reads them at full
+    size and PGM (the original distribution format) reads to the same pixels."""
     coll = io.read_patches(mias_dir)
-    assert coll.errors == []
+    assert coll.patches == []
     pngs = sorted(p.name for p in mias_dir.glob("*.png"))
-    assert [Path(p.source).name for p in coll.patches] == pngs
+    assert [Path(e.source).name for e in coll.errors] == pngs
+    assert all(e.whole_image and "1024 x 1024 pixels is far from a 150 x 150 patch" in e.error
+               for e in coll.errors)
     first = io.read_image(mias_dir / pngs[0])
     assert first.shape == (1024, 1024) and first.dtype == np.uint8
-    assert all(p.original_shape == (1024, 1024) for p in coll.patches)
-    np.testing.assert_array_equal(coll.patches[0].pixels, nearest(first))
     pgm = write_cv2(tmp_path / "mdb.pgm", first)
     np.testing.assert_array_equal(io.read_image(pgm), first)

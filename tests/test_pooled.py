@@ -107,7 +107,7 @@ def _constant(model):
     """Zero the last Dense kernel: the model then outputs one constant distribution."""
     last = model.layers[-1]
     w = last.get_weights()
-    last.set_weights([np.zeros_like(w[0])] + w[1:])
+    last.set_weights([np.zeros_like(w[0]), *w[1:]])
     return model
 
 

@@ -81,7 +81,8 @@ def test_pdf_has_a_page_per_patch_plus_errors(tmp_path, with_heatmap):
     out = write_report(tmp_path / "r.pdf", "pdf", _run(with_heatmap))
     data = out.read_bytes()
     assert data.startswith(b"%PDF")
-    assert len(re.findall(rb"/Type\s*/Page\b", data)) == 3
+    # a summary page (two patches), a page per patch, the unreadable inputs
+    assert len(re.findall(rb"/Type\s*/Page\b", data)) == 4
     assert [p.name for p in tmp_path.iterdir()] == ["r.pdf"]
 
 

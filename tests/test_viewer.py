@@ -114,7 +114,7 @@ def test_open_predict_overlay_target_export(qtbot, window, cbis_folder, tmp_path
     win.target_combo.setCurrentIndex(win.target_combo.findData(other))
     qtbot.waitUntil(lambda: win.shown_heat_key() is not None
                     and win.shown_heat_key()[3] == other, timeout=WAIT)
-    new_heat = win._heat_cache[win.shown_heat_key()][0]
+    new_heat = win.controller.heatmap(win.shown_heat_key())[0]
     assert new_heat.shape == (150, 150) and 0.0 <= new_heat.min() <= new_heat.max() <= 1.0
 
     # one member's heatmap with Grad-CAM++

@@ -234,3 +234,50 @@ def test_image_view_zoom_fit_and_pair(qtbot):
     assert len(view.images()) == 2 and view.zoom() < fitted
     view.set_zoom(1000)
     assert view.zoom() == view.MAX_ZOOM
+
+
+# ------------------------------------------------------------------------------- errors
+def test_error_message_has_details_and_goes_to_the_log_file(qtbot, tmp_path):
+    import logging
+    import sys
+
+    from PyQt6.QtWidgets import QMessageBox
+
+    from app.main import _install_excepthook, build_window
+    from mammo_core import logsetup
+
+    empty = tmp_path / "no_models"
+    empty.mkdir()
+    logfile = tmp_path / "data" / "viewer.log"
+    assert logsetup.configure("mammo-viewer", log_file=logfile) == logfile
+    old_hook = sys.excepthook
+    win = build_window(empty, interactive_dialogs=True)
+    qtbot.addWidget(win)
+    try:
+        try:
+            raise KeyError("probabilities")
+        except KeyError as exc:
+            _install_excepthook([win])
+            with qtbot.waitSignal(win.errorShown, timeout=5_000):
+                sys.excepthook(type(exc), exc, exc.__traceback__)
+        boxes = [w for w in win.findChildren(QMessageBox) if w.isVisible()]
+        assert len(boxes) == 1 and "Unexpected error: KeyError" in boxes[0].text()
+        details = boxes[0].detailedText()
+        assert "Traceback" in details and "test_viewer_units.py" in details
+        # a worker's failure: the traceback the worker kept is under Details too
+        win.controller.errorOccurred.emit("/x/scan.dcm: prediction failed: boom", "Prediction",
+                                          "Traceback (most recent call last):\n  ValueError: boom")
+        box = [w for w in win.findChildren(QMessageBox) if w.isVisible()][-1]
+        assert "ValueError: boom" in box.detailedText()
+        for h in logging.getLogger().handlers:
+            h.flush()
+        text = logfile.read_text(encoding="utf-8")
+        assert "Unexpected error: KeyError" in text and "test_viewer_units.py" in text
+        assert "/x/scan.dcm: prediction failed: boom" in text and "ValueError: boom" in text
+    finally:
+        sys.excepthook = old_hook
+        root = logging.getLogger()
+        for h in [h for h in root.handlers if getattr(h, "_mammo_handler", False)]:
+            root.removeHandler(h)
+            h.close()
+        win.shutdown(10)

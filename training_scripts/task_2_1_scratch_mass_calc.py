@@ -14,7 +14,10 @@ TASK = "mass_calc"
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(argv, prog="task_2_1_scratch_mass_calc.py", task=TASK, description="""Task 2.1 of the study: CNN from scratch (Fig. 2), mass vs calcification.""",
+    return run(argv, prog="task_2_1_scratch_mass_calc.py", task=TASK,
+               description=(
+                   "Task 2.1 of the study: CNN from "
+                   "scratch (Fig. 2), mass vs calcification."),
                model="scratch_v1", scratch_models=("scratch_v1", "scratch_v2"), transfer=False)
 
 

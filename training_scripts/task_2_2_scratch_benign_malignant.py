@@ -14,7 +14,10 @@ TASK = "benign_malignant"
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(argv, prog="task_2_2_scratch_benign_malignant.py", task=TASK, description="""Task 2.2 of the study: CNN from scratch (Fig. 10), benign vs malignant.""",
+    return run(argv, prog="task_2_2_scratch_benign_malignant.py", task=TASK,
+               description=(
+                   "Task 2.2 of the study: CNN from "
+                   "scratch (Fig. 10), benign vs malignant."),
                model="scratch_v2", scratch_models=("scratch_v2", "scratch_v1"), transfer=False)
 
 

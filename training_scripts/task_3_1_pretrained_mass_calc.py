@@ -14,7 +14,10 @@ TASK = "mass_calc"
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(argv, prog="task_3_1_pretrained_mass_calc.py", task=TASK, description="""Task 3.1 of the study: ImageNet backbone (VGG16/VGG19/ResNet50), mass vs calcification.""",
+    return run(argv, prog="task_3_1_pretrained_mass_calc.py", task=TASK,
+               description=(
+                   "Task 3.1 of the study: ImageNet backbone "
+                   "(VGG16/VGG19/ResNet50), mass vs calcification."),
                model="transfer", scratch_models=(), transfer=True)
 
 

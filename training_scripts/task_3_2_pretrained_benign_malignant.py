@@ -14,7 +14,10 @@ TASK = "benign_malignant"
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(argv, prog="task_3_2_pretrained_benign_malignant.py", task=TASK, description="""Task 3.2 of the study: ImageNet backbone (VGG16/VGG19/ResNet50), benign vs malignant.""",
+    return run(argv, prog="task_3_2_pretrained_benign_malignant.py", task=TASK,
+               description=(
+                   "Task 3.2 of the study: ImageNet backbone "
+                   "(VGG16/VGG19/ResNet50), benign vs malignant."),
                model="transfer", scratch_models=(), transfer=True)
 
 

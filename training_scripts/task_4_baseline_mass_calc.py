@@ -14,7 +14,10 @@ TASK = "baseline_mass_calc"
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(argv, prog="task_4_baseline_mass_calc.py", task=TASK, description="""Task 4 of the study: baseline tissue vs mass vs calcification (3 classes, baseline patches kept).""",
+    return run(argv, prog="task_4_baseline_mass_calc.py", task=TASK,
+               description=(
+                   "Task 4 of the study: baseline tissue vs mass vs "
+                   "calcification (3 classes, baseline patches kept)."),
                model="scratch_v2", scratch_models=("scratch_v2", "scratch_v1"), transfer=True)
 
 

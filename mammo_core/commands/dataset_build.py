@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from mammo_core import DISCLAIMER
+from mammo_core.datasets.cbis import build_cbis, skip_summary
+from mammo_core.datasets.mias import build_mias
 
 
 def _summary(kind: str, result, reasons) -> None:
@@ -27,8 +29,6 @@ def _summary(kind: str, result, reasons) -> None:
 
 
 def _run_mias(args: argparse.Namespace) -> int:
-    from mammo_core.datasets.mias import build_mias
-
     result = build_mias(args.images, args.info, args.out, test_fraction=args.test_fraction,
                         seed=args.seed, jitter=args.jitter, progress=not args.no_progress,
                         extra_baselines=args.extra_baselines)
@@ -37,8 +37,6 @@ def _run_mias(args: argparse.Namespace) -> int:
 
 
 def _run_cbis(args: argparse.Namespace) -> int:
-    from mammo_core.datasets.cbis import build_cbis, skip_summary
-
     result = build_cbis(args.root, args.out, progress=not args.no_progress)
     _summary("build-cbis", result, skip_summary(result.skipped))
     return 3 if result.failures else 0

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from mammo_core.io import load_patch_arrays, pairs_ok, pixel_range
 from mammo_core.labels import CLASS_NAMES, class_counts
 
 LAYOUT_HELP = """\
@@ -45,8 +46,6 @@ def register(subparsers) -> None:
 
 def dataset_summary(path: Path) -> dict:
     """The JSON document of `mammo dataset info` (raises DatasetError on bad input)."""
-    from mammo_core.io import load_patch_arrays, pairs_ok, pixel_range
-
     arrays = load_patch_arrays(path)
     splits = {}
     for name, split in arrays.splits.items():

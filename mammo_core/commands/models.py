@@ -6,7 +6,14 @@ import json
 import sys
 from pathlib import Path
 
-from mammo_core import DISCLAIMER
+from mammo_core import DISCLAIMER, io
+from mammo_core.bundle import CARD_FILE, MANIFEST_FILE, read_card, read_manifest, verify_bundle, write_manifest
+from mammo_core.ensemble import member_dirs, read_ensemble
+from mammo_core.errors import MammoError
+from mammo_core.inference import load_bundle, predict_arrays
+from mammo_core.metrics import MIN_SPREAD, spread
+from mammo_core.paths import models_dir, samples_dir
+from mammo_core.session import Session
 
 
 def register(subparsers) -> None:
@@ -39,8 +46,6 @@ def register(subparsers) -> None:
 
 
 def _models_dir(args) -> Path:
-    from mammo_core.paths import models_dir
-
     return args.models_dir if args.models_dir is not None else models_dir()
 
 
@@ -60,8 +65,6 @@ def _headline_metric(card) -> str:
 
 
 def run_list(args) -> int:
-    from mammo_core.session import Session
-
     root = _models_dir(args)
     infos = Session(root).available()
     if args.format == "json":
@@ -86,8 +89,6 @@ def run_list(args) -> int:
 
 def _sample_patches(folder: Path):
     """The sample patches of ``folder`` (``io.read_patches``) as model input, or None."""
-    from mammo_core import io
-
     if not folder.is_dir():
         return None
     coll = io.read_patches(folder)
@@ -96,31 +97,16 @@ def _sample_patches(folder: Path):
 
 def model_spread(folder: Path, x, models_root: Path) -> dict:
     """A model bundle's output spread on ``x`` (raises MammoError on a (near) constant model)."""
-    from mammo_core.inference import load_bundle, predict_arrays
-    from mammo_core.training.pooled import MIN_SPREAD, spread
-
     m = load_bundle(folder, models_root)
     p = predict_arrays([m], x)[m.name]
     s = spread(p)
     if len(p) >= 2 and max(s["std"]) < MIN_SPREAD:
-        from mammo_core.errors import MammoError
-
         raise MammoError(f"constant model: every class probability varies by less than {MIN_SPREAD} "
                          f"(std {max(s['std']):.2e}) over {len(p)} sample patches")
     return s
 
 
 def run_verify(args) -> int:
-    from mammo_core.bundle import (
-        CARD_FILE,
-        MANIFEST_FILE,
-        read_card,
-        read_manifest,
-        verify_bundle,
-    )
-    from mammo_core.ensemble import member_dirs, read_ensemble
-    from mammo_core.errors import MammoError
-
     root = _models_dir(args)
     problems: list[str] = []
     try:
@@ -132,8 +118,6 @@ def run_verify(args) -> int:
     seen = set()
     x = None
     if not args.no_spread:
-        from mammo_core.paths import samples_dir
-
         x = _sample_patches(args.samples if args.samples is not None else samples_dir())
         if x is None:
             print("note: no sample patches found; output spread not measured", file=sys.stderr)
@@ -178,12 +162,8 @@ def run_verify(args) -> int:
 
 
 def run_manifest(args) -> int:
-    from mammo_core.bundle import MANIFEST_FILE, write_manifest
-
     root = _models_dir(args)
     if not root.is_dir():
-        from mammo_core.errors import MammoError
-
         raise MammoError("not a folder", root)
     manifest = write_manifest(root)
     for name, entry in manifest["bundles"].items():

@@ -8,6 +8,12 @@ import sys
 from pathlib import Path
 
 from mammo_core import DISCLAIMER
+from mammo_core.atomic import atomic_path, atomic_write_bytes
+from mammo_core.errors import MammoError
+from mammo_core.explain import overlay
+from mammo_core.io import read_patches
+from mammo_core.report import PredictionRun, csv_text, json_text
+from mammo_core.session import ENSEMBLE, Session
 
 EPILOG = f"""\
 examples:
@@ -71,9 +77,6 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
-    from mammo_core.errors import MammoError
-    from mammo_core.io import read_patches
-    from mammo_core.session import ENSEMBLE, Session
 
     session = Session(args.models_dir)
     coll = read_patches(args.paths, recursive=args.recursive)
@@ -111,8 +114,6 @@ def run(args) -> int:
 
     errors = list(coll.errors)
     if args.output is None:
-        from mammo_core.report import PredictionRun, csv_text, json_text
-
         run_ = PredictionRun(preds, session.provenance(), errors, coll.patches, heatmaps, heatmap_paths)
         sys.stdout.write(json_text(run_) if args.format == "json" else csv_text(run_))
         sys.stdout.flush()
@@ -130,9 +131,6 @@ def _gradcam(session, patches, preds, args, disable):
     import numpy as np
     from tqdm import tqdm
 
-    from mammo_core.atomic import atomic_path
-    from mammo_core.explain import overlay
-    from mammo_core.session import ENSEMBLE, patch_key
 
     ens_loaded = ENSEMBLE in session.loaded
     heatmaps, paths = {}, {}
@@ -148,10 +146,9 @@ def _gradcam(session, patches, preds, args, disable):
             for name in pred.per_model:
                 if name not in maps:
                     maps.update(session.explain_all(patch, name, args.method))
-            key = patch_key(patch.source, patch.index)
+            key = patch.key
             for model, hm in maps.items():
-                if model == ENSEMBLE and pred.ensemble is not None:
-                    model = pred.ensemble.model
+                model = session.model_name(model)
                 heatmaps[(key, model)] = hm
                 if out_dir is not None:
                     stem = f"{i:05d}_{_safe(Path(patch.source).stem)}"
@@ -170,8 +167,6 @@ def _gradcam(session, patches, preds, args, disable):
 def _write_png(path: Path, rgb) -> None:
     import cv2
 
-    from mammo_core.atomic import atomic_write_bytes
-    from mammo_core.errors import MammoError
 
     ok, buf = cv2.imencode(".png", rgb[..., ::-1])
     if not ok:

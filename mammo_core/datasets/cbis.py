@@ -55,7 +55,9 @@ from mammo_core.datasets.windows import (
     tissue_threshold,
     to_uint16,
 )
+from mammo_core.datasets.writer import write_patch_set
 from mammo_core.errors import DatasetError, MammoError
+from mammo_core.io import read_image as _read_image
 from mammo_core.labels import LABEL_TO_NAME
 
 CSV_FILES = {
@@ -297,7 +299,7 @@ def build_cbis(root: str | Path, out_dir: str | Path, progress: bool = True,
                min_baseline_tissue: float = MIN_BASELINE_TISSUE) -> CbisBuildResult:
     t0 = time.perf_counter()
     if read_image is None:
-        from mammo_core.io import read_image
+        read_image = _read_image
     root = Path(root)
     if not root.is_dir():
         raise DatasetError("CBIS-DDSM root folder not found", root)
@@ -397,7 +399,6 @@ def build_cbis(root: str | Path, out_dir: str | Path, progress: bool = True,
             "split": "official CBIS-DDSM train/test", "counts": counts, "pairs": n_pairs,
             "skipped": len(skipped), "failures": failures, "mammo_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "notice": DISCLAIMER}
-    from mammo_core.datasets.writer import write_patch_set
 
     sheet_files = {f"contact_sheet_{LABEL_TO_NAME[lab]}.png": (f"CBIS-DDSM {LABEL_TO_NAME[lab]}", e)
                    for lab, e in sheets.items() if e}

@@ -54,24 +54,28 @@ from mammo_core.datasets.contact_sheet import SheetEntry
 from mammo_core.datasets.splits import check_split, grouped_split
 from mammo_core.datasets.windows import (
     MIN_LESION_TISSUE,
+    MIN_WINDOW_SIDE,
     Box,
     Jitter,
-    centred_square,
     choose_baseline,
-    cut_patch,
+    cut_window,
     full_scale,
+    point_window,
+    random_tissue_windows,
     thumbnail,
     tissue_count,
     tissue_threshold,
-    to_uint16,
+    window_side,
 )
+from mammo_core.datasets.writer import write_patch_set
 from mammo_core.errors import DatasetError, MammoError
+from mammo_core.io import read_image as _read_image
 from mammo_core.labels import LABEL_TO_NAME
 
 PROTOCOL = "mini-MIAS reference patch protocol v1"
 CITATION = ('J Suckling et al., "The Mammographic Image Analysis Society Digital Mammogram '
             'Database", Exerpta Medica, International Congress Series 1069, pp. 375-378, 1994')
-MIN_SIDE = 96
+MIN_SIDE = MIN_WINDOW_SIDE
 MASS_CLASSES = ("CIRC", "SPIC", "MISC")
 CALC_CLASSES = ("CALC",)
 OTHER_CLASSES = ("ARCH", "ASYM")
@@ -190,7 +194,7 @@ class Skip:
 
 def protocol_side(radius: int, shape: Sequence[int]) -> int:
     """``min(max(2 * RADIUS, 96), 1024)`` with 1024 read as the image's smaller side."""
-    return min(max(2 * int(radius), MIN_SIDE), int(shape[0]), int(shape[1]))
+    return window_side(int(radius), shape)
 
 
 def lesion_centre(lesion: MiasLesion, shape: Sequence[int]) -> tuple[int, int]:
@@ -220,7 +224,7 @@ def cut_pair(image: np.ndarray, lesion: MiasLesion, jitter: Jitter | None = None
         return Skip(lesion, f"image is not 2-D integer grey (shape {image.shape}, {image.dtype})", jitter)
     shape = image.shape
     row, col = lesion_centre(lesion, shape)
-    box = centred_square(row, col, protocol_side(lesion.radius, shape), shape, jitter)
+    box = point_window(row, col, int(lesion.radius), shape, jitter)
     thr = tissue_threshold(image)
     n = tissue_count(image, box, thr)
     if n < MIN_LESION_TISSUE * box.area:
@@ -234,8 +238,8 @@ def cut_pair(image: np.ndarray, lesion: MiasLesion, jitter: Jitter | None = None
         lesion=lesion, label=int(lesion.label), row=row, col=col, lesion_box=box,
         baseline_box=choice.box, baseline_side=choice.side, lesion_tissue=n / box.area,
         baseline_tissue=choice.tissue_fraction,
-        baseline_patch=to_uint16(cut_patch(image, choice.box), fs),
-        lesion_patch=to_uint16(cut_patch(image, box), fs), jitter=jitter,
+        baseline_patch=cut_window(image, choice.box, fs),
+        lesion_patch=cut_window(image, box, fs), jitter=jitter,
     )
 
 
@@ -287,8 +291,6 @@ def extra_baseline_windows(image: np.ndarray, lesions: Sequence[MiasLesion], sid
                            k: int, seed: int, image_number: int) -> list[Box]:
     """Up to ``k`` reproducible extra baseline windows of one mammogram (see the module
     docstring); none when one of its lesion rows has no coordinates."""
-    from mammo_core.datasets.windows import random_tissue_windows
-
     exclude = []
     for les in lesions:
         box = lesion_exclusion(les, image.shape)
@@ -351,7 +353,7 @@ def build_mias(images_dir: str | Path, info_file: str | Path, out_dir: str | Pat
     """Build the mini-MIAS patch arrays (see the module docstring) into ``out_dir``."""
     t0 = time.perf_counter()
     if read_image is None:
-        from mammo_core.io import read_image
+        read_image = _read_image
     images_dir, info_file = Path(images_dir), Path(info_file)
     if not images_dir.is_dir():
         raise DatasetError("images folder not found", images_dir)
@@ -481,7 +483,6 @@ def build_mias(images_dir: str | Path, info_file: str | Path, out_dir: str | Pat
         "citation": CITATION, "licence": "MIAS licence: research use only; no sale or rent",
         "notice": DISCLAIMER,
     }
-    from mammo_core.datasets.writer import write_patch_set
 
     sheet_files = {f"contact_sheet_{LABEL_TO_NAME[lab]}.png": (f"mini-MIAS {LABEL_TO_NAME[lab]}", ents)
                    for lab, ents in sheets.items() if ents}
@@ -523,5 +524,5 @@ def _extra_baselines(images_dir: Path, info: InfoFile, test_women: set[int], sid
         thr, fs = tissue_threshold(image), full_scale(image)
         for box in extra_baseline_windows(image, rows_of.get(name, []), sides, k, seed, number):
             out.append((name, woman, box, tissue_count(image, box, thr) / box.area,
-                        to_uint16(cut_patch(image, box), fs)))
+                        cut_window(image, box, fs)))
     return out, failures

@@ -23,9 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mammo_core.contract import PATCH_SIZE
 from mammo_core.errors import DatasetError
 
-PATCH_SIDE = 150
+PATCH_SIDE = PATCH_SIZE
+#: Smallest window side of reference patch protocol v1 (pixels).
+MIN_WINDOW_SIDE = 96
 TISSUE_LEVEL_8BIT = 20
 MIN_LESION_TISSUE = 0.5
 MIN_BASELINE_TISSUE = 0.9
@@ -172,6 +175,40 @@ def cut_patch(image: np.ndarray, box: Box, side: int = PATCH_SIDE) -> np.ndarray
     if win.shape[0] == side and win.shape[1] == side:
         return win.copy()
     return cv2.resize(win, (side, side), interpolation=cv2.INTER_NEAREST)
+
+
+# ------------------------------------------------------------------ the one cutting code path
+# Reference patch protocol v1 as one function chain, used by the mini-MIAS builder, the viewer's
+# region tool and ``mammo scan``: point (+ radius) or box -> window -> 150 x 150 uint16 patch.
+
+def window_side(radius: float, shape: Sequence[int]) -> int:
+    """Protocol v1 side for a lesion of ``radius`` pixels: ``min(max(2 * r, 96), min(H, W))``."""
+    return min(max(2 * round(radius), MIN_WINDOW_SIDE), int(shape[0]), int(shape[1]))
+
+
+def point_window(row: int, col: int, radius: float, shape: Sequence[int],
+                 jitter: Jitter | None = None) -> Box:
+    """The protocol v1 window of a lesion at array ``(row, col)`` with ``radius`` pixels: a
+    square of side ``max(2r, 96)`` (capped to the image) centred there, shifted inside."""
+    return centred_square(int(row), int(col), window_side(radius, shape), shape, jitter)
+
+
+def box_window(box: Box, shape: Sequence[int]) -> Box:
+    """The protocol v1 window of a box drawn around a lesion: the box's centre
+    (``top + height // 2``, ``left + width // 2``) and radius ``max(height, width) / 2``, so
+    the box ``(row - r, col - r, 2r, 2r)`` gives exactly ``point_window(row, col, r)``."""
+    radius = max(int(box.height), int(box.width)) / 2.0
+    return point_window(box.top + box.height // 2, box.left + box.width // 2, radius, shape)
+
+
+def cut_window(image: np.ndarray, box: Box, scale_from: int | None = None) -> np.ndarray:
+    """The training data's patch of ``box``: the window resized to 150 x 150 with
+    ``cv2.INTER_NEAREST`` and scaled to uint16 from the image's full scale (8-bit: x 257).
+    Pass ``scale_from=full_scale(image)`` when cutting many windows of one big image."""
+    if image.ndim != 2 or image.dtype.kind not in "ui":
+        raise DatasetError(f"expected a 2-D integer image, got shape {image.shape} {image.dtype}")
+    fs = full_scale(image) if scale_from is None else int(scale_from)
+    return to_uint16(cut_patch(image, box), fs)
 
 
 def to_uint16(patch: np.ndarray, scale_from: int) -> np.ndarray:

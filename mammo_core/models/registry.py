@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from mammo_core.contract import INPUT_SHAPE
 from mammo_core.errors import MammoError
-
-INPUT_SHAPE = (150, 150, 1)
+from mammo_core.models.scratch import build_scratch
+from mammo_core.models.transfer import BACKBONES, build_transfer, check_backbone, pooled_gradcam_layer
 
 
 @dataclass(frozen=True)
@@ -39,26 +40,16 @@ class ModelSpec:
 
 def _scratch(version: str):
     def build(n_classes: int, **options):
-        from mammo_core.models.scratch import build_scratch
-
         return build_scratch(version, n_classes, **options)
 
     return build
 
 
 def _transfer(n_classes: int, **options):
-    from mammo_core.models.transfer import build_transfer
-
     return build_transfer(n_classes, **options)
 
 
 def _transfer_gradcam(backbone: str = "vgg16", head: str = "flatten", pool_layers: str = "", **_: Any) -> str:
-    from mammo_core.models.transfer import (
-        BACKBONES,
-        check_backbone,
-        pooled_gradcam_layer,
-    )
-
     if head == "pooled":
         return pooled_gradcam_layer(backbone, pool_layers)
     return BACKBONES[check_backbone(backbone)].gradcam_layer
@@ -123,3 +114,6 @@ def build_model(name: str, n_classes: int, **options: Any):
 def gradcam_layer(name: str, **options: Any) -> str:
     """The default Grad-CAM layer name of model ``name`` built with ``options``."""
     return get_spec(name).default_gradcam_layer(**options)
+
+
+__all__ = ["INPUT_SHAPE", "REGISTRY", "ModelSpec", "build_model", "get_spec", "gradcam_layer"]

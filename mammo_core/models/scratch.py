@@ -10,8 +10,8 @@ Layer names are fixed (``conv1``..``conv6``, ``pool1``..``pool4``, ``flatten``,
 """
 from __future__ import annotations
 
+from mammo_core.contract import INPUT_SHAPE
 from mammo_core.errors import MammoError
-from mammo_core.models.registry import INPUT_SHAPE
 
 
 def build_scratch(version: str, n_classes: int, hidden: int = 64, dropout: float = 0.2):

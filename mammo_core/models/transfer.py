@@ -34,8 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mammo_core.contract import INPUT_SHAPE
 from mammo_core.errors import MammoError
-from mammo_core.models.registry import INPUT_SHAPE
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 MODES = ("fe", "ft")
@@ -121,7 +121,7 @@ def standalone_backbone(backbone: str, weights):
     weights = _check_weights(weights)
     ctor = getattr(keras.applications, bb.app)
     try:  # a cut backbone loads the full network's weights file
-        return ctor(include_top=False, weights=weights, input_shape=INPUT_SHAPE[:2] + (3,))
+        return ctor(include_top=False, weights=weights, input_shape=(*INPUT_SHAPE[:2], 3))
     except Exception as exc:  # download failure, wrong file, shape mismatch...
         where = weights if weights and weights != "imagenet" else None
         hint = " (offline? pass a local .weights.h5 file instead)" if weights == "imagenet" else ""

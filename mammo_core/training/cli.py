@@ -9,6 +9,8 @@ from pathlib import Path
 
 from mammo_core import DISCLAIMER
 from mammo_core.errors import MammoError
+from mammo_core.training.config import TrainConfig, parse_grid
+from mammo_core.training.runner import train
 
 
 def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] = ("scratch_v1",),
@@ -83,8 +85,6 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
 
 
 def config_from_args(args: argparse.Namespace, task: str, model: str | None, argv: list[str], prog: str):
-    from mammo_core.training.config import TrainConfig, parse_grid
-
     model = getattr(args, "model", None) or model
     opts: dict = {}
     if args.hidden is not None:
@@ -121,7 +121,6 @@ def run(argv: list[str] | None, *, prog: str, task: str, description: str, model
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args, task, model, argv, prog)
-        from mammo_core.training.runner import train
 
         result = train(cfg)
     except MammoError as exc:

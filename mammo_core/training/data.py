@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mammo_core import io
 from mammo_core.bundle import sha256_file
+from mammo_core.contract import INPUT_SHAPE
+from mammo_core.datasets.splits import groups_for_arrays
 from mammo_core.errors import DatasetError
 from mammo_core.labels import get_task
 
@@ -41,9 +44,6 @@ def _counts(y: np.ndarray, classes) -> dict[str, int]:
 
 
 def load_task_data(folder: str | Path, task: str) -> TaskData:
-    from mammo_core import io
-    from mammo_core.datasets.splits import groups_for_arrays
-
     folder = Path(folder)
     t = get_task(task)
     arrays = io.load_patch_arrays(folder)
@@ -71,10 +71,10 @@ def load_task_data(folder: str | Path, task: str) -> TaskData:
     return TaskData(
         task=t.name,
         classes=tuple(t.classes),
-        x_train=io.scale_to_unit(x_tr).reshape(-1, 150, 150, 1),
+        x_train=io.scale_to_unit(x_tr).reshape(-1, *INPUT_SHAPE),
         y_train=np.asarray(y_tr, dtype=np.int64),
         groups_train=np.asarray(groups_all)[np.asarray(keep_tr, dtype=bool)],
-        x_test=io.scale_to_unit(x_te).reshape(-1, 150, 150, 1),
+        x_test=io.scale_to_unit(x_te).reshape(-1, *INPUT_SHAPE),
         y_test=np.asarray(y_te, dtype=np.int64),
         grouping="patient" if has_patients else "pair",
         provenance=provenance,

@@ -21,6 +21,9 @@ import numpy as np
 
 from mammo_core.bundle import sha256_file
 from mammo_core.errors import MammoError
+from mammo_core.models import build_model
+from mammo_core.models.transfer import pooled_keys
+from mammo_core.tta import dihedral
 
 ALL_POOL_LAYERS = "block2_pool,block3_pool,block4_pool,block5_pool"
 FEATURE_BACKBONE = "vgg16"
@@ -47,8 +50,6 @@ def feature_model(weights: str | Path):
     order: the same layers and weights as every bundled pooled member."""
     import keras
 
-    from mammo_core.models import build_model
-    from mammo_core.models.transfer import pooled_keys
 
     m = build_model("transfer", 2, backbone=FEATURE_BACKBONE, head="pooled", pool_layers=ALL_POOL_LAYERS,
                     pooling="avgmax", weights=str(weights))
@@ -61,8 +62,6 @@ def cached_features(x: np.ndarray, tensor_file: str | Path, split: str, weights:
                     log=None) -> dict[str, np.ndarray]:
     """``{key: (views, N, d)}`` pooled features of ``x`` ((N,150,150,1) in [0,1], the whole
     split of ``tensor_file``) for dihedral views 0..views-1, computed once and cached."""
-    from mammo_core.models.transfer import pooled_keys
-    from mammo_core.tta import dihedral
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     if not Path(weights).is_file():

@@ -10,6 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from mammo_core.metrics import auc, bootstrap_ci, ci_method, classification_metrics
+from mammo_core.models import build_model
+from mammo_core.models.transfer import set_mode, split_base_head
 from mammo_core.training.config import TrainConfig, class_weights
 from mammo_core.training.pipeline import make_dataset
 
@@ -22,11 +25,18 @@ class FitResult:
     class_weights: dict[int, float] = field(default_factory=dict)
 
 
+_STRATEGIES: dict[str, Any] = {}
+
+
 def get_strategy(cfg: TrainConfig):
+    """One strategy object per kind and process: two MirroredStrategy objects in one process
+    reuse collective-op keys and abort with a shape mismatch when a second run trains."""
     import tensorflow as tf
 
     if cfg.distribute == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        if "mirrored" not in _STRATEGIES:
+            _STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy()
+        return _STRATEGIES["mirrored"]
     return tf.distribute.get_strategy()
 
 
@@ -41,8 +51,6 @@ def _log(msg: str) -> None:
 
 
 def build(cfg: TrainConfig, n_classes: int, strategy=None):
-    from mammo_core.models import build_model
-
     opts = dict(cfg.model_options)
     if cfg.is_transfer:
         opts["mode"] = "fe"  # training always starts with the frozen base; ft follows
@@ -130,9 +138,8 @@ def fit_model(cfg: TrainConfig, x_tr, y_tr, x_val, y_val, n_classes: int, strate
                                  parallel=cfg.parallel_augment)
         history += _fit(model, train_ds, val_ds, cfg.epochs, cfg.patience, "train", 0)
     else:
-        from mammo_core.models.transfer import set_mode, split_base_head
-
-        base, head = split_base_head(model)
+        with strategy.scope():  # the head (a new keras.Model) must belong to the strategy too
+            base, head = split_base_head(model)
         t1 = time.perf_counter()
         f_tr, fy_tr = extract_features(base, x_tr, bs, aug, cfg.fe_copies, cfg.seed, y_tr)
         f_val = base.predict(make_dataset(x_val, batch_size=bs), verbose=0) if len(y_val) else None
@@ -161,8 +168,6 @@ def evaluate(model, x, y, classes, batch_size: int, n_boot: int = 2000, seed: in
              groups: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
     """Held-out metrics (mammo_core.metrics) plus a 95 % bootstrap CI of the AUC (resampling
     women when ``groups`` names them, patches otherwise)."""
-    from mammo_core.metrics import auc, bootstrap_ci, ci_method, classification_metrics
-
     p = predict(model, x, batch_size)
     m = classification_metrics(y, p, tuple(classes))
     m["loss"] = m["nll"]

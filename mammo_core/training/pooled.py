@@ -29,11 +29,29 @@ from pathlib import Path
 
 import numpy as np
 
-from mammo_core import DISCLAIMER
+from mammo_core import DISCLAIMER, io
+from mammo_core.bundle import sha256_file, write_bundle
+from mammo_core.datasets.splits import check_split, grouped_kfold, groups_for_arrays
 from mammo_core.errors import MammoError
+from mammo_core.jsonutil import json_safe, write_json
+from mammo_core.labels import get_task
+from mammo_core.metrics import (
+    auc,
+    bootstrap_ci,
+    check_not_collapsed,
+    ci_method,
+    classification_metrics,
+    nll,
+    spread,
+)
+from mammo_core.models import build_model, gradcam_layer
+from mammo_core.models.transfer import BACKBONES, POOLINGS, fold_linear_head, parse_pool_layers, pooled_keys
+from mammo_core.plots import plot_confusion, plot_roc
+from mammo_core.training.features import cached_features
+from mammo_core.training.results import TrainResult, summarize_folds, write_csv
+from mammo_core.tta import check_tta, predict_tta
 
 DEFAULT_C_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)
-MIN_SPREAD = 0.01  # a member whose class probabilities all vary less than this is "constant"
 OOF_FILE = "oof.npz"
 
 
@@ -49,7 +67,6 @@ class Candidate:
     @classmethod
     def parse(cls, text: str) -> Candidate:
         """``"block3_pool,block4_pool:avg"`` -> Candidate."""
-        from mammo_core.models.transfer import POOLINGS, parse_pool_layers
 
         layers, _, pooling = str(text).partition(":")
         pooling = pooling or "avg"
@@ -65,7 +82,6 @@ class Candidate:
 def woman_folds(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Fold id (0..k-1) of every train_* patch: grouped by woman, stratified by 0-4 label, one
     assignment for every member (it depends on the data, k and seed only)."""
-    from mammo_core.datasets.splits import check_split, grouped_kfold
 
     fold = np.full(len(labels), -1, np.int64)
     for i, (tr, te) in enumerate(grouped_kfold(labels, groups, k, seed=seed)):
@@ -89,35 +105,15 @@ def task_score(task: str, y: np.ndarray, p: np.ndarray) -> float:
         return float((a + m) / 2)
     if p.shape[1] == 2:
         return float(roc_auc_score(y, p[:, 1]))
-    from mammo_core.metrics import auc
 
     return auc(y, p)
 
 
-def spread(p: np.ndarray) -> dict:
-    """How much a model's outputs vary over patches: per-class std, min, max; distinct rows."""
-    p = np.asarray(p, np.float64)
-    return {"n": len(p), "std": [float(v) for v in p.std(axis=0)],
-            "min": [float(v) for v in p.min(axis=0)], "max": [float(v) for v in p.max(axis=0)],
-            "distinct_outputs": len(np.unique(np.round(p, 4), axis=0)),
-            "predicted_classes": len(np.unique(p.argmax(axis=1)))}
-
-
-def check_not_collapsed(p: np.ndarray, where: str, min_spread: float = MIN_SPREAD) -> dict:
-    """Raise MammoError when predictions are (near) constant (every class probability varies by
-    less than ``min_spread`` std) or every patch gets the same class; else return the spread."""
-    s = spread(p)
-    if len(p) >= 2 and max(s["std"]) < min_spread:
-        raise MammoError(f"{where}: predictions are (near) constant (largest class-probability std "
-                         f"{max(s['std']):.4g} < {min_spread}); refusing to write a collapsed model")
-    if len(p) >= 2 and s["predicted_classes"] < 2:
-        raise MammoError(f"{where}: every patch is predicted as the same class; refusing to write a "
-                         "collapsed model")
-    return s
+def _counts(y: np.ndarray, classes) -> dict[str, int]:
+    return {c: int(n) for c, n in zip(classes, np.bincount(np.asarray(y, np.int64), minlength=len(classes)))}
 
 
 def _design(feats: dict[str, np.ndarray], cand: Candidate) -> np.ndarray:
-    from mammo_core.models.transfer import pooled_keys
 
     return np.concatenate([feats[k] for k in pooled_keys(cand.pool_layers, cand.pooling)], axis=-1)
 
@@ -169,8 +165,6 @@ def select(task: str, feats: dict[str, np.ndarray], labels: np.ndarray, fold: np
            tv: np.ndarray | None = None):
     """Out-of-fold search. Returns (table rows, best (candidate, C, tta), its OOF probabilities
     over all patches (N, K), per-fold rows)."""
-    from mammo_core.labels import get_task
-    from mammo_core.metrics import nll
 
     keep, y_task = get_task(task).map_labels(labels)
     y_full = np.full(len(labels), -1, np.int64)
@@ -204,7 +198,6 @@ def select(task: str, feats: dict[str, np.ndarray], labels: np.ndarray, fold: np
         _log(f"[pooled] {cand.label}: {k} folds x {len(c_grid)} C in {time.perf_counter() - t0:.0f} s; "
              f"best OOF score so far {best_key[0]:.4f} ({best[0].label}, C={best[1]:g}, tta={best[2]})")
     fold_rows = []
-    from mammo_core.metrics import classification_metrics
 
     for f in range(k):
         m = (fold == f) & keep
@@ -217,18 +210,6 @@ def select(task: str, feats: dict[str, np.ndarray], labels: np.ndarray, fold: np
 
 def train_pooled(cfg):
     """``train(config)`` for ``model_options["head"] == "pooled"`` (see module docstring)."""
-    from mammo_core import io
-    from mammo_core.bundle import sha256_file, write_bundle
-    from mammo_core.datasets.splits import groups_for_arrays
-    from mammo_core.jsonutil import json_safe, write_json
-    from mammo_core.labels import get_task
-    from mammo_core.metrics import bootstrap_ci, ci_method, classification_metrics
-    from mammo_core.models import build_model, gradcam_layer
-    from mammo_core.models.transfer import fold_linear_head
-    from mammo_core.plots import plot_confusion, plot_roc
-    from mammo_core.training.features import cached_features
-    from mammo_core.training.runner import TrainResult, write_csv
-    from mammo_core.tta import check_tta, predict_tta
 
     t0 = time.perf_counter()
     if cfg.smoke:
@@ -264,12 +245,12 @@ def train_pooled(cfg):
     fold = woman_folds(labels, groups, cfg.folds, cfg.seed)
     candidates = [Candidate.parse(c) for c in (cfg.pool_candidates or
                                                (f"{opts.get('pool_layers')}:{opts.get('pooling', 'avg')}",))]
-    from mammo_core.models.transfer import BACKBONES
 
     bb_last = BACKBONES[opts.get("backbone", "vgg16")].last_layer
     for cand in candidates:  # every candidate must fit the backbone (vgg16_block4 has no block 5)
         if "block5" in cand.pool_layers and bb_last == "block4_pool":
-            raise MammoError(f"pool candidate {cand.label} needs block 5; backbone {opts.get('backbone')} stops at block 4")
+            raise MammoError(f"pool candidate {cand.label} needs block 5; backbone "
+                             f"{opts.get('backbone')} stops at block 4")
     tta = cfg.tta if cfg.tta in ("none", "dihedral8") else "auto"
     tta_options = ("none", "dihedral8") if tta == "auto" else (check_tta(tta),)
     c_grid = tuple(cfg.c_grid or DEFAULT_C_GRID)
@@ -323,7 +304,6 @@ def train_pooled(cfg):
     np.savez(out / OOF_FILE, probabilities=oof, fold=fold, labels=labels, groups=groups,
              train_labels_sha256=np.array(sha256_file(train.label_file)), smoke=np.array(bool(cfg.smoke)))
     write_csv(out / "grid.csv", table, ["candidate", "C", "tta", "score", "nll"])
-    from mammo_core.training.runner import summarize_folds
 
     fold_table = summarize_folds(fold_rows)
     write_csv(out / "folds.csv", fold_table, ["fold", "accuracy", "loss", "auc", "f1_macro", "n", "epochs"])
@@ -341,8 +321,7 @@ def train_pooled(cfg):
             "data": {"path": str(Path(cfg.data_dir).resolve()),
                      "sha256": {Path(f).name: sha256_file(f) for s in (train, test)
                                 for f in (s.image_file, s.label_file) if f is not None},
-                     "counts": {"train": {c: int(n) for c, n in zip(task.classes, np.bincount(y_task, minlength=len(task.classes)))},
-                                "public_test": {c: int(n) for c, n in zip(task.classes, np.bincount(y_test, minlength=len(task.classes)))}}},
+                     "counts": {"train": _counts(y_task, task.classes), "public_test": _counts(y_test, task.classes)}},
             "split": {"folds": cfg.folds, "grouped_by": grouping, "fold_seed": cfg.seed, "held_out": "public_test",
                       "validation": "out-of-fold predictions over all training women (no separate validation split)"},
             "protocol": {"fitting": "scikit-learn LogisticRegression (lbfgs, L2, class_weight balanced) on "

@@ -2,76 +2,43 @@
 and everything written to ``config.out_dir`` (bundle, metrics.json, history.csv, plots)."""
 from __future__ import annotations
 
-import csv
-import io as _io
 import itertools
 import math
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from mammo_core import DISCLAIMER
-from mammo_core.atomic import atomic_write_text
+from mammo_core import DISCLAIMER, io
+from mammo_core.bundle import sha256_file, write_bundle
+from mammo_core.datasets.splits import check_split, grouped_kfold, grouped_split, groups_for_arrays
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe, write_json
+from mammo_core.labels import get_task
+from mammo_core.metrics import check_not_collapsed
+from mammo_core.models import build_model, gradcam_layer
+from mammo_core.plots import plot_confusion, plot_history, plot_roc
 from mammo_core.training.config import TrainConfig
 from mammo_core.training.data import TaskData, load_task_data, smoke_subset
 from mammo_core.training.loop import evaluate, fit_model, get_strategy, gpu_available
+from mammo_core.training.pooled import train_pooled
+from mammo_core.training.results import FOLD_COLUMNS, TrainResult, summarize_folds, write_csv
 
 SMOKE = {"epochs": 1, "ft_epochs": 1, "batch_size": 8, "n_boot": 200, "fe_copies": 1}
-FOLD_COLUMNS = ("accuracy", "loss", "auc", "f1_macro")
-
-
-@dataclass
-class TrainResult:
-    out_dir: Path
-    bundle: Any  # mammo_core.bundle.BundleInfo
-    metrics: dict
-    history: list[dict]
-    folds: list[dict] | None = None
-    grid: list[dict] | None = None
-    files: list[Path] = field(default_factory=list)
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
-    columns = columns or (list(rows[0]) if rows else [])
-    buf = _io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()})
-    atomic_write_text(path, buf.getvalue())
-
-
 def validation_split(cfg: TrainConfig, y: np.ndarray, groups: np.ndarray, seed_offset: int = 0):
-    from mammo_core.datasets.splits import check_split, grouped_split
-
     tr, va = grouped_split(y, groups, cfg.val_fraction, seed=cfg.seed + seed_offset)
     check_split(tr, va, groups)
     if len(va) == 0 or len(tr) == 0:
         raise MammoError(f"too few groups to carve a {cfg.val_fraction:.0%} validation split "
                          f"from {len(y)} patches")
     return tr, va
-
-
-def summarize_folds(rows: list[dict]) -> list[dict]:
-    """Per-fold rows plus ``mean`` and ``std`` rows (the study's table layout)."""
-    out = [dict(r) for r in rows]
-    for stat, fn in (("mean", np.nanmean), ("std", np.nanstd)):
-        row = {"fold": stat}
-        for c in FOLD_COLUMNS:
-            vals = np.array([r[c] if r[c] is not None else np.nan for r in rows], dtype=float)
-            row[c] = float(fn(vals)) if np.isfinite(vals).any() else math.nan
-        out.append(row)
-    return out
 
 
 def format_fold_table(rows: list[dict]) -> str:
@@ -84,8 +51,6 @@ def format_fold_table(rows: list[dict]) -> str:
 
 
 def run_folds(cfg: TrainConfig, data: TaskData, strategy) -> list[dict]:
-    from mammo_core.datasets.splits import check_split, grouped_kfold
-
     folds = grouped_kfold(data.y_train, data.groups_train, cfg.folds, seed=cfg.seed)
     rows = []
     for i, (tr, te) in enumerate(folds, start=1):
@@ -141,7 +106,6 @@ def _float32_copy(cfg: TrainConfig, model, n_classes: int):
     import keras
 
     keras.mixed_precision.set_global_policy("float32")
-    from mammo_core.models import build_model
 
     opts = dict(cfg.model_options)
     if cfg.is_transfer:
@@ -158,10 +122,6 @@ def _test_groups(cfg: TrainConfig, data: TaskData) -> np.ndarray | None:
     where the data does not name them (then patches are resampled)."""
     if cfg.smoke or data.grouping != "patient":
         return None
-    from mammo_core import io
-    from mammo_core.datasets.splits import groups_for_arrays
-    from mammo_core.labels import get_task
-
     labels = io.load_patch_arrays(cfg.data_dir).splits["public_test"].labels
     keep, _ = get_task(data.task).map_labels(np.asarray(labels))
     g = groups_for_arrays(cfg.data_dir, split="public_test")[keep]
@@ -172,13 +132,8 @@ def train(config: TrainConfig) -> TrainResult:
     """Train ``config.model`` on ``config.task`` and write everything into ``config.out_dir``."""
     import keras
 
-    from mammo_core.bundle import write_bundle
-    from mammo_core.models import gradcam_layer
-    from mammo_core.plots import plot_confusion, plot_history, plot_roc
 
     if config.model_options.get("head") == "pooled":  # the small-data member: chosen out of fold
-        from mammo_core.training.pooled import train_pooled
-
         return train_pooled(config)
     cfg = config.with_(**SMOKE) if config.smoke else config
     t0 = time.perf_counter()
@@ -222,8 +177,6 @@ def train(config: TrainConfig) -> TrainResult:
         if mixed:
             keras.mixed_precision.set_global_policy("float32")
     val_metrics, p_val = evaluate(model, data.x_train[va], data.y_train[va], data.classes, cfg.batch_size, n_boot=0)
-    from mammo_core.training.pooled import check_not_collapsed
-
     try:  # collapse guard: no bundle whose validation predictions are (near) constant / one class
         val_spread = check_not_collapsed(p_val, f"{cfg.bundle_name} validation predictions")
     except MammoError as err:
@@ -245,14 +198,13 @@ def train(config: TrainConfig) -> TrainResult:
         "early_stopping": f"val_loss, patience {cfg.patience}, best weights restored",
         "class_weights": {data.classes[c]: w for c, w in fit.class_weights.items()},
         "class_weights_mode": cfg.class_weights, "augmentation": cfg.augmentation,
-        "seed": cfg.seed, "reproducible": not cfg.parallel_augment, "smoke": cfg.smoke, "mixed_precision": mixed, "distribute": cfg.distribute,
+        "seed": cfg.seed, "reproducible": not cfg.parallel_augment, "smoke": cfg.smoke,
+        "mixed_precision": mixed, "distribute": cfg.distribute,
         "seconds": round(fit.seconds, 1),
     }
     arch = {"model": cfg.model, "options": opts, "params": int(model.count_params()),
             "trainable_params": trainable}
     if cfg.is_transfer and Path(str(opts.get("weights", ""))).is_file():
-        from mammo_core.bundle import sha256_file
-
         arch["initial_weights_sha256"] = sha256_file(opts["weights"])
     if cfg.is_transfer:
         protocol["feature_cache"] = {"copies": 1 if cfg.augmentation == "none" else cfg.fe_copies}

@@ -1,0 +1,474 @@
+"""The viewer's state and work, without widgets: the session, the model thread, the prediction
+and heatmap caches, the run-all job and report export. The window observes the typed signals
+and only draws; tests drive this class with a fake session and no TensorFlow.
+
+All model work goes through ``mammo_core.session.Session`` in :class:`~app.workers.Worker`\\ s
+on one long-lived thread (:class:`~app.workers.SerialExecutor`: TensorFlow models are not
+shared between threads); reading files runs on the global ``QThreadPool``. Every result of
+model work carries the *generation* it was started in; results from before a change of models
+are dropped (:meth:`ViewerController._guarded`). Nothing here imports TensorFlow or Keras.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PyQt6.QtCore import QObject, QThreadPool, pyqtSignal
+
+from app.workers import SerialExecutor, Worker
+from mammo_core.explain import colorize
+from mammo_core.io import read_patches
+from mammo_core.labels import CLASS_NAMES
+from mammo_core.predictions import HeatKey, PatchPrediction
+from mammo_core.session import Session
+
+log = logging.getLogger(__name__)
+
+INTERACTIVE = 10  # worker priority of what the user is looking at
+BACKGROUND = 0  # run-all chunks
+RUN_ALL_CHUNK = 32
+HEAT_CACHE_SIZE = 256
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when the message is empty)."""
+    text = str(exc).strip().splitlines()
+    msg = text[0] if text else ""
+    return msg or type(exc).__name__
+
+
+def key_of(patch: Any) -> str:
+    """The patch's key (``source`` or ``source#index``, :attr:`mammo_core.io.Patch.key`)."""
+    return patch.key
+
+
+class ModelsState(StrEnum):
+    """Where the models are: one field instead of ready/loading flags."""
+
+    IDLE = "idle"  # nothing asked yet
+    LOADING = "loading"
+    READY = "ready"  # at least one model loaded
+    NONE = "none"  # no bundle in the models folder
+    FAILED = "failed"  # bundles there, none could be loaded
+
+
+@dataclass
+class RunAllJob:
+    """Predicting every open patch that has no prediction yet, a chunk at a time."""
+
+    todo: list[Any]  # patches
+    generation: int
+    pos: int = 0  # next index of todo to queue
+    done: int = 0  # patches predicted (or found predicted meanwhile)
+    worker: Worker | None = None
+    cancelled: bool = False
+    t0: float = field(default_factory=time.perf_counter)
+
+    @property
+    def total(self) -> int:
+        return len(self.todo)
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+class ViewerController(QObject):
+    """Owns the session and all model work; reports through signals (GUI thread)."""
+
+    modelsStateChanged = pyqtSignal(object)  # ModelsState
+    loadProgress = pyqtSignal(int, int, str)  # done, total, model being loaded
+    modelsLoaded = pyqtSignal(list, float)  # names loaded, seconds
+    patchesRead = pyqtSignal(object)  # mammo_core.io.PatchCollection
+    predictionsReady = pyqtSignal(dict)  # {patch key: PatchPrediction}
+    predictionFailed = pyqtSignal(str, str)  # patch key, message
+    heatmapReady = pyqtSignal(object)  # HeatKey (the map is in the cache)
+    heatmapFailed = pyqtSignal(object, str)  # HeatKey, message
+    runAllStarted = pyqtSignal(int)  # patches to predict
+    runAllProgress = pyqtSignal(int, int)  # done, total
+    runAllFinished = pyqtSignal(object)  # RunAllJob
+    exportFinished = pyqtSignal(str)  # path written
+    errorOccurred = pyqtSignal(str, str, str)  # message, title, traceback ("" if none)
+    statusMessage = pyqtSignal(str, int)  # text, milliseconds (0: until replaced)
+
+    def __init__(self, models_dir: Path | None = None,
+                 session_factory: Callable[[Path | None], Any] = Session,
+                 parent: QObject | None = None):
+        super().__init__(parent)
+        self.models_dir = Path(models_dir) if models_dir else None
+        self._session_factory = session_factory
+        self.session: Any = None
+        self.state = ModelsState.IDLE
+        self.available_models: list[Any] = []
+        self.predictions: dict[str, PatchPrediction] = {}
+        self.heat_cache: dict[HeatKey, tuple[np.ndarray, np.ndarray]] = {}
+        self.run_all_chunk = RUN_ALL_CHUNK
+        self.job: RunAllJob | None = None
+        self.timings: dict[str, float] = {}
+        self._executor: SerialExecutor | None = SerialExecutor()  # every TensorFlow call
+        self._io_pool = QThreadPool.globalInstance()
+        self._pending_pred: set[str] = set()
+        self._heat_workers: dict[HeatKey, Worker] = {}
+        self._generation = 0  # bumped when the models change; older results are dropped
+
+    # ------------------------------------------------------------------ generation guard
+    def _guarded(self, slot: Callable[..., None]) -> Callable[..., None]:
+        """``slot`` wrapped to do nothing once the models changed after this call."""
+        generation = self._generation
+
+        def call(*args: Any) -> None:
+            if generation == self._generation:
+                slot(*args)
+
+        return call
+
+    def _start(self, worker: Worker, priority: int, newest_first: bool = False) -> Worker:
+        if self._executor is None:
+            raise RuntimeError("the viewer's model thread has been shut down")
+        return worker.start(self._executor, priority, newest_first)
+
+    def _error(self, text: str, title: str, worker: Worker | None = None) -> None:
+        self.errorOccurred.emit(text, title, (worker.traceback or "") if worker else "")
+
+    @property
+    def models_ready(self) -> bool:
+        return self.state is ModelsState.READY
+
+    def _set_state(self, state: ModelsState) -> None:
+        self.state = state
+        self.modelsStateChanged.emit(state)
+
+    # ------------------------------------------------------------------ models
+    def start_models(self, models_dir: Path | None = None) -> None:
+        """Read the bundle cards (fast, no TensorFlow) and load the models in a worker.
+        Everything computed with the previous models is dropped."""
+        if models_dir is not None:
+            self.models_dir = Path(models_dir)
+        self._generation += 1
+        if self.job is not None:  # results of the old models are dropped: stop here
+            self.cancel_run_all()
+            self._finish_run_all()
+        for w in self._heat_workers.values():
+            w.cancel()
+        self._heat_workers.clear()
+        self._pending_pred.clear()
+        self.heat_cache.clear()
+        self.predictions.clear()
+        try:
+            self.session = self._session_factory(self.models_dir)
+            self.available_models = list(self.session.available())
+        except Exception as exc:  # noqa: BLE001 - a bad folder is a message, not a crash
+            self.session = None
+            self.available_models = []
+            self._error(f"Cannot read the models folder: {one_line(exc)}", "Models")
+        if not self.available_models:
+            self._set_state(ModelsState.NONE)
+            return
+        self._set_state(ModelsState.LOADING)
+        t0 = time.perf_counter()
+        w = Worker(self.session.load, callbacks="progress", name="load models")
+        w.on_progress(self._on_load_progress)
+        w.on_return(self._guarded(lambda failures: self._on_models_loaded(
+            failures, time.perf_counter() - t0)))
+        w.on_error(self._guarded(lambda exc: self._on_models_error(w, exc)))
+        self._start(w, INTERACTIVE + 10)
+
+    def _on_load_progress(self, value: Any) -> None:
+        try:
+            done, total, name = value
+        except (TypeError, ValueError):
+            return
+        self.loadProgress.emit(int(done), int(total), str(name))
+
+    def _on_models_loaded(self, failures: Any, seconds: float) -> None:
+        self.timings["models_loaded_s"] = seconds
+        loaded = list(self.session.loaded) if self.session is not None else []
+        failures = list(failures or [])
+        if failures:
+            self._error(f"{len(failures)} model bundle(s) not loaded:\n"
+                        + "\n".join(str(f) for f in failures), "Models")
+        if not loaded:
+            self._set_state(ModelsState.FAILED)
+            return
+        self._set_state(ModelsState.READY)
+        self.modelsLoaded.emit(loaded, seconds)
+
+    def _on_models_error(self, worker: Worker, exc: BaseException) -> None:
+        self._set_state(ModelsState.FAILED)
+        self._error(f"Loading the models failed: {one_line(exc)}", "Models", worker)
+
+    def loaded_models(self) -> list[str]:
+        return list(self.session.loaded) if self.session is not None and self.models_ready else []
+
+    def loaded_infos(self) -> list[Any]:
+        """Cards of the loaded bundles (all available ones while none is loaded)."""
+        loaded = set(self.loaded_models())
+        return [m for m in self.available_models if m.name in loaded] or list(self.available_models)
+
+    def classes_of(self, model: str) -> tuple[str, ...]:
+        """The classes a model (or the ensemble) answers with."""
+        for info in self.available_models:
+            if info.name == model:
+                return tuple(info.classes)
+        return tuple(CLASS_NAMES)
+
+    # ------------------------------------------------------------------ reading patches
+    def read(self, paths: Sequence[str | Path]) -> Worker:
+        """Read files/folders/stacked arrays in a worker; ``patchesRead`` gets the collection."""
+        paths = [str(p) for p in paths]
+        w = Worker(read_patches, paths, recursive=False, name="read patches")
+        w.on_return(self.patchesRead.emit)
+        w.on_error(lambda exc: self._error(f"Could not open {', '.join(paths)}: {one_line(exc)}",
+                                           "Open", w))
+        return w.start(self._io_pool)
+
+    # ------------------------------------------------------------------ predictions
+    def prediction(self, key: str) -> PatchPrediction | None:
+        return self.predictions.get(key)
+
+    def _store(self, items: dict[str, PatchPrediction]) -> None:
+        if items:
+            self.predictions.update(items)
+            self.predictionsReady.emit(items)
+
+    def request_prediction(self, patch: Any) -> bool:
+        """Predict one patch (what the user looks at: before queued background work).
+        Returns False when there is nothing to do (cached, already asked, no models)."""
+        key = key_of(patch)
+        if (key in self.predictions or key in self._pending_pred or self.session is None
+                or not self.models_ready):
+            return False
+        self._pending_pred.add(key)
+        w = Worker(self.session.predict, [patch], name="predict")
+        w.on_return(self._guarded(lambda preds: self._on_single_prediction(key, preds)))
+        w.on_error(self._guarded(lambda exc: self._on_prediction_error(w, patch, exc)))
+        w.on_finish(self._guarded(lambda: self._pending_pred.discard(key)))
+        self._start(w, INTERACTIVE, newest_first=True)
+        return True
+
+    def _on_single_prediction(self, key: str, preds: Any) -> None:
+        if preds:
+            self.timings.setdefault("first_prediction_s", time.perf_counter())
+            self._store({key: preds[0]})
+
+    def _on_prediction_error(self, worker: Worker, patch: Any, exc: BaseException) -> None:
+        msg = f"{patch.source}: prediction failed: {one_line(exc)}"
+        self.predictionFailed.emit(key_of(patch), msg)
+        self._error(msg, "Prediction", worker)
+
+    # ------------------------------------------------------------------ run all
+    def run_all(self, patches: Sequence[Any]) -> RunAllJob | None:
+        """Predict every patch without a prediction, a chunk at a time in the background.
+        Returns the job (None when one is running or the models are not ready); a job with
+        nothing to do finishes at once."""
+        if not self.models_ready or self.job is not None:
+            return None
+        todo = [p for p in patches if key_of(p) not in self.predictions]
+        job = RunAllJob(todo=todo, generation=self._generation)
+        if not todo:
+            self.runAllFinished.emit(job)
+            return job
+        self.job = job
+        self.runAllStarted.emit(job.total)
+        self._next_chunk()
+        return job
+
+    def _next_chunk(self) -> None:
+        job = self.job
+        if job is None:
+            return
+        # skip patches predicted meanwhile (e.g. the one being looked at)
+        while job.pos < job.total and key_of(job.todo[job.pos]) in self.predictions:
+            job.pos += 1
+            job.done += 1
+        if job.cancelled or job.pos >= job.total:
+            self._finish_run_all()
+            return
+        chunk = job.todo[job.pos: job.pos + self.run_all_chunk]
+        job.pos += len(chunk)
+        w = Worker(self.session.predict, chunk, callbacks=True, name="run all")
+        base = job.done
+        w.on_progress(self._guarded(lambda v: self._on_chunk_progress(base, v)))
+        w.on_return(self._guarded(lambda preds: self._on_chunk_done(chunk, preds)))
+        w.on_error(self._guarded(lambda exc: self._on_chunk_error(w, exc)))
+        job.worker = w
+        self._start(w, BACKGROUND)
+
+    def _on_chunk_progress(self, base: int, value: Any) -> None:
+        if self.job is None:
+            return
+        try:
+            done = int(value[0])
+        except (TypeError, ValueError, IndexError):
+            return
+        self.runAllProgress.emit(base + done, self.job.total)
+
+    def _on_chunk_done(self, chunk: list[Any], preds: Any) -> None:
+        preds = list(preds or [])
+        items = {key_of(p): pred for p, pred in zip(chunk, preds)}
+        self._store(items)
+        job = self.job
+        if job is None:
+            return
+        job.done += len(items)
+        self.runAllProgress.emit(job.done, job.total)
+        if len(items) < len(chunk):  # the session stopped early: cancelled
+            job.cancelled = True
+        self._next_chunk()
+
+    def _on_chunk_error(self, worker: Worker, exc: BaseException) -> None:
+        self._error(f"Run all stopped: {one_line(exc)}", "Run all", worker)
+        if self.job is not None:
+            self.job.cancelled = True
+            self._finish_run_all()
+
+    def cancel_run_all(self) -> bool:
+        """Ask the running job to stop after the batch being predicted; False if none runs."""
+        job = self.job
+        if job is None:
+            return False
+        job.cancelled = True
+        if job.worker is not None:
+            job.worker.cancel()
+        return True
+
+    def _finish_run_all(self) -> None:
+        job, self.job = self.job, None
+        if job is not None:
+            self.runAllFinished.emit(job)
+
+    def run_all_active(self) -> bool:
+        return self.job is not None
+
+    # ------------------------------------------------------------------ heatmaps
+    def heat_key(self, patch: Any, model: str, method: str, target: str | None) -> HeatKey | None:
+        """The heatmap asked for, or None while it cannot be named (no models, or target
+        ``None`` = the predicted class before the prediction is known)."""
+        if not self.models_ready or not model:
+            return None
+        if target is None:
+            pred = self.predictions.get(key_of(patch))
+            out = pred.output(model) if pred is not None else None
+            if out is None:
+                return None
+            target = out.predicted
+        return HeatKey(patch.sha256, model, method, target)
+
+    def heatmap(self, key: HeatKey) -> tuple[np.ndarray, np.ndarray] | None:
+        """(map in [0, 1], RGB colouring) from the cache, or None."""
+        return self.heat_cache.get(key)
+
+    def want_heatmap(self, patch: Any, key: HeatKey | None) -> None:
+        """The heatmap the user looks at now (None: none). Queued work for any other heatmap
+        is cancelled through its worker; this one is computed unless cached or on its way.
+        ``heatmapReady(key)`` follows."""
+        for k, w in self._heat_workers.items():
+            if k != key:
+                w.cancel()
+        if key is None or key in self.heat_cache or self.session is None:
+            return
+        running = self._heat_workers.get(key)
+        if running is not None and not running.is_cancelled():
+            return
+        session = self.session
+
+        def compute(progress=None, cancel=None):
+            if cancel is not None and cancel():  # the user moved on: skip
+                return None
+            heat = np.asarray(session.explain(patch, model=key.model, method=key.method,
+                                              target=key.target), dtype=np.float32)
+
+            return heat, np.asarray(colorize(heat), dtype=np.uint8)
+
+        w = Worker(compute, callbacks=True, name="explain")
+        w.on_return(self._guarded(lambda res: self._on_heatmap(key, res)))
+        w.on_error(self._guarded(lambda exc: self._on_heatmap_error(w, patch, key, exc)))
+        w.on_finish(self._guarded(lambda: self._heat_workers.get(key) is w
+                                  and self._heat_workers.pop(key)))
+        self._heat_workers[key] = w
+        self._start(w, INTERACTIVE + 1, newest_first=True)
+
+    def heat_pending(self, key: HeatKey) -> bool:
+        w = self._heat_workers.get(key)
+        return w is not None and not w.is_cancelled()
+
+    def _on_heatmap(self, key: HeatKey, result: Any) -> None:
+        if result is None:  # skipped as stale (asked again if wanted again)
+            return
+        self.heat_cache[key] = result
+        if len(self.heat_cache) > HEAT_CACHE_SIZE:
+            self.heat_cache.pop(next(iter(self.heat_cache)))
+        self.heatmapReady.emit(key)
+
+    def _on_heatmap_error(self, worker: Worker, patch: Any, key: HeatKey,
+                          exc: BaseException) -> None:
+        msg = f"{patch.source}: heatmap ({key.model}, {key.method}) failed: {one_line(exc)}"
+        self.heatmapFailed.emit(key, msg)
+        self._error(msg, "Grad-CAM", worker)
+
+    # ------------------------------------------------------------------ export
+    def export_problem(self, patches: Sequence[Any]) -> str | None:
+        """Why a report of ``patches`` cannot be written now, or None."""
+        if self.session is None or not self.models_ready:
+            return "Export needs loaded models."
+        if not patches:
+            return "Nothing to export: no patch selected."
+        return None
+
+    def export(self, patches: Sequence[Any], path: Path, fmt: str,
+               shown: tuple[Any, HeatKey] | None = None) -> Worker | None:
+        """Write a PDF/CSV/JSON report of ``patches`` (predicting those without a prediction
+        first); ``shown`` = (patch, heat key) of the heatmap on screen, which goes into the
+        report when that patch is exported. ``exportFinished(path)`` follows."""
+        patches = list(patches)
+        problem = self.export_problem(patches)
+        if problem:
+            self._error(problem, "Export")
+            return None
+        path = Path(path)
+        keys = [key_of(p) for p in patches]
+        cached = [self.predictions.get(k) for k in keys]
+        heat = {}
+        if shown is not None and shown[1] in self.heat_cache and key_of(shown[0]) in keys:
+            patch, hkey = shown  # "ensemble" becomes the bundle's own name in the report
+            heat[(key_of(patch), hkey.model)] = self.heat_cache[hkey][0]
+        session = self.session
+
+        def work():
+            preds = list(cached)
+            missing = [i for i, p in enumerate(preds) if p is None]
+            if missing:
+                new = session.predict([patches[i] for i in missing])
+                for i, p in zip(missing, new):
+                    preds[i] = p
+            return preds, session.export(path, fmt, patches, preds, heatmaps=heat or None)
+
+        self.statusMessage.emit(f"Writing {path}…", 0)
+        w = Worker(work, name="export")
+        store = self._guarded(self._store)  # predictions of older models are not kept
+        w.on_return(lambda res: self._on_exported(keys, res, store))
+        w.on_error(lambda exc: self._error(f"{path}: report not written: {one_line(exc)}",
+                                           "Export", w))
+        return self._start(w, INTERACTIVE)
+
+    def _on_exported(self, keys: list[str], result: Any, store: Callable[..., None]) -> None:
+        preds, written = result
+        store({k: p for k, p in zip(keys, preds) if p is not None})
+        self.statusMessage.emit(f"Report saved: {written}", 8000)
+        self.exportFinished.emit(str(written))
+
+    # ------------------------------------------------------------------ lifetime
+    def busy(self) -> bool:
+        return self._executor is not None and self._executor.busy()
+
+    def shutdown(self, timeout: float = 60.0) -> None:
+        """Stop the model thread (queued work dropped, the running call allowed to end)."""
+        self.cancel_run_all()
+        if self._executor is not None:
+            self._executor.shutdown(timeout)

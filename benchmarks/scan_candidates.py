@@ -1,0 +1,106 @@
+"""How often the abnormality map's candidates hit the dev images' lesions.
+
+For every mini-MIAS image in the dev copy (../shared/data/mini-mias) with at least one lesion
+with coordinates, run ``mammo_core.scan.scan_mammogram`` with the bundled models and count a
+lesion as found when one of the image's top-3 (and top-1, top-10) candidates has its window
+centre within the lesion's radius (RADIUS of Info.txt, at least 48 px = half the smallest
+window). Prints the fractions per lesion class and the settings. The bundled models were
+trained on part of these images (their train split), so this is a development measure, not an
+independent one.
+
+    python benchmarks/scan_candidates.py [--limit N] [--map-members fastest|all] [--stride 0.25]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mammo_core.datasets.mias import lesion_centre, parse_info
+from mammo_core.mammogram import read_mammogram
+from mammo_core.paths import shared_dir
+from mammo_core.scan import ScanSettings, scan_mammogram
+from mammo_core.session import Session
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=shared_dir() / "data" / "mini-mias")
+    ap.add_argument("--models-dir", type=Path, default=None)
+    ap.add_argument("--limit", type=int, default=0, help="first N images with lesions (0: all)")
+    ap.add_argument("--map-members", default="fastest")
+    ap.add_argument("--stride", type=float, default=0.25)
+    ap.add_argument("--min-tissue", type=float, default=0.9)
+    ap.add_argument("--mask-level", default="otsu")
+    ap.add_argument("--rescore", type=int, default=3)
+    ap.add_argument("--json", type=Path, default=None, help="write the per-lesion results here")
+    args = ap.parse_args(argv)
+
+    info = parse_info(args.data / "Info.txt")
+    by_image = defaultdict(list)
+    for les in info.lesions:
+        if les.x is not None and (args.data / f"{les.image}.png").is_file():
+            by_image[les.image].append(les)
+    images = sorted(by_image)
+    if args.limit:
+        images = images[: args.limit]
+    session = Session(args.models_dir)
+    failures = session.load(["ensemble"])
+    if failures:
+        print("; ".join(map(str, failures)), file=sys.stderr)
+        return 1
+    settings = ScanSettings(stride_fraction=args.stride, min_tissue=args.min_tissue,
+                            members=args.map_members, mask_level=args.mask_level,
+                            rescore=args.rescore)
+    rows = []
+    t0 = time.perf_counter()
+    for k, name in enumerate(images, 1):
+        m = read_mammogram(args.data / f"{name}.png")
+        res = scan_mammogram(m, session, settings)
+        cands = [(c.y, c.x) for c in res.candidates]
+        for les in by_image[name]:
+            r, c = lesion_centre(les, m.shape)
+            reach = max(int(les.radius), 48)
+            d = [float(np.hypot(cy - r, cx - c)) for cy, cx in cands]
+            hit = [i for i, v in enumerate(d) if v <= reach]
+            rows.append({"image": name, "lesion": les.lesion_id, "class": les.cls,
+                         "severity": les.severity, "radius": les.radius,
+                         "first_hit_rank": (hit[0] + 1) if hit else None,
+                         "windows": len(res.p_abnormal), "seconds": round(res.seconds, 2)})
+        print(f"[{k}/{len(images)}] {name}: {len(res.p_abnormal)} windows, {res.seconds:.1f} s, "
+              f"hits {[r_['first_hit_rank'] for r_ in rows if r_['image'] == name]}", file=sys.stderr)
+    secs = time.perf_counter() - t0
+
+    def frac(sel, k):
+        sel = list(sel)
+        n = sum(1 for r_ in sel if r_["first_hit_rank"] is not None and r_["first_hit_rank"] <= k)
+        return n, len(sel)
+
+    print(f"models: {', '.join(session.loaded)}; map members: {res.members} (exact={res.exact})")
+    print(f"settings: window {res.window_px} px, stride {res.stride_px} px, min tissue "
+          f"{settings.min_tissue}, mask {settings.mask_level}, rescore {settings.rescore}, "
+          f"top-k {settings.top_k}; {len(images)} images in {secs:.0f} s")
+    groups = {"all lesions": rows,
+              "masses (CIRC/SPIC/MISC)": [r_ for r_ in rows if r_["class"] in ("CIRC", "SPIC", "MISC")],
+              "calcifications (CALC)": [r_ for r_ in rows if r_["class"] == "CALC"],
+              "ARCH/ASYM": [r_ for r_ in rows if r_["class"] in ("ARCH", "ASYM")]}
+    for g, sel in groups.items():
+        parts = []
+        for k in (1, 3, 10):
+            n, tot = frac(sel, k)
+            parts.append(f"top-{k} {n}/{tot} = {n / tot:.2f}" if tot else f"top-{k} -")
+        print(f"{g}: " + "; ".join(parts))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

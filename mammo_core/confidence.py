@@ -1,0 +1,190 @@
+"""Confidence as measured: each model's held-out AUC from its card, "at chance", and the rules
+the viewer and every report use to word the ensemble's call. One place; no Qt, no TensorFlow.
+
+**Quality of a model** (:func:`quality_from_card`): the card's ``metrics`` block, written once
+after training on the held-out split (``split``, ``n``, ``auc``, ``auc_ci95`` = [low, high] 95 %
+interval). The status is
+
+* ``above chance`` when the interval lies wholly above 0.5,
+* ``at chance`` when it includes 0.5 (``low <= 0.5 <= high``): shown greyed with
+  "at chance on held-out data", never in bold,
+* ``below chance`` when it lies wholly below 0.5 (also never bold),
+* ``not measured`` when the card has no AUC with an interval (never bold).
+
+Only a model ``above chance`` may have its answer shown in bold (:attr:`ModelQuality.trusted`).
+Ensemble cards also carry one AUC per question (``auc_abnormal_vs_baseline`` with
+``auc_abnormal_vs_baseline_ci95``, ...); :func:`question_qualities` reads those the same way.
+
+**The call** (:data:`CALL_RULE`, implemented by :func:`mammo_core.ensemble.call_five_class`):
+normal tissue when P(baseline) >= 50 %, otherwise the most likely of the four abnormal classes.
+The bar shown in bold is always the call.
+
+**Agreement** (:func:`agreement`, :data:`AGREEMENT_RULE`): "Models disagree" when the ensemble
+flagged the patch (member disagreement above the threshold fitted on validation data); otherwise
+"Low confidence" when the call's own probability is below :data:`LOW_CALL_PROBABILITY` (50 %);
+"Models agree" only when neither holds. So the words "agree" never go with a weak call.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mammo_core.ensemble import CALL_RULE
+
+CHANCE_AUC = 0.5
+LOW_CALL_PROBABILITY = 0.5
+
+ABOVE = "above chance"
+AT_CHANCE = "at chance"
+BELOW = "below chance"
+UNMEASURED = "not measured"
+AT_CHANCE_TEXT = "at chance on held-out data"
+
+AGREE = "agree"
+LOW = "low"
+DISAGREE = "disagree"
+AGREE_TEXT = "Models agree"
+DISAGREE_TEXT = "Models disagree — review carefully"
+LOW_TEXT = "Low confidence — review carefully"
+AGREEMENT_RULE = (f"'{DISAGREE_TEXT}' when the members' disagreement exceeds the threshold fitted "
+                  f"on validation data; otherwise '{LOW_TEXT}' when the call's probability is below "
+                  f"{100 * LOW_CALL_PROBABILITY:.0f} %; otherwise '{AGREE_TEXT}'")
+QUALITY_RULE = (f"held-out AUC with its 95 % interval from the model card; a model whose interval "
+                f"includes {CHANCE_AUC} is '{AT_CHANCE_TEXT}' and never shown in bold")
+
+__all__ = [
+    "AGREEMENT_RULE",
+    "CALL_RULE",
+    "QUALITY_RULE",
+    "Agreement",
+    "ModelQuality",
+    "agreement",
+    "quality_from_card",
+    "question_qualities",
+]
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _interval(v: Any) -> tuple[float, float] | None:
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        return None
+    lo, hi = _number(v[0]), _number(v[1])
+    if lo is None or hi is None or lo > hi:
+        return None
+    return (lo, hi)
+
+
+@dataclass(frozen=True)
+class ModelQuality:
+    """A model's (or one ensemble question's) measured held-out AUC."""
+
+    model: str
+    auc: float | None = None
+    ci95: tuple[float, float] | None = None
+    n: int | None = None
+    split: str | None = None
+    question: str | None = None  # ensemble questions: "abnormal_vs_baseline", ...
+
+    @property
+    def status(self) -> str:
+        if self.auc is None or self.ci95 is None:
+            return UNMEASURED
+        lo, hi = self.ci95
+        if lo > CHANCE_AUC:
+            return ABOVE
+        if hi < CHANCE_AUC:
+            return BELOW
+        return AT_CHANCE
+
+    @property
+    def at_chance(self) -> bool:
+        """True when the 95 % interval includes 0.5."""
+        return self.status == AT_CHANCE
+
+    @property
+    def trusted(self) -> bool:
+        """Only a model measured above chance may have its answer shown in bold."""
+        return self.status == ABOVE
+
+    def auc_text(self) -> str:
+        """``"AUC 0.89 (95% CI 0.60–1.00)"``, or ``"AUC not measured"``."""
+        if self.auc is None:
+            return "AUC not measured"
+        if self.ci95 is None:
+            return f"AUC {self.auc:.2f} (no interval)"
+        return f"AUC {self.auc:.2f} (95% CI {self.ci95[0]:.2f}\u2013{self.ci95[1]:.2f})"
+
+    def text(self) -> str:
+        """One line for a clinician: ``"held-out AUC 0.33 (95% CI 0.06–0.65), n=14 — at chance
+        on held-out data"``."""
+        if self.auc is None:
+            return "held-out quality not measured (no AUC on the card)"
+        n = "" if self.n is None else f", n={self.n}"
+        tail = {AT_CHANCE: f" \u2014 {AT_CHANCE_TEXT}", BELOW: " \u2014 below chance on held-out data",
+                UNMEASURED: ""}.get(self.status, "")
+        return f"held-out {self.auc_text()}{n}{tail}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"auc": self.auc, "auc_ci95": None if self.ci95 is None else list(self.ci95),
+                "n": self.n, "split": self.split, "status": self.status}
+
+
+def _metrics(card: Mapping[str, Any]) -> Mapping[str, Any]:
+    m = card.get("metrics") if isinstance(card, Mapping) else None
+    return m if isinstance(m, Mapping) else {}
+
+
+def quality_from_card(card: Mapping[str, Any], name: str | None = None) -> ModelQuality:
+    """The model's held-out AUC and interval from a card (any missing or malformed value just
+    makes the quality ``not measured``; a card is never rejected here)."""
+    m = _metrics(card)
+    n = _number(m.get("n"))
+    split = m.get("split")
+    return ModelQuality(
+        model=str(name if name is not None else card.get("name", "")),
+        auc=_number(m.get("auc")),
+        ci95=_interval(m.get("auc_ci95")),
+        n=None if n is None else int(n),
+        split=split if isinstance(split, str) else None,
+    )
+
+
+def question_qualities(card: Mapping[str, Any]) -> list[ModelQuality]:
+    """Per-question held-out AUCs of an ensemble card (``auc_<question>`` with
+    ``auc_<question>_ci95``), in the card's order; empty for a plain model card."""
+    m = _metrics(card)
+    out = []
+    split = m.get("split") if isinstance(m.get("split"), str) else None
+    for key, value in m.items():
+        if not key.startswith("auc_") or key.endswith(("_ci95", "_n", "_method")) or key == "auc_ci95":
+            continue
+        q = key[len("auc_"):]
+        n = _number(m.get(f"{key}_n"))
+        out.append(ModelQuality(model=str(card.get("name", "")), auc=_number(value),
+                                ci95=_interval(m.get(f"{key}_ci95")),
+                                n=None if n is None else int(n), split=split, question=q))
+    return out
+
+
+@dataclass(frozen=True)
+class Agreement:
+    state: str  # AGREE | LOW | DISAGREE
+    text: str
+
+
+def agreement(call_probability: float, flagged: bool) -> Agreement:
+    """The agreement line for an ensemble call (see :data:`AGREEMENT_RULE`)."""
+    p = _number(call_probability)
+    if flagged:
+        return Agreement(DISAGREE, DISAGREE_TEXT)
+    if p is None or p < LOW_CALL_PROBABILITY:
+        return Agreement(LOW, LOW_TEXT)
+    return Agreement(AGREE, AGREE_TEXT)

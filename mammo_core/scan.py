@@ -1,0 +1,445 @@
+"""Abnormality map of a whole mammogram: a sliding protocol-v1 window over the breast only,
+batched through the ensemble's P(abnormal), and a ranked list of candidate regions.
+
+Steps (``scan_mammogram``):
+
+1. **Tissue mask** (``tissue_mask``), on a copy shrunk to at most 512 px (INTER_AREA): pixels
+   above the protocol's tissue level (20/255 of full scale), opened to cut thin bridges,
+   largest connected component only (drops film labels and markers), holes filled; then the
+   pectoral muscle is dropped where it can be found (``pectoral_mask``: the bright region in the
+   upper corner on the chest-wall side, kept only when it touches both the top edge and the
+   chest-wall edge and covers less than 35 % of the breast).
+2. **Windows**: squares of side ``window_mm`` (default: the training data's median lesion
+   window, 96 px x 0.2 mm = 19.2 mm on mini-MIAS, see ``DEFAULT_WINDOW_MM``) converted to
+   pixels with the image's pixel spacing, centred on a grid of stride ``stride_fraction`` x
+   side; a window is scored when at least ``min_tissue`` of it is breast (the protocol's
+   rule for lesion windows is 50 %; the default here is 90 %, the protocol's baseline-window
+   rule, because windows with background in them are out of the training data's range and the
+   models call them abnormal). Each is cut by :func:`mammo_core.datasets.windows.cut_window`, the code the builders
+   use, so the map sees the pixels the training data had.
+3. **P(abnormal)** per window through ``Session.p_abnormal`` (the ensemble's 1 - P(baseline)).
+   Default map members: the fastest member that estimates P(baseline) (the VGG16-based one
+   costs ~30x more per window on a CPU); ``members="all"`` gives the ensemble's exact value.
+   The members used, and whether that is exact, are stated in the result.
+4. **Map**: float32, one value per ``stride x stride`` cell (the downsampling factor is the
+   stride in pixels): the mean P(abnormal) of the scored windows covering the cell; NaN where
+   no window was scored.
+5. **Candidates**: windows ranked by the map's P(abnormal), greedy non-maximum suppression (a
+   window overlapping a better one by IoU > ``nms_iou`` is dropped), the best
+   ``top_k x rescore`` re-classified with every loaded model and the ensemble
+   (``Session.predict``), ranked by that P(abnormal), the best ``top_k`` kept. ``x``, ``y``
+   are the window centre in source pixels (column, row), origin at the
+   top-left corner of the image as stored.
+
+Research use only — not a medical device.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mammo_core import DISCLAIMER
+from mammo_core.datasets.windows import (
+    Box,
+    centred_square,
+    cut_window,
+    full_scale,
+    tissue_threshold,
+)
+from mammo_core.errors import MammoError
+from mammo_core.io import Patch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mammo_core.mammogram import Mammogram
+    from mammo_core.session import Session
+
+CANDIDATES_SCHEMA = "mammo.candidates/1"
+#: Median protocol-v1 lesion window of the training data (mini-MIAS, the bundled models' data):
+#: 96 px at 200 µm. Checked against Info.txt by tests/test_scan.py (marker ``shared``).
+DEFAULT_WINDOW_MM = 19.2
+MASK_LONGEST = 512
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    window_mm: float = DEFAULT_WINDOW_MM
+    stride_fraction: float = 0.25
+    batch_size: int = 64
+    top_k: int = 10
+    nms_iou: float = 0.2
+    # map members: "fastest" (the smallest P(baseline) member; default, an approximation of the
+    # ensemble's P(abnormal), stated), "all" (every P(baseline) member: exact), or names
+    members: tuple[str, ...] | str = "fastest"
+    min_tissue: float = 0.9                      # breast fraction a scored window needs
+    rescore: int = 1                             # re-classify top_k x rescore windows after NMS
+    mask_level: str = "otsu"                     # tissue mask threshold: "otsu" or "protocol"
+    drop_pectoral: bool = True
+    window_px: int | None = None                 # overrides window_mm (no spacing needed)
+
+    def __post_init__(self) -> None:
+        if not (self.window_mm > 0):
+            raise MammoError(f"window side must be > 0 mm, got {self.window_mm}")
+        if not (0 < self.stride_fraction <= 1):
+            raise MammoError(f"stride fraction must be in (0, 1], got {self.stride_fraction}")
+        if self.batch_size < 1 or self.top_k < 0:
+            raise MammoError("batch size must be >= 1 and top-k >= 0")
+        if isinstance(self.members, str) and self.members not in ("fastest", "all"):
+            raise MammoError(f"map members must be 'fastest', 'all' or names, got {self.members!r}")
+        if not (0 <= self.min_tissue <= 1):
+            raise MammoError(f"minimum tissue fraction must be in [0, 1], got {self.min_tissue}")
+        if self.window_px is not None and self.window_px < 8:
+            raise MammoError(f"window side must be at least 8 px, got {self.window_px}")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    x: int                      # window centre, column (source pixels, origin top-left)
+    y: int                      # window centre, row
+    side: int                   # window side (source pixels)
+    p_abnormal: float           # the ensemble's (or the models') P(abnormal), all members
+    p_map: float                # P(abnormal) from the map's members
+    call: str
+    probabilities: dict[str, float]
+    box: Box = field(repr=False)
+
+    def to_json(self) -> dict:
+        return {"x": self.x, "y": self.y, "side": self.side, "p_abnormal": round(self.p_abnormal, 6),
+                "p_map": round(self.p_map, 6), "call": self.call,
+                "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
+                "box": {"top": self.box.top, "left": self.box.left, "height": self.box.height,
+                        "width": self.box.width}}
+
+
+@dataclass
+class ScanResult:
+    source: str
+    shape: tuple[int, int]
+    window_px: int
+    stride_px: int
+    centres: np.ndarray          # (N, 2) int rows, cols of the scored windows
+    p_abnormal: np.ndarray       # (N,) P(abnormal) of the map's members
+    map: np.ndarray              # float32 (ceil(H / stride), ceil(W / stride)), NaN = not scored
+    mask: np.ndarray             # bool tissue mask at mask_scale
+    mask_scale: float            # mask pixels per source pixel
+    candidates: list[Candidate]
+    members: list[str]
+    exact: bool                  # True when the map's members give the ensemble's exact P(abnormal)
+    complete: bool               # False when cancelled
+    seconds: float
+    spacing_mm: float | None
+    spacing_source: str
+    settings: ScanSettings
+
+    def candidates_json(self) -> dict:
+        return {
+            "schema": CANDIDATES_SCHEMA,
+            "source": self.source,
+            "disclaimer": DISCLAIMER,
+            "coordinates": "x, y = window centre (column, row) in source pixels, origin at the "
+                           "top-left corner of the image as stored",
+            "image": {"height": self.shape[0], "width": self.shape[1],
+                      "pixel_spacing_mm": self.spacing_mm, "spacing_source": self.spacing_source},
+            "window": {"side_px": self.window_px, "stride_px": self.stride_px,
+                       "side_mm": None if self.spacing_mm is None else round(self.window_px * self.spacing_mm, 3),
+                       "protocol": "reference patch protocol v1 window -> 150 x 150 INTER_NEAREST"},
+            "map": {"downsampling": self.stride_px, "members": self.members, "exact": self.exact,
+                    "windows": len(self.p_abnormal), "complete": self.complete},
+            "candidates": [c.to_json() for c in self.candidates],
+        }
+
+
+# --------------------------------------------------------------------------- tissue mask
+def _small(image: np.ndarray) -> tuple[np.ndarray, float]:
+    import cv2
+
+    f = min(1.0, MASK_LONGEST / max(image.shape))
+    unit = image.astype(np.float32) / float(full_scale(image))
+    if f < 1.0:
+        unit = cv2.resize(unit, (max(1, round(image.shape[1] * f)), max(1, round(image.shape[0] * f))),
+                          interpolation=cv2.INTER_AREA)
+    return unit, f
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    import cv2
+
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros_like(mask, dtype=bool)
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return lab == best
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    import cv2
+
+    inv = (~mask).astype(np.uint8)
+    _, lab = cv2.connectedComponents(inv, connectivity=4)
+    border = set(np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))) - {0}
+    holes = (lab > 0) & ~np.isin(lab, list(border))
+    return mask | holes
+
+
+def chest_wall_side(mask: np.ndarray) -> str:
+    """'left' or 'right': the image edge the breast rests on (more tissue in that half)."""
+    w = mask.shape[1]
+    return "left" if mask[:, : w // 2].sum() >= mask[:, w - w // 2:].sum() else "right"
+
+
+def pectoral_mask(unit: np.ndarray, breast: np.ndarray) -> np.ndarray:
+    """The pectoral muscle where it can be found (MLO views): the bright connected region in
+    the upper chest-wall corner; empty when nothing plausible is there (CC views)."""
+    import cv2
+
+    h, w = breast.shape
+    if not breast.any():
+        return np.zeros_like(breast)
+    side = chest_wall_side(breast)
+    vals = unit[breast]
+    lo, hi = float(np.percentile(vals, 1)), float(np.percentile(vals, 99.5))
+    if hi - lo < 1e-6:
+        return np.zeros_like(breast)
+    u8 = np.clip((unit - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
+    region = np.zeros_like(breast)
+    region[: int(0.6 * h), : w // 2] = True
+    if side == "right":
+        region = region[:, ::-1]
+    sel = breast & region
+    if sel.sum() < 50:
+        return np.zeros_like(breast)
+    thr, _ = cv2.threshold(u8[sel].reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    bright = sel & (u8 > thr)
+    bright = cv2.morphologyEx(bright.astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)) > 0
+    n, lab = cv2.connectedComponents(bright.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros_like(breast)
+    # a component touching both the top rows and the chest-wall columns
+    corner_rows = lab[: max(2, h // 20)]
+    wall = lab[:, :3] if side == "left" else lab[:, w - 3:]
+    top_ids = set(np.unique(corner_rows)) - {0}
+    wall_ids = set(np.unique(wall)) - {0}
+    ids = top_ids & wall_ids
+    if not ids:
+        return np.zeros_like(breast)
+    areas = {i: int((lab == i).sum()) for i in ids}
+    best = max(areas, key=areas.get)
+    comp = lab == best
+    if areas[best] > 0.35 * breast.sum():
+        return np.zeros_like(breast)
+    # a muscle gets narrower going down: its width in the lower half of its rows is smaller
+    rows = np.flatnonzero(comp.any(axis=1))
+    if rows.size < 4:
+        return np.zeros_like(breast)
+    widths = comp[rows].sum(axis=1)
+    half = rows.size // 2
+    if widths[half:].mean() > widths[:half].mean():
+        return np.zeros_like(breast)
+    return _fill_holes(comp)
+
+
+def tissue_mask(image: np.ndarray, drop_pectoral: bool = True,
+                level: str = "otsu") -> tuple[np.ndarray, float]:
+    """(breast mask, scale) with the mask at ``scale`` x the image size (longest side <= 512).
+    ``level``: "protocol" (20/255 of full scale, the builders' tissue rule) or "otsu" (Otsu's
+    threshold of the shrunk image, never below the protocol level: film background is often
+    brighter than 20/255, and the skin line's dim margin is left out)."""
+    import cv2
+
+    unit, f = _small(image)
+    lv = tissue_threshold(image) / float(full_scale(image))
+    if level == "otsu":
+        u8 = np.clip(unit * 255, 0, 255).astype(np.uint8)
+        t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        lv = max(lv, float(t) / 255.0)
+    m = unit > lv
+    k = max(3, round(min(m.shape) / 100) | 1)
+    m = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_OPEN, np.ones((k, k), np.uint8)) > 0
+    m = _fill_holes(_largest_component(m))
+    if drop_pectoral:
+        m = m & ~pectoral_mask(unit, m)
+        m = _largest_component(m) if m.any() else m
+    return m, f
+
+
+# --------------------------------------------------------------------------- windows
+def window_grid(shape: Sequence[int], side: int, stride: int) -> np.ndarray:
+    """Centres (row, col) of a grid of windows of ``side`` covering the image at ``stride``."""
+    h, w = int(shape[0]), int(shape[1])
+
+    def axis(n: int) -> np.ndarray:
+        if side >= n:
+            return np.array([n // 2])
+        c = np.arange(side // 2, n - side + side // 2 + 1, stride)
+        last = n - side + side // 2
+        if c[-1] != last:
+            c = np.append(c, last)
+        return c
+    rr, cc = np.meshgrid(axis(h), axis(w), indexing="ij")
+    return np.stack([rr.ravel(), cc.ravel()], axis=1).astype(np.int64)
+
+
+def _tissue_fraction(mask: np.ndarray, f: float, boxes: Sequence[Box]) -> np.ndarray:
+    ii = np.pad(mask.astype(np.int64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    h, w = mask.shape
+    out = np.empty(len(boxes))
+    for i, b in enumerate(boxes):
+        t, l_ = min(h, int(b.top * f)), min(w, int(b.left * f))
+        bt, r = min(h, max(t + 1, round(b.bottom * f))), min(w, max(l_ + 1, round(b.right * f)))
+        area = max(1, (bt - t) * (r - l_))
+        out[i] = (ii[bt, r] - ii[t, r] - ii[bt, l_] + ii[t, l_]) / area
+    return out
+
+
+def iou(a: Box, b: Box) -> float:
+    t, l_ = max(a.top, b.top), max(a.left, b.left)
+    bt, r = min(a.bottom, b.bottom), min(a.right, b.right)
+    inter = max(0, bt - t) * max(0, r - l_)
+    return inter / float(a.area + b.area - inter) if inter else 0.0
+
+
+def nms(boxes: Sequence[Box], scores: np.ndarray, max_iou: float, k: int) -> list[int]:
+    """Indices of the best ``k`` boxes after greedy non-maximum suppression."""
+    keep: list[int] = []
+    for i in np.argsort(-np.asarray(scores), kind="stable"):
+        if all(iou(boxes[i], boxes[j]) <= max_iou for j in keep):
+            keep.append(int(i))
+            if len(keep) >= k:
+                break
+    return keep
+
+
+def window_side_px(mammo: Mammogram, settings: ScanSettings) -> int:
+    if settings.window_px is not None:
+        return int(min(settings.window_px, *mammo.shape))
+    if mammo.mm_per_pixel is None:
+        raise MammoError("pixel size unknown (no DICOM PixelSpacing / ImagerPixelSpacing, not "
+                         "mini-MIAS): pass the pixel spacing (--pixel-spacing MM) or the window "
+                         "side in pixels (--window-px)", mammo.source)
+    return int(min(max(8, round(settings.window_mm / mammo.mm_per_pixel)), *mammo.shape))
+
+
+# --------------------------------------------------------------------------- the scan
+def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = ScanSettings(),
+                   progress: Callable[[int, int], None] | None = None,
+                   cancel: Callable[[], bool] | None = None) -> ScanResult:
+    """Map P(abnormal) over the breast of ``mammo`` and rank candidate regions (module doc).
+    ``progress(done, total)`` after each batch of windows; ``cancel()`` True stops early (the
+    result then has ``complete=False`` and covers the windows done)."""
+    t0 = time.perf_counter()
+    image = mammo.pixels
+    side = window_side_px(mammo, settings)
+    stride = max(1, round(side * settings.stride_fraction))
+    mask, f = tissue_mask(image, settings.drop_pectoral, settings.mask_level)
+    centres = window_grid(image.shape, side, stride)
+    boxes = [centred_square(int(r), int(c), side, image.shape) for r, c in centres]
+    frac = _tissue_fraction(mask, f, boxes)
+    keep = np.flatnonzero(frac >= settings.min_tissue)
+    centres = centres[keep]
+    boxes = [boxes[i] for i in keep]
+    all_members = session.abnormal_members()
+    if settings.members == "all":
+        members = all_members
+    elif settings.members == "fastest":
+        members = all_members[:1]
+    else:
+        members = list(settings.members)
+    exact = set(members) == set(all_members)
+    fs = full_scale(image)
+    n = len(boxes)
+    p = np.empty(n, dtype=np.float64)
+    done = 0
+    complete = True
+    for s in range(0, n, settings.batch_size):
+        if cancel is not None and cancel():
+            complete = False
+            break
+        chunk = boxes[s:s + settings.batch_size]
+        stack = np.stack([cut_window(image, b, fs) for b in chunk])
+        if len(chunk) < settings.batch_size and s > 0:  # same batch shape: no re-tracing
+            stack = np.concatenate([stack, np.repeat(stack[-1:], settings.batch_size - len(chunk), 0)])
+        p[s:s + len(chunk)] = session.p_abnormal(stack, members,
+                                                 batch_size=settings.batch_size)[:len(chunk)]
+        done = s + len(chunk)
+        if progress is not None:
+            progress(done, n)
+    p = p[:done]
+    centres = centres[:done]
+    boxes = boxes[:done]
+
+    gh, gw = -(-image.shape[0] // stride), -(-image.shape[1] // stride)
+    acc = np.zeros((gh, gw))
+    cnt = np.zeros((gh, gw))
+    for b, v in zip(boxes, p):
+        t, l_ = b.top // stride, b.left // stride
+        bt, r = -(-b.bottom // stride), -(-b.right // stride)
+        acc[t:bt, l_:r] += v
+        cnt[t:bt, l_:r] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        amap = np.where(cnt > 0, acc / np.maximum(cnt, 1), np.nan).astype(np.float32)
+
+    candidates: list[Candidate] = []
+    if done and settings.top_k and complete and settings.rescore == 0:  # the map alone
+        for i in nms(boxes, p, settings.nms_iou, settings.top_k):
+            r, c = (int(v) for v in centres[i])
+            candidates.append(Candidate(c, r, boxes[i].height, float(p[i]), float(p[i]),
+                                        "abnormal" if p[i] >= 0.5 else "baseline",
+                                        {"baseline": float(1 - p[i])}, boxes[i]))
+    elif done and settings.top_k and complete:
+        best = nms(boxes, p, settings.nms_iou, settings.top_k * max(1, settings.rescore))
+        patches = [Patch(cut_window(image, boxes[i], fs), mammo.source, None, None,
+                         (boxes[i].height, boxes[i].width)) for i in best]
+        preds = session.predict(patches, batch_size=settings.batch_size)
+        for i, pred in zip(best, preds):
+            if pred.ensemble is not None:
+                probs = dict(pred.ensemble.probabilities)
+                call = pred.ensemble.predicted
+                pa = 1.0 - probs["baseline"]
+            else:
+                outs = [o for o in pred.per_model.values() if "baseline" in o.probabilities]
+                probs = dict(outs[0].probabilities) if len(outs) == 1 else {
+                    k: float(np.mean([o.probabilities[k] for o in outs])) for k in outs[0].probabilities}
+                call = max(probs, key=probs.get)
+                pa = 1.0 - probs["baseline"]
+            r, c = (int(v) for v in centres[i])
+            candidates.append(Candidate(c, r, boxes[i].height, float(pa), float(p[i]), call,
+                                        {k: float(v) for k, v in probs.items()}, boxes[i]))
+        candidates.sort(key=lambda cd: -cd.p_abnormal)
+        del candidates[settings.top_k:]
+    return ScanResult(mammo.source, mammo.shape, side, stride, centres, p, amap, mask, f, candidates,
+                      members, exact, complete, time.perf_counter() - t0, mammo.mm_per_pixel,
+                      mammo.spacing_source if settings.window_px is None else "window given in px",
+                      settings)
+
+
+# --------------------------------------------------------------------------- drawing
+def map_overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.45,
+                candidates: Sequence[Candidate] = (), longest: int = 1024) -> np.ndarray:
+    """RGB uint8 picture: the mammogram (grey, shrunk to ``longest``) with the map in the jet
+    colour map where scored (alpha-blended) and the candidates' boxes numbered."""
+    import cv2
+
+    f = min(1.0, longest / max(image.shape))
+    size = (max(1, round(image.shape[1] * f)), max(1, round(image.shape[0] * f)))
+    grey = cv2.resize(image.astype(np.float32) / float(full_scale(image)), size,
+                      interpolation=cv2.INTER_AREA)
+    g8 = np.clip(grey * 255, 0, 255).astype(np.uint8)
+    rgb = np.repeat(g8[..., None], 3, axis=2)
+    valid = np.isfinite(amap)
+    m = cv2.resize(np.where(valid, amap, 0).astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    v = cv2.resize(valid.astype(np.float32), size, interpolation=cv2.INTER_NEAREST) > 0.5
+    col = cv2.applyColorMap(np.clip(m * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    out = rgb.astype(np.float32)
+    out[v] = (1 - alpha) * out[v] + alpha * col[v]
+    out = out.astype(np.uint8)
+    for k, cd in enumerate(candidates, 1):
+        b = cd.box
+        p1 = (int(b.left * f), int(b.top * f))
+        p2 = (int(b.right * f) - 1, int(b.bottom * f) - 1)
+        cv2.rectangle(out, p1, p2, (255, 255, 255), 2 if k <= 3 else 1)
+        cv2.putText(out, str(k), (p1[0] + 2, p1[1] + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    return out

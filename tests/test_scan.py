@@ -1,0 +1,157 @@
+"""`mammo scan` / mammo_core.scan: the abnormality map over the breast and its candidates."""
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+from bundle_factory import models_dir_with
+
+from mammo_core.cli import main
+from mammo_core.mammogram import read_mammogram
+from mammo_core.scan import (
+    CANDIDATES_SCHEMA,
+    DEFAULT_WINDOW_MM,
+    ScanSettings,
+    scan_mammogram,
+    tissue_mask,
+    window_grid,
+)
+from mammo_core.session import Session
+
+BLOB = (560, 330)  # row, col of the planted mass
+SIDE = 150         # window side (px): the windows need no resizing, like the tiny models' data
+STRIDE = 38        # round(0.25 * 150)
+SHAPE = (900, 780)
+GRID = (-(-SHAPE[0] // STRIDE), -(-SHAPE[1] // STRIDE))
+
+
+def synthetic_mammogram(seed: int = 0, blob=BLOB) -> np.ndarray:
+    """A 900 x 780 16-bit 'breast' (half disc of noisy tissue on the left edge, black background,
+    a bright label in a corner) with one bright disc (a mass, radius 24 px) planted at ``blob``,
+    drawn like tests/bundle_factory.py's synthetic patches."""
+    rng = np.random.default_rng(seed)
+    h, w = SHAPE
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.zeros((h, w))
+    breast = (yy - 450) ** 2 + xx ** 2 < 440 ** 2
+    img[breast] = 0.25 + 0.08 * rng.standard_normal(int(breast.sum()))
+    img[(yy - blob[0]) ** 2 + (xx - blob[1]) ** 2 < 24 ** 2] += 0.45
+    img[30:90, 660:750] = 0.95  # a film label, apart from the breast
+    return (np.clip(img, 0, 1) * 65535).astype(np.uint16)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return models_dir_with(tmp_path_factory.mktemp("models"),
+                           ["mass_calc", "benign_malignant", "baseline_mass_calc"])
+
+
+@pytest.fixture(scope="module")
+def session(models):
+    s = Session(models)
+    assert s.load(["ensemble"]) == []
+    return s
+
+
+def test_tissue_mask_drops_background_and_label():
+    img = synthetic_mammogram()
+    mask, f = tissue_mask(img)
+    assert not mask[int(60 * f), int(700 * f)]      # the label
+    assert mask[int(450 * f), int(150 * f)]         # the breast
+    assert not mask[int(450 * f), int(600 * f)]     # the background
+
+
+def test_window_grid_covers_the_image_edges():
+    c = window_grid((600, 520), 96, 24)
+    assert c[:, 0].min() == 48 and c[:, 0].max() == 600 - 96 + 48
+    assert c[:, 1].max() == 520 - 96 + 48
+    assert np.all(np.diff(np.unique(c[:, 0]))[:-1] == 24)
+
+
+def test_planted_blob_is_found_first(session, tmp_path):
+    path = tmp_path / "synthetic.png"
+    assert cv2.imwrite(str(path), synthetic_mammogram())
+    m = read_mammogram(path)
+    res = scan_mammogram(m, session, ScanSettings(window_px=SIDE, stride_fraction=0.25))
+    assert res.complete and res.window_px == SIDE and res.stride_px == STRIDE
+    assert res.members == ["tiny_baseline_mass_calc_0"] and res.exact
+    best = res.candidates[0]
+    b = best.box  # the first candidate's window holds the planted mass
+    assert b.top <= BLOB[0] < b.bottom and b.left <= BLOB[1] < b.right, res.candidates[:3]
+    assert (best.x, best.y) == (b.left + SIDE // 2, b.top + SIDE // 2)
+    assert best.p_abnormal > 0.5 and best.call != "baseline"
+    assert abs(sum(best.probabilities.values()) - 1) < 1e-6
+    assert res.map.dtype == np.float32 and res.map.shape == GRID
+    assert np.isnan(res.map[:, -1]).all()  # background never scored
+    ps = [cd.p_abnormal for cd in res.candidates]
+    assert ps == sorted(ps, reverse=True)
+
+
+def test_cancel_stops_early(session, tmp_path):
+    path = tmp_path / "s.png"
+    assert cv2.imwrite(str(path), synthetic_mammogram())
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 1
+    res = scan_mammogram(read_mammogram(path), session, ScanSettings(window_px=SIDE, batch_size=8),
+                         cancel=cancel)
+    assert not res.complete and len(res.p_abnormal) == 8 and res.candidates == []
+
+
+def test_cli_writes_map_candidates_and_csv_exit_3_with_a_bad_file(models, tmp_path, capsys):
+    img = tmp_path / "case_L_MLO.png"
+    assert cv2.imwrite(str(img), synthetic_mammogram())
+    (tmp_path / "broken.dcm").write_bytes(b"no")
+    out = tmp_path / "out"
+    rc = main(["scan", str(img), str(tmp_path / "broken.dcm"), "-o", str(out), "--models-dir",
+               str(models), "--pixel-spacing", str(19.2 / SIDE), "--no-progress", "--top-k", "5"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "broken.dcm" in err
+    amap = np.load(out / "case_L_MLO_map.npy", allow_pickle=False)
+    assert amap.dtype == np.float32 and amap.shape == GRID
+    d = json.loads((out / "case_L_MLO_candidates.json").read_text())
+    assert d["schema"] == CANDIDATES_SCHEMA and d["source"] == str(img)
+    assert d["window"]["side_px"] == SIDE and d["map"]["downsampling"] == STRIDE
+    c0 = d["candidates"][0]
+    assert {"x", "y", "side", "p_abnormal", "call", "probabilities"} <= set(c0)
+    assert abs(c0["y"] - BLOB[0]) < SIDE // 2 and abs(c0["x"] - BLOB[1]) < SIDE // 2
+    assert len(d["candidates"]) == 5
+    with open(out / "candidates.csv") as fh:
+        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    assert len(rows) == 5 and rows[0]["rank"] == "1" and int(rows[0]["x"]) == c0["x"]
+    png = cv2.imread(str(out / "case_L_MLO_map.png"))
+    assert png is not None and png.shape[:2] == SHAPE
+
+
+def test_cli_without_pixel_size_says_how_to_give_it(models, tmp_path, capsys):
+    img = tmp_path / "plain.png"
+    assert cv2.imwrite(str(img), synthetic_mammogram())
+    rc = main(["scan", str(img), "-o", str(tmp_path / "o"), "--models-dir", str(models), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "plain.png" in err and "--pixel-spacing" in err
+    assert main(["scan", str(img), "-o", str(tmp_path / "o"), "--stride", "0"]) == 2
+    rc = main(["scan", str(img), "-o", str(tmp_path / "o"), "--models-dir", str(models),
+               "--window-px", "150", "--map-members", "tiny_mass_calc_0", "--no-progress"])
+    assert rc == 1 and "give no P(baseline)" in capsys.readouterr().err
+
+
+def test_scan_help_states_the_coordinate_origin(capsys):
+    with pytest.raises(SystemExit):
+        main(["scan", "--help"])
+    out = capsys.readouterr().out
+    assert "TOP-LEFT corner" in out and "mammo.candidates/1" in out
+
+
+@pytest.mark.shared
+def test_default_window_is_the_training_datas_median_lesion_window(mias_dir):
+    from mammo_core.datasets.mias import eligibility, parse_info, protocol_side
+    from mammo_core.mammogram import MINI_MIAS_SPACING_MM
+
+    info = parse_info(mias_dir / "Info.txt")
+    sides = [protocol_side(le.radius, (1024, 1024)) for le in info.lesions if eligibility(le) is None]
+    assert float(np.median(sides)) * MINI_MIAS_SPACING_MM == pytest.approx(DEFAULT_WINDOW_MM)
