@@ -106,9 +106,8 @@ run_step() {
         ;;
     vgg16b4_baseline_mass_calc)
         member vgg16b4_baseline_mass_calc task_4_baseline_mass_calc.py "${POOLED[@]}" --backbone vgg16_block4 \
-            --train-views 2 --c-grid 0.003 0.01 0.03 0.1 0.3 \
-            --pool-candidates block3_pool,block4_pool:avg block3_pool,block4_pool:avgmax \
-                block2_pool,block3_pool,block4_pool:avgmax
+            --train-views 2 --c-grid 0.1 0.3 1 3 \
+            --pool-candidates block3_pool,block4_pool:avgmax block2_pool,block3_pool,block4_pool:avgmax
         ;;
     vgg16_mass_calc)
         member vgg16_mass_calc task_3_1_pretrained_mass_calc.py "${POOLED[@]}" --backbone vgg16 \

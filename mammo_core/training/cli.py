@@ -77,6 +77,9 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
     p.add_argument("--parallel-augment", action="store_true",
                    help="augment batches concurrently (faster input for a GPU; runs are then not "
                         "bit-reproducible from --seed)")
+    p.add_argument("--allow-collapsed", action="store_true",
+                   help="write the bundle even when its validation / out-of-fold predictions are (near) "
+                        "constant or one class (refused by default; the card records it)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the AUC CI")
     p.add_argument("--smoke", action="store_true",
                    help="tiny CI run: a few patches per class, one epoch, batch 8")
@@ -105,7 +108,7 @@ def config_from_args(args: argparse.Namespace, task: str, model: str | None, arg
         augment="none" if args.no_augment else "auto", val_fraction=args.val_fraction,
         folds=args.folds, grid=parse_grid(list(args.grid)), seed=args.seed, smoke=args.smoke,
         distribute=args.distribute, mixed_precision=args.mixed_precision, n_boot=args.n_boot,
-        parallel_augment=args.parallel_augment,
+        parallel_augment=args.parallel_augment, allow_collapsed=args.allow_collapsed,
         command=" ".join(shlex.quote(a) for a in [prog, *argv]), **extra,
     )
 

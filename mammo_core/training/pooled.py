@@ -260,7 +260,13 @@ def train_pooled(cfg):
     tv = training_views(len(labels), views, cfg.train_views, cfg.seed)
     table, (cand, c_best, tta_best), oof, fold_rows = select(task.name, feats, labels, fold, candidates, c_grid,
                                                              tta_options, cfg.seed, tv)
-    oof_spread = check_not_collapsed(oof[keep], f"{cfg.bundle_name} out-of-fold predictions")
+    try:
+        oof_spread = check_not_collapsed(oof[keep], f"{cfg.bundle_name} out-of-fold predictions")
+    except MammoError as err:
+        if not (cfg.smoke or cfg.allow_collapsed):
+            raise
+        _log(f"WARNING (bundle written anyway): {err}")
+        oof_spread = {**spread(oof[keep]), "collapsed": str(err)}
     _log(f"[pooled] chosen out of fold: {cand.label}, C={c_best:g}, tta={tta_best}")
 
     # final fit on every training patch of the task, all views

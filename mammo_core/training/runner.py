@@ -180,10 +180,10 @@ def train(config: TrainConfig) -> TrainResult:
     try:  # collapse guard: no bundle whose validation predictions are (near) constant / one class
         val_spread = check_not_collapsed(p_val, f"{cfg.bundle_name} validation predictions")
     except MammoError as err:
-        if not cfg.smoke:
+        if not (cfg.smoke or cfg.allow_collapsed):
             raise
-        _log(f"WARNING (smoke run, bundle written anyway): {err}")
-        val_spread = None
+        _log(f"WARNING ({'smoke run' if cfg.smoke else '--allow-collapsed'}, bundle written anyway): {err}")
+        val_spread = {"collapsed": str(err)}
     test_metrics, p_test = evaluate(model, data.x_test, data.y_test, data.classes, cfg.batch_size,
                                     n_boot=cfg.n_boot, seed=cfg.seed, groups=_test_groups(cfg, data))
     _log(f"held-out (public_test, n={test_metrics['n']}): accuracy {test_metrics['accuracy']:.4f}, "
