@@ -219,10 +219,26 @@ class ViewerController(QObject):
         return tuple(CLASS_NAMES)
 
     # ------------------------------------------------------------------ reading patches
+    bits: int | None = None  # 16-bit PNG / TIFF / .npy files hold this many bits (None: 16)
+
+    def set_bits(self, bits: int | None) -> bool:
+        """How many bits 16-bit containers hold, for patches read from now on (DICOM uses its
+        BitsStored). The same pixels then mean other intensities, so every prediction and
+        heatmap computed so far is dropped. Returns whether it changed."""
+        bits = None if not bits or int(bits) == 16 else int(bits)
+        if bits is not None and not 1 <= bits <= 16:
+            raise ValueError(f"bits must be from 1 to 16, got {bits}")
+        if bits == self.bits:
+            return False
+        self.bits = bits
+        self.predictions.clear()
+        self.heat_cache.clear()
+        return True
+
     def read(self, paths: Sequence[str | Path]) -> Worker:
         """Read files/folders/stacked arrays in a worker; ``patchesRead`` gets the collection."""
         paths = [str(p) for p in paths]
-        w = Worker(read_patches, paths, recursive=False, name="read patches")
+        w = Worker(read_patches, paths, recursive=False, bits=self.bits, name="read patches")
         w.on_return(self.patchesRead.emit)
         w.on_error(lambda exc: self._error(f"Could not open {', '.join(paths)}: {one_line(exc)}",
                                            "Open", w))
@@ -434,10 +450,11 @@ class ViewerController(QObject):
         path = Path(path)
         keys = [key_of(p) for p in patches]
         cached = [self.predictions.get(k) for k in keys]
-        heat = {}
+        heat, heat_meta = {}, {}
         if shown is not None and shown[1] in self.heat_cache and key_of(shown[0]) in keys:
             patch, hkey = shown  # "ensemble" becomes the bundle's own name in the report
             heat[(key_of(patch), hkey.model)] = self.heat_cache[hkey][0]
+            heat_meta[(key_of(patch), hkey.model)] = {"target": hkey.target, "method": hkey.method}
         session = self.session
 
         def work():
@@ -447,7 +464,8 @@ class ViewerController(QObject):
                 new = session.predict([patches[i] for i in missing])
                 for i, p in zip(missing, new):
                     preds[i] = p
-            return preds, session.export(path, fmt, patches, preds, heatmaps=heat or None)
+            return preds, session.export(path, fmt, patches, preds, heatmaps=heat or None,
+                                         heatmap_meta=heat_meta or None)
 
         self.statusMessage.emit(f"Writing {path}…", 0)
         w = Worker(work, name="export")

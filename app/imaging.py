@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PyQt6.QtGui import QImage
 
-from mammo_core.io import to_model_input
+from mammo_core.explain import colorize
+from mammo_core.io import Patch, to_model_input
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,12 @@ class Window:
         return self.center + self.width / 2
 
 
-def to_unit(pixels: np.ndarray) -> np.ndarray:
-    """One patch (H, W) in native dtype -> float32 (H, W) in [0, 1], as the models see it."""
-    return to_model_input(np.asarray(pixels))[0, ..., 0]
+def to_unit(pixels) -> np.ndarray:
+    """One patch (a ``Patch``, scaled by its own bit depth, or (H, W) pixels in native dtype)
+    -> float32 (H, W) in [0, 1], exactly as the models see it."""
+    if not isinstance(pixels, Patch):
+        pixels = np.asarray(pixels)
+    return to_model_input(pixels)[0, ..., 0]
 
 
 def auto_window(unit: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> Window:
@@ -61,14 +65,26 @@ def grey_to_rgb(grey: np.ndarray) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-def blend(grey: np.ndarray, heat_rgb: np.ndarray, alpha: float) -> np.ndarray:
-    """Alpha-blend a coloured heatmap (H, W, 3) uint8 over a grey image (H, W) uint8."""
+def blend(grey: np.ndarray, heat_rgb: np.ndarray, alpha: float,
+          mask: np.ndarray | None = None) -> np.ndarray:
+    """Alpha-blend a coloured heatmap (H, W, 3) uint8 over a grey image (H, W) uint8; where
+    ``mask`` (the tissue) is False the grey image shows uncoloured (background is not part of
+    the map)."""
     if grey.shape != heat_rgb.shape[:2]:
         raise ValueError(f"image {grey.shape} and heatmap {heat_rgb.shape[:2]} differ in size")
     a = float(np.clip(alpha, 0.0, 1.0))
     base = grey.astype(np.float32)[..., None]
     out = base * (1.0 - a) + heat_rgb.astype(np.float32) * a
+    if mask is not None:
+        out = np.where(np.asarray(mask, dtype=bool)[..., None], out, base)
     return (out + 0.5).astype(np.uint8)
+
+
+def colour_bar(width: int = 256, height: int = 12) -> np.ndarray:
+    """The heatmaps' colour scale from 0 (left) to 1 (right) as uint8 RGB (height, width, 3),
+    coloured by the same function as the maps (``mammo_core.explain.colorize``)."""
+    row = colorize(np.linspace(0.0, 1.0, max(int(width), 2))[None, :])
+    return np.repeat(row, max(int(height), 1), axis=0)
 
 
 def to_qimage(arr: np.ndarray) -> QImage:

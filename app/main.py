@@ -16,6 +16,7 @@ from pathlib import Path
 
 from app.main_window import MainWindow
 from app.settings import APPLICATION, ORGANIZATION, make_settings
+from app.text import APP_DISPLAY_NAME
 from mammo_core import __version__, logsetup
 from mammo_core.atomic import atomic_path
 from mammo_core.paths import models_dir as default_models_dir
@@ -24,6 +25,8 @@ from mammo_core.paths import samples_dir
 _T0 = time.perf_counter()
 log = logging.getLogger("mammo-viewer")
 LOG_NAME = "viewer.log"
+# their records reach the log file only (TensorFlow's retracing warnings, Keras' warnings)
+QUIET_LOGGERS = ("tensorflow", "absl", "keras", "h5py", "py.warnings", "tf_keras_vis")
 
 
 def version() -> str:
@@ -138,7 +141,7 @@ def create_app(argv: list[str] | None = None):
     app = QApplication.instance() or QApplication(argv or [sys.argv[0]])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
-    app.setApplicationDisplayName("Mammogram patch viewer")
+    app.setApplicationDisplayName(APP_DISPLAY_NAME)
     apply_style(app)
     return app
 
@@ -151,6 +154,38 @@ def build_window(models_dir: Path | None = None, settings=None, interactive_dial
 
 
 RUN_ALL_IN_SHOT = 256  # --screenshot predicts every patch of folders up to this size
+WATCHDOG_GRACE_S = 15.0  # the hard watchdog fires this long after --screenshot-timeout
+
+
+def start_watchdog(seconds: float, on_fire):
+    """Call ``on_fire()`` from a daemon thread after ``seconds`` unless the returned ``stop()``
+    is called first. Unlike a Qt timer it fires even when the event loop is blocked."""
+    import threading
+
+    timer = threading.Timer(max(0.0, float(seconds)), on_fire)
+    timer.daemon = True
+    timer.start()
+    return timer.cancel
+
+
+def screenshot_target_problem(out: Path) -> str | None:
+    """Why ``--screenshot FILE`` cannot be written (checked before the window is built), or None.
+    Creates the missing folders, and tries a probe file there (as root, permission bits lie)."""
+    import tempfile
+
+    if str(out) == "":
+        return "empty file name"
+    out = Path(out)
+    if out.is_dir():
+        return f"{out}: is a folder; name a .png file"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".mammo-probe-", dir=out.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{out}: cannot write there: {exc.strerror or exc}"
+    return None
 
 
 class ScreenshotJob:
@@ -168,14 +203,33 @@ class ScreenshotJob:
         self._timeout_s = timeout_s
         self._ready_since: float | None = None
         self._run_all: str | None = None
+        self._mammogram: str | None = None
         window.patchesOpened.connect(self._on_opened)
         self._timer.start()
 
     def _on_opened(self, n: int) -> None:
         if self.window.patch_model.rowCount() == 0:
+            if self.window.mammo.pending is not None:
+                self._mammogram = "opening"  # a whole mammogram: map it, open the best candidate
+                return
             self._fail("no patch could be opened")
             return
         self.window.select_index(0)
+
+    def _mammogram_step(self) -> None:
+        """--screenshot of a whole mammogram: once shown and the models are ready, compute the
+        abnormality map and open its best candidate as a patch (predicted, Grad-CAM drawn)."""
+        panel = self.window.mammo.panel
+        if self._mammogram == "opening" and panel.mammogram is not None and self.window.models_ready:
+            self._mammogram = "mapping"
+            panel.request_map()
+        elif self._mammogram == "mapping" and not panel.map_running():
+            res = panel.maps.get(panel.mammogram.source)
+            if res is None or not res.candidates:
+                self._fail("the abnormality map gave no candidate")
+                return
+            self._mammogram = "candidate"
+            panel.open_candidate(0)
 
     def _ready(self) -> bool:
         w = self.window
@@ -184,10 +238,18 @@ class ScreenshotJob:
                 and w.shown_heat_key() is not None)
 
     def _poll(self) -> None:
+        try:
+            self._poll_once()
+        except Exception as exc:  # noqa: BLE001 - a slot must not leave the job hanging
+            self._fail(f"{type(exc).__name__}: {exc}".splitlines()[0])
+
+    def _poll_once(self) -> None:
         w = self.window
         if w.models_state in ("none", "failed"):
             self._fail(w.messages[-1] if w.messages else "no model could be loaded")
             return
+        if self._mammogram in ("opening", "mapping"):
+            self._mammogram_step()
         if self._ready():
             # a small set gets every prediction too, so the browser shows its classes
             if self._run_all is None and w.patch_model.rowCount() <= RUN_ALL_IN_SHOT:
@@ -210,8 +272,8 @@ class ScreenshotJob:
         self._timer.stop()
         self.app.processEvents()
         pix = self.window.grab()
-        self.out.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(self.out) as tmp:
                 if not pix.save(str(tmp), "PNG"):
                     raise OSError("Qt could not write the PNG")
@@ -236,6 +298,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot is not None and not os.environ.get("QT_QPA_PLATFORM") and \
             not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    if args.screenshot is not None:
+        why = screenshot_target_problem(args.screenshot)
+        if why:  # fail fast, before Qt, TensorFlow or any window
+            print(f"mammo-viewer: error: screenshot failed: {why}", file=sys.stderr)
+            return 1
+        limit = args.screenshot_timeout + WATCHDOG_GRACE_S
+
+        def hard_timeout():
+            print(f"mammo-viewer: error: screenshot failed: no result after {limit:.0f} s "
+                  "(--screenshot-timeout plus grace); giving up", file=sys.stderr)
+            sys.stderr.flush()
+            os._exit(1)
+        start_watchdog(limit, hard_timeout)
     if args.screenshot is not None:  # reproducible: neither read nor write the user's settings
         import atexit
         import shutil
@@ -245,12 +320,18 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = tempfile.mkdtemp(prefix="mammo-viewer-shot-")
         atexit.register(shutil.rmtree, cfg, True)
+        shot_log = Path(cfg) / LOG_NAME
         QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, cfg)
     app = create_app([sys.argv[0]])
     # errors and their tracebacks also go to a log file in the data folder (not for
-    # --screenshot, which leaves the user's files alone)
-    logsetup.configure("mammo-viewer", verbose=True,
-                       log_file=None if args.screenshot is not None else log_dir() / LOG_NAME)
+    # --screenshot, which leaves the user's files alone: its log is a temporary file)
+    log_file = shot_log if args.screenshot is not None else log_dir() / LOG_NAME
+    logsetup.configure("mammo-viewer", verbose=True, log_file=log_file, quiet=QUIET_LOGGERS)
+    # TensorFlow's native start-up lines ("failed call to cuInit", oneDNN, retracing) and Qt's
+    # native warnings go to the log file, not the terminal (the window is up, so a missing
+    # platform plugin has already been reported)
+    logging.captureWarnings(True)
+    logsetup.divert_native_stderr(log_file)
     ref: list = []
     _install_excepthook(ref)
     shot = args.screenshot is not None

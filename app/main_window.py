@@ -17,9 +17,10 @@ from PyQt6.QtWidgets import QFileDialog, QMainWindow, QMessageBox
 
 from app import imaging
 from app.controller import ModelsState, RunAllJob, ViewerController
+from app.mammogram_view import MammogramTab
 from app.patch_browser import PatchEntry, patch_key
 from app.settings import get_bool, get_float, get_list, get_str, push_recent
-from app.text import class_label
+from app.text import WINDOW_TITLE, class_label
 from app.window_ui import (
     METHODS,
     build_actions,
@@ -29,6 +30,7 @@ from app.window_ui import (
     fill_targets,
 )
 from app.workers import Worker
+from mammo_core.explain import tissue_mask
 from mammo_core.paths import samples_dir
 from mammo_core.predictions import HeatKey
 
@@ -48,6 +50,7 @@ class MainWindow(QMainWindow):
     runAllFinished = pyqtSignal(int)  # patches predicted
     exportFinished = pyqtSignal(str)  # path written
     errorShown = pyqtSignal(str)  # the message shown
+    mammogramsOpened = pyqtSignal(list)  # paths opened as whole mammograms, not patches
 
     def __init__(self, settings: QSettings, models_dir: Path | None = None,
                  interactive_dialogs: bool = True):
@@ -62,12 +65,15 @@ class MainWindow(QMainWindow):
         self._shown_heat_key: HeatKey | None = None
         self._error_box: QMessageBox | None = None
         self._splitter_placed = False
+        self._opened: list[str] = []  # paths opened, read again when the bit depth changes
 
-        self.setWindowTitle("Mammogram patch viewer — research use only")
+        # ends with the application display name, so Qt does not append it again
+        self.setWindowTitle(WINDOW_TITLE)
         self.setAcceptDrops(True)
         build_ui(self)
         self._wire()
         build_actions(self)
+        self.mammo = MammogramTab(self)  # whole mammograms: a tab beside the patch view
         self._restore_settings()
         self.view.set_message("Open patches to begin (File ▸ Open, or drop files here)")
 
@@ -131,6 +137,11 @@ class MainWindow(QMainWindow):
         self.auto_check.setChecked(get_bool(s, "image/auto", True))
         self.invert_check.setChecked(get_bool(s, "image/invert", False))
         self._preferred_model = get_str(s, "overlay/model", "ensemble")
+        try:
+            bits = int(get_str(s, "read/bits", "16") or 16)
+        except ValueError:
+            bits = 16
+        self.set_read_bits(bits if bits in self.bits_actions else 16, reopen=False)
 
     def save_settings(self) -> None:
         s = self.settings
@@ -288,9 +299,27 @@ class MainWindow(QMainWindow):
             return
         self.open_paths([str(folder)], remember=False)
 
+    def set_read_bits(self, bits: int, reopen: bool = True) -> None:
+        """How many bits 16-bit PNG / TIFF / .npy files hold (16: as stored; DICOM uses its own
+        BitsStored). Remembered; the open patches are read again with it (their predictions
+        and heatmaps, made for the old scale, are dropped)."""
+        self.settings.setValue("read/bits", int(bits))
+        if int(bits) in self.bits_actions:
+            self.bits_actions[int(bits)].setChecked(True)
+        if not self.controller.set_bits(bits) or not reopen:
+            return
+        self.patch_model.clear_predictions()
+        self.status(f"16-bit PNG/TIFF/npy files are read as {bits}-bit"
+                    + (" (as stored)" if bits == 16 else f" (scaled by {(1 << bits) - 1})"))
+        paths = list(self._opened)
+        if paths:
+            self.close_all()
+            self.open_paths(paths, remember=False)
+
     def open_paths(self, paths: Sequence[str | Path], remember: bool = True) -> Worker:
         """Read files/folders/stacked arrays in a worker; add what loads, report what fails."""
         paths = [str(p) for p in paths]
+        self._opened.extend(p for p in paths if p not in self._opened)
         if remember:
             for p in paths:
                 push_recent(self.settings, p)
@@ -303,6 +332,13 @@ class MainWindow(QMainWindow):
         return self.controller.read(paths)
 
     def _on_patches_read(self, collection) -> None:
+        # images far larger than a patch are never shrunk to one: they open as mammograms
+        whole = [e for e in collection.errors if getattr(e, "whole_image", False)]
+        if whole:
+            collection.errors = [e for e in collection.errors if e not in whole]
+            for e in whole:
+                self.mammo.open_path(e.source)
+            self.mammogramsOpened.emit([e.source for e in whole])
         added = self.patch_model.add_patches(collection.patches)
         self.status(f"Opened {added} patch{'es' if added != 1 else ''}"
                     + (f"; {len(collection.errors)} file(s) could not be read"
@@ -320,6 +356,7 @@ class MainWindow(QMainWindow):
         self.patchesOpened.emit(added)
 
     def close_all(self) -> None:
+        self._opened = []
         self.cancel_run_all()
         self.patch_model.set_patches([])
         self._unit_cache.clear()
@@ -375,7 +412,7 @@ class MainWindow(QMainWindow):
     def _unit(self, entry: PatchEntry) -> np.ndarray:
         u = self._unit_cache.get(entry.key)
         if u is None:
-            u = imaging.to_unit(entry.patch.pixels)
+            u = imaging.to_unit(entry.patch)  # the patch's own bit depth, as the models
             if len(self._unit_cache) > 512:
                 self._unit_cache.clear()
             self._unit_cache[entry.key] = u
@@ -520,7 +557,9 @@ class MainWindow(QMainWindow):
             if key is None:
                 self.heat_status.setText("Grad-CAM: waiting for the prediction…")
             elif cached is not None:
-                over = imaging.blend(grey, cached[1], self.opacity.value() / 100.0)
+                # the background (below the tissue threshold) is not part of the map
+                mask = tissue_mask(self._unit(entry))
+                over = imaging.blend(grey, cached[1], self.opacity.value() / 100.0, mask)
                 caption = (f"Grad-CAM{'++' if key.method == 'gradcam++' else ''} · "
                            f"{self.heat_model.currentText()} · {class_label(key.target)}")
                 over_img = imaging.to_qimage(over)
@@ -530,14 +569,20 @@ class MainWindow(QMainWindow):
                 self.heat_status.setText(
                     f"Heatmap: {self.method_combo.currentText()} of "
                     f"{self.heat_model.currentText()} for “{class_label(key.target)}” — red = "
-                    "regions that raised this class's score most")
+                    "regions that raised this class's score most (scaled per patch; "
+                    "background not coloured)")
             else:
                 self.heat_status.setText("Grad-CAM: computing…")
                 wanted = key
+        self.colour_bar.setVisible(self._shown_heat_key is not None)
         self.controller.want_heatmap(entry.patch, wanted)  # anything else queued is dropped
         self.view.set_images(images)
         if self._shown_heat_key is not None:
             self.heatmapShown.emit(entry.key)
+
+    def focus_patches(self, *_) -> None:
+        """Give the keyboard back to the patch list (after a combo box choice)."""
+        self.table.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def shown_heat_key(self) -> HeatKey | None:
         return self._shown_heat_key

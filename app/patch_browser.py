@@ -26,6 +26,7 @@ from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
 from app import imaging
 from app.text import class_short
+from mammo_core.confidence import CALL_RULE, DISAGREE_TEXT, agreement
 from mammo_core.labels import LABEL_TO_NAME
 
 FLAG = "\u26a0"  # warning sign shown beside uncertain predictions
@@ -75,7 +76,7 @@ def shown_output(pred):
 
 
 class PatchTableModel(QAbstractTableModel):
-    COLUMNS = ("Patch", "Predicted", "p", "Uncertainty", "True label", "Split")
+    COLUMNS = ("Patch", "Call", "p", "Uncertainty", "True label", "Split")
     COL_NAME, COL_PRED, COL_PROB, COL_UNC, COL_TRUE, COL_SPLIT = range(6)
     SortRole = Qt.ItemDataRole.UserRole + 1
     EntryRole = Qt.ItemDataRole.UserRole + 2
@@ -156,7 +157,8 @@ class PatchTableModel(QAbstractTableModel):
             if role == Qt.ItemDataRole.DisplayRole:
                 return self.COLUMNS[section]
             if role == Qt.ItemDataRole.ToolTipRole:
-                return ("Patch file (and row of a patch array)", "Predicted class (ensemble)",
+                return ("Patch file (and row of a patch array)",
+                        f"The ensemble's call: {CALL_RULE}",
                         "Probability of the predicted class",
                         ("Ensemble uncertainty (0 = models agree, higher = more disagreement); "
                          f"{FLAG} = flagged for careful review"),
@@ -228,8 +230,11 @@ class PatchTableModel(QAbstractTableModel):
             tip = str(entry.patch.source)
             if entry.patch.index is not None:
                 tip += f"\nrow {entry.patch.index}"
-            if flagged:
-                tip += "\nModels disagree — review carefully"
+            if out is not None and getattr(pred, "ensemble", None) is not None:
+                a = agreement(out.probabilities.get(out.predicted, 0.0), flagged)
+                tip += f"\n{a.text}"
+            elif flagged:
+                tip += f"\n{DISAGREE_TEXT}"
             return tip
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (self.COL_PROB, self.COL_UNC):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)

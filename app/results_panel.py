@@ -1,5 +1,10 @@
-"""The results panel: the ensemble's five class probabilities, its uncertainty in plain words,
-each member model's own task and probabilities, and the models' names and versions."""
+"""The results panel: the ensemble's five class probabilities with its call (in bold, the rule
+in words), the agreement line, each member model's own answer with its measured held-out AUC
+(members not above chance greyed and never bold), and the models' names and versions.
+
+Nothing here scrolls sideways: long names wrap (anywhere, if they have no spaces) and the
+percentages always keep their column. Confidence rules come from
+:mod:`mammo_core.confidence` (one place for the viewer and the reports)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -16,11 +21,27 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from app.text import CONFIDENT_TEXT, UNCERTAIN_TEXT, class_label, task_label
+from app.text import breakable, class_label, task_label
+from mammo_core.confidence import (
+    AGREE,
+    AGREEMENT_RULE,
+    AT_CHANCE_TEXT,
+    CALL_RULE,
+    DISAGREE,
+    LOW,
+    QUALITY_RULE,
+    ModelQuality,
+    agreement,
+    quality_from_card,
+    question_qualities,
+)
 from mammo_core.labels import CLASS_NAMES
 
 ACCENT = QColor(66, 135, 245)
 ACCENT_TOP = QColor(35, 95, 200)
+MUTED_BAR = QColor(105, 108, 116)
+MUTED_TEXT = QColor(140, 144, 152)
+MUTED_CSS = "#8c9098"
 TRACK = QColor(62, 65, 72)
 WARN_BG = "#fff3d6"
 WARN_FG = "#7a4b00"
@@ -33,28 +54,54 @@ _ALL_NAMES = ("baseline", "mass_benign", "mass_malignant", "calcification_benign
 
 
 class ProbabilityBars(QWidget):
-    """Horizontal bars: class name | bar | percentage; the predicted class in bold."""
+    """Horizontal bars: class name | bar | percentage; the predicted class in bold unless the
+    bars are ``muted`` (a model not measured above chance: grey, nothing bold). The percentage
+    column is always inside the widget; class names are elided before a number is hidden."""
 
     ROW_H = 24
+    MIN_BAR = 16
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self._rows: list[tuple[str, float, bool]] = []
+        self._muted = False
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setMinimumWidth(120)
 
     def set_probabilities(self, probs: dict[str, float], predicted: str | None,
-                          order: Sequence[str] | None = None) -> None:
+                          order: Sequence[str] | None = None, muted: bool = False) -> None:
         names = list(order) if order else list(probs)
-        self._rows = [(class_label(n), float(probs.get(n, 0.0)), n == predicted) for n in names]
+        self._muted = bool(muted)
+        self._rows = [(class_label(n), float(probs.get(n, 0.0)), n == predicted and not muted)
+                      for n in names]
         self.setMinimumHeight(self.ROW_H * len(self._rows) + 4)
         self.updateGeometry()
         self.update()
 
     def rows(self) -> list[tuple[str, float, bool]]:
+        """(label, probability, bold) per row."""
         return list(self._rows)
+
+    @property
+    def muted(self) -> bool:
+        return self._muted
 
     def sizeHint(self):
         return QSize(320, self.ROW_H * max(len(self._rows), 1) + 4)
+
+    def layout_columns(self, width: int | None = None) -> tuple[int, int, int, int]:
+        """(label width, bar x, bar width, percentage x) for ``width``: the percentage column
+        ("100.0%" in bold) is reserved first and ends inside the widget."""
+        w = self.width() if width is None else width
+        bold = QFont(self.font())
+        bold.setBold(True)
+        fm = QFontMetrics(bold)
+        pct_w = fm.horizontalAdvance("100.0%") + 6
+        label_w = max(fm.horizontalAdvance(class_label(n)) for n in _ALL_NAMES) + 10
+        label_w = max(min(label_w, int(w * 0.55), w - pct_w - self.MIN_BAR - 8), 0)
+        bar_x = label_w
+        bar_w = max(w - label_w - pct_w - 4, 0)
+        return label_w, bar_x, bar_w, w - pct_w
 
     def paintEvent(self, _event):
         p = QPainter(self)
@@ -62,31 +109,54 @@ class ProbabilityBars(QWidget):
         font = QFont(self.font())
         bold = QFont(font)
         bold.setBold(True)
-        fm = QFontMetrics(bold)
-        # one label column for every bar widget, so bars line up across models
-        label_w = max(fm.horizontalAdvance(class_label(n)) for n in _ALL_NAMES) + 10
-        label_w = min(label_w, int(self.width() * 0.55))
-        pct_w = fm.horizontalAdvance("100.0%") + 8
-        bar_x = label_w
-        bar_w = max(self.width() - label_w - pct_w, 20)
+        label_w, bar_x, bar_w, pct_x = self.layout_columns()
+        pct_w = self.width() - pct_x
+        fg = MUTED_TEXT if self._muted else self.palette().color(self.foregroundRole())
         for i, (label, prob, top) in enumerate(self._rows):
             y = 2 + i * self.ROW_H
             p.setFont(bold if top else font)
-            p.setPen(self.palette().color(self.foregroundRole()))
-            p.drawText(QRectF(0, y, label_w - 6, self.ROW_H), int(Qt.AlignmentFlag.AlignVCenter
-                       | Qt.AlignmentFlag.AlignLeft), label)
-            track = QRectF(bar_x, y + 5, bar_w, self.ROW_H - 10)
-            p.setPen(Qt.PenStyle.NoPen)
-            p.setBrush(TRACK)
-            p.drawRoundedRect(track, 3, 3)
-            p.setBrush(ACCENT_TOP if top else ACCENT)
-            p.drawRoundedRect(QRectF(bar_x, y + 5, max(bar_w * min(max(prob, 0), 1), 0.0),
-                                     self.ROW_H - 10), 3, 3)
-            p.setPen(self.palette().color(self.foregroundRole()))
-            p.drawText(QRectF(bar_x + bar_w + 4, y, pct_w, self.ROW_H),
+            p.setPen(fg)
+            if label_w > 12:
+                shown = QFontMetrics(p.font()).elidedText(label, Qt.TextElideMode.ElideRight, label_w - 6)
+                p.drawText(QRectF(0, y, label_w - 6, self.ROW_H), int(Qt.AlignmentFlag.AlignVCenter
+                           | Qt.AlignmentFlag.AlignLeft), shown)
+            if bar_w > 0:
+                track = QRectF(bar_x, y + 5, bar_w, self.ROW_H - 10)
+                p.setPen(Qt.PenStyle.NoPen)
+                p.setBrush(TRACK)
+                p.drawRoundedRect(track, 3, 3)
+                p.setBrush(MUTED_BAR if self._muted else (ACCENT_TOP if top else ACCENT))
+                p.drawRoundedRect(QRectF(bar_x, y + 5, max(bar_w * min(max(prob, 0), 1), 0.0),
+                                         self.ROW_H - 10), 3, 3)
+            p.setPen(fg)
+            p.drawText(QRectF(pct_x, y, pct_w, self.ROW_H),
                        int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight),
                        f"{100 * prob:.1f}%")
         p.end()
+
+
+_QUESTION = {
+    "abnormal_vs_baseline": "abnormal vs normal",
+    "mass_vs_calcification": "mass vs calcification",
+    "benign_vs_malignant": "benign vs malignant",
+}
+AGREEMENT_RULE_TIP = AGREEMENT_RULE
+QUALITY_TIP = QUALITY_RULE
+
+
+def _esc(text: str) -> str:
+    import html
+
+    return html.escape(str(text), quote=False)
+
+
+def _html(name: str) -> str:
+    """A name for a rich-text label: escaped, breakable anywhere."""
+    return breakable(_esc(name))
+
+
+def _status_words(q: ModelQuality) -> str:
+    return AT_CHANCE_TEXT if q.at_chance else q.status
 
 
 def _section_title(text: str) -> QLabel:
@@ -106,6 +176,11 @@ class ResultsPanel(QScrollArea):
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setMinimumWidth(360)
+        # never sideways: long names wrap, numbers keep their column
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._quality: dict[str, ModelQuality] = {}
+        self._questions: dict[str, list[ModelQuality]] = {}
+        self.agreement_state: str | None = None
         body = QWidget()
         self.setWidget(body)
         self._layout = QVBoxLayout(body)
@@ -115,6 +190,7 @@ class ResultsPanel(QScrollArea):
         self.patch_label = QLabel("No patch selected")
         self.patch_label.setWordWrap(True)
         self.patch_label.setObjectName("patchName")
+        self.patch_label.setTextFormat(Qt.TextFormat.PlainText)  # file names are not markup
         self.patch_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self._layout.addWidget(self.patch_label)
 
@@ -136,6 +212,11 @@ class ResultsPanel(QScrollArea):
         self.uncertainty_label.setWordWrap(True)
         self.uncertainty_label.setObjectName("uncertainty")
         self._layout.addWidget(self.uncertainty_label)
+
+        self.ensemble_quality_label = QLabel("")
+        self.ensemble_quality_label.setWordWrap(True)
+        self.ensemble_quality_label.setObjectName("ensembleQuality")
+        self._layout.addWidget(self.ensemble_quality_label)
 
         self.truth_label = QLabel("")
         self.truth_label.setWordWrap(True)
@@ -163,20 +244,20 @@ class ResultsPanel(QScrollArea):
     # --- states ------------------------------------------------------------------------------
     def _show_result_widgets(self, on: bool) -> None:
         for w in (self.ensemble_title, self.verdict_label, self.ensemble_bars,
-                  self.uncertainty_label, self.members_title):
+                  self.uncertainty_label, self.ensemble_quality_label, self.members_title):
             w.setVisible(on)
         for w in self._member_widgets:
             w.setVisible(on)
 
     def show_message(self, text: str, patch_name: str | None = None) -> None:
         if patch_name is not None:
-            self.patch_label.setText(patch_name)
+            self.patch_label.setText(breakable(patch_name))
         self.state_label.setText(text)
         self.state_label.setVisible(bool(text))
         self._show_result_widgets(False)
 
     def set_patch(self, name: str, true_label: str | None, split: str = "") -> None:
-        self.patch_label.setText(name)
+        self.patch_label.setText(breakable(name))
         bits = []
         if true_label:
             bits.append(f"True label (from the data): <b>{class_label(true_label)}</b>")
@@ -186,16 +267,28 @@ class ResultsPanel(QScrollArea):
         self.truth_label.setVisible(bool(bits))
 
     def set_models(self, models: Sequence[Any]) -> None:
-        """``models``: BundleInfo-like objects (name, task, version, kind)."""
+        """``models``: BundleInfo-like objects (name, task, version, kind, card); each one's
+        held-out quality is read from its card."""
+        self._quality = {}
+        self._questions = {}
+        for m in models:
+            card = getattr(m, "card", None) or {}
+            self._quality[m.name] = quality_from_card(card, m.name)
+            if getattr(m, "kind", "model") == "ensemble":
+                self._questions[m.name] = question_qualities(card)
         if not models:
             self.models_label.setText("No models loaded.")
             return
         lines = []
         for m in models:
             kind = getattr(m, "kind", "model")
-            lines.append(f"<b>{m.name}</b> — {task_label(m.task)}"
+            lines.append(f"<b>{_html(m.name)}</b> — {task_label(m.task)}"
                          f"{' (ensemble)' if kind == 'ensemble' else ''}, v{m.version}")
         self.models_label.setText("<br>".join(lines))
+
+    def quality(self, name: str) -> ModelQuality:
+        """The held-out quality of a model (``not measured`` when its card gives none)."""
+        return self._quality.get(name) or ModelQuality(name)
 
     def show_prediction(self, pred) -> None:
         """Fill the panel from a ``PatchPrediction``."""
@@ -204,33 +297,66 @@ class ResultsPanel(QScrollArea):
         self._show_result_widgets(True)
         if ens is not None:
             order = [c for c in CLASS_NAMES if c in ens.probabilities] or list(ens.probabilities)
-            self.ensemble_title.setText(f"Ensemble ({ens.model}) — 5 classes"
+            self.ensemble_title.setText(f"Ensemble ({_html(ens.model)}) — 5 classes"
                                         if ens.model and ens.model != "ensemble"
                                         else "Ensemble — 5 classes")
+            # the bold bar is the call, always (CALL_RULE), even where it is not the longest
             self.ensemble_bars.set_probabilities(ens.probabilities, ens.predicted, order)
-            p = ens.probabilities.get(ens.predicted, 0.0)
+            p = float(ens.probabilities.get(ens.predicted, 0.0))
             p_abn = 1.0 - float(ens.probabilities.get("baseline", 0.0))
             self.verdict_label.setText(
                 f"Ensemble call: <b>{class_label(ens.predicted)}</b> ({100 * p:.0f}%)"
-                f"<br><span style='font-size:small'>P(abnormal) {100 * p_abn:.0f}% — abnormal "
-                "when P(baseline) &lt; 50%, then the most likely abnormal class</span>")
+                f"<br><span style='font-size:small'>P(abnormal) {100 * p_abn:.0f}%. "
+                f"Rule: {_esc(CALL_RULE)}.</span>")
+            self._show_agreement(pred, p)
+            self._show_ensemble_quality(ens.model)
         else:
             self.ensemble_title.setText("Ensemble — not available")
             self.verdict_label.setText("No ensemble bundle is loaded; see the member models.")
             self.ensemble_bars.set_probabilities({}, None)
-        unc = getattr(pred, "uncertainty", None)
-        if unc is None:
-            self.uncertainty_label.setText("")
             self.uncertainty_label.setVisible(False)
-        elif pred.flagged:
-            self.uncertainty_label.setText(f"\u26a0 <b>{UNCERTAIN_TEXT}</b> (uncertainty {unc:.2f})")
-            self.uncertainty_label.setStyleSheet(
-                f"background:{WARN_BG}; color:{WARN_FG}; border-radius:4px; padding:6px;")
-        else:
-            self.uncertainty_label.setText(f"{CONFIDENT_TEXT} (uncertainty {unc:.2f})")
+            self.ensemble_quality_label.setVisible(False)
+        self._set_members(list(pred.per_model.values()))
+
+    def _show_agreement(self, pred, p_call: float) -> None:
+        """The agreement line (mammo_core.confidence.agreement): never "agree" on a weak call."""
+        unc = getattr(pred, "uncertainty", None)
+        a = agreement(p_call, bool(getattr(pred, "flagged", False)))
+        detail = [f"call {100 * p_call:.0f}%"]
+        if unc is not None:
+            detail.append(f"uncertainty {unc:.2f}")
+        text = a.text
+        if a.state == AGREE and unc is None:
+            text = "Agreement not measured (one model per question)"
+        if a.state == AGREE and unc is not None:
+            self.uncertainty_label.setText(f"{text} ({', '.join(detail)})")
             self.uncertainty_label.setStyleSheet(
                 f"background:{OK_BG}; color:{OK_FG}; border-radius:4px; padding:6px;")
-        self._set_members(list(pred.per_model.values()))
+        else:
+            sign = "\u26a0 " if a.state in (DISAGREE, LOW) else ""
+            self.uncertainty_label.setText(f"{sign}<b>{text}</b> ({', '.join(detail)})")
+            self.uncertainty_label.setStyleSheet(
+                f"background:{WARN_BG}; color:{WARN_FG}; border-radius:4px; padding:6px;")
+        self.uncertainty_label.setToolTip(AGREEMENT_RULE_TIP)
+        self.agreement_state = a.state
+        self.uncertainty_label.setVisible(True)
+
+    def _show_ensemble_quality(self, name: str) -> None:
+        qs = self._questions.get(name) or []
+        overall = self._quality.get(name)
+        parts = []
+        for q in qs:
+            words = _QUESTION.get(q.question or "", (q.question or "").replace("_", " "))
+            item = f"{words} {q.auc_text().removeprefix('AUC ')}"
+            if not q.trusted:
+                item = f"<span style='color:{MUTED_CSS}'>{item} — {_status_words(q)}</span>"
+            parts.append(item)
+        if not parts and overall is not None:
+            parts.append(overall.text())
+        self.ensemble_quality_label.setText(
+            "<span style='font-size:small'>Measured on held-out data: " + "; ".join(parts) + "</span>"
+            if parts else "")
+        self.ensemble_quality_label.setVisible(bool(parts))
 
     def _set_members(self, outputs) -> None:
         for w in self._member_widgets:
@@ -238,15 +364,27 @@ class ResultsPanel(QScrollArea):
             w.deleteLater()
         self._member_widgets = []
         for out in outputs:
-            title = QLabel(f"<b>{out.model}</b> · {task_label(out.task)} → "
-                           f"{class_label(out.predicted)}")
+            q = self.quality(out.model)
+            answer = f"{task_label(out.task)} → {class_label(out.predicted)}"
+            if q.trusted:
+                title = QLabel(f"<b>{_html(out.model)}</b> · {answer}<br>"
+                               f"<span style='font-size:small'>{q.text()}</span>")
+            else:  # at chance / below / not measured: grey, nothing bold
+                title = QLabel(f"<span style='color:{MUTED_CSS}'>{_html(out.model)} · {answer}<br>"
+                               f"<span style='font-size:small'>{q.text()}</span></span>")
             title.setWordWrap(True)
+            title.setObjectName("memberTitle")
+            title.setProperty("quality", q.status)
+            title.setToolTip(QUALITY_TIP)
             bars = ProbabilityBars()
-            bars.set_probabilities(out.probabilities, out.predicted)
+            bars.set_probabilities(out.probabilities, out.predicted, muted=not q.trusted)
             for w in (title, bars):
                 self._members_box.addWidget(w)
                 self._member_widgets.append(w)
         self.members_title.setVisible(bool(outputs))
+
+    def member_titles(self) -> list[QLabel]:
+        return [w for w in self._member_widgets if isinstance(w, QLabel)]
 
     def member_bars(self) -> list[ProbabilityBars]:
         return [w for w in self._member_widgets if isinstance(w, ProbabilityBars)]

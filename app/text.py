@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 NOTICE = "Research use only — not a medical device"
-UNCERTAIN_TEXT = "Models disagree — review carefully"
-CONFIDENT_TEXT = "Models agree"
+APP_DISPLAY_NAME = "Mammogram patch viewer"
+# Qt appends the application display name to a window title unless the title ends with it
+WINDOW_TITLE = f"{NOTICE} — {APP_DISPLAY_NAME}"
 
 _PRETTY = {
     "baseline": "Normal tissue (baseline)",
@@ -45,3 +46,23 @@ def task_label(task: str | None) -> str:
 
 def is_malignant(name: str) -> bool:
     return name.endswith("malignant")
+
+
+_BREAK_AFTER = "/\\_-.+#[]()"
+_ZWSP = "\u200b"
+
+
+def breakable(text: str | None, run: int = 16) -> str:
+    """``text`` with zero-width spaces after path separators, ``_ - .`` and inside runs of
+    more than ``run`` characters, so a word-wrapped label can break a long file name anywhere
+    instead of widening its panel."""
+    if not text:
+        return ""
+    out, n = [], 0
+    for ch in str(text):
+        out.append(ch)
+        n = 0 if ch.isspace() else n + 1
+        if ch in _BREAK_AFTER or n >= run:
+            out.append(_ZWSP)
+            n = 0
+    return "".join(out)

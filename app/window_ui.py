@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from PyQt6.QtCore import Qt
-from PyQt6.QtGui import QAction, QKeySequence
+from PyQt6.QtGui import QAction, QActionGroup, QKeySequence, QPixmap
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -24,6 +24,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from app import imaging
 from app.image_view import ImageView
 from app.patch_browser import PatchFilterProxy, PatchTableModel, PatchTableView
 from app.results_panel import ResultsPanel
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from app.main_window import MainWindow
 
 METHODS = (("Grad-CAM", "gradcam"), ("Grad-CAM++", "gradcam++"))
+BITS_CHOICES = (16, 15, 14, 12, 10)  # bits a 16-bit PNG / TIFF / .npy container really holds
 
 
 class ProgressArea:
@@ -204,6 +206,26 @@ def build_ui(win: MainWindow) -> None:
     win.heat_status.setWordWrap(True)  # long texts must not widen the centre column
     win.heat_status.setMinimumWidth(50)
     cv.addWidget(win.heat_status)
+    # the colour bar of the heatmap: 0 .. 1 per patch, shown with the overlay
+    win.colour_bar = QWidget()
+    bar_row = QHBoxLayout(win.colour_bar)
+    bar_row.setContentsMargins(0, 0, 0, 0)
+    low = QLabel("0 (none)")
+    low.setObjectName("dim")
+    win.colour_bar_image = QLabel()
+    win.colour_bar_image.setFixedHeight(12)
+    win.colour_bar_image.setScaledContents(True)
+    win.colour_bar_image.setMinimumWidth(40)
+    win.colour_bar_image.setPixmap(QPixmap.fromImage(imaging.to_qimage(imaging.colour_bar())))
+    high = QLabel("1 (most, per patch)")
+    high.setObjectName("dim")
+    bar_row.addWidget(low)
+    bar_row.addWidget(win.colour_bar_image, 1)
+    bar_row.addWidget(high)
+    win.colour_bar.setToolTip("Heatmap scale: each map is scaled so its strongest point is 1; "
+                              "background below the tissue threshold is not coloured")
+    win.colour_bar.hide()
+    cv.addWidget(win.colour_bar)
     win.splitter.addWidget(centre)
 
     # --- right: results
@@ -255,6 +277,10 @@ def connect_widgets(win: MainWindow) -> None:
     win.proxy.rowsRemoved.connect(win._update_count)
     win.proxy.modelReset.connect(win._update_count)
     win.proxy.layoutChanged.connect(win._update_count)
+    # after any choice in a combo box, Up/Down move through patches again
+    for combo in (win.pred_filter, win.true_filter, win.heat_model, win.method_combo,
+                  win.target_combo):
+        combo.activated.connect(win.focus_patches)
 
 
 def fill_heat_models(combo: QComboBox, loaded: Sequence[str], preferred: str) -> None:
@@ -308,6 +334,20 @@ def build_actions(win: MainWindow) -> None:
     fm.addAction(win.act_samples)
     fm.addAction(win.act_close_all)
     fm.addSeparator()
+    # the intensity scale of 16-bit files that hold fewer bits (issue 12): DICOM says it itself
+    win.bits_menu = fm.addMenu("&Bits in 16-bit PNG/TIFF/npy files")
+    win.bits_menu.setToolTipsVisible(True)
+    win.bits_group = QActionGroup(win)
+    win.bits_group.setExclusive(True)
+    win.bits_actions = {}
+    for bits in BITS_CHOICES:
+        act = QAction("16 (as stored)" if bits == 16 else f"{bits} bits", win, checkable=True)
+        act.setToolTip(f"Scale 16-bit files by 2^{bits} - 1 = {(1 << bits) - 1}")
+        act.triggered.connect(lambda _on, b=bits: win.set_read_bits(b))
+        win.bits_group.addAction(act)
+        win.bits_menu.addAction(act)
+        win.bits_actions[bits] = act
+    win.bits_actions[16].setChecked(True)
     fm.addAction(win.act_models_dir)
     fm.addSeparator()
     fm.addAction(win.act_export_current)

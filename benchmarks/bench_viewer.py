@@ -7,6 +7,11 @@ Prints, from this process's start:
 and, after "Run all" has cached every prediction:
   next_patch_ms       median time from "next patch" (Down key) to its results on screen
   next_heatmap_ms     median time until that patch's heatmap is on screen (computed on demand)
+whole mammograms (app/mammogram_view.py, mammo_core/scan.py):
+  dicom_display_s     a CBIS-sized 16-bit DICOM (--dicom-size, default 4000 x 6000) from the
+                      file to the first painted display in the mammogram view (median of 3)
+  mias_map_s          the abnormality map + candidates of one 1024 x 1024 mini-MIAS image
+                      (../shared; default mdb005) with the loaded ensemble, default settings
 
     QT_QPA_PLATFORM=offscreen python benchmarks/bench_viewer.py [PATH...] [--models-dir DIR]
 
@@ -36,6 +41,9 @@ def main() -> int:
     ap.add_argument("--models-dir", type=Path, default=None)
     ap.add_argument("--steps", type=int, default=10, help="patches to step through (default 10)")
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--dicom-size", default="4000x6000", metavar="WxH",
+                    help="size of the synthetic 16-bit DICOM timed to first display ('0': skip)")
+    ap.add_argument("--mias-image", default="mdb005", help="mini-MIAS image to map ('': skip)")
     ap.add_argument("--big", type=int, default=5000, metavar="N",
                     help="also time opening an N-patch synthetic stack (0: skip; default 5000)")
     args = ap.parse_args()
@@ -114,12 +122,66 @@ def main() -> int:
         print(f"next_patch_ms={statistics.median(pred_ms):.1f} (median of {len(pred_ms)}; "
               f"max {max(pred_ms):.1f})")
         print(f"next_heatmap_ms={statistics.median(heat_ms):.1f} (median of {len(heat_ms)})")
+    if args.dicom_size != "0":
+        w_, h_ = (int(v) for v in args.dicom_size.lower().split("x"))
+        print(f"dicom_display_s={_dicom_display(app, w_, h_):.2f} ({w_} x {h_} 16-bit, median of 3)")
+    if args.mias_image:
+        print(_mias_map(win.session, args.mias_image))
     if args.big:
         big_open_s, big_page_ms, thumbs = _big_stack(app, win, args.big)
         print(f"open_{args.big}_s={big_open_s:.2f} (synthetic uint16 stack; rows listed)")
         print(f"page_down_ms={big_page_ms:.1f} (mean of 20; thumbnails made: {thumbs})")
     win.shutdown(60)
     return 0
+
+
+def _dicom_display(app, width, height):
+    """File -> first painted display of a 16-bit DICOM in the mammogram view (median of 3)."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from filemakers import write_dicom
+
+    from app.mammogram_view import MammogramPanel
+    from mammo_core.mammogram import read_mammogram
+
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        yy = np.linspace(0, 1, height, dtype=np.float32)[:, None]
+        xx = np.linspace(0, 1, width, dtype=np.float32)[None, :]
+        px = (40000 * np.exp(-((xx - 0.1) ** 2) / 0.2) * (0.6 + 0.4 * yy)).astype(np.uint16)
+        px += rng.integers(0, 2000, size=px.shape, dtype=np.uint16)
+        path = write_dicom(Path(tmp) / "Mass-Test_P_00001_LEFT_CC.dcm", px, bits_stored=16)
+        panel = MammogramPanel()
+        panel.resize(1200, 900)
+        panel.show()
+        app.processEvents()
+        for _ in range(3):
+            t = time.perf_counter()
+            panel.open_mammogram(read_mammogram(path))
+            panel.view.viewport().repaint()
+            app.processEvents()
+            times.append(time.perf_counter() - t)
+        panel.close()
+    return statistics.median(times)
+
+
+def _mias_map(session, name):
+    from mammo_core.mammogram import read_mammogram
+    from mammo_core.paths import shared_dir
+    from mammo_core.scan import ScanSettings, scan_mammogram
+
+    path = shared_dir() / "data" / "mini-mias" / f"{name}.png"
+    if not path.is_file():
+        return f"mias_map_s=skipped ({path} not found)"
+    t = time.perf_counter()
+    res = scan_mammogram(read_mammogram(path), session, ScanSettings())
+    secs = time.perf_counter() - t
+    return (f"mias_map_s={secs:.2f} ({name}: {len(res.p_abnormal)} windows of {res.window_px} px, "
+            f"stride {res.stride_px}; map members {', '.join(res.members)}"
+            f"{'' if res.exact else ' (approximate)'}; top {len(res.candidates)} re-classified by "
+            f"every loaded model)")
 
 
 def _big_stack(app, win, n):

@@ -5,45 +5,69 @@ The card (JSON) describes the model: ``name``, ``kind`` ("model" or "ensemble"),
 command), ``metrics`` (held-out, with how they were measured), ``gradcam_layer``,
 ``version``, ``created``, ``files`` ({file name: sha256}) and ``sha256`` (of the model file).
 
-``assets/models/MANIFEST.json`` lists every bundled bundle with its hashes; a bundle whose files
-do not match its card or the manifest is refused with a clear message. Models load with
-Keras ``safe_mode=True`` (no Lambda layers, no arbitrary code).
+``assets/models/MANIFEST.json`` (schema ``mammo.manifest/2``) lists every bundled bundle with
+the sha256 of each of its files *and of its card*, so nothing that decides an answer (weights,
+classes, task) can change unnoticed; a bundle whose files do not match its card or the
+manifest is refused with a clear message. Card fields are checked: ``task`` must be one of
+``labels.py`` and ``classes`` exactly its classes; ``name`` a plain name; ``files`` plain file
+names inside the bundle, each a regular file, mapped to sha256 hex digests; ``sha256`` that
+of the model file. After :func:`verify_bundle`, ``BundleInfo.sha256`` is the hash computed
+from the file itself (what reports give), not the card's claim. Models load with Keras
+``safe_mode=True`` (no Lambda layers, no arbitrary code).
 """
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import json
+import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mammo_core import __version__
 from mammo_core.atomic import atomic_path, atomic_write_text
 from mammo_core.errors import BundleError
-from mammo_core.jsonutil import read_json_object
+from mammo_core.jsonutil import read_json_object, read_json_object_bytes
+from mammo_core.labels import get_task
+from mammo_core.safeio import UnsafeFile, open_regular, read_head
 
 CARD_FILE = "card.json"
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "MANIFEST.json"
 CARD_SCHEMA = "mammo.card/1"
-MANIFEST_SCHEMA = "mammo.manifest/1"
+MANIFEST_SCHEMA = "mammo.manifest/2"  # /2: each entry also hashes card.json
 INPUT_CONTRACT = {
     "shape": [None, 150, 150, 1],
     "dtype": "float32",
     "range": [0.0, 1.0],
-    "scaling": "uint16 / 65535, uint8 / 255; normalisation happens inside the model",
+    "scaling": "pixels / (2**bits - 1) by the image's true bit depth (DICOM BitsStored, else the "
+               "8- or 16-bit container or --bits): uint8 / 255, 12-bit / 4095, uint16 / 65535; "
+               "normalisation happens inside the model",
 }
 REQUIRED_CARD_KEYS = ("name", "kind", "task", "classes", "version", "files")
 
 
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
+KINDS = ("model", "ensemble")
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a regular file (a FIFO or device raises ``OSError`` at once, never blocks)."""
+    fd, _ = open_regular(path)
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with os.fdopen(fd, "rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def plain_name(name: object) -> bool:
+    """A bundle or file name without any path in it (letters, digits, ``._+-``)."""
+    return isinstance(name, str) and bool(_NAME_RE.match(name)) and name not in (".", "..")
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,8 @@ class BundleInfo:
 
     path: Path
     card: Mapping[str, Any]
+    card_sha256: str | None = None  # of the card.json bytes parsed
+    computed: Mapping[str, str] | None = field(default=None, compare=False)  # set by verify_bundle
 
     @property
     def name(self) -> str:
@@ -75,7 +101,12 @@ class BundleInfo:
 
     @property
     def sha256(self) -> str:
-        return str(self.card.get("sha256") or next(iter(self.card["files"].values())))
+        """The main file's sha256: computed from the file when verified, else the card's claim."""
+        files = self.card["files"]
+        main = MODEL_FILE if MODEL_FILE in files else next(iter(files))
+        if self.computed and main in self.computed:
+            return self.computed[main]
+        return str(self.card.get("sha256") or files[main])
 
     @property
     def gradcam_layer(self) -> str | None:
@@ -94,13 +125,73 @@ def read_card(bundle_dir: str | Path) -> BundleInfo:
         raise BundleError("not a bundle folder (missing or not a directory)", bundle_dir)
     if not card_path.is_file():
         raise BundleError(f"missing {CARD_FILE}", bundle_dir)
-    card = read_json_object(card_path, "card", BundleError)
+    card, raw = read_json_object_bytes(card_path, "card", BundleError)
+    check_card(card, card_path)
+    return BundleInfo(bundle_dir, card, hashlib.sha256(raw).hexdigest())
+
+
+def check_card(card: Mapping[str, Any], card_path: str | Path) -> None:
+    """Raise :class:`BundleError` (one line naming the card) for a field that is missing, of
+    the wrong type or inconsistent with ``labels.py``."""
     missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
     if missing:
         raise BundleError(f"card lacks {', '.join(missing)}", card_path)
-    if not isinstance(card["files"], dict) or not card["files"]:
+    if not plain_name(card["name"]):
+        raise BundleError(f"card name {str(card['name'])[:60]!r} is not a plain name (letters, digits, ._+-)",
+                          card_path)
+    if card["kind"] not in KINDS:
+        raise BundleError(f"card kind {str(card['kind'])[:40]!r} is not one of {', '.join(KINDS)}", card_path)
+    if not isinstance(card["task"], str):
+        raise BundleError("card task must be a string", card_path)
+    try:
+        task = get_task(card["task"])
+    except Exception:  # noqa: BLE001 - unknown task, whatever labels.py raises
+        raise BundleError(f"card task {card['task'][:40]!r} is not a known task", card_path) from None
+    classes = card["classes"]
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise BundleError("card classes must be a list of class names", card_path)
+    if tuple(classes) != tuple(task.classes):
+        raise BundleError(f"card classes {classes[:8]} are not the classes of task {task.name!r} "
+                          f"({', '.join(task.classes)}, in that order)", card_path)
+    if not isinstance(card["version"], (str, int, float)) or isinstance(card["version"], bool):
+        raise BundleError("card version must be a string", card_path)
+    files = card["files"]
+    if not isinstance(files, dict) or not files:
         raise BundleError("card 'files' must map file names to sha256", card_path)
-    return BundleInfo(bundle_dir, card)
+    for fname, digest in files.items():
+        if not plain_name(fname) or fname == CARD_FILE:
+            raise BundleError(f"card 'files' entry {str(fname)[:60]!r} is not a plain file name inside "
+                              "the bundle", card_path)
+        if not isinstance(digest, str) or not _HEX_RE.match(digest):
+            raise BundleError(f"card 'files' entry {fname!r}: {str(digest)[:20]!r} is not a sha256 hex digest",
+                              card_path)
+    if card["kind"] == "model" and MODEL_FILE not in files:
+        raise BundleError(f"card 'files' does not list {MODEL_FILE}", card_path)
+    if "sha256" in card:
+        main = MODEL_FILE if MODEL_FILE in files else next(iter(files))
+        if card["sha256"] != files[main]:
+            raise BundleError(f"card sha256 {str(card['sha256'])[:12]}... differs from its 'files' entry "
+                              f"for {main} ({files[main][:12]}...)", card_path)
+    layer = card.get("gradcam_layer")
+    if layer is not None and not isinstance(layer, str):
+        raise BundleError("card gradcam_layer must be a layer name", card_path)
+
+
+def check_manifest(manifest: Mapping[str, Any], path: str | Path) -> dict[str, Mapping[str, Any]]:
+    """The ``bundles`` mapping of a manifest; :class:`BundleError` for a malformed one or one
+    whose schema does not hash the cards."""
+    schema = manifest.get("schema")
+    if schema != MANIFEST_SCHEMA:
+        raise BundleError(f"manifest schema {str(schema)[:40]!r} is not {MANIFEST_SCHEMA!r} (which also "
+                          "hashes each card.json); regenerate it with 'mammo models manifest'", path)
+    bundles = manifest.get("bundles")
+    if not isinstance(bundles, dict):
+        raise BundleError("malformed manifest: 'bundles' must map bundle names to entries", path)
+    for name, entry in bundles.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("files"), dict) \
+                or not isinstance(entry.get("card"), str):
+            raise BundleError(f"malformed manifest entry {str(name)[:60]!r}: needs 'files' and 'card'", path)
+    return bundles
 
 
 def verify_bundle(bundle_dir: str | Path, manifest: Mapping[str, Any] | None = None) -> BundleInfo:
@@ -109,11 +200,21 @@ def verify_bundle(bundle_dir: str | Path, manifest: Mapping[str, Any] | None = N
     Raises :class:`BundleError` naming the file on a missing file or a hash mismatch.
     """
     info = read_card(bundle_dir)
+    root = os.path.realpath(info.path)
+    computed = {}
     for fname, expected in info.card["files"].items():
         fpath = info.path / fname
-        if not fpath.is_file():
+        if not os.path.lexists(fpath):
             raise BundleError(f"missing file {fname} listed in {CARD_FILE}", fpath)
-        actual = sha256_file(fpath)
+        if os.path.dirname(os.path.realpath(fpath)) != root:
+            raise BundleError(f"file {fname} listed in {CARD_FILE} leads outside the bundle (symlink)", fpath)
+        try:
+            actual = sha256_file(fpath)
+        except UnsafeFile as exc:
+            raise BundleError(str(exc), fpath) from None
+        except OSError as exc:
+            raise BundleError(f"cannot read: {exc.strerror or exc}", fpath) from None
+        computed[fname] = actual
         if actual != expected:
             raise BundleError(
                 f"sha256 mismatch: card says {expected[:12]}..., file is {actual[:12]}... "
@@ -121,14 +222,19 @@ def verify_bundle(bundle_dir: str | Path, manifest: Mapping[str, Any] | None = N
                 fpath,
             )
     if manifest is not None:
-        entry = manifest.get("bundles", {}).get(info.name)
+        entry = check_manifest(manifest, info.path.parent / MANIFEST_FILE).get(info.name)
         if entry is None:
             raise BundleError(f"bundle {info.name!r} is not in {MANIFEST_FILE}", info.path)
         if entry.get("files") != dict(info.card["files"]):
             raise BundleError(
                 f"files or hashes differ from {MANIFEST_FILE} entry {info.name!r}", info.path
             )
-    return info
+        if entry.get("card") != info.card_sha256:
+            raise BundleError(
+                f"sha256 mismatch: {MANIFEST_FILE} says {str(entry.get('card'))[:12]}..., the card is "
+                f"{str(info.card_sha256)[:12]}... (card edited after the manifest; refusing to load)",
+                info.path / CARD_FILE)
+    return replace(info, computed=computed)
 
 
 def load_model(bundle_dir: str | Path, verify: bool = True):
@@ -136,6 +242,8 @@ def load_model(bundle_dir: str | Path, verify: bool = True):
     info = verify_bundle(bundle_dir) if verify else read_card(bundle_dir)
     if not info.model_path.is_file():
         raise BundleError(f"missing {MODEL_FILE}", info.path)
+    if read_head(info.model_path, 4) != b"PK\x03\x04":
+        raise BundleError("not a Keras model file (a .keras file is a zip archive)", info.model_path)
     import keras  # lazy: heavy
 
     try:
@@ -186,9 +294,11 @@ def write_card(bundle_dir: str | Path, card: Mapping[str, Any]) -> None:
 
 def read_manifest(models_root: str | Path) -> dict[str, Any]:
     path = Path(models_root) / MANIFEST_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise BundleError(f"missing {MANIFEST_FILE}", models_root)
-    return read_json_object(path, "manifest", BundleError)
+    manifest = read_json_object(path, "manifest", BundleError)
+    check_manifest(manifest, path)
+    return manifest
 
 
 def write_manifest(models_root: str | Path) -> dict[str, Any]:
@@ -203,6 +313,7 @@ def write_manifest(models_root: str | Path) -> dict[str, Any]:
             "task": info.task,
             "version": info.version,
             "files": dict(info.card["files"]),
+            "card": info.card_sha256,
         }
     manifest = {"schema": MANIFEST_SCHEMA, "bundles": bundles}
     atomic_write_text(models_root / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")

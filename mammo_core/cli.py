@@ -8,12 +8,17 @@ Exit codes: 0 success, 1 bad input / failure (one-line message), 2 usage error,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
+from pathlib import Path
 
 from mammo_core import DISCLAIMER, __version__
 from mammo_core.errors import MammoError
+from mammo_core.logsetup import divert_native_stderr
+from mammo_core.safeio import shown
 
 # Command groups and the modules that fill them. Each module's register() receives the
 # subparsers object of its group (or of the top level for "").
@@ -52,6 +57,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def native_log_path() -> Path:
+    """Where native libraries' stderr lines go: ``$MAMMO_NATIVE_LOG`` or
+    ``~/.cache/mammo/native.log``."""
+    env = os.environ.get("MAMMO_NATIVE_LOG")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mammo" / "native.log"
+
+
+def _terminated(signum, _frame):
+    """SIGTERM / SIGHUP: unwind like Ctrl-C, so ``finally`` blocks run and no half-written
+    temporary file stays behind; exit 128 + signal number."""
+    print(f"mammo: terminated by signal {signum}", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
+def install_signal_handlers() -> None:
+    """Turn SIGTERM (and SIGHUP) into an orderly exit (main thread only)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            try:
+                signal.signal(sig, _terminated)
+            except (ValueError, OSError):  # pragma: no cover - not allowed here
+                pass
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
@@ -60,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     if func is None:
         (getattr(args, "_group_parser", None) or parser).print_help(sys.stderr)
         return 2
+    install_signal_handlers()
+    if not args.debug and sys.stderr is sys.__stderr__:
+        # TensorFlow's C++ start-up lines ("failed call to cuInit", oneDNN) go to a log file,
+        # not between the tool's one-line messages (not under a test's capture of sys.stderr)
+        divert_native_stderr(native_log_path())
     try:
         return int(func(args) or 0)
     except MammoError as err:
@@ -70,6 +110,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mammo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (e.g. `| head`)
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the exit-time flush
+        return 1
+    except OSError as err:  # a file the user named: one line naming it
+        if args.debug:
+            raise
+        where = f"{shown(err.filename)}: " if err.filename else ""
+        print(f"mammo: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
+    except (RecursionError, MemoryError, ValueError, TypeError, KeyError, RuntimeError) as err:
+        if args.debug:
+            raise
+        print(f"mammo: internal error: {type(err).__name__}: {shown(str(err).splitlines()[0] if str(err) else '')} "
+              "(please report it; run with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -564,18 +565,23 @@ def member_dirs(spec: EnsembleSpec, search_dir: str | Path) -> dict[str, Path]:
     against the spec. Raises BundleError naming the member on a miss or a mismatch."""
     search_dir = Path(search_dir)
     by_name: dict[str, BundleInfo] = {}
+    broken: list[str] = []
     if search_dir.is_dir():
         for sub in sorted(search_dir.iterdir()):
-            if (sub / "card.json").is_file():
+            if os.path.lexists(sub / "card.json"):
                 try:
                     info = read_card(sub)
-                except BundleError:
+                except BundleError as err:
+                    broken.append(str(err))
                     continue
                 by_name.setdefault(info.name, info)
     out = {}
     for m in spec.members:
         info = by_name.get(m.name)
         if info is None:
+            if broken:  # most likely the member's own card: say why it could not be read
+                raise BundleError(f"ensemble member {m.name!r}: no readable card has that name; "
+                                  f"unreadable: {'; '.join(broken)[:300]}")
             raise BundleError(f"ensemble member {m.name!r} not found", search_dir)
         if info.sha256 != m.sha256:
             raise BundleError(

@@ -3,17 +3,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mammo_core.safeio import shown
+
 
 class MammoError(Exception):
     """Base class: a problem the user can act on (bad input, bad bundle, bad arguments).
 
-    ``str(err)`` is a single line of the form ``"<path>: <problem>"`` when a path is known.
+    ``str(err)`` is a single line of the form ``"<path>: <problem>"`` when a path is known;
+    control characters and undecodable bytes of either are shown escaped (``safeio.shown``), so
+    a file name can neither break the line nor the output's encoding.
     """
 
     def __init__(self, problem: str, path: str | Path | None = None):
         self.problem = problem
         self.path = None if path is None else str(path)
-        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+        super().__init__(f"{shown(self.path)}: {shown(problem)}" if self.path else shown(problem))
 
 
 class PatchReadError(MammoError):

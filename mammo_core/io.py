@@ -39,8 +39,16 @@ names the file and the problem in one line.
 
 Decisions worth knowing
     * Pixel values are kept as stored: a 12-bit DICOM stays 0..4095 in uint16 (MONOCHROME1 is
-      mirrored within that range), and ``to_model_input`` scales by dtype (uint16 / 65535), as
-      the study did for its 16-bit patches. Only a rescale that leaves 0..65535 is remapped.
+      mirrored within that range) and its ``Patch.bits`` is 12, so ``to_model_input`` scales it
+      by 4095, the way an 8-bit PNG of the same image is scaled by 255 (true bit depth). Other
+      files use their container depth (uint8 / 255, uint16 / 65535, as the study did for its
+      16-bit patches) unless ``bits=`` says a 16-bit container holds fewer bits. Only a rescale
+      that leaves 0..65535 is remapped (then ``bits`` is 16).
+    * Hostile files: only regular files are opened (``O_NONBLOCK`` + ``fstat``: a FIFO or a
+      symlink to ``/dev/zero`` is refused at once), at most ``MAMMO_MAX_FILE_BYTES`` bytes are
+      read, an image over ``MAMMO_MAX_PIXELS`` pixels is refused from its header before
+      decoding, float pixels outside [0, 1] make their file fail (not the batch), and a
+      recursive walk enters each folder once by ``(st_dev, st_ino)`` (symlink cycles end).
     * Multi-frame DICOM: ``read_image`` refuses it; ``read_patches`` yields one patch per frame.
       Multi-page TIFF: the first page is read.
     * ``Patch.source`` is the file path as given (a CBIS tensor's patches carry the path of
@@ -58,6 +66,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from io import StringIO as _StringIO
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +75,18 @@ from mammo_core.contract import PATCH_SHAPE, PATCH_SIZE
 from mammo_core.errors import DatasetError, MammoError, NotAPatchError, PatchReadError
 from mammo_core.labels import N_LABELS, Task, get_task
 from mammo_core.predictions import patch_key
+from mammo_core.safeio import (
+    SMALL_FILE_BYTES,
+    UnsafeFile,
+    is_regular,
+    max_file_bytes,
+    max_pixels,
+    missing_reason,
+    open_regular,
+    pixel_limit_problem,
+    read_bytes,
+    read_head,
+)
 
 #: A single image is read as a patch only when each side is within this factor of 150 px.
 PATCH_SIZE_FACTOR = 4
@@ -106,6 +127,9 @@ class Patch:
     read-only. ``source`` is the file path as given; ``index`` the row of a stacked array or the
     frame of a multi-frame DICOM (``None`` for a single image); ``label`` the 0-4 label when a
     labels file gave one; ``original_shape`` the (height, width) before resizing to 150 x 150;
+    ``bits`` the bit depth the model input is scaled by (``pixels / (2**bits - 1)``): BitsStored
+    for DICOM, the container depth (8 / 16) for other files unless ``bits=`` overrode it, and
+    ``None`` for float pixels (already in [0, 1]). Left out, it follows the dtype.
     ``split`` the split of a patch array (``train`` for a row of ``train_tensor.npy``; ``""``
     otherwise; derived from the file name when not given). ``key`` names the patch in reports,
     heatmap mappings and the viewer. Patches compare by identity; use ``sha256`` to compare
@@ -118,10 +142,13 @@ class Patch:
     label: int | None = None
     original_shape: tuple[int, int] | None = None
     split: str | None = None
+    bits: int | None = None
 
     def __post_init__(self) -> None:
         if self.split is None:
             object.__setattr__(self, "split", split_of(self.source, self.index))
+        if self.bits is None:
+            object.__setattr__(self, "bits", _container_bits(np.asarray(self.pixels).dtype))
 
     @property
     def key(self) -> str:
@@ -194,6 +221,11 @@ class PatchArrays:
         return self.splits[name]
 
 
+def _container_bits(dtype: np.dtype) -> int | None:
+    """8 for uint8, 16 for uint16, None for float (already [0, 1])."""
+    return dtype.itemsize * 8 if dtype.kind == "u" else None
+
+
 # --------------------------------------------------------------------------- .npy files
 def _npy_problem(exc: BaseException) -> str:
     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -204,24 +236,31 @@ def _load_npy(path: Path, error_cls: type[MammoError] = PatchReadError, *, mmap:
     """Load a .npy file safely: never unpickles, checks the header against the file size first
     (so a truncated or lying header cannot trigger a huge allocation), memory-maps when asked."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            try:
-                version = np.lib.format.read_magic(fh)
-            except Exception:  # noqa: BLE001 - any header garbage is "not a .npy file"
-                raise error_cls("not a .npy file (bad magic string)", path) from None
-            try:
-                if version == (1, 0):
-                    shape, _fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-                elif version == (2, 0):
-                    shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-                else:
-                    raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
-            except MammoError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - malformed header of any kind
-                raise error_cls(f"not a valid .npy file (bad header: {_npy_problem(exc)})", path) from None
-            data_start = fh.tell()
+        fd, st = open_regular(path)
+    except UnsafeFile as exc:
+        raise error_cls(str(exc), path) from None
+    with os.fdopen(fd, "rb") as fh:
+        return _load_npy_from(fh, st.st_size, path, error_cls, mmap)
+
+
+def _load_npy_from(fh, size: int, path: Path, error_cls: type[MammoError], mmap: bool) -> np.ndarray:
+    try:
+        try:
+            version = np.lib.format.read_magic(fh)
+        except Exception:  # noqa: BLE001 - any header garbage is "not a .npy file"
+            raise error_cls("not a .npy file (bad magic string)", path) from None
+        try:
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+        except MammoError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - malformed header of any kind
+            raise error_cls(f"not a valid .npy file (bad header: {_npy_problem(exc)})", path) from None
+        data_start = fh.tell()
     except MammoError:
         raise
     except OSError as exc:
@@ -238,16 +277,34 @@ def _load_npy(path: Path, error_cls: type[MammoError] = PatchReadError, *, mmap:
         raise error_cls(
             f"truncated .npy file: header declares {dtype} {tuple(shape)} ({need} bytes of data) "
             f"but the file holds {have}", path)
+    if len(shape) >= 2:  # one image's pixels, from the header, before anything is read
+        rows_cols = shape[-2:] if not (len(shape) >= 3 and int(shape[-1]) == 1) else shape[-3:-1]
+        problem = pixel_limit_problem(int(rows_cols[0]), int(rows_cols[1]))
+        if problem:
+            raise error_cls(problem, path)
     try:
-        if mmap and need > 0:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        if mmap and need > 0:  # from the descriptor already checked to be a regular file
+            arr = np.memmap(fh, dtype=dtype, mode="r", offset=data_start, shape=tuple(shape),
+                            order="F" if fortran else "C")
         else:
-            arr = np.load(path, allow_pickle=False)
+            if need > read_limit():
+                raise error_cls(f"array of {need:,} bytes exceeds the limit of {read_limit():,} bytes "
+                                "(set MAMMO_MAX_FILE_BYTES to raise it)", path)
+            fh.seek(data_start)
+            data = fh.read(need)
+            if len(data) < need:
+                raise ValueError("file shrank while reading")
+            arr = np.frombuffer(data, dtype=dtype, count=count).reshape(tuple(shape), order="F" if fortran else "C")
+            arr = arr.copy()  # writable, owns its memory
+    except MammoError:
+        raise
     except Exception as exc:  # noqa: BLE001 - whatever numpy says, it is this file's problem
         raise error_cls(f"cannot load .npy file: {_npy_problem(exc)}", path) from None
-    if not isinstance(arr, np.ndarray):  # pragma: no cover - np.load of a .npy is an ndarray
-        raise error_cls("not a single .npy array", path)
     return arr
+
+
+def read_limit() -> int:
+    return max_file_bytes()
 
 
 def _check_pixel_dtype(arr: np.ndarray, path: Path, error_cls: type[MammoError]) -> np.ndarray:
@@ -266,15 +323,25 @@ def _check_pixel_dtype(arr: np.ndarray, path: Path, error_cls: type[MammoError])
 
 
 def _check_finite(arr: np.ndarray, path: Path, error_cls: type[MammoError]) -> None:
+    """Float pixels must be finite and in [0, 1] (the models' input range): checked for every
+    patch of the file here, in the reader, so one bad file is one error and not a failed batch."""
     if arr.dtype.kind != "f":
         return
     rows = arr.reshape(arr.shape[0], -1) if arr.ndim >= 3 else arr.reshape(1, -1)
     for start in range(0, rows.shape[0], _CHUNK_ROWS):
         chunk = np.asarray(rows[start:start + _CHUNK_ROWS])
-        if not np.isfinite(chunk).all():
-            bad = int(np.argmin(np.isfinite(chunk).all(axis=1))) + start
+        finite = np.isfinite(chunk).all(axis=1)
+        if not finite.all():
+            bad = int(np.argmin(finite)) + start
             where = f" (first in patch {bad})" if arr.ndim >= 3 else ""
             raise error_cls(f"pixels contain NaN or infinity{where}", path)
+        inside = ((chunk >= 0.0) & (chunk <= 1.0)).all(axis=1)
+        if not inside.all():
+            bad = int(np.argmin(inside)) + start
+            row = chunk[bad - start]
+            where = f" (first in patch {bad})" if arr.ndim >= 3 else ""
+            raise error_cls(f"float pixels must be in [0, 1], found {float(row.min()):.6g}.."
+                            f"{float(row.max()):.6g}{where}", path)
 
 
 def _npy_as_images(arr: np.ndarray, path: Path, error_cls: type[MammoError]) -> tuple[np.ndarray, bool]:
@@ -317,16 +384,46 @@ def _quiet_opencv():
         cv_log.setLogLevel(previous)
 
 
+def _header_problem(data: bytes) -> str | None:
+    """Why an image is too big to decode, from its header alone (Pillow reads the header
+    lazily); None when it is within ``MAMMO_MAX_PIXELS`` or Pillow does not know the format."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow comes with matplotlib
+        return None
+    import io as _bio
+    import re as _re
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(_bio.BytesIO(data)) as im:
+                width, height = im.size
+    except Image.DecompressionBombError as exc:  # Pillow's own cap (2 x 89 Mpx) is past ours
+        m = _re.search(r"\((\d+) pixels\)", str(exc))
+        n = int(m.group(1)) if m else max_pixels() + 1
+        if n > max_pixels():
+            return (f"image of {n:,} pixels exceeds the limit of {max_pixels():,} pixels "
+                    "(set MAMMO_MAX_PIXELS to raise it)")
+        return None
+    except Exception:  # noqa: BLE001 - not a format Pillow knows: OpenCV decides
+        return None
+    return pixel_limit_problem(int(height), int(width))
+
+
 def _cv2_read(path: Path) -> np.ndarray:
     import cv2
 
     try:
-        data = path.read_bytes()  # imdecode on our own bytes: works with non-ASCII paths
-    except OSError as exc:
-        raise PatchReadError(f"cannot open file: {exc.strerror or exc}", path) from None
+        data = read_bytes(path)  # imdecode on our own bytes: works with non-ASCII paths
+    except UnsafeFile as exc:
+        raise PatchReadError(str(exc), path) from None
     if not data:
         raise PatchReadError("empty file", path)
     kind = path.suffix.lower().lstrip(".").upper() or "image"
+    problem = _header_problem(data)
+    if problem:
+        raise PatchReadError(problem, path)
     try:
         with _quiet_opencv():
             img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
@@ -334,6 +431,9 @@ def _cv2_read(path: Path) -> np.ndarray:
         raise PatchReadError(f"not a readable {kind} image ({_npy_problem(exc)})", path) from None
     if img is None or img.size == 0:
         raise PatchReadError(f"not a readable {kind} image (corrupt, truncated or another format)", path)
+    problem = pixel_limit_problem(img.shape[0], img.shape[1])
+    if problem:  # a format whose header Pillow could not read
+        raise PatchReadError(problem, path)
     if img.dtype not in _NATIVE_INT_DTYPES:
         raise PatchReadError(f"{img.dtype} {kind} images are not supported: expected 8- or 16-bit", path)
     if img.ndim == 3:
@@ -353,29 +453,33 @@ def _cv2_read(path: Path) -> np.ndarray:
 
 # --------------------------------------------------------------------------- DICOM
 def _has_dicom_preamble(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+    head = read_head(path, 132)  # never blocks: a FIFO or device is simply "not DICOM"
+    return head is not None and len(head) == 132 and head[128:132] == b"DICM"
 
 
-def _dicom_read(path: Path) -> tuple[np.ndarray, bool]:
-    """DICOM -> (image (H, W) or frames (F, H, W), is_multiframe), native uint8/uint16.
+def _dicom_read(path: Path) -> tuple[np.ndarray, bool, int]:
+    """DICOM -> (image (H, W) or frames (F, H, W), is_multiframe, bits), native uint8/uint16.
 
     Stored values are masked to BitsStored (sign-extended when PixelRepresentation is 1), the
     modality rescale (RescaleSlope/Intercept) is applied, and MONOCHROME1 is inverted so that
     bright always means dense. When the rescaled range fits 0..65535 as integers it is kept as
-    is; otherwise the stored range is mapped linearly onto 0..65535.
+    is (``bits`` = the bit length of its top: BitsStored without a rescale); otherwise the
+    stored range is mapped linearly onto 0..65535 (``bits`` = 16). The model input is
+    ``pixels / (2**bits - 1)``, so a 12-bit mammogram fills [0, 1] as its 8-bit export does.
     """
+    import io as _bio
+
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
+        data = read_bytes(path)
+    except UnsafeFile as exc:
+        raise PatchReadError(str(exc), path) from None
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(str(path), force=True)
+            ds = pydicom.dcmread(_bio.BytesIO(data), force=True)
     except OSError as exc:
         raise PatchReadError(f"cannot open file: {exc.strerror or exc}", path) from None
     except (InvalidDicomError, Exception) as exc:  # noqa: BLE001 - pydicom raises many kinds
@@ -394,7 +498,17 @@ def _dicom_read(path: Path) -> tuple[np.ndarray, bool]:
             frames = int(ds.get("NumberOfFrames", 1) or 1)
             slope = float(ds.get("RescaleSlope", 1) or 1)
             intercept = float(ds.get("RescaleIntercept", 0) or 0)
+            rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+            problem = pixel_limit_problem(rows, cols, frames)
+            if problem:  # from the header, before the pixel data is decoded
+                raise PatchReadError(problem, path)
+            if not (math.isfinite(slope) and math.isfinite(intercept)) or abs(slope) > 1e6 \
+                    or abs(intercept) > 1e9:
+                raise PatchReadError(f"implausible RescaleSlope {slope:g} / RescaleIntercept "
+                                     f"{intercept:g}", path)
             arr = ds.pixel_array
+    except PatchReadError:
+        raise
     except Exception as exc:  # noqa: BLE001 - missing elements, compressed without a handler...
         raise PatchReadError(f"cannot decode DICOM pixel data ({type(exc).__name__}: "
                              f"{_npy_problem(exc)})", path) from None
@@ -435,7 +549,7 @@ def _dicom_read(path: Path) -> tuple[np.ndarray, bool]:
         if photometric == "MONOCHROME1":
             out = unsigned.dtype.type(top) - out
         out_dtype = np.uint8 if top <= 255 else np.uint16
-        return np.ascontiguousarray(out.astype(out_dtype, copy=False)), frames > 1
+        return np.ascontiguousarray(out.astype(out_dtype, copy=False)), frames > 1, bits
     raw = unsigned.astype(np.int64) & ((1 << bits) - 1)
     if signed:
         raw = np.where(raw >= (1 << (bits - 1)), raw - (1 << bits), raw)
@@ -456,7 +570,7 @@ def _dicom_read(path: Path) -> tuple[np.ndarray, bool]:
         values = bottom + top - values
     values = np.clip(values, bottom, top)
     out_dtype = np.uint8 if top <= 255 else np.uint16
-    return np.ascontiguousarray(values.astype(out_dtype)), frames > 1
+    return np.ascontiguousarray(values.astype(out_dtype)), frames > 1, max(1, int(top).bit_length())
 
 
 # --------------------------------------------------------------------------- single images
@@ -473,12 +587,40 @@ def _file_kind(path: Path) -> str | None:
     return None
 
 
-def _read_pixels(path: Path) -> tuple[np.ndarray, bool]:
-    """Read a file as (image (H, W), False) or (stack (N, H, W), True)."""
-    if not path.exists():
-        raise PatchReadError("no such file", path)
+def _check_bits(bits: int | None) -> int | None:
+    if bits is None:
+        return None
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= int(bits) <= 16:
+        raise MammoError(f"bits must be an integer from 1 to 16, got {bits!r}")
+    return int(bits)
+
+
+def _apply_bits(pixels: np.ndarray, bits: int | None, path: Path) -> int | None:
+    """The bit depth to scale a non-DICOM image by: its container's (8 / 16) unless ``bits``
+    says a 16-bit container holds fewer; then no pixel may exceed ``2**bits - 1``."""
+    container = _container_bits(pixels.dtype)
+    if bits is None or container is None or container <= 8:
+        return container
+    top = (1 << bits) - 1
+    hi = int(pixels.max()) if pixels.size else 0
+    if hi > top:
+        raise PatchReadError(f"pixel value {hi} does not fit {bits} bits (top {top}); "
+                             f"is --bits {bits} right for this file?", path)
+    return bits
+
+
+def _read_pixels(path: Path, bits: int | None = None) -> tuple[np.ndarray, bool, int | None]:
+    """Read a file as (image (H, W), False, bits) or (stack (N, H, W), True, bits)."""
+    if not os.path.exists(path):
+        raise PatchReadError(missing_reason(path), path)
     if path.is_dir():
         raise PatchReadError("is a folder, not an image file (use read_patches)", path)
+    if not is_regular(path):
+        try:  # says what it is (FIFO, device...) without ever blocking on it
+            fd, _ = open_regular(path)
+            os.close(fd)
+        except UnsafeFile as exc:
+            raise PatchReadError(str(exc), path) from None
     kind = _file_kind(path)
     if kind is None:
         raise PatchReadError(
@@ -487,9 +629,11 @@ def _read_pixels(path: Path) -> tuple[np.ndarray, bool]:
     try:
         if kind == "npy":
             big = path.stat().st_size > _MMAP_MIN_BYTES  # stacks: memory-map, load rows lazily
-            return _npy_as_images(_load_npy(path, PatchReadError, mmap=big), path, PatchReadError)
+            pixels, stack = _npy_as_images(_load_npy(path, PatchReadError, mmap=big), path, PatchReadError)
+            return pixels, stack, _apply_bits(pixels, bits, path)
         if kind == "cv2":
-            return _cv2_read(path), False
+            pixels = _cv2_read(path)
+            return pixels, False, _apply_bits(pixels, bits, path)
         return _dicom_read(path)
     except MammoError:
         raise
@@ -503,12 +647,18 @@ def read_image(path: str | Path) -> np.ndarray:
     Raises ``PatchReadError(reason, path)`` for anything it cannot read, including stacked
     arrays and multi-frame DICOM (use ``read_patches`` for those).
     """
+    return read_image_bits(path)[0]
+
+
+def read_image_bits(path: str | Path, bits: int | None = None) -> tuple[np.ndarray, int | None]:
+    """``read_image`` plus the bit depth to scale the image by (see ``Patch.bits``): BitsStored
+    for DICOM, else the container's depth or ``bits`` for a 16-bit container holding fewer."""
     path = Path(path)
-    pixels, stack = _read_pixels(path)
+    pixels, stack, depth = _read_pixels(path, _check_bits(bits))
     if stack:
         what = "multi-frame DICOM" if path.suffix.lower() != ".npy" else "stacked array"
         raise PatchReadError(f"{what} of {pixels.shape[0]} patches; read it with read_patches", path)
-    return pixels
+    return pixels, depth
 
 
 def resize_patch(img: np.ndarray) -> np.ndarray:
@@ -573,13 +723,16 @@ def _csv_labels(folder: Path, errors: list[ReadFailure], cache: dict[Path, dict[
         return cache[folder]
     cache[folder] = {}
     path = folder / LABELS_CSV
-    if not path.is_file():
+    if not os.path.lexists(path):
         return cache[folder]
     import csv
 
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
+        try:
+            text = read_bytes(path, SMALL_FILE_BYTES).decode("utf-8")
+        except UnsafeFile as exc:
+            raise ValueError(str(exc)) from None
+        rows = list(csv.DictReader(_StringIO(text, newline="")))
         out = {}
         for i, row in enumerate(rows, start=2):
             if row.get("file") is None or row.get("label") is None:
@@ -612,17 +765,18 @@ def check_patch_size(shape: tuple[int, ...], path: str | Path | None = None) -> 
 
 
 def _patches_from_file(path: Path, errors: list[ReadFailure],
-                       label_cache: dict[Path, dict[str, int]] | None = None) -> list[Patch]:
-    pixels, stack = _read_pixels(path)
+                       label_cache: dict[Path, dict[str, int]] | None = None,
+                       bits: int | None = None) -> list[Patch]:
+    pixels, stack, depth = _read_pixels(path, bits)
     source = str(path)
     check_patch_size(pixels.shape[-2:], path)
     if not stack:
         orig = tuple(int(s) for s in pixels.shape)
         label = _csv_labels(path.parent, errors, {} if label_cache is None else label_cache).get(path.name)
-        return [Patch(_readonly(resize_patch(pixels)), source, None, label, orig)]
+        return [Patch(_readonly(resize_patch(pixels)), source, None, label, orig, bits=depth)]
     labels = None
     label_file = _labels_file_for(path) if path.suffix.lower() == ".npy" else None
-    if label_file is not None and label_file.is_file():
+    if label_file is not None and os.path.lexists(label_file):
         try:
             labels = _validate_labels(_load_npy(label_file, DatasetError, mmap=False),
                                       label_file, pixels.shape[0], path)
@@ -631,13 +785,26 @@ def _patches_from_file(path: Path, errors: list[ReadFailure],
     orig = tuple(int(s) for s in pixels.shape[1:])
     return [
         Patch(_readonly(resize_patch(np.asarray(pixels[i]))), source, i,
-              None if labels is None else int(labels[i]), orig)
+              None if labels is None else int(labels[i]), orig, bits=depth)
         for i in range(pixels.shape[0])
     ]
 
 
-def _folder_files(folder: Path, recursive: bool, errors: list[ReadFailure]) -> list[Path]:
+def _folder_files(folder: Path, recursive: bool, errors: list[ReadFailure],
+                  visited: set[tuple[int, int]] | None = None) -> list[Path]:
+    """Readable-looking files of ``folder`` in name order (sub-folders too when ``recursive``).
+    Every folder is entered once, by its ``(st_dev, st_ino)``, so symlink cycles end."""
     out: list[Path] = []
+    if visited is None:
+        visited = set()
+    try:
+        st = folder.stat()
+    except OSError:
+        st = None
+    if st is not None:
+        if (st.st_dev, st.st_ino) in visited:
+            return out
+        visited.add((st.st_dev, st.st_ino))
     try:
         entries = sorted(folder.iterdir(), key=lambda p: p.name)
     except OSError as exc:
@@ -648,7 +815,7 @@ def _folder_files(folder: Path, recursive: bool, errors: list[ReadFailure]) -> l
             continue
         if entry.is_dir():
             if recursive:
-                out.extend(_folder_files(entry, recursive, errors))
+                out.extend(_folder_files(entry, recursive, errors, visited))
             continue
         if entry.name.endswith(LABELS_SUFFIX):
             continue  # labels of X_tensor.npy, attached to its patches; never a patch itself
@@ -658,29 +825,36 @@ def _folder_files(folder: Path, recursive: bool, errors: list[ReadFailure]) -> l
     return out
 
 
-def read_patches(paths: str | Path | Iterable[str | Path], *, recursive: bool = False) -> PatchCollection:
+def read_patches(paths: str | Path | Iterable[str | Path], *, recursive: bool = False,
+                 bits: int | None = None) -> PatchCollection:
     """Read any mix of image files, stacked ``.npy`` arrays and folders into patches.
 
-    Files in a folder are read in sorted name order (subfolders too when ``recursive``); only
-    known extensions are tried there. A file that cannot be read becomes a ``ReadFailure`` and
-    the others still load; this function never raises for one bad file.
+    Files in a folder are read in sorted name order (subfolders too when ``recursive``, each
+    folder once however many symlinks lead to it); only known extensions are tried there. Only
+    regular files are read (a FIFO or device is refused without blocking), at most
+    ``MAMMO_MAX_FILE_BYTES`` bytes and ``MAMMO_MAX_PIXELS`` pixels each. ``bits`` (1-16) says
+    that 16-bit PNG / TIFF / ``.npy`` containers hold only that many bits (DICOM uses its own
+    BitsStored). A file that cannot be read becomes a ``ReadFailure`` and the others still
+    load; this function never raises for one bad file.
     """
+    bits = _check_bits(bits)
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     result = PatchCollection()
     label_cache: dict[Path, dict[str, int]] = {}
+    visited: set[tuple[int, int]] = set()
     for given in paths:
         p = Path(given)
         if p.is_dir():
-            files = _folder_files(p, recursive, result.errors)
-        elif p.exists():
+            files = _folder_files(p, recursive, result.errors, visited)
+        elif os.path.lexists(p):
             files = [p]
         else:
             result.errors.append(ReadFailure(str(p), "no such file or folder"))
             continue
         for f in files:
             try:
-                result.patches.extend(_patches_from_file(f, result.errors, label_cache))
+                result.patches.extend(_patches_from_file(f, result.errors, label_cache, bits))
             except MammoError as err:
                 result.errors.append(ReadFailure(str(f), err.problem,
                                                  whole_image=isinstance(err, NotAPatchError)))
@@ -688,14 +862,19 @@ def read_patches(paths: str | Path | Iterable[str | Path], *, recursive: bool = 
 
 
 # --------------------------------------------------------------------------- model input
-def scale_to_unit(images: np.ndarray) -> np.ndarray:
-    """Intensities to float32 in [0, 1] by bit depth: uint16 / 65535, uint8 / 255; float must
-    already be finite and in [0, 1]."""
+def scale_to_unit(images: np.ndarray, bits: int | None = None) -> np.ndarray:
+    """Intensities to float32 in [0, 1] by bit depth: ``pixels / (2**bits - 1)``, ``bits``
+    defaulting to the container's (uint16 / 65535, uint8 / 255); a 12-bit image passes
+    ``bits=12`` (/ 4095). Float must already be finite and in [0, 1]."""
     a = np.asarray(images)
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) / np.float32(255.0)
-    if a.dtype == np.uint16:
-        return a.astype(np.float32) / np.float32(65535.0)
+    if a.dtype in (np.uint8, np.uint16):
+        container = a.dtype.itemsize * 8
+        depth = container if bits is None else _check_bits(bits)
+        depth = min(depth, container)
+        top = (1 << depth) - 1
+        if depth < container and a.size and int(a.max()) > top:
+            raise MammoError(f"pixel value {int(a.max())} does not fit {depth} bits")
+        return a.astype(np.float32) / np.float32(top)
     if a.dtype.kind == "f":
         out = a.astype(np.float32)
         if out.size and (not np.isfinite(out).all() or out.min() < 0.0 or out.max() > 1.0):
@@ -704,11 +883,12 @@ def scale_to_unit(images: np.ndarray) -> np.ndarray:
     raise MammoError(f"{a.dtype} pixels are not supported: expected uint8, uint16 or float in [0, 1]")
 
 
-def to_model_input(pixels) -> np.ndarray:
+def to_model_input(pixels, bits: int | None = None) -> np.ndarray:
     """The models' input: float32 (N, 150, 150, 1) in [0, 1].
 
-    Accepts one patch (150, 150), a stack (N, 150, 150) or (N, 150, 150, 1), a ``Patch`` or a
-    sequence of ``Patch`` (mixed dtypes scale each by its own bit depth).
+    Accepts one patch (150, 150), a stack (N, 150, 150) or (N, 150, 150, 1) (scaled by
+    ``bits``, default the dtype's), a ``Patch`` or a sequence of ``Patch`` (each scaled by its
+    own ``bits``: a 12-bit DICOM by 4095, an 8-bit PNG by 255).
     """
     if isinstance(pixels, Patch):
         pixels = [pixels]
@@ -719,7 +899,7 @@ def to_model_input(pixels) -> np.ndarray:
             parts = []
             for p in pixels:
                 try:
-                    parts.append(to_model_input(p.pixels))
+                    parts.append(to_model_input(p.pixels, bits=p.bits))
                 except MammoError as err:
                     where = p.source if p.index is None else f"{p.source}[{p.index}]"
                     raise MammoError(err.problem, where) from None
@@ -733,7 +913,7 @@ def to_model_input(pixels) -> np.ndarray:
     if a.ndim != 3 or a.shape[1:] != PATCH_SHAPE:
         raise MammoError(
             f"model input must be (150, 150), (N, 150, 150) or (N, 150, 150, 1), got {np.shape(pixels)}")
-    return np.ascontiguousarray(scale_to_unit(a)[..., None])
+    return np.ascontiguousarray(scale_to_unit(a, bits)[..., None])
 
 
 # --------------------------------------------------------------------------- patch arrays
@@ -792,6 +972,12 @@ def load_patch_arrays(folder: str | Path) -> PatchArrays:
     for name in SPLIT_NAMES:
         image_file = folder / f"{name}{TENSOR_SUFFIX}"
         label_file = folder / f"{name}{LABELS_SUFFIX}"
+        for f in (image_file, label_file):
+            if os.path.lexists(f) and not is_regular(f):
+                if os.path.exists(f):
+                    raise DatasetError("not a regular file (a folder or special file named like a "
+                                       "patch array)", f)
+                raise DatasetError(missing_reason(f), f)
         if not image_file.is_file():
             if label_file.is_file():
                 raise DatasetError(f"labels without images: {image_file.name} is missing", label_file)
@@ -860,6 +1046,7 @@ __all__ = [
     "pairs_ok",
     "pixel_range",
     "read_image",
+    "read_image_bits",
     "read_patches",
     "resize_patch",
     "scale_to_unit",

@@ -14,18 +14,33 @@ from typing import Any
 import numpy as np
 
 from mammo_core.atomic import atomic_write_text
+from mammo_core.safeio import SMALL_FILE_BYTES, read_bytes
 
 
 def read_json_object(path: str | Path, what: str, error_cls: type[Exception]) -> dict[str, Any]:
     """The JSON object in ``path``; ``error_cls("unreadable <what>: ...", path)`` when it cannot
     be read or parsed, ``error_cls("<what> is not a JSON object", path)`` when it is not one."""
+    return read_json_object_bytes(path, what, error_cls)[0]
+
+
+def read_json_object_bytes(path: str | Path, what: str,
+                           error_cls: type[Exception]) -> tuple[dict[str, Any], bytes]:
+    """``read_json_object`` and the exact bytes parsed (to hash what was read, not a re-read).
+
+    Only a regular file is read (a FIFO or device is refused without blocking), at most
+    ``SMALL_FILE_BYTES``; nesting too deep for the parser is an error like any other."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = read_bytes(path, SMALL_FILE_BYTES)
+        data = json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error_cls(f"unreadable {what}: {exc}", path) from None
+    except RecursionError:
+        raise error_cls(f"unreadable {what}: JSON nested too deeply", path) from None
+    except ValueError as exc:  # e.g. integers with too many digits
         raise error_cls(f"unreadable {what}: {exc}", path) from None
     if not isinstance(data, dict):
         raise error_cls(f"{what} is not a JSON object", path)
-    return data
+    return data, raw
 
 
 def json_safe(obj: Any) -> Any:

@@ -4,12 +4,17 @@ The library logs through ``logging.getLogger(__name__)`` and never configures lo
 the programs call :func:`configure` once. Messages go to stderr as ``prog: message`` (warnings
 and up by default; ``INFO`` with ``verbose``); with ``log_file`` everything from ``INFO`` up goes
 there too, with the time and, when a record carries ``extra={"details": traceback}``, the
-traceback.
+traceback. Records of the ``quiet`` loggers (TensorFlow's, Keras', Python warnings) go to the log
+file only. :func:`divert_native_stderr` sends what C/C++ code writes to file descriptor 2
+(TensorFlow's start-up lines such as ``failed call to cuInit``, absl, Qt's native warnings) to
+the log file as well, while Python's ``sys.stderr`` keeps the terminal.
 """
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -25,12 +30,24 @@ class _DetailsFormatter(logging.Formatter):
         return f"{text}\n{details}" if details else text
 
 
+class _Quiet(logging.Filter):
+    """Drops records of the given loggers (and their children) from a handler."""
+
+    def __init__(self, names: Sequence[str]):
+        super().__init__()
+        self.names = tuple(names)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(record.name == n or record.name.startswith(n + ".") for n in self.names)
+
+
 def configure(prog: str, verbose: bool = False, log_file: Path | str | None = None,
-              stream: TextIO | None = None) -> Path | None:
+              stream: TextIO | None = None, quiet: Sequence[str] = ()) -> Path | None:
     """Route the project's log records: ``prog: message`` to ``stream`` (default stderr) from
     WARNING up (INFO up when ``verbose``), and everything from INFO up, with tracebacks, to
     ``log_file`` (its folder is created; a file that cannot be opened is reported on stderr and
-    skipped). Calling it again replaces what an earlier call installed. Returns the log file
+    skipped). Records of the ``quiet`` loggers reach the log file only (the console when there is
+    no log file). Calling it again replaces what an earlier call installed. Returns the log file
     used, or None."""
     root = logging.getLogger()
     for h in [h for h in root.handlers if getattr(h, _TAG, False)]:
@@ -58,10 +75,42 @@ def configure(prog: str, verbose: bool = False, log_file: Path | str | None = No
             setattr(handler, _TAG, True)
             root.addHandler(handler)
             used = path
+            if quiet:
+                console.addFilter(_Quiet(quiet))
     # third-party chatter stays below warnings
     for name in ("matplotlib", "PIL", "h5py", "absl"):
         logging.getLogger(name).setLevel(logging.WARNING)
     return used
 
 
-__all__ = ["configure"]
+def divert_native_stderr(log_file: Path | str) -> bool:
+    """Point file descriptor 2 at ``log_file`` (appending) so that native libraries' messages
+    land there, and rebind ``sys.stderr`` (and logging handlers writing to it) to a copy of the
+    old descriptor, so Python's own messages still reach the terminal. Returns False (and
+    changes nothing) when the file cannot be opened or descriptor 2 cannot be duplicated."""
+    try:
+        path = Path(log_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError:
+        return False
+    old_stream = sys.stderr
+    try:
+        if old_stream is not None:
+            old_stream.flush()
+        keep = os.dup(2)
+        os.dup2(fd, 2)
+    except OSError:
+        os.close(fd)
+        return False
+    os.close(fd)
+    new = os.fdopen(keep, "w", buffering=1, encoding="utf-8", errors="backslashreplace")
+    sys.stderr = new
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) \
+                and h.stream is old_stream:
+            h.setStream(new)
+    return True
+
+
+__all__ = ["configure", "divert_native_stderr"]

@@ -39,6 +39,15 @@ def auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=list(range(p.shape[1]))))
 
 
+def hard_label_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC of the hard predictions (one-hot argmax) instead of the probabilities: the AUC the
+    study's tables report (it tracks their accuracy). For two classes it equals the balanced
+    accuracy. Not comparable with :func:`auc`."""
+    y, p = _check(y, p)
+    hard = np.eye(p.shape[1])[p.argmax(axis=1)] if len(p) else p
+    return auc(y, hard)
+
+
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 15) -> float:
     """ECE of the top-class confidence with equal-width bins (Guo et al. 2017)."""
     y, p = _check(y, p)

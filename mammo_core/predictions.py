@@ -33,7 +33,8 @@ class PatchPrediction:
 
     ``uncertainty`` is the ensemble members' disagreement (None without an ensemble of at least
     two members per factor); ``flagged`` is True when it exceeds the threshold fitted on
-    validation data; ``entropy`` is the normalised entropy of the ensemble's distribution.
+    validation data; ``entropy`` is the normalised entropy of the ensemble's distribution;
+    ``bits`` the bit depth the patch's pixels were scaled by (``Patch.bits``).
     """
 
     source: str
@@ -44,6 +45,7 @@ class PatchPrediction:
     uncertainty: float | None
     flagged: bool
     entropy: float | None = None
+    bits: int | None = None
 
     @property
     def key(self) -> str:

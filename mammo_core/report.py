@@ -1,4 +1,4 @@
-"""Prediction reports: CSV, JSON (schema ``mammo.predictions/1``) and PDF, written atomically.
+r"""Prediction reports: CSV, JSON (schema ``mammo.predictions/1``) and PDF, written atomically.
 
 Every report carries provenance (model names, versions, sha256, software version, time) and
 the disclaimer "research use only — not a medical device".
@@ -9,8 +9,10 @@ JSON::
      "disclaimer": "research use only — not a medical device",
      "models": [{"name", "version", "sha256", "task", "classes", "kind"}],
      "ensemble": {threshold, members, temperatures, weights, ...} | null,
-     "predictions": [{"source", "index", "sha256", "model", "task", "probabilities": {class: p},
-                      "predicted", "uncertainty", "entropy", "flagged", "heatmap"}],
+     "source_encoding": how file names are written (below),
+     "predictions": [{"source", "index", "bits", "sha256", "model", "task",
+                      "probabilities": {class: p}, "predicted", "uncertainty", "entropy",
+                      "flagged", "heatmap"}],
      "errors": [{"source", "error"}]}
 
 One prediction row per patch and model (members first, then the ensemble). ``uncertainty`` is
@@ -25,6 +27,14 @@ The PDF has a summary page (one row per patch) when it holds more than one patch
 page per patch (patch, heatmap overlay with colour bar and its target class, probability bars
 with the call in red, agreement, each member's answer with its held-out AUC, provenance), and
 every page carries the disclaimer and "page i of n".
+
+Each row also gives ``bits``, the bit depth the patch was scaled by (``pixels / (2**bits -
+1)``; null for float pixels).
+
+File names: every report is valid UTF-8 whatever the names are. Bytes of a name that are not
+valid UTF-8 are written as ``\xNN`` and control characters as ``\n``, ``\t``, ``\xNN``
+(``SOURCE_ENCODING``). In CSV, a text cell that starts with ``=``, ``+``, ``-``, ``@``, tab or
+carriage return gets a leading ``'`` so that no spreadsheet runs it as a formula (CWE-1236).
 """
 from __future__ import annotations
 
@@ -51,12 +61,23 @@ from mammo_core.confidence import (
 )
 from mammo_core.errors import MammoError
 from mammo_core.explain import finish_map, overlay, tissue_mask, to_uint8
-from mammo_core.io import to_model_input
+from mammo_core.io import Patch, to_model_input
 from mammo_core.labels import LABEL_TO_NAME
 from mammo_core.predictions import ENSEMBLE, ModelOutput, PatchPrediction
+from mammo_core.safeio import shown
 
 SCHEMA = "mammo.predictions/1"
 FORMATS = ("json", "csv", "pdf")
+SOURCE_ENCODING = ("file names as given; bytes that are not valid UTF-8 are written as \\xNN and "
+                   "control characters as \\n, \\r, \\t or \\xNN")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> str:
+    """A text cell that no spreadsheet evaluates: a leading ``=``, ``+``, ``-``, ``@``, tab or
+    carriage return gets a ``'`` in front (OWASP's advice against CSV injection, CWE-1236)."""
+    s = "" if value is None else str(value)
+    return "'" + s if s.startswith(_FORMULA_START) else s
 
 
 @dataclass
@@ -117,6 +138,19 @@ def _qualities(run: PredictionRun) -> dict[str, ModelQuality]:
     return out
 
 
+def _questions(run: PredictionRun) -> dict[str, list[ModelQuality]]:
+    """Per-question held-out quality of ensembles, from ``models[].heldout_questions``."""
+    out = {}
+    for m in run.provenance.get("models", []):
+        qs = m.get("heldout_questions") or {}
+        out[str(m.get("name"))] = [
+            ModelQuality(model=str(m.get("name")), auc=h.get("auc"),
+                         ci95=None if not h.get("auc_ci95") else tuple(h["auc_ci95"]),
+                         n=h.get("n"), split=h.get("split"), question=q)
+            for q, h in qs.items()]
+    return out
+
+
 def _true_labels(run: PredictionRun) -> dict[str, str]:
     """patch key (and sha256) -> true class name, for patches whose data gives a label."""
     out = {}
@@ -157,8 +191,9 @@ def rows(run: PredictionRun) -> Iterator[dict[str, Any]]:
         for out, is_ens in outputs:
             hm = _lookup(run.heatmap_paths, pred, out.model)
             yield {
-                "source": pred.source,
+                "source": shown(pred.source),
                 "index": pred.index,
+                "bits": pred.bits,
                 "sha256": pred.sha256,
                 "model": out.model,
                 "task": out.task,
@@ -167,7 +202,7 @@ def rows(run: PredictionRun) -> Iterator[dict[str, Any]]:
                 "uncertainty": _finite(pred.uncertainty) if is_ens else None,
                 "entropy": _finite(pred.entropy) if is_ens else None,
                 "flagged": bool(pred.flagged) if is_ens else None,
-                "heatmap": None if hm is None else str(hm),
+                "heatmap": None if hm is None else shown(hm),
                 "true_label": true_label,
                 "heldout_auc": q.auc if (q := quality.get(out.model)) is not None else None,
                 "heldout_auc_ci95": None if q is None or q.ci95 is None else list(q.ci95),
@@ -186,8 +221,9 @@ def to_json(run: PredictionRun) -> dict[str, Any]:
         "rules": rules(),
         "models": [dict(m) for m in prov.get("models", [])],
         "ensemble": prov.get("ensemble"),
+        "source_encoding": SOURCE_ENCODING,
         "predictions": list(rows(run)),
-        "errors": [{"source": str(e.source), "error": str(e.error)} for e in run.errors],
+        "errors": [{"source": shown(e.source), "error": shown(e.error)} for e in run.errors],
     }
 
 
@@ -209,23 +245,24 @@ def csv_text(run: PredictionRun) -> str:
               f"created {prov.get('created')}; {rl['call']}; agreement: {rl['agreement']}; "
               f"quality: {rl['quality']}\n")
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["source", "index", "sha256", "model", "task", "predicted", "uncertainty", "entropy",
+    w.writerow(["source", "index", "bits", "sha256", "model", "task", "predicted", "uncertainty", "entropy",
                 "flagged", *[f"p_{c}" for c in classes], "heatmap", "true_label", "heldout_auc",
                 "heldout_auc_ci_low", "heldout_auc_ci_high", "quality", "agreement"])
     for r in rs:
         w.writerow([
-            r["source"], "" if r["index"] is None else r["index"], r["sha256"], r["model"], r["task"],
-            r["predicted"], "" if r["uncertainty"] is None else f"{r['uncertainty']:.6f}",
+            csv_cell(r["source"]), "" if r["index"] is None else r["index"],
+            "" if r["bits"] is None else r["bits"], r["sha256"], csv_cell(r["model"]), csv_cell(r["task"]),
+            csv_cell(r["predicted"]), "" if r["uncertainty"] is None else f"{r['uncertainty']:.6f}",
             "" if r["entropy"] is None else f"{r['entropy']:.6f}",
             "" if r["flagged"] is None else int(r["flagged"]),
             *["" if c not in r["probabilities"] else f"{r['probabilities'][c]:.6f}" for c in classes],
-            r["heatmap"] or "", r["true_label"] or "",
+            csv_cell(r["heatmap"] or ""), csv_cell(r["true_label"] or ""),
             "" if r["heldout_auc"] is None else f"{r['heldout_auc']:.4f}",
             *(["", ""] if r["heldout_auc_ci95"] is None else [f"{v:.4f}" for v in r["heldout_auc_ci95"]]),
-            r["quality"], r["agreement"] or "",
+            csv_cell(r["quality"]), csv_cell(r["agreement"] or ""),
         ])
     for e in run.errors:
-        w.writerow([e.source, "", "", "", "", "ERROR", "", "", "", *[""] * len(classes), "",
+        w.writerow([csv_cell(shown(e.source)), "", "", "", "", "", "ERROR", "", "", "", *[""] * len(classes), "",
                     "", "", "", "", "", ""])
     return buf.getvalue()
 
@@ -250,7 +287,7 @@ GREY = "0.45"
 
 
 def _name(pred: PatchPrediction, width: int = 60) -> str:
-    name = Path(pred.source).name + ("" if pred.index is None else f" [{pred.index}]")
+    name = shown(Path(pred.source).name) + ("" if pred.index is None else f" [{pred.index}]")
     return name if len(name) <= width else "\u2026" + name[-(width - 1):]
 
 
@@ -320,12 +357,12 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
     quality = _qualities(run)
     truth = _true_labels(run)
     primary = pred.ensemble or next(iter(pred.per_model.values()))
-    fig.suptitle(_name(pred, 80), fontsize=13, y=0.97)
+    fig.suptitle(_name(pred, 80), fontsize=13, y=0.985)
     fig.text(0.5, 0.945, DISCLAIMER.upper(), ha="center", fontsize=10, color="firebrick",
              weight="bold")
     true_label = truth.get(pred.key) or truth.get(pred.sha256)
     if true_label:
-        fig.text(0.5, 0.925, f"True label (from the data): {_pretty(true_label)}", ha="center", fontsize=9)
+        fig.text(0.5, 0.927, f"True label (from the data): {_pretty(true_label)}", ha="center", fontsize=9)
     ax1 = fig.add_axes([0.06, 0.64, 0.38, 0.26])
     ax2 = fig.add_axes([0.50, 0.64, 0.38, 0.26])
     cax = fig.add_axes([0.90, 0.64, 0.015, 0.26])
@@ -345,7 +382,7 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
         ax1.imshow(to_uint8(patch.pixels), cmap="gray", vmin=0, vmax=255)
         ax1.set_title("patch (windowed min..max)", fontsize=9)
         if hm is not None:
-            mask = tissue_mask(to_model_input(patch.pixels)[0])
+            mask = _tissue(patch)
             shown = display_map(hm, patch)
             ax2.imshow(overlay(patch.pixels, shown, mask=mask))
             ax2.set_title(_heatmap_title(run, pred, hm_model), fontsize=8)
@@ -360,7 +397,7 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
         ax1.text(0.5, 0.5, "pixels not available", ha="center", va="center")
         ax2.text(0.5, 0.5, "no heatmap", ha="center", va="center")
 
-    axb = fig.add_axes([0.3, 0.42, 0.62, 0.17])
+    axb = fig.add_axes([0.3, 0.44, 0.62, 0.15])
     names = list(primary.probabilities)
     vals = [primary.probabilities[c] for c in names]
     colors = ["tab:red" if c == primary.predicted else "tab:blue" for c in names]
@@ -374,13 +411,18 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
     axb.set_title(f"{primary.model} ({primary.task}): call {_pretty(primary.predicted)} "
                   f"{primary.probabilities.get(primary.predicted, 0.0):.3f}", fontsize=9)
 
-    y = 0.37
-    step = 0.0135
+    y = 0.385
+    step = 0.0106
+    bottom = 0.04  # the footer sits below
 
-    def line(text: str, color: str = "black", size: float = 7.5) -> None:
+    def line(text: str, color: str = "black", size: float = 7.0) -> None:
         nonlocal y
         indent = " " * (len(text) - len(text.lstrip()) + 4)
-        for part in textwrap.wrap(text, 104, subsequent_indent=indent) or [""]:
+        for part in textwrap.wrap(text, 112, subsequent_indent=indent) or [""]:
+            if y < bottom:
+                return
+            if y - step < bottom:
+                part = "\u2026 (the rest is in the JSON / CSV report)"
             fig.text(0.06, y, part, va="top", fontsize=size, family="monospace", color=color)
             y -= step
 
@@ -397,6 +439,11 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
         q = quality.get(pred.ensemble.model)
         if q is not None:
             line(f"Ensemble {q.text()}")
+        questions = _questions(run).get(pred.ensemble.model) or []
+        if questions:
+            line("  by question: " + "; ".join(
+                f"{(qq.question or '').replace('_', ' ')} {qq.auc_text().removeprefix('AUC ')}"
+                + ("" if qq.trusted else f" ({qq.status})") for qq in questions))
         y -= step / 2
     line("Member models (answer; measured quality on held-out data; grey = not above chance):")
     for name, out in pred.per_model.items():
@@ -411,13 +458,20 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
         line(f"  {m['name']} v{m['version']} [{m.get('kind', 'model')}, {m['task']}] "
              f"sha256 {_short(m['sha256'])}")
     line(f"Input sha256 (pixels): {pred.sha256}")
+    line("Intensity: " + ("float pixels in [0, 1]" if pred.bits is None
+                          else f"scaled by its {pred.bits}-bit depth (pixels / {(1 << pred.bits) - 1})"))
     line(f"Created {prov.get('created')}  mammo {prov.get('software', {}).get('version')}")
+
+
+def _tissue(patch) -> np.ndarray:
+    """The tissue mask of a patch on the model-input scale (a ``Patch`` by its own bit depth)."""
+    return tissue_mask(to_model_input(patch if isinstance(patch, Patch) else patch.pixels)[0])
 
 
 def display_map(heatmap: np.ndarray, patch) -> np.ndarray:
     """The map as every report draws it: per patch [0, 1] with the background masked out
     (:func:`mammo_core.explain.finish_map`; a no-op for maps from :class:`Session`)."""
-    return finish_map(np.asarray(heatmap), tissue_mask(to_model_input(patch.pixels)[0]))
+    return finish_map(np.asarray(heatmap), _tissue(patch))
 
 
 def pdf_pages(run: PredictionRun) -> Iterator[Any]:
@@ -459,7 +513,7 @@ def pdf_pages(run: PredictionRun) -> Iterator[Any]:
     if run.errors:
         fig = plt.figure(figsize=A4)
         text = "Inputs that could not be read:\n\n" + "\n".join(
-            f"{e.source}: {e.error}"[:110] for e in run.errors[:80])
+            shown(f"{e.source}: {e.error}")[:110] for e in run.errors[:80])
         fig.text(0.06, 0.95, text, va="top", fontsize=8, family="monospace")
         yield done(fig)
 

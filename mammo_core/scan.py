@@ -192,11 +192,23 @@ def chest_wall_side(mask: np.ndarray) -> str:
 
 def pectoral_mask(unit: np.ndarray, breast: np.ndarray) -> np.ndarray:
     """The pectoral muscle where it can be found (MLO views): the bright connected region in
-    the upper chest-wall corner; empty when nothing plausible is there (CC views)."""
+    the upper chest-wall corner of the breast's bounding box; empty when nothing plausible is
+    there (CC views)."""
+    out = np.zeros_like(breast)
+    if not breast.any():
+        return out
+    rows = np.flatnonzero(breast.any(axis=1))
+    cols = np.flatnonzero(breast.any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    out[r0:r1, c0:c1] = _pectoral_in_box(unit[r0:r1, c0:c1], breast[r0:r1, c0:c1])
+    return out
+
+
+def _pectoral_in_box(unit: np.ndarray, breast: np.ndarray) -> np.ndarray:
     import cv2
 
     h, w = breast.shape
-    if not breast.any():
+    if h < 8 or w < 8:
         return np.zeros_like(breast)
     side = chest_wall_side(breast)
     vals = unit[breast]

@@ -22,7 +22,7 @@ from mammo_core.ensemble import _factors_of, apply_temperature, combine, member_
 from mammo_core.errors import BundleError, MammoError
 from mammo_core.explain import finish_map, gradcam, tissue_mask, weighted_mean
 from mammo_core.inference import bundle_summary, find_bundle, load_bundle, predict_arrays
-from mammo_core.io import ReadFailure, to_model_input
+from mammo_core.io import ReadFailure, read_patches, to_model_input
 from mammo_core.labels import CLASS_NAMES
 from mammo_core.paths import models_dir as default_models_dir
 from mammo_core.predictions import ENSEMBLE, ModelOutput, PatchPrediction, patch_key
@@ -60,6 +60,14 @@ class Session:
         self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
         self._state = _State()
         self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ reading
+    @staticmethod
+    def read(paths, recursive: bool = False, bits: int | None = None):
+        """Read patches as ``mammo predict`` does (``io.read_patches``): ``bits`` (1-16) says
+        how many bits 16-bit PNG / TIFF / ``.npy`` containers really hold (DICOM uses its
+        BitsStored); each patch keeps the depth it is scaled by (``Patch.bits``)."""
+        return read_patches(paths, recursive=recursive, bits=bits)
 
     # ------------------------------------------------------------------ cards only
     def available(self) -> list[BundleInfo]:
@@ -227,7 +235,8 @@ class Session:
                 flag = bool(res.flagged[i])
                 ent = float(res.entropy[i])
             p = patches[i]
-            out.append(PatchPrediction(p.source, p.index, p.sha256, per, e_out, unc, flag, ent))
+            out.append(PatchPrediction(p.source, p.index, p.sha256, per, e_out, unc, flag, ent,
+                                       getattr(p, "bits", None)))
         return out
 
     # ------------------------------------------------------------------ P(abnormal) only

@@ -86,6 +86,11 @@ def patch(img, box):
 
 @pytest.fixture
 def tree(tmp_path):
+    return make_tree(tmp_path)
+
+
+def make_tree(tmp_path):
+    """The synthetic release (also used by tests/test_hardening.py): (root, expected pairs)."""
     rng = np.random.default_rng(11)
     root = tmp_path / "cbis"
     expect = {"train": [], "public_test": []}

@@ -84,8 +84,9 @@ class FakeSession:
             raise ValueError("no gradient for this layer")
         return np.full((150, 150), 0.5, np.float32)
 
-    def export(self, path, fmt, patches, preds, heatmaps=None):
+    def export(self, path, fmt, patches, preds, heatmaps=None, heatmap_meta=None):
         self.exported.append((path, fmt, [key_of(p) for p in patches], dict(heatmaps or {})))
+        self.exported_meta = dict(heatmap_meta or {})
         Path(path).write_text(json.dumps({"n": len(preds), "fmt": fmt}))
         return Path(path)
 
@@ -361,6 +362,8 @@ def test_export_predicts_the_rest_and_names_the_ensemble_heatmap(qtbot, make, tm
     _path, fmt, keys, heat = s.exported[0]
     assert keys == [key_of(a), key_of(b)] and fmt == "json"
     assert list(heat) == [(key_of(a), ENSEMBLE)]  # the report names it (test_predictions)
+    # the report titles the map with the class it explains and the method
+    assert s.exported_meta == {(key_of(a), ENSEMBLE): {"target": "baseline", "method": "gradcam"}}
     assert s.predict_calls[-1] == [key_of(b)]  # only the missing one predicted
     assert c.prediction(key_of(b)) is not None
 

@@ -157,3 +157,26 @@ def test_exported_pdf_map_is_normalised_masked_with_colour_bar_and_target(sessio
 
         for f in figs:
             plt.close(f)
+
+
+def test_cli_exported_maps_are_normalised_and_masked(session, tmp_path, capsys):
+    """`mammo predict --gradcam-dir` writes every member's and the ensemble's map as .npy."""
+    import json
+
+    from mammo_core.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    pats = edge_patches()
+    np.save(src / "edge.npy", np.stack([p.pixels for p in pats]))
+    maps_dir = tmp_path / "maps"
+    rc = main(["predict", str(src), "--models-dir", str(session.models_dir), "--gradcam", "--gradcam-dir",
+               str(maps_dir), "--format", "json", "--no-progress"])
+    assert rc == 0
+    rows = json.loads(capsys.readouterr().out)["predictions"]
+    files = {r["heatmap"] for r in rows if r["heatmap"]}
+    assert len(files) >= len(pats) * 2  # members and the ensemble
+    for r in rows:
+        if r["heatmap"]:
+            mask = tissue_mask(to_model_input(pats[r["index"]])[0])
+            assert_displayable(np.load(r["heatmap"], allow_pickle=False), mask, r["heatmap"])

@@ -30,7 +30,10 @@ def _prov():
             "models": [model("good_mass_calc", "mass_calc", ["mass", "calcification"], 0.89, [0.6, 1.0]),
                        model("chance_benign_malignant", "benign_malignant", ["benign", "malignant"],
                              0.33, [0.06, 0.65]),
-                       model("ensemble", "five_class", FIVE, 0.66, [0.53, 0.8], "ensemble")],
+                       {**model("ensemble", "five_class", FIVE, 0.66, [0.53, 0.8], "ensemble"),
+                        "heldout_questions": {
+                            "abnormal_vs_baseline": {"auc": 0.81, "auc_ci95": [0.62, 0.94], "n": 28},
+                            "benign_vs_malignant": {"auc": 0.33, "auc_ci95": [0.06, 0.65], "n": 14}}}],
             "ensemble": {"threshold": 0.1}}
 
 
@@ -95,6 +98,9 @@ def test_patch_page_member_quality_greyed_and_never_bold(figs):
     assert any("True label (from the data): baseline" in w for w in words)
     assert CALL_RULE in " ".join(" ".join(words).split())  # wrapped over lines
     assert any(w.startswith("Low confidence") for w in words)
+    flat = " ".join(" ".join(words).split())
+    assert "abnormal vs baseline 0.81 (95% CI 0.62\u20130.94)" in flat
+    assert "benign vs malignant 0.33 (95% CI 0.06\u20130.65) (at chance)" in flat
     i_good = next(i for i, t in enumerate(texts) if "good_mass_calc (mass_calc): mass 0.800" in t.get_text())
     i_bad = next(i for i, t in enumerate(texts)
                  if "chance_benign_malignant (benign_malignant): malignant 1.000" in t.get_text())

@@ -38,13 +38,14 @@ def test_parse_grid_and_config_checks(tmp_path):
     with pytest.raises(MammoError, match="folds"):
         TrainConfig("mass_calc", "scratch_v1", tmp_path, tmp_path, folds=1)
     c = TrainConfig("benign_malignant", "transfer", tmp_path, tmp_path / "o")
-    assert c.learning_rate == 1e-5 and c.augmentation == "rot90"
+    assert c.learning_rate == 1e-5 and c.augmentation == "rotate90_reflect"
     assert TrainConfig("mass_calc", "scratch_v1", tmp_path, tmp_path).learning_rate == 1e-3
     assert TrainConfig("mass_calc", "scratch_v1", tmp_path, tmp_path).augmentation == "geometric"
 
 
-def _batches(ds):
-    return [tuple(np.asarray(t) for t in b) if isinstance(b, tuple) else np.asarray(b) for b in ds]
+def _x(ds, epoch=None):
+    """Every batch's images of ``ds`` (a PatchDataset), at its current epoch."""
+    return np.concatenate([ds[i][0] for i in range(len(ds))])
 
 
 def test_pipeline_augmentations(rng):
@@ -52,23 +53,62 @@ def test_pipeline_augmentations(rng):
 
     x = rng.random((6, 150, 150, 1)).astype("float32")
     y = np.array([0, 1, 0, 1, 0, 1])
-    plain = _batches(make_dataset(x, y, batch_size=4, weights={0: 0.5, 1: 2.0}))
-    np.testing.assert_array_equal(np.concatenate([b[0] for b in plain]), x)
-    np.testing.assert_array_equal(np.concatenate([b[2] for b in plain]), [0.5, 2, 0.5, 2, 0.5, 2])
+    plain = make_dataset(x, y, batch_size=4, weights={0: 0.5, 1: 2.0})
+    assert len(plain) == 2 and len(plain[1][0]) == 2
+    np.testing.assert_array_equal(_x(plain), x)
+    np.testing.assert_array_equal(np.concatenate([plain[i][2] for i in range(2)]), [0.5, 2, 0.5, 2, 0.5, 2])
 
-    geo = np.concatenate([b[0] for b in _batches(make_dataset(x, y, batch_size=4, augment="geometric"))])
+    geo = _x(make_dataset(x, y, batch_size=4, augment="geometric"))
     assert geo.shape == x.shape and geo.min() >= 0 and geo.max() <= 1
     assert np.abs(geo - x).mean() > 0.05  # transformed
 
-    rot = np.concatenate(_batches(make_dataset(x, batch_size=4, augment="rot90", seed=3)))
-    ks = []
+    rot = _x(make_dataset(x, batch_size=4, augment="rot90", seed=3))
     for a, b in zip(x, rot):
         matches = [k for k in range(4) if np.array_equal(np.rot90(a, k, axes=(0, 1)), b)]
         assert len(matches) == 1  # exactly a right-angle rotation, no flip, no interpolation
-        ks.append(matches[0])
-    ds = make_dataset(x, batch_size=6, augment="rot90", seed=3)
-    epochs = [np.asarray(next(iter(ds))) for _ in range(4)]
-    assert any(not np.array_equal(epochs[0], e) for e in epochs[1:])  # new draw each epoch
+    ds = make_dataset(x, y, batch_size=6, augment="rot90", seed=3, shuffle=True)
+    epochs = []
+    for _ in range(4):
+        epochs.append(ds[0])
+        ds.on_epoch_end()
+    assert any(not np.array_equal(epochs[0][0], e[0]) for e in epochs[1:])  # new draw each epoch
+    assert any(not np.array_equal(epochs[0][1], e[1]) for e in epochs[1:])  # new order each epoch
+    # trimmed to a multiple of the devices (JAX data parallelism), a different remainder each epoch
+    dp = make_dataset(x[:5], y[:5], batch_size=4, shuffle=True, multiple_of=2)
+    assert [len(dp[i][0]) for i in range(len(dp))] == [4]
+
+
+def _fit_weights(x, y, workers, epochs=2):
+    import keras
+
+    from mammo_core.models import build_model
+    from mammo_core.training.pipeline import make_dataset
+
+    keras.utils.set_random_seed(0)
+    model = build_model("scratch_v1", 2, hidden=4)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    ds = make_dataset(x, y, batch_size=4, shuffle=True, augment="geometric", seed=5, workers=workers)
+    model.fit(ds, epochs=epochs, verbose=0, shuffle=False)
+    assert ds.epoch >= epochs  # Keras ended every epoch: the seeded stream advanced
+    return model.get_weights()
+
+
+def test_parallel_loader_is_reproducible_at_any_worker_count(rng):
+    from mammo_core.training.pipeline import make_dataset
+
+    x = rng.random((10, 150, 150, 1)).astype("float32")
+    y = np.arange(10) % 2
+    a = make_dataset(x, y, batch_size=4, shuffle=True, augment="geometric", seed=5, workers=1)
+    b = make_dataset(x, y, batch_size=4, shuffle=True, augment="geometric", seed=5, workers=3)
+    for _ in range(2):
+        for i in range(len(a)):
+            for u, v in zip(a[i], b[i]):
+                np.testing.assert_array_equal(u, v)
+        a.on_epoch_end()
+        b.on_epoch_end()
+    w1, w3 = _fit_weights(x, y, 1), _fit_weights(x, y, 3)
+    for u, v in zip(w1, w3):
+        np.testing.assert_array_equal(u, v)
 
 
 def test_feature_cache_copies(rng):
@@ -80,11 +120,13 @@ def test_feature_cache_copies(rng):
     base = keras.Model(inp, keras.layers.AveragePooling2D(50)(inp))
     x = rng.random((5, 150, 150, 1)).astype("float32")
     f, y = extract_features(base, x, 4, "geometric", 2, 0, np.arange(5))
-    assert f.shape == (10, 3, 3, 1) and list(y) == [0, 1, 2, 3, 4] * 2
-    assert not np.allclose(f[:5], f[5:])  # two different augmented copies
+    assert f.shape == (15, 3, 3, 1) and list(y) == [0, 1, 2, 3, 4] * 3  # originals + 2 variants (3N)
+    plain = base.predict(x, verbose=0)
+    np.testing.assert_allclose(f[:5], plain, rtol=1e-6)
+    assert not np.allclose(f[5:10], f[10:]) and not np.allclose(f[5:10], plain)
     f1, _ = extract_features(base, x, 4, "none", 2, 0, np.arange(5))
     assert f1.shape == (5, 3, 3, 1)
-    np.testing.assert_allclose(f1, base.predict(x, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(f1, plain, rtol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +170,13 @@ def test_train_scratch_writes_bundle_and_honest_metrics(cbis, tmp_path):
     assert len(rows) == len(res.history) <= 3 and rows[0]["stage"] == "train"
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["public_test"]["n"] == 8
+    # the study's AUC (hard labels) beside the probability AUC; for two classes = balanced accuracy
+    from sklearn.metrics import balanced_accuracy_score
+
+    pred = model.predict(x, verbose=0).argmax(axis=1)
+    assert doc["public_test"]["auc_hard_labels"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert card["metrics"]["auc_hard_labels"] == doc["public_test"]["auc_hard_labels"]
+    assert "study" in doc["public_test"]["auc_note"]
 
 
 def test_validation_split_is_grouped_by_patient(tmp_path):

@@ -20,7 +20,7 @@ CASES = {
                                       ["--weights", "none", "--mode", "ft"], "block5_conv3"),
     "task_3_2_pretrained_benign_malignant": ("benign_malignant", ["benign", "malignant"],
                                              ["--weights", "none"], "block5_conv3"),
-    "task_4_baseline_mass_calc": ("baseline_mass_calc", ["baseline", "mass", "calcification"], [], "conv6"),
+    "task_4_baseline_mass_calc": ("baseline_mass_calc", ["baseline", "mass", "calcification"], [], "conv5"),
 }
 
 
@@ -51,6 +51,14 @@ def test_script_smoke(name, cbis, tmp_path, capsys):
         assert (out / f).is_file()
     if "pretrained" in name:
         assert card["architecture"]["params"] == 16_812_610  # the real VGG16 + head
+        assert card["training"]["protocol"]["feature_cache"]["size"] == "2N"  # smoke: 1 variant + originals
+    if "--mode" in extra:  # fine-tuning "the last layer": the last conv layer and the head
+        ft = card["training"]["protocol"]["fine_tuning"]
+        assert ft["unfreeze"] == "last_conv"
+        assert ft["trainable_layers"] == ["block5_conv3", "dense_hidden", "predictions"]
+    preset = card["training"]["protocol"]["preset"]
+    assert preset["settings"]["task"]["value"] == task
+    assert {s["source"] for s in preset["settings"].values()} <= {"study", "literal reading", "project choice", "flag"}
     assert "public_test accuracy" in capsys.readouterr().out
 
 
@@ -97,3 +105,53 @@ def test_transfer_script_with_local_vgg16_weights(cbis, tmp_path, vgg16_weights)
     card = json.loads((out / "card.json").read_text())
     assert card["architecture"]["options"]["weights"] == str(vgg16_weights)
     assert card["architecture"]["trainable_params"] == 2_097_922
+
+
+def _config(name: str, argv: list[str]):
+    from mammo_core.training.cli import config_from_args, make_parser
+
+    mod = load_script(name)
+    captured = {}
+
+    def fake_run(argv_, **kw):
+        captured.update(kw)
+        return 0
+
+    mod.run = fake_run
+    mod.main([])
+    kw = captured
+    scratch = kw.get("scratch_models") or ()
+    parser = make_parser(kw["prog"], kw["description"], scratch_models=scratch, transfer=kw["transfer"],
+                         default_model=kw["model"], preset=kw["preset"])
+    args = parser.parse_args(["--data", "d", "--out", "o", *argv])
+    return config_from_args(args, kw["task"], kw["model"], argv, kw["prog"], kw["preset"])
+
+
+def test_study_presets_are_the_defaults_and_flags_override():
+    c = _config("task_2_1_scratch_mass_calc", [])
+    assert (c.model, c.augmentation, c.class_weights, c.learning_rate) == ("scratch_v1", "geometric", "none", 1e-3)
+    assert c.settings["augment"]["source"] == "literal reading"
+    c = _config("task_2_2_scratch_benign_malignant", ["--augment", "rot90"])
+    assert (c.model, c.augmentation, c.class_weights) == ("scratch_v2", "rot90", "balanced")
+    assert c.settings["augment"]["source"] == "flag"
+    c = _config("task_4_baseline_mass_calc", [])
+    assert (c.model, c.class_weights) == ("scratch_v1", "none")  # the study reused Fig. 2
+    c = _config("task_3_2_pretrained_benign_malignant", [])
+    assert (c.class_weights, c.batch_size, c.epochs, c.fe_copies, c.ft_unfreeze) == ("1,1.25", 50, 100, 2, "last_conv")
+    assert c.settings["output_activation"]["source"] == "project choice"
+    c = _config("task_3_2_pretrained_benign_malignant", ["--backbone", "vgg19"])
+    assert (c.class_weights, c.batch_size, c.epochs) == ("1,1.2", 32, 65)
+    c = _config("task_3_2_pretrained_benign_malignant", ["--backbone", "vgg19", "--batch-size", "16",
+                                                         "--ft-unfreeze", "last_block", "--lr", "1e-4"])
+    assert (c.batch_size, c.epochs, c.ft_unfreeze, c.learning_rate) == (16, 65, "last_block", 1e-4)
+    assert c.settings["batch_size"] == {"value": 16, "source": "flag", "reason": "given on the command line"}
+    c = _config("task_3_1_pretrained_mass_calc", ["--no-augment"])
+    assert (c.augmentation, c.class_weights) == ("none", "none")
+
+
+def test_help_prints_the_preset_table(capsys):
+    with pytest.raises(SystemExit):
+        load_script("task_3_2_pretrained_benign_malignant").main(["--help"])
+    out = capsys.readouterr().out
+    assert "Study protocol (Task 3.2)" in out and "[literal reading]" in out and "[project choice]" in out
+    assert "epochs (vgg19)" in out and "--parallel-augment" not in out

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
                description=(
                    "Task 2.1 of the study: CNN from "
                    "scratch (Fig. 2), mass vs calcification."),
-               model="scratch_v1", scratch_models=("scratch_v1", "scratch_v2"), transfer=False)
+               model="scratch_v1", scratch_models=("scratch_v1", "scratch_v2"), transfer=False, preset="2.1")
 
 
 if __name__ == "__main__":

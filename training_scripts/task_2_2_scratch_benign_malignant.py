@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
                description=(
                    "Task 2.2 of the study: CNN from "
                    "scratch (Fig. 10), benign vs malignant."),
-               model="scratch_v2", scratch_models=("scratch_v2", "scratch_v1"), transfer=False)
+               model="scratch_v2", scratch_models=("scratch_v2", "scratch_v1"), transfer=False, preset="2.2")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
                description=(
                    "Task 3.1 of the study: ImageNet backbone "
                    "(VGG16/VGG19/ResNet50), mass vs calcification."),
-               model="transfer", scratch_models=(), transfer=True)
+               model="transfer", scratch_models=(), transfer=True, preset="3.1")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
                description=(
                    "Task 3.2 of the study: ImageNet backbone "
                    "(VGG16/VGG19/ResNet50), benign vs malignant."),
-               model="transfer", scratch_models=(), transfer=True)
+               model="transfer", scratch_models=(), transfer=True, preset="3.2")
 
 
 if __name__ == "__main__":

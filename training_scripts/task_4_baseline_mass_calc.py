@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
                description=(
                    "Task 4 of the study: baseline tissue vs mass vs "
                    "calcification (3 classes, baseline patches kept)."),
-               model="scratch_v2", scratch_models=("scratch_v2", "scratch_v1"), transfer=True)
+               model="scratch_v1", scratch_models=("scratch_v1", "scratch_v2"), transfer=True, preset="4")
 
 
 if __name__ == "__main__":

@@ -63,18 +63,24 @@ def dataset_summary(path: Path) -> dict:
     return {"path": str(path), "splits": splits}
 
 
+def _num(v) -> str:
+    """A pixel value for the table: integers as they are, floats (in [0, 1]) to 4 decimals."""
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
 def format_text(summary: dict) -> str:
     splits = summary["splits"]
     names = list(splits)
     lines = [f"Patch arrays in {summary['path']}", ""]
-    header = f"{'split':<14}{'patches':>9}  {'dtype':<8}{'shape':<10}{'min':>8}{'max':>8}  pairs"
+    header = f"{'split':<14}{'patches':>9}  {'dtype':<8}{'shape':<10} {'min':>8} {'max':>8}  pairs"
     lines.append(header)
     lines.append("-" * len(header))
     for name in names:
         s = splits[name]
         pairs = "no labels" if s["pairs_ok"] is None else ("ok" if s["pairs_ok"] else "NOT ok")
         shape = "x".join(str(v) for v in s["shape"])
-        lines.append(f"{name:<14}{s['n']:>9}  {s['dtype']:<8}{shape:<10}{s['min']:>8}{s['max']:>8}  {pairs}")
+        lo, hi = _num(s["min"]), _num(s["max"])
+        lines.append(f"{name:<14}{s['n']:>9}  {s['dtype']:<8}{shape:<10} {lo:>8} {hi:>8}  {pairs}")
     labelled = [n for n in names if splits[n]["classes"] is not None]
     if labelled:
         lines.append("")

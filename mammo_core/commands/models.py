@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -66,6 +67,8 @@ def _headline_metric(card) -> str:
 
 def run_list(args) -> int:
     root = _models_dir(args)
+    if not root.is_dir():
+        raise MammoError("no such models folder", root)
     infos = Session(root).available()
     if args.format == "json":
         out = {"models_dir": str(root), "disclaimer": DISCLAIMER, "bundles": [
@@ -108,13 +111,15 @@ def model_spread(folder: Path, x, models_root: Path) -> dict:
 
 def run_verify(args) -> int:
     root = _models_dir(args)
+    if not root.is_dir():
+        raise MammoError("no such models folder", root)
     problems: list[str] = []
     try:
         manifest = read_manifest(root)
     except MammoError as err:
         print(f"FAIL {err}", file=sys.stderr)
         return 1
-    folders = [p for p in sorted(root.iterdir()) if (p / CARD_FILE).is_file()] if root.is_dir() else []
+    folders = [p for p in sorted(root.iterdir()) if os.path.lexists(p / CARD_FILE)] if root.is_dir() else []
     seen = set()
     x = None
     if not args.no_spread:

@@ -3,16 +3,19 @@ report as JSON / CSV / PDF. Same code path as the viewer (mammo_core.session.Ses
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 from mammo_core import DISCLAIMER
-from mammo_core.atomic import atomic_path, atomic_write_bytes
+from mammo_core.atomic import atomic_path, atomic_write_bytes, write_through
 from mammo_core.errors import MammoError
 from mammo_core.explain import overlay
-from mammo_core.io import read_patches
+from mammo_core.io import READ_EXTENSIONS
 from mammo_core.report import PredictionRun, csv_text, json_text
+from mammo_core.safeio import shown
 from mammo_core.session import ENSEMBLE, Session
 
 EPILOG = f"""\
@@ -22,8 +25,12 @@ examples:
   mammo predict patches/ --model path/to/bundle --gradcam --gradcam-dir maps/ -o report.pdf --format pdf
 
 PATH is any mix of patch files (.npy .png .tif .jpg .pgm .dcm), stacked .npy arrays (N,150,150)
-and folders. Exit codes: 0 every input predicted, 1 bad input or model, 2 usage error,
-3 some inputs could not be read (the rest were predicted and reported).
+and folders. Intensities are scaled by the true bit depth: DICOM by its BitsStored, other files
+by their container (8 or 16 bit) unless --bits says a 16-bit file holds fewer bits.
+-o may name a special file (/dev/stdout, a FIFO): the report is written into it. Outputs are
+checked before any model loads; an output that fails after the work still gets the report on
+stdout (exit 1). Exit codes: 0 every input predicted, 1 bad input, model or output, 2 usage
+error, 3 some inputs could not be read (the rest were predicted and reported).
 {DISCLAIMER}.
 """
 
@@ -54,6 +61,9 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
                    help="report file (default: stdout for json/csv)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="patches per batch (default 32)")
+    p.add_argument("--bits", type=int, default=None, metavar="N",
+                   help="16-bit PNG/TIFF/.npy files hold only N bits (1-16; e.g. 12 for a 12-bit "
+                        "mammogram saved in a 16-bit PNG); DICOM uses its own BitsStored")
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
@@ -68,20 +78,91 @@ def _safe(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", s).strip("_") or "x"
 
 
+def _nearest_existing(path: Path) -> Path:
+    p = Path(os.path.abspath(path))
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _writable_folder(folder: Path) -> str | None:
+    """None when files can be created in ``folder`` (or in the folders that would be made
+    for it), else why not. Tried for real (a probe file), as root ignores permission bits."""
+    base = _nearest_existing(folder)
+    if not base.is_dir():
+        return f"{shown(base)} is not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mammo-probe-", dir=base)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"cannot write in {shown(base)}: {exc.strerror or exc}"
+    return None
+
+
+def _inside(child: str, parent: str) -> bool:
+    return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def _check_outputs(args) -> str | None:
+    """Why the outputs cannot be written, before any model loads (None when they can)."""
+    inputs = [Path(p) for p in args.paths]
+    in_files = {os.path.realpath(p) for p in inputs if os.path.lexists(p) and not p.is_dir()}
+    in_dirs = [os.path.realpath(p) for p in inputs if p.is_dir()]
+    if args.output is not None:
+        out = args.output
+        if str(out) == "":
+            return "-o: empty file name"
+        if not write_through(out):
+            real = os.path.realpath(out)
+            if os.path.isdir(real):
+                return f"-o {shown(out)}: is a folder; name a report file"
+            if real in in_files:
+                return f"-o {shown(out)}: is one of the inputs; refusing to overwrite it"
+            if Path(real).suffix.lower() in READ_EXTENSIONS and any(
+                    (os.path.dirname(real) == d) or (args.recursive and _inside(real, d)) for d in in_dirs):
+                return f"-o {shown(out)}: lies in an input folder and would be read as an input; refusing"
+            why = _writable_folder(Path(real).parent)
+            if why:
+                return f"-o {shown(out)}: {why}"
+        elif os.path.isdir(out):
+            return f"-o {shown(out)}: is a folder; name a report file"
+    if args.gradcam_dir is not None:
+        gd = args.gradcam_dir
+        if str(gd) == "":
+            return "--gradcam-dir: empty folder name"
+        if os.path.lexists(gd) and not os.path.isdir(gd):
+            return f"--gradcam-dir {shown(gd)}: exists and is not a folder"
+        real = os.path.realpath(gd)
+        for d in in_dirs:
+            if _inside(real, d):
+                return (f"--gradcam-dir {shown(gd)}: lies in the input folder {shown(d)}; its heatmaps "
+                        "would be read as patches; choose a folder outside the inputs")
+        why = _writable_folder(Path(real))
+        if why:
+            return f"--gradcam-dir {shown(gd)}: {why}"
+    return None
+
+
 def run(args) -> int:
     if args.format == "pdf" and args.output is None:
         return _usage("--format pdf requires -o FILE")
     if args.batch_size < 1:
         return _usage(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.bits is not None and not 1 <= args.bits <= 16:
+        return _usage(f"--bits must be from 1 to 16, got {args.bits}")
+    why = _check_outputs(args)
+    if why:
+        return _usage(why)
     gradcam = args.gradcam or args.gradcam_dir is not None
 
     from tqdm import tqdm
 
 
     session = Session(args.models_dir)
-    coll = read_patches(args.paths, recursive=args.recursive)
+    coll = session.read(args.paths, recursive=args.recursive, bits=args.bits)
     for e in coll.errors:
-        print(f"mammo: cannot read {e.source}: {e.error}", file=sys.stderr)
+        print(f"mammo: cannot read {shown(e.source)}: {shown(e.error)}", file=sys.stderr)
 
     if args.model == "all":
         names = None
@@ -109,22 +190,43 @@ def run(args) -> int:
                                 progress=lambda done, total: bar.update(done - bar.n))
 
     heatmaps, heatmap_paths = {}, {}
+    write_failed = None
     if gradcam:
-        heatmaps, heatmap_paths = _gradcam(session, coll.patches, preds, args, disable)
+        heatmaps, heatmap_paths, write_failed = _gradcam(session, coll.patches, preds, args, disable)
 
     errors = list(coll.errors)
+    run_ = PredictionRun(preds, session.provenance(), errors, coll.patches, heatmaps, heatmap_paths)
     if args.output is None:
-        run_ = PredictionRun(preds, session.provenance(), errors, coll.patches, heatmaps, heatmap_paths)
         sys.stdout.write(json_text(run_) if args.format == "json" else csv_text(run_))
         sys.stdout.flush()
     else:
-        session.export(args.output, args.format, coll.patches, preds, heatmaps, errors=errors,
-                       heatmap_paths=heatmap_paths)
-        print(f"mammo: wrote {args.output} ({len(preds)} patches, {len(errors)} unreadable); "
-              f"{DISCLAIMER}", file=sys.stderr)
+        try:
+            session.export(args.output, args.format, coll.patches, preds, heatmaps, errors=errors,
+                           heatmap_paths=heatmap_paths)
+        except (OSError, MammoError) as exc:
+            write_failed = f"cannot write {shown(args.output)}: {_why(exc)}"
+        else:
+            print(f"mammo: wrote {shown(args.output)} ({len(preds)} patches, {len(errors)} unreadable); "
+                  f"{DISCLAIMER}", file=sys.stderr)
+    if write_failed:  # the work is done: never lose it
+        text = csv_text(run_) if args.format == "csv" else json_text(run_)
+        print(f"mammo: error: {write_failed}; the report ({'CSV' if args.format == 'csv' else 'JSON'}) "
+              "follows on stdout", file=sys.stderr)
+        if args.output is not None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        return 1
     if errors:
         return 3 if preds else 1
     return 0
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, MammoError):
+        return exc.problem
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
 
 
 def _gradcam(session, patches, preds, args, disable):
@@ -134,9 +236,14 @@ def _gradcam(session, patches, preds, args, disable):
 
     ens_loaded = ENSEMBLE in session.loaded
     heatmaps, paths = {}, {}
+    failed = None
     out_dir = args.gradcam_dir
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            failed = f"cannot create --gradcam-dir {shown(out_dir)}: {_why(exc)}"
+            out_dir = None
     with tqdm(total=len(patches), desc="Grad-CAM", unit="patch", file=sys.stderr, disable=disable) as bar:
         for i, (patch, pred) in enumerate(zip(patches, preds)):
             maps = {}
@@ -156,12 +263,17 @@ def _gradcam(session, patches, preds, args, disable):
                         stem += f"_{patch.index}"
                     stem += f"_{_safe(model)}"
                     npy = out_dir / f"{stem}.npy"
-                    with atomic_path(npy) as tmp:
-                        np.save(tmp, hm.astype(np.float32), allow_pickle=False)
-                    _write_png(out_dir / f"{stem}.png", overlay(patch.pixels, hm))
+                    try:
+                        with atomic_path(npy) as tmp:
+                            np.save(tmp, hm.astype(np.float32), allow_pickle=False)
+                        _write_png(out_dir / f"{stem}.png", overlay(patch.pixels, hm))
+                    except (OSError, MammoError) as exc:  # e.g. disk full: keep the maps in memory
+                        failed = f"cannot write heatmaps in {shown(out_dir)}: {_why(exc)}"
+                        out_dir = None
+                        continue
                     paths[(key, model)] = str(npy)
             bar.update(1)
-    return heatmaps, paths
+    return heatmaps, paths, failed
 
 
 def _write_png(path: Path, rgb) -> None:

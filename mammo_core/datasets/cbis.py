@@ -309,15 +309,42 @@ def build_cbis(root: str | Path, out_dir: str | Path, progress: bool = True,
                            f"({', '.join(CSV_FILES)})", root)
     failures: list[str] = [f"{root / n}: case-description CSV not found" for n in CSV_FILES
                            if n not in csvs]
+    skipped: list[dict] = []
+
+    def skip_row(source_csv: str, csv_row, reason: str, failure: bool, case: CbisCase | None = None) -> None:
+        c = case
+        skipped.append({"source_csv": source_csv, "csv_row": csv_row,
+                        "patient": c.patient if c else "", "side": c.side if c else "",
+                        "view": c.view if c else "", "abnormality_id": c.abnormality_id if c else "",
+                        "abnormality_type": c.abnormality_type if c else "",
+                        "pathology": c.pathology if c else "", "reason": reason, "failure": int(failure)})
+
+    for n in CSV_FILES:
+        if n not in csvs:
+            skip_row(n, "", "case-description CSV not found", True)
     cases: list[CbisCase] = []
+    seen: dict[tuple, str] = {}
     for name, path in csvs.items():
         kind, split = CSV_FILES[name]
         try:
-            cases.extend(read_case_csv(path, kind, split))
-        except DatasetError as err:
+            got = read_case_csv(path, kind, split)
+        except DatasetError as err:  # the whole CSV: listed in skipped.csv and on stderr
             failures.append(str(err))
+            skip_row(name, "", f"CSV not used: {err.problem}", True)
+            continue
+        for case in got:
+            key = (case.split, case.patient, case.side, case.view, case.abnormality_id,
+                   case.abnormality_type, case.image_path)
+            if not case.patient or not case.image_path:
+                why = "row lacks patient_id or image_file_path"
+            elif key in seen:
+                why = f"duplicate of {seen[key]} (same patient, side, view, abnormality)"
+            else:
+                seen[key] = f"{case.source_csv} row {case.csv_row}"
+                cases.append(case)
+                continue
+            skip_row(case.source_csv, case.csv_row, why, False, case)
     index = DicomIndex(root)
-    skipped: list[dict] = []
     results: dict[str, list[tuple]] = {"train": [], "public_test": []}
     thumbs: dict[Path, tuple[np.ndarray, float]] = {}
     cached: tuple[Path, np.ndarray] | None = None
@@ -361,8 +388,10 @@ def build_cbis(root: str | Path, out_dir: str | Path, progress: bool = True,
             if s.failure:
                 failures.append(f"{case.source_csv} row {case.csv_row} ({case.patient} {case.side} "
                                 f"{case.view} #{case.abnormality_id}): {s.reason}")
-    if not any(results.values()):
-        raise DatasetError("no abnormality could be cut (see the skipped list)", root)
+    if not any(results.values()):  # nothing is written: the reasons go into the message itself
+        reasons = Counter(re.sub(r"\d+", "N", str(r["reason"]))[:100] for r in skipped)
+        top = "; ".join(f"{n} x {why}" for why, n in reasons.most_common(4)) or "no case rows"
+        raise DatasetError(f"no abnormality could be cut ({top})", root)
 
     arrays, rows = {}, []
     sheets: dict[int, list[SheetEntry]] = {lab: [] for lab in (1, 2, 3, 4)}

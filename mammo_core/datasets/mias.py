@@ -132,6 +132,8 @@ class MiasLesion:
 class InfoFile:
     lesions: tuple[MiasLesion, ...]
     normals: tuple[str, ...]
+    #: (line number, text, reason) of every line that looks like a row but could not be parsed
+    dropped: tuple[tuple[int, str, str], ...] = ()
 
 
 def parse_info(path: str | Path) -> InfoFile:
@@ -143,10 +145,14 @@ def parse_info(path: str | Path) -> InfoFile:
         raise DatasetError(f"cannot read the MIAS info file: {err.strerror or err}", path) from None
     lesions: list[MiasLesion] = []
     normals: list[str] = []
+    dropped: list[tuple[int, str, str]] = []
     per_image: Counter = Counter()
     for lineno, raw in enumerate(text.splitlines(), 1):
         m = _ROW.match(raw.strip())
         if not m:
+            if re.match(r"(?i)^\s*mdb", raw):  # a row we cannot read: listed, never dropped silently
+                dropped.append((lineno, raw.strip()[:120],
+                                "unparseable row (expected 'mdbNNN TISSUE CLASS [SEVERITY X Y RADIUS]')"))
             continue
         image, tissue, cls, rest = m.group(1), m.group(2), m.group(3).upper(), m.group(4).split()
         if cls == "NORM":
@@ -164,7 +170,7 @@ def parse_info(path: str | Path) -> InfoFile:
         lesions.append(MiasLesion(image, tissue, cls, severity, x, y, r, lineno, per_image[image], note))
     if not lesions and not normals:
         raise DatasetError("no 'mdbNNN ...' rows found; is this the MIAS Info.txt?", path)
-    return InfoFile(tuple(lesions), tuple(normals))
+    return InfoFile(tuple(lesions), tuple(normals), tuple(dropped))
 
 
 # ---------------------------------------------------------------- the protocol (pure) ----
@@ -223,6 +229,9 @@ def cut_pair(image: np.ndarray, lesion: MiasLesion, jitter: Jitter | None = None
     if image.ndim != 2 or image.dtype.kind not in "ui":
         return Skip(lesion, f"image is not 2-D integer grey (shape {image.shape}, {image.dtype})", jitter)
     shape = image.shape
+    if not (0 <= int(lesion.x) < shape[1] and 0 < int(lesion.y) <= shape[0]):
+        return Skip(lesion, f"centre ({lesion.x}, {lesion.y}) lies outside the {shape[1]} x {shape[0]} image",
+                    jitter)
     row, col = lesion_centre(lesion, shape)
     box = point_window(row, col, int(lesion.radius), shape, jitter)
     thr = tissue_threshold(image)
@@ -365,14 +374,22 @@ def build_mias(images_dir: str | Path, info_file: str | Path, out_dir: str | Pat
         raise DatasetError(f"--extra-baselines must be >= 0, got {extra_baselines}")
     info = parse_info(info_file)
 
-    skipped: list[dict] = []
-    failures: list[str] = []
+    skipped: list[dict] = [
+        {"image": "", "lesion": "", "line": lineno, "mias_class": "", "severity": "", "x": "", "y": "",
+         "radius": "", "reason": f"{why}: {text!r}", "jitter": 0}
+        for lineno, text, why in info.dropped]
+    failures: list[str] = [f"{info_file} line {lineno}: {why}" for lineno, _t, why in info.dropped]
     by_image: dict[str, list[MiasLesion]] = {}
+    seen: dict[tuple, int] = {}
     for les in info.lesions:
         why = eligibility(les)
+        key = (les.image, les.cls, les.severity, les.x, les.y, les.radius)
+        if not why and key in seen:
+            why = f"duplicate of line {seen[key]} (same image, class, severity and circle)"
         if why:
             skipped.append(_skip_row(Skip(les, why)))
         else:
+            seen[key] = les.line
             by_image.setdefault(les.image, []).append(les)
 
     pairs: list[CutPair] = []
@@ -408,8 +425,10 @@ def build_mias(images_dir: str | Path, info_file: str | Path, out_dir: str | Pat
                     jittered.setdefault(p.lesion.lesion_id, []).append((k, res))
                 else:
                     jitter_skips.setdefault(p.lesion.lesion_id, []).append(_skip_row(res, k))
-    if not pairs:
-        raise DatasetError("no abnormality could be cut (see the skipped list)", images_dir)
+    if not pairs:  # nothing is written: the reasons go into the message itself
+        reasons = Counter(re.sub(r"\d+", "N", str(r["reason"]))[:100] for r in skipped)
+        top = "; ".join(f"{n} x {why}" for why, n in reasons.most_common(4)) or "no abnormality rows"
+        raise DatasetError(f"no abnormality could be cut ({top})", images_dir)
 
     _, labels = stack_pairs(pairs)
     groups = np.repeat([p.lesion.patient for p in pairs], 2)

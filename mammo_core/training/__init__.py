@@ -1,5 +1,6 @@
-"""Training: the tf.data pipeline with the study's augmentation, class weights, the scratch and
-transfer (cached features, fine-tuning) loops, k-fold holdout, grid search, held-out
+"""Training: the Keras PyDataset loader with the study's augmentation (numpy/OpenCV), the
+study presets, class weights, the scratch and transfer (cached features, fine-tuning) loops,
+k-fold holdout, grid search, held-out
 evaluation and the files each run writes. Research use only - not a medical device.
 
 ``from mammo_core.training import TrainConfig, train`` is the entry point; the scripts in

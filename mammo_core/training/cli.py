@@ -9,17 +9,36 @@ from pathlib import Path
 
 from mammo_core import DISCLAIMER
 from mammo_core.errors import MammoError
-from mammo_core.training.config import TrainConfig, parse_grid
+from mammo_core.training.augment import AUGMENT_SPECS
+from mammo_core.training.config import DISTRIBUTE, FT_UNFREEZE, LR_SCALING, TrainConfig, parse_grid
+from mammo_core.training.presets import format_table, resolve
 from mammo_core.training.runner import train
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Flag defaults in the help (not for flags whose default is the preset), the preset table
+    kept as written."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+PRESET_HELP = "default: the study preset (table below)"
+
+
 def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] = ("scratch_v1",),
-                transfer: bool = False, default_model: str | None = None) -> argparse.ArgumentParser:
+                transfer: bool = False, default_model: str | None = None,
+                preset: str | None = None) -> argparse.ArgumentParser:
+    table = format_table(preset) + "\n\n" if preset else ""
+    augs = "; ".join(f"{k}: {v.description}" for k, v in AUGMENT_SPECS.items())
     p = argparse.ArgumentParser(
         prog=prog, description=description + f" ({DISCLAIMER}.)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="Writes into --out: model.keras + card.json (the bundle), metrics.json, history.csv, "
-               "curves.png, confusion_matrix.png, roc.png (and folds.csv / grid.csv when asked).",
+        formatter_class=_HelpFormatter,
+        epilog=table + "Writes into --out: model.keras + card.json (the bundle; the card lists every setting "
+               "with its source), metrics.json, history.csv, curves.png, confusion_matrix.png, roc.png "
+               "(and folds.csv / grid.csv when asked).",
     )
     p.add_argument("--data", required=True, type=Path, metavar="DIR",
                    help="CBIS-DDSM-layout folder (train_*, public_test_* arrays; metadata.csv optional)")
@@ -27,19 +46,21 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
     p.add_argument("--name", default=None, help="bundle name (default: derived from task and model)")
     models = list(scratch_models) + (["transfer"] if transfer else [])
     if len(models) > 1:
-        p.add_argument("--model", choices=models, default=default_model or models[0],
-                       help="registry model to train")
+        p.add_argument("--model", choices=models, default=None,
+                       help=f"registry model to train ({PRESET_HELP if preset else default_model})")
     if transfer:
         g = p.add_argument_group("transfer learning")
-        g.add_argument("--backbone", choices=("vgg16", "vgg19", "resnet50", "vgg16_block4"), default="vgg16",
-                       help="ImageNet base; vgg16_block4 = VGG16 cut after block 4 (smaller model)")
-        g.add_argument("--mode", choices=("fe", "ft"), default="fe",
-                       help="fe: frozen base, head trained on cached features; ft: then unfreeze "
-                            "the last block and train on at --ft-lr")
+        g.add_argument("--backbone", choices=("vgg16", "vgg19", "resnet50", "vgg16_block4"), default=None,
+                       help=f"ImageNet base; vgg16_block4 = VGG16 cut after block 4 (smaller model); {PRESET_HELP}")
+        g.add_argument("--mode", choices=("fe", "ft"), default=None,
+                       help="fe: frozen base, head trained on cached features; ft: then fine-tune "
+                            f"(--ft-unfreeze) at --ft-lr; {PRESET_HELP}")
         g.add_argument("--weights", default="imagenet",
                        help="'imagenet' (keras download), a .weights.h5 file, or 'none'")
-        g.add_argument("--fe-copies", type=int, default=2,
-                       help="augmented copies of each patch in the feature cache")
+        g.add_argument("--fe-copies", type=int, default=None,
+                       help=f"augmented variants added to each original patch in the feature cache; {PRESET_HELP}")
+        g.add_argument("--ft-unfreeze", choices=FT_UNFREEZE, default=None,
+                       help=f"fine-tuning: the last conv layer or the whole last block; {PRESET_HELP}")
         g.add_argument("--ft-epochs", type=int, default=None, help="fine-tuning epochs (default --epochs)")
         g.add_argument("--ft-lr", type=float, default=None, help="fine-tuning learning rate (default --lr)")
         g.add_argument("--head", choices=("flatten", "pooled"), default="flatten",
@@ -59,24 +80,34 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
                        help="pooled head: feature cache folder (default $MAMMO_FEATURE_CACHE or "
                             "runs/feature_cache; never in git)")
     p.add_argument("--hidden", type=int, default=None, help="units of the hidden dense layer")
-    p.add_argument("--epochs", type=int, default=100, help="maximum epochs")
-    p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3 scratch, 1e-5 transfer)")
-    p.add_argument("--patience", type=int, default=50, help="early-stopping patience (epochs, val_loss)")
-    p.add_argument("--class-weights", default="balanced",
-                   help="'balanced' (total / (n_classes * n_c)), 'none', or one number per class: 1,1.25")
+    p.add_argument("--epochs", type=int, default=None, help=f"maximum epochs; {PRESET_HELP}")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"batch per replica (global batch = this x replicas); {PRESET_HELP}")
+    p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate; {PRESET_HELP}")
+    p.add_argument("--patience", type=int, default=None,
+                   help=f"early-stopping patience (epochs, val_loss); {PRESET_HELP}")
+    p.add_argument("--class-weights", default=None,
+                   help="'balanced' (total / (n_classes * n_c)), 'none', or one number per class: 1,1.25; "
+                        + PRESET_HELP)
+    p.add_argument("--augment", choices=tuple(AUGMENT_SPECS), default=None,
+                   help=f"augmentation ({augs}); {PRESET_HELP}")
+    p.add_argument("--no-augment", action="store_true",
+                   help="the study's variant without augmentation (= --augment none)")
     p.add_argument("--val-fraction", type=float, default=0.15, help="grouped validation fraction")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-augment", action="store_true", help="the study's variant without augmentation")
     p.add_argument("--folds", type=int, default=0, help="k-fold holdout (study: 4) before the final model")
     p.add_argument("--grid", nargs="+", default=(), metavar="KEY=V1,V2",
                    help="grid search, e.g. batch=25,50 hidden=64,128,256,512")
-    p.add_argument("--distribute", choices=("none", "mirrored"), default="none",
-                   help="mirrored: tf.distribute.MirroredStrategy over all GPUs")
-    p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 on GPU (ignored on CPU)")
-    p.add_argument("--parallel-augment", action="store_true",
-                   help="augment batches concurrently (faster input for a GPU; runs are then not "
-                        "bit-reproducible from --seed)")
+    p.add_argument("--distribute", choices=DISTRIBUTE, default="none",
+                   help="mirrored: tf.distribute.MirroredStrategy over all local GPUs; multiworker: "
+                        "MultiWorkerMirroredStrategy from TF_CONFIG (TensorFlow backend); data-parallel: "
+                        "keras.distribution.DataParallel over all local devices (KERAS_BACKEND=jax)")
+    p.add_argument("--lr-scaling", choices=LR_SCALING, default="none",
+                   help="linear: learning rate x replicas (the global batch grows with them)")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="mixed_float16 on a GPU (Keras policy; ignored on CPU); the saved model is float32")
+    p.add_argument("--workers", type=int, default=0,
+                   help="augmentation threads (0 = every core); the batches are the same at any value")
     p.add_argument("--allow-collapsed", action="store_true",
                    help="write the bundle even when its validation / out-of-fold predictions are (near) "
                         "constant or one class (refused by default; the card records it)")
@@ -87,43 +118,60 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
     return p
 
 
-def config_from_args(args: argparse.Namespace, task: str, model: str | None, argv: list[str], prog: str):
-    model = getattr(args, "model", None) or model
+def config_from_args(args: argparse.Namespace, task: str, model: str | None, argv: list[str], prog: str,
+                     preset: str | None = None):
+    given = {"model": getattr(args, "model", None), "epochs": args.epochs, "batch_size": args.batch_size,
+             "lr": args.lr, "patience": args.patience, "class_weights": args.class_weights,
+             "augment": "none" if args.no_augment else args.augment}
+    for k in ("backbone", "mode", "fe_copies", "ft_unfreeze"):
+        given[k] = getattr(args, k, None)
+    if preset:
+        settings = resolve(preset, given)
+        val = {k: s.value for k, s in settings.items()}
+    else:  # no preset: the library's defaults
+        settings = {}
+        val = {k: v for k, v in given.items() if v is not None}
+    model = val.get("model") or model
     opts: dict = {}
     if args.hidden is not None:
         opts["hidden"] = args.hidden
     extra: dict = {}
     if model == "transfer":
-        opts.update(backbone=args.backbone, mode=args.mode, weights=args.weights)
-        extra = {"fe_copies": args.fe_copies, "ft_epochs": args.ft_epochs, "ft_lr": args.ft_lr}
-        if args.head == "pooled":
+        opts.update(backbone=val.get("backbone", "vgg16"), mode=val.get("mode", "fe"), weights=args.weights)
+        extra = {"ft_epochs": args.ft_epochs, "ft_lr": args.ft_lr}
+        for k in ("fe_copies", "ft_unfreeze"):
+            if k in val:
+                extra[k] = val[k]
+        if getattr(args, "head", "flatten") == "pooled":
             opts["head"] = "pooled"
             extra.update(pool_candidates=tuple(args.pool_candidates), c_grid=tuple(args.c_grid),
                          tta=args.tta, feature_cache=args.feature_cache, train_views=args.train_views)
-    default_name = f"{task}_{model}" + (f"_{args.backbone}_{args.mode}" if model == "transfer" else "")
+    for k in ("epochs", "batch_size", "lr", "patience", "class_weights", "augment"):
+        if val.get(k) is not None:
+            extra[k] = val[k]
+    default_name = f"{task}_{model}" + (f"_{opts['backbone']}_{opts['mode']}" if model == "transfer" else "")
     return TrainConfig(
         task=task, model=model, data_dir=args.data, out_dir=args.out, name=args.name or default_name,
-        model_options=opts, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        patience=args.patience, class_weights=args.class_weights,
-        augment="none" if args.no_augment else "auto", val_fraction=args.val_fraction,
+        model_options=opts, val_fraction=args.val_fraction,
         folds=args.folds, grid=parse_grid(list(args.grid)), seed=args.seed, smoke=args.smoke,
         distribute=args.distribute, mixed_precision=args.mixed_precision, n_boot=args.n_boot,
-        parallel_augment=args.parallel_augment, allow_collapsed=args.allow_collapsed,
+        lr_scaling=args.lr_scaling, workers=args.workers, preset=preset or "",
+        settings={k: s.as_dict() for k, s in settings.items()}, allow_collapsed=args.allow_collapsed,
         command=" ".join(shlex.quote(a) for a in [prog, *argv]), **extra,
     )
 
 
 def run(argv: list[str] | None, *, prog: str, task: str, description: str, model: str = "scratch_v1",
-        scratch_models: tuple[str, ...] | None = None, transfer: bool = False) -> int:
+        scratch_models: tuple[str, ...] | None = None, transfer: bool = False, preset: str | None = None) -> int:
     """Parse flags, train, print where the results are. Exit 0 ok, 1 bad input, 2 usage."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     argv = list(sys.argv[1:] if argv is None else argv)
     scratch_models = scratch_models if scratch_models is not None else ((model,) if model != "transfer" else ())
     parser = make_parser(prog, description, scratch_models=scratch_models, transfer=transfer,
-                         default_model=model)
+                         default_model=model, preset=preset)
     args = parser.parse_args(argv)
     try:
-        cfg = config_from_args(args, task, model, argv, prog)
+        cfg = config_from_args(args, task, model, argv, prog, preset)
 
         result = train(cfg)
     except MammoError as exc:

@@ -9,17 +9,13 @@ from typing import Any
 import numpy as np
 
 from mammo_core.errors import MammoError
+from mammo_core.training.augment import AUGMENT_NAMES
+from mammo_core.training.presets import PRESETS, TASK_DEFAULT_PRESET
 
-AUGMENTATIONS = ("auto", "none", "geometric", "rot90")
-# The study's augmentation per task (auto): Task 2.1 (and the mass/calcification family) used
-# rotation 40 deg, shifts 0.2, zoom 0.2, shear 0.2, fill nearest; Task 2.2 rotations by
-# multiples of 90 deg without horizontal flips.
-TASK_AUGMENTATION = {
-    "mass_calc": "geometric",
-    "benign_malignant": "rot90",
-    "baseline_mass_calc": "geometric",
-    "five_class": "rot90",
-}
+AUGMENTATIONS = ("auto", *AUGMENT_NAMES)  # auto = the study's augmentation of the task (presets)
+DISTRIBUTE = ("none", "mirrored", "multiworker", "data-parallel")
+FT_UNFREEZE = ("last_conv", "last_block")
+LR_SCALING = ("none", "linear")
 DEFAULT_LR = {"scratch_v1": 1e-3, "scratch_v2": 1e-3, "transfer": 1e-5}
 GRID_KEYS = {"batch": "batch_size", "batch_size": "batch_size", "hidden": "hidden", "lr": "lr",
              "dropout": "dropout"}
@@ -48,7 +44,8 @@ class TrainConfig:
     patience: int = 50
     class_weights: str = "balanced"
     augment: str = "auto"
-    fe_copies: int = 2  # augmented copies of each patch in the feature cache (transfer)
+    fe_copies: int = 2  # augmented variants added to each original patch in the feature cache (transfer)
+    ft_unfreeze: str = "last_conv"  # fine-tuning: the last conv layer (study) or the last block
     ft_epochs: int | None = None  # fine-tuning epochs (transfer, mode ft); None = epochs
     ft_lr: float | None = None  # fine-tuning rate; None = lr
     val_fraction: float = 0.15
@@ -56,10 +53,13 @@ class TrainConfig:
     grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     seed: int = 0
     smoke: bool = False
-    distribute: str = "none"  # none | mirrored
+    distribute: str = "none"  # none | mirrored | multiworker (TensorFlow) | data-parallel (JAX)
     mixed_precision: bool = False
+    lr_scaling: str = "none"  # none | linear (learning rate x replicas)
     n_boot: int = 2000
-    parallel_augment: bool = False  # faster input pipeline, not bit-reproducible
+    workers: int = 0  # loader threads; 0 = every core (the batches are the same at any value)
+    preset: str = ""  # the study task whose protocol gave the defaults (training.presets)
+    settings: Mapping[str, Any] = field(default_factory=dict)  # resolved preset table, for the card
     command: str = ""
     # the pooled transfer member (model_options head="pooled"; mammo_core.training.pooled)
     pool_candidates: tuple[str, ...] = ()  # "block3_pool,block4_pool:avg" ...; chosen out of fold
@@ -75,8 +75,15 @@ class TrainConfig:
         object.__setattr__(self, "model_options", dict(self.model_options))
         if self.augment not in AUGMENTATIONS:
             raise MammoError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
-        if self.distribute not in ("none", "mirrored"):
-            raise MammoError(f"distribute must be none or mirrored, got {self.distribute!r}")
+        object.__setattr__(self, "settings", dict(self.settings))
+        if self.distribute not in DISTRIBUTE:
+            raise MammoError(f"distribute must be one of {', '.join(DISTRIBUTE)}, got {self.distribute!r}")
+        if self.ft_unfreeze not in FT_UNFREEZE:
+            raise MammoError(f"ft_unfreeze must be one of {', '.join(FT_UNFREEZE)}, got {self.ft_unfreeze!r}")
+        if self.lr_scaling not in LR_SCALING:
+            raise MammoError(f"lr_scaling must be one of {', '.join(LR_SCALING)}, got {self.lr_scaling!r}")
+        if self.fe_copies < 0 or self.workers < 0:
+            raise MammoError("fe_copies and workers must be at least 0")
         for k, _ in self.grid:
             if k not in GRID_KEYS:
                 raise MammoError(f"unknown grid key {k!r}; choose from {', '.join(sorted(set(GRID_KEYS)))}")
@@ -95,7 +102,7 @@ class TrainConfig:
     @property
     def augmentation(self) -> str:
         if self.augment == "auto":
-            return TASK_AUGMENTATION.get(self.task, "geometric")
+            return PRESETS[self.preset or TASK_DEFAULT_PRESET.get(self.task, "2.1")]["augment"].value
         return self.augment
 
     @property

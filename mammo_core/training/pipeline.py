@@ -1,90 +1,115 @@
-"""The tf.data input pipeline and the study's augmentation (Keras preprocessing layers).
+"""The input pipeline: a backend-neutral ``keras.utils.PyDataset`` of patches (or cached
+features) with the study's augmentation (:mod:`mammo_core.training.augment`).
 
-Augmentation runs in the tf.data pipeline on batches, never inside the saved model:
-- ``geometric`` (Task 2.1): RandomRotation(+-40 deg), RandomTranslation(0.2, 0.2),
-  RandomZoom(0.2), RandomShear(0.2, 0.2), all with ``fill_mode="nearest"`` (the study's
-  ``ImageDataGenerator(rotation_range=40, width/height_shift_range=0.2, zoom_range=0.2,
-  shear_range=0.2, fill_mode="nearest")``; Keras 3's RandomShear factor is a shear
-  intensity, ImageDataGenerator's was an angle - the closest Keras 3 equivalent).
-- ``rot90`` (Task 2.2): a random rotation by 0, 90, 180 or 270 degrees per patch, no flips.
-  The study's ``fill_mode="reflect"`` has no effect for right-angle rotations of a square patch.
-- ``none``: the study's variant without augmentation.
+The same loader feeds Keras on TensorFlow and on JAX. Augmentation runs in numpy/OpenCV on
+Keras' worker threads (``workers``: all cores by default; ``cv2.warpAffine`` releases the GIL),
+one batch per task. Every element's transform comes from a generator seeded by
+``(seed, epoch, index)`` and the epoch's order from ``(seed, epoch)``, so a run gives the same
+batches at any number of workers. The epoch counter advances in ``on_epoch_end`` (Keras calls
+it once per epoch, after the epoch's batches are all made).
 """
 from __future__ import annotations
 
+import math
+import os
+from functools import lru_cache
+
 import numpy as np
 
+from mammo_core.training.augment import augment_batch, get_spec
 
-def make_augmenter(kind: str, seed: int = 0):
-    """A function ``batch (B,150,150,1) float32 -> augmented batch`` (TensorFlow ops), or None."""
+
+def default_workers() -> int:
+    """Loader threads: every core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled order of ``n`` elements in ``epoch`` (a function of seed and epoch only)."""
+    return np.random.default_rng([int(seed), int(epoch), 1]).permutation(n)
+
+
+@lru_cache(maxsize=1)
+def _dataset_class():
     import keras
-    import tensorflow as tf
 
-    if kind == "none":
-        return None
-    if kind == "geometric":
-        layers = [
-            keras.layers.RandomRotation(40.0 / 360.0, fill_mode="nearest", seed=seed + 1),
-            keras.layers.RandomTranslation(0.2, 0.2, fill_mode="nearest", seed=seed + 2),
-            keras.layers.RandomZoom(0.2, fill_mode="nearest", seed=seed + 3),
-            keras.layers.RandomShear(0.2, 0.2, fill_mode="nearest", seed=seed + 4),
-        ]
+    class PatchDataset(keras.utils.PyDataset):
+        """Batches ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)`` of arrays in memory."""
 
-        def augment(batch):
-            for layer in layers:
-                batch = layer(batch, training=True)
-            return tf.clip_by_value(batch, 0.0, 1.0)
+        def __init__(self, x, y=None, *, batch_size: int, weights=None, shuffle: bool = False,
+                     augment="none", seed: int = 0, epoch: int = 0, workers: int | None = None,
+                     drop_remainder: bool = False, multiple_of: int = 1):
+            self.spec = get_spec(augment)
+            if workers is None:
+                workers = default_workers() if not self.spec.is_identity else 1
+            super().__init__(workers=int(workers), use_multiprocessing=False,
+                             max_queue_size=max(10, 2 * int(workers)))
+            x = np.asarray(x)
+            if x.dtype != np.float32:
+                x = x.astype(np.float32)
+            if x.ndim == 3:
+                x = x[..., None]
+            self.x = x
+            self.y = None if y is None else np.asarray(y, dtype=np.int64)
+            self.w = None
+            if self.y is not None and weights is not None:
+                self.w = np.array([weights[int(c)] for c in self.y], dtype=np.float32)
+            self.batch_size = int(batch_size)
+            self.shuffle = bool(shuffle)
+            self.seed = int(seed)
+            self.epoch = int(epoch)
+            self.drop_remainder = bool(drop_remainder)
+            self.multiple_of = max(1, int(multiple_of))
 
-        return augment
-    if kind == "rot90":
-        gen = tf.random.Generator.from_seed(seed + 5)
+        def _n(self) -> int:
+            # elements used per epoch: a multiple of ``multiple_of`` (batches that split evenly
+            # over devices); with shuffling, a different remainder is left out each epoch
+            return len(self.x) // self.multiple_of * self.multiple_of
 
-        def augment(batch):
-            k = gen.uniform([tf.shape(batch)[0]], 0, 4, dtype=tf.int32)
+        def __len__(self) -> int:
+            n = self._n()
+            return n // self.batch_size if self.drop_remainder else math.ceil(n / self.batch_size)
 
-            def rot(args):
-                img, kk = args
-                return tf.image.rot90(img, kk)
+        def order(self, epoch: int) -> np.ndarray:
+            order = epoch_order(len(self.x), self.seed, epoch) if self.shuffle else np.arange(len(self.x))
+            return order[:self._n()]
 
-            return tf.map_fn(rot, (batch, k), fn_output_signature=batch.dtype)
+        def batch_indices(self, i: int, epoch: int | None = None) -> np.ndarray:
+            epoch = self.epoch if epoch is None else epoch
+            return self.order(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
 
-        return augment
-    raise ValueError(f"unknown augmentation {kind!r}")
+        def __getitem__(self, i: int):
+            if i < 0 or i >= len(self):
+                raise IndexError(i)
+            epoch = self.epoch
+            idx = self.batch_indices(i, epoch)
+            xb = augment_batch(self.x[idx], idx, self.spec, self.seed, epoch)
+            if self.y is None:
+                return (xb,)
+            if self.w is None:
+                return xb, self.y[idx]
+            return xb, self.y[idx], self.w[idx]
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+
+    return PatchDataset
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray | None = None, *, batch_size: int,
                  weights: dict[int, float] | None = None, shuffle: bool = False,
-                 augment: str = "none", seed: int = 0, repeat: bool = False, parallel: bool = False):
-    """A batched, prefetched ``tf.data.Dataset`` of ``x`` (and labels, and per-sample weights
-    from the class weights) with the augmentation applied per batch.
+                 augment: str = "none", seed: int = 0, epoch: int = 0, workers: int | None = None,
+                 drop_remainder: bool = False, multiple_of: int = 1):
+    """A :class:`PatchDataset` (``keras.utils.PyDataset``) over ``x`` (and labels, and per-sample
+    weights from the class weights) with augmentation ``augment`` (see ``augment.AUGMENT_SPECS``).
 
-    The augmentation layers draw from stateful seeded generators: applied one batch after the
-    other (``parallel=False``, the default) a run is reproducible from its seed; ``parallel=True``
-    maps batches concurrently (faster input on a GPU, but the draws then depend on thread
-    timing and runs are no longer bit-reproducible)."""
-    import tensorflow as tf
-
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim == 3:
-        x = x[..., None]
-    parts: tuple = (x,)
-    if y is not None:
-        y = np.asarray(y, dtype=np.int64)
-        parts = (x, y)
-        if weights is not None:
-            w = np.array([weights[int(c)] for c in y], dtype=np.float32)
-            parts = (x, y, w)
-    ds = tf.data.Dataset.from_tensor_slices(parts if len(parts) > 1 else x)
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(batch_size)
-    fn = make_augmenter(augment, seed)
-    calls = tf.data.AUTOTUNE if parallel else None
-    if fn is not None:
-        if len(parts) == 1:
-            ds = ds.map(fn, num_parallel_calls=calls)
-        else:
-            ds = ds.map(lambda xb, *rest: (fn(xb), *rest), num_parallel_calls=calls)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ``workers`` = loader threads (default: all cores when augmenting, else 1); the batches are the
+    same at any value. ``epoch`` is the starting epoch of the seeded stream (the feature cache uses
+    one per augmented copy). ``multiple_of`` trims each epoch to a multiple of it (JAX data
+    parallelism needs batches that split evenly over the devices)."""
+    return _dataset_class()(x, y, batch_size=batch_size, weights=weights, shuffle=shuffle, augment=augment,
+                            seed=seed, epoch=epoch, workers=workers, drop_remainder=drop_remainder,
+                            multiple_of=multiple_of)

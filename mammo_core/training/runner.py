@@ -19,13 +19,14 @@ from mammo_core.labels import get_task
 from mammo_core.metrics import check_not_collapsed
 from mammo_core.models import build_model, gradcam_layer
 from mammo_core.plots import plot_confusion, plot_history, plot_roc
+from mammo_core.training.augment import get_spec
 from mammo_core.training.config import TrainConfig
 from mammo_core.training.data import TaskData, load_task_data, smoke_subset
-from mammo_core.training.loop import evaluate, fit_model, get_strategy, gpu_available
+from mammo_core.training.loop import evaluate, fit_model, get_placement, gpu_available
 from mammo_core.training.pooled import train_pooled
 from mammo_core.training.results import FOLD_COLUMNS, TrainResult, summarize_folds, write_csv
 
-SMOKE = {"epochs": 1, "ft_epochs": 1, "batch_size": 8, "n_boot": 200, "fe_copies": 1}
+SMOKE = {"epochs": 1, "ft_epochs": 1, "batch_size": 8, "n_boot": 200, "fe_copies": 1}  # fe: 2N
 
 
 def _log(msg: str) -> None:
@@ -50,7 +51,7 @@ def format_fold_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_folds(cfg: TrainConfig, data: TaskData, strategy) -> list[dict]:
+def run_folds(cfg: TrainConfig, data: TaskData, placement) -> list[dict]:
     folds = grouped_kfold(data.y_train, data.groups_train, cfg.folds, seed=cfg.seed)
     rows = []
     for i, (tr, te) in enumerate(folds, start=1):
@@ -59,7 +60,7 @@ def run_folds(cfg: TrainConfig, data: TaskData, strategy) -> list[dict]:
         itr, iva = validation_split(cfg, data.y_train[tr], data.groups_train[tr], seed_offset=i)
         itr, iva = tr[itr], tr[iva]
         fit = fit_model(cfg, data.x_train[itr], data.y_train[itr], data.x_train[iva], data.y_train[iva],
-                        data.n_classes, strategy)
+                        data.n_classes, placement)
         m, _ = evaluate(fit.model, data.x_train[te], data.y_train[te], data.classes, cfg.batch_size,
                         n_boot=0)
         rows.append({"fold": i, "n": len(te), **{c: m[c] for c in FOLD_COLUMNS},
@@ -67,7 +68,7 @@ def run_folds(cfg: TrainConfig, data: TaskData, strategy) -> list[dict]:
     return summarize_folds(rows)
 
 
-def run_grid(cfg: TrainConfig, data: TaskData, strategy, out_dir: Path) -> tuple[TrainConfig, list[dict]]:
+def run_grid(cfg: TrainConfig, data: TaskData, placement, out_dir: Path) -> tuple[TrainConfig, list[dict]]:
     """Try every combination; score by mean fold accuracy (with --folds) or validation accuracy.
     Returns the best config and the table (also written to grid.csv)."""
     keys = [k for k, _ in cfg.grid]
@@ -79,14 +80,14 @@ def run_grid(cfg: TrainConfig, data: TaskData, strategy, out_dir: Path) -> tuple
         c = cfg.with_(**changes, grid=())
         _log(f"== grid {params}")
         if cfg.folds:
-            table = run_folds(c, data, strategy)
+            table = run_folds(c, data, placement)
             mean = table[-2]
             score = {"accuracy": mean["accuracy"], "loss": mean["loss"], "auc": mean["auc"],
                      "f1_macro": mean["f1_macro"], "scored_on": f"mean of {cfg.folds} folds"}
         else:
             tr, va = validation_split(c, data.y_train, data.groups_train)
             fit = fit_model(c, data.x_train[tr], data.y_train[tr], data.x_train[va], data.y_train[va],
-                            data.n_classes, strategy)
+                            data.n_classes, placement)
             m, _ = evaluate(fit.model, data.x_train[va], data.y_train[va], data.classes, c.batch_size, n_boot=0)
             score = {k: m[k] for k in FOLD_COLUMNS} | {"scored_on": "validation split"}
         row = {**params, **score}
@@ -146,6 +147,10 @@ def train(config: TrainConfig) -> TrainResult:
     _log(f"task {data.task} {data.classes}: {len(data.y_train)} train patches {counts}, "
          f"{len(data.y_test)} held-out (public_test){' [smoke subset]' if cfg.smoke else ''}; "
          f"groups by {data.grouping}")
+    placement = get_placement(cfg)
+    _log(f"Keras backend {placement.backend}, --distribute {placement.kind}: {placement.replicas} replica(s)"
+         + (f" on {', '.join(placement.devices)}" if placement.devices else " (CPU)")
+         + (f"; MirroredStrategy over {placement.replicas} device(s)" if placement.kind == "mirrored" else ""))
     mixed = False
     if cfg.mixed_precision:
         if gpu_available():
@@ -154,24 +159,22 @@ def train(config: TrainConfig) -> TrainResult:
         else:
             _log("--mixed-precision ignored: no GPU")
     try:
-        strategy = get_strategy(cfg)
-        if cfg.distribute == "mirrored":
-            _log(f"MirroredStrategy over {strategy.num_replicas_in_sync} device(s)")
         grid_rows = None
         if cfg.grid:
-            cfg, grid_rows = run_grid(cfg, data, strategy, out)
+            cfg, grid_rows = run_grid(cfg, data, placement, out)
         fold_rows = None
         if cfg.folds:
-            fold_rows = run_folds(cfg, data, strategy)
+            fold_rows = run_folds(cfg, data, placement)
             write_csv(out / "folds.csv", fold_rows, ["fold", *FOLD_COLUMNS, "n", "epochs"])
             _log(f"{cfg.folds}-fold holdout (grouped):\n" + format_fold_table(fold_rows))
         # final model: train (with a grouped validation split), held-out split evaluated once
         tr, va = validation_split(cfg, data.y_train, data.groups_train)
         _log(f"== final model: {len(tr)} train, {len(va)} validation patches")
         fit = fit_model(cfg, data.x_train[tr], data.y_train[tr], data.x_train[va], data.y_train[va],
-                        data.n_classes, strategy)
+                        data.n_classes, placement)
         model = fit.model
-        if mixed:
+        if mixed or placement.kind == "data-parallel":
+            # float32 twin with plain (unsharded) weights: bundles run on one CPU
             model = _float32_copy(cfg, model, data.n_classes)
     finally:
         if mixed:
@@ -192,25 +195,35 @@ def train(config: TrainConfig) -> TrainResult:
     opts = dict(cfg.model_options)
     trainable = int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
     mode = opts.get("mode")
+    run = fit.run.as_dict() if fit.run is not None else {}
     protocol = {
-        "optimizer": "Adam", "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size,
+        "optimizer": "Adam", "learning_rate": run.get("learning_rate", cfg.learning_rate),
+        "base_learning_rate": cfg.learning_rate, "lr_scaling": cfg.lr_scaling,
+        "batch_size": cfg.batch_size, "global_batch_size": run.get("global_batch", cfg.batch_size),
         "max_epochs": cfg.epochs, "epochs_run": len(fit.history),
         "early_stopping": f"val_loss, patience {cfg.patience}, best weights restored",
         "class_weights": {data.classes[c]: w for c, w in fit.class_weights.items()},
         "class_weights_mode": cfg.class_weights, "augmentation": cfg.augmentation,
-        "seed": cfg.seed, "reproducible": not cfg.parallel_augment, "smoke": cfg.smoke,
-        "mixed_precision": mixed, "distribute": cfg.distribute,
-        "seconds": round(fit.seconds, 1),
+        "augmentation_detail": get_spec(cfg.augmentation).description,
+        "seed": cfg.seed, "reproducible": "same batches at any loader worker count (per-element seeds)",
+        "smoke": cfg.smoke, "mixed_precision": mixed, "distribute": cfg.distribute,
+        "backend": run.get("backend"), "replicas": run.get("replicas", 1),
+        "loader_workers": run.get("workers"), "seconds": round(fit.seconds, 1),
+        "preset": ({"task": cfg.preset, "settings": cfg.settings} if cfg.preset else None),
     }
     arch = {"model": cfg.model, "options": opts, "params": int(model.count_params()),
             "trainable_params": trainable}
     if cfg.is_transfer and Path(str(opts.get("weights", ""))).is_file():
         arch["initial_weights_sha256"] = sha256_file(opts["weights"])
     if cfg.is_transfer:
-        protocol["feature_cache"] = {"copies": 1 if cfg.augmentation == "none" else cfg.fe_copies}
+        n_aug = 0 if get_spec(cfg.augmentation).is_identity else cfg.fe_copies
+        protocol["feature_cache"] = {"originals": True, "augmented_variants": n_aug,
+                                     "size": f"{n_aug + 1}N"}
         if mode == "ft":
             protocol["fine_tuning"] = {"epochs": int(cfg.ft_epochs or cfg.epochs),
-                                       "learning_rate": float(cfg.ft_lr or cfg.learning_rate)}
+                                       "learning_rate": run.get("ft_learning_rate"),
+                                       "unfreeze": cfg.ft_unfreeze,
+                                       "trainable_layers": run.get("ft_trainable")}
     card = {
         "name": cfg.bundle_name,
         "task": data.task,
@@ -229,7 +242,8 @@ def train(config: TrainConfig) -> TrainResult:
         },
         "metrics": {"split": "public_test", "measured": "once, after training",
                     **{k: test_metrics[k] for k in ("n", "accuracy", "auc", "auc_ci95", "auc_ci_method",
-                                                    "f1_macro", "ece", "nll", "confusion_matrix")}},
+                                                    "auc_hard_labels", "f1_macro", "ece", "nll",
+                                                    "confusion_matrix")}},
         "gradcam_layer": gradcam_layer(cfg.model, **opts),
         "disclaimer": DISCLAIMER,
     }

@@ -1,0 +1,152 @@
+"""The numpy/OpenCV augmentation against Keras ImageDataGenerator's formulas (written out here
+with scipy, not imported from legacy Keras), and the seeded per-element stream."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mammo_core.errors import MammoError
+from mammo_core.training.augment import (
+    AUGMENT_SPECS,
+    AugmentSpec,
+    affine_matrix,
+    augment_batch,
+    augment_image,
+    draw_params,
+    element_rng,
+    get_spec,
+    warp,
+)
+
+
+def idg_apply_affine_transform(x, theta=0, tx=0, ty=0, shear=0, zx=1, zy=1, fill_mode="nearest", cval=0.0):
+    """keras_preprocessing.image.apply_affine_transform (row_axis 0, col_axis 1, channel_axis 2,
+    order 1), copied formula by formula."""
+    from scipy import ndimage
+
+    transform_matrix = None
+    if theta != 0:
+        theta = np.deg2rad(theta)
+        transform_matrix = np.array([[np.cos(theta), -np.sin(theta), 0],
+                                     [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+    if tx != 0 or ty != 0:
+        shift_matrix = np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]])
+        transform_matrix = shift_matrix if transform_matrix is None else np.dot(transform_matrix, shift_matrix)
+    if shear != 0:
+        shear = np.deg2rad(shear)
+        shear_matrix = np.array([[1, -np.sin(shear), 0], [0, np.cos(shear), 0], [0, 0, 1]])
+        transform_matrix = shear_matrix if transform_matrix is None else np.dot(transform_matrix, shear_matrix)
+    if zx != 1 or zy != 1:
+        zoom_matrix = np.array([[zx, 0, 0], [0, zy, 0], [0, 0, 1]])
+        transform_matrix = zoom_matrix if transform_matrix is None else np.dot(transform_matrix, zoom_matrix)
+    if transform_matrix is not None:
+        h, w = x.shape[0], x.shape[1]
+        # transform_matrix_offset_center(matrix, h, w)
+        o_x, o_y = float(h) / 2 + 0.5, float(w) / 2 + 0.5
+        offset = np.array([[1, 0, o_x], [0, 1, o_y], [0, 0, 1]])
+        reset = np.array([[1, 0, -o_x], [0, 1, -o_y], [0, 0, 1]])
+        transform_matrix = offset @ transform_matrix @ reset
+        x = np.rollaxis(x, 2, 0)
+        # col_axis > row_axis: swap to (row, col) indexing
+        transform_matrix[:, [0, 1]] = transform_matrix[:, [1, 0]]
+        transform_matrix[[0, 1]] = transform_matrix[[1, 0]]
+        final_affine_matrix = transform_matrix[:2, :2]
+        final_offset = transform_matrix[:2, 2]
+        channel_images = [ndimage.affine_transform(xc, final_affine_matrix, final_offset, order=1,
+                                                   mode=fill_mode, cval=cval) for xc in x]
+        x = np.stack(channel_images, axis=0)
+        x = np.rollaxis(x, 0, 3)
+    return x
+
+
+def idg_apply_transform(x, p, fill_mode):
+    """ImageDataGenerator.apply_transform: the affine, then the flips (flip_axis)."""
+    x = idg_apply_affine_transform(x, p["theta"], p["tx"], p["ty"], p["shear"], p["zx"], p["zy"], fill_mode)
+    if p["flip_horizontal"]:
+        x = x[:, ::-1]
+    if p["flip_vertical"]:
+        x = x[::-1]
+    return x
+
+
+@pytest.fixture(scope="module")
+def smooth():
+    """A smooth synthetic image, asymmetric so that every transform shows."""
+    yy, xx = np.mgrid[:150, :150].astype(np.float64)
+    img = (0.5 * np.exp(-((yy - 50) ** 2 + (xx - 95) ** 2) / 400.0)
+           + 0.3 * np.exp(-((yy - 110) ** 2 + (xx - 40) ** 2) / 900.0)
+           + 0.2 * (xx / 150.0) * (yy / 150.0))
+    return img.astype(np.float32)[..., None]
+
+
+CASES = [
+    {"theta": 30.0},
+    {"tx": 12.5, "ty": -20.0},
+    {"zx": 0.85, "zy": 1.17},
+    {"shear": 0.2},
+    {"shear": 15.0},
+    {"theta": -37.0, "tx": -9.0, "ty": 17.0, "shear": 0.15, "zx": 1.12, "zy": 0.83, "flip_horizontal": True},
+    {"theta": 80.0, "flip_vertical": True, "flip_horizontal": True},
+]
+
+
+@pytest.mark.parametrize("fill_mode", ["nearest", "reflect"])
+@pytest.mark.parametrize("case", CASES)
+def test_warp_matches_image_data_generator(smooth, case, fill_mode):
+    p = {"theta": 0.0, "tx": 0.0, "ty": 0.0, "shear": 0.0, "zx": 1.0, "zy": 1.0,
+         "flip_horizontal": False, "flip_vertical": False, "k90": 0, **case}
+    ref = idg_apply_transform(smooth.astype(np.float64), p, fill_mode)[..., 0]
+    ours = warp(smooth[..., 0], affine_matrix(p, (150, 150)), fill_mode)
+    # OpenCV's bilinear weights are fixed point (1/32 of a pixel); the image is smooth
+    assert np.abs(ours - ref).max() < 5e-3
+    assert np.abs(ours - ref).mean() < 5e-4
+    if any(v not in (0.0, 1.0, False, 0) for v in case.values()):
+        assert np.abs(ours - smooth[..., 0]).max() > 1e-3  # the transform did something
+
+
+def test_shear_is_an_angle_in_degrees(smooth):
+    """shear_range=0.2 moves a corner by ~0.26 px (0.2 deg), not ~15 px (factor 0.2)."""
+    p = {"theta": 0.0, "tx": 0.0, "ty": 0.0, "shear": 0.2, "zx": 1.0, "zy": 1.0,
+         "flip_horizontal": False, "flip_vertical": False}
+    m = affine_matrix(p, (150, 150))
+    corner = m @ np.array([0.0, 0.0, 1.0])
+    assert np.hypot(corner[0], corner[1]) < 0.5
+
+
+def test_draws_follow_image_data_generator_ranges():
+    spec = AUGMENT_SPECS["geometric"]
+    draws = [draw_params(spec, element_rng(0, 0, i), (150, 150)) for i in range(2000)]
+    theta = np.array([d["theta"] for d in draws])
+    zx, zy = np.array([d["zx"] for d in draws]), np.array([d["zy"] for d in draws])
+    assert theta.min() >= -40 and theta.max() <= 40 and theta.std() > 20
+    assert max(abs(d["tx"]) for d in draws) <= 30 and max(abs(d["ty"]) for d in draws) <= 30
+    assert max(abs(d["shear"]) for d in draws) <= 0.2
+    assert zx.min() >= 0.8 and zy.max() <= 1.2
+    assert abs(np.corrcoef(zx, zy)[0, 1]) < 0.1  # x and y zoom drawn independently
+    assert 0.4 < np.mean([d["flip_horizontal"] for d in draws]) < 0.6
+    assert not any(d["flip_vertical"] for d in draws)
+
+
+def test_rot90_is_exact_and_stream_is_per_element(rng):
+    x = rng.random((6, 150, 150, 1)).astype("float32")
+    out = augment_batch(x, np.arange(6), "rot90", seed=3, epoch=0)
+    for a, b in zip(x, out):
+        assert sum(np.array_equal(np.rot90(a, k), b) for k in range(4)) == 1
+    # an element's copy depends on (seed, epoch, index) only, not on its batch or position
+    again = augment_batch(x[[4, 1]], np.array([4, 1]), "geometric", seed=3, epoch=2)
+    full = augment_batch(x, np.arange(6), "geometric", seed=3, epoch=2)
+    np.testing.assert_array_equal(again, full[[4, 1]])
+    other_epoch = augment_batch(x, np.arange(6), "geometric", seed=3, epoch=3)
+    assert not np.array_equal(full, other_epoch)
+    assert full.min() >= 0 and full.max() <= 1 and full.dtype == np.float32
+
+
+def test_identity_and_bad_names(rng):
+    x = rng.random((2, 150, 150, 1)).astype("float32")
+    np.testing.assert_array_equal(augment_batch(x, np.arange(2), "none", 0, 0), x)
+    x0 = x[0]
+    assert augment_image(x0, AugmentSpec("id"), element_rng(0, 0, 0)) is x0
+    with pytest.raises(MammoError, match="unknown augmentation"):
+        get_spec("blur")
+    with pytest.raises(MammoError, match="fill mode"):
+        warp(x[0, ..., 0], np.eye(3), "wrap")

@@ -1,0 +1,277 @@
+"""The whole-mammogram view (app/mammogram_view.py), pytest-qt offscreen: opening a real
+mini-MIAS mammogram and a 16-bit DICOM, picking a region with the mouse (the builder's pixels),
+the abnormality map with Cancel, candidates opening as patches, the shortcut sheet."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from filemakers import write_dicom
+from PyQt6.QtCore import QPoint, Qt
+
+from app.mammogram_view import (
+    MammogramPanel,
+    MapJobs,
+    ShortcutSheet,
+    is_mammogram_file,
+    nice_length_mm,
+    shortcut_rows,
+)
+from mammo_core.datasets.windows import Box, box_window, cut_window, point_window
+from mammo_core.mammogram import read_mammogram
+
+pytestmark = pytest.mark.gui
+WAIT = 120_000
+
+
+def _panel(qtbot) -> MammogramPanel:
+    p = MammogramPanel()
+    qtbot.addWidget(p)
+    p.resize(1000, 800)
+    p.show()
+    qtbot.waitExposed(p)
+    return p
+
+
+def _click_scene(qtbot, view, row: int, col: int) -> None:
+    pos = view.mapFromScene(col + 0.5, row + 0.5)
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+
+
+def _scene_pos(view, row, col) -> QPoint:
+    return view.mapFromScene(col + 0.5, row + 0.5)
+
+
+def test_16bit_dicom_opens_fitted_from_a_pyramid_level(qtbot, tmp_path):
+    rng = np.random.default_rng(0)
+    px = rng.integers(0, 65536, size=(2800, 2000), dtype=np.uint16)
+    folder = tmp_path / "Calc-Test_P_00038_RIGHT_MLO"
+    folder.mkdir()
+    path = write_dicom(folder / "1-1.dcm", px, bits_stored=16)
+    import pydicom
+
+    ds = pydicom.dcmread(str(path))
+    ds.ImagerPixelSpacing = [0.05, 0.05]
+    ds.WindowCenter, ds.WindowWidth = 30000, 20000
+    ds.save_as(str(path))
+    assert is_mammogram_file(path)
+    p = _panel(qtbot)
+    p.open_mammogram(read_mammogram(path))
+    v = p.view
+    assert v.zoom() < 0.5 and v.shown_level() >= 1  # fitted: a shrunk level, not full resolution
+    assert max(p.pyramid.levels[v.shown_level()].shape) <= 1400
+    assert "DICOM window" in p.presets and p.header_table.rowCount() > 5
+    assert "right" in p.info_label.text() and "50 µm" in p.info_label.text()
+    assert p.mammogram.laterality == "R" and p.mammogram.view == "MLO"
+    assert "value" in v.hover_text(100, 200) and "mm" in v.hover_text(100, 200)
+    assert str(int(px[100, 200])) in v.hover_text(100, 200)
+    v.set_zoom(1.0)
+    assert v.shown_level() == 0                     # zoomed in: full resolution
+    img = v.grab().toImage()
+    assert not img.isNull()
+    before = v.window
+    qtbot.mousePress(v.viewport(), Qt.MouseButton.RightButton, pos=QPoint(300, 300))
+    from PyQt6.QtCore import QEvent, QPointF
+    from PyQt6.QtGui import QMouseEvent
+
+    ev = QMouseEvent(QEvent.Type.MouseMove, QPointF(360, 260), QPointF(360, 260),
+                     Qt.MouseButton.NoButton, Qt.MouseButton.RightButton, Qt.KeyboardModifier.NoModifier)
+    v.mouseMoveEvent(ev)
+    qtbot.mouseRelease(v.viewport(), Qt.MouseButton.RightButton, pos=QPoint(360, 260))
+    assert v.window.width > before.width and v.window.center > before.center
+    p.invert_box.setChecked(True)
+    assert v.window.invert
+
+
+def test_scale_bar_lengths_are_round():
+    assert nice_length_mm(0.2, 120) in (20.0, 50.0)
+    assert nice_length_mm(0.01, 120) in (1.0, 2.0)
+
+
+@pytest.mark.shared
+def test_point_and_box_on_real_mini_mias_cut_the_builders_window(qtbot, mias_dir):
+    """mdb005's first lesion (x 477, y 133 from the bottom, r 30): a click with the Point tool
+    and a dragged box give the protocol-v1 window and its 150 x 150 pixels."""
+    m = read_mammogram(mias_dir / "mdb005.png")
+    p = _panel(qtbot)
+    p.open_mammogram(m)
+    assert p.mammogram.spacing_mm == (0.2, 0.2)
+    row, col, r = 1024 - 133, 477, 30
+    expected_box = point_window(row, col, r, m.shape)
+    expected = cut_window(m.pixels, expected_box)
+    p.set_tool("point")
+    p.radius.setValue(r)
+    p.view.set_zoom(4.0)  # a screen pixel is a quarter of a source pixel: the click is exact
+    p.view.centerOn(col, row)
+    with qtbot.waitSignal(p.regionCut) as sig:
+        _click_scene(qtbot, p.view, row, col)
+    region = sig.args[0]
+    assert region.box == expected_box
+    np.testing.assert_array_equal(region.patch.pixels, expected)
+    assert region.patch.source.startswith(str(mias_dir / "mdb005.png") + " [window top=")
+    p.set_tool("box")
+    p.view.set_zoom(1.0)
+    p.view.centerOn(col, row)
+    a, b = _scene_pos(p.view, row - r, col - r), _scene_pos(p.view, row + r, col + r)
+    with qtbot.waitSignal(p.regionCut) as sig:
+        qtbot.mousePress(p.view.viewport(), Qt.MouseButton.LeftButton, pos=a)
+        from PyQt6.QtCore import QEvent, QPointF
+        from PyQt6.QtGui import QMouseEvent
+
+        p.view.mouseMoveEvent(QMouseEvent(QEvent.Type.MouseMove, QPointF(b), QPointF(b),
+                                          Qt.MouseButton.NoButton, Qt.MouseButton.LeftButton,
+                                          Qt.KeyboardModifier.NoModifier))
+        qtbot.mouseRelease(p.view.viewport(), Qt.MouseButton.LeftButton, pos=b)
+    got = sig.args[0].box
+    # the dragged box is (row - r, col - r, 2r, 2r) up to the screen pixel: same window
+    assert abs(got.top - expected_box.top) <= 1 and abs(got.left - expected_box.left) <= 1
+    assert got.height == expected_box.height
+    assert sig.args[0].box == box_window(Box(got.top + got.height // 2 - r, got.left + got.width // 2 - r,
+                                             2 * r, 2 * r), m.shape)
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    from bundle_factory import models_dir_with
+
+    from mammo_core.session import Session
+
+    s = Session(models_dir_with(tmp_path_factory.mktemp("models"),
+                                ["mass_calc", "benign_malignant", "baseline_mass_calc"]))
+    assert s.load(["ensemble"]) == []
+    return s
+
+
+def _synthetic(tmp_path):
+    import cv2
+    from test_scan import synthetic_mammogram
+
+    path = tmp_path / "synthetic_L_CC.png"
+    assert cv2.imwrite(str(path), synthetic_mammogram())
+    return read_mammogram(path, spacing_mm=19.2 / 150)
+
+
+def test_map_with_cancel_then_complete_and_candidates_open_as_patches(qtbot, tmp_path, session):
+    from app.workers import SerialExecutor
+    from mammo_core.scan import ScanSettings
+
+    pool = SerialExecutor("test-models")
+    try:
+        p = _panel(qtbot)
+        jobs = MapJobs(p, lambda: session, pool, ScanSettings(batch_size=4))
+        p.open_mammogram(_synthetic(tmp_path))
+        # cancel at the first progress report
+        first = []
+
+        def on_progress(*_):
+            if not first:
+                first.append(1)
+                p.cancel_map()
+        jobs_worker_progress = p.progress.valueChanged
+        jobs_worker_progress.connect(on_progress)
+        p.map_button.click()
+        assert p.map_running() and p.cancel_button.isEnabled()
+        qtbot.waitUntil(lambda: not p.map_running(), timeout=WAIT)
+        assert p.candidate_list.count() == 0 and "cancelled" in p.map_label.text()
+        assert p.mammogram.source not in p.maps           # a partial map is not cached
+        jobs_worker_progress.disconnect(on_progress)
+        p.request_map()
+        qtbot.waitUntil(lambda: not p.map_running(), timeout=WAIT)
+        assert p.candidate_list.count() > 0 and p.view.map_shown()
+        assert p.mammogram.source in p.maps and "Map members" in p.map_label.text()
+        res = p.maps[p.mammogram.source]
+        # the cache: asking again shows the cached map at once
+        p.request_map()
+        assert not p.map_running()
+        p.opacity.setValue(80)
+        with qtbot.waitSignal(p.regionCut) as sig:
+            p.candidate_list.itemActivated.emit(p.candidate_list.item(0))
+        region = sig.args[0]
+        assert region.box == res.candidates[0].box and region.how == "candidate 1"
+        np.testing.assert_array_equal(region.patch.pixels, cut_window(p.mammogram.pixels, region.box))
+        p.show_region_heat(f"{region.patch.source}", np.random.default_rng(0).random((150, 150)))
+        qtbot.waitUntil(lambda: jobs.worker is None, timeout=WAIT)
+    finally:
+        pool.shutdown()
+
+
+def test_shortcut_sheet_lists_keys_mouse_and_region_note(qtbot):
+    from PyQt6.QtGui import QAction, QKeySequence
+
+    a = QAction("&Open files…")
+    a.setShortcut(QKeySequence("Ctrl+O"))
+    rows = shortcut_rows([a])
+    assert ("Ctrl+O", "Open files") in rows
+    assert any(k == "Right-drag" for k, _ in rows) and any("Point tool" in v for _, v in rows)
+    sheet = ShortcutSheet([a])
+    qtbot.addWidget(sheet)
+    assert sheet.table.rowCount() == len(rows)
+    from PyQt6.QtWidgets import QLabel
+
+    from app.mammogram_view import REGION_HELP
+
+    assert any(lbl.text() == REGION_HELP for lbl in sheet.findChildren(QLabel))
+    assert "19.2 mm" in REGION_HELP and "max(2 x lesion radius, 96 px)" in REGION_HELP
+
+
+# --------------------------------------------------------------------------- in the main window
+@pytest.fixture()
+def win(qtbot, tmp_path, session):
+    from PyQt6.QtCore import QSettings
+
+    from app.main import build_window
+
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "cfg"))
+    w = build_window(session.models_dir, interactive_dialogs=False)
+    qtbot.addWidget(w)
+    w.resize(1400, 900)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.shutdown(60)
+
+
+def test_window_opens_a_mammogram_instead_of_shrinking_it_and_classifies_a_region(qtbot, win, tmp_path):
+    """Attack from issue 15: a whole mammogram opened as patches was silently shrunk to
+    150 x 150 and classified. Now it opens in the Mammogram tab; a picked region joins the patch
+    list with its provenance, is predicted, and its Grad-CAM is drawn on the mammogram."""
+    import cv2
+    from test_scan import synthetic_mammogram
+
+    path = tmp_path / "whole_R_CC.png"
+    assert cv2.imwrite(str(path), synthetic_mammogram())
+    win.start_models()
+    with qtbot.waitSignal(win.mammogramsOpened, timeout=WAIT) as sig:
+        win.open_paths([str(path)], remember=False)
+    assert sig.args[0] == [str(path)]
+    panel = win.mammo.panel
+    qtbot.waitUntil(lambda: panel.mammogram is not None, timeout=WAIT)
+    assert win.patch_model.rowCount() == 0 and not win.messages  # no error, nothing shrunk
+    assert win.mammo.showing() and panel.mammogram.laterality == "R"
+    qtbot.waitUntil(lambda: win.models_ready, timeout=WAIT)
+    with qtbot.waitSignal(win.heatmapShown, timeout=WAIT):
+        region = panel.pick_point(560, 330, 75)
+    key = region.patch.source
+    assert win.patch_model.row_of(key) is not None and win.current_entry().key == key
+    assert "[window top=485 left=255 side=150]" in key
+    pred = win.controller.prediction(key)
+    assert pred is not None and pred.ensemble is not None and len(pred.per_model) == 3
+    assert not panel.view._heat_item.pixmap().isNull()  # Grad-CAM drawn on the mammogram
+    out = tmp_path / "report.json"
+    with qtbot.waitSignal(win.exportFinished, timeout=WAIT):
+        win.export_report("current", out, "json")
+    import json
+
+    d = json.loads(out.read_text())
+    assert {p["source"] for p in d["predictions"]} == {key}
+
+
+def test_f1_opens_the_shortcut_sheet(qtbot, win):
+    from PyQt6.QtGui import QKeySequence
+
+    assert win.mammo.act_shortcuts.shortcut() == QKeySequence(QKeySequence.StandardKey.HelpContents)
+    win.mammo.act_shortcuts.trigger()
+    sheet = win.mammo.sheet
+    qtbot.waitExposed(sheet)
+    keys = [sheet.table.item(i, 0).text() for i in range(sheet.table.rowCount())]
+    assert "Ctrl+M" in keys and "Ctrl+R" in keys and "F1" in keys and "Right-drag" in keys
+    sheet.close()
