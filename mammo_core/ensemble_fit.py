@@ -27,8 +27,8 @@ Research use only - not a medical device.
 """
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +57,8 @@ from mammo_core.labels import NAME_TO_LABEL, get_task
 from mammo_core.metrics import bootstrap_ci, ci_method, classification_metrics, expected_calibration_error
 from mammo_core.plots import ensemble_comparison
 from mammo_core.training.pooled import load_oof
+
+log = logging.getLogger(__name__)
 
 SMOKE_MAX = 64  # patches per split with ``smoke``
 MIN_VALIDATION = 20  # fewer disjoint validation patches than this -> fallback split
@@ -110,7 +112,7 @@ class EnsembleFitResult:
 
 
 def _stderr_log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    log.info("%s", msg)
 
 
 def member_training_indices(info, folder: Path, labels: np.ndarray, groups: np.ndarray):
@@ -153,7 +155,6 @@ def compare(name: str, task: str, p: np.ndarray, labels: np.ndarray, scores: dic
     """One comparison row: the three AUCs (NaN where the model cannot estimate one, or the
     patches hold one class only) and n / accuracy / ECE / NLL on the patches of ``task``."""
     from sklearn.metrics import roc_auc_score
-
 
     ab = labels != 0
 

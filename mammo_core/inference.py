@@ -13,6 +13,7 @@ Each model is called through one cached ``tf.function`` with a fixed input signa
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from mammo_core import tfload
 from mammo_core.bundle import (
     MANIFEST_FILE,
     BundleInfo,
+    iter_bundles,
     load_model,
-    read_card,
     read_manifest,
     verify_bundle,
 )
@@ -61,11 +63,11 @@ class LoadedModel:
     def compiled(self):
         """The model's forward pass as a ``tf.function`` (built once, reused)."""
         if self._fn is None:
-            import tensorflow as tf
-
-            model = self.model
+            tf = tfload.tensorflow()
+            # a partial, not a lambda: tf.function counts traces per Python code object, so
+            # one lambda shared by every loaded model looked like retracing (and warned)
             self._fn = tf.function(
-                lambda x: model(x, training=False),
+                functools.partial(self.model, training=False),
                 input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)],
                 reduce_retracing=True,
             )
@@ -113,13 +115,11 @@ def find_bundle(name_or_path: str | Path, models_dir: str | Path) -> Path:
     p = Path(name_or_path)
     models_dir = Path(models_dir)
     names = {}
-    if models_dir.is_dir():
-        for sub in sorted(models_dir.iterdir()):
-            if (sub / "card.json").is_file():
-                try:
-                    names[read_card(sub).name] = sub
-                except BundleError:
-                    names.setdefault(sub.name, sub)
+    for sub, info in iter_bundles(models_dir):
+        if isinstance(info, BundleInfo):
+            names[info.name] = sub
+        else:
+            names.setdefault(sub.name, sub)
     if str(name_or_path) in names:
         return names[str(name_or_path)]
     if p.is_dir():

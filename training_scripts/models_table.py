@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 import os
 import sys
@@ -29,9 +30,12 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mammo_core import DISCLAIMER
+from mammo_core import DISCLAIMER, logsetup
+from mammo_core.bundle import bundle_dirs
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe
+
+log = logging.getLogger("models_table")
 
 MEMBER_ORDER = ("vgg16b4_baseline_mass_calc", "vgg16_mass_calc", "vgg16_benign_malignant")
 TASK_TITLE = {
@@ -104,10 +108,6 @@ def data_statement(data: Path) -> dict:
     }
 
 
-def bundle_dirs(models: Path) -> list[Path]:
-    return sorted(p for p in models.iterdir() if (p / "card.json").is_file())
-
-
 def ensemble_heldout(models: Path, data: Path, n_boot: int) -> dict:
     """The ensemble's held-out metrics with bootstrap intervals (predicts public_test once)."""
     from mammo_core import io
@@ -172,7 +172,7 @@ def annotate(models: Path, data: Path, n_boot: int) -> None:
                              "out-of-fold predictions (5 folds grouped by woman, the same for every "
                              "member) over every training patch")
         write_card(d, card)
-        print(f"annotated {d / 'card.json'}", file=sys.stderr)
+        log.info("annotated %s", d / "card.json")
 
 
 # --------------------------------------------------------------------------- MODELS.md
@@ -396,18 +396,19 @@ def write_models_md(models: Path, out: Path) -> None:
         L += ["", notes.read_text(encoding="utf-8").rstrip()]
     L.append("")
     atomic_write_text(out, "\n".join(L))
-    print(f"wrote {out}", file=sys.stderr)
+    log.info("wrote %s", out)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    logsetup.configure("models_table.py")
     try:
         if args.annotate_cards:
             annotate(args.models, args.data, args.n_boot)
         if args.out is not None:
             write_models_md(args.models, args.out)
     except MammoError as err:
-        print(f"models_table.py: error: {err}", file=sys.stderr)
+        log.error("error: %s", err)
         return 1
     return 0
 

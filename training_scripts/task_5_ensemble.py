@@ -20,19 +20,22 @@ Research use only - not a medical device.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mammo_core import DISCLAIMER
+from mammo_core import DISCLAIMER, logsetup
 from mammo_core.ensemble_fit import EnsembleFitConfig, fit_and_evaluate
 from mammo_core.errors import MammoError
 
+log = logging.getLogger("task_5_ensemble")
+
 
 def _log(msg: str) -> None:
-    print(f"[task5] {msg}", file=sys.stderr, flush=True)
+    log.info("%s", msg)
 
 
 def parse_args(argv):
@@ -75,10 +78,11 @@ def config_from_args(args) -> EnsembleFitConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    logsetup.configure("task_5_ensemble.py")
     try:
         result = fit_and_evaluate(config_from_args(args), log=_log)
     except MammoError as err:
-        print(f"task_5_ensemble.py: error: {err}", file=sys.stderr)
+        log.error("error: %s", err)
         return 1
     _log(f"wrote {result.out_dir} (card.json, ensemble.json, metrics.json, comparison.png); "
          f"put it beside the members and run 'mammo models manifest'")

@@ -6,6 +6,7 @@ import argparse
 import csv
 import io
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from mammo_core.errors import MammoError
 from mammo_core.mammogram import read_mammogram
 from mammo_core.scan import DEFAULT_WINDOW_MM, ScanSettings, map_overlay, scan_mammogram
 from mammo_core.session import ENSEMBLE, Session
+
+log = logging.getLogger(__name__)
 
 EPILOG = f"""\
 examples:
@@ -147,7 +150,7 @@ def run(args) -> int:
                     bar.update(d - bar.n)
                 res = scan_mammogram(mammo, session, settings, progress=prog)
         except MammoError as err:
-            print(f"mammo: cannot scan {given}: {err.problem if err.path else err}", file=sys.stderr)
+            log.warning("cannot scan %s: %s", given, err.problem if err.path else err)
             errors += 1
             continue
         stem = mammo.stem

@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import sys
 from pathlib import Path
 
-from mammo_core import DISCLAIMER
+from mammo_core import DISCLAIMER, logsetup
 from mammo_core.errors import MammoError
 from mammo_core.training.augment import AUGMENT_SPECS
 from mammo_core.training.config import DISTRIBUTE, FT_UNFREEZE, LR_SCALING, TrainConfig, parse_grid
 from mammo_core.training.presets import format_table, resolve
 from mammo_core.training.runner import train
+
+log = logging.getLogger(__name__)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -170,6 +173,7 @@ def run(argv: list[str] | None, *, prog: str, task: str, description: str, model
     parser = make_parser(prog, description, scratch_models=scratch_models, transfer=transfer,
                          default_model=model, preset=preset)
     args = parser.parse_args(argv)
+    logsetup.configure(prog)  # training progress is INFO
     try:
         cfg = config_from_args(args, task, model, argv, prog, preset)
 
@@ -177,7 +181,7 @@ def run(argv: list[str] | None, *, prog: str, task: str, description: str, model
     except MammoError as exc:
         if args.debug:
             raise
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        log.error("error: %s", exc)
         return 1
     m = result.metrics
     if cfg.model_options.get("head") == "pooled":  # chosen out of fold; held-out numbers stay in the card

@@ -30,6 +30,10 @@ class TrainConfig:
     transfer). ``class_weights`` is ``balanced`` (total / (n_classes * n_c)), ``none`` or an
     explicit comma list (``"1,1.25"``). ``folds`` > 1 runs the study's k-fold holdout before the
     final model; ``grid`` is a tuple of ``(key, (values...))`` (keys: batch, hidden, lr, dropout).
+    The training scripts fill these from the study's preset of their task
+    (:mod:`mammo_core.training.presets`) and record the table in ``preset`` / ``settings``;
+    built by hand, the defaults below apply (``augment="auto"``: the task's study augmentation).
+    ``batch_size`` is per replica; ``lr_scaling="linear"`` multiplies the rate by the replicas.
     """
 
     task: str

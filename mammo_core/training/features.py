@@ -12,8 +12,8 @@ Research use only - not a medical device.
 """
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -63,7 +63,7 @@ def cached_features(x: np.ndarray, tensor_file: str | Path, split: str, weights:
     """``{key: (views, N, d)}`` pooled features of ``x`` ((N,150,150,1) in [0,1], the whole
     split of ``tensor_file``) for dihedral views 0..views-1, computed once and cached."""
 
-    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    log = log or (lambda m: logging.getLogger(__name__).info("%s", m))
     if not Path(weights).is_file():
         raise MammoError("backbone weights file not found", weights)
     root = cache_root(cache) / data_key(tensor_file, weights) / split

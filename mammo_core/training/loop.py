@@ -3,8 +3,8 @@ evaluating it. Everything here is called by :func:`mammo_core.training.train`.""
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +23,8 @@ from mammo_core.training.pipeline import default_workers, make_dataset
 __all__ = ["FitResult", "RunInfo", "evaluate", "extract_features", "fit_model", "get_placement", "gpu_available",
            "predict", "unfreeze_last_conv"]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class FitResult:
@@ -39,7 +41,7 @@ def get_placement(cfg: TrainConfig):
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    log.info("%s", msg)
 
 
 def build(cfg: TrainConfig, n_classes: int, placement=None):

@@ -22,7 +22,7 @@ Research use only - not a medical device.
 """
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +55,11 @@ DEFAULT_C_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)
 OOF_FILE = "oof.npz"
 
 
+log = logging.getLogger(__name__)
+
+
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    log.info("%s", msg)
 
 
 @dataclass(frozen=True)

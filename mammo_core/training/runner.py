@@ -3,14 +3,14 @@ and everything written to ``config.out_dir`` (bundle, metrics.json, history.csv,
 from __future__ import annotations
 
 import itertools
+import logging
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from mammo_core import DISCLAIMER, io
+from mammo_core import DISCLAIMER, io, tfload
 from mammo_core.bundle import sha256_file, write_bundle
 from mammo_core.datasets.splits import check_split, grouped_kfold, grouped_split, groups_for_arrays
 from mammo_core.errors import MammoError
@@ -26,11 +26,13 @@ from mammo_core.training.loop import evaluate, fit_model, get_placement, gpu_ava
 from mammo_core.training.pooled import train_pooled
 from mammo_core.training.results import FOLD_COLUMNS, TrainResult, summarize_folds, write_csv
 
+log = logging.getLogger(__name__)
+
 SMOKE = {"epochs": 1, "ft_epochs": 1, "batch_size": 8, "n_boot": 200, "fe_copies": 1}  # fe: 2N
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    log.info("%s", msg)
 
 
 def validation_split(cfg: TrainConfig, y: np.ndarray, groups: np.ndarray, seed_offset: int = 0):
@@ -131,8 +133,8 @@ def _test_groups(cfg: TrainConfig, data: TaskData) -> np.ndarray | None:
 
 def train(config: TrainConfig) -> TrainResult:
     """Train ``config.model`` on ``config.task`` and write everything into ``config.out_dir``."""
+    tfload.tensorflow()  # imported once, without its start-up noise
     import keras
-
 
     if config.model_options.get("head") == "pooled":  # the small-data member: chosen out of fold
         return train_pooled(config)
