@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -64,6 +63,7 @@ from mammo_core.atomic import atomic_write_text
 from mammo_core.bundle import (
     CARD_SCHEMA,
     BundleInfo,
+    iter_bundles,
     read_card,
     sha256_file,
     verify_bundle,
@@ -547,15 +547,11 @@ def member_dirs(spec: EnsembleSpec, search_dir: str | Path) -> dict[str, Path]:
     search_dir = Path(search_dir)
     by_name: dict[str, BundleInfo] = {}
     broken: list[str] = []
-    if search_dir.is_dir():
-        for sub in sorted(search_dir.iterdir()):
-            if os.path.lexists(sub / "card.json"):
-                try:
-                    info = read_card(sub)
-                except BundleError as err:
-                    broken.append(str(err))
-                    continue
-                by_name.setdefault(info.name, info)
+    for _sub, info in iter_bundles(search_dir):
+        if isinstance(info, BundleError):
+            broken.append(str(info))
+        else:
+            by_name.setdefault(info.name, info)
     out = {}
     for m in spec.members:
         info = by_name.get(m.name)

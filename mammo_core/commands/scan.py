@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 EPILOG = f"""\
 examples:
   mammo scan mdb005.png -o scans/
-  mammo scan study/*.dcm -o scans/ --stride 0.5 --map-members scratch_baseline_mass_calc
+  mammo scan study/*.dcm -o scans/ --stride 0.5 --map-members vgg16b4_baseline_mass_calc
   mammo scan scan.png -o scans/ --pixel-spacing 0.05
 
 writes per IMAGE:
