@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -161,6 +162,15 @@ class MemberSpec:
         return (self.task, self.subset)
 
 
+#: Temperatures accepted in a spec: fitting searches [0.05, 20]; far outside, softmax(log p / T)
+#: overflows (NaN probabilities) or flattens every answer to uniform.
+TEMPERATURE_RANGE = (1e-3, 1e3)
+
+
+def _weight_ok(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+
+
 @dataclass(frozen=True)
 class EnsembleSpec:
     members: tuple[MemberSpec, ...]
@@ -183,8 +193,22 @@ class EnsembleSpec:
                                   f"task {m.task!r} {list(task.classes)}")
             if m.subset not in SUBSETS:
                 raise BundleError(f"member {m.name!r}: unknown subset {m.subset!r}")
-            if not (m.temperature > 0 and np.isfinite(m.temperature)):
-                raise BundleError(f"member {m.name!r}: temperature must be > 0")
+            if not (TEMPERATURE_RANGE[0] <= m.temperature <= TEMPERATURE_RANGE[1]):
+                raise BundleError(f"member {m.name!r}: temperature {m.temperature!r} is outside "
+                                  f"{TEMPERATURE_RANGE[0]:g}..{TEMPERATURE_RANGE[1]:g}")
+            if not (np.isfinite(m.weight) and m.weight >= 0):
+                raise BundleError(f"member {m.name!r}: weight {m.weight!r} must be a finite number >= 0")
+        for group in {m.group for m in self.members}:
+            if sum(m.weight for m in self.members if m.group == group) <= 0:
+                raise BundleError(f"members of task {group[0]!r}: weights sum to 0")
+        if self.threshold is not None and not (0.0 <= self.threshold <= 1.0):
+            raise BundleError(f"threshold {self.threshold!r} must be in [0, 1] (or null)")
+        if not isinstance(self.fitted, Mapping):
+            raise BundleError("'fitted' must be an object")
+        fw = self.fitted.get("factor_weights", {})
+        if not isinstance(fw, Mapping) or not all(
+                isinstance(v, Mapping) and all(_weight_ok(x) for x in v.values()) for v in fw.values()):
+            raise BundleError("'fitted.factor_weights' must map factors to {group: finite weight >= 0}")
 
     @property
     def coverage(self) -> dict[str, bool]:
@@ -219,8 +243,12 @@ class EnsembleSpec:
                 weighting=str(d.get("weighting", WEIGHTING)),
                 calibration=str(d.get("calibration", CALIBRATION)),
                 threshold_rule=str(d.get("threshold_rule", THRESHOLD_RULE)),
-                fitted=dict(d.get("fitted", {})),
+                fitted=d.get("fitted") or {},
             )
+        except BundleError as err:  # a value __post_init__ refused: name the file
+            if err.path is None and path is not None:
+                raise BundleError(err.problem, path) from None
+            raise
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"malformed ensemble spec: {type(exc).__name__}: {exc}", path) from None
 

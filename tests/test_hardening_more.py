@@ -177,3 +177,90 @@ def test_scan_survives_hostile_file_names(models, tmp_path, capsys, monkeypatch)
     assert not any(line.startswith("=") for line in text.splitlines())
     for p in (tmp_path / "o").glob("*_candidates.json"):
         json.loads(p.read_bytes().decode("utf-8"))
+
+
+# --------------------------------------------------------------------------- ensembles
+def _spec_dict():
+    from mammo_core.ensemble import ENSEMBLE_SCHEMA
+
+    return {"schema": ENSEMBLE_SCHEMA, "threshold": 0.2, "fitted": {}, "members": [
+        {"name": "a", "sha256": "0" * 64, "task": "mass_calc", "classes": ["mass", "calcification"],
+         "temperature": 1.0, "weight": 1.0, "subset": None},
+        {"name": "b", "sha256": "1" * 64, "task": "baseline_mass_calc",
+         "classes": ["baseline", "mass", "calcification"], "temperature": 1.0, "weight": 1.0, "subset": None}]}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("weight", float("nan")), ("weight", float("inf")), ("weight", -5.0), ("weight", 0.0),
+    ("temperature", 1e-300), ("temperature", float("nan")), ("temperature", float("inf")),
+    ("temperature", 1e300), ("threshold", float("nan")), ("threshold", -1.0), ("threshold", float("inf")),
+    ("factor_weights", {"baseline": {"x": -1.0}}), ("factor_weights", {"baseline": {"x": float("nan")}}),
+    ("factor_weights", [1]), ("fitted", [1, 2])])
+def test_ensemble_spec_numbers_that_break_the_arithmetic_are_refused(tmp_path, field, value):
+    """NaN / inf / negative weights, absurd temperatures (1e-300 gave NaN probabilities, a
+    negative weight probabilities outside [0, 1]) and thresholds: a BundleError naming the spec."""
+    from mammo_core.ensemble import EnsembleSpec
+    from mammo_core.errors import BundleError
+
+    d = _spec_dict()
+    if field in ("weight", "temperature"):
+        d["members"][0][field] = value
+    elif field == "factor_weights":
+        d["fitted"] = {"factor_weights": value}
+    else:
+        d[field] = value
+    with pytest.raises(BundleError) as exc:
+        EnsembleSpec.from_dict(d, tmp_path / "ensemble.json")
+    assert "ensemble.json" in str(exc.value) and "\n" not in str(exc.value)
+    EnsembleSpec.from_dict(_spec_dict(), tmp_path / "ensemble.json")  # the untouched spec loads
+
+
+def test_resigned_ensemble_with_a_negative_weight_is_refused_by_predict(tmp_path, capsys):
+    """The owner of a models folder edits ensemble.json (weight -5), fixes the card's hash and
+    regenerates the MANIFEST: predict refuses the spec in one line (it printed probabilities
+    outside [0, 1] before; NaN weights ended in an internal error)."""
+    from attack_fixtures import good_png
+
+    from mammo_core.bundle import sha256_file
+
+    root = models_dir_with(tmp_path / "m", ["mass_calc", "baseline_mass_calc"], ensemble=True)
+    spec = root / "ensemble" / "ensemble.json"
+    d = json.loads(spec.read_text())
+    d["members"][0]["weight"] = -5.0
+    spec.write_text(json.dumps(d))
+    card = json.loads((root / "ensemble" / "card.json").read_text())
+    card["files"] = {k: sha256_file(root / "ensemble" / k) for k in card["files"]}
+    if "sha256" in card:
+        card["sha256"] = card["files"].get("ensemble.json", card["sha256"])
+    (root / "ensemble" / "card.json").write_text(json.dumps(card))
+    assert main(["models", "manifest", "--models-dir", str(root)]) == 0
+    capsys.readouterr()
+    rc = main(["predict", str(good_png(tmp_path / "a.png")), "--models-dir", str(root), "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 1 and cap.out == "" and "weight -5.0" in cap.err and "ensemble.json" in cap.err
+    assert_no_traceback(cap.err)
+
+
+# --------------------------------------------------------------------------- empty paths
+@pytest.mark.parametrize("argv", [
+    ["predict", "A", "--gradcam-dir", ""], ["predict", "A", "-o", ""], ["predict", "A", "--models-dir", ""],
+    ["models", "list", "--models-dir", ""], ["dataset", "info", ""]])
+def test_an_empty_path_argument_is_a_usage_error_not_the_current_folder(tmp_path, monkeypatch, capsys, argv):
+    """`--gradcam-dir ""` (an unset shell variable) wrote the heatmaps into the current folder."""
+    from attack_fixtures import good_png
+
+    monkeypatch.chdir(tmp_path)
+    a = good_png(tmp_path / "a.png")
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) if x == "A" else x for x in argv])
+    assert exc.value.code == 2 and "empty path" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_report_file_equal_to_the_gradcam_folder_is_refused_before_work(tmp_path, capsys):
+    from attack_fixtures import good_png
+
+    a = good_png(tmp_path / "a.png")
+    g = tmp_path / "g"
+    rc = main(["predict", str(a), "--gradcam-dir", str(g), "-o", str(g), "--models-dir", str(tmp_path)])
+    assert rc == 2 and "--gradcam-dir" in capsys.readouterr().err

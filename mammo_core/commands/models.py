@@ -19,7 +19,7 @@ from mammo_core.bundle import (
 from mammo_core.confidence import quality_from_card
 from mammo_core.ensemble import member_dirs, read_ensemble
 from mammo_core.errors import MammoError
-from mammo_core.paths import models_dir
+from mammo_core.paths import models_dir, path_arg
 from mammo_core.session import Session
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def register(subparsers) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--models-dir", type=Path, default=None, metavar="DIR",
+    common.add_argument("--models-dir", type=path_arg, default=None, metavar="DIR",
                         help="folder of bundles (default: assets/models)")
     p = subparsers.add_parser("list", parents=[common], help="list the bundled models (cards only)",
                               description="List bundles: name, kind, task, version, sha256, held-out "
