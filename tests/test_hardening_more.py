@@ -264,3 +264,49 @@ def test_report_file_equal_to_the_gradcam_folder_is_refused_before_work(tmp_path
     g = tmp_path / "g"
     rc = main(["predict", str(a), "--gradcam-dir", str(g), "-o", str(g), "--models-dir", str(tmp_path)])
     assert rc == 2 and "--gradcam-dir" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- builders
+def test_build_mias_reads_a_bom_first_row_and_refuses_non_positive_radii(tmp_path):
+    """An Info.txt saved with a UTF-8 BOM lost its first row silently (read as header text); a
+    negative or zero radius was cut as a labelled pair."""
+    import csv
+
+    from mammo_core.datasets.mias import build_mias
+
+    d = tmp_path / "mias"
+    d.mkdir()
+    rng = np.random.default_rng(3)
+    for i in (1, 2, 3):
+        img = np.zeros((1024, 1024), np.uint8)
+        img[:, :700] = rng.integers(60, 200, size=(1024, 700))
+        assert cv2.imwrite(str(d / f"mdb{i:03d}.png"), img)
+    rows = ["mdb001 G CIRC B 300 500 40", "mdb002 G CIRC M 300 500 -40", "mdb003 G CALC B 300 500 0"]
+    (d / "Info.txt").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\r\n")
+    res = build_mias(d, d / "Info.txt", tmp_path / "out", progress=False)
+    assert sum(res.pairs.values()) == 1
+    with open(tmp_path / "out" / "skipped.csv", newline="") as fh:
+        skipped = {int(r["line"]): r["reason"] for r in csv.DictReader(fh)}
+    assert set(skipped) == {2, 3} and all("radius" in why for why in skipped.values())
+
+
+# --------------------------------------------------------------------------- model cards
+@pytest.mark.parametrize("metrics", [{"auc": 10 ** 400}, {"auc": 7.5}, {"auc": -1},
+                                     {"auc": 0.8, "auc_ci95": [10 ** 400, 0.9]}, {"auc": 0.8, "n": -5},
+                                     {"auc": 0.8, "n": 10 ** 400}])
+def test_card_metrics_beyond_float_range_or_outside_0_1_are_unknown_not_a_crash(tmp_path, capsys, metrics):
+    """`mammo models list` ended in an OverflowError traceback on a card AUC of 10**400; an AUC
+    of 7.5 was shown as a held-out AUC."""
+    from attack_fixtures import edit_card
+    from bundle_factory import copy_bundle, tiny_bundle
+
+    from mammo_core.confidence import quality_from_card
+
+    b = copy_bundle(tiny_bundle("mass_calc"), tmp_path / "m")
+    card = edit_card(b, metrics=metrics)
+    q = quality_from_card(card)
+    assert q.auc in (None, 0.8) and (q.n is None or q.n >= 0) and q.ci95 is None
+    rc = main(["models", "list", "--models-dir", str(tmp_path / "m"), "--format", "json"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert_no_traceback(cap.err)
