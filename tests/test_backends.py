@@ -1,7 +1,8 @@
 """Training on the JAX backend with TensorFlow's import blocked (every task script's smoke run;
 JAX data parallelism over two CPU devices) and TensorFlow's multi-worker strategy with one
-worker. Each run is a subprocess (the Keras backend and the device layout are fixed at start-up). The bundles a JAX run writes
-load and predict the same under TensorFlow, where inference and Grad-CAM run."""
+worker. Each run is a subprocess (the Keras backend and the device layout are fixed at
+start-up). The bundles a JAX run writes load and predict the same under TensorFlow, where
+inference and Grad-CAM run."""
 from __future__ import annotations
 
 import json
