@@ -3,7 +3,8 @@
 ``read_mammogram(path)`` reads DICOM (the CBIS-DDSM release's 16-bit files included), PNG, PGM
 (as mini-MIAS ships), TIFF and 2-D ``.npy`` through :func:`mammo_core.io.read_image` (one
 reader for pixels: BitsStored, rescale and MONOCHROME1 handled there) and adds what a viewer
-and ``mammo scan`` need around the pixels:
+and ``mammo scan`` need around the pixels (size limits: ``mammo_core.safeio``, as for every
+file read):
 
 * pixel spacing in mm (row, column): DICOM ``PixelSpacing``, else ``ImagerPixelSpacing``, else a
   stated default per source (mini-MIAS: 200 µm, from its README), else unknown (``None``);
@@ -31,8 +32,6 @@ from mammo_core.io import _file_kind, read_image
 
 #: mini-MIAS pixel size (the data's README: 200 micron pixels).
 MINI_MIAS_SPACING_MM = 0.2
-#: Largest image read as a whole mammogram (pixels); larger ones are refused.
-MAX_PIXELS = 8000 * 8000
 
 HEADER_FIELDS = (
     "PatientID", "PatientAge", "StudyDate", "Modality", "Manufacturer", "ManufacturerModelName",
@@ -155,9 +154,6 @@ def read_mammogram(path: str | Path, spacing_mm: float | None = None) -> Mammogr
     if pixels.ndim != 2 or pixels.dtype.kind not in "ui":
         raise PatchReadError(f"a mammogram must be 2-D 8- or 16-bit integers, got {pixels.dtype} "
                              f"{pixels.shape}", path)
-    if pixels.size > MAX_PIXELS:
-        raise PatchReadError(f"{pixels.shape[1]} x {pixels.shape[0]} pixels is larger than the "
-                             f"{MAX_PIXELS} pixels accepted for a mammogram", path)
     if pixels.flags.writeable:
         pixels = pixels.view()
         pixels.flags.writeable = False
