@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     # errors and their tracebacks also go to a log file in the data folder (not for
     # --screenshot, which leaves the user's files alone: its log is a temporary file)
     log_file = shot_log if args.screenshot is not None else log_dir() / LOG_NAME
-    logsetup.configure("mammo-viewer", verbose=True, log_file=log_file, quiet=QUIET_LOGGERS)
+    logsetup.configure("mammo-viewer", log_file=log_file, quiet=QUIET_LOGGERS)
     # TensorFlow's native start-up lines ("failed call to cuInit", oneDNN, retracing) and Qt's
     # native warnings go to the log file, not the terminal (the window is up, so a missing
     # platform plugin has already been reported)

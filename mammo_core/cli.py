@@ -10,15 +10,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
-from mammo_core import DISCLAIMER, __version__
+from mammo_core import DISCLAIMER, __version__, logsetup
 from mammo_core.errors import MammoError
 from mammo_core.logsetup import divert_native_stderr
 from mammo_core.safeio import shown
+
+log = logging.getLogger(__name__)
 
 # Command groups and the modules that fill them. Each module's register() receives the
 # subparsers object of its group (or of the top level for "").
@@ -88,7 +91,8 @@ def install_signal_handlers() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+    logsetup.configure("mammo")
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
@@ -105,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     except MammoError as err:
         if args.debug:
             raise
-        print(f"mammo: error: {err}", file=sys.stderr)
+        log.error("error: %s", err)
         return 1
     except KeyboardInterrupt:
-        print("mammo: interrupted", file=sys.stderr)
+        log.error("interrupted")
         return 130
     except BrokenPipeError:  # the reader of stdout went away (e.g. `| head`)
         with contextlib.suppress(OSError):
@@ -118,13 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         where = f"{shown(err.filename)}: " if err.filename else ""
-        print(f"mammo: error: {where}{err.strerror or err}", file=sys.stderr)
+        log.error("error: %s%s", where, err.strerror or err)
         return 1
     except (RecursionError, MemoryError, ValueError, TypeError, KeyError, RuntimeError) as err:
         if args.debug:
             raise
-        print(f"mammo: internal error: {type(err).__name__}: {shown(str(err).splitlines()[0] if str(err) else '')} "
-              "(please report it; run with --debug for the traceback)", file=sys.stderr)
+        log.error("internal error: %s: %s (please report it; run with --debug for the traceback)",
+                  type(err).__name__, shown(str(err).splitlines()[0] if str(err) else ""))
         return 1
 
 

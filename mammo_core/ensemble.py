@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -64,19 +63,19 @@ from mammo_core.atomic import atomic_write_text
 from mammo_core.bundle import (
     CARD_SCHEMA,
     BundleInfo,
+    iter_bundles,
     read_card,
     sha256_file,
     verify_bundle,
     write_card,
 )
-from mammo_core.errors import BundleError
+from mammo_core.errors import BundleError, MammoError
 from mammo_core.jsonutil import read_json_object
-from mammo_core.labels import CLASS_NAMES, get_task
+from mammo_core.labels import CLASS_NAMES, FACTOR_LABELS, FACTORS, SUBSET_LABELS, get_task, task_factors
 from mammo_core.metrics import expected_calibration_error
 
 ENSEMBLE_FILE = "ensemble.json"
 ENSEMBLE_SCHEMA = "mammo.ensemble/1"
-FACTORS = ("baseline", "mass_given_abnormal", "malignant_given_mass", "malignant_given_calcification")
 T_BOUNDS = (0.05, 20.0)
 EPS = 1e-12
 WEIGHTING = ("soft voting per task; weights on the simplex minimising validation NLL (L-BFGS-B); "
@@ -85,7 +84,7 @@ CALIBRATION = "temperature scaling per member on logits = log p, T minimising va
 THRESHOLD_RULE = "90th percentile of the validation disagreement"
 CALL_RULE = ("call = normal tissue (baseline) when P(baseline) >= 50 %, otherwise the most likely of "
              "the four abnormal classes (so the call can differ from the longest bar)")
-SUBSETS = (None, "mass", "calcification")
+SUBSETS = (None, *SUBSET_LABELS)
 
 
 # --------------------------------------------------------------------------- calibration
@@ -229,19 +228,10 @@ class EnsembleSpec:
 # --------------------------------------------------------------------------- the hierarchy
 
 def _factors_of(m: MemberSpec) -> tuple[str, ...]:
-    if m.task == "mass_calc":
-        return ("mass_given_abnormal",)
-    if m.task == "benign_malignant":
-        if m.subset == "mass":
-            return ("malignant_given_mass",)
-        if m.subset == "calcification":
-            return ("malignant_given_calcification",)
-        return ("malignant_given_mass", "malignant_given_calcification")
-    if m.task == "baseline_mass_calc":
-        return ("baseline", "mass_given_abnormal")
-    if m.task == "five_class":
-        return FACTORS
-    raise BundleError(f"member {m.name!r}: task {m.task!r} cannot join an ensemble")
+    try:
+        return task_factors(m.task, m.subset)
+    except MammoError as err:
+        raise BundleError(f"member {m.name!r}: {err.problem}") from None
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -360,14 +350,6 @@ def disagreement(spec: EnsembleSpec, cal: Mapping[str, np.ndarray]) -> np.ndarra
     return np.mean(np.stack(stds), axis=0)
 
 
-# Which validation rows and which target each hierarchy factor is scored on (0-4 labels).
-BASELINE_LABEL = 0
-_FACTOR_ROWS = {
-    "baseline": (None, (BASELINE_LABEL,)),
-    "mass_given_abnormal": ((1, 2, 3, 4), (1, 2)),
-    "malignant_given_mass": ((1, 2), (2,)),
-    "malignant_given_calcification": ((3, 4), (4,)),
-}
 
 
 def _combine_factors(spec: EnsembleSpec, factor_lists: Mapping[str, Mapping[str, np.ndarray]]
@@ -394,7 +376,7 @@ def fit_factor_weights(factor_lists: Mapping[str, Mapping[str, np.ndarray]], lab
         keys = list(by_group)
         if len(keys) < 2:
             continue
-        rows_of, positive = _FACTOR_ROWS[f]
+        rows_of, positive = FACTOR_LABELS[f]
         rows = np.ones(len(labels), bool) if rows_of is None else np.isin(labels, rows_of)
         y = np.isin(labels[rows], positive).astype(np.int64)
         ps = [np.stack([1.0 - by_group[k][rows], by_group[k][rows]], axis=1) for k in keys]
@@ -454,8 +436,7 @@ class MemberInfo:
 def _rows(task: str, subset: str | None, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keep, y = get_task(task).map_labels(labels)
     if subset is not None:
-        allowed = {"mass": (1, 2), "calcification": (3, 4)}[subset]
-        sub = np.isin(labels, allowed)
+        sub = np.isin(labels, SUBSET_LABELS[subset])
         y = y[sub[keep]]
         keep = keep & sub
     return keep, y
@@ -566,15 +547,11 @@ def member_dirs(spec: EnsembleSpec, search_dir: str | Path) -> dict[str, Path]:
     search_dir = Path(search_dir)
     by_name: dict[str, BundleInfo] = {}
     broken: list[str] = []
-    if search_dir.is_dir():
-        for sub in sorted(search_dir.iterdir()):
-            if os.path.lexists(sub / "card.json"):
-                try:
-                    info = read_card(sub)
-                except BundleError as err:
-                    broken.append(str(err))
-                    continue
-                by_name.setdefault(info.name, info)
+    for _sub, info in iter_bundles(search_dir):
+        if isinstance(info, BundleError):
+            broken.append(str(info))
+        else:
+            by_name.setdefault(info.name, info)
     out = {}
     for m in spec.members:
         info = by_name.get(m.name)

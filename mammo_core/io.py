@@ -73,7 +73,7 @@ import numpy as np
 
 from mammo_core.contract import PATCH_SHAPE, PATCH_SIZE
 from mammo_core.errors import DatasetError, MammoError, NotAPatchError, PatchReadError
-from mammo_core.labels import N_LABELS, Task, get_task
+from mammo_core.labels import BASELINE, N_LABELS, Task, get_task, has_pair_layout
 from mammo_core.predictions import patch_key
 from mammo_core.safeio import (
     SMALL_FILE_BYTES,
@@ -917,15 +917,7 @@ def to_model_input(pixels, bits: int | None = None) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- patch arrays
-def pairs_ok(labels: np.ndarray | None) -> bool:
-    """True when the labels follow the pair layout: baseline (0) at every even index and an
-    abnormality (1-4) at the odd index right after it."""
-    if labels is None:
-        return False
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.size == 0 or labels.size % 2:
-        return False
-    return bool((labels[0::2] == 0).all() and (labels[1::2] != 0).all())
+pairs_ok = has_pair_layout  # the pair-layout check, defined in mammo_core.labels
 
 
 def _validate_images(images: np.ndarray, path: Path) -> np.ndarray:
@@ -1015,7 +1007,7 @@ def pixel_range(images: np.ndarray) -> tuple[float, float]:
 def drop_baselines(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Remove baseline patches (label 0), as the study did for its two-class tasks."""
     labels = np.asarray(labels)
-    keep = labels != 0
+    keep = labels != BASELINE
     return np.asarray(images)[keep], labels[keep]
 
 

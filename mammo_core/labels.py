@@ -15,6 +15,37 @@ import numpy as np
 from mammo_core.errors import MammoError
 
 BASELINE, MASS_BENIGN, MASS_MALIGNANT, CALC_BENIGN, CALC_MALIGNANT = 0, 1, 2, 3, 4
+BASELINE_LABEL = BASELINE
+
+# Label groups (0-4 labels)
+MASS_LABELS: tuple[int, ...] = (MASS_BENIGN, MASS_MALIGNANT)
+CALC_LABELS: tuple[int, ...] = (CALC_BENIGN, CALC_MALIGNANT)
+MALIGNANT_LABELS: tuple[int, ...] = (MASS_MALIGNANT, CALC_MALIGNANT)
+ABNORMAL_LABELS: tuple[int, ...] = MASS_LABELS + CALC_LABELS
+#: The abnormality types a benign_malignant member may be trained on alone.
+SUBSET_LABELS: Mapping[str, tuple[int, ...]] = MappingProxyType(
+    {"mass": MASS_LABELS, "calcification": CALC_LABELS})
+
+# The ensemble's hierarchy: P(baseline), then P(mass | abnormal), then P(malignant | mass) and
+# P(malignant | calcification). Each factor: (the labels it is defined on, None = every patch;
+# the labels for which it is 1).
+FACTOR_LABELS: Mapping[str, tuple[tuple[int, ...] | None, tuple[int, ...]]] = MappingProxyType({
+    "baseline": (None, (BASELINE,)),
+    "mass_given_abnormal": (ABNORMAL_LABELS, MASS_LABELS),
+    "malignant_given_mass": (MASS_LABELS, (MASS_MALIGNANT,)),
+    "malignant_given_calcification": (CALC_LABELS, (CALC_MALIGNANT,)),
+})
+FACTORS: tuple[str, ...] = tuple(FACTOR_LABELS)
+#: Which hierarchy factors a member of each task estimates.
+TASK_FACTORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "mass_calc": ("mass_given_abnormal",),
+    "benign_malignant": ("malignant_given_mass", "malignant_given_calcification"),
+    "baseline_mass_calc": ("baseline", "mass_given_abnormal"),
+    "five_class": FACTORS,
+})
+#: The factor a benign_malignant member trained on one abnormality type estimates.
+SUBSET_FACTOR: Mapping[str, str] = MappingProxyType(
+    {"mass": "malignant_given_mass", "calcification": "malignant_given_calcification"})
 
 CLASS_NAMES: tuple[str, ...] = (
     "baseline",
@@ -112,6 +143,28 @@ def get_task(name: str) -> Task:
         return TASKS[name]
     except KeyError:
         raise MammoError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}") from None
+
+
+def task_factors(task: str, subset: str | None = None) -> tuple[str, ...]:
+    """The hierarchy factors a member of ``task`` (trained on ``subset`` only, if given)
+    estimates; a clear error for a task that cannot join an ensemble."""
+    if task == "benign_malignant" and subset is not None:
+        return (SUBSET_FACTOR[subset],)
+    try:
+        return TASK_FACTORS[task]
+    except KeyError:
+        raise MammoError(f"task {task!r} cannot join an ensemble") from None
+
+
+def has_pair_layout(labels: np.ndarray | None) -> bool:
+    """True when the labels follow the CBIS-DDSM pair layout: baseline (0) at every even index
+    and an abnormality (1-4) at the odd index right after it."""
+    if labels is None:
+        return False
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0 or labels.size % 2:
+        return False
+    return bool((labels[0::2] == BASELINE).all() and (labels[1::2] != BASELINE).all())
 
 
 def class_counts(labels: np.ndarray) -> dict[str, int]:

@@ -1,13 +1,15 @@
 """One logging set-up for the ``mammo`` command, the training scripts and the viewer.
 
 The library logs through ``logging.getLogger(__name__)`` and never configures logging itself;
-the programs call :func:`configure` once. Messages go to stderr as ``prog: message`` (warnings
-and up by default; ``INFO`` with ``verbose``); with ``log_file`` everything from ``INFO`` up goes
-there too, with the time and, when a record carries ``extra={"details": traceback}``, the
-traceback. Records of the ``quiet`` loggers (TensorFlow's, Keras', Python warnings) go to the log
-file only. :func:`divert_native_stderr` sends what C/C++ code writes to file descriptor 2
-(TensorFlow's start-up lines such as ``failed call to cuInit``, absl, Qt's native warnings) to
-the log file as well, while Python's ``sys.stderr`` keeps the terminal.
+the programs call :func:`configure` once. Messages go to stderr as ``prog: message`` (``INFO``
+and up by default: "wrote ...", training progress, warnings, errors); with ``log_file``
+everything from ``INFO`` up goes there too, with the time and, when a record carries
+``extra={"details": traceback}``, the traceback. The library logs nothing at INFO that is not
+meant for the user; chatter is DEBUG. Records of the ``quiet`` loggers (TensorFlow's, Keras',
+Python warnings) go to the log file only. :func:`divert_native_stderr` sends what C/C++ code
+writes to file descriptor 2 (TensorFlow's start-up lines such as ``failed call to cuInit``,
+absl, Qt's native warnings) to the log file as well, while Python's ``sys.stderr`` keeps the
+terminal.
 """
 from __future__ import annotations
 
@@ -19,6 +21,22 @@ from pathlib import Path
 from typing import TextIO
 
 _TAG = "_mammo_handler"  # marks the handlers installed here (configure() replaces them)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (tests and tools swap
+    it), never to a stream closed since :func:`configure` ran."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
 
 
 class _DetailsFormatter(logging.Formatter):
@@ -41,20 +59,23 @@ class _Quiet(logging.Filter):
         return not any(record.name == n or record.name.startswith(n + ".") for n in self.names)
 
 
-def configure(prog: str, verbose: bool = False, log_file: Path | str | None = None,
-              stream: TextIO | None = None, quiet: Sequence[str] = ()) -> Path | None:
+def configure(prog: str, level: int = logging.INFO, log_file: Path | str | None = None,
+              stream: TextIO | None = None, quiet: Sequence[str] = (),
+              verbose: bool | None = None) -> Path | None:
     """Route the project's log records: ``prog: message`` to ``stream`` (default stderr) from
-    WARNING up (INFO up when ``verbose``), and everything from INFO up, with tracebacks, to
-    ``log_file`` (its folder is created; a file that cannot be opened is reported on stderr and
-    skipped). Records of the ``quiet`` loggers reach the log file only (the console when there is
-    no log file). Calling it again replaces what an earlier call installed. Returns the log file
-    used, or None."""
+    ``level`` up (INFO: what the programs tell their user; ``verbose=False`` means WARNING),
+    and everything from INFO up, with tracebacks, to ``log_file`` (its folder is created; a
+    file that cannot be opened is reported on stderr and skipped). Records of the ``quiet``
+    loggers reach the log file only (the console when there is no log file). Calling it again
+    replaces what an earlier call installed. Returns the log file used, or None."""
     root = logging.getLogger()
     for h in [h for h in root.handlers if getattr(h, _TAG, False)]:
         root.removeHandler(h)
         h.close()
-    console = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    console.setLevel(logging.INFO if verbose else logging.WARNING)
+    console = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    if verbose is not None:
+        level = logging.INFO if verbose else logging.WARNING
+    console.setLevel(level)
     console.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
     setattr(console, _TAG, True)
     root.addHandler(console)

@@ -11,9 +11,8 @@ from mammo_core.training.augment import (
     AugmentSpec,
     affine_matrix,
     augment_batch,
-    augment_image,
     draw_params,
-    element_rng,
+    element_uniforms,
     get_spec,
     warp,
 )
@@ -115,16 +114,39 @@ def test_shear_is_an_angle_in_degrees(smooth):
 
 def test_draws_follow_image_data_generator_ranges():
     spec = AUGMENT_SPECS["geometric"]
-    draws = [draw_params(spec, element_rng(0, 0, i), (150, 150)) for i in range(2000)]
-    theta = np.array([d["theta"] for d in draws])
-    zx, zy = np.array([d["zx"] for d in draws]), np.array([d["zy"] for d in draws])
-    assert theta.min() >= -40 and theta.max() <= 40 and theta.std() > 20
-    assert max(abs(d["tx"]) for d in draws) <= 30 and max(abs(d["ty"]) for d in draws) <= 30
-    assert max(abs(d["shear"]) for d in draws) <= 0.2
+    d = draw_params(spec, element_uniforms(0, 0, np.arange(4000)), (150, 150))
+    theta, zx, zy = d["theta"], d["zx"], d["zy"]
+    assert theta.min() >= -40 and theta.max() <= 40 and abs(theta.std() - 80 / 12 ** 0.5) < 1.5  # uniform
+    assert np.abs(d["tx"]).max() <= 30 and np.abs(d["ty"]).max() <= 30 and np.abs(d["tx"]).max() > 29
+    assert np.abs(d["shear"]).max() <= 0.2
     assert zx.min() >= 0.8 and zy.max() <= 1.2
-    assert abs(np.corrcoef(zx, zy)[0, 1]) < 0.1  # x and y zoom drawn independently
-    assert 0.4 < np.mean([d["flip_horizontal"] for d in draws]) < 0.6
-    assert not any(d["flip_vertical"] for d in draws)
+    assert abs(np.corrcoef(zx, zy)[0, 1]) < 0.05  # x and y zoom drawn independently
+    assert abs(np.corrcoef(theta, d["tx"])[0, 1]) < 0.05
+    assert 0.45 < d["flip_horizontal"].mean() < 0.55
+    assert not d["flip_vertical"].any() and not d["k90"].any()
+    k = draw_params(AUGMENT_SPECS["rot90"], element_uniforms(0, 0, np.arange(4000)), (150, 150))["k90"]
+    assert set(np.unique(k)) == {0, 1, 2, 3} and np.bincount(k).min() > 900
+
+
+def test_uniform_stream_depends_on_seed_epoch_index_only():
+    u = element_uniforms(7, 3, np.arange(1000))
+    assert u.shape == (1000, 9) and u.min() >= 0 and u.max() < 1 and abs(u.mean() - 0.5) < 0.01
+    np.testing.assert_array_equal(element_uniforms(7, 3, [5, 2]), u[[5, 2]])
+    for other in (element_uniforms(8, 3, np.arange(1000)), element_uniforms(7, 4, np.arange(1000))):
+        assert abs(np.corrcoef(u[:, 0], other[:, 0])[0, 1]) < 0.1
+    assert abs(np.corrcoef(u[:-1, 0], u[1:, 0])[0, 1]) < 0.1  # neighbouring indices independent
+
+
+def test_augment_batch_is_image_data_generator_with_the_drawn_parameters(smooth):
+    """End to end: each element of a batch is ImageDataGenerator's transform of its own draws."""
+    spec = AUGMENT_SPECS["geometric"]
+    idx = np.array([3, 11, 12, 40])
+    out = augment_batch(np.repeat(smooth[None], 4, axis=0), idx, spec, seed=9, epoch=2)
+    p = draw_params(spec, element_uniforms(9, 2, idx), (150, 150))
+    assert p["flip_horizontal"].any() and not p["flip_horizontal"].all()  # both cases covered
+    for j in range(4):
+        ref = idg_apply_transform(smooth.astype(np.float64), {k: v[j] for k, v in p.items()}, "nearest")
+        assert np.abs(out[j] - ref).max() < 5e-3
 
 
 def test_rot90_is_exact_and_stream_is_per_element(rng):
@@ -144,8 +166,7 @@ def test_rot90_is_exact_and_stream_is_per_element(rng):
 def test_identity_and_bad_names(rng):
     x = rng.random((2, 150, 150, 1)).astype("float32")
     np.testing.assert_array_equal(augment_batch(x, np.arange(2), "none", 0, 0), x)
-    x0 = x[0]
-    assert augment_image(x0, AugmentSpec("id"), element_rng(0, 0, 0)) is x0
+    np.testing.assert_array_equal(augment_batch(x, np.arange(2), AugmentSpec("id"), 0, 0), x)
     with pytest.raises(MammoError, match="unknown augmentation"):
         get_spec("blur")
     with pytest.raises(MammoError, match="fill mode"):

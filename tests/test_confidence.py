@@ -119,3 +119,18 @@ def test_call_rule_matches_call_five_class():
     """Sample 007 of the issue: baseline 24.9 %, call 'mass malignant' at 24 %."""
     p = np.array([[0.249, 0.2, 0.24, 0.16, 0.151], [0.5, 0.1, 0.1, 0.2, 0.1], [0.49, 0.3, 0.01, 0.1, 0.1]])
     assert call_five_class(p).tolist() == [2, 0, 1]
+
+
+def test_models_list_shows_held_out_quality(capsys):
+    from mammo_core.cli import main
+
+    assert main(["models", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-2:] == ["HELD-OUT", "QUALITY"]
+    for info in Session(models_dir()).available():
+        q = quality_from_card(info.card)
+        row = next(ln for ln in lines[1:] if ln.split()[0] == info.name)
+        assert row.endswith(q.status) and f"auc={q.auc:.3f} [{q.ci95[0]:.2f}, {q.ci95[1]:.2f}]" in row
+    assert main(["models", "list", "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert all(b["heldout"]["status"] in (ABOVE, AT_CHANCE, BELOW) for b in out["bundles"])

@@ -45,3 +45,36 @@ def test_class_counts_names_every_class():
         "baseline": 1, "mass_benign": 2, "mass_malignant": 0,
         "calcification_benign": 0, "calcification_malignant": 1,
     }
+
+
+def test_label_groups_agree_with_the_names_and_tasks():
+    from mammo_core import labels as L
+
+    names = dict(L.LABEL_TO_NAME)
+    assert all(names[i].startswith("mass") for i in L.MASS_LABELS)
+    assert all(names[i].startswith("calcification") for i in L.CALC_LABELS)
+    assert all(names[i].endswith("_malignant") for i in L.MALIGNANT_LABELS)
+    assert sorted(L.ABNORMAL_LABELS) == [i for i in names if i != L.BASELINE_LABEL]
+    mc, bm = L.get_task("mass_calc"), L.get_task("benign_malignant")
+    assert {mc.remap[i] for i in L.MASS_LABELS} == {mc.classes.index("mass")}
+    assert {bm.remap[i] for i in L.MALIGNANT_LABELS} == {bm.classes.index("malignant")}
+    # every factor a task estimates is defined on labels that task sees
+    for task, factors in L.TASK_FACTORS.items():
+        for f in factors:
+            _rows, positive = L.FACTOR_LABELS[f]
+            assert set(positive) <= set(L.get_task(task).remap)
+    assert L.task_factors("benign_malignant", "mass") == ("malignant_given_mass",)
+    with pytest.raises(MammoError, match="cannot join an ensemble"):
+        L.task_factors("nope")
+
+
+def test_one_pair_layout_check():
+    from mammo_core import io
+    from mammo_core.datasets import splits
+    from mammo_core.labels import has_pair_layout
+
+    assert io.pairs_ok is has_pair_layout and splits.has_pair_layout is has_pair_layout
+    assert has_pair_layout(np.array([0, 3, 0, 1]))
+    for bad in (None, np.array([]), np.array([0, 3, 0]), np.array([3, 0]), np.array([0, 0]),
+                np.zeros((2, 2), int)):
+        assert not has_pair_layout(bad)

@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
+from mammo_core import logsetup
 from mammo_core.datasets.samples import write_samples
 from mammo_core.errors import MammoError
 
@@ -19,10 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=20, help="number of patches (default 20)")
     ap.add_argument("--split", default="public_test", help="split to take them from (default public_test)")
     args = ap.parse_args(argv)
+    logsetup.configure("make_samples")
     try:
         files = write_samples(args.data, args.out, n=args.n, split=args.split)
     except MammoError as err:
-        print(f"make_samples: error: {err}", file=sys.stderr)
+        logging.getLogger("make_samples").error("error: %s", err)
         return 1
     print(f"wrote {len(files)} patches to {args.out}")
     return 0

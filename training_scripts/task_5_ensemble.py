@@ -20,19 +20,22 @@ Research use only - not a medical device.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mammo_core import DISCLAIMER
+from mammo_core import DISCLAIMER, logsetup
 from mammo_core.ensemble_fit import EnsembleFitConfig, fit_and_evaluate
 from mammo_core.errors import MammoError
 
+log = logging.getLogger("task_5_ensemble")
+
 
 def _log(msg: str) -> None:
-    print(f"[task5] {msg}", file=sys.stderr, flush=True)
+    log.info("%s", msg)
 
 
 def parse_args(argv):
@@ -54,6 +57,10 @@ def parse_args(argv):
                    help="fallback grouped validation fraction of train_* (default 0.2)")
     p.add_argument("--percentile", type=float, default=90.0,
                    help="disagreement threshold: this percentile of validation disagreement (default 90)")
+    p.add_argument("--oof", nargs="+", type=Path, default=(), metavar="DIR",
+                   help="members' run folders with oof.npz (same order as --members): fit on their "
+                        "out-of-fold predictions over every train_* patch (preferred)")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (over women) for CIs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--smoke", action="store_true", help="tiny subsets (CI): at most 64 patches per split")
@@ -64,17 +71,18 @@ def config_from_args(args) -> EnsembleFitConfig:
     return EnsembleFitConfig(
         members=tuple(args.members), data=args.data, out=args.out, name=args.name,
         val_fraction=args.val_fraction, percentile=args.percentile, seed=args.seed,
-        batch_size=args.batch_size, smoke=args.smoke,
+        batch_size=args.batch_size, smoke=args.smoke, oof=tuple(args.oof), n_boot=args.n_boot,
         command=" ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if sys.argv else [])]),
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    logsetup.configure("task_5_ensemble.py")
     try:
         result = fit_and_evaluate(config_from_args(args), log=_log)
     except MammoError as err:
-        print(f"task_5_ensemble.py: error: {err}", file=sys.stderr)
+        log.error("error: %s", err)
         return 1
     _log(f"wrote {result.out_dir} (card.json, ensemble.json, metrics.json, comparison.png); "
          f"put it beside the members and run 'mammo models manifest'")

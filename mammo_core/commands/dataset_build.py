@@ -30,7 +30,8 @@ def _summary(kind: str, result, reasons) -> None:
 
 def _run_mias(args: argparse.Namespace) -> int:
     result = build_mias(args.images, args.info, args.out, test_fraction=args.test_fraction,
-                        seed=args.seed, jitter=args.jitter, progress=not args.no_progress)
+                        seed=args.seed, jitter=args.jitter, progress=not args.no_progress,
+                        extra_baselines=args.extra_baselines)
     _summary("build-mias", result, result.skip_reasons)
     return 3 if result.failures else 0
 
@@ -79,8 +80,12 @@ def register(subparsers) -> None:
                    help="share of pairs (by woman, per class) in public_test_* (default 0.2; 0 = all train)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the jitter (default 0)")
     p.add_argument("--jitter", type=_count, default=0, metavar="K",
-                   help="K extra jittered pairs per TRAIN abnormality (centre +-10%% of the side, "
-                        "side x0.9-1.1; metadata column 'jitter' = 1..K); test pairs never (default 0)")
+                   help="K extra jittered pairs per TRAIN abnormality (centre moved inside the lesion "
+                        "circle, side x0.85-1.2; metadata column 'jitter' = 1..K); test pairs never (default 0)")
+    p.add_argument("--extra-baselines", type=_count, default=0, metavar="K",
+                   help="up to K extra baseline windows (>= 90%% tissue, sides like the lesion windows, "
+                        "away from lesions) per mammogram of a TRAIN woman, normal ones included; "
+                        "role 'extra_baseline' in metadata.csv; test split untouched (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_mias)
 

@@ -3,16 +3,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import logging
 import sys
 from pathlib import Path
 
 from mammo_core import DISCLAIMER
-from mammo_core.bundle import CARD_FILE, MANIFEST_FILE, read_card, read_manifest, verify_bundle, write_manifest
+from mammo_core.bundle import (
+    MANIFEST_FILE,
+    bundle_dirs,
+    read_card,
+    read_manifest,
+    verify_bundle,
+    write_manifest,
+)
+from mammo_core.confidence import quality_from_card
 from mammo_core.ensemble import member_dirs, read_ensemble
 from mammo_core.errors import MammoError
 from mammo_core.paths import models_dir
 from mammo_core.session import Session
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
@@ -44,19 +54,17 @@ def _models_dir(args) -> Path:
     return args.models_dir if args.models_dir is not None else models_dir()
 
 
-def _headline_metric(card) -> str:
-    m = card.get("metrics") or {}
-    if not isinstance(m, dict):
-        return ""
-    for key in ("auc", "accuracy"):
-        if isinstance(m.get(key), (int, float)):
-            return f"{key}={m[key]:.3f}"
-    test = m.get("test") or m.get("held_out") or {}
-    if isinstance(test, dict):
-        for key in ("auc", "accuracy"):
-            if isinstance(test.get(key), (int, float)):
-                return f"{key}={test[key]:.3f}"
-    return ""
+def _headline_metric(info) -> str:
+    metric = info.record.headline_metric()
+    return "" if metric is None else f"{metric[0]}={metric[1]:.3f}"
+
+
+def _heldout(info) -> str:
+    """``auc=0.333 [0.06, 0.65]`` (held-out AUC and 95 % interval), else the headline metric."""
+    q = quality_from_card(info.card)
+    if q.auc is not None and q.ci95 is not None:
+        return f"auc={q.auc:.3f} [{q.ci95[0]:.2f}, {q.ci95[1]:.2f}]"
+    return _headline_metric(info)
 
 
 def run_list(args) -> int:
@@ -69,15 +77,17 @@ def run_list(args) -> int:
             {"name": i.name, "kind": i.kind, "task": i.task, "classes": list(i.classes),
              "version": i.version, "sha256": i.sha256, "path": str(i.path),
              "gradcam_layer": i.gradcam_layer, "architecture": i.card.get("architecture"),
-             "metrics": i.card.get("metrics"), "created": i.card.get("created")}
+             "metrics": i.card.get("metrics"), "heldout": quality_from_card(i.card).to_dict(),
+             "created": i.card.get("created")}
             for i in infos]}
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return 0
     if not infos:
-        print(f"no bundles in {root}", file=sys.stderr)
+        log.warning("no bundles in %s", root)
         return 0
-    rows = [("NAME", "KIND", "TASK", "VERSION", "SHA256", "METRIC")]
-    rows += [(i.name, i.kind, i.task, i.version, i.sha256[:12], _headline_metric(i.card)) for i in infos]
+    rows = [("NAME", "KIND", "TASK", "VERSION", "SHA256", "HELD-OUT", "QUALITY")]
+    rows += [(i.name, i.kind, i.task, i.version, i.sha256[:12], _heldout(i),
+              quality_from_card(i.card).status) for i in infos]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
         print("  ".join(s.ljust(w) for s, w in zip(r, widths)).rstrip())
@@ -94,7 +104,7 @@ def run_verify(args) -> int:
     except MammoError as err:
         print(f"FAIL {err}", file=sys.stderr)
         return 1
-    folders = [p for p in sorted(root.iterdir()) if os.path.lexists(p / CARD_FILE)] if root.is_dir() else []
+    folders = bundle_dirs(root)
     seen = set()
     for folder in folders:
         try:
@@ -126,7 +136,7 @@ def run_verify(args) -> int:
             problems.append(f"{name}: no such bundle")
             print(f"FAIL {name}: no such bundle in {root}", file=sys.stderr)
     if problems:
-        print(f"mammo: {len(problems)} bundle problem(s)", file=sys.stderr)
+        log.error("%d bundle problem(s)", len(problems))
         return 1
     return 0
 
@@ -138,5 +148,5 @@ def run_manifest(args) -> int:
     manifest = write_manifest(root)
     for name, entry in manifest["bundles"].items():
         print(f"{name} ({entry['kind']}, {entry['task']})")
-    print(f"mammo: wrote {root / MANIFEST_FILE} ({len(manifest['bundles'])} bundles)", file=sys.stderr)
+    log.info("wrote %s (%d bundles)", root / MANIFEST_FILE, len(manifest["bundles"]))
     return 0

@@ -3,6 +3,7 @@ report as JSON / CSV / PDF. Same code path as the viewer (mammo_core.session.Ses
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -17,6 +18,8 @@ from mammo_core.io import READ_EXTENSIONS
 from mammo_core.report import PredictionRun, csv_text, json_text
 from mammo_core.safeio import shown
 from mammo_core.session import ENSEMBLE, Session
+
+log = logging.getLogger(__name__)
 
 EPILOG = f"""\
 examples:
@@ -158,11 +161,10 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
-
     session = Session(args.models_dir)
     coll = session.read(args.paths, recursive=args.recursive, bits=args.bits)
     for e in coll.errors:
-        print(f"mammo: cannot read {shown(e.source)}: {shown(e.error)}", file=sys.stderr)
+        log.warning("cannot read %s: %s", shown(e.source), shown(e.error))
 
     if args.model == "all":
         names = None
@@ -206,12 +208,12 @@ def run(args) -> int:
         except (OSError, MammoError) as exc:
             write_failed = f"cannot write {shown(args.output)}: {_why(exc)}"
         else:
-            print(f"mammo: wrote {shown(args.output)} ({len(preds)} patches, {len(errors)} unreadable); "
-                  f"{DISCLAIMER}", file=sys.stderr)
+            log.info("wrote %s (%d patches, %d unreadable); %s", shown(args.output), len(preds),
+                     len(errors), DISCLAIMER)
     if write_failed:  # the work is done: never lose it
         text = csv_text(run_) if args.format == "csv" else json_text(run_)
-        print(f"mammo: error: {write_failed}; the report ({'CSV' if args.format == 'csv' else 'JSON'}) "
-              "follows on stdout", file=sys.stderr)
+        log.error("error: %s; the report (%s) follows on stdout", write_failed,
+                  "CSV" if args.format == "csv" else "JSON")
         if args.output is not None:
             sys.stdout.write(text)
             sys.stdout.flush()
@@ -232,7 +234,6 @@ def _why(exc: BaseException) -> str:
 def _gradcam(session, patches, preds, args, disable):
     import numpy as np
     from tqdm import tqdm
-
 
     ens_loaded = ENSEMBLE in session.loaded
     heatmaps, paths = {}, {}
@@ -278,7 +279,6 @@ def _gradcam(session, patches, preds, args, disable):
 
 def _write_png(path: Path, rgb) -> None:
     import cv2
-
 
     ok, buf = cv2.imencode(".png", rgb[..., ::-1])
     if not ok:

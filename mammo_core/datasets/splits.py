@@ -18,14 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from mammo_core.errors import DatasetError
+from mammo_core.labels import has_pair_layout
 
 __all__ = ["check_split", "grouped_kfold", "grouped_split", "groups_for_arrays", "has_pair_layout"]
-
-
-def has_pair_layout(labels: np.ndarray) -> bool:
-    labels = np.asarray(labels)
-    return (labels.ndim == 1 and labels.size > 0 and labels.size % 2 == 0
-            and bool(np.all(labels[0::2] == 0)) and bool(np.all(labels[1::2] != 0)))
 
 
 def _units(labels: np.ndarray, groups: np.ndarray | None):

@@ -15,15 +15,15 @@ drawn as ImageDataGenerator drew them:
 The matrix is ImageDataGenerator's ``apply_affine_transform`` (rotation @ shift @ shear @ zoom,
 centred at ``size / 2 + 0.5``), so a transform here equals ImageDataGenerator's for the same
 parameters up to OpenCV's fixed-point bilinear weights (``tests/test_augment.py`` checks this
-against the formulas written out with scipy). Each image's parameters come from its own
-generator seeded by ``(seed, epoch, index)``, so the stream does not depend on thread count or
-batch order. ``cv2.warpAffine`` releases the GIL: the loader's threads run in parallel.
+against the formulas written out with scipy). Each image's draws are a SplitMix64 stream keyed by
+``(seed, epoch, index)``, computed for a whole batch at once in numpy, so the stream does not
+depend on thread count or batch order and little Python runs per image; ``cv2.warpAffine``
+releases the GIL, so the loader's threads run in parallel.
 
 Research use only - not a medical device.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,65 +87,101 @@ def get_spec(name: str | AugmentSpec) -> AugmentSpec:
         raise MammoError(f"unknown augmentation {name!r}; choose one of {', '.join(AUGMENT_NAMES)}") from None
 
 
-def element_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The generator of one element's transform: a function of (seed, epoch, index) only."""
-    return np.random.default_rng([int(seed), int(epoch), 0, int(index)])
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+N_DRAWS = 9  # uniforms per element: theta, tx, ty, shear, zx, zy, h-flip, v-flip, k90
 
 
-def draw_params(spec: AugmentSpec, rng: np.random.Generator, shape: tuple[int, int]) -> dict:
-    """ImageDataGenerator's ``get_random_transform`` for the geometric arguments.
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser (vectorised, wrapping uint64 arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = z + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def element_uniforms(seed: int, epoch: int, indices, n: int = N_DRAWS) -> np.ndarray:
+    """``(len(indices), n)`` uniforms in [0, 1): row j is a function of ``(seed, epoch,
+    indices[j])`` only (a SplitMix64 stream per element, computed for the whole batch at once),
+    so an element's transform does not depend on its batch, position or thread."""
+    idx = np.asarray(indices, dtype=np.int64).astype(np.uint64).reshape(-1, 1)
+    with np.errstate(over="ignore"):
+        key = _splitmix64(_splitmix64(np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF))
+                          + np.uint64(int(epoch) & 0xFFFFFFFFFFFFFFFF))
+        base = _splitmix64(key + idx * _GOLDEN)
+        z = _splitmix64(base + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0xD1B54A32D192ED03))
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+def draw_params(spec: AugmentSpec, u: np.ndarray, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """ImageDataGenerator's ``get_random_transform`` for the geometric arguments, for a batch:
+    ``u`` is :func:`element_uniforms` (one row per element); returns one array per parameter.
 
     ``tx`` is drawn from ``height_shift_range`` times the height and ``ty`` from
     ``width_shift_range`` times the width, as there (its matrix then moves ``tx`` along the
     columns after its axis swap; with equal ranges on a square patch the distribution is the
     same either way)."""
     h, w = shape
-    p = {"theta": 0.0, "tx": 0.0, "ty": 0.0, "shear": 0.0, "zx": 1.0, "zy": 1.0,
-         "flip_horizontal": False, "flip_vertical": False, "k90": 0}
-    if spec.rot90:
-        p["k90"] = int(rng.integers(0, 4))
-    if spec.rotation_range:
-        p["theta"] = float(rng.uniform(-spec.rotation_range, spec.rotation_range))
-    if spec.height_shift_range:
-        p["tx"] = float(rng.uniform(-spec.height_shift_range, spec.height_shift_range)) * h
-    if spec.width_shift_range:
-        p["ty"] = float(rng.uniform(-spec.width_shift_range, spec.width_shift_range)) * w
-    if spec.shear_range:
-        p["shear"] = float(rng.uniform(-spec.shear_range, spec.shear_range))
-    if spec.zoom_range:
-        zx, zy = rng.uniform(1 - spec.zoom_range, 1 + spec.zoom_range, 2)
-        p["zx"], p["zy"] = float(zx), float(zy)
-    if spec.horizontal_flip:
-        p["flip_horizontal"] = bool(rng.random() < 0.5)
-    if spec.vertical_flip:
-        p["flip_vertical"] = bool(rng.random() < 0.5)
-    return p
+    u = np.atleast_2d(u)
+
+    def sym(col, r):  # U(-r, r)
+        return (2.0 * u[:, col] - 1.0) * r if r else np.zeros(len(u))
+
+    z = spec.zoom_range
+    return {
+        "theta": sym(0, spec.rotation_range),
+        "tx": sym(1, spec.height_shift_range) * h,
+        "ty": sym(2, spec.width_shift_range) * w,
+        "shear": sym(3, spec.shear_range),
+        "zx": 1 - z + 2 * z * u[:, 4] if z else np.ones(len(u)),
+        "zy": 1 - z + 2 * z * u[:, 5] if z else np.ones(len(u)),
+        "flip_horizontal": (u[:, 6] < 0.5) & spec.horizontal_flip,
+        "flip_vertical": (u[:, 7] < 0.5) & spec.vertical_flip,
+        "k90": (u[:, 8] * 4).astype(np.int64) if spec.rot90 else np.zeros(len(u), dtype=np.int64),
+    }
+
+
+def affine_matrices(p: dict, shape: tuple[int, int]) -> np.ndarray:
+    """``(B, 3, 3)`` matrices mapping an output pixel (x = column, y = row) to its input position:
+    the affine of ImageDataGenerator (rotation @ shift @ shear @ zoom about the centre
+    ``size / 2 + 0.5``) followed by the flips, as OpenCV's ``WARP_INVERSE_MAP`` wants it.
+
+    ImageDataGenerator builds its matrix in (a, b) coordinates, centres it with (h, w), then
+    swaps the axes for scipy's (row, col) indexing; in OpenCV's (col, row) order that swap is
+    undone, so this is its pre-swap matrix with a = column and b = row."""
+    h, w = shape
+    t = np.radians(np.asarray(p["theta"], dtype=np.float64).ravel())
+    s = np.radians(np.asarray(p["shear"], dtype=np.float64).ravel())
+    tx = np.asarray(p["tx"], dtype=np.float64).ravel()
+    ty = np.asarray(p["ty"], dtype=np.float64).ravel()
+    zx = np.asarray(p["zx"], dtype=np.float64).ravel()
+    zy = np.asarray(p["zy"], dtype=np.float64).ravel()
+    c, si = np.cos(t), np.sin(t)
+    # rot @ shift @ shear @ zoom, multiplied out
+    shift_a = c * tx - si * ty
+    shift_b = si * tx + c * ty
+    a00, a01 = c * zx, (-c * np.sin(s) - si * np.cos(s)) * zy
+    a10, a11 = si * zx, (-si * np.sin(s) + c * np.cos(s)) * zy
+    oa, ob = h / 2 + 0.5, w / 2 + 0.5
+    m = np.zeros((len(t), 3, 3))
+    m[:, 0, 0], m[:, 0, 1] = a00, a01
+    m[:, 1, 0], m[:, 1, 1] = a10, a11
+    m[:, 0, 2] = shift_a + oa - a00 * oa - a01 * ob  # offset @ m @ reset
+    m[:, 1, 2] = shift_b + ob - a10 * oa - a11 * ob
+    m[:, 2, 2] = 1.0
+    # flips are applied to the warped image: output (x, y) reads warped (w-1-x, y) / (x, h-1-y)
+    fh = np.asarray(p["flip_horizontal"], dtype=bool).ravel()
+    fv = np.asarray(p["flip_vertical"], dtype=bool).ravel()
+    m[fh, :, 2] += m[fh, :, 0] * (w - 1)
+    m[fh, :, 0] *= -1
+    m[fv, :, 2] += m[fv, :, 1] * (h - 1)
+    m[fv, :, 1] *= -1
+    return m
 
 
 def affine_matrix(p: dict, shape: tuple[int, int]) -> np.ndarray:
-    """3x3 matrix mapping an output pixel (x = column, y = row) to its input position: the
-    affine of ImageDataGenerator (rotation @ shift @ shear @ zoom about the centre
-    ``size / 2 + 0.5``) followed by the flips, as OpenCV's ``WARP_INVERSE_MAP`` wants it."""
-    h, w = shape
-    t = math.radians(p["theta"])
-    s = math.radians(p["shear"])
-    # ImageDataGenerator builds the matrix in (a, b) coordinates, centres it with (h, w), then
-    # swaps the axes for scipy's (row, col) indexing; in OpenCV's (col, row) order that swap is
-    # undone, so the matrix below is its pre-swap matrix with a = column and b = row.
-    rot = np.array([[math.cos(t), -math.sin(t), 0], [math.sin(t), math.cos(t), 0], [0, 0, 1]])
-    shift = np.array([[1, 0, p["tx"]], [0, 1, p["ty"]], [0, 0, 1]])
-    shear = np.array([[1, -math.sin(s), 0], [0, math.cos(s), 0], [0, 0, 1]])
-    zoom = np.array([[p["zx"], 0, 0], [0, p["zy"], 0], [0, 0, 1]])
-    m = rot @ shift @ shear @ zoom
-    oa, ob = h / 2 + 0.5, w / 2 + 0.5
-    m = np.array([[1, 0, oa], [0, 1, ob], [0, 0, 1]]) @ m @ np.array([[1, 0, -oa], [0, 1, -ob], [0, 0, 1]])
-    # flips are applied to the warped image: output (x, y) reads warped (w-1-x, y) / (x, h-1-y)
-    flip = np.eye(3)
-    if p["flip_horizontal"]:
-        flip = np.array([[-1, 0, w - 1], [0, 1, 0], [0, 0, 1]]) @ flip
-    if p["flip_vertical"]:
-        flip = np.array([[1, 0, 0], [0, -1, h - 1], [0, 0, 1]]) @ flip
-    return m @ flip
+    """The 3x3 matrix of one element's parameters (scalars); see :func:`affine_matrices`."""
+    return affine_matrices({k: np.atleast_1d(v) for k, v in p.items()}, shape)[0]
 
 
 _BORDER = {"nearest": "BORDER_REPLICATE", "reflect": "BORDER_REFLECT", "constant": "BORDER_CONSTANT"}
@@ -158,31 +194,29 @@ def warp(img: np.ndarray, m: np.ndarray, fill_mode: str = "nearest", cval: float
     if fill_mode not in _BORDER:
         raise MammoError(f"fill mode must be one of {', '.join(FILL_MODES)}, got {fill_mode!r}")
     h, w = img.shape
-    return cv2.warpAffine(img, np.ascontiguousarray(m[:2], dtype=np.float64), (w, h),
+    return cv2.warpAffine(np.ascontiguousarray(img), np.ascontiguousarray(m[:2], dtype=np.float64), (w, h),
                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=getattr(cv2, _BORDER[fill_mode]), borderValue=float(cval))
 
 
-def augment_image(img: np.ndarray, spec: AugmentSpec, rng: np.random.Generator) -> np.ndarray:
-    """One augmented copy of ``img`` (H, W) or (H, W, 1) float32 in [0, 1]; same shape back."""
-    spec = get_spec(spec)
-    if spec.is_identity:
-        return img
-    squeeze = img.ndim == 3
-    a = np.asarray(img[..., 0] if squeeze else img, dtype=np.float32)
-    p = draw_params(spec, rng, a.shape)
-    if p["k90"]:
-        a = np.rot90(a, p["k90"])
-    if spec.rotation_range or spec.width_shift_range or spec.height_shift_range or spec.zoom_range \
-            or spec.shear_range or p["flip_horizontal"] or p["flip_vertical"]:
-        a = warp(a, affine_matrix(p, a.shape), spec.fill_mode, spec.cval)
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    return a[..., None] if squeeze else a
-
-
 def augment_batch(x: np.ndarray, indices: np.ndarray, spec: AugmentSpec | str, seed: int, epoch: int) -> np.ndarray:
-    """Augment ``x[j]`` with the generator of ``(seed, epoch, indices[j])`` for every j."""
+    """Augment ``x[j]`` ((B, H, W) or (B, H, W, 1) float32) with the draws of ``(seed, epoch,
+    indices[j])``: parameters and matrices for the whole batch in numpy, then one
+    ``cv2.warpAffine`` per image (which releases the GIL)."""
     spec = get_spec(spec)
-    if spec.is_identity:
-        return np.asarray(x, dtype=np.float32)
-    return np.stack([augment_image(img, spec, element_rng(seed, epoch, int(i))) for img, i in zip(x, indices)])
+    x = np.asarray(x, dtype=np.float32)
+    if spec.is_identity or len(x) == 0:
+        return x
+    squeeze = x.ndim == 4
+    imgs = x[..., 0] if squeeze else x
+    shape = imgs.shape[1:3]
+    p = draw_params(spec, element_uniforms(seed, epoch, indices), shape)
+    affine = bool(spec.rotation_range or spec.width_shift_range or spec.height_shift_range or spec.zoom_range
+                  or spec.shear_range or spec.horizontal_flip or spec.vertical_flip)
+    mats = affine_matrices(p, shape) if affine else None
+    out = np.empty_like(imgs)
+    for j, img in enumerate(imgs):
+        if p["k90"][j]:
+            img = np.rot90(img, int(p["k90"][j]))
+        out[j] = warp(img, mats[j], spec.fill_mode, spec.cval) if affine else img
+    return out[..., None] if squeeze else out

@@ -3,10 +3,11 @@ features) with the study's augmentation (:mod:`mammo_core.training.augment`).
 
 The same loader feeds Keras on TensorFlow and on JAX. Augmentation runs in numpy/OpenCV on
 Keras' worker threads (``workers``: all cores by default; ``cv2.warpAffine`` releases the GIL),
-one batch per task. Every element's transform comes from a generator seeded by
+one batch per task. Every element's transform comes from a random stream keyed by
 ``(seed, epoch, index)`` and the epoch's order from ``(seed, epoch)``, so a run gives the same
-batches at any number of workers. The epoch counter advances in ``on_epoch_end`` (Keras calls
-it once per epoch, after the epoch's batches are all made).
+batches at any number of workers. The epoch counter advances in ``on_epoch_end``, which Keras
+calls after each epoch's batches are all made (and once more when ``fit`` starts), never while
+its worker threads run.
 """
 from __future__ import annotations
 
