@@ -71,7 +71,17 @@ from mammo_core.bundle import (
 )
 from mammo_core.errors import BundleError, MammoError
 from mammo_core.jsonutil import read_json_object
-from mammo_core.labels import CLASS_NAMES, FACTOR_LABELS, FACTORS, SUBSET_LABELS, get_task, task_factors
+from mammo_core.labels import (
+    BASELINE,
+    CALC_MALIGNANT,
+    CLASS_NAMES,
+    FACTOR_LABELS,
+    FACTORS,
+    MASS_MALIGNANT,
+    SUBSET_LABELS,
+    get_task,
+    task_factors,
+)
 from mammo_core.metrics import expected_calibration_error
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -263,6 +273,14 @@ def factor_estimates(task: str, p: np.ndarray, subset: str | None = None) -> dic
             "malignant_given_calcification": _ratio(p[:, 4], p[:, 3] + p[:, 4]),
         }
     raise BundleError(f"task {task!r} cannot join an ensemble")
+
+
+def malignancy(p5: np.ndarray) -> np.ndarray:
+    """P(malignant | abnormal) of five-class distributions: (P(mass_malignant) +
+    P(calcification_malignant)) / (1 - P(baseline)), the score every benign-vs-malignant AUC
+    of a five-class model or the ensemble is measured with."""
+    p5 = np.asarray(p5, dtype=np.float64)
+    return (p5[:, MASS_MALIGNANT] + p5[:, CALC_MALIGNANT]) / np.clip(1.0 - p5[:, BASELINE], EPS, None)
 
 
 def five_class_from_factors(factors: Mapping[str, np.ndarray], n: int) -> np.ndarray:
