@@ -10,6 +10,10 @@ gradcam_s_per_patch_scratch Grad-CAM (tf-keras-vis Gradcam) seconds per patch, s
                             batches of 8, visualizer already built (its one-off build time is
                             gradcam_setup_s_scratch)
 gradcam_s_per_patch_vgg16   the same for the flat VGG16 transfer model (weights: none)
+tta_cost_ratio              predict_arrays with test-time augmentation (mean over the 8 dihedral
+                            views, a card's ``inference.tta: dihedral8``) / without, scratch_v1
+                            (and tta_cost_ratio_pooled_vgg16 for the pooled VGG16 member, blocks
+                            2-4, on 64 patches, unless --skip-vgg16)
 ensemble_s_per_patch        Session.predict with an ensemble of 3 scratch_v1 members
                             (mass_calc, benign_malignant, baseline_mass_calc) + the
                             hierarchy, per patch (512 patches)
@@ -111,6 +115,13 @@ def main(argv=None) -> int:
         print(f"overhead_ratio={t_sess / t_raw:.3f}")
         print(f"overhead_ratio_arrays={t_arr / t_raw:.3f}")
 
+        # test-time augmentation: 8 dihedral views per patch
+        predict_arrays([lm], x[:64], batch_size=args.batch_size, tta="dihedral8")  # warm-up
+        t_tta = _median_time(lambda: predict_arrays([lm], x, batch_size=args.batch_size, tta="dihedral8"),
+                             args.repeats)
+        print(f"tta_predict_arrays_s={t_tta:.4f}")
+        print(f"tta_cost_ratio={t_tta / t_arr:.3f}")
+
         # Grad-CAM, scratch_v1
         layer = lm.gradcam_layer
         t = time.perf_counter()
@@ -129,6 +140,15 @@ def main(argv=None) -> int:
             t_v = _median_time(lambda: gradcam(vm.model, x[:k], class_index=0, layer=vm.gradcam_layer,
                                                batch_size=8), 2)
             print(f"gradcam_s_per_patch_vgg16={t_v / k:.4f}")
+            _bundle(root, "pooled_bench", "mass_calc", "transfer", backbone="vgg16", weights="none", head="pooled",
+                    pool_layers="block2_pool,block3_pool,block4_pool", pooling="avgmax")
+            pm = load_bundle(root / "pooled_bench")
+            xs = x[:64]
+            predict_arrays([pm], xs[:8], batch_size=args.batch_size)  # warm-up
+            t_p1 = _median_time(lambda: predict_arrays([pm], xs, batch_size=args.batch_size, tta="none"), 2)
+            t_p8 = _median_time(lambda: predict_arrays([pm], xs, batch_size=args.batch_size, tta="dihedral8"), 2)
+            print(f"pooled_vgg16_s_per_patch={t_p1 / len(xs):.4f}")
+            print(f"tta_cost_ratio_pooled_vgg16={t_p8 / t_p1:.3f}")
 
         # ensemble of three scratch_v1 members
         eroot = Path(tmp) / "ens_models"

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,63 @@ def plain_name(name: object) -> bool:
 
 
 @dataclass(frozen=True)
+class Card:
+    """A bundle's card, typed (``card.json``, schema ``mammo.card/1``). :meth:`from_json`
+    checks it (:func:`check_card`) and :meth:`to_json` gives back the same JSON object: the
+    known fields under their schema names, every other key kept in ``extra`` as read."""
+
+    name: str
+    kind: str
+    task: str
+    classes: tuple[str, ...]
+    version: str
+    files: Mapping[str, str]
+    sha256: str | None = None
+    gradcam_layer: str | None = None
+    architecture: Mapping[str, Any] | None = None
+    training: Mapping[str, Any] | None = None
+    metrics: Mapping[str, Any] | None = None
+    input: Mapping[str, Any] | None = None
+    created: str | None = None
+    schema: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    present: frozenset[str] = field(default=frozenset(), compare=False, repr=False)  # null ones
+
+    FIELDS = ("name", "kind", "task", "classes", "version", "files", "sha256", "gradcam_layer",
+              "architecture", "training", "metrics", "input", "created", "schema")
+
+    @classmethod
+    def from_json(cls, card: Mapping[str, Any], path: str | Path = CARD_FILE) -> Card:
+        check_card(card, path)
+        known = {k: card[k] for k in cls.FIELDS if k in card}
+        known["classes"] = tuple(known["classes"])
+        known["version"] = str(known["version"])
+        known["files"] = dict(known["files"])
+        return cls(**known, extra={k: v for k, v in card.items() if k not in cls.FIELDS},
+                   present=frozenset(known))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k in self.FIELDS:
+            v = getattr(self, k)
+            if v is None and k not in self.present:
+                continue
+            out[k] = list(v) if k == "classes" else (dict(v) if k == "files" else v)
+        out.update(self.extra)
+        return out
+
+    def headline_metric(self) -> tuple[str, float] | None:
+        """The held-out number ``mammo models list`` shows: the AUC, else the accuracy, of the
+        card's ``metrics`` (measured on held-out data, see ``metrics.split``)."""
+        m = self.metrics if isinstance(self.metrics, Mapping) else {}
+        for key in ("auc", "accuracy"):
+            v = m.get(key)
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                return key, float(v)
+        return None
+
+
+@dataclass(frozen=True)
 class BundleInfo:
     """What the card says about a bundle (reading it never imports TensorFlow)."""
 
@@ -115,6 +172,31 @@ class BundleInfo:
     @property
     def model_path(self) -> Path:
         return self.path / MODEL_FILE
+
+    @property
+    def record(self) -> Card:
+        """The card, typed (checked when the card was read)."""
+        return Card.from_json(self.card, self.path / CARD_FILE)
+
+
+def bundle_dirs(models_root: str | Path) -> list[Path]:
+    """The bundle folders directly under ``models_root`` (those holding a ``card.json``, a
+    dangling link included so that it is reported), by name; none for a missing folder."""
+    root = Path(models_root)
+    if not root.is_dir():
+        return []
+    return [p for p in sorted(root.iterdir()) if os.path.lexists(p / CARD_FILE)]
+
+
+def iter_bundles(models_root: str | Path) -> Iterator[tuple[Path, BundleInfo | BundleError]]:
+    """Every bundle folder under ``models_root`` with its card read (no hash check, no
+    TensorFlow), or the :class:`BundleError` reading it gave: the one scan of a models folder;
+    each caller decides what a bad card means for it."""
+    for sub in bundle_dirs(models_root):
+        try:
+            yield sub, read_card(sub)
+        except BundleError as err:
+            yield sub, err
 
 
 def read_card(bundle_dir: str | Path) -> BundleInfo:
@@ -244,7 +326,7 @@ def load_model(bundle_dir: str | Path, verify: bool = True):
         raise BundleError(f"missing {MODEL_FILE}", info.path)
     if read_head(info.model_path, 4) != b"PK\x03\x04":
         raise BundleError("not a Keras model file (a .keras file is a zip archive)", info.model_path)
-    tfload.tensorflow()  # quietly, once
+    tfload.keras_backend()  # quietly, once (TensorFlow unless KERAS_BACKEND names another)
     import keras  # lazy: heavy
 
     try:
@@ -306,7 +388,7 @@ def write_manifest(models_root: str | Path) -> dict[str, Any]:
     """(Re)write ``MANIFEST.json`` from the cards of every bundle folder under ``models_root``."""
     models_root = Path(models_root)
     bundles = {}
-    for sub in sorted(p for p in models_root.iterdir() if (p / CARD_FILE).is_file()):
+    for sub in bundle_dirs(models_root):
         info = verify_bundle(sub)
         bundles[info.name] = {
             "path": sub.name,

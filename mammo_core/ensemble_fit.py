@@ -9,6 +9,11 @@ ensemble on public_test_*: AUC abnormal-vs-baseline (from 1 - P(baseline)),
 mass-vs-calcification and benign-vs-malignant (on abnormal patches), accuracy, ECE, NLL, as a
 table in metrics.json and comparison.png.
 
+Out-of-fold fitting (``oof``: one run folder per member holding its ``oof.npz``, see
+:mod:`mammo_core.training.pooled`): the temperatures, weights and threshold are fitted on the
+members' out-of-fold predictions over EVERY train_* patch (k folds grouped by woman, the same
+folds for every member), the preferred way. Otherwise:
+
 Validation patches: the train_* patches that *no member trained on*. Each member's card records
 its grouped validation split (training.split: validation_fraction, seed, grouped_by) and the
 sha256 of the arrays it used; the split is recomputed with
@@ -43,14 +48,16 @@ from mammo_core.ensemble import (
     combine,
     factor_estimates,
     fit_ensemble,
+    malignancy,
     write_ensemble,
 )
 from mammo_core.errors import MammoError
 from mammo_core.inference import load_bundle, predict_arrays
 from mammo_core.jsonutil import json_safe, write_json
-from mammo_core.labels import NAME_TO_LABEL, get_task
-from mammo_core.metrics import classification_metrics, expected_calibration_error
+from mammo_core.labels import BASELINE_LABEL, MALIGNANT_LABELS, MASS_LABELS, NAME_TO_LABEL, get_task
+from mammo_core.metrics import auc, bootstrap_ci, ci_method, classification_metrics, expected_calibration_error
 from mammo_core.plots import ensemble_comparison
+from mammo_core.training.pooled import load_oof
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +88,15 @@ class EnsembleFitConfig:
     batch_size: int = 64
     smoke: bool = False
     command: str = ""
+    oof: tuple[Path, ...] = ()  # run folders with oof.npz, aligned with ``members``
+    n_boot: int = 2000
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "members", tuple(Path(m) for m in self.members))
+        object.__setattr__(self, "oof", tuple(Path(m) for m in self.oof))
+        if self.oof and len(self.oof) != len(self.members):
+            raise MammoError(f"give one out-of-fold run folder per member ({len(self.members)}), "
+                             f"got {len(self.oof)}")
         object.__setattr__(self, "data", Path(self.data))
         object.__setattr__(self, "out", Path(self.out))
 
@@ -135,26 +148,48 @@ def task_scores(task: str, p: np.ndarray, subset=None) -> dict[str, np.ndarray]:
     if task == "benign_malignant":
         out["malignant"] = p[:, 1]
     elif task == "five_class":
-        out["malignant"] = (p[:, 2] + p[:, 4]) / np.clip(1.0 - p[:, 0], 1e-12, None)
+        out["malignant"] = malignancy(p)
+    return out
+
+
+TASK_AUCS = ("auc_abnormal_vs_baseline", "auc_mass_vs_calcification", "auc_benign_vs_malignant")
+
+
+def task_aucs(labels: np.ndarray, scores: dict[str, np.ndarray], groups: np.ndarray | None = None,
+              n_boot: int = 0, seed: int = 0) -> dict:
+    """The three task AUCs of one model's :func:`task_scores`: abnormal vs baseline on every
+    patch, mass vs calcification and benign vs malignant on the abnormal ones; NaN where the
+    scores cannot give one or the patches hold one class. With ``n_boot``, also each one's 95 %
+    bootstrap interval resampling ``groups`` (women; patches when None), its ``_n`` and
+    ``auc_ci_method``."""
+    labels = np.asarray(labels)
+    ab = labels != BASELINE_LABEL
+    sets = {
+        "auc_abnormal_vs_baseline": ("abnormal", ab.astype(int), None),
+        "auc_mass_vs_calcification": ("mass", np.isin(labels[ab], MASS_LABELS).astype(int), ab),
+        "auc_benign_vs_malignant": ("malignant", np.isin(labels[ab], MALIGNANT_LABELS).astype(int), ab),
+    }
+    out: dict[str, Any] = {}
+    for key, (score, y, rows) in sets.items():
+        if score not in scores:
+            out[key] = math.nan
+            continue
+        s = np.asarray(scores[score]) if rows is None else np.asarray(scores[score])[rows]
+        two = np.stack([1.0 - s, s], axis=1)
+        out[key] = auc(y, two)
+        if n_boot:
+            g = None if groups is None else (groups if rows is None else groups[rows])
+            out[key + "_ci95"] = list(bootstrap_ci(y, two, n_boot=n_boot, seed=seed, groups=g))
+            out[key + "_n"] = len(y)
+    if n_boot:
+        out["auc_ci_method"] = ci_method(n_boot, groups)
     return out
 
 
 def compare(name: str, task: str, p: np.ndarray, labels: np.ndarray, scores: dict[str, np.ndarray]) -> dict:
     """One comparison row: the three AUCs (NaN where the model cannot estimate one, or the
     patches hold one class only) and n / accuracy / ECE / NLL on the patches of ``task``."""
-    from sklearn.metrics import roc_auc_score
-
-    ab = labels != 0
-
-    def auc(y, s):
-        return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else math.nan
-
-    row = {"model": name, "task": task}
-    row["auc_abnormal_vs_baseline"] = auc(ab.astype(int), scores["abnormal"]) if "abnormal" in scores else math.nan
-    row["auc_mass_vs_calcification"] = (auc(np.isin(labels[ab], (1, 2)).astype(int), scores["mass"][ab])
-                                        if "mass" in scores else math.nan)
-    row["auc_benign_vs_malignant"] = (auc(np.isin(labels[ab], (2, 4)).astype(int), scores["malignant"][ab])
-                                      if "malignant" in scores else math.nan)
+    row = {"model": name, "task": task, **task_aucs(labels, scores)}
     keep, y = get_task(task).map_labels(labels)
     if task == "five_class":  # score the ensemble's hierarchical call, as shown to users
 
@@ -204,6 +239,40 @@ def _validation_indices(models, config: EnsembleFitConfig, labels: np.ndarray, g
     return val_idx, bool(guaranteed), how
 
 
+def task_auc_cis(labels: np.ndarray, p5: np.ndarray, groups: np.ndarray | None, n_boot: int,
+                 seed: int = 0) -> dict:
+    """95 % bootstrap intervals of the three task AUCs of a five-class distribution, resampling
+    women (``groups``; patches when None): :func:`task_aucs` without the point estimates."""
+    out = task_aucs(labels, task_scores("five_class", np.asarray(p5)), groups, n_boot, seed)
+    return {k: v for k, v in out.items() if k not in TASK_AUCS}
+
+
+def _load_oof(models, run_dirs, folder: Path, labels: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
+    """Each member's out-of-fold probabilities over every train_* patch, checked against the data
+    (same labels file, same patches) and against each other (the same folds)."""
+
+    want = sha256_file(folder / "train_labels.npy")
+    probs, folds = {}, None
+    for m, d in zip(models, run_dirs):
+        z = load_oof(d)
+        if str(z["train_labels_sha256"]) != want or len(z["labels"]) != len(labels) or \
+                not np.array_equal(z["labels"], labels):
+            raise MammoError(f"{m.name}: out-of-fold predictions were made on other data", d)
+        if bool(z.get("smoke", False)):
+            raise MammoError(f"{m.name}: out-of-fold predictions come from a --smoke run", d)
+        p = np.asarray(z["probabilities"], np.float64)
+        if p.shape != (len(labels), len(m.classes)):
+            raise MammoError(f"{m.name}: out-of-fold probabilities have shape {p.shape}", d)
+        if folds is None:
+            folds = z["fold"]
+        elif not np.array_equal(folds, z["fold"]):
+            raise MammoError(f"{m.name}: out-of-fold predictions use other folds than the first member", d)
+        probs[m.name] = p
+    k = int(folds.max()) + 1
+    return probs, (f"out-of-fold predictions of every member over all {len(labels)} train_* patches "
+                   f"({k} folds grouped by woman, the same for every member)")
+
+
 def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | None = None) -> EnsembleFitResult:
     """Fit the ensemble on validation predictions, write it to ``config.out`` (card.json,
     ensemble.json, metrics.json, comparison.png) and compare it with its members on public_test.
@@ -228,8 +297,12 @@ def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | Non
         raise MammoError(f"member names must be unique: {names}")
     log(f"members: {', '.join(f'{m.name} ({m.task})' for m in models)}")
 
-    # validation patches: train_* patches no member trained on
-    val_idx, guaranteed, how = _validation_indices(models, config, labels, groups, log)
+    oof_probs = None
+    if config.oof:  # out-of-fold predictions over every train_* patch
+        oof_probs, how = _load_oof(models, config.oof, folder, labels)
+        val_idx, guaranteed = np.arange(len(labels)), True
+    else:  # validation patches: train_* patches no member trained on
+        val_idx, guaranteed, how = _validation_indices(models, config, labels, groups, log)
     test_idx = np.arange(len(test.labels))
     if config.smoke:
         rng = np.random.default_rng(config.seed)
@@ -237,9 +310,12 @@ def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | Non
         test_idx = np.sort(rng.permutation(test_idx)[:SMOKE_MAX])
     log(f"validation: {len(val_idx)} patches ({how[:60]}...); public_test: {len(test_idx)}")
 
-    x_val = io.to_model_input(np.asarray(train.images[val_idx]))
     y_val = labels[val_idx]
-    p_val = predict_arrays(models, x_val, batch_size=config.batch_size)
+    if oof_probs is not None:
+        p_val = {k: v[val_idx] for k, v in oof_probs.items()}
+    else:
+        x_val = io.to_model_input(np.asarray(train.images[val_idx]))
+        p_val = predict_arrays(models, x_val, batch_size=config.batch_size)
     validation = {
         "split": "train_*", "how": how, "disjoint_from_member_training": bool(guaranteed),
         "n": len(val_idx), "data": str(folder.resolve()),
@@ -274,8 +350,26 @@ def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | Non
         erow["accuracy_flagged"] = float(ok[res.flagged].mean()) if res.flagged.any() else None
     rows.append(erow)
 
+    test_groups = groups_for_arrays(folder, split="public_test")[test_idx]
+    erow.update(task_auc_cis(y_te, res.probabilities, test_groups, config.n_boot, config.seed))
     markdown = table_markdown(rows)
-    log("public_test comparison:\n" + markdown)
+    log("public_test comparison written (held-out scored once, after fitting)")
+    oof_rows = None
+    if oof_probs is not None:  # the same table out of fold (members, then the ensemble)
+        oof_rows = []
+        for m, ms in zip(models, spec.members):
+            oof_rows.append(compare(m.name, m.task, p_val[m.name], y_val,
+                                    task_scores(m.task, p_val[m.name], ms.subset)))
+        ores = combine(spec, p_val)
+        o5 = task_scores("five_class", ores.probabilities)
+        ostats = {"malignant": o5["malignant"], "mass": o5["mass"]}
+        if spec.coverage["baseline"]:
+            ostats["abnormal"] = 1.0 - ores.probabilities[:, 0]
+        orow = compare(config.name, "five_class", ores.probabilities, y_val, ostats)
+        orow["flagged_fraction"] = float(ores.flagged.mean())
+        orow.update(task_auc_cis(y_val, ores.probabilities, groups[val_idx], config.n_boot, config.seed))
+        oof_rows.append(orow)
+        log("out-of-fold comparison (members, ensemble):\n" + table_markdown(oof_rows))
 
     out = config.out
     card = {
@@ -283,12 +377,17 @@ def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | Non
         "training": {"method": METHOD, "validation": validation, "held_out": "public_test",
                      "command": config.command or "mammo_core.ensemble_fit.fit_and_evaluate (no command line)"},
         "metrics": json_safe({"split": "public_test", "measured": "once, after fitting",
-                              "smoke": bool(config.smoke), **{k: erow[k] for k in TABLE_COLUMNS[2:]}}),
+                              "smoke": bool(config.smoke), **{k: erow[k] for k in TABLE_COLUMNS[2:]},
+                              **{k: v for k, v in erow.items() if k.endswith(("_ci95", "_ci_method"))},
+                              "flagged_fraction": erow.get("flagged_fraction")}),
+        "out_of_fold": json_safe({k: v for k, v in (oof_rows[-1] if oof_rows else {}).items()
+                                  if k != "model"}) or None,
         "disclaimer": DISCLAIMER,
     }
     info = write_ensemble(out, spec, card)
     doc = json_safe({"disclaimer": DISCLAIMER, "held_out": "public_test", "n_test": len(test_idx),
                      "validation": validation, "table": rows, "table_markdown": markdown,
+                     "oof_table": oof_rows, "oof_table_markdown": table_markdown(oof_rows) if oof_rows else None,
                      "fitted": spec.fitted, "threshold": spec.threshold, "coverage": spec.coverage,
                      "seconds": round(time.perf_counter() - t0, 1)})
     write_json(out / "metrics.json", doc)

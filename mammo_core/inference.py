@@ -25,14 +25,15 @@ from mammo_core import tfload
 from mammo_core.bundle import (
     MANIFEST_FILE,
     BundleInfo,
+    iter_bundles,
     load_model,
-    read_card,
     read_manifest,
     verify_bundle,
 )
 from mammo_core.confidence import quality_from_card, question_qualities
 from mammo_core.contract import INPUT_SHAPE
 from mammo_core.errors import BundleError, MammoError
+from mammo_core.tta import TTA_MODES, check_tta, predict_tta
 
 
 @dataclass
@@ -72,9 +73,22 @@ class LoadedModel:
             )
         return self._fn
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        out = self.compiled()(np.ascontiguousarray(x, dtype=np.float32))
-        return np.asarray(out, dtype=np.float64)
+    @property
+    def tta(self) -> str:
+        """The card's test-time augmentation (``inference.tta``: ``none`` or ``dihedral8``)."""
+
+        inf = self.info.card.get("inference")
+        mode = inf.get("tta", "none") if isinstance(inf, dict) else "none"
+        return mode if mode in TTA_MODES else "none"
+
+    def __call__(self, x: np.ndarray, tta: str | None = None) -> np.ndarray:
+        """Probabilities for ``x``; with the card's TTA unless ``tta`` overrides it (``none`` /
+        ``dihedral8``): then the mean over the 8 dihedral views (:mod:`mammo_core.tta`)."""
+
+        mode = self.tta if tta is None else check_tta(tta)
+        fn = self.compiled()
+        return predict_tta(lambda v: np.asarray(fn(np.ascontiguousarray(v, dtype=np.float32))),
+                           np.asarray(x, dtype=np.float32), mode)
 
 
 def is_under(path: Path, root: Path) -> bool:
@@ -101,13 +115,11 @@ def find_bundle(name_or_path: str | Path, models_dir: str | Path) -> Path:
     p = Path(name_or_path)
     models_dir = Path(models_dir)
     names = {}
-    if models_dir.is_dir():
-        for sub in sorted(models_dir.iterdir()):
-            if (sub / "card.json").is_file():
-                try:
-                    names[read_card(sub).name] = sub
-                except BundleError:
-                    names.setdefault(sub.name, sub)
+    for sub, info in iter_bundles(models_dir):
+        if isinstance(info, BundleInfo):
+            names[info.name] = sub
+        else:
+            names.setdefault(sub.name, sub)
     if str(name_or_path) in names:
         return names[str(name_or_path)]
     if p.is_dir():
@@ -148,8 +160,10 @@ def predict_arrays(
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    tta: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """Softmax probabilities ``(N, n_classes)`` per model name; each model runs once per batch.
+    """Softmax probabilities ``(N, n_classes)`` per model name; each model runs once per batch
+    (8 times with test-time augmentation: each card's ``inference.tta`` unless ``tta`` given).
 
     ``progress(done, total)`` is called after each batch; when ``cancel()`` returns True the
     loop stops and the arrays hold only the rows done so far.
@@ -165,7 +179,7 @@ def predict_arrays(
             break
         xb = x[start:start + batch_size]
         for m in models:
-            out[m.name][start:start + len(xb)] = m(xb)
+            out[m.name][start:start + len(xb)] = m(xb, tta)
         done = start + len(xb)
         if progress is not None:
             progress(done, n)

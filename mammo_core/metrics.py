@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from mammo_core.errors import MammoError
+
 
 def _check(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y, dtype=np.int64).ravel()
@@ -93,20 +95,65 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, classes: tuple[str, ...
 
 
 def bootstrap_ci(y: np.ndarray, p: np.ndarray, metric=auc, n_boot: int = 2000, alpha: float = 0.05,
-                 seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``metric(y, p)`` over patients resampled with replacement.
+                 seed: int = 0, groups: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``metric(y, p)``.
 
-    Resamples that miss a class (metric NaN) are dropped. Returns (low, high); NaN when fewer
-    than 100 resamples were valid.
+    With ``groups`` (one id per row, e.g. the woman) it is a cluster bootstrap: whole groups are
+    resampled with replacement, so several patches of one woman move together; without it rows
+    (patches) are resampled. Resamples that miss a class (metric NaN) are dropped. Returns
+    (low, high); NaN when fewer than 100 resamples were valid.
     """
     y, p = _check(y, p)
     rng = np.random.default_rng(seed)
+    members = None
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape[0] != len(y):
+            raise ValueError(f"groups must have one entry per row ({len(y)}), got {groups.shape[0]}")
+        _, inv = np.unique(groups, return_inverse=True)
+        order = np.argsort(inv, kind="stable")
+        members = np.split(order, np.cumsum(np.bincount(inv))[:-1])
     stats = []
     for _ in range(n_boot):
-        i = rng.integers(0, len(y), len(y))
+        if members is None:
+            i = rng.integers(0, len(y), len(y))
+        else:
+            i = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
         v = metric(y[i], p[i])
         if np.isfinite(v):
             stats.append(v)
     if len(stats) < 100:
         return float("nan"), float("nan")
     return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
+
+
+def ci_method(n_boot: int, groups: np.ndarray | None, unit: str = "women") -> str:
+    """How :func:`bootstrap_ci` resampled, for cards and tables."""
+    if groups is None:
+        return f"percentile bootstrap over patches, {n_boot} resamples"
+    return f"percentile cluster bootstrap over {unit} ({len(np.unique(groups))}), {n_boot} resamples"
+
+
+MIN_SPREAD = 0.01  # a model whose class probabilities all vary less than this is "constant"
+
+
+def spread(p: np.ndarray) -> dict:
+    """How much a model's outputs vary over patches: per-class std, min, max; distinct rows."""
+    p = np.asarray(p, np.float64)
+    return {"n": len(p), "std": [float(v) for v in p.std(axis=0)],
+            "min": [float(v) for v in p.min(axis=0)], "max": [float(v) for v in p.max(axis=0)],
+            "distinct_outputs": len(np.unique(np.round(p, 4), axis=0)),
+            "predicted_classes": len(np.unique(p.argmax(axis=1)))}
+
+
+def check_not_collapsed(p: np.ndarray, where: str, min_spread: float = MIN_SPREAD) -> dict:
+    """Raise MammoError when predictions are (near) constant (every class probability varies by
+    less than ``min_spread`` std) or every patch gets the same class; else return the spread."""
+    s = spread(p)
+    if len(p) >= 2 and max(s["std"]) < min_spread:
+        raise MammoError(f"{where}: predictions are (near) constant (largest class-probability std "
+                         f"{max(s['std']):.4g} < {min_spread}); refusing to write a collapsed model")
+    if len(p) >= 2 and s["predicted_classes"] < 2:
+        raise MammoError(f"{where}: every patch is predicted as the same class; refusing to write a "
+                         "collapsed model")
+    return s

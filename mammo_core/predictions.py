@@ -5,8 +5,9 @@ Research use only — not a medical device.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 ENSEMBLE = "ensemble"  # the alias under which the loaded ensemble is asked for
 
@@ -69,4 +70,83 @@ class HeatKey(NamedTuple):
     target: str
 
 
-__all__ = ["ENSEMBLE", "HeatKey", "ModelOutput", "PatchPrediction", "patch_key"]
+@dataclass(frozen=True)
+class MemberRecord:
+    """One ensemble member as a report states it."""
+
+    name: str
+    sha256: str
+    task: str
+    temperature: float
+    weight: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "sha256": self.sha256, "task": self.task,
+                "temperature": self.temperature, "weight": self.weight}
+
+
+@dataclass(frozen=True)
+class EnsembleRecord:
+    """How the ensemble of a report combines its members (from its ``ensemble.json``)."""
+
+    name: str
+    threshold: float | None
+    threshold_rule: str
+    weighting: str
+    calibration: str
+    coverage: Any
+    members: tuple[MemberRecord, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "threshold": self.threshold,
+                "threshold_rule": self.threshold_rule, "weighting": self.weighting,
+                "calibration": self.calibration, "coverage": self.coverage,
+                "members": [m.to_json() for m in self.members]}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> EnsembleRecord:
+        return cls(d["name"], d.get("threshold"), d.get("threshold_rule", ""),
+                   d.get("weighting", ""), d.get("calibration", ""), d.get("coverage"),
+                   tuple(MemberRecord(m["name"], m["sha256"], m["task"], m["temperature"],
+                                      m["weight"]) for m in d.get("members", ())))
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What every report states about how it was made (the report's provenance fields):
+    software and version, the disclaimer, the time, each loaded bundle's summary (name,
+    version, sha256 computed from the file, task, classes, kind, measured held-out quality) and
+    the ensemble's combination. :meth:`to_json` / :meth:`from_json` use the report schema's
+    names (``software``, ``disclaimer``, ``created``, ``models``, ``ensemble``)."""
+
+    software_version: str
+    disclaimer: str
+    created: str
+    models: tuple[Mapping[str, Any], ...] = ()
+    ensemble: EnsembleRecord | None = None
+    software_name: str = "mammo-patches"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "software": {"name": self.software_name, "version": self.software_version},
+            "disclaimer": self.disclaimer,
+            "created": self.created,
+            "models": [dict(m) for m in self.models],
+            "ensemble": None if self.ensemble is None else self.ensemble.to_json(),
+            **self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Provenance:
+        sw = d.get("software") or {}
+        known = ("software", "disclaimer", "created", "models", "ensemble")
+        return cls(str(sw.get("version", "")), str(d.get("disclaimer", "")),
+                   str(d.get("created", "")), tuple(dict(m) for m in d.get("models", ())),
+                   None if not d.get("ensemble") else EnsembleRecord.from_json(d["ensemble"]),
+                   str(sw.get("name", "mammo-patches")),
+                   {k: v for k, v in d.items() if k not in known})
+
+
+__all__ = ["ENSEMBLE", "EnsembleRecord", "HeatKey", "MemberRecord", "ModelOutput", "PatchPrediction",
+           "Provenance", "patch_key"]

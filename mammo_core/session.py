@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mammo_core import DISCLAIMER, __version__
-from mammo_core.bundle import CARD_FILE, BundleInfo, read_card, read_manifest
+from mammo_core.bundle import BundleInfo, iter_bundles, read_card, read_manifest
 from mammo_core.ensemble import _factors_of, apply_temperature, combine, member_class_for, member_dirs, read_ensemble
 from mammo_core.errors import BundleError, MammoError
 from mammo_core.explain import finish_map, gradcam, tissue_mask, weighted_mean
@@ -25,7 +25,15 @@ from mammo_core.inference import bundle_summary, find_bundle, load_bundle, predi
 from mammo_core.io import ReadFailure, read_patches, to_model_input
 from mammo_core.labels import CLASS_NAMES
 from mammo_core.paths import models_dir as default_models_dir
-from mammo_core.predictions import ENSEMBLE, ModelOutput, PatchPrediction, patch_key
+from mammo_core.predictions import (
+    ENSEMBLE,
+    EnsembleRecord,
+    MemberRecord,
+    ModelOutput,
+    PatchPrediction,
+    Provenance,
+    patch_key,
+)
 from mammo_core.report import PredictionRun, write_report
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,14 +81,7 @@ class Session:
     def available(self) -> list[BundleInfo]:
         """Cards of the bundles in the models folder (models first, then ensembles). Fast: no
         hash check, no TensorFlow. Unreadable cards are skipped (``mammo models verify`` names them)."""
-        out = []
-        if self.models_dir.is_dir():
-            for sub in sorted(self.models_dir.iterdir()):
-                if (sub / CARD_FILE).is_file():
-                    try:
-                        out.append(read_card(sub))
-                    except BundleError:
-                        continue
+        out = [info for _sub, info in iter_bundles(self.models_dir) if isinstance(info, BundleInfo)]
         return sorted(out, key=lambda i: (i.kind != "model", i.name))
 
     # ------------------------------------------------------------------ loading
@@ -355,31 +356,24 @@ class Session:
         return maps[key]
 
     # ------------------------------------------------------------------ provenance / export
-    def provenance(self) -> dict:
+    def provenance_record(self) -> Provenance:
         """Software version, disclaimer, time, and every loaded model's name, version, hashes."""
         with self._lock:
             models = [dict(bundle_summary(m.info)) for m in self._state.models.values()]
             ens = self._state.ensemble
-        out: dict[str, Any] = {
-            "software": {"name": "mammo-patches", "version": __version__},
-            "disclaimer": DISCLAIMER,
-            "created": _now(),
-            "models": models,
-            "ensemble": None,
-        }
+        record = None
         if ens is not None:
             models.append(dict(bundle_summary(ens.info)))
-            out["ensemble"] = {
-                "name": ens.info.name,
-                "threshold": ens.spec.threshold,
-                "threshold_rule": ens.spec.threshold_rule,
-                "weighting": ens.spec.weighting,
-                "calibration": ens.spec.calibration,
-                "coverage": ens.spec.coverage,
-                "members": [{"name": m.name, "sha256": m.sha256, "task": m.task,
-                             "temperature": m.temperature, "weight": m.weight} for m in ens.spec.members],
-            }
-        return out
+            record = EnsembleRecord(
+                ens.info.name, ens.spec.threshold, ens.spec.threshold_rule, ens.spec.weighting,
+                ens.spec.calibration, ens.spec.coverage,
+                tuple(MemberRecord(m.name, m.sha256, m.task, m.temperature, m.weight)
+                      for m in ens.spec.members))
+        return Provenance(__version__, DISCLAIMER, _now(), tuple(models), record)
+
+    def provenance(self) -> dict:
+        """:meth:`provenance_record` as the report's JSON object."""
+        return self.provenance_record().to_json()
 
     def export(self, path: Path, fmt: str, patches: Sequence[Patch],
                predictions: Sequence[PatchPrediction],

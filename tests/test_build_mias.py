@@ -339,3 +339,68 @@ def test_failed_write_leaves_no_half_set(synthetic, tmp_path, monkeypatch):
     with pytest.raises(OSError):
         build_mias(folder, folder / "Info.txt", tmp_path / "fresh", progress=False)
     assert not (tmp_path / "fresh").exists()
+
+
+def test_extra_baselines_train_women_only_and_test_split_unchanged(synthetic, tmp_path):
+    """--extra-baselines adds >= 90 %-tissue windows away from lesions, from TRAIN women only,
+    each with its woman; public_test_* stays byte-identical to the build without them."""
+    from mammo_core.datasets.mias import EXCLUDE_FACTOR, protocol_side
+
+    folder, _, _ = synthetic
+    rng = np.random.default_rng(4)
+    extra = []
+    for n in range(5, 29):
+        cv2.imwrite(str(folder / f"mdb{n:03d}.png"), breast_image(rng))
+        if n % 4 == 0:
+            extra.append(f"mdb{n:03d} F NORM")
+        else:
+            extra.append(f"mdb{n:03d} F {'CIRC' if n % 2 else 'CALC'} {'B' if n % 3 else 'M'} 250 512 30")
+    text = (folder / "Info.txt").read_text().replace("mdb005 G NORM ", "\n".join(extra))
+    (folder / "Info.txt").write_text(text)
+    plain, more = tmp_path / "plain", tmp_path / "more"
+    base = ["dataset", "build-mias", "--images", str(folder), "--info", str(folder / "Info.txt"),
+            "--seed", "5", "--jitter", "1", "--no-progress"]
+    assert main([*base, "--out", str(plain)]) == 0
+    assert main([*base, "--out", str(more), "--extra-baselines", "2"]) == 0
+    for f in ("public_test_tensor.npy", "public_test_labels.npy"):
+        assert (plain / f).read_bytes() == (more / f).read_bytes()
+    t0, t1 = np.load(plain / "train_tensor.npy"), np.load(more / "train_tensor.npy")
+    assert np.array_equal(t1[:len(t0)], t0)  # the pairs come first, unchanged
+    with open(more / "metadata.csv", newline="") as fh:
+        meta = list(csv.DictReader(fh))
+    ext = [m for m in meta if m["role"] == "extra_baseline"]
+    assert len(ext) == len(t1) - len(t0) > 0
+    test_women = {m["patient"] for m in meta if m["split"] == "public_test"}
+    assert all(m["split"] == "train" and m["label"] == "0" and m["patient"] not in test_women for m in ext)
+    assert {m["image"] for m in ext} & {f"mdb{n:03d}" for n in range(8, 29, 4)}  # normal mammograms too
+    labels = np.load(more / "train_labels.npy")
+    assert np.all(labels[len(t0):] == 0)
+    sides = {int(m["side"]) for m in meta if m["split"] == "train" and m["role"] == "abnormality"
+             and m["jitter"] == "0"}
+    info = {r.split()[0]: r.split() for r in (folder / "Info.txt").read_text().splitlines()
+            if r.startswith("mdb") and len(r.split()) == 7}
+    for m in ext:
+        assert float(m["window_tissue"]) >= 0.9 and int(m["side"]) in sides
+        row = info.get(m["image"])
+        if row:  # keeps out of the square of EXCLUDE_FACTOR x the protocol side around the lesion
+            r, c, rad = 1024 - int(row[5]), int(row[4]), int(row[6])
+            half = EXCLUDE_FACTOR * protocol_side(rad, (1024, 1024)) // 2
+            top, left, side = int(m["top"]), int(m["left"]), int(m["side"])
+            assert (top + side <= r - half or top >= r + half or left + side <= c - half
+                    or left >= c + half)
+    assert json.loads((more / "build.json").read_text())["extra_baselines"] == len(ext)
+
+
+def test_random_tissue_windows_respect_tissue_and_exclusions():
+    from mammo_core.datasets.windows import Box, random_tissue_windows, tissue_threshold
+
+    img = np.zeros((400, 400), np.uint8)
+    img[:, :200] = 200  # tissue only on the left half
+    ex = Box(0, 0, 200, 200)  # and the top-left quarter is excluded
+    wins = random_tissue_windows(img, [50, 60], 5, np.random.default_rng(0), [ex], tissue_threshold(img))
+    assert len(wins) == 5
+    for i, b in enumerate(wins):
+        assert b.inside(img.shape) and b.height in (50, 60) and not b.overlaps(ex)
+        assert np.count_nonzero(b.slice(img) > 20) >= 0.9 * b.area
+        assert not any(b.overlaps(o) for o in wins[i + 1:])
+    assert random_tissue_windows(np.zeros((100, 100), np.uint8), [50], 3, np.random.default_rng(0)) == []

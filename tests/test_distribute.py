@@ -56,13 +56,15 @@ def test_mirrored_two_logical_devices_scratch_and_transfer(tmp_path):
     proc = subprocess.run([sys.executable, "-c", MIRRORED, str(data), str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=600, env=_env(), cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "MirroredStrategy over 2 device(s)" in proc.stderr
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT "))
     report = json.loads(line[len("REPORT "):])
     assert report["scratch"]["stages"] == ["train"]
     assert report["transfer_fe"]["stages"] == ["fe"]
     assert report["transfer_ft"]["stages"] == ["fe", "ft"]
     for r in report.values():
-        assert r["protocol"]["distribute"] == "mirrored"
+        prot = r["protocol"]
+        assert prot["distribute"] == "mirrored" and prot["replicas"] == 2 and prot["backend"] == "tensorflow"
+        assert prot["global_batch_size"] == 2 * prot["batch_size"]
+        assert prot["learning_rate"] == prot["base_learning_rate"]  # no --lr-scaling by default
     for name in report:
         assert (tmp_path / "out" / name / "model.keras").is_file()

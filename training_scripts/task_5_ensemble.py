@@ -57,6 +57,10 @@ def parse_args(argv):
                    help="fallback grouped validation fraction of train_* (default 0.2)")
     p.add_argument("--percentile", type=float, default=90.0,
                    help="disagreement threshold: this percentile of validation disagreement (default 90)")
+    p.add_argument("--oof", nargs="+", type=Path, default=(), metavar="DIR",
+                   help="members' run folders with oof.npz (same order as --members): fit on their "
+                        "out-of-fold predictions over every train_* patch (preferred)")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (over women) for CIs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--smoke", action="store_true", help="tiny subsets (CI): at most 64 patches per split")
@@ -67,7 +71,7 @@ def config_from_args(args) -> EnsembleFitConfig:
     return EnsembleFitConfig(
         members=tuple(args.members), data=args.data, out=args.out, name=args.name,
         val_fraction=args.val_fraction, percentile=args.percentile, seed=args.seed,
-        batch_size=args.batch_size, smoke=args.smoke,
+        batch_size=args.batch_size, smoke=args.smoke, oof=tuple(args.oof), n_boot=args.n_boot,
         command=" ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if sys.argv else [])]),
     )
 

@@ -12,28 +12,31 @@ MODELS.md from the shared data (research use only — not a medical device).
 
 Steps (default: all, in this order):
   data                        build data/mias from $SHARED/data/mini-mias (protocol v1, 20 % of
-                              the women held out, seed 0, 4 jittered crops per TRAIN lesion)
-  scratch_mass_calc           Task 2.1  scratch_v1, geometric augmentation, 4-fold CV
-  scratch_benign_malignant    Task 2.2  scratch_v2, rot90 augmentation, balanced class weights, 4-fold CV
-  vgg16_mass_calc             Task 3.1  VGG16 (ImageNet weights), cached-feature head + block5 fine-tuning, 4-fold CV
-  vgg16_benign_malignant      Task 3.2  VGG16, fine-tuned, balanced class weights, 4-fold CV
-  scratch_baseline_mass_calc  Task 4    scratch_v2, baseline / mass / calcification, 4-fold CV
-  vgg16b4_baseline_mass_calc  Task 4    VGG16 cut after block 4 (ImageNet weights, frozen, cached
-                              features, Dense(32) head), 3 classes, 4-fold CV: a second P(baseline)
-  ensemble                    Task 5    five-class ensemble fitted on validation patches no member trained on
+                              the women held out, seed 0; TRAIN women only: 4 jittered crops per
+                              lesion and up to 3 extra baseline windows per mammogram)
+  vgg16b4_baseline_mass_calc  Task 4    VGG16 cut after block 4, frozen ImageNet weights, pooled
+                              features + L2 logistic regression, baseline / mass / calcification
+  vgg16_mass_calc             Task 3.1  VGG16 (blocks 1-4 used), frozen ImageNet weights, pooled
+                              features + L2 LR
+  vgg16_benign_malignant      Task 3.2  VGG16 (blocks 1-4 used), frozen ImageNet weights, pooled
+                              features + L2 LR
+                              (every member: pooling, C and test-time augmentation chosen on
+                              out-of-fold predictions, 5 folds grouped by woman, the same folds)
+  ensemble                    Task 5    five-class ensemble fitted on the members' out-of-fold
+                              predictions over every training patch
   samples                     assets/samples/ from the held-out split (16-bit PNG, labels.csv, NOTICE)
   finish                      card data statements, MANIFEST.json, mammo models verify, MODELS.md
 
 Environment: MAMMO_SHARED (default ../shared) — folder with data/mini-mias and
-weights/vgg16_imagenet_notop.weights.h5; PYTHON (default .venv/bin/python, else python3).
+weights/vgg16_imagenet_notop.weights.h5; PYTHON (default .venv/bin/python, else python3);
+MAMMO_FEATURE_CACHE (default runs/feature_cache) — cached pooled VGG16 features (never in git).
 Intermediate runs go to runs/bundled/<name>/ (git-ignored); the final bundles are copied to
-assets/models/<name>/. On a 2-core CPU the whole rebuild takes about an hour; a GPU is much
-faster. Exit code: 0 done, non-zero on the first failing step.
+assets/models/<name>/. On a 2-core CPU the whole rebuild takes about 30-60 minutes (most of it the
+VGG16 features of 8 views of every training patch, cached for reruns). Exit code: 0 done, non-zero on the first failing step.
 EOF
 }
 
-ALL_STEPS=(data scratch_mass_calc scratch_benign_malignant vgg16_mass_calc vgg16_benign_malignant
-           scratch_baseline_mass_calc vgg16b4_baseline_mass_calc ensemble samples finish)
+ALL_STEPS=(data vgg16b4_baseline_mass_calc vgg16_mass_calc vgg16_benign_malignant ensemble samples finish)
 
 for a in "$@"; do
     case "$a" in -h|--help) usage; exit 0 ;; esac
@@ -51,11 +54,16 @@ DATA=data/mias
 RUNS=runs/bundled
 MODELS=assets/models
 WEIGHTS=$SHARED/weights/vgg16_imagenet_notop.weights.h5
-# every member: the same grouped validation split (20 % of the training women, seed 0), so the
-# ensemble keeps validation patches that no member trained on
-COMMON=(--data "$DATA" --val-fraction 0.2 --seed 0)
+# every member: the same 5 folds of the training women (seed 0); its out-of-fold predictions
+# (runs/bundled/<name>/oof.npz, not shipped) are what its pooling, C and TTA and the ensemble
+# are fitted on
+COMMON=(--data "$DATA" --folds 5 --seed 0)
+# pooled VGG16 members: frozen ImageNet backbone, pooled layers of blocks 2-4 only (block 5
+# would add ~28 MB of new weights per bundle to the repository; blocks 1-4 are byte-identical
+# to the previous bundles' frozen ImageNet blocks, so retraining changes little on disk)
+POOLED=(--model transfer --head pooled --weights "$WEIGHTS" --tta auto)
 # files of a run that go into the shipped bundle (plots and tables beside model + card)
-BUNDLE_FILES=(model.keras card.json metrics.json history.csv folds.csv curves.png roc.png confusion_matrix.png)
+BUNDLE_FILES=(model.keras card.json metrics.json grid.csv folds.csv roc.png confusion_matrix.png)
 
 steps=("$@")
 [[ ${#steps[@]} -eq 0 ]] && steps=("${ALL_STEPS[@]}")
@@ -93,41 +101,32 @@ run_step() {
     case "$1" in
     data)
         "$PYTHON" -m mammo_core dataset build-mias --images "$SHARED/data/mini-mias" \
-            --info "$SHARED/data/mini-mias/Info.txt" --out "$DATA" --jitter 4 --seed 0 --no-progress
-        ;;
-    scratch_mass_calc)
-        member scratch_mass_calc task_2_1_scratch_mass_calc.py --model scratch_v1 \
-            --epochs 80 --patience 20 --batch-size 25 --folds 4
-        ;;
-    scratch_benign_malignant)
-        member scratch_benign_malignant task_2_2_scratch_benign_malignant.py --model scratch_v2 \
-            --class-weights balanced --epochs 80 --patience 20 --batch-size 25 --folds 4
-        ;;
-    vgg16_mass_calc)
-        member vgg16_mass_calc task_3_1_pretrained_mass_calc.py --backbone vgg16 --mode ft \
-            --weights "$WEIGHTS" --lr 1e-4 --epochs 100 --patience 20 --ft-epochs 8 --ft-lr 1e-5 --batch-size 25 \
-            --folds 4
-        ;;
-    vgg16_benign_malignant)
-        member vgg16_benign_malignant task_3_2_pretrained_benign_malignant.py --backbone vgg16 --mode ft \
-            --weights "$WEIGHTS" --class-weights balanced --lr 1e-4 --epochs 100 --patience 20 --ft-epochs 8 \
-            --ft-lr 1e-5 --batch-size 25 --folds 4
-        ;;
-    scratch_baseline_mass_calc)
-        member scratch_baseline_mass_calc task_4_baseline_mass_calc.py --model scratch_v2 \
-            --epochs 100 --patience 30 --batch-size 25 --folds 4
+            --info "$SHARED/data/mini-mias/Info.txt" --out "$DATA" --jitter 4 --extra-baselines 3 \
+            --seed 0 --no-progress
         ;;
     vgg16b4_baseline_mass_calc)
-        member vgg16b4_baseline_mass_calc task_4_baseline_mass_calc.py --model transfer \
-            --backbone vgg16_block4 --mode fe --weights "$WEIGHTS" --hidden 32 --lr 1e-4 --epochs 100 \
-            --patience 20 --batch-size 25 --folds 4
+        member vgg16b4_baseline_mass_calc task_4_baseline_mass_calc.py "${POOLED[@]}" --backbone vgg16_block4 \
+            --train-views 2 --c-grid 0.1 0.3 1 3 \
+            --pool-candidates block3_pool,block4_pool:avgmax block2_pool,block3_pool,block4_pool:avgmax
+        ;;
+    vgg16_mass_calc)
+        member vgg16_mass_calc task_3_1_pretrained_mass_calc.py "${POOLED[@]}" --backbone vgg16 \
+            --train-views 8 --c-grid 0.0001 0.0003 0.001 0.003 0.01 0.03 \
+            --pool-candidates block3_pool,block4_pool:avg block2_pool,block3_pool,block4_pool:avgmax \
+                block2_pool,block3_pool:max block2_pool,block3_pool:avgmax
+        ;;
+    vgg16_benign_malignant)
+        member vgg16_benign_malignant task_3_2_pretrained_benign_malignant.py "${POOLED[@]}" --backbone vgg16 \
+            --train-views 8 --c-grid 0.0001 0.0003 0.001 0.003 0.01 0.03 \
+            --pool-candidates block3_pool,block4_pool:avg block4_pool:avg block3_pool,block4_pool:avgmax \
+                block2_pool,block3_pool,block4_pool:avgmax
         ;;
     ensemble)
         rm -rf "${MODELS:?}/ensemble"
         "$PYTHON" training_scripts/task_5_ensemble.py --data "$DATA" --out "$MODELS/ensemble" --seed 0 \
-            --members "$MODELS/scratch_mass_calc" "$MODELS/scratch_benign_malignant" \
-                      "$MODELS/vgg16_mass_calc" "$MODELS/vgg16_benign_malignant" \
-                      "$MODELS/scratch_baseline_mass_calc" "$MODELS/vgg16b4_baseline_mass_calc"
+            --members "$MODELS/vgg16b4_baseline_mass_calc" "$MODELS/vgg16_mass_calc" \
+                      "$MODELS/vgg16_benign_malignant" \
+            --oof "$RUNS/vgg16b4_baseline_mass_calc" "$RUNS/vgg16_mass_calc" "$RUNS/vgg16_benign_malignant"
         ;;
     samples)
         rm -rf assets/samples

@@ -10,6 +10,7 @@ from pathlib import Path
 from mammo_core import DISCLAIMER
 from mammo_core.datasets.cbis import build_cbis, skip_summary
 from mammo_core.datasets.mias import build_mias
+from mammo_core.paths import path_arg
 
 
 def _summary(kind: str, result, reasons) -> None:
@@ -30,7 +31,8 @@ def _summary(kind: str, result, reasons) -> None:
 
 def _run_mias(args: argparse.Namespace) -> int:
     result = build_mias(args.images, args.info, args.out, test_fraction=args.test_fraction,
-                        seed=args.seed, jitter=args.jitter, progress=not args.no_progress)
+                        seed=args.seed, jitter=args.jitter, progress=not args.no_progress,
+                        extra_baselines=args.extra_baselines)
     _summary("build-mias", result, result.skip_reasons)
     return 3 if result.failures else 0
 
@@ -72,15 +74,19 @@ def register(subparsers) -> None:
             "contact sheet per class into --out. ARCH/ASYM and rows without coordinates are "
             "reported as skipped. Exit 3 when some images were missing or unreadable."),
         epilog="Data: J Suckling et al. 1994, MIAS licence (research use only). " + DISCLAIMER)
-    p.add_argument("--images", required=True, type=Path, help="folder of mdbNNN.pgm / .png images")
-    p.add_argument("--info", required=True, type=Path, help="the MIAS Info.txt ground-truth file")
-    p.add_argument("--out", required=True, type=Path, help="output folder (created; files replaced)")
+    p.add_argument("--images", required=True, type=path_arg, help="folder of mdbNNN.pgm / .png images")
+    p.add_argument("--info", required=True, type=path_arg, help="the MIAS Info.txt ground-truth file")
+    p.add_argument("--out", required=True, type=path_arg, help="output folder (created; files replaced)")
     p.add_argument("--test-fraction", type=_fraction, default=0.2,
                    help="share of pairs (by woman, per class) in public_test_* (default 0.2; 0 = all train)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the jitter (default 0)")
     p.add_argument("--jitter", type=_count, default=0, metavar="K",
-                   help="K extra jittered pairs per TRAIN abnormality (centre +-10%% of the side, "
-                        "side x0.9-1.1; metadata column 'jitter' = 1..K); test pairs never (default 0)")
+                   help="K extra jittered pairs per TRAIN abnormality (centre moved inside the lesion "
+                        "circle, side x0.85-1.2; metadata column 'jitter' = 1..K); test pairs never (default 0)")
+    p.add_argument("--extra-baselines", type=_count, default=0, metavar="K",
+                   help="up to K extra baseline windows (>= 90%% tissue, sides like the lesion windows, "
+                        "away from lesions) per mammogram of a TRAIN woman, normal ones included; "
+                        "role 'extra_baseline' in metadata.csv; test split untouched (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_mias)
 
@@ -95,7 +101,7 @@ def register(subparsers) -> None:
             "skipped.csv and contact sheets. Missing or unreadable files are reported and "
             "skipped (exit 3)."),
         epilog=DISCLAIMER)
-    c.add_argument("--root", required=True, type=Path, help="folder with the CSVs and the DICOM tree")
-    c.add_argument("--out", required=True, type=Path, help="output folder (created; files replaced)")
+    c.add_argument("--root", required=True, type=path_arg, help="folder with the CSVs and the DICOM tree")
+    c.add_argument("--out", required=True, type=path_arg, help="output folder (created; files replaced)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=_run_cbis)

@@ -4,16 +4,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 from mammo_core import DISCLAIMER
-from mammo_core.bundle import CARD_FILE, MANIFEST_FILE, read_card, read_manifest, verify_bundle, write_manifest
+from mammo_core.bundle import (
+    MANIFEST_FILE,
+    bundle_dirs,
+    read_card,
+    read_manifest,
+    verify_bundle,
+    write_manifest,
+)
 from mammo_core.confidence import quality_from_card
 from mammo_core.ensemble import member_dirs, read_ensemble
 from mammo_core.errors import MammoError
-from mammo_core.paths import models_dir
+from mammo_core.paths import models_dir, path_arg
 from mammo_core.session import Session
 
 log = logging.getLogger(__name__)
@@ -21,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def register(subparsers) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--models-dir", type=Path, default=None, metavar="DIR",
+    common.add_argument("--models-dir", type=path_arg, default=None, metavar="DIR",
                         help="folder of bundles (default: assets/models)")
     p = subparsers.add_parser("list", parents=[common], help="list the bundled models (cards only)",
                               description="List bundles: name, kind, task, version, sha256, held-out "
@@ -48,27 +54,17 @@ def _models_dir(args) -> Path:
     return args.models_dir if args.models_dir is not None else models_dir()
 
 
-def _headline_metric(card) -> str:
-    m = card.get("metrics") or {}
-    if not isinstance(m, dict):
-        return ""
-    for key in ("auc", "accuracy"):
-        if isinstance(m.get(key), (int, float)):
-            return f"{key}={m[key]:.3f}"
-    test = m.get("test") or m.get("held_out") or {}
-    if isinstance(test, dict):
-        for key in ("auc", "accuracy"):
-            if isinstance(test.get(key), (int, float)):
-                return f"{key}={test[key]:.3f}"
-    return ""
+def _headline_metric(info) -> str:
+    metric = info.record.headline_metric()
+    return "" if metric is None else f"{metric[0]}={metric[1]:.3f}"
 
 
-def _heldout(card) -> str:
+def _heldout(info) -> str:
     """``auc=0.333 [0.06, 0.65]`` (held-out AUC and 95 % interval), else the headline metric."""
-    q = quality_from_card(card)
+    q = quality_from_card(info.card)
     if q.auc is not None and q.ci95 is not None:
         return f"auc={q.auc:.3f} [{q.ci95[0]:.2f}, {q.ci95[1]:.2f}]"
-    return _headline_metric(card)
+    return _headline_metric(info)
 
 
 def run_list(args) -> int:
@@ -90,7 +86,7 @@ def run_list(args) -> int:
         log.warning("no bundles in %s", root)
         return 0
     rows = [("NAME", "KIND", "TASK", "VERSION", "SHA256", "HELD-OUT", "QUALITY")]
-    rows += [(i.name, i.kind, i.task, i.version, i.sha256[:12], _heldout(i.card),
+    rows += [(i.name, i.kind, i.task, i.version, i.sha256[:12], _heldout(i),
               quality_from_card(i.card).status) for i in infos]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
@@ -108,7 +104,7 @@ def run_verify(args) -> int:
     except MammoError as err:
         print(f"FAIL {err}", file=sys.stderr)
         return 1
-    folders = [p for p in sorted(root.iterdir()) if os.path.lexists(p / CARD_FILE)] if root.is_dir() else []
+    folders = bundle_dirs(root)
     seen = set()
     for folder in folders:
         try:

@@ -20,9 +20,19 @@ coordinates and a class in the five-label scheme (masses CIRC/SPIC/MISC, calcifi
 ARCH / ASYM rows and rows without coordinates are reported as skipped, with their reason.
 The train / public-test split is by woman (patient = (N + 1) // 2), stratified by label.
 Optional jittered crops (``--jitter K``): K extra pairs per abnormality in the TRAIN split
-only, with the centre moved by up to +-10 % of the side and the side scaled by 0.9-1.1; their
-``jitter`` column in metadata.csv is 1..K (0 for the protocol pair). Test pairs are never
-jittered.
+only, with the window centre moved to a point drawn uniformly inside the lesion circle (radius
+RADIUS) and the side scaled by 0.85-1.2; their ``jitter`` column in metadata.csv is 1..K (0 for
+the protocol pair). Test pairs are never jittered.
+
+Optional extra baseline windows (``--extra-baselines K``): up to K windows of healthy tissue per
+mammogram of a TRAIN woman (normal mammograms, and lesion mammograms away from their lesions),
+each >= 90 % tissue (the protocol's baseline rule), its side drawn from the protocol sides of the
+train lesion windows, not overlapping another one nor the square of three times the protocol
+side around any lesion with coordinates (images with a lesion row without coordinates give
+none). They are appended to ``train_*`` after the pairs as single baseline patches (label 0,
+``role`` ``extra_baseline``, ``pair`` -1), each with its woman in metadata.csv, so grouped splits
+keep a woman's patches together. Women of the held-out split give none: ``public_test_*`` stays
+exactly protocol v1.
 
 Data: J Suckling et al., "The Mammographic Image Analysis Society Digital Mammogram Database",
 Exerpta Medica, International Congress Series 1069, pp. 375-378, 1994 (research use only).
@@ -51,6 +61,7 @@ from mammo_core.datasets.windows import (
     cut_window,
     full_scale,
     point_window,
+    random_tissue_windows,
     thumbnail,
     tissue_count,
     tissue_threshold,
@@ -69,8 +80,9 @@ MASS_CLASSES = ("CIRC", "SPIC", "MISC")
 CALC_CLASSES = ("CALC",)
 OTHER_CLASSES = ("ARCH", "ASYM")
 IMAGE_SUFFIXES = (".pgm", ".png", ".tif", ".tiff", ".dcm")
-JITTER_SHIFT = 0.10
-JITTER_SCALE = (0.9, 1.1)
+JITTER_SCALE = (0.85, 1.2)  # side factor of a jittered crop; its centre stays inside the lesion circle
+EXCLUDE_FACTOR = 3  # extra baselines keep out of the square of 3 x protocol side around a lesion
+EXTRA_TRIES = 200
 
 _ROW = re.compile(r"^(mdb\d+)\s+(\S+)\s+(\S+)(.*)$")
 
@@ -128,7 +140,7 @@ def parse_info(path: str | Path) -> InfoFile:
     """Read MIAS ``Info.txt`` (text header/footer ignored; one row per abnormality)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="latin-1")
+        text = path.read_bytes().removeprefix(b"\xef\xbb\xbf").decode("latin-1")  # UTF-8 BOM: not row text
     except OSError as err:
         raise DatasetError(f"cannot read the MIAS info file: {err.strerror or err}", path) from None
     lesions: list[MiasLesion] = []
@@ -206,6 +218,8 @@ def eligibility(lesion: MiasLesion) -> str | None:
         return f"unknown severity {lesion.severity!r}"
     if lesion.x is None:
         return f"no coordinates ({lesion.note})" if lesion.note else "no coordinates"
+    if lesion.radius is not None and lesion.radius <= 0:
+        return f"radius {lesion.radius} is not a positive number of pixels"
     return None
 
 
@@ -264,12 +278,39 @@ def stack_pairs(pairs: Sequence[CutPair]) -> tuple[np.ndarray, np.ndarray]:
 def random_jitters(lesion: MiasLesion, side: int, k: int, seed: int) -> list[Jitter]:
     """``k`` reproducible jitters for one abnormality (independent of processing order)."""
     rng = np.random.default_rng([int(seed), lesion.image_number, lesion.number, 7919])
-    m = max(1, round(JITTER_SHIFT * side))
+    r = float(lesion.radius or 0)
     out = []
     for _ in range(int(k)):
-        dx, dy = (int(v) for v in rng.integers(-m, m + 1, size=2))
+        # uniform over the disc of radius RADIUS: the new centre stays inside the lesion circle
+        rho, phi = r * np.sqrt(rng.uniform()), rng.uniform(0.0, 2 * np.pi)
+        dx, dy = int(np.trunc(rho * np.cos(phi))), int(np.trunc(rho * np.sin(phi)))
         out.append(Jitter(dx, dy, float(rng.uniform(*JITTER_SCALE))))
     return out
+
+
+def lesion_exclusion(lesion: MiasLesion, shape: Sequence[int]) -> Box | None:
+    """The square kept free of extra baseline windows around a lesion with coordinates (side
+    ``EXCLUDE_FACTOR`` x the protocol side, not clipped), None without coordinates."""
+    if lesion.x is None or lesion.y is None or lesion.radius is None:
+        return None
+    row, col = lesion_centre(lesion, shape)
+    side = EXCLUDE_FACTOR * protocol_side(lesion.radius, shape)
+    return Box(row - side // 2, col - side // 2, side, side)
+
+
+def extra_baseline_windows(image: np.ndarray, lesions: Sequence[MiasLesion], sides: Sequence[int],
+                           k: int, seed: int, image_number: int) -> list[Box]:
+    """Up to ``k`` reproducible extra baseline windows of one mammogram (see the module
+    docstring); none when one of its lesion rows has no coordinates."""
+    exclude = []
+    for les in lesions:
+        box = lesion_exclusion(les, image.shape)
+        if box is None:
+            return []
+        exclude.append(box)
+    rng = np.random.default_rng([int(seed), int(image_number), 4099])
+    return random_tissue_windows(image, sides, k, rng, exclude, tissue_threshold(image),
+                                 tries=EXTRA_TRIES)
 
 
 # ---------------------------------------------------------------- the builder ----
@@ -318,7 +359,8 @@ def _skip_row(s: Skip, jitter_no: int = 0) -> dict:
 
 def build_mias(images_dir: str | Path, info_file: str | Path, out_dir: str | Path,
                test_fraction: float = 0.2, seed: int = 0, jitter: int = 0,
-               progress: bool = True, read_image: Callable | None = None) -> MiasBuildResult:
+               progress: bool = True, read_image: Callable | None = None,
+               extra_baselines: int = 0) -> MiasBuildResult:
     """Build the mini-MIAS patch arrays (see the module docstring) into ``out_dir``."""
     t0 = time.perf_counter()
     if read_image is None:
@@ -330,6 +372,8 @@ def build_mias(images_dir: str | Path, info_file: str | Path, out_dir: str | Pat
         raise DatasetError(f"--test-fraction must be in [0, 1), got {test_fraction}")
     if jitter < 0:
         raise DatasetError(f"--jitter must be >= 0, got {jitter}")
+    if extra_baselines < 0:
+        raise DatasetError(f"--extra-baselines must be >= 0, got {extra_baselines}")
     info = parse_info(info_file)
 
     skipped: list[dict] = [
@@ -395,6 +439,14 @@ def build_mias(images_dir: str | Path, info_file: str | Path, out_dir: str | Pat
     split_pairs = {"train": [pairs[i // 2] for i in train_idx[1::2]],
                    "public_test": [pairs[i // 2] for i in test_idx[1::2]]}
 
+    extras: list[tuple[str, int, Box, float, np.ndarray]] = []
+    if extra_baselines:
+        test_women = {p.lesion.patient for p in split_pairs["public_test"]}
+        sides = [p.lesion_box.height for p in split_pairs["train"]]
+        extras, fails = _extra_baselines(images_dir, info, test_women, sides, extra_baselines, seed,
+                                         read_image, progress)
+        failures.extend(fails)
+
     arrays = {}
     rows: list[dict] = []
     sheets: dict[int, list[SheetEntry]] = {lab: [] for lab in (1, 2, 3, 4)}
@@ -427,11 +479,25 @@ def build_mias(images_dir: str | Path, info_file: str | Path, out_dir: str | Pat
                              "window_tissue": f"{frac:.4f}",
                              "baseline_side": p.baseline_side})
 
+    if extras:
+        n0 = len(arrays["train"][1])
+        arrays["train"] = (np.concatenate([arrays["train"][0], np.stack([e[4] for e in extras])]),
+                           np.concatenate([arrays["train"][1], np.zeros(len(extras), np.int64)]))
+        for j, (name, woman, box, frac, _) in enumerate(extras):
+            rows.append({"index": n0 + j, "split": "train", "pair": -1, "patient": woman, "image": name,
+                         "lesion": "", "label": 0, "class_name": LABEL_TO_NAME[0],
+                         "role": "extra_baseline", "mias_class": "", "severity": "", "tissue": "",
+                         "x": "", "y": "", "row": box.top + box.height // 2,
+                         "col": box.left + box.width // 2, "radius": "", "top": box.top,
+                         "left": box.left, "side": box.height, "window_tissue": f"{frac:.4f}",
+                         "baseline_side": "", "jitter": 0, "jitter_dx": 0, "jitter_dy": 0,
+                         "jitter_scale": "1.0000"})
     counts = {s: {LABEL_TO_NAME[c]: int(np.sum(arrays[s][1] == c)) for c in range(5)} for s in arrays}
-    n_pairs = {s: int(arrays[s][1].size // 2) for s in arrays}
+    n_pairs = {s: int(np.sum(arrays[s][1] != 0)) for s in arrays}
     build_info = {
         "source": "mini-MIAS", "protocol": PROTOCOL, "images": str(images_dir), "info": str(info_file),
         "test_fraction": test_fraction, "seed": seed, "jitter_copies_per_train_lesion": jitter,
+        "extra_baselines_per_train_image": extra_baselines, "extra_baselines": len(extras),
         "counts": counts, "pairs": n_pairs, "skipped": len(skipped), "failures": failures,
         "split": "by woman (patient = (N + 1) // 2), stratified by label (grouped_split)",
         "mammo_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -445,3 +511,39 @@ def build_mias(images_dir: str | Path, info_file: str | Path, out_dir: str | Pat
                             sheet_files, build_info)
     return MiasBuildResult(Path(out_dir), counts, n_pairs, skipped, failures,
                            time.perf_counter() - t0, files)
+
+
+def _extra_baselines(images_dir: Path, info: InfoFile, test_women: set[int], sides: Sequence[int], k: int,
+                     seed: int, read_image: Callable, progress: bool
+                     ) -> tuple[list[tuple[str, int, Box, float, np.ndarray]], list[str]]:
+    """Extra baseline patches from every mammogram of a woman outside the held-out split:
+    (image, woman, window, tissue fraction, uint16 patch) in image order, and failures."""
+    from tqdm import tqdm
+
+    rows_of: dict[str, list[MiasLesion]] = {}
+    for les in info.lesions:
+        rows_of.setdefault(les.image, []).append(les)
+    names = sorted(set(info.normals) | set(rows_of))
+    out: list[tuple[str, int, Box, float, np.ndarray]] = []
+    failures: list[str] = []
+    for name in tqdm(names, desc="extra baselines", unit="img", disable=not progress, file=sys.stderr):
+        number = int(name[3:])
+        woman = (number + 1) // 2
+        if woman in test_women:
+            continue
+        path = find_image(images_dir, name)
+        if path is None:
+            continue  # reported by the lesion pass where it matters; normals may be absent
+        try:
+            image = read_image(path)
+        except MammoError as err:
+            failures.append(str(err))
+            continue
+        if image.ndim != 2 or image.dtype.kind not in "ui":
+            failures.append(f"{path}: not a 2-D integer grey image")
+            continue
+        thr, fs = tissue_threshold(image), full_scale(image)
+        for box in extra_baseline_windows(image, rows_of.get(name, []), sides, k, seed, number):
+            out.append((name, woman, box, tissue_count(image, box, thr) / box.area,
+                        cut_window(image, box, fs)))
+    return out, failures

@@ -230,3 +230,33 @@ def thumbnail(image: np.ndarray, longest: int = PATCH_SIDE) -> tuple[np.ndarray,
                        interpolation=cv2.INTER_AREA)
     fs = full_scale(image) if image.dtype.kind in "ui" else 1
     return np.clip(small.astype(np.float64) * (255.0 / fs), 0, 255).astype(np.uint8), f
+
+
+def random_tissue_windows(image: np.ndarray, sides: Sequence[int], k: int, rng: np.random.Generator,
+                          exclude: Sequence[Box] = (), threshold: float | None = None,
+                          min_fraction: float = MIN_BASELINE_TISSUE, tries: int = 200) -> list[Box]:
+    """Up to ``k`` square windows of healthy-looking tissue placed at random in ``image``.
+
+    Each window's side is drawn from ``sides`` (e.g. the protocol sides of the lesion windows,
+    so extra baselines have the lesions' scale), capped to the image; it lies wholly inside the
+    image, holds at least ``min_fraction`` tissue (the protocol's baseline rule, 90 %), and
+    overlaps neither a box in ``exclude`` (regions around lesions) nor another chosen window.
+    Fewer than ``k`` come back when ``tries`` random placements per window find none.
+    """
+    if threshold is None:
+        threshold = tissue_threshold(image)
+    h, w = int(image.shape[0]), int(image.shape[1])
+    sides = [int(s) for s in sides]
+    chosen: list[Box] = []
+    if not sides or k <= 0:
+        return chosen
+    for _ in range(int(k)):
+        for _ in range(int(tries)):
+            side = max(1, min(sides[int(rng.integers(len(sides)))], h, w))
+            box = Box(int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1)), side, side)
+            if any(box.overlaps(e) for e in exclude) or any(box.overlaps(c) for c in chosen):
+                continue
+            if tissue_count(image, box, threshold) >= min_fraction * box.area:
+                chosen.append(box)
+                break
+    return chosen

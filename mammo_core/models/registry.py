@@ -15,7 +15,7 @@ from typing import Any
 from mammo_core.contract import INPUT_SHAPE
 from mammo_core.errors import MammoError
 from mammo_core.models.scratch import build_scratch
-from mammo_core.models.transfer import BACKBONES, build_transfer, check_backbone
+from mammo_core.models.transfer import BACKBONES, build_transfer, check_backbone, pooled_gradcam_layer
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,9 @@ def _transfer(n_classes: int, **options):
     return build_transfer(n_classes, **options)
 
 
-def _transfer_gradcam(backbone: str = "vgg16", **_: Any) -> str:
+def _transfer_gradcam(backbone: str = "vgg16", head: str = "flatten", pool_layers: str = "", **_: Any) -> str:
+    if head == "pooled":
+        return pooled_gradcam_layer(backbone, pool_layers)
     return BACKBONES[check_backbone(backbone)].gradcam_layer
 
 
@@ -77,9 +79,11 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType(
             _transfer,
             "ImageNet backbone (vgg16 | vgg19 | resnet50) built flat, caffe preprocessing in "
             "the graph, Flatten + Dense(256) + softmax; mode fe (frozen base) or ft (last "
-            "block trainable)",
+            "block trainable); head pooled: global avg/max pooling of chosen backbone layers, "
+            "concatenated, one Dense softmax (a frozen-feature logistic regression folded in)",
             _transfer_gradcam,
-            {"backbone": "vgg16", "mode": "fe", "weights": "none", "hidden": 256},
+            {"backbone": "vgg16", "mode": "fe", "weights": "none", "hidden": 256, "head": "flatten",
+             "pool_layers": "block3_pool,block4_pool,block5_pool", "pooling": "avg"},
             "Tables 3-4",
         ),
     }

@@ -15,6 +15,16 @@ The backbone is created with ``input_tensor=`` so its layers join this graph (no
 one layer: tf-keras-vis Grad-CAM cannot look inside a nested model). ImageNet weights are loaded
 into a standalone backbone and copied layer by layer, by name.
 
+Head ``pooled`` (the small-data member, ``head="pooled"``): instead of Flatten + Dense(hidden),
+each layer named in ``pool_layers`` (e.g. ``block3_pool,block4_pool,block5_pool``) is globally
+pooled (``pooling``: ``avg``, ``max`` or ``avgmax`` = both) by layers ``gap_<layer>`` /
+``gmp_<layer>``, the pooled vectors are concatenated (``pooled_features``) and one Dense softmax
+(``predictions``) follows. The backbone is frozen at its initial (ImageNet) weights; the softmax
+is a standardisation + L2 logistic regression fitted with scikit-learn on cached features and
+folded into the Dense weights (:func:`fold_linear_head`), so the Keras model reproduces
+scikit-learn's ``predict_proba``. The graph holds only the backbone layers the pooled layers
+need (a VGG16 pooled at block 4 has no block 5).
+
 Modes: ``fe`` freezes the whole backbone; ``ft`` leaves the last block trainable (``block5_*``
 for VGG, ``conv5_*`` for ResNet50; ResNet's BatchNorm layers stay frozen in inference mode, the
 usual fine-tuning practice, so their running statistics are kept).
@@ -49,6 +59,39 @@ BACKBONES = {
     "vgg16_block4": Backbone("vgg16_block4", "VGG16", "block4_pool", "block4_conv3", "block4_"),
 }
 HEAD_FIRST_LAYER = "flatten"
+HEADS = ("flatten", "pooled")
+POOLINGS = ("avg", "max", "avgmax")
+POOLED_FEATURES = "pooled_features"
+DEFAULT_POOL_LAYERS = "block3_pool,block4_pool,block5_pool"
+
+
+def parse_pool_layers(pool_layers) -> tuple[str, ...]:
+    """``"block3_pool,block4_pool"`` (or a sequence) -> a tuple of layer names."""
+    if isinstance(pool_layers, str):
+        names = tuple(n.strip() for n in pool_layers.split(",") if n.strip())
+    else:
+        names = tuple(str(n) for n in pool_layers)
+    if not names:
+        raise MammoError("pool_layers names no layer")
+    return names
+
+
+def pooled_keys(pool_layers, pooling: str) -> list[str]:
+    """Names of the pooled feature blocks in concatenation order (``gap_block3_pool`` ...)."""
+    if pooling not in POOLINGS:
+        raise MammoError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+    keys = []
+    for layer in parse_pool_layers(pool_layers):
+        if pooling in ("avg", "avgmax"):
+            keys.append(f"gap_{layer}")
+        if pooling in ("max", "avgmax"):
+            keys.append(f"gmp_{layer}")
+    return keys
+
+
+def is_head_layer(name: str) -> bool:
+    return (name in (HEAD_FIRST_LAYER, "dense_hidden", "predictions", POOLED_FEATURES)
+            or name.startswith(("gap_", "gmp_")))
 
 
 def check_backbone(backbone: str) -> str:
@@ -109,7 +152,8 @@ def copy_backbone_weights(src, dst, upto: str | None = None) -> int:
 
 
 def build_transfer(n_classes: int, backbone: str = "vgg16", mode: str = "fe", weights="none",
-                   hidden: int = 256):
+                   hidden: int = 256, head: str = "flatten", pool_layers: str = DEFAULT_POOL_LAYERS,
+                   pooling: str = "avg"):
     """The flat transfer model (see module docstring)."""
     import keras
     from keras import layers
@@ -117,6 +161,8 @@ def build_transfer(n_classes: int, backbone: str = "vgg16", mode: str = "fe", we
     bb = BACKBONES[check_backbone(backbone)]
     if mode not in MODES:
         raise MammoError(f"unknown mode {mode!r}; choose fe or ft")
+    if head not in HEADS:
+        raise MammoError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
     weights = _check_weights(weights)
 
     inp = keras.Input(shape=INPUT_SHAPE, name="patch")
@@ -124,23 +170,75 @@ def build_transfer(n_classes: int, backbone: str = "vgg16", mode: str = "fe", we
     x = layers.Rescaling(scale=255.0, offset=[-m for m in CAFFE_MEAN_BGR], name="caffe_preprocess")(rgb)
     ctor = getattr(keras.applications, bb.app)
     base = ctor(include_top=False, weights=None, input_tensor=x)
-    feat = base.get_layer(bb.last_layer).output
-    h = layers.Flatten(name=HEAD_FIRST_LAYER)(feat)
-    h = layers.Dense(int(hidden), activation="relu", name="dense_hidden")(h)
+    if head == "pooled":
+        names = [layer.name for layer in base.layers]
+        pools = []
+        for key in pooled_keys(pool_layers, pooling):
+            src = key[4:]
+            if src not in names or names.index(src) > names.index(bb.last_layer):
+                raise MammoError(f"pool layer {src!r} is not a layer of backbone {bb.name}")
+            pool = layers.GlobalAveragePooling2D if key.startswith("gap_") else layers.GlobalMaxPooling2D
+            pools.append(pool(name=key)(base.get_layer(src).output))
+        h = (layers.Concatenate(name=POOLED_FEATURES)(pools) if len(pools) > 1
+             else layers.Identity(name=POOLED_FEATURES)(pools[0]))
+        last = max((key[4:] for key in pooled_keys(pool_layers, pooling)), key=names.index)
+    else:
+        feat = base.get_layer(bb.last_layer).output
+        h = layers.Flatten(name=HEAD_FIRST_LAYER)(feat)
+        h = layers.Dense(int(hidden), activation="relu", name="dense_hidden")(h)
+        last = bb.last_layer
     out = layers.Dense(n_classes, activation="softmax", dtype="float32", name="predictions")(h)
-    model = keras.Model(inp, out, name=f"transfer_{bb.name}")
+    model = keras.Model(inp, out, name=f"transfer_{bb.name}" + ("_pooled" if head == "pooled" else ""))
     if weights is not None:
-        copy_backbone_weights(standalone_backbone(bb.name, weights), model, upto=bb.last_layer)
-    set_mode(model, bb.name, mode)
+        copy_backbone_weights(standalone_backbone(bb.name, weights), model, upto=last)
+    set_mode(model, bb.name, "fe" if head == "pooled" else mode)
     return model
+
+
+def pooled_gradcam_layer(backbone: str, pool_layers) -> str:
+    """The last convolution before the deepest pooled layer (``block5_pool`` -> ``block5_conv3``)."""
+    import re
+
+    bb = BACKBONES[check_backbone(backbone)]
+    blocks = [int(m.group(1)) for n in parse_pool_layers(pool_layers) if (m := re.match(r"block(\d)_", n))]
+    if not blocks or not bb.name.startswith("vgg"):
+        return bb.gradcam_layer
+    last_conv = {"vgg16": (2, 2, 3, 3, 3), "vgg16_block4": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}[bb.name]
+    b = max(blocks)
+    return f"block{b}_conv{last_conv[b - 1]}"
+
+
+def fold_linear_head(model, mean, scale, coef, intercept) -> None:
+    """Fold a standardisation ``(f - mean) / scale`` and a scikit-learn logistic regression
+    (``coef`` (1, d) binary or (C, d) multinomial, ``intercept``) into the ``predictions`` Dense
+    softmax of a pooled model, so that ``model.predict`` equals ``predict_proba``.
+
+    Binary: ``[1 - s(z), s(z)] = softmax([0, z])``; multinomial: ``softmax(W f + b)`` as is.
+    """
+    import numpy as np
+
+    mean = np.asarray(mean, np.float64)
+    scale = np.asarray(scale, np.float64)
+    coef = np.atleast_2d(np.asarray(coef, np.float64))
+    intercept = np.atleast_1d(np.asarray(intercept, np.float64))
+    dense = model.get_layer("predictions")
+    n_out = int(dense.units)
+    if coef.shape[0] == 1 and n_out == 2:
+        coef = np.vstack([np.zeros_like(coef), coef])
+        intercept = np.array([0.0, intercept[0]])
+    if coef.shape != (n_out, mean.size):
+        raise MammoError(f"logistic regression of shape {coef.shape} does not fit a Dense of "
+                         f"{n_out} units over {mean.size} features")
+    w = coef / scale  # (C, d)
+    b = intercept - w @ mean
+    dense.set_weights([w.T.astype(np.float32), b.astype(np.float32)])
 
 
 def backbone_layer_names(model) -> list[str]:
     """Names of the backbone layers (everything between the preprocessing and the head)."""
     names = [l.name for l in model.layers]
     start = names.index("caffe_preprocess") + 1
-    stop = names.index(HEAD_FIRST_LAYER)
-    return names[start:stop]
+    return [n for n in names[start:] if not is_head_layer(n)]
 
 
 def set_mode(model, backbone: str, mode: str) -> None:

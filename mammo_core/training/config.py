@@ -65,6 +65,13 @@ class TrainConfig:
     preset: str = ""  # the study task whose protocol gave the defaults (training.presets)
     settings: Mapping[str, Any] = field(default_factory=dict)  # resolved preset table, for the card
     command: str = ""
+    # the pooled transfer member (model_options head="pooled"; mammo_core.training.pooled)
+    pool_candidates: tuple[str, ...] = ()  # "block3_pool,block4_pool:avg" ...; chosen out of fold
+    c_grid: tuple[float, ...] = ()  # L2 inverse strengths tried out of fold (default pooled.DEFAULT_C_GRID)
+    tta: str = "auto"  # auto (chosen out of fold) | none | dihedral8
+    allow_collapsed: bool = False  # write a bundle even if its predictions are constant / one class
+    train_views: int = 8  # dihedral views per training patch in the fit (view 0 + random others)
+    feature_cache: str = ""  # feature cache folder (default $MAMMO_FEATURE_CACHE or runs/feature_cache)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))

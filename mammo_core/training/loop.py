@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mammo_core.errors import MammoError
-from mammo_core.metrics import auc, bootstrap_ci, classification_metrics, hard_label_auc
+from mammo_core.metrics import auc, bootstrap_ci, ci_method, classification_metrics, hard_label_auc
 from mammo_core.models import build_model
 from mammo_core.models.transfer import backbone_layer_names, set_mode, split_base_head
 from mammo_core.training.augment import get_spec
@@ -207,15 +207,17 @@ def predict(model, x: np.ndarray, batch_size: int) -> np.ndarray:
     return np.asarray(model.predict(make_dataset(x, batch_size=batch_size), verbose=0), dtype=np.float64)
 
 
-def evaluate(model, x, y, classes, batch_size: int, n_boot: int = 2000, seed: int = 0) -> tuple[dict, np.ndarray]:
-    """Held-out metrics (mammo_core.metrics) plus a 95 % bootstrap CI of the AUC."""
+def evaluate(model, x, y, classes, batch_size: int, n_boot: int = 2000, seed: int = 0,
+             groups: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+    """Held-out metrics (mammo_core.metrics) plus a 95 % bootstrap CI of the AUC (resampling
+    women when ``groups`` names them, patches otherwise)."""
     p = predict(model, x, batch_size)
     m = classification_metrics(y, p, tuple(classes))
     m["auc_hard_labels"] = hard_label_auc(y, p)
     m["auc_note"] = ("auc: ROC AUC of the predicted probabilities; auc_hard_labels: ROC AUC of the "
                      "argmax labels, as the study's tables (not comparable with auc)")
     m["loss"] = m["nll"]
-    lo, hi = bootstrap_ci(y, p, auc, n_boot=n_boot, seed=seed)
+    lo, hi = bootstrap_ci(y, p, auc, n_boot=n_boot, seed=seed, groups=groups)
     m["auc_ci95"] = [lo, hi]
-    m["auc_ci_method"] = f"percentile bootstrap over patches, {n_boot} resamples"
+    m["auc_ci_method"] = ci_method(n_boot, groups)
     return m, p

@@ -2,60 +2,37 @@
 and everything written to ``config.out_dir`` (bundle, metrics.json, history.csv, plots)."""
 from __future__ import annotations
 
-import csv
-import io as _io
 import itertools
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from mammo_core import DISCLAIMER, tfload
-from mammo_core.atomic import atomic_write_text
+from mammo_core import DISCLAIMER, io, tfload
 from mammo_core.bundle import sha256_file, write_bundle
-from mammo_core.datasets.splits import check_split, grouped_kfold, grouped_split
+from mammo_core.datasets.splits import check_split, grouped_kfold, grouped_split, groups_for_arrays
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe, write_json
+from mammo_core.labels import get_task
+from mammo_core.metrics import check_not_collapsed
 from mammo_core.models import build_model, gradcam_layer
 from mammo_core.plots import plot_confusion, plot_history, plot_roc
 from mammo_core.training.augment import get_spec
 from mammo_core.training.config import TrainConfig
 from mammo_core.training.data import TaskData, load_task_data, smoke_subset
 from mammo_core.training.loop import evaluate, fit_model, get_placement, gpu_available
+from mammo_core.training.pooled import train_pooled
+from mammo_core.training.results import FOLD_COLUMNS, TrainResult, summarize_folds, write_csv
 
 log = logging.getLogger(__name__)
 
 SMOKE = {"epochs": 1, "ft_epochs": 1, "batch_size": 8, "n_boot": 200, "fe_copies": 1}  # fe: 2N
-FOLD_COLUMNS = ("accuracy", "loss", "auc", "f1_macro")
-
-
-@dataclass
-class TrainResult:
-    out_dir: Path
-    bundle: Any  # mammo_core.bundle.BundleInfo
-    metrics: dict
-    history: list[dict]
-    folds: list[dict] | None = None
-    grid: list[dict] | None = None
-    files: list[Path] = field(default_factory=list)
 
 
 def _log(msg: str) -> None:
     log.info("%s", msg)
-
-
-def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
-    columns = columns or (list(rows[0]) if rows else [])
-    buf = _io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()})
-    atomic_write_text(path, buf.getvalue())
 
 
 def validation_split(cfg: TrainConfig, y: np.ndarray, groups: np.ndarray, seed_offset: int = 0):
@@ -65,18 +42,6 @@ def validation_split(cfg: TrainConfig, y: np.ndarray, groups: np.ndarray, seed_o
         raise MammoError(f"too few groups to carve a {cfg.val_fraction:.0%} validation split "
                          f"from {len(y)} patches")
     return tr, va
-
-
-def summarize_folds(rows: list[dict]) -> list[dict]:
-    """Per-fold rows plus ``mean`` and ``std`` rows (the study's table layout)."""
-    out = [dict(r) for r in rows]
-    for stat, fn in (("mean", np.nanmean), ("std", np.nanstd)):
-        row = {"fold": stat}
-        for c in FOLD_COLUMNS:
-            vals = np.array([r[c] if r[c] is not None else np.nan for r in rows], dtype=float)
-            row[c] = float(fn(vals)) if np.isfinite(vals).any() else math.nan
-        out.append(row)
-    return out
 
 
 def format_fold_table(rows: list[dict]) -> str:
@@ -155,11 +120,24 @@ def _float32_copy(cfg: TrainConfig, model, n_classes: int):
     return m
 
 
+def _test_groups(cfg: TrainConfig, data: TaskData) -> np.ndarray | None:
+    """The women of the held-out task patches (for bootstrap intervals over women), or None
+    where the data does not name them (then patches are resampled)."""
+    if cfg.smoke or data.grouping != "patient":
+        return None
+    labels = io.load_patch_arrays(cfg.data_dir).splits["public_test"].labels
+    keep, _ = get_task(data.task).map_labels(np.asarray(labels))
+    g = groups_for_arrays(cfg.data_dir, split="public_test")[keep]
+    return g if len(g) == len(data.y_test) else None
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train ``config.model`` on ``config.task`` and write everything into ``config.out_dir``."""
-    tfload.tensorflow()  # imported once, without its start-up noise
+    tfload.keras_backend()  # imported once, without TensorFlow's start-up noise (no TF on JAX)
     import keras
 
+    if config.model_options.get("head") == "pooled":  # the small-data member: chosen out of fold
+        return train_pooled(config)
     cfg = config.with_(**SMOKE) if config.smoke else config
     t0 = time.perf_counter()
     out = cfg.out_dir
@@ -203,9 +181,16 @@ def train(config: TrainConfig) -> TrainResult:
     finally:
         if mixed:
             keras.mixed_precision.set_global_policy("float32")
-    val_metrics, _ = evaluate(model, data.x_train[va], data.y_train[va], data.classes, cfg.batch_size, n_boot=0)
+    val_metrics, p_val = evaluate(model, data.x_train[va], data.y_train[va], data.classes, cfg.batch_size, n_boot=0)
+    try:  # collapse guard: no bundle whose validation predictions are (near) constant / one class
+        val_spread = check_not_collapsed(p_val, f"{cfg.bundle_name} validation predictions")
+    except MammoError as err:
+        if not (cfg.smoke or cfg.allow_collapsed):
+            raise
+        _log(f"WARNING ({'smoke run' if cfg.smoke else '--allow-collapsed'}, bundle written anyway): {err}")
+        val_spread = {"collapsed": str(err)}
     test_metrics, p_test = evaluate(model, data.x_test, data.y_test, data.classes, cfg.batch_size,
-                                    n_boot=cfg.n_boot, seed=cfg.seed)
+                                    n_boot=cfg.n_boot, seed=cfg.seed, groups=_test_groups(cfg, data))
     _log(f"held-out (public_test, n={test_metrics['n']}): accuracy {test_metrics['accuracy']:.4f}, "
          f"AUC {test_metrics['auc']:.4f}, F1 {test_metrics['f1_macro']:.4f}, ECE {test_metrics['ece']:.4f}")
 
@@ -253,6 +238,7 @@ def train(config: TrainConfig) -> TrainResult:
                       "grouped_by": data.grouping, "held_out": "public_test", "seed": cfg.seed},
             "protocol": protocol,
             "validation_metrics": {k: val_metrics[k] for k in FOLD_COLUMNS},
+            "validation_spread": val_spread,
             "folds": fold_rows, "grid": grid_rows,
             "command": cfg.command,
         },
