@@ -19,13 +19,15 @@ from app import imaging
 from app.controller import ModelsState, RunAllJob, ViewerController
 from app.mammogram_view import MammogramTab
 from app.patch_browser import PatchEntry, patch_key
-from app.settings import get_bool, get_float, get_list, get_str, push_recent
+from app.settings import get_list, get_str, push_recent, restore_window, save_window
 from app.text import WINDOW_TITLE, class_label
 from app.window_ui import (
     METHODS,
+    ask_report_path,
     build_actions,
     build_ui,
     connect_widgets,
+    error_box,
     fill_heat_models,
     fill_targets,
 )
@@ -122,41 +124,10 @@ class MainWindow(QMainWindow):
 
     # ================================================================== settings
     def _restore_settings(self) -> None:
-        s = self.settings
-        geom = s.value("window/geometry")
-        if geom is not None:
-            self.restoreGeometry(geom)
-        else:
-            self.resize(1400, 900)
-        self.opacity.setValue(round(100 * get_float(s, "overlay/opacity", 0.4)))
-        self.overlay_check.setChecked(get_bool(s, "overlay/on", True))
-        self.side_check.setChecked(get_bool(s, "overlay/side_by_side", False))
-        method = get_str(s, "overlay/method", "gradcam")
-        i = self.method_combo.findData(method)
-        self.method_combo.setCurrentIndex(max(i, 0))
-        self.auto_check.setChecked(get_bool(s, "image/auto", True))
-        self.invert_check.setChecked(get_bool(s, "image/invert", False))
-        self._preferred_model = get_str(s, "overlay/model", "ensemble")
-        try:
-            bits = int(get_str(s, "read/bits", "16") or 16)
-        except ValueError:
-            bits = 16
-        self.set_read_bits(bits if bits in self.bits_actions else 16, reopen=False)
+        self._preferred_model = restore_window(self, self.settings)
 
     def save_settings(self) -> None:
-        s = self.settings
-        s.setValue("window/geometry", self.saveGeometry())
-        s.setValue("window/splitter", self.splitter.saveState())
-        s.setValue("overlay/opacity", self.opacity.value() / 100.0)
-        s.setValue("overlay/on", self.overlay_check.isChecked())
-        s.setValue("overlay/side_by_side", self.side_check.isChecked())
-        s.setValue("overlay/method", self.method_combo.currentData())
-        model = self.heat_model.currentData()
-        if model:
-            s.setValue("overlay/model", model)
-        s.setValue("image/auto", self.auto_check.isChecked())
-        s.setValue("image/invert", self.invert_check.isChecked())
-        s.sync()
+        save_window(self, self.settings)
 
     def showEvent(self, event):
         super().showEvent(event)
@@ -203,13 +174,7 @@ class MainWindow(QMainWindow):
         if self.interactive_dialogs:
             if self._error_box is not None:
                 self._error_box.close()
-            box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok,
-                              self)
-            if details:
-                box.setDetailedText(details)
-            box.setWindowModality(Qt.WindowModality.NonModal)
-            box.show()
-            self._error_box = box
+            self._error_box = error_box(self, title, text, details)
         self.errorShown.emit(text)
 
     def status(self, text: str, ms: int = 8000) -> None:
@@ -604,15 +569,10 @@ class MainWindow(QMainWindow):
         if path is None:
             start = Path(get_str(self.settings, "last_export_folder",
                                  get_str(self.settings, "last_folder", str(Path.home()))))
-            default = start / ("report.pdf" if scope != "current"
-                               else f"{Path(entries[0].name).stem}_report.pdf")
-            path, chosen = QFileDialog.getSaveFileName(
-                self, "Export report", str(default),
-                "PDF report (*.pdf);;CSV table (*.csv);;JSON (*.json)")
-            if not path:
+            path = ask_report_path(self, start / ("report.pdf" if scope != "current" else
+                                                  f"{Path(entries[0].name).stem}_report.pdf"))
+            if path is None:
                 return None
-            if not Path(path).suffix:
-                path += {"CSV": ".csv", "JSON": ".json"}.get(chosen.split()[0], ".pdf")
         path = Path(path)
         fmt = (fmt or path.suffix.lstrip(".") or "pdf").lower()
         self.settings.setValue("last_export_folder", str(path.parent))

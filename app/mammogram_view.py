@@ -101,11 +101,12 @@ VIEW_KEYS = (
 class DisplayPyramid:
     """Levels ``[full, 1/2, 1/4, ...]`` of one image (native dtype) and a windowing LUT."""
 
-    def __init__(self, pixels: np.ndarray):
+    def __init__(self, pixels: np.ndarray, fs: int | None = None):
         import cv2
 
-
-        self.full_scale = full_scale(pixels)
+        # fs: the mammogram's true full scale (Mammogram.full_scale: 4095 for a 12-bit DICOM),
+        # so a region cut here has the pixels mammo scan and predict see
+        self.full_scale = fs or full_scale(pixels)
         self.levels: list[np.ndarray] = [pixels]
         cur = pixels
         while max(cur.shape) > PYRAMID_MIN:
@@ -651,7 +652,7 @@ class MammogramPanel(QWidget):
     def open_mammogram(self, mammo) -> None:
         """Show ``mammo`` (a mammo_core.mammogram.Mammogram, already read)."""
         self.mammogram = mammo
-        self.pyramid = DisplayPyramid(mammo.pixels)
+        self.pyramid = DisplayPyramid(mammo.pixels, mammo.full_scale)
         header = dict(mammo.header)
         self.presets = window_presets(self.pyramid, header)
         self.preset_box.clear()

@@ -6,7 +6,12 @@ before creating the window, so they never touch the user's settings.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from PyQt6.QtCore import QSettings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from app.main_window import MainWindow
 
 ORGANIZATION = "mammo-patches"
 APPLICATION = "mammo-viewer"
@@ -52,3 +57,41 @@ def push_recent(s: QSettings, path: str) -> list[str]:
     recent = recent[:MAX_RECENT]
     s.setValue("recent", recent)
     return recent
+
+
+def restore_window(win: MainWindow, s: QSettings) -> str:
+    """Geometry, overlay, image and reading choices of the last session; returns the heatmap
+    model to select once the models are loaded."""
+    geom = s.value("window/geometry")
+    if geom is not None:
+        win.restoreGeometry(geom)
+    else:
+        win.resize(1400, 900)
+    win.opacity.setValue(round(100 * get_float(s, "overlay/opacity", 0.4)))
+    win.overlay_check.setChecked(get_bool(s, "overlay/on", True))
+    win.side_check.setChecked(get_bool(s, "overlay/side_by_side", False))
+    i = win.method_combo.findData(get_str(s, "overlay/method", "gradcam"))
+    win.method_combo.setCurrentIndex(max(i, 0))
+    win.auto_check.setChecked(get_bool(s, "image/auto", True))
+    win.invert_check.setChecked(get_bool(s, "image/invert", False))
+    try:
+        bits = int(get_str(s, "read/bits", "16") or 16)
+    except ValueError:
+        bits = 16
+    win.set_read_bits(bits if bits in win.bits_actions else 16, reopen=False)
+    return get_str(s, "overlay/model", "ensemble")
+
+
+def save_window(win: MainWindow, s: QSettings) -> None:
+    s.setValue("window/geometry", win.saveGeometry())
+    s.setValue("window/splitter", win.splitter.saveState())
+    s.setValue("overlay/opacity", win.opacity.value() / 100.0)
+    s.setValue("overlay/on", win.overlay_check.isChecked())
+    s.setValue("overlay/side_by_side", win.side_check.isChecked())
+    s.setValue("overlay/method", win.method_combo.currentData())
+    model = win.heat_model.currentData()
+    if model:
+        s.setValue("overlay/model", model)
+    s.setValue("image/auto", win.auto_check.isChecked())
+    s.setValue("image/invert", win.invert_check.isChecked())
+    s.sync()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PyQt6.QtCore import Qt
@@ -10,6 +11,7 @@ from PyQt6.QtGui import QAction, QActionGroup, QKeySequence, QPixmap
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -60,6 +62,27 @@ class ProgressArea:
     def stop(self) -> None:
         self.bar.hide()
         self.cancel.hide()
+
+
+def error_box(win: MainWindow, title: str, text: str, details: str = "") -> QMessageBox:
+    """A non-blocking warning naming the problem, the traceback under "Show Details…"."""
+    box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, win)
+    if details:
+        box.setDetailedText(details)
+    box.setWindowModality(Qt.WindowModality.NonModal)
+    box.show()
+    return box
+
+
+def ask_report_path(win: MainWindow, default: Path) -> Path | None:
+    """Where to write a report (None: cancelled); a name without suffix gets the chosen type's."""
+    path, chosen = QFileDialog.getSaveFileName(
+        win, "Export report", str(default), "PDF report (*.pdf);;CSV table (*.csv);;JSON (*.json)")
+    if not path:
+        return None
+    if not Path(path).suffix:
+        path += {"CSV": ".csv", "JSON": ".json"}.get(chosen.split()[0], ".pdf")
+    return Path(path)
 
 
 def show_about(win: MainWindow) -> None:

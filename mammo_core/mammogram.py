@@ -1,8 +1,9 @@
 """Whole mammograms: pixels at full size, pixel spacing, laterality / view and header fields.
 
 ``read_mammogram(path)`` reads DICOM (the CBIS-DDSM release's 16-bit files included), PNG, PGM
-(as mini-MIAS ships), TIFF and 2-D ``.npy`` through :func:`mammo_core.io.read_image` (one
-reader for pixels: BitsStored, rescale and MONOCHROME1 handled there) and adds what a viewer
+(as mini-MIAS ships), TIFF and 2-D ``.npy`` through :func:`mammo_core.io.read_image_bits` (one
+reader for pixels: BitsStored, rescale and MONOCHROME1 handled there; the true bit depth is
+kept in ``Mammogram.bits`` so a 12-bit DICOM is scaled by 4095 as predict does) and adds what a viewer
 and ``mammo scan`` need around the pixels:
 
 * pixel spacing in mm (row, column): DICOM ``PixelSpacing``, else ``ImagerPixelSpacing``, else a
@@ -27,12 +28,17 @@ import numpy as np
 
 from mammo_core.datasets.windows import full_scale
 from mammo_core.errors import PatchReadError
-from mammo_core.io import _file_kind, read_image
+from mammo_core.io import _file_kind, read_image_bits
 
 #: mini-MIAS pixel size (the data's README: 200 micron pixels).
 MINI_MIAS_SPACING_MM = 0.2
 #: Largest image read as a whole mammogram (pixels); larger ones are refused.
 MAX_PIXELS = 8000 * 8000
+#: Pixel sizes accepted (mm), from a DICOM header or given: mammography detectors and film
+#: digitisers are 0.025-0.2 mm; anything outside this range is a broken header or a typo.
+SPACING_RANGE_MM = (0.001, 5.0)
+#: Largest ratio of the two pixel sides (mammograms have square pixels).
+MAX_SPACING_RATIO = 1.1
 
 HEADER_FIELDS = (
     "PatientID", "PatientAge", "StudyDate", "Modality", "Manufacturer", "ManufacturerModelName",
@@ -61,6 +67,7 @@ class Mammogram:
     orientation_source: str = ""                       # where laterality / view came from
     header: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     kind: str = "image"                                # "dicom" or "image"
+    bits: int | None = None                            # true bit depth (DICOM BitsStored...)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -76,6 +83,10 @@ class Mammogram:
 
     @property
     def full_scale(self) -> int:
+        """The value that maps to 1.0: ``2**bits - 1`` of the true bit depth (a 12-bit DICOM:
+        4095, whatever its brightest pixel), else guessed from the pixels' maximum."""
+        if self.bits is not None and 1 <= self.bits <= 16:
+            return (1 << int(self.bits)) - 1
         return full_scale(self.pixels)
 
     @property
@@ -114,6 +125,16 @@ def _dicom_header(path: Path) -> dict[str, str]:
     return out
 
 
+def spacing_problem(value: float) -> str | None:
+    """Why ``value`` (mm) is not a usable pixel size; None when it is."""
+    lo, hi = SPACING_RANGE_MM
+    try:
+        ok = np.isfinite(value) and lo <= value <= hi
+    except TypeError:
+        ok = False
+    return None if ok else f"pixel size {value!r} mm is outside {lo:g}-{hi:g} mm"
+
+
 def _spacing(text: str | None) -> tuple[float, float] | None:
     if not text:
         return None
@@ -123,7 +144,9 @@ def _spacing(text: str | None) -> tuple[float, float] | None:
         return None
     if len(parts) == 1:
         parts = parts * 2
-    if len(parts) != 2 or not all(np.isfinite(p) and 0.001 <= p <= 5.0 for p in parts):
+    if len(parts) != 2 or any(spacing_problem(p) for p in parts):
+        return None
+    if max(parts) / min(parts) > MAX_SPACING_RATIO:  # non-square pixels: no square windows
         return None
     return parts[0], parts[1]
 
@@ -151,7 +174,7 @@ def read_mammogram(path: str | Path, spacing_mm: float | None = None) -> Mammogr
     """Read a whole mammogram (see the module docstring). ``spacing_mm`` overrides the pixel
     size (stated as "given"). Raises ``PatchReadError`` naming the file for anything unreadable."""
     path = Path(path)
-    pixels = read_image(path)
+    pixels, bits = read_image_bits(path)
     if pixels.ndim != 2 or pixels.dtype.kind not in "ui":
         raise PatchReadError(f"a mammogram must be 2-D 8- or 16-bit integers, got {pixels.dtype} "
                              f"{pixels.shape}", path)
@@ -165,8 +188,9 @@ def read_mammogram(path: str | Path, spacing_mm: float | None = None) -> Mammogr
     header = _dicom_header(path) if kind == "dicom" else {}
     sp, sp_src = None, "unknown"
     if spacing_mm is not None:
-        if not (np.isfinite(spacing_mm) and spacing_mm > 0):
-            raise PatchReadError(f"pixel spacing must be > 0 mm, got {spacing_mm}", path)
+        problem = spacing_problem(spacing_mm)
+        if problem:
+            raise PatchReadError(f"given {problem}", path)
         sp, sp_src = (float(spacing_mm), float(spacing_mm)), "given"
     else:
         for tag in ("PixelSpacing", "ImagerPixelSpacing"):
@@ -174,6 +198,9 @@ def read_mammogram(path: str | Path, spacing_mm: float | None = None) -> Mammogr
             if sp is not None:
                 sp_src = f"DICOM {tag}"
                 break
+            if header.get(tag) and sp_src == "unknown":  # say why a header value was not used
+                sp_src = (f"unknown (DICOM {tag} {header[tag][:40]!r} is not two equal pixel sides "
+                          f"of {SPACING_RANGE_MM[0]:g}-{SPACING_RANGE_MM[1]:g} mm)")
         if sp is None and is_mini_mias(path, pixels.shape):
             sp, sp_src = (MINI_MIAS_SPACING_MM,) * 2, "mini-MIAS default (200 µm, its README)"
     lat = (header.get("ImageLaterality") or header.get("Laterality") or "").strip().upper()[:1] or None
@@ -186,4 +213,4 @@ def read_mammogram(path: str | Path, spacing_mm: float | None = None) -> Mammogr
         if (lat is None and nlat) or (view is None and nview):
             src = (src + " + " if src else "") + "file name"
         lat, view = lat or nlat, view or nview
-    return Mammogram(pixels, str(path), sp, sp_src, lat, view, src, tuple(header.items()), kind)
+    return Mammogram(pixels, str(path), sp, sp_src, lat, view, src, tuple(header.items()), kind, bits)

@@ -44,11 +44,11 @@ import numpy as np
 
 from mammo_core import DISCLAIMER
 from mammo_core.datasets.windows import (
+    TISSUE_LEVEL_8BIT,
     Box,
     centred_square,
     cut_window,
     full_scale,
-    tissue_threshold,
 )
 from mammo_core.errors import MammoError
 from mammo_core.io import Patch
@@ -62,6 +62,10 @@ CANDIDATES_SCHEMA = "mammo.candidates/1"
 #: 96 px at 200 µm. Checked against Info.txt by tests/test_scan.py (marker ``shared``).
 DEFAULT_WINDOW_MM = 19.2
 MASK_LONGEST = 512
+#: Smallest window side (pixels) and most windows one scan may score: a 1-px-high image or a
+#: stride of one pixel over a big image would otherwise run for hours (refused, with the fix).
+MIN_WINDOW_PX = 8
+MAX_WINDOWS = 250_000
 
 
 @dataclass(frozen=True)
@@ -81,18 +85,20 @@ class ScanSettings:
     window_px: int | None = None                 # overrides window_mm (no spacing needed)
 
     def __post_init__(self) -> None:
-        if not (self.window_mm > 0):
-            raise MammoError(f"window side must be > 0 mm, got {self.window_mm}")
+        if not (self.window_mm > 0 and np.isfinite(self.window_mm)):
+            raise MammoError(f"window side must be a finite number > 0 mm, got {self.window_mm}")
         if not (0 < self.stride_fraction <= 1):
             raise MammoError(f"stride fraction must be in (0, 1], got {self.stride_fraction}")
         if self.batch_size < 1 or self.top_k < 0:
             raise MammoError("batch size must be >= 1 and top-k >= 0")
         if isinstance(self.members, str) and self.members not in ("fastest", "all"):
             raise MammoError(f"map members must be 'fastest', 'all' or names, got {self.members!r}")
+        if not isinstance(self.members, str) and not self.members:
+            raise MammoError("map members: no model named")
         if not (0 <= self.min_tissue <= 1):
             raise MammoError(f"minimum tissue fraction must be in [0, 1], got {self.min_tissue}")
-        if self.window_px is not None and self.window_px < 8:
-            raise MammoError(f"window side must be at least 8 px, got {self.window_px}")
+        if self.window_px is not None and self.window_px < MIN_WINDOW_PX:
+            raise MammoError(f"window side must be at least {MIN_WINDOW_PX} px, got {self.window_px}")
 
 
 @dataclass(frozen=True)
@@ -153,11 +159,11 @@ class ScanResult:
 
 
 # --------------------------------------------------------------------------- tissue mask
-def _small(image: np.ndarray) -> tuple[np.ndarray, float]:
+def _small(image: np.ndarray, fs: int | None = None) -> tuple[np.ndarray, float]:
     import cv2
 
     f = min(1.0, MASK_LONGEST / max(image.shape))
-    unit = image.astype(np.float32) / float(full_scale(image))
+    unit = image.astype(np.float32) / float(fs or full_scale(image))
     if f < 1.0:
         unit = cv2.resize(unit, (max(1, round(image.shape[1] * f)), max(1, round(image.shape[0] * f))),
                           interpolation=cv2.INTER_AREA)
@@ -254,15 +260,17 @@ def _pectoral_in_box(unit: np.ndarray, breast: np.ndarray) -> np.ndarray:
 
 
 def tissue_mask(image: np.ndarray, drop_pectoral: bool = True,
-                level: str = "otsu") -> tuple[np.ndarray, float]:
+                level: str = "otsu", fs: int | None = None) -> tuple[np.ndarray, float]:
     """(breast mask, scale) with the mask at ``scale`` x the image size (longest side <= 512).
     ``level``: "protocol" (20/255 of full scale, the builders' tissue rule) or "otsu" (Otsu's
     threshold of the shrunk image, never below the protocol level: film background is often
-    brighter than 20/255, and the skin line's dim margin is left out)."""
+    brighter than 20/255, and the skin line's dim margin is left out). ``fs``: the image's full
+    scale (``Mammogram.full_scale``, from its true bit depth); default: guessed from its maximum."""
     import cv2
 
-    unit, f = _small(image)
-    lv = tissue_threshold(image) / float(full_scale(image))
+    fs = fs or full_scale(image)
+    unit, f = _small(image, fs)
+    lv = TISSUE_LEVEL_8BIT / 255.0
     if level == "otsu":
         u8 = np.clip(unit * 255, 0, 255).astype(np.uint8)
         t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
@@ -325,13 +333,28 @@ def nms(boxes: Sequence[Box], scores: np.ndarray, max_iou: float, k: int) -> lis
 
 
 def window_side_px(mammo: Mammogram, settings: ScanSettings) -> int:
+    """The window side in source pixels. Refused (``MammoError`` naming the file) when the pixel
+    size is unknown, when the side would be under ``MIN_WINDOW_PX`` or larger than the image:
+    shrinking the window to fit would change the scale the models were trained at."""
     if settings.window_px is not None:
-        return int(min(settings.window_px, *mammo.shape))
-    if mammo.mm_per_pixel is None:
-        raise MammoError("pixel size unknown (no DICOM PixelSpacing / ImagerPixelSpacing, not "
-                         "mini-MIAS): pass the pixel spacing (--pixel-spacing MM) or the window "
-                         "side in pixels (--window-px)", mammo.source)
-    return int(min(max(8, round(settings.window_mm / mammo.mm_per_pixel)), *mammo.shape))
+        side = float(settings.window_px)
+        how = f"the {settings.window_px} px window"
+    else:
+        if mammo.mm_per_pixel is None:
+            why = mammo.spacing_source if mammo.spacing_source.startswith("unknown (") else (
+                "pixel size unknown (no DICOM PixelSpacing / ImagerPixelSpacing, not mini-MIAS)")
+            raise MammoError(f"{why}: pass the pixel spacing (--pixel-spacing MM) or the window "
+                             "side in pixels (--window-px)", mammo.source)
+        side = settings.window_mm / mammo.mm_per_pixel
+        how = f"a {settings.window_mm:g} mm window at {mammo.mm_per_pixel:g} mm per pixel"
+    if not np.isfinite(side) or side < MIN_WINDOW_PX - 0.5:
+        raise MammoError(f"{how} is under {MIN_WINDOW_PX} px: check the pixel size and the "
+                         "window side", mammo.source)
+    h, w = mammo.shape
+    if round(side) > min(h, w):
+        raise MammoError(f"image of {w} x {h} px is smaller than {how} ({round(side)} px): "
+                         "nothing to scan at the training data's scale", mammo.source)
+    return round(side)
 
 
 # --------------------------------------------------------------------------- the scan
@@ -345,7 +368,14 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
     image = mammo.pixels
     side = window_side_px(mammo, settings)
     stride = max(1, round(side * settings.stride_fraction))
-    mask, f = tissue_mask(image, settings.drop_pectoral, settings.mask_level)
+    n_grid = ((max(0, image.shape[0] - side) // stride + 2)
+              * (max(0, image.shape[1] - side) // stride + 2))
+    if n_grid > MAX_WINDOWS:
+        raise MammoError(f"{n_grid:,} windows of {side} px at a stride of {stride} px exceed the "
+                         f"{MAX_WINDOWS:,} one scan may score: use a larger stride or window",
+                         mammo.source)
+    fs = mammo.full_scale
+    mask, f = tissue_mask(image, settings.drop_pectoral, settings.mask_level, fs)
     centres = window_grid(image.shape, side, stride)
     boxes = [centred_square(int(r), int(c), side, image.shape) for r, c in centres]
     frac = _tissue_fraction(mask, f, boxes)
@@ -360,7 +390,6 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
     else:
         members = list(settings.members)
     exact = set(members) == set(all_members)
-    fs = full_scale(image)
     n = len(boxes)
     p = np.empty(n, dtype=np.float64)
     done = 0
@@ -429,14 +458,15 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
 
 # --------------------------------------------------------------------------- drawing
 def map_overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.45,
-                candidates: Sequence[Candidate] = (), longest: int = 1024) -> np.ndarray:
+                candidates: Sequence[Candidate] = (), longest: int = 1024,
+                fs: int | None = None) -> np.ndarray:
     """RGB uint8 picture: the mammogram (grey, shrunk to ``longest``) with the map in the jet
     colour map where scored (alpha-blended) and the candidates' boxes numbered."""
     import cv2
 
     f = min(1.0, longest / max(image.shape))
     size = (max(1, round(image.shape[1] * f)), max(1, round(image.shape[0] * f)))
-    grey = cv2.resize(image.astype(np.float32) / float(full_scale(image)), size,
+    grey = cv2.resize(image.astype(np.float32) / float(fs or full_scale(image)), size,
                       interpolation=cv2.INTER_AREA)
     g8 = np.clip(grey * 255, 0, 255).astype(np.uint8)
     rgb = np.repeat(g8[..., None], 3, axis=2)

@@ -181,3 +181,32 @@ def mammo_in_subprocess(args, timeout: float = 300.0, **kw) -> subprocess.Comple
     return subprocess.run([sys.executable, "-m", "mammo_core", *map(str, args)], capture_output=True,
                           timeout=timeout, env=env(), cwd=REPO, check=False,
                           preexec_fn=_limit_memory(8), **kw)
+
+
+# --------------------------------------------------------------------------- whole mammograms
+def breast(shape=(600, 500), top: int = 65535, dtype=np.uint16, seed: int = 0) -> np.ndarray:
+    """A synthetic whole mammogram: a noisy half disc of 'tissue' on the left edge, black
+    background, values up to about 0.35 of ``top``."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.zeros((h, w))
+    inside = (yy - h / 2) ** 2 + xx ** 2 < (0.9 * min(h, w)) ** 2
+    img[inside] = 0.25 + 0.05 * rng.standard_normal(int(inside.sum()))
+    img[(yy - h // 2) ** 2 + (xx - w // 3) ** 2 < 20 ** 2] += 0.4
+    return np.rint(np.clip(img, 0, 1) * top).astype(dtype)
+
+
+def dicom_pixel_spacing(path: Path, value: bytes, pixels: np.ndarray | None = None) -> Path:
+    """A DICOM mammogram whose PixelSpacing element holds ``value`` verbatim (any bytes: garbage,
+    zero, negative, NaN, huge), written by patching the bytes of a valid file."""
+    import pydicom
+
+    path = Path(path)
+    write_dicom(path, breast() if pixels is None else pixels)
+    ds = pydicom.dcmread(path)
+    ds.PixelSpacing = "1.23456789\\1.2345678"
+    ds.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"1.23456789\\1.2345678", value.ljust(20)[:20]))
+    return path

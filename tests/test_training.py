@@ -1,4 +1,4 @@
-"""Training library: class weights, flags, the tf.data augmentation, feature caching, k-fold,
+"""Training library: class weights, flags, the PyDataset loader and its augmentation, feature caching, k-fold,
 grid, and a full train() run whose files, card and metrics are checked against the model."""
 from __future__ import annotations
 

@@ -83,6 +83,13 @@ def test_bad_input_exit_1(tmp_path, capsys):
     rc = load_script("task_2_2_scratch_benign_malignant").main(
         ["--data", str(folder), "--out", str(tmp_path / "o2"), "--smoke", "--class-weights", "1,2,3"])
     assert rc == 1
+    capsys.readouterr()
+    for flags, words in ((["--distribute", "data-parallel"], "KERAS_BACKEND=jax"),
+                         (["--workers", "-1"], "workers"), (["--fe-copies", "-2"], "fe_copies")):
+        rc = load_script("task_3_1_pretrained_mass_calc").main(
+            ["--data", str(folder), "--out", str(tmp_path / "o3"), "--smoke", "--weights", "none", *flags])
+        err = capsys.readouterr().err
+        assert rc == 1 and words in err and "Traceback" not in err, (flags, err)
 
 
 def test_script_runs_as_subprocess(cbis, tmp_path):

@@ -7,13 +7,17 @@ import csv
 import io
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from mammo_core import DISCLAIMER
 from mammo_core.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from mammo_core.errors import MammoError
-from mammo_core.mammogram import read_mammogram
+from mammo_core.jsonutil import json_safe
+from mammo_core.mammogram import read_mammogram, spacing_problem
+from mammo_core.report import csv_cell
+from mammo_core.safeio import shown
 from mammo_core.scan import DEFAULT_WINDOW_MM, ScanSettings, map_overlay, scan_mammogram
 from mammo_core.session import ENSEMBLE, Session
 
@@ -52,6 +56,8 @@ background in them abnormal.
 
 Exit codes: 0 every image scanned, 1 bad input or model, 2 usage error,
 3 some images could not be read or scanned (the rest were written).
+Outputs never replace an input: an image whose output would overwrite one of the inputs is
+reported as failed. File names that are not valid UTF-8 are written with \\xNN escapes.
 {DISCLAIMER}.
 """
 
@@ -70,7 +76,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="whole mammograms (.dcm .png .pgm .tif .npy)")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--model", default="ensemble", metavar="NAME|PATH|ensemble",
                    help="bundle or ensemble to use (default: the bundled ensemble)")
     p.add_argument("--models-dir", type=Path, default=None, metavar="DIR",
@@ -102,6 +108,32 @@ def _usage(msg: str) -> int:
     return 2
 
 
+def _output_problem(out: str) -> str | None:
+    """Why the output folder cannot be used (None when it can); checked before models load."""
+    if out == "":
+        return "-o: empty folder name"
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"-o {shown(out)}: cannot create the output folder: {exc.strerror or exc}"
+    if not out.is_dir():
+        return f"-o {shown(out)}: is not a folder"
+    if not os.access(out, os.W_OK | os.X_OK):
+        return f"-o {shown(out)}: cannot write in this folder"
+    return None
+
+
+def _free_stem(stem: str, taken: set[str]) -> str:
+    """``stem``, or ``stem_2``, ``stem_3``... when an earlier image of this run took it."""
+    name, k = stem, 1
+    while name in taken:
+        k += 1
+        name = f"{stem}_{k}"
+    taken.add(name)
+    return name
+
+
 def run(args) -> int:
     try:
         settings = ScanSettings(
@@ -113,8 +145,15 @@ def run(args) -> int:
             drop_pectoral=not args.keep_pectoral, window_px=args.window_px)
     except MammoError as err:
         return _usage(err.problem)
-    if args.pixel_spacing is not None and not args.pixel_spacing > 0:
-        return _usage(f"--pixel-spacing must be > 0, got {args.pixel_spacing}")
+    if args.pixel_spacing is not None and spacing_problem(args.pixel_spacing):
+        return _usage(f"--pixel-spacing: {spacing_problem(args.pixel_spacing)}")
+    why = _output_problem(args.output)
+    if why:
+        return _usage(why)
+    out = Path(args.output)
+    inputs = {os.path.realpath(p) for p in args.images}
+    if os.path.realpath(out / "candidates.csv") in inputs:
+        return _usage(f"-o {shown(out)}: candidates.csv there is one of the inputs; refusing to overwrite it")
 
     from tqdm import tqdm
 
@@ -131,51 +170,43 @@ def run(args) -> int:
             raise MammoError(f"--map-members: {', '.join(bad)} give no P(baseline); choose among "
                              f"{', '.join(usable) or 'none'}")
 
-    out = args.output
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MammoError(f"cannot create the output folder: {exc.strerror or exc}", out) from None
     rows: list[dict] = []
     errors = 0
     done_images = 0
-    seen: dict[str, int] = {}
+    taken: set[str] = set()
     for given in args.images:
         try:
             mammo = read_mammogram(given, spacing_mm=args.pixel_spacing)
-            with tqdm(total=0, desc=Path(given).name, unit="win", file=sys.stderr,
+            with tqdm(total=0, desc=shown(Path(given).name), unit="win", file=sys.stderr,
                       disable=args.no_progress, leave=False) as bar:
                 def prog(d, t, bar=bar):
                     bar.total = t
                     bar.update(d - bar.n)
                 res = scan_mammogram(mammo, session, settings, progress=prog)
+            stem = _free_stem(mammo.stem, taken)  # two inputs with one stem: keep both
+            _write_outputs(out, stem, mammo, res, inputs)
         except MammoError as err:
-            log.warning("cannot scan %s: %s", given, err.problem if err.path else err)
+            log.warning("cannot scan %s: %s", shown(given), shown(err.problem if err.path else err))
             errors += 1
             continue
-        stem = mammo.stem
-        if stem in seen:  # two inputs with one stem: keep both
-            seen[stem] += 1
-            stem = f"{stem}_{seen[stem]}"
-        else:
-            seen[stem] = 1
-        import cv2
-        import numpy as np
-
-        with atomic_path(out / f"{stem}_map.npy") as tmp:
-            np.save(tmp, res.map, allow_pickle=False)
-        ok, buf = cv2.imencode(".png", map_overlay(mammo.pixels, res.map, candidates=res.candidates)[..., ::-1])
-        if not ok:
-            raise MammoError("cannot encode PNG", out / f"{stem}_map.png")
-        atomic_write_bytes(out / f"{stem}_map.png", buf.tobytes())
-        atomic_write_text(out / f"{stem}_candidates.json", json.dumps(res.candidates_json(), indent=2) + "\n")
+        except OSError as err:  # a write failed (full disk, folder removed...): the rest goes on
+            log.warning("cannot write the outputs of %s: %s: %s", shown(given), shown(err.filename or out),
+                        err.strerror or err)
+            errors += 1
+            continue
+        except Exception as err:  # noqa: BLE001 - a bug must not cost the other images
+            log.warning("cannot scan %s: internal error: %s: %s (please report it)", shown(given),
+                        type(err).__name__, shown(str(err).splitlines()[0] if str(err) else ""))
+            errors += 1
+            continue
         for k, c in enumerate(res.candidates, 1):
-            rows.append({"source": mammo.source, "rank": k, "x": c.x, "y": c.y, "side": c.side,
-                         "p_abnormal": f"{c.p_abnormal:.6f}", "p_map": f"{c.p_map:.6f}", "call": c.call,
+            rows.append({"source": csv_cell(shown(mammo.source)), "rank": k, "x": c.x, "y": c.y,
+                         "side": c.side, "p_abnormal": f"{c.p_abnormal:.6f}", "p_map": f"{c.p_map:.6f}",
+                         "call": c.call,
                          **{k2: f"{c.probabilities.get(k2, float('nan')):.6f}" for k2 in CSV_COLUMNS[8:]}})
         done_images += 1
         best = res.candidates[0] if res.candidates else None
-        print(f"mammo: {mammo.name}: {len(res.p_abnormal)} windows of {res.window_px} px in "
+        print(f"mammo: {shown(mammo.name)}: {len(res.p_abnormal)} windows of {res.window_px} px in "
               f"{res.seconds:.1f} s (map members: {', '.join(res.members)}"
               f"{'' if res.exact else ', a subset: approximate'}); best candidate "
               + (f"x={best.x} y={best.y} P(abnormal)={best.p_abnormal:.2f} ({best.call})" if best else "none"),
@@ -186,8 +217,31 @@ def run(args) -> int:
     w.writerows(rows)
     buf.write(f"# {DISCLAIMER}\n")
     atomic_write_text(out / "candidates.csv", buf.getvalue())
-    print(f"mammo: wrote {out} ({done_images} image(s) scanned, {errors} failed); {DISCLAIMER}",
+    print(f"mammo: wrote {shown(out)} ({done_images} image(s) scanned, {errors} failed); {DISCLAIMER}",
           file=sys.stderr)
     if errors:
         return 3 if done_images else 1
     return 0
+
+
+def _write_outputs(out: Path, stem: str, mammo, res, inputs: set[str]) -> None:
+    """The three files of one image, each atomic; refused when one would replace an input."""
+    import cv2
+    import numpy as np
+
+    targets = {k: out / f"{stem}_{k}" for k in ("map.npy", "map.png", "candidates.json")}
+    for t in targets.values():
+        if os.path.realpath(t) in inputs:
+            raise MammoError(f"its output {shown(t)} would overwrite an input; choose another -o folder",
+                             mammo.source)
+    ok, buf = cv2.imencode(".png", map_overlay(mammo.pixels, res.map, candidates=res.candidates,
+                                               fs=mammo.full_scale)[..., ::-1])
+    if not ok:
+        raise MammoError("cannot encode PNG", targets["map.png"])
+    doc = res.candidates_json()
+    doc["source"] = shown(doc["source"])
+    text = json.dumps(json_safe(doc), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    with atomic_path(targets["map.npy"]) as tmp:
+        np.save(tmp, res.map, allow_pickle=False)
+    atomic_write_bytes(targets["map.png"], buf.tobytes())
+    atomic_write_text(targets["candidates.json"], text)

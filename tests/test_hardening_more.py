@@ -1,0 +1,179 @@
+"""Attacks on what issue 11 left open, each written as the attack and asserting the contract
+(one line naming the file, the rest of the work goes on, no traceback, nothing hangs, inputs
+never overwritten). Whole mammograms and ``mammo scan`` first."""
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+from attack_fixtures import breast, dicom_pixel_spacing, mammo_in_subprocess, newline_name, non_utf8_name
+from bundle_factory import models_dir_with
+from filemakers import write_cv2, write_dicom
+
+from mammo_core.cli import main
+from mammo_core.mammogram import read_mammogram
+from mammo_core.scan import ScanSettings, scan_mammogram
+from mammo_core.session import Session
+
+MODEL = "tiny_baseline_mass_calc_0"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return models_dir_with(tmp_path_factory.mktemp("models"), ["baseline_mass_calc"], ensemble=False)
+
+
+@pytest.fixture(scope="module")
+def session(models):
+    s = Session(models)
+    assert s.load([MODEL]) == []
+    return s
+
+
+def scan(models, *argv):
+    return main(["scan", *map(str, argv), "--models-dir", str(models), "--model", MODEL, "--no-progress"])
+
+
+def assert_no_traceback(text: str) -> None:
+    assert "Traceback" not in text and "internal error" not in text, text
+
+
+# --------------------------------------------------------------------------- bit depth
+def test_a_12_bit_dicom_and_its_8_bit_png_give_the_same_scan_map(session, tmp_path):
+    """A dark 12-bit mammogram (brightest pixel under 1024) is scaled by 4095 like predict does,
+    not by a full scale guessed from its brightest pixel (which said 1023 and made it 4x brighter)."""
+    img12 = np.minimum(breast(top=2400), 1000).astype(np.uint16)   # 12-bit values, max 1000
+    assert 700 < img12.max() < 1024
+    dcm = write_dicom(tmp_path / "m.dcm", img12, bits_stored=12)
+    png = write_cv2(tmp_path / "m.png", np.rint(img12 * (255 / 4095)).astype(np.uint8))
+    settings = ScanSettings(window_px=150, min_tissue=0.5)
+    a = read_mammogram(dcm)
+    b = read_mammogram(png)
+    assert a.bits == 12 and a.full_scale == 4095 and b.full_scale == 255
+    ra, rb = scan_mammogram(a, session, settings), scan_mammogram(b, session, settings)
+    assert len(ra.p_abnormal) > 5
+    np.testing.assert_array_equal(np.isnan(ra.map), np.isnan(rb.map))
+    ok = ~np.isnan(ra.map)
+    assert np.max(np.abs(ra.map[ok] - rb.map[ok])) < 0.05
+
+
+# --------------------------------------------------------------------------- odd images
+def test_scan_refuses_images_smaller_than_the_window_and_goes_on(models, tmp_path):
+    """1 x 100000 px (scored as 100,000 one-pixel windows blown up to 150 x 150 before), 5 x 5
+    and 1 x 1 px images: each refused in one line naming it; the good image is scanned."""
+    thin = write_cv2(tmp_path / "thin.png", np.full((1, 100_000), 200, np.uint8))
+    tiny = write_cv2(tmp_path / "tiny.png", breast((5, 5), 255, np.uint8))
+    one = write_cv2(tmp_path / "one.png", np.full((1, 1), 200, np.uint8))
+    good = write_cv2(tmp_path / "good.png", breast())
+    out = tmp_path / "out"
+    r = mammo_in_subprocess(["scan", thin, tiny, one, good, "-o", out, "--models-dir", models,
+                             "--model", MODEL, "--no-progress", "--window-px", "150"], timeout=300)
+    err = r.stderr.decode()
+    assert r.returncode == 3, err
+    assert_no_traceback(err)
+    for name in ("thin.png", "tiny.png", "one.png"):
+        assert sum(name in line and "smaller than" in line for line in err.splitlines()) == 1, err
+    assert (out / "good_map.npy").is_file() and not (out / "thin_map.npy").exists()
+
+
+def test_scan_refuses_a_stride_that_would_score_millions_of_windows(models, tmp_path):
+    """A 1-px stride over a 2000 x 2000 image is ~4 million windows (hours on a CPU): refused at
+    once with the fix in the message, not run."""
+    big = write_cv2(tmp_path / "big.png", breast((2000, 2000), 255, np.uint8))
+    r = mammo_in_subprocess(["scan", big, "-o", tmp_path / "o", "--models-dir", models,
+                             "--model", MODEL, "--no-progress", "--window-px", "8", "--stride", "0.01"],
+                            timeout=300)
+    err = r.stderr.decode()
+    assert r.returncode == 1, err
+    assert_no_traceback(err)
+    assert "big.png" in err and "larger stride" in err
+
+
+def test_scan_option_values_that_break_the_arithmetic_are_usage_errors(models, tmp_path, capsys,
+                                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    good = write_cv2(tmp_path / "good.png", breast())
+    for opts in (["--window-mm", "inf", "--pixel-spacing", "0.1"], ["--window-mm", "nan"],
+                 ["--pixel-spacing", "inf"], ["--pixel-spacing", "1e300"], ["--pixel-spacing", "0"],
+                 ["--map-members", ","], ["--map-members", " , "]):
+        rc = scan(models, good, "-o", tmp_path / "o", *opts)
+        err = capsys.readouterr().err
+        assert rc == 2, (opts, err)
+        assert_no_traceback(err)
+    rc = scan(models, good, "-o", "", "--window-px", "150")
+    err = capsys.readouterr().err
+    assert rc == 2 and "-o" in err
+    assert not (tmp_path / "good_map.npy").exists()
+
+
+def test_a_window_that_rounds_under_8_px_is_refused_not_silently_enlarged(models, tmp_path, capsys):
+    good = write_cv2(tmp_path / "good.png", breast())
+    rc = scan(models, good, "-o", tmp_path / "o", "--window-mm", "1e-6", "--pixel-spacing", "0.1")
+    err = capsys.readouterr().err
+    assert rc == 1 and "good.png" in err and "under 8 px" in err
+
+
+@pytest.mark.parametrize("value", [b"abc", b"0\\0", b"-0.1\\-0.1", b"nan\\nan", b"1e308\\1e308",
+                                   b"inf\\inf", b"0.1\\4"])
+def test_dicom_pixel_spacing_garbage_is_named_not_used(tmp_path, value):
+    """Garbage, zero, negative, NaN, huge and non-square PixelSpacing: the pixel size is unknown
+    and the message quotes the header value (it said 'no DICOM PixelSpacing' before)."""
+    m = read_mammogram(dicom_pixel_spacing(tmp_path / "sp.dcm", value))
+    assert m.spacing_mm is None
+    assert "PixelSpacing" in m.spacing_source and m.spacing_source.startswith("unknown (")
+    with pytest.raises(Exception) as exc:
+        scan_mammogram(m, None, ScanSettings())  # refused before any model is needed
+    assert "PixelSpacing" in str(exc.value) and "sp.dcm" in str(exc.value)
+
+
+# --------------------------------------------------------------------------- outputs
+def test_scan_into_the_input_folder_never_overwrites_an_input(models, tmp_path, capsys):
+    """`mammo scan a.png a_map.png -o <their folder>`: a.png's map would be written over the
+    input a_map.png (it was, before): refused for that image, the other is scanned."""
+    a = write_cv2(tmp_path / "a.png", breast())
+    am = write_cv2(tmp_path / "a_map.png", breast(seed=1))
+    before = am.read_bytes()
+    rc = scan(models, a, am, "-o", tmp_path, "--window-px", "150")
+    err = capsys.readouterr().err
+    assert am.read_bytes() == before
+    assert rc == 3 and "overwrite an input" in err
+    assert (tmp_path / "a_map_map.npy").is_file()
+    assert scan(models, a, tmp_path / "candidates.csv", "-o", tmp_path, "--window-px", "150") == 2
+
+
+def test_scan_keeps_every_output_when_stems_collide(models, tmp_path, capsys):
+    """good.png twice and good_2.png: three sets of outputs (the second good.png's outputs were
+    overwritten by good_2.png's before)."""
+    g = write_cv2(tmp_path / "good.png", breast())
+    g2 = write_cv2(tmp_path / "good_2.png", breast(seed=2))
+    out = tmp_path / "o"
+    assert scan(models, g, g, g2, "-o", out, "--window-px", "150") == 0
+    capsys.readouterr()
+    assert len(list(out.glob("*_map.npy"))) == 3
+    srcs = [json.loads(p.read_text())["source"] for p in out.glob("*_candidates.json")]
+    assert sorted(srcs) == sorted([str(g), str(g), str(g2)])
+
+
+def test_scan_survives_hostile_file_names(models, tmp_path, capsys, monkeypatch):
+    """Non-UTF-8, newline and formula file names: every image scanned, the CSV and JSON are
+    valid UTF-8 (the CSV was lost to a UnicodeEncodeError before), no forged stderr line, no
+    formula cell."""
+    monkeypatch.chdir(tmp_path)
+    bad = non_utf8_name(tmp_path / "in")
+    nl = newline_name(tmp_path / "in")
+    for p in (bad, nl):  # full-size mammograms under the attack names
+        cv2.imencode(".png", breast())[1].tofile(os.fsencode(str(p)))
+    formula = write_cv2(tmp_path / "=HYPERLINK(1).png", breast())
+    rc = scan(models, bad, nl, formula.name, "-o", tmp_path / "o", "--window-px", "150")
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert not any(line.startswith("mammo: wrote forged") for line in err.splitlines())
+    raw = (tmp_path / "o" / "candidates.csv").read_bytes()
+    text = raw.decode("utf-8")
+    assert "\\xff\\xfe" in text and "'=HYPERLINK(1).png" in text
+    assert not any(line.startswith("=") for line in text.splitlines())
+    for p in (tmp_path / "o").glob("*_candidates.json"):
+        json.loads(p.read_bytes().decode("utf-8"))
