@@ -40,10 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "and Grad-CAM heatmaps. Research use only — not a medical device.",
         epilog="Without PATH the bundled sample patches open. Keys: Up/Down/PageUp/PageDown/"
                "Home/End move through patches, G toggles the heatmap, S side by side, I invert, "
-               "F fit, Ctrl+R predicts every open patch, Ctrl+E exports a report.")
+               "F fit, Ctrl+R predicts every open patch, Ctrl+E exports a report, Ctrl+M opens a "
+               "whole mammogram, F1 lists every shortcut. Images far larger than a patch open "
+               "as whole mammograms; with --screenshot the abnormality map is computed and its "
+               "best candidate opened as a patch first.")
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="patch files (npy, png, tif, jpg, pgm, dcm), stacked .npy arrays or "
-                        "folders (a CBIS-DDSM patch-array folder shows its splits and labels)")
+                        "folders (a CBIS-DDSM patch-array folder shows its splits and labels); "
+                        "whole mammograms (dcm, png, pgm, tif) open in the Mammogram tab")
     p.add_argument("--models-dir", type=Path, default=None, metavar="DIR",
                    help="folder of model bundles (default: the bundled assets/models)")
     p.add_argument("--screenshot", type=Path, default=None, metavar="FILE",

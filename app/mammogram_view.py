@@ -663,6 +663,8 @@ class MammogramPanel(QWidget):
         self.invert_box.setChecked(False)
         self.invert_box.blockSignals(False)
         self.view.set_mammogram(mammo, self.pyramid, win)
+        if mammo.mm_per_pixel is not None:  # default radius: half the training window, 9.6 mm
+            self.radius.setValue(max(1, round(9.6 / mammo.mm_per_pixel)))
         self.info_label.setText(mammo.describe() + (f"\nlaterality/view from {mammo.orientation_source}"
                                                     if mammo.orientation_source else ""))
         self.header_table.setRowCount(0)

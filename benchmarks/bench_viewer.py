@@ -44,6 +44,8 @@ def main() -> int:
     ap.add_argument("--dicom-size", default="4000x6000", metavar="WxH",
                     help="size of the synthetic 16-bit DICOM timed to first display ('0': skip)")
     ap.add_argument("--mias-image", default="mdb005", help="mini-MIAS image to map ('': skip)")
+    ap.add_argument("--mammograms-only", action="store_true",
+                    help="only the whole-mammogram timings (dicom_display_s, mias_map_s)")
     ap.add_argument("--big", type=int, default=5000, metavar="N",
                     help="also time opening an N-patch synthetic stack (0: skip; default 5000)")
     args = ap.parse_args()
@@ -82,6 +84,12 @@ def main() -> int:
                 and win.shown_heat_key() is not None)
 
     win.start_models()
+    if args.mammograms_only:
+        wait(lambda: win.models_ready, "the models")
+        print(f"device: CPU ({os.cpu_count()} cores); models: {', '.join(win.session.loaded)}")
+        _mammogram_timings(app, win, args)
+        win.shutdown(60)
+        return 0
     paths = args.paths or [str(samples_dir())]
     win.open_paths(paths, remember=False)
     wait(lambda: win.models_ready, "the models")
@@ -122,17 +130,21 @@ def main() -> int:
         print(f"next_patch_ms={statistics.median(pred_ms):.1f} (median of {len(pred_ms)}; "
               f"max {max(pred_ms):.1f})")
         print(f"next_heatmap_ms={statistics.median(heat_ms):.1f} (median of {len(heat_ms)})")
-    if args.dicom_size != "0":
-        w_, h_ = (int(v) for v in args.dicom_size.lower().split("x"))
-        print(f"dicom_display_s={_dicom_display(app, w_, h_):.2f} ({w_} x {h_} 16-bit, median of 3)")
-    if args.mias_image:
-        print(_mias_map(win.session, args.mias_image))
+    _mammogram_timings(app, win, args)
     if args.big:
         big_open_s, big_page_ms, thumbs = _big_stack(app, win, args.big)
         print(f"open_{args.big}_s={big_open_s:.2f} (synthetic uint16 stack; rows listed)")
         print(f"page_down_ms={big_page_ms:.1f} (mean of 20; thumbnails made: {thumbs})")
     win.shutdown(60)
     return 0
+
+
+def _mammogram_timings(app, win, args):
+    if args.dicom_size != "0":
+        w_, h_ = (int(v) for v in args.dicom_size.lower().split("x"))
+        print(f"dicom_display_s={_dicom_display(app, w_, h_):.2f} ({w_} x {h_} 16-bit, median of 3)")
+    if args.mias_image:
+        print(_mias_map(win.session, args.mias_image))
 
 
 def _dicom_display(app, width, height):
@@ -180,8 +192,8 @@ def _mias_map(session, name):
     secs = time.perf_counter() - t
     return (f"mias_map_s={secs:.2f} ({name}: {len(res.p_abnormal)} windows of {res.window_px} px, "
             f"stride {res.stride_px}; map members {', '.join(res.members)}"
-            f"{'' if res.exact else ' (approximate)'}; top {len(res.candidates)} re-classified by "
-            f"every loaded model)")
+            f"{'' if res.exact else ' (approximate)'}; best {res.settings.top_k * res.settings.rescore} "
+            f"after NMS re-classified by every loaded model, {len(res.candidates)} kept)")
 
 
 def _big_stack(app, win, n):

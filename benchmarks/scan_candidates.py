@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     ap.add_argument("--stride", type=float, default=0.25)
     ap.add_argument("--min-tissue", type=float, default=0.9)
     ap.add_argument("--mask-level", default="otsu")
-    ap.add_argument("--rescore", type=int, default=3)
+    ap.add_argument("--rescore", type=int, default=ScanSettings().rescore)
     ap.add_argument("--json", type=Path, default=None, help="write the per-lesion results here")
     args = ap.parse_args(argv)
 

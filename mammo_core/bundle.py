@@ -326,7 +326,7 @@ def load_model(bundle_dir: str | Path, verify: bool = True):
         raise BundleError(f"missing {MODEL_FILE}", info.path)
     if read_head(info.model_path, 4) != b"PK\x03\x04":
         raise BundleError("not a Keras model file (a .keras file is a zip archive)", info.model_path)
-    tfload.tensorflow()  # quietly, once
+    tfload.keras_backend()  # quietly, once (TensorFlow unless KERAS_BACKEND names another)
     import keras  # lazy: heavy
 
     try:

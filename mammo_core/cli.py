@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{shown(err.filename)}: " if err.filename else ""
         log.error("error: %s%s", where, err.strerror or err)
         return 1
-    except (RecursionError, MemoryError, ValueError, TypeError, KeyError, RuntimeError) as err:
+    except (RecursionError, MemoryError, ValueError, TypeError, KeyError, RuntimeError,
+            ArithmeticError) as err:
         if args.debug:
             raise
         log.error("internal error: %s: %s (please report it; run with --debug for the traceback)",

@@ -69,14 +69,28 @@ __all__ = [
 def _number(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:  # a card's integer beyond float range (10**400)
+        return None
     return f if math.isfinite(f) else None
+
+
+def _auc(v: Any) -> float | None:
+    """An AUC from a card: a finite number in [0, 1], else unknown (None)."""
+    f = _number(v)
+    return f if f is not None and 0.0 <= f <= 1.0 else None
+
+
+def _count(v: Any) -> int | None:
+    f = _number(v)
+    return int(f) if f is not None and f >= 0 else None
 
 
 def _interval(v: Any) -> tuple[float, float] | None:
     if not isinstance(v, (list, tuple)) or len(v) != 2:
         return None
-    lo, hi = _number(v[0]), _number(v[1])
+    lo, hi = _auc(v[0]), _auc(v[1])
     if lo is None or hi is None or lo > hi:
         return None
     return (lo, hi)
@@ -150,9 +164,9 @@ def quality_from_card(card: Mapping[str, Any], name: str | None = None) -> Model
     split = m.get("split")
     return ModelQuality(
         model=str(name if name is not None else card.get("name", "")),
-        auc=_number(m.get("auc")),
+        auc=_auc(m.get("auc")),
         ci95=_interval(m.get("auc_ci95")),
-        n=None if n is None else int(n),
+        n=_count(n),
         split=split if isinstance(split, str) else None,
     )
 
@@ -168,9 +182,9 @@ def question_qualities(card: Mapping[str, Any]) -> list[ModelQuality]:
             continue
         q = key[len("auc_"):]
         n = _number(m.get(f"{key}_n"))
-        out.append(ModelQuality(model=str(card.get("name", "")), auc=_number(value),
+        out.append(ModelQuality(model=str(card.get("name", "")), auc=_auc(value),
                                 ci95=_interval(m.get(f"{key}_ci95")),
-                                n=None if n is None else int(n), split=split, question=q))
+                                n=_count(n), split=split, question=q))
     return out
 
 

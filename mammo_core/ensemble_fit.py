@@ -48,13 +48,14 @@ from mammo_core.ensemble import (
     combine,
     factor_estimates,
     fit_ensemble,
+    malignancy,
     write_ensemble,
 )
 from mammo_core.errors import MammoError
 from mammo_core.inference import load_bundle, predict_arrays
 from mammo_core.jsonutil import json_safe, write_json
-from mammo_core.labels import NAME_TO_LABEL, get_task
-from mammo_core.metrics import bootstrap_ci, ci_method, classification_metrics, expected_calibration_error
+from mammo_core.labels import BASELINE_LABEL, MALIGNANT_LABELS, MASS_LABELS, NAME_TO_LABEL, get_task
+from mammo_core.metrics import auc, bootstrap_ci, ci_method, classification_metrics, expected_calibration_error
 from mammo_core.plots import ensemble_comparison
 from mammo_core.training.pooled import load_oof
 
@@ -147,26 +148,48 @@ def task_scores(task: str, p: np.ndarray, subset=None) -> dict[str, np.ndarray]:
     if task == "benign_malignant":
         out["malignant"] = p[:, 1]
     elif task == "five_class":
-        out["malignant"] = (p[:, 2] + p[:, 4]) / np.clip(1.0 - p[:, 0], 1e-12, None)
+        out["malignant"] = malignancy(p)
+    return out
+
+
+TASK_AUCS = ("auc_abnormal_vs_baseline", "auc_mass_vs_calcification", "auc_benign_vs_malignant")
+
+
+def task_aucs(labels: np.ndarray, scores: dict[str, np.ndarray], groups: np.ndarray | None = None,
+              n_boot: int = 0, seed: int = 0) -> dict:
+    """The three task AUCs of one model's :func:`task_scores`: abnormal vs baseline on every
+    patch, mass vs calcification and benign vs malignant on the abnormal ones; NaN where the
+    scores cannot give one or the patches hold one class. With ``n_boot``, also each one's 95 %
+    bootstrap interval resampling ``groups`` (women; patches when None), its ``_n`` and
+    ``auc_ci_method``."""
+    labels = np.asarray(labels)
+    ab = labels != BASELINE_LABEL
+    sets = {
+        "auc_abnormal_vs_baseline": ("abnormal", ab.astype(int), None),
+        "auc_mass_vs_calcification": ("mass", np.isin(labels[ab], MASS_LABELS).astype(int), ab),
+        "auc_benign_vs_malignant": ("malignant", np.isin(labels[ab], MALIGNANT_LABELS).astype(int), ab),
+    }
+    out: dict[str, Any] = {}
+    for key, (score, y, rows) in sets.items():
+        if score not in scores:
+            out[key] = math.nan
+            continue
+        s = np.asarray(scores[score]) if rows is None else np.asarray(scores[score])[rows]
+        two = np.stack([1.0 - s, s], axis=1)
+        out[key] = auc(y, two)
+        if n_boot:
+            g = None if groups is None else (groups if rows is None else groups[rows])
+            out[key + "_ci95"] = list(bootstrap_ci(y, two, n_boot=n_boot, seed=seed, groups=g))
+            out[key + "_n"] = len(y)
+    if n_boot:
+        out["auc_ci_method"] = ci_method(n_boot, groups)
     return out
 
 
 def compare(name: str, task: str, p: np.ndarray, labels: np.ndarray, scores: dict[str, np.ndarray]) -> dict:
     """One comparison row: the three AUCs (NaN where the model cannot estimate one, or the
     patches hold one class only) and n / accuracy / ECE / NLL on the patches of ``task``."""
-    from sklearn.metrics import roc_auc_score
-
-    ab = labels != 0
-
-    def auc(y, s):
-        return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else math.nan
-
-    row = {"model": name, "task": task}
-    row["auc_abnormal_vs_baseline"] = auc(ab.astype(int), scores["abnormal"]) if "abnormal" in scores else math.nan
-    row["auc_mass_vs_calcification"] = (auc(np.isin(labels[ab], (1, 2)).astype(int), scores["mass"][ab])
-                                        if "mass" in scores else math.nan)
-    row["auc_benign_vs_malignant"] = (auc(np.isin(labels[ab], (2, 4)).astype(int), scores["malignant"][ab])
-                                      if "malignant" in scores else math.nan)
+    row = {"model": name, "task": task, **task_aucs(labels, scores)}
     keep, y = get_task(task).map_labels(labels)
     if task == "five_class":  # score the ensemble's hierarchical call, as shown to users
 
@@ -219,24 +242,9 @@ def _validation_indices(models, config: EnsembleFitConfig, labels: np.ndarray, g
 def task_auc_cis(labels: np.ndarray, p5: np.ndarray, groups: np.ndarray | None, n_boot: int,
                  seed: int = 0) -> dict:
     """95 % bootstrap intervals of the three task AUCs of a five-class distribution, resampling
-    women (``groups``; patches when None)."""
-
-    labels = np.asarray(labels)
-    f = factor_estimates("five_class", p5)
-    ab = labels != 0
-    sets = {
-        "auc_abnormal_vs_baseline": (ab.astype(int), 1.0 - p5[:, 0], None),
-        "auc_mass_vs_calcification": (np.isin(labels[ab], (1, 2)).astype(int), f["mass_given_abnormal"][ab], ab),
-        "auc_benign_vs_malignant": (np.isin(labels[ab], (2, 4)).astype(int),
-                                    ((p5[:, 2] + p5[:, 4]) / np.clip(1.0 - p5[:, 0], 1e-12, None))[ab], ab),
-    }
-    out = {}
-    for key, (y, s, rows) in sets.items():
-        g = None if groups is None else (groups if rows is None else groups[rows])
-        out[key + "_ci95"] = list(bootstrap_ci(y, np.stack([1.0 - s, s], axis=1), n_boot=n_boot, seed=seed, groups=g))
-        out[key + "_n"] = len(y)
-    out["auc_ci_method"] = ci_method(n_boot, groups)
-    return out
+    women (``groups``; patches when None): :func:`task_aucs` without the point estimates."""
+    out = task_aucs(labels, task_scores("five_class", np.asarray(p5)), groups, n_boot, seed)
+    return {k: v for k, v in out.items() if k not in TASK_AUCS}
 
 
 def _load_oof(models, run_dirs, folder: Path, labels: np.ndarray) -> tuple[dict[str, np.ndarray], str]:

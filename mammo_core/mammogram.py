@@ -4,7 +4,8 @@
 (as mini-MIAS ships), TIFF and 2-D ``.npy`` through :func:`mammo_core.io.read_image_bits` (one
 reader for pixels: BitsStored, rescale and MONOCHROME1 handled there; the true bit depth is
 kept in ``Mammogram.bits`` so a 12-bit DICOM is scaled by 4095 as predict does) and adds what a viewer
-and ``mammo scan`` need around the pixels:
+and ``mammo scan`` need around the pixels (size limits: ``mammo_core.safeio``, as for every
+file read):
 
 * pixel spacing in mm (row, column): DICOM ``PixelSpacing``, else ``ImagerPixelSpacing``, else a
   stated default per source (mini-MIAS: 200 µm, from its README), else unknown (``None``);
@@ -32,8 +33,6 @@ from mammo_core.io import _file_kind, read_image_bits
 
 #: mini-MIAS pixel size (the data's README: 200 micron pixels).
 MINI_MIAS_SPACING_MM = 0.2
-#: Largest image read as a whole mammogram (pixels); larger ones are refused.
-MAX_PIXELS = 8000 * 8000
 #: Pixel sizes accepted (mm), from a DICOM header or given: mammography detectors and film
 #: digitisers are 0.025-0.2 mm; anything outside this range is a broken header or a typo.
 SPACING_RANGE_MM = (0.001, 5.0)
@@ -178,9 +177,6 @@ def read_mammogram(path: str | Path, spacing_mm: float | None = None) -> Mammogr
     if pixels.ndim != 2 or pixels.dtype.kind not in "ui":
         raise PatchReadError(f"a mammogram must be 2-D 8- or 16-bit integers, got {pixels.dtype} "
                              f"{pixels.shape}", path)
-    if pixels.size > MAX_PIXELS:
-        raise PatchReadError(f"{pixels.shape[1]} x {pixels.shape[0]} pixels is larger than the "
-                             f"{MAX_PIXELS} pixels accepted for a mammogram", path)
     if pixels.flags.writeable:
         pixels = pixels.view()
         pixels.flags.writeable = False

@@ -24,3 +24,13 @@ def samples_dir() -> Path:
 def shared_dir() -> Path:
     """The team's shared data folder (``../shared`` beside the checkout, or ``$MAMMO_SHARED``)."""
     return Path(os.environ.get("MAMMO_SHARED", REPO_DIR.parent / "shared"))
+
+
+def path_arg(text: str) -> Path:
+    """argparse ``type`` for a path option: ``Path('')`` is ``.``, so an empty argument (an unset
+    shell variable, ``-o ""``) would silently mean the current folder; refused instead."""
+    if not text:
+        import argparse
+
+        raise argparse.ArgumentTypeError("empty path")
+    return Path(text)

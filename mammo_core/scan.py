@@ -79,7 +79,7 @@ class ScanSettings:
     # ensemble's P(abnormal), stated), "all" (every P(baseline) member: exact), or names
     members: tuple[str, ...] | str = "fastest"
     min_tissue: float = 0.9                      # breast fraction a scored window needs
-    rescore: int = 1                             # re-classify top_k x rescore windows after NMS
+    rescore: int = 3                             # re-classify top_k x rescore windows after NMS
     mask_level: str = "otsu"                     # tissue mask threshold: "otsu" or "protocol"
     drop_pectoral: bool = True
     window_px: int | None = None                 # overrides window_mm (no spacing needed)

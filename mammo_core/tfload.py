@@ -75,4 +75,15 @@ def tensorflow() -> Any:
     return _TF
 
 
-__all__ = ["native_stderr_silenced", "quiet_requested", "tensorflow"]
+def keras_backend() -> str:
+    """Import Keras once (quietly with TensorFlow, as :func:`tensorflow`) and return its backend.
+    With ``KERAS_BACKEND`` set to another backend (``jax``), TensorFlow is not imported: training
+    runs where no TensorFlow is installed."""
+    if os.environ.get("KERAS_BACKEND", "").strip() in ("", "tensorflow"):
+        tensorflow()
+    import keras
+
+    return keras.backend.backend()
+
+
+__all__ = ["keras_backend", "native_stderr_silenced", "quiet_requested", "tensorflow"]

@@ -1,7 +1,8 @@
-"""Training on the JAX backend (every task script's smoke run; JAX data parallelism over two CPU
-devices) and TensorFlow's multi-worker strategy with one worker. Each run is a subprocess
-(the Keras backend and the device layout are fixed at start-up). The bundles a JAX run writes
-load and predict the same under TensorFlow, where inference and Grad-CAM run."""
+"""Training on the JAX backend with TensorFlow's import blocked (every task script's smoke run;
+JAX data parallelism over two CPU devices) and TensorFlow's multi-worker strategy with one
+worker. Each run is a subprocess (the Keras backend and the device layout are fixed at
+start-up). The bundles a JAX run writes load and predict the same under TensorFlow, where
+inference and Grad-CAM run."""
 from __future__ import annotations
 
 import json
@@ -29,6 +30,11 @@ SCRIPTS = {
 # patches with each bundle it wrote (on the same backend) and saves them next to the bundle.
 DRIVER = textwrap.dedent("""
     import importlib.util, json, sys
+    class NoTensorFlow:  # as if TensorFlow were not installed (GPU machines may lack it)
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "tensorflow":
+                raise ModuleNotFoundError(f"No module named {name!r}")
+    sys.meta_path.insert(0, NoTensorFlow())
     import keras
     import numpy as np
     from mammo_core.bundle import load_model
@@ -44,6 +50,7 @@ DRIVER = textwrap.dedent("""
         x = load_task_data(data, card["task"]).x_test
         p = np.asarray(load_model(f"{out}/{name}").predict(x, verbose=0))
         np.save(f"{out}/{name}/pred_{keras.backend.backend()}.npy", p)
+    assert "tensorflow" not in sys.modules
     print("DONE " + keras.backend.backend())
 """)
 
@@ -93,6 +100,11 @@ def test_every_script_smoke_on_jax_and_bundle_predicts_the_same_on_tensorflow(cb
 
 DATA_PARALLEL = textwrap.dedent("""
     import json, sys
+    class NoTensorFlow:  # as if TensorFlow were not installed (GPU machines may lack it)
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "tensorflow":
+                raise ModuleNotFoundError(f"No module named {name!r}")
+    sys.meta_path.insert(0, NoTensorFlow())
     import keras
     from mammo_core.training import TrainConfig, train
     assert len(keras.distribution.list_devices()) == 2
@@ -107,6 +119,7 @@ DATA_PARALLEL = textwrap.dedent("""
                                 n_boot=10, lr_scaling="linear", **kw))
         report[name] = {"protocol": res.bundle.card["training"]["protocol"],
                         "stages": sorted({r["stage"] for r in res.history})}
+    assert "tensorflow" not in sys.modules
     print("REPORT " + json.dumps(report))
 """)
 

@@ -103,3 +103,35 @@ def test_ensemble_comparison_plot_draws_missing_aucs(tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert Image.open(path).size == (1320, 540)  # 11 x 4.5 in at 120 dpi
     assert [p.name for p in path.parent.iterdir()] == ["comparison.png"]
+
+
+def test_one_task_auc_definition_for_members_and_the_ensemble():
+    from sklearn.metrics import roc_auc_score
+
+    from mammo_core.ensemble import malignancy
+    from mammo_core.ensemble_fit import TASK_AUCS, task_auc_cis, task_aucs, task_scores
+
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(5), 12)
+    p5 = rng.dirichlet(np.ones(5), size=len(labels))
+    p5[np.arange(len(labels)), labels] += 0.5
+    p5 /= p5.sum(axis=1, keepdims=True)
+    mal = malignancy(p5)
+    assert np.allclose(mal, (p5[:, 2] + p5[:, 4]) / (1 - p5[:, 0]))
+    got = task_aucs(labels, task_scores("five_class", p5))
+    ab = labels != 0
+    assert got["auc_abnormal_vs_baseline"] == pytest.approx(roc_auc_score(ab, 1 - p5[:, 0]))
+    assert got["auc_benign_vs_malignant"] == pytest.approx(
+        roc_auc_score(np.isin(labels[ab], (2, 4)), mal[ab]))
+    # a mass_calc member answers one question; the others are NaN
+    mc = np.stack([p5[:, 1] + p5[:, 2], p5[:, 3] + p5[:, 4]], axis=1)
+    mc /= mc.sum(axis=1, keepdims=True)
+    one = task_aucs(labels, task_scores("mass_calc", mc))
+    assert np.isnan(one["auc_abnormal_vs_baseline"]) and np.isnan(one["auc_benign_vs_malignant"])
+    assert 0.5 < one["auc_mass_vs_calcification"] <= 1.0
+    groups = np.arange(len(labels)) // 2  # pairs of patches, one woman each
+    cis = task_auc_cis(labels, p5, groups, n_boot=200, seed=0)
+    assert set(cis) == {f"{k}_{s}" for k in TASK_AUCS for s in ("ci95", "n")} | {"auc_ci_method"}
+    assert cis["auc_mass_vs_calcification_n"] == int(ab.sum()) and "30" in cis["auc_ci_method"]
+    lo, hi = cis["auc_abnormal_vs_baseline_ci95"]
+    assert lo <= got["auc_abnormal_vs_baseline"] <= hi

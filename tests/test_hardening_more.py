@@ -177,3 +177,138 @@ def test_scan_survives_hostile_file_names(models, tmp_path, capsys, monkeypatch)
     assert not any(line.startswith("=") for line in text.splitlines())
     for p in (tmp_path / "o").glob("*_candidates.json"):
         json.loads(p.read_bytes().decode("utf-8"))
+
+
+# --------------------------------------------------------------------------- ensembles
+def _spec_dict():
+    from mammo_core.ensemble import ENSEMBLE_SCHEMA
+
+    return {"schema": ENSEMBLE_SCHEMA, "threshold": 0.2, "fitted": {}, "members": [
+        {"name": "a", "sha256": "0" * 64, "task": "mass_calc", "classes": ["mass", "calcification"],
+         "temperature": 1.0, "weight": 1.0, "subset": None},
+        {"name": "b", "sha256": "1" * 64, "task": "baseline_mass_calc",
+         "classes": ["baseline", "mass", "calcification"], "temperature": 1.0, "weight": 1.0, "subset": None}]}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("weight", float("nan")), ("weight", float("inf")), ("weight", -5.0), ("weight", 0.0),
+    ("temperature", 1e-300), ("temperature", float("nan")), ("temperature", float("inf")),
+    ("temperature", 1e300), ("threshold", float("nan")), ("threshold", -1.0), ("threshold", float("inf")),
+    ("factor_weights", {"baseline": {"x": -1.0}}), ("factor_weights", {"baseline": {"x": float("nan")}}),
+    ("factor_weights", [1]), ("fitted", [1, 2])])
+def test_ensemble_spec_numbers_that_break_the_arithmetic_are_refused(tmp_path, field, value):
+    """NaN / inf / negative weights, absurd temperatures (1e-300 gave NaN probabilities, a
+    negative weight probabilities outside [0, 1]) and thresholds: a BundleError naming the spec."""
+    from mammo_core.ensemble import EnsembleSpec
+    from mammo_core.errors import BundleError
+
+    d = _spec_dict()
+    if field in ("weight", "temperature"):
+        d["members"][0][field] = value
+    elif field == "factor_weights":
+        d["fitted"] = {"factor_weights": value}
+    else:
+        d[field] = value
+    with pytest.raises(BundleError) as exc:
+        EnsembleSpec.from_dict(d, tmp_path / "ensemble.json")
+    assert "ensemble.json" in str(exc.value) and "\n" not in str(exc.value)
+    EnsembleSpec.from_dict(_spec_dict(), tmp_path / "ensemble.json")  # the untouched spec loads
+
+
+def test_resigned_ensemble_with_a_negative_weight_is_refused_by_predict(tmp_path, capsys):
+    """The owner of a models folder edits ensemble.json (weight -5), fixes the card's hash and
+    regenerates the MANIFEST: predict refuses the spec in one line (it printed probabilities
+    outside [0, 1] before; NaN weights ended in an internal error)."""
+    from attack_fixtures import good_png
+
+    from mammo_core.bundle import sha256_file
+
+    root = models_dir_with(tmp_path / "m", ["mass_calc", "baseline_mass_calc"], ensemble=True)
+    spec = root / "ensemble" / "ensemble.json"
+    d = json.loads(spec.read_text())
+    d["members"][0]["weight"] = -5.0
+    spec.write_text(json.dumps(d))
+    card = json.loads((root / "ensemble" / "card.json").read_text())
+    card["files"] = {k: sha256_file(root / "ensemble" / k) for k in card["files"]}
+    if "sha256" in card:
+        card["sha256"] = card["files"].get("ensemble.json", card["sha256"])
+    (root / "ensemble" / "card.json").write_text(json.dumps(card))
+    assert main(["models", "manifest", "--models-dir", str(root)]) == 0
+    capsys.readouterr()
+    rc = main(["predict", str(good_png(tmp_path / "a.png")), "--models-dir", str(root), "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 1 and cap.out == "" and "weight -5.0" in cap.err and "ensemble.json" in cap.err
+    assert_no_traceback(cap.err)
+
+
+# --------------------------------------------------------------------------- empty paths
+@pytest.mark.parametrize("argv", [
+    ["predict", "A", "--gradcam-dir", ""], ["predict", "A", "-o", ""], ["predict", "A", "--models-dir", ""],
+    ["models", "list", "--models-dir", ""], ["dataset", "info", ""]])
+def test_an_empty_path_argument_is_a_usage_error_not_the_current_folder(tmp_path, monkeypatch, capsys, argv):
+    """`--gradcam-dir ""` (an unset shell variable) wrote the heatmaps into the current folder."""
+    from attack_fixtures import good_png
+
+    monkeypatch.chdir(tmp_path)
+    a = good_png(tmp_path / "a.png")
+    try:  # argparse's own usage error (SystemExit 2) or the command's (return 2)
+        rc = main([str(a) if x == "A" else x for x in argv])
+    except SystemExit as exc:
+        rc = exc.code
+    assert rc == 2 and "empty" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_report_file_equal_to_the_gradcam_folder_is_refused_before_work(tmp_path, capsys):
+    from attack_fixtures import good_png
+
+    a = good_png(tmp_path / "a.png")
+    g = tmp_path / "g"
+    rc = main(["predict", str(a), "--gradcam-dir", str(g), "-o", str(g), "--models-dir", str(tmp_path)])
+    assert rc == 2 and "--gradcam-dir" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- builders
+def test_build_mias_reads_a_bom_first_row_and_refuses_non_positive_radii(tmp_path):
+    """An Info.txt saved with a UTF-8 BOM lost its first row silently (read as header text); a
+    negative or zero radius was cut as a labelled pair."""
+    import csv
+
+    from mammo_core.datasets.mias import build_mias
+
+    d = tmp_path / "mias"
+    d.mkdir()
+    rng = np.random.default_rng(3)
+    for i in (1, 2, 3):
+        img = np.zeros((1024, 1024), np.uint8)
+        img[:, :700] = rng.integers(60, 200, size=(1024, 700))
+        assert cv2.imwrite(str(d / f"mdb{i:03d}.png"), img)
+    rows = ["mdb001 G CIRC B 300 500 40", "mdb002 G CIRC M 300 500 -40", "mdb003 G CALC B 300 500 0"]
+    (d / "Info.txt").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\r\n")
+    res = build_mias(d, d / "Info.txt", tmp_path / "out", progress=False)
+    assert sum(res.pairs.values()) == 1
+    with open(tmp_path / "out" / "skipped.csv", newline="") as fh:
+        skipped = {int(r["line"]): r["reason"] for r in csv.DictReader(fh)}
+    assert set(skipped) == {2, 3} and all("radius" in why for why in skipped.values())
+
+
+# --------------------------------------------------------------------------- model cards
+@pytest.mark.parametrize("metrics", [{"auc": 10 ** 400}, {"auc": 7.5}, {"auc": -1},
+                                     {"auc": 0.8, "auc_ci95": [10 ** 400, 0.9]}, {"auc": 0.8, "n": -5},
+                                     {"auc": 0.8, "n": 10 ** 400}])
+def test_card_metrics_beyond_float_range_or_outside_0_1_are_unknown_not_a_crash(tmp_path, capsys, metrics):
+    """`mammo models list` ended in an OverflowError traceback on a card AUC of 10**400; an AUC
+    of 7.5 was shown as a held-out AUC."""
+    from attack_fixtures import edit_card
+    from bundle_factory import copy_bundle, tiny_bundle
+
+    from mammo_core.confidence import quality_from_card
+
+    b = copy_bundle(tiny_bundle("mass_calc"), tmp_path / "m")
+    card = edit_card(b, metrics=metrics)
+    q = quality_from_card(card)
+    assert q.auc in (None, 0.8) and (q.n is None or q.n >= 0) and q.ci95 is None
+    rc = main(["models", "list", "--models-dir", str(tmp_path / "m"), "--format", "json"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert_no_traceback(cap.err)

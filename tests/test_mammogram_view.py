@@ -275,3 +275,33 @@ def test_f1_opens_the_shortcut_sheet(qtbot, win):
     keys = [sheet.table.item(i, 0).text() for i in range(sheet.table.rowCount())]
     assert "Ctrl+M" in keys and "Ctrl+R" in keys and "F1" in keys and "Right-drag" in keys
     sheet.close()
+
+
+def test_screenshot_cli_shows_a_mammogram_with_its_map_and_best_candidate(tmp_path, session):
+    """`mammo-viewer MAMMOGRAM --screenshot`: the mammogram view, its abnormality map and the
+    best candidate opened as a patch (predicted, Grad-CAM drawn) before the picture is taken."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cv2
+    from test_scan import synthetic_mammogram
+
+    path = tmp_path / "case_L_CC.dcm"
+    write_dicom(path, synthetic_mammogram())
+    import pydicom
+
+    ds = pydicom.dcmread(str(path))
+    ds.PixelSpacing = [19.2 / 150, 19.2 / 150]  # 150 px windows, like the tiny models' data
+    ds.save_as(str(path))
+    shot = tmp_path / "shot.png"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", TF_CPP_MIN_LOG_LEVEL="3",
+               XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    repo = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-m", "app", str(path), "--models-dir", str(session.models_dir),
+                          "--screenshot", str(shot), "--screenshot-timeout", "240"],
+                         capture_output=True, text=True, check=False, env=env, timeout=300, cwd=str(repo))
+    assert res.returncode == 0, res.stderr[-3000:]
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[1] >= 1200 and img.std() > 10

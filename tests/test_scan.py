@@ -155,3 +155,21 @@ def test_default_window_is_the_training_datas_median_lesion_window(mias_dir):
     info = parse_info(mias_dir / "Info.txt")
     sides = [protocol_side(le.radius, (1024, 1024)) for le in info.lesions if eligibility(le) is None]
     assert float(np.median(sides)) * MINI_MIAS_SPACING_MM == pytest.approx(DEFAULT_WINDOW_MM)
+
+
+@pytest.mark.shared
+def test_mammo_scan_on_a_real_mini_mias_image(mias_dir, models, tmp_path, capsys):
+    """`mammo scan` on mdb005 (200 µm default spacing -> 96 px windows, stride 24): map and
+    candidates written, the candidates inside the breast and in the JSON's coordinate frame."""
+    out = tmp_path / "o"
+    rc = main(["scan", str(mias_dir / "mdb005.png"), "-o", str(out), "--models-dir", str(models),
+               "--no-progress", "--top-k", "3"])
+    assert rc == 0, capsys.readouterr().err
+    amap = np.load(out / "mdb005_map.npy", allow_pickle=False)
+    assert amap.shape == (43, 43) and np.isfinite(amap).any() and np.isnan(amap).any()
+    d = json.loads((out / "mdb005_candidates.json").read_text())
+    assert d["window"]["side_px"] == 96 and d["window"]["side_mm"] == pytest.approx(19.2)
+    assert d["image"]["spacing_source"].startswith("mini-MIAS")
+    img = read_mammogram(mias_dir / "mdb005.png").pixels
+    for c in d["candidates"]:
+        assert img[c["y"], c["x"]] > 20  # the window centre lies on the breast, rows from the top

@@ -115,14 +115,13 @@ def ensemble_heldout(models: Path, data: Path, n_boot: int) -> dict:
     from mammo_core.ensemble import (
         call_five_class,
         combine,
-        factor_estimates,
         member_dirs,
         read_ensemble,
     )
-    from mammo_core.ensemble_fit import task_auc_cis
+    from mammo_core.ensemble_fit import task_aucs, task_scores
     from mammo_core.inference import load_bundle, predict_arrays
     from mammo_core.labels import CLASS_NAMES
-    from mammo_core.metrics import auc, bootstrap_ci, ci_method, classification_metrics
+    from mammo_core.metrics import bootstrap_ci, ci_method, classification_metrics
 
     _, spec = read_ensemble(models / "ensemble")
     dirs = member_dirs(spec, models)
@@ -139,18 +138,8 @@ def ensemble_heldout(models: Path, data: Path, n_boot: int) -> dict:
     out["auc_ci95"] = list(bootstrap_ci(y, p5, n_boot=n_boot, seed=0, groups=groups))
     out["auc_ci_method"] = ci_method(n_boot, groups) + " (macro one-vs-rest AUC, five classes; task AUCs alike)"
     out["classes"] = list(CLASS_NAMES)
-    f = factor_estimates("five_class", p5)
-    ab = y != 0
-    task_sets = {
-        "auc_abnormal_vs_baseline": (ab.astype(int), 1.0 - p5[:, 0]),
-        "auc_mass_vs_calcification": (np.isin(y[ab], (1, 2)).astype(int), f["mass_given_abnormal"][ab]),
-        "auc_benign_vs_malignant": (np.isin(y[ab], (2, 4)).astype(int),
-                                    ((p5[:, 2] + p5[:, 4]) / np.clip(1.0 - p5[:, 0], 1e-12, None))[ab]),
-    }
-    for key, (yt, s) in task_sets.items():
-        out[key] = auc(yt, np.stack([1.0 - s, s], axis=1))
-    cis = task_auc_cis(y, p5, groups, n_boot, 0)
-    out.update({k: v for k, v in cis.items() if k != "auc_ci_method"})
+    aucs = task_aucs(y, task_scores("five_class", p5), groups, n_boot, 0)
+    out.update({k: v for k, v in aucs.items() if k != "auc_ci_method"})
     out["flagged_fraction"] = float(res.flagged.mean())
     return out
 

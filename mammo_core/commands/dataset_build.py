@@ -10,6 +10,7 @@ from pathlib import Path
 from mammo_core import DISCLAIMER
 from mammo_core.datasets.cbis import build_cbis, skip_summary
 from mammo_core.datasets.mias import build_mias
+from mammo_core.paths import path_arg
 
 
 def _summary(kind: str, result, reasons) -> None:
@@ -73,9 +74,9 @@ def register(subparsers) -> None:
             "contact sheet per class into --out. ARCH/ASYM and rows without coordinates are "
             "reported as skipped. Exit 3 when some images were missing or unreadable."),
         epilog="Data: J Suckling et al. 1994, MIAS licence (research use only). " + DISCLAIMER)
-    p.add_argument("--images", required=True, type=Path, help="folder of mdbNNN.pgm / .png images")
-    p.add_argument("--info", required=True, type=Path, help="the MIAS Info.txt ground-truth file")
-    p.add_argument("--out", required=True, type=Path, help="output folder (created; files replaced)")
+    p.add_argument("--images", required=True, type=path_arg, help="folder of mdbNNN.pgm / .png images")
+    p.add_argument("--info", required=True, type=path_arg, help="the MIAS Info.txt ground-truth file")
+    p.add_argument("--out", required=True, type=path_arg, help="output folder (created; files replaced)")
     p.add_argument("--test-fraction", type=_fraction, default=0.2,
                    help="share of pairs (by woman, per class) in public_test_* (default 0.2; 0 = all train)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the jitter (default 0)")
@@ -100,7 +101,7 @@ def register(subparsers) -> None:
             "skipped.csv and contact sheets. Missing or unreadable files are reported and "
             "skipped (exit 3)."),
         epilog=DISCLAIMER)
-    c.add_argument("--root", required=True, type=Path, help="folder with the CSVs and the DICOM tree")
-    c.add_argument("--out", required=True, type=Path, help="output folder (created; files replaced)")
+    c.add_argument("--root", required=True, type=path_arg, help="folder with the CSVs and the DICOM tree")
+    c.add_argument("--out", required=True, type=path_arg, help="output folder (created; files replaced)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=_run_cbis)

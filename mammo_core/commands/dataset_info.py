@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mammo_core.io import load_patch_arrays, pairs_ok, pixel_range
 from mammo_core.labels import CLASS_NAMES, class_counts
+from mammo_core.paths import path_arg
 
 LAYOUT_HELP = """\
 expected layout (the CBIS-DDSM patch arrays of the study):
@@ -38,7 +39,7 @@ def register(subparsers) -> None:
         epilog=LAYOUT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("path", type=Path, metavar="PATH", help="folder holding <split>_tensor.npy / <split>_labels.npy")
+    p.add_argument("path", type=path_arg, metavar="PATH", help="folder holding <split>_tensor.npy / <split>_labels.npy")
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="output format (default: text)")
     p.set_defaults(func=run)

@@ -21,7 +21,7 @@ from mammo_core.ensemble import member_dirs, read_ensemble
 from mammo_core.errors import MammoError
 from mammo_core.inference import load_bundle, predict_arrays
 from mammo_core.metrics import MIN_SPREAD, spread
-from mammo_core.paths import models_dir, samples_dir
+from mammo_core.paths import models_dir, path_arg, samples_dir
 from mammo_core.session import Session
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def register(subparsers) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--models-dir", type=Path, default=None, metavar="DIR",
+    common.add_argument("--models-dir", type=path_arg, default=None, metavar="DIR",
                         help="folder of bundles (default: assets/models)")
     p = subparsers.add_parser("list", parents=[common], help="list the bundled models (cards only)",
                               description="List bundles: name, kind, task, version, sha256, held-out "
@@ -43,7 +43,7 @@ def register(subparsers) -> None:
                     "the manifest; ensembles also check their members' hashes. Exit 1 naming the "
                     "bundle and file on any failure.")
     v.add_argument("names", nargs="*", metavar="NAME", help="bundles to check (default: all)")
-    v.add_argument("--samples", type=Path, default=None, metavar="DIR",
+    v.add_argument("--samples", type=path_arg, default=None, metavar="DIR",
                    help="patches to run every model on for its output spread (default: assets/samples)")
     v.add_argument("--no-spread", action="store_true",
                    help="hashes only: do not load the models and measure their output spread")

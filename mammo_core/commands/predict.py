@@ -15,6 +15,7 @@ from mammo_core.atomic import atomic_path, atomic_write_bytes, write_through
 from mammo_core.errors import MammoError
 from mammo_core.explain import overlay
 from mammo_core.io import READ_EXTENSIONS
+from mammo_core.paths import path_arg
 from mammo_core.report import PredictionRun, csv_text, json_text
 from mammo_core.safeio import shown
 from mammo_core.session import ENSEMBLE, Session
@@ -51,17 +52,17 @@ def register(subparsers) -> None:
     p.add_argument("--model", default="ensemble", metavar="NAME|PATH|ensemble|all",
                    help="a bundled model's name, a bundle folder, 'ensemble' (default: the bundled "
                         "ensemble and its members) or 'all' (every bundle)")
-    p.add_argument("--models-dir", type=Path, default=None, metavar="DIR",
+    p.add_argument("--models-dir", type=path_arg, default=None, metavar="DIR",
                    help="folder of bundles (default: assets/models)")
     p.add_argument("--gradcam", action="store_true", help="compute Grad-CAM maps")
-    p.add_argument("--gradcam-dir", type=Path, default=None, metavar="DIR",
+    p.add_argument("--gradcam-dir", type=_given_path, default=None, metavar="DIR",
                    help="write each map as .npy (float32 150x150 in [0,1]) and a PNG overlay "
                         "(implies --gradcam)")
     p.add_argument("--method", default="gradcam", choices=("gradcam", "gradcam++", "scorecam"),
                    help="heatmap method (default gradcam)")
     p.add_argument("--format", default="json", choices=("json", "csv", "pdf"),
                    help="report format (default json); pdf requires -o")
-    p.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
+    p.add_argument("-o", "--output", type=_given_path, default=None, metavar="FILE",
                    help="report file (default: stdout for json/csv)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="patches per batch (default 32)")
     p.add_argument("--bits", type=int, default=None, metavar="N",
@@ -101,6 +102,12 @@ def _writable_folder(folder: Path) -> str | None:
     except OSError as exc:
         return f"cannot write in {shown(base)}: {exc.strerror or exc}"
     return None
+
+
+def _given_path(text: str) -> Path | str:
+    """argparse type of -o / --gradcam-dir: an empty argument stays "" (``Path('')`` would be
+    the current folder) so that ``_check_outputs`` refuses it in one line (exit 2)."""
+    return Path(text) if text else ""
 
 
 def _inside(child: str, parent: str) -> bool:
@@ -144,6 +151,8 @@ def _check_outputs(args) -> str | None:
         why = _writable_folder(Path(real))
         if why:
             return f"--gradcam-dir {shown(gd)}: {why}"
+        if args.output is not None and os.path.realpath(args.output) == real:
+            return f"-o {shown(args.output)}: is the --gradcam-dir folder; name a report file"
     return None
 
 

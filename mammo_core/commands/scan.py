@@ -16,6 +16,7 @@ from mammo_core.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe
 from mammo_core.mammogram import read_mammogram, spacing_problem
+from mammo_core.paths import path_arg
 from mammo_core.report import csv_cell
 from mammo_core.safeio import shown
 from mammo_core.scan import DEFAULT_WINDOW_MM, ScanSettings, map_overlay, scan_mammogram
@@ -79,7 +80,7 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--model", default="ensemble", metavar="NAME|PATH|ensemble",
                    help="bundle or ensemble to use (default: the bundled ensemble)")
-    p.add_argument("--models-dir", type=Path, default=None, metavar="DIR",
+    p.add_argument("--models-dir", type=path_arg, default=None, metavar="DIR",
                    help="folder of bundles (default: assets/models)")
     p.add_argument("--window-mm", type=float, default=None, metavar="MM",
                    help="window side in mm (default 19.2: the training data's median lesion window)")

@@ -140,7 +140,7 @@ def parse_info(path: str | Path) -> InfoFile:
     """Read MIAS ``Info.txt`` (text header/footer ignored; one row per abnormality)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="latin-1")
+        text = path.read_bytes().removeprefix(b"\xef\xbb\xbf").decode("latin-1")  # UTF-8 BOM: not row text
     except OSError as err:
         raise DatasetError(f"cannot read the MIAS info file: {err.strerror or err}", path) from None
     lesions: list[MiasLesion] = []
@@ -218,6 +218,8 @@ def eligibility(lesion: MiasLesion) -> str | None:
         return f"unknown severity {lesion.severity!r}"
     if lesion.x is None:
         return f"no coordinates ({lesion.note})" if lesion.note else "no coordinates"
+    if lesion.radius is not None and lesion.radius <= 0:
+        return f"radius {lesion.radius} is not a positive number of pixels"
     return None
 
 

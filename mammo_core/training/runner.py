@@ -133,7 +133,7 @@ def _test_groups(cfg: TrainConfig, data: TaskData) -> np.ndarray | None:
 
 def train(config: TrainConfig) -> TrainResult:
     """Train ``config.model`` on ``config.task`` and write everything into ``config.out_dir``."""
-    tfload.tensorflow()  # imported once, without its start-up noise
+    tfload.keras_backend()  # imported once, without TensorFlow's start-up noise (no TF on JAX)
     import keras
 
     if config.model_options.get("head") == "pooled":  # the small-data member: chosen out of fold

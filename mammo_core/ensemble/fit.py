@@ -1,0 +1,121 @@
+"""Fitting an ensemble on validation predictions: temperatures, voting weights, factor weights
+and the disagreement threshold.
+
+Research use only — not a medical device.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mammo_core.bundle import (
+    BundleInfo,
+)
+from mammo_core.ensemble.calibration import _nll, apply_temperature, fit_temperature, fit_weights
+from mammo_core.ensemble.hierarchy import calibrated, combine, disagreement
+from mammo_core.ensemble.spec import EnsembleSpec, MemberSpec
+from mammo_core.labels import (
+    FACTOR_LABELS,
+    SUBSET_LABELS,
+    get_task,
+)
+from mammo_core.metrics import expected_calibration_error
+
+
+def fit_factor_weights(factor_lists: Mapping[str, Mapping[str, np.ndarray]], labels: np.ndarray
+                       ) -> dict[str, dict[str, float]]:
+    """Per factor estimated by several task groups, simplex weights minimising the validation
+    NLL of the mixed factor (a weak group does not drag a strong one down)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    out: dict[str, dict[str, float]] = {}
+    for f, by_group in factor_lists.items():
+        keys = list(by_group)
+        if len(keys) < 2:
+            continue
+        rows_of, positive = FACTOR_LABELS[f]
+        rows = np.ones(len(labels), bool) if rows_of is None else np.isin(labels, rows_of)
+        y = np.isin(labels[rows], positive).astype(np.int64)
+        ps = [np.stack([1.0 - by_group[k][rows], by_group[k][rows]], axis=1) for k in keys]
+        w = fit_weights(ps, y)
+        out[f] = {k: float(wi) for k, wi in zip(keys, w)}
+    return out
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """What fitting needs to know about a member (usually from its card)."""
+
+    name: str
+    sha256: str
+    task: str
+    classes: tuple[str, ...]
+    subset: str | None = None
+
+    @classmethod
+    def from_bundle(cls, info: BundleInfo) -> MemberInfo:
+        subset = (info.card.get("training") or {}).get("subset") if isinstance(
+            info.card.get("training"), Mapping) else None
+        return cls(info.name, info.sha256, info.task, info.classes, subset)
+
+
+def _rows(task: str, subset: str | None, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep, y = get_task(task).map_labels(labels)
+    if subset is not None:
+        sub = np.isin(labels, SUBSET_LABELS[subset])
+        y = y[sub[keep]]
+        keep = keep & sub
+    return keep, y
+
+
+def fit_ensemble(
+    members: Sequence[MemberInfo],
+    val_probs: Mapping[str, np.ndarray],
+    val_labels: np.ndarray,
+    percentile: float = 90.0,
+    validation: Mapping[str, Any] | None = None,
+) -> EnsembleSpec:
+    """Fit temperatures, voting weights and the disagreement threshold on validation data.
+
+    ``val_probs[name]`` are the member's raw probabilities on every validation patch (N, C);
+    ``val_labels`` are the patches' 0-4 labels; each member is fitted on the rows of its task.
+    """
+    labels = np.asarray(val_labels, dtype=np.int64)
+    fitted: dict[str, Any] = {"members": {}, "validation": dict(validation or {}),
+                              "n_validation": len(labels)}
+    temps: dict[str, float] = {}
+    for m in members:
+        keep, y = _rows(m.task, m.subset, labels)
+        p = np.asarray(val_probs[m.name], dtype=np.float64)[keep]
+        t = fit_temperature(p, y)
+        temps[m.name] = t
+        pt = apply_temperature(p, t)
+        fitted["members"][m.name] = {
+            "n": len(y), "temperature": t,
+            "nll_before": _nll(p, y) if len(y) else None, "nll_after": _nll(pt, y) if len(y) else None,
+            "ece_before": expected_calibration_error(y, p) if len(y) else None,
+            "ece_after": expected_calibration_error(y, pt) if len(y) else None,
+        }
+    weights: dict[str, float] = {}
+    groups: dict[tuple[str, str | None], list[MemberInfo]] = {}
+    for m in members:
+        groups.setdefault((m.task, m.subset), []).append(m)
+    for (task, subset), ms in groups.items():
+        keep, y = _rows(task, subset, labels)
+        ps = [apply_temperature(np.asarray(val_probs[m.name])[keep], temps[m.name]) for m in ms]
+        w = fit_weights(ps, y)
+        for m, wi in zip(ms, w):
+            weights[m.name] = float(wi)
+    spec = EnsembleSpec(tuple(
+        MemberSpec(m.name, m.sha256, m.task, tuple(m.classes), temps[m.name], weights[m.name], m.subset)
+        for m in members
+    ), fitted=fitted)
+    fitted["factor_weights"] = fit_factor_weights(
+        combine(spec, val_probs).factor_groups, labels) if len(labels) else {}
+    spec = EnsembleSpec(spec.members, fitted=fitted)
+    dis = disagreement(spec, calibrated(spec, val_probs))
+    threshold = None if dis is None or len(dis) == 0 else float(np.percentile(dis, percentile))
+    fitted["disagreement_percentile"] = float(percentile)
+    return EnsembleSpec(spec.members, threshold=threshold, fitted=fitted)

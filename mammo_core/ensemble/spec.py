@@ -1,0 +1,142 @@
+"""What an ensemble is on disk: the members (by name, with their sha256) and what was fitted
+(:class:`EnsembleSpec`, ``ensemble.json``), and the rules it states in words.
+
+Research use only — not a medical device.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mammo_core.errors import BundleError, MammoError
+from mammo_core.labels import FACTORS, SUBSET_LABELS, get_task, task_factors
+
+ENSEMBLE_FILE = "ensemble.json"
+ENSEMBLE_SCHEMA = "mammo.ensemble/1"
+WEIGHTING = ("soft voting per task; weights on the simplex minimising validation NLL (L-BFGS-B); "
+             "a factor estimated by several tasks mixes them with simplex weights fitted the same way")
+CALIBRATION = "temperature scaling per member on logits = log p, T minimising validation NLL"
+THRESHOLD_RULE = "90th percentile of the validation disagreement"
+CALL_RULE = ("call = normal tissue (baseline) when P(baseline) >= 50 %, otherwise the most likely of "
+             "the four abnormal classes (so the call can differ from the longest bar)")
+SUBSETS = (None, *SUBSET_LABELS)
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """A member bundle of an ensemble and what was fitted for it."""
+
+    name: str
+    sha256: str
+    task: str
+    classes: tuple[str, ...]
+    temperature: float = 1.0
+    weight: float = 1.0
+    subset: str | None = None  # benign_malignant members trained on one abnormality type only
+
+    @property
+    def group(self) -> tuple[str, str | None]:
+        return (self.task, self.subset)
+
+
+def _factors_of(m: MemberSpec) -> tuple[str, ...]:
+    try:
+        return task_factors(m.task, m.subset)
+    except MammoError as err:
+        raise BundleError(f"member {m.name!r}: {err.problem}") from None
+
+
+#: Temperatures accepted in a spec: fitting searches [0.05, 20]; far outside, softmax(log p / T)
+#: overflows (NaN probabilities) or flattens every answer to uniform.
+TEMPERATURE_RANGE = (1e-3, 1e3)
+
+
+def _weight_ok(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    members: tuple[MemberSpec, ...]
+    threshold: float | None = None
+    weighting: str = WEIGHTING
+    calibration: str = CALIBRATION
+    threshold_rule: str = THRESHOLD_RULE
+    fitted: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise BundleError("an ensemble needs at least one member")
+        names = [m.name for m in self.members]
+        if len(set(names)) != len(names):
+            raise BundleError(f"duplicate member names in ensemble: {names}")
+        for m in self.members:
+            task = get_task(m.task)
+            if tuple(m.classes) != task.classes:
+                raise BundleError(f"member {m.name!r}: classes {list(m.classes)} do not match "
+                                  f"task {m.task!r} {list(task.classes)}")
+            if m.subset not in SUBSETS:
+                raise BundleError(f"member {m.name!r}: unknown subset {m.subset!r}")
+            if not (TEMPERATURE_RANGE[0] <= m.temperature <= TEMPERATURE_RANGE[1]):
+                raise BundleError(f"member {m.name!r}: temperature {m.temperature!r} is outside "
+                                  f"{TEMPERATURE_RANGE[0]:g}..{TEMPERATURE_RANGE[1]:g}")
+            if not (np.isfinite(m.weight) and m.weight >= 0):
+                raise BundleError(f"member {m.name!r}: weight {m.weight!r} must be a finite number >= 0")
+        for group in {m.group for m in self.members}:
+            if sum(m.weight for m in self.members if m.group == group) <= 0:
+                raise BundleError(f"members of task {group[0]!r}: weights sum to 0")
+        if self.threshold is not None and not (0.0 <= self.threshold <= 1.0):
+            raise BundleError(f"threshold {self.threshold!r} must be in [0, 1] (or null)")
+        if not isinstance(self.fitted, Mapping):
+            raise BundleError("'fitted' must be an object")
+        fw = self.fitted.get("factor_weights", {})
+        if not isinstance(fw, Mapping) or not all(
+                isinstance(v, Mapping) and all(_weight_ok(x) for x in v.values()) for v in fw.values()):
+            raise BundleError("'fitted.factor_weights' must map factors to {group: finite weight >= 0}")
+
+    @property
+    def coverage(self) -> dict[str, bool]:
+        have = set()
+        for m in self.members:
+            have.update(_factors_of(m))
+        return {f: f in have for f in FACTORS}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["members"] = [{**asdict(m), "classes": list(m.classes)} for m in self.members]
+        d["fitted"] = dict(self.fitted)
+        return {"schema": ENSEMBLE_SCHEMA, **d, "coverage": self.coverage, "factors": list(FACTORS)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], path: str | Path | None = None) -> EnsembleSpec:
+        if d.get("schema") != ENSEMBLE_SCHEMA:
+            raise BundleError(f"not an ensemble spec (schema {d.get('schema')!r})", path)
+        try:
+            members = tuple(
+                MemberSpec(
+                    name=str(m["name"]), sha256=str(m["sha256"]), task=str(m["task"]),
+                    classes=tuple(m["classes"]), temperature=float(m.get("temperature", 1.0)),
+                    weight=float(m.get("weight", 1.0)), subset=m.get("subset"),
+                )
+                for m in d["members"]
+            )
+            thr = d.get("threshold")
+            return cls(
+                members=members,
+                threshold=None if thr is None else float(thr),
+                weighting=str(d.get("weighting", WEIGHTING)),
+                calibration=str(d.get("calibration", CALIBRATION)),
+                threshold_rule=str(d.get("threshold_rule", THRESHOLD_RULE)),
+                fitted=d.get("fitted") or {},
+            )
+        except BundleError as err:  # a value __post_init__ refused: name the file
+            if err.path is None and path is not None:
+                raise BundleError(err.problem, path) from None
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"malformed ensemble spec: {type(exc).__name__}: {exc}", path) from None
