@@ -312,3 +312,60 @@ def test_card_metrics_beyond_float_range_or_outside_0_1_are_unknown_not_a_crash(
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert_no_traceback(cap.err)
+
+
+# --------------------------------------------------------------------------- the viewer
+VIEWER_READ = r"""
+import json, os, sys
+from PyQt6.QtCore import QCoreApplication, QTimer
+from app.controller import ViewerController
+app = QCoreApplication([])
+c = ViewerController(None)
+got = {}
+def done(coll):
+    got["patches"] = [os.fsencode(p.source).hex() for p in coll.patches]
+    got["errors"] = [[os.fsencode(e.source).hex(), str(e.error)] for e in coll.errors]
+    app.quit()
+def error(msg, title, tb):
+    got["error"] = msg
+    app.quit()
+c.patchesRead.connect(done)
+c.errorOccurred.connect(error)
+c.read([os.fsdecode(bytes.fromhex(a)) for a in sys.argv[1:]])
+QTimer.singleShot(90_000, app.quit)
+app.exec()
+c.shutdown(5)
+print("RESULT", json.dumps(got))
+"""
+
+
+def test_viewer_open_of_every_attack_fixture_lists_each_bad_file_and_reads_the_good(tmp_path):
+    """The viewer's Open (controller.read in a worker) on the attack fixtures at once: the good
+    patch is read, each bad file is one error line, nothing blocks (a FIFO, /dev/zero)."""
+    import subprocess
+    import sys
+
+    import attack_fixtures as af
+
+    good = af.good_png(tmp_path / "good.png")
+    bad = [af.bad_float_npy(tmp_path / "float.npy"), af.fifo(tmp_path / "fifo.png"),
+           af.link(tmp_path / "zero.dcm", "/dev/zero"), af.link(tmp_path / "self.png", "self.png"),
+           af.png_header_only(tmp_path / "huge.png", 60000, 60000), af.non_utf8_name(tmp_path / "n"),
+           af.dicom_slope(tmp_path / "slope.dcm")]
+    (tmp_path / "empty.png").write_bytes(b"")
+    bad.append(tmp_path / "empty.png")
+    args = [os.fsencode(str(p)).hex() for p in [good, *bad]]
+    r = subprocess.run([sys.executable, "-c", VIEWER_READ, *args], capture_output=True, timeout=150,
+                       env=af.env(), cwd=af.REPO, check=False, preexec_fn=af._limit_memory(4))
+    out = r.stdout.decode("utf-8", "replace")
+    assert r.returncode == 0 and "Traceback" not in r.stderr.decode("utf-8", "replace"), r.stderr[-2000:]
+    got = json.loads(out.split("RESULT", 1)[1])
+    assert "error" not in got, got
+    bad_hex = {os.fsencode(str(p)).hex() for p in bad}
+    good_hex = os.fsencode(str(good)).hex()
+    assert got["patches"].count(good_hex) == 1
+    err_sources = [s for s, _ in got["errors"]]
+    # the non-UTF-8 name is a good patch: read, not an error
+    nonutf8 = os.fsencode(str(bad[5])).hex()
+    assert set(err_sources) == bad_hex - {nonutf8} and len(err_sources) == len(set(err_sources))
+    assert all("\n" not in why for _, why in got["errors"])
