@@ -369,3 +369,25 @@ def test_viewer_open_of_every_attack_fixture_lists_each_bad_file_and_reads_the_g
     nonutf8 = os.fsencode(str(bad[5])).hex()
     assert set(err_sources) == bad_hex - {nonutf8} and len(err_sources) == len(set(err_sources))
     assert all("\n" not in why for _, why in got["errors"])
+
+
+def test_scan_multiframe_and_undecodable_compressed_dicom_say_what_they_are(tmp_path):
+    """A multi-frame DICOM told a CLI user to 'read it with read_patches'; a JPEG 2000 DICOM
+    without a decoder gave pydicom's 'exceptions were raised by all available plugins:'."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    from mammo_core.errors import PatchReadError
+
+    mf = write_dicom(tmp_path / "mf.dcm", np.stack([breast()] * 3))
+    with pytest.raises(PatchReadError) as exc:
+        read_mammogram(mf)
+    assert "3 frames" in str(exc.value) and "read_patches" not in str(exc.value)
+    j2k = write_dicom(tmp_path / "j2k.dcm", breast())
+    ds = pydicom.dcmread(j2k)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\0" * 100])
+    ds.save_as(j2k, enforce_file_format=True)
+    with pytest.raises(PatchReadError) as exc:
+        read_mammogram(j2k)
+    assert "compressed DICOM" in str(exc.value) and "j2k.dcm" in str(exc.value)
