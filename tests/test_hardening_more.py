@@ -391,3 +391,59 @@ def test_scan_multiframe_and_undecodable_compressed_dicom_say_what_they_are(tmp_
     with pytest.raises(PatchReadError) as exc:
         read_mammogram(j2k)
     assert "compressed DICOM" in str(exc.value) and "j2k.dcm" in str(exc.value)
+
+
+# --------------------------------------------------------------------------- model archives
+def _resigned_bundle(root, name, mutate):
+    """A copy of a tiny bundle whose model.keras members are changed by ``mutate(dict)``, then
+    re-hashed in its card (the owner's own, consistent, bundle)."""
+    import shutil
+    import zipfile
+
+    from bundle_factory import tiny_bundle
+
+    from mammo_core.bundle import sha256_file
+
+    b = root / name
+    shutil.copytree(tiny_bundle("mass_calc"), b)
+    with zipfile.ZipFile(b / "model.keras") as zf:
+        items = {n: zf.read(n) for n in zf.namelist()}
+    mutate(items)
+    (b / "model.keras").unlink()
+    with zipfile.ZipFile(b / "model.keras", "w", zipfile.ZIP_DEFLATED) as zf:
+        for n, data in items.items():
+            zf.writestr(n, data)
+    card = json.loads((b / "card.json").read_text())
+    card["name"] = name
+    card["files"] = {k: sha256_file(b / k) for k in card["files"]}
+    card["sha256"] = card["files"]["model.keras"]
+    (b / "card.json").write_text(json.dumps(card))
+    return b
+
+
+def _lambda(items):
+    c = json.loads(items["config.json"])
+    layer = c["config"]["layers"][1]
+    layer.update({"class_name": "Lambda", "module": "keras.layers", "config": {
+        "name": layer.get("name", "lam"), "function": {"class_name": "__lambda__", "config": {
+            "code": "eval", "defaults": None, "closure": None}}}})
+    items["config.json"] = json.dumps(c).encode()
+
+
+@pytest.mark.parametrize("attack, words", [
+    (_lambda, "Lambda"),
+    (lambda items: items.__setitem__("bomb.bin", b"\0" * (64 << 20)), "zip bomb"),
+    (lambda items: items.__setitem__("../../../../tmp/mammo_pwned", b"x"), "outside the archive"),
+    (lambda items: items.__setitem__("config.json", ("[" * 100_000 + "]" * 100_000).encode()), "config.json"),
+    (lambda items: items.pop("config.json"), "config.json")])
+def test_models_verify_refuses_hostile_model_archives_without_tensorflow(tmp_path, capsys, attack, words):
+    """A re-signed model.keras with a Lambda layer, a zip bomb member, a ../ member, a
+    100,000-deep config.json or none: `mammo models verify` said "ok" (only hashes were checked)
+    and `models manifest` signed it; now both refuse it naming model.keras."""
+    root = tmp_path / "m"
+    root.mkdir()
+    _resigned_bundle(root, "evil", attack)
+    rc = main(["models", "manifest", "--models-dir", str(root)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "model.keras" in err and words in err, err
+    assert_no_traceback(err)
