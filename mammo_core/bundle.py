@@ -350,6 +350,8 @@ def check_keras_archive(path: str | Path) -> None:
     import zipfile
 
     path = Path(path)
+    if read_head(path, 4) != b"PK\x03\x04":
+        raise BundleError("not a Keras model file (a .keras file is a zip archive)", path)
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
