@@ -303,6 +303,8 @@ def verify_bundle(bundle_dir: str | Path, manifest: Mapping[str, Any] | None = N
                 "(modified or corrupted; refusing to load)",
                 fpath,
             )
+    if MODEL_FILE in computed:
+        check_keras_archive(info.path / MODEL_FILE)
     if manifest is not None:
         entry = check_manifest(manifest, info.path.parent / MANIFEST_FILE).get(info.name)
         if entry is None:
@@ -317,6 +319,71 @@ def verify_bundle(bundle_dir: str | Path, manifest: Mapping[str, Any] | None = N
                 f"{str(info.card_sha256)[:12]}... (card edited after the manifest; refusing to load)",
                 info.path / CARD_FILE)
     return replace(info, computed=computed)
+
+
+#: Largest total uncompressed size of a model.keras archive and largest expansion ratio of one
+#: member (a zip bomb declares gigabytes in a few kilobytes).
+MAX_ARCHIVE_BYTES = 4 << 30
+MAX_MEMBER_RATIO = 1000
+#: Layer classes that carry code; refused before Keras sees the file (safe_mode refuses them too).
+CODE_LAYERS = frozenset({"Lambda", "TFSMLayer"})
+
+
+def _class_names(obj: Any, depth: int = 0) -> Iterator[str]:
+    if depth > 200:
+        raise BundleError("config.json is nested too deeply")
+    if isinstance(obj, dict):
+        if isinstance(obj.get("class_name"), str):
+            yield obj["class_name"]
+        for v in obj.values():
+            yield from _class_names(v, depth + 1)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _class_names(v, depth + 1)
+
+
+def check_keras_archive(path: str | Path) -> None:
+    """Check a ``model.keras`` zip without TensorFlow: a zip archive with a ``config.json``; no
+    member outside the archive (absolute or ``..`` names); no member expanding more than
+    ``MAX_MEMBER_RATIO`` x, none larger than ``MAX_ARCHIVE_BYTES`` in all; no layer class that
+    carries code (``Lambda``, ``TFSMLayer``). Raises :class:`BundleError` naming the file."""
+    import zipfile
+
+    path = Path(path)
+    if read_head(path, 4) != b"PK\x03\x04":
+        raise BundleError("not a Keras model file (a .keras file is a zip archive)", path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            total = 0
+            for zi in infos:
+                parts = zi.filename.replace("\\", "/").split("/")
+                if zi.filename.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+                    raise BundleError(f"archive member {zi.filename[:80]!r} points outside the archive", path)
+                total += zi.file_size
+                if zi.file_size > (1 << 20) and zi.file_size > MAX_MEMBER_RATIO * max(1, zi.compress_size):
+                    raise BundleError(f"archive member {zi.filename[:80]!r} expands {zi.file_size:,} bytes "
+                                      f"from {zi.compress_size:,} (a zip bomb?)", path)
+            if total > MAX_ARCHIVE_BYTES:
+                raise BundleError(f"archive expands to {total:,} bytes, over {MAX_ARCHIVE_BYTES:,}", path)
+            if "config.json" not in zf.namelist():
+                raise BundleError("not a Keras model archive (no config.json)", path)
+            raw = zf.read("config.json")
+    except BundleError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+        raise BundleError(f"not a readable Keras model archive ({type(exc).__name__}: {exc})", path) from None
+    try:
+        config = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BundleError(f"config.json is not readable JSON ({type(exc).__name__})", path) from None
+    try:
+        bad = sorted({c for c in _class_names(config) if c in CODE_LAYERS})
+    except BundleError as err:
+        raise BundleError(err.problem, path) from None
+    if bad:
+        raise BundleError(f"model contains {', '.join(bad)} layers (code inside a model file); "
+                          "refusing to load", path)
 
 
 def load_model(bundle_dir: str | Path, verify: bool = True):

@@ -510,6 +510,11 @@ def _dicom_read(path: Path) -> tuple[np.ndarray, bool, int]:
     except PatchReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - missing elements, compressed without a handler...
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        if syntax is not None and getattr(syntax, "is_compressed", False):
+            raise PatchReadError(f"compressed DICOM ({getattr(syntax, 'name', syntax)}) that no "
+                                 "installed decoder can read (pylibjpeg / gdcm plugins for pydicom "
+                                 "decode it), or its data is corrupt", path) from None
         raise PatchReadError(f"cannot decode DICOM pixel data ({type(exc).__name__}: "
                              f"{_npy_problem(exc)})", path) from None
 

@@ -173,7 +173,13 @@ def read_mammogram(path: str | Path, spacing_mm: float | None = None) -> Mammogr
     """Read a whole mammogram (see the module docstring). ``spacing_mm`` overrides the pixel
     size (stated as "given"). Raises ``PatchReadError`` naming the file for anything unreadable."""
     path = Path(path)
-    pixels, bits = read_image_bits(path)
+    try:
+        pixels, bits = read_image_bits(path)
+    except PatchReadError as err:
+        if "read it with read_patches" not in err.problem:
+            raise
+        raise PatchReadError(err.problem.split(";")[0].replace("patches", "frames")
+                             + ": a whole mammogram is one 2-D image", path) from None
     if pixels.ndim != 2 or pixels.dtype.kind not in "ui":
         raise PatchReadError(f"a mammogram must be 2-D 8- or 16-bit integers, got {pixels.dtype} "
                              f"{pixels.shape}", path)

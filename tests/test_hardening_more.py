@@ -312,3 +312,138 @@ def test_card_metrics_beyond_float_range_or_outside_0_1_are_unknown_not_a_crash(
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert_no_traceback(cap.err)
+
+
+# --------------------------------------------------------------------------- the viewer
+VIEWER_READ = r"""
+import json, os, sys
+from PyQt6.QtCore import QCoreApplication, QTimer
+from app.controller import ViewerController
+app = QCoreApplication([])
+c = ViewerController(None)
+got = {}
+def done(coll):
+    got["patches"] = [os.fsencode(p.source).hex() for p in coll.patches]
+    got["errors"] = [[os.fsencode(e.source).hex(), str(e.error)] for e in coll.errors]
+    app.quit()
+def error(msg, title, tb):
+    got["error"] = msg
+    app.quit()
+c.patchesRead.connect(done)
+c.errorOccurred.connect(error)
+c.read([os.fsdecode(bytes.fromhex(a)) for a in sys.argv[1:]])
+QTimer.singleShot(90_000, app.quit)
+app.exec()
+c.shutdown(5)
+print("RESULT", json.dumps(got))
+"""
+
+
+def test_viewer_open_of_every_attack_fixture_lists_each_bad_file_and_reads_the_good(tmp_path):
+    """The viewer's Open (controller.read in a worker) on the attack fixtures at once: the good
+    patch is read, each bad file is one error line, nothing blocks (a FIFO, /dev/zero)."""
+    import subprocess
+    import sys
+
+    import attack_fixtures as af
+
+    good = af.good_png(tmp_path / "good.png")
+    bad = [af.bad_float_npy(tmp_path / "float.npy"), af.fifo(tmp_path / "fifo.png"),
+           af.link(tmp_path / "zero.dcm", "/dev/zero"), af.link(tmp_path / "self.png", "self.png"),
+           af.png_header_only(tmp_path / "huge.png", 60000, 60000), af.non_utf8_name(tmp_path / "n"),
+           af.dicom_slope(tmp_path / "slope.dcm")]
+    (tmp_path / "empty.png").write_bytes(b"")
+    bad.append(tmp_path / "empty.png")
+    args = [os.fsencode(str(p)).hex() for p in [good, *bad]]
+    r = subprocess.run([sys.executable, "-c", VIEWER_READ, *args], capture_output=True, timeout=150,
+                       env=af.env(), cwd=af.REPO, check=False, preexec_fn=af._limit_memory(4))
+    out = r.stdout.decode("utf-8", "replace")
+    assert r.returncode == 0 and "Traceback" not in r.stderr.decode("utf-8", "replace"), r.stderr[-2000:]
+    got = json.loads(out.split("RESULT", 1)[1])
+    assert "error" not in got, got
+    bad_hex = {os.fsencode(str(p)).hex() for p in bad}
+    good_hex = os.fsencode(str(good)).hex()
+    assert got["patches"].count(good_hex) == 1
+    err_sources = [s for s, _ in got["errors"]]
+    # the non-UTF-8 name is a good patch: read, not an error
+    nonutf8 = os.fsencode(str(bad[5])).hex()
+    assert set(err_sources) == bad_hex - {nonutf8} and len(err_sources) == len(set(err_sources))
+    assert all("\n" not in why for _, why in got["errors"])
+
+
+def test_scan_multiframe_and_undecodable_compressed_dicom_say_what_they_are(tmp_path):
+    """A multi-frame DICOM told a CLI user to 'read it with read_patches'; a JPEG 2000 DICOM
+    without a decoder gave pydicom's 'exceptions were raised by all available plugins:'."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    from mammo_core.errors import PatchReadError
+
+    mf = write_dicom(tmp_path / "mf.dcm", np.stack([breast()] * 3))
+    with pytest.raises(PatchReadError) as exc:
+        read_mammogram(mf)
+    assert "3 frames" in str(exc.value) and "read_patches" not in str(exc.value)
+    j2k = write_dicom(tmp_path / "j2k.dcm", breast())
+    ds = pydicom.dcmread(j2k)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\0" * 100])
+    ds.save_as(j2k, enforce_file_format=True)
+    with pytest.raises(PatchReadError) as exc:
+        read_mammogram(j2k)
+    assert "compressed DICOM" in str(exc.value) and "j2k.dcm" in str(exc.value)
+
+
+# --------------------------------------------------------------------------- model archives
+def _resigned_bundle(root, name, mutate):
+    """A copy of a tiny bundle whose model.keras members are changed by ``mutate(dict)``, then
+    re-hashed in its card (the owner's own, consistent, bundle)."""
+    import shutil
+    import zipfile
+
+    from bundle_factory import tiny_bundle
+
+    from mammo_core.bundle import sha256_file
+
+    b = root / name
+    shutil.copytree(tiny_bundle("mass_calc"), b)
+    with zipfile.ZipFile(b / "model.keras") as zf:
+        items = {n: zf.read(n) for n in zf.namelist()}
+    mutate(items)
+    (b / "model.keras").unlink()
+    with zipfile.ZipFile(b / "model.keras", "w", zipfile.ZIP_DEFLATED) as zf:
+        for n, data in items.items():
+            zf.writestr(n, data)
+    card = json.loads((b / "card.json").read_text())
+    card["name"] = name
+    card["files"] = {k: sha256_file(b / k) for k in card["files"]}
+    card["sha256"] = card["files"]["model.keras"]
+    (b / "card.json").write_text(json.dumps(card))
+    return b
+
+
+def _lambda(items):
+    c = json.loads(items["config.json"])
+    layer = c["config"]["layers"][1]
+    layer.update({"class_name": "Lambda", "module": "keras.layers", "config": {
+        "name": layer.get("name", "lam"), "function": {"class_name": "__lambda__", "config": {
+            "code": "eval", "defaults": None, "closure": None}}}})
+    items["config.json"] = json.dumps(c).encode()
+
+
+@pytest.mark.parametrize("attack, words", [
+    (_lambda, "Lambda"),
+    (lambda items: items.__setitem__("bomb.bin", b"\0" * (64 << 20)), "zip bomb"),
+    (lambda items: items.__setitem__("../../../../tmp/mammo_pwned", b"x"), "outside the archive"),
+    (lambda items: items.__setitem__("config.json", ("[" * 100_000 + "]" * 100_000).encode()), "config.json"),
+    (lambda items: items.pop("config.json"), "config.json")])
+def test_models_verify_refuses_hostile_model_archives_without_tensorflow(tmp_path, capsys, attack, words):
+    """A re-signed model.keras with a Lambda layer, a zip bomb member, a ../ member, a
+    100,000-deep config.json or none: `mammo models verify` said "ok" (only hashes were checked)
+    and `models manifest` signed it; now both refuse it naming model.keras."""
+    root = tmp_path / "m"
+    root.mkdir()
+    _resigned_bundle(root, "evil", attack)
+    rc = main(["models", "manifest", "--models-dir", str(root)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "model.keras" in err and words in err, err
+    assert_no_traceback(err)

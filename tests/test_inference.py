@@ -98,11 +98,11 @@ def test_models_list_and_verify(tmp_path, capsys):
     listed = json.loads(capsys.readouterr().out)
     assert {b["kind"] for b in listed["bundles"]} == {"model", "ensemble"}
     assert len(listed["bundles"]) == 3
-    assert main(["models", "verify", "--models-dir", str(root)]) == 0
+    assert main(["models", "verify", "--models-dir", str(root), "--no-spread"]) == 0
     capsys.readouterr()
     victim = next(p for p in root.iterdir() if p.name.startswith("tiny_benign"))
     _tamper(victim / "model.keras")
-    assert main(["models", "verify", "--models-dir", str(root)]) == 1
+    assert main(["models", "verify", "--models-dir", str(root), "--no-spread"]) == 1
     err = capsys.readouterr().err
     assert "tiny_benign_malignant_0" in err and "model.keras" in err and "sha256 mismatch" in err
 
@@ -110,7 +110,7 @@ def test_models_list_and_verify(tmp_path, capsys):
 def test_models_verify_reports_missing_manifest(tmp_path, capsys):
     root = models_dir_with(tmp_path / "models", ["mass_calc"], ensemble=False)
     (root / "MANIFEST.json").unlink()
-    assert main(["models", "verify", "--models-dir", str(root)]) == 1
+    assert main(["models", "verify", "--models-dir", str(root), "--no-spread"]) == 1
     assert "MANIFEST.json" in capsys.readouterr().err
     write_manifest(root)
-    assert main(["models", "verify", "--models-dir", str(root)]) == 0
+    assert main(["models", "verify", "--models-dir", str(root), "--no-spread"]) == 0

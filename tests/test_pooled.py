@@ -2,6 +2,8 @@
 (training and `mammo models verify`), cluster bootstrap intervals. Research use only."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +131,32 @@ def test_training_refuses_to_write_a_constant_model(tmp_path, monkeypatch):
     with pytest.raises(MammoError, match="constant"):
         runner.train(cfg)
     assert not (tmp_path / "out" / "model.keras").exists()
+
+
+def test_verify_reports_spread_and_fails_on_a_constant_model(tmp_path):
+    import keras
+    from bundle_factory import models_dir_with, synthetic_patches
+
+    from mammo_core.bundle import read_card, write_bundle, write_manifest
+
+    root = models_dir_with(tmp_path / "models", ["mass_calc"], ensemble=False)
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    imgs, _ = synthetic_patches(8, seed=3)
+    np.save(samples / "s_tensor.npy", imgs)
+    cmd = [sys.executable, "-m", "mammo_core", "models", "verify", "--models-dir", str(root),
+           "--samples", str(samples)]
+    ok = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert "spread on 8 samples" in ok.stdout
+    bundle = next(p for p in root.iterdir() if (p / "card.json").is_file())
+    card = dict(read_card(bundle).card)
+    model = _constant(keras.saving.load_model(bundle / "model.keras", safe_mode=True))
+    write_bundle(model, bundle, {k: v for k, v in card.items() if k not in ("files", "sha256")})
+    write_manifest(root)
+    bad = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1
+    assert "constant model" in bad.stderr
 
 
 # ------------------------------------------------------------------ intervals over women

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mammo_core import DISCLAIMER
+from mammo_core import DISCLAIMER, io
 from mammo_core.bundle import (
     MANIFEST_FILE,
     bundle_dirs,
@@ -19,7 +19,9 @@ from mammo_core.bundle import (
 from mammo_core.confidence import quality_from_card
 from mammo_core.ensemble import member_dirs, read_ensemble
 from mammo_core.errors import MammoError
-from mammo_core.paths import models_dir, path_arg
+from mammo_core.inference import load_bundle, predict_arrays
+from mammo_core.metrics import MIN_SPREAD, spread
+from mammo_core.paths import models_dir, path_arg, samples_dir
 from mammo_core.session import Session
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,10 @@ def register(subparsers) -> None:
                     "the manifest; ensembles also check their members' hashes. Exit 1 naming the "
                     "bundle and file on any failure.")
     v.add_argument("names", nargs="*", metavar="NAME", help="bundles to check (default: all)")
+    v.add_argument("--samples", type=path_arg, default=None, metavar="DIR",
+                   help="patches to run every model on for its output spread (default: assets/samples)")
+    v.add_argument("--no-spread", action="store_true",
+                   help="hashes only: do not load the models and measure their output spread")
     v.set_defaults(func=run_verify)
     m = subparsers.add_parser(
         "manifest", parents=[common],
@@ -94,6 +100,25 @@ def run_list(args) -> int:
     return 0
 
 
+def _sample_patches(folder: Path):
+    """The sample patches of ``folder`` (``io.read_patches``) as model input, or None."""
+    if not folder.is_dir():
+        return None
+    coll = io.read_patches(folder)
+    return io.to_model_input(list(coll.patches)) if len(coll) else None
+
+
+def model_spread(folder: Path, x, models_root: Path) -> dict:
+    """A model bundle's output spread on ``x`` (raises MammoError on a (near) constant model)."""
+    m = load_bundle(folder, models_root)
+    p = predict_arrays([m], x)[m.name]
+    s = spread(p)
+    if len(p) >= 2 and max(s["std"]) < MIN_SPREAD:
+        raise MammoError(f"constant model: every class probability varies by less than {MIN_SPREAD} "
+                         f"(std {max(s['std']):.2e}) over {len(p)} sample patches")
+    return s
+
+
 def run_verify(args) -> int:
     root = _models_dir(args)
     if not root.is_dir():
@@ -106,6 +131,11 @@ def run_verify(args) -> int:
         return 1
     folders = bundle_dirs(root)
     seen = set()
+    x = None
+    if not args.no_spread:
+        x = _sample_patches(args.samples if args.samples is not None else samples_dir())
+        if x is None:
+            print("note: no sample patches found; output spread not measured", file=sys.stderr)
     for folder in folders:
         try:
             name = read_card(folder).name
@@ -122,7 +152,12 @@ def run_verify(args) -> int:
                 _, spec = read_ensemble(folder, manifest)
                 for mpath in member_dirs(spec, root).values():
                     verify_bundle(mpath, manifest)
-            print(f"ok   {info.name} ({info.kind}, {info.task}) sha256 {info.sha256[:12]}")
+            extra = ""
+            if x is not None and info.kind == "model":
+                sp = model_spread(folder, x, root)
+                extra = (f"; spread on {sp['n']} samples: class-prob std max {max(sp['std']):.3f}, "
+                         f"{sp['distinct_outputs']} distinct outputs, {sp['predicted_classes']} classes called")
+            print(f"ok   {info.name} ({info.kind}, {info.task}) sha256 {info.sha256[:12]}{extra}")
         except MammoError as err:
             problems.append(f"{name}: {err}")
             print(f"FAIL {name}: {err}", file=sys.stderr)
