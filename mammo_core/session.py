@@ -261,13 +261,20 @@ class Session:
                 return 0
         return sorted(names, key=size)
 
+    def tta_of(self, name: str) -> str:
+        """The test-time augmentation a loaded model's card asks for (``none`` / ``dihedral8``)."""
+        with self._lock:
+            return self._state.models[name].tta
+
     def p_abnormal(self, pixels: np.ndarray, members: Sequence[str] | None = None,
-                   batch_size: int = 64) -> np.ndarray:
+                   batch_size: int = 64, tta: str | None = None) -> np.ndarray:
         """P(abnormal) of a stack of patches ``(N, 150, 150)`` (uint8 / uint16 / float [0, 1]):
         the ensemble's ``1 - P(baseline)`` (temperature scaling and fitted weights as in
         :meth:`predict`), computed from ``members`` only (default: every member that estimates
         P(baseline), which gives exactly the ensemble's value; a subset is an approximation, to
-        be stated). Without an ensemble: the mean ``1 - P(baseline)`` of ``members``."""
+        be stated). Without an ensemble: the mean ``1 - P(baseline)`` of ``members``. ``tta``
+        overrides each card's test-time augmentation (``"none"``: one view, 8x cheaper than
+        ``dihedral8``; ``None``: as each card says, the ensemble's exact value)."""
         import dataclasses
 
         usable = self.abnormal_members()
@@ -285,7 +292,7 @@ class Session:
         x = to_model_input(np.asarray(pixels))
         if len(x) == 0:
             return np.zeros(0)
-        probs = predict_arrays(models, x, batch_size=batch_size)
+        probs = predict_arrays(models, x, batch_size=batch_size, tta=tta)
         if ens is not None:
             spec = dataclasses.replace(ens.spec, members=tuple(m for m in ens.spec.members
                                                                if m.name in chosen))

@@ -49,7 +49,8 @@ Windows are cut exactly as the training data was (reference patch protocol v1: s
 median lesion window (19.2 mm = 96 px at mini-MIAS's 200 um); pixel size from DICOM
 PixelSpacing / ImagerPixelSpacing, mini-MIAS 200 um, or --pixel-spacing.
 The map's P(abnormal) is the ensemble's 1 - P(baseline), by default from its fastest member
-that estimates P(baseline) (--map-members all: every such member, the ensemble's exact value);
+that estimates P(baseline), one view per window (--map-members all --map-tta card: every such member
+with its card's test-time augmentation, the ensemble's exact value);
 the members used are stated in the output. The best windows after non-maximum suppression
 (3 x top-k) are re-classified with every model and the ensemble and ranked by its P(abnormal).
 Only windows with >= 90 % breast are scored (--min-tissue): the models call windows with
@@ -95,6 +96,11 @@ def register(subparsers) -> None:
                    help="members that compute the map: 'fastest' (default: the smallest member "
                         "that estimates P(baseline), an approximation), 'all' (every such member: "
                         "the ensemble's exact P(abnormal)) or names")
+    p.add_argument("--map-tta", choices=("none", "card"), default="none",
+                   help="test-time augmentation of the map pass: 'none' (default: one view per "
+                        "window, 8x cheaper, an approximation) or 'card' (each card's own, e.g. the "
+                        "8 dihedral views: with --map-members all, the ensemble's exact value); "
+                        "candidates are always re-classified with every model as its card says")
     p.add_argument("--min-tissue", type=float, default=0.9, metavar="F",
                    help="breast fraction a window needs to be scored (default 0.9)")
     p.add_argument("--keep-pectoral", action="store_true",
@@ -102,6 +108,11 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="windows per batch (default 64)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
+
+
+def _approx(res) -> str:
+    """Why a map is not the ensemble's exact P(abnormal)."""
+    return "one view per window" if res.settings.map_tta == "none" else "a subset of the members"
 
 
 def _usage(msg: str) -> int:
@@ -142,7 +153,7 @@ def run(args) -> int:
             stride_fraction=args.stride, batch_size=args.batch_size, top_k=args.top_k,
             members=args.map_members if args.map_members in ("fastest", "all") else
             tuple(m.strip() for m in args.map_members.split(",") if m.strip()),
-            min_tissue=args.min_tissue,
+            min_tissue=args.min_tissue, map_tta=args.map_tta,
             drop_pectoral=not args.keep_pectoral, window_px=args.window_px)
     except MammoError as err:
         return _usage(err.problem)
@@ -209,7 +220,7 @@ def run(args) -> int:
         best = res.candidates[0] if res.candidates else None
         print(f"mammo: {shown(mammo.name)}: {len(res.p_abnormal)} windows of {res.window_px} px in "
               f"{res.seconds:.1f} s (map members: {', '.join(res.members)}"
-              f"{'' if res.exact else ', a subset: approximate'}); best candidate "
+              f"{'' if res.exact else ', approximate: ' + _approx(res)}); best candidate "
               + (f"x={best.x} y={best.y} P(abnormal)={best.p_abnormal:.2f} ({best.call})" if best else "none"),
               file=sys.stderr)
     buf = io.StringIO()
