@@ -20,6 +20,19 @@ CAPTION = QColor(200, 200, 205)
 GAP = 6  # scene pixels between the two images of the pair
 
 
+def set_fit_scrollbars(view: QGraphicsView, fitted: bool) -> None:
+    """No scroll bars while ``view`` is fitted (everything is in sight; panning still works),
+    as needed once zoomed. Fitting on resize with scroll bars "as needed" can loop for ever:
+    a bar appears, the viewport shrinks, the refit zooms out, the bar goes, the viewport grows,
+    the refit zooms in, the bar comes back... (seen with create_app()'s style sheet, whose
+    scroll bars are narrower: the mammogram map test spun at full CPU)."""
+    policy = Qt.ScrollBarPolicy.ScrollBarAlwaysOff if fitted else Qt.ScrollBarPolicy.ScrollBarAsNeeded
+    if view.horizontalScrollBarPolicy() != policy:
+        view.setHorizontalScrollBarPolicy(policy)
+    if view.verticalScrollBarPolicy() != policy:
+        view.setVerticalScrollBarPolicy(policy)
+
+
 class ImageView(QGraphicsView):
     """Shows ``set_images([(caption, QImage), ...])``; wheel zooms, drag pans, ``fit()``."""
 
@@ -40,6 +53,7 @@ class ImageView(QGraphicsView):
         self._items: list[QGraphicsPixmapItem] = []
         self._captions: list[QGraphicsSimpleTextItem] = []
         self._fit_mode = True
+        set_fit_scrollbars(self, True)
         self._placeholder = self.scene().addSimpleText("")
         self._placeholder.setBrush(QBrush(CAPTION))
         f = QFont()
@@ -112,6 +126,7 @@ class ImageView(QGraphicsView):
     def set_zoom(self, factor: float) -> None:
         factor = min(max(factor, self.MIN_ZOOM), self.MAX_ZOOM)
         self._fit_mode = False
+        set_fit_scrollbars(self, False)
         self.setTransform(self.transform().fromScale(factor, factor))
         self._update_caption_positions()
         self.zoomChanged.emit(factor)
@@ -122,6 +137,7 @@ class ImageView(QGraphicsView):
     def fit(self) -> None:
         """Fit the whole image (or the pair) into the view; stays fitted on resize."""
         self._fit_mode = True
+        set_fit_scrollbars(self, True)
         if not self._items:
             return
         rect = self.scene().sceneRect()

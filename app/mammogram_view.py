@@ -55,6 +55,7 @@ from PyQt6.QtWidgets import (
 )
 
 from app import imaging
+from app.image_view import set_fit_scrollbars
 from app.patch_browser import patch_key
 from app.text import NOTICE, class_short
 from app.workers import Worker
@@ -213,6 +214,7 @@ class MammogramView(QGraphicsView):
         self.window = imaging.Window()
         self.tool = "pan"
         self._fit_mode = True
+        set_fit_scrollbars(self, True)
         self._level = -1
         self._image_item = QGraphicsPixmapItem()
         self._image_item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
@@ -353,11 +355,13 @@ class MammogramView(QGraphicsView):
     def set_zoom(self, factor: float) -> None:
         factor = min(max(factor, self.MIN_ZOOM), self.MAX_ZOOM)
         self._fit_mode = False
+        set_fit_scrollbars(self, False)
         self.setTransform(self.transform().fromScale(factor, factor))
         self._redraw()
 
     def fit(self) -> None:
         self._fit_mode = True
+        set_fit_scrollbars(self, True)
         if self.mammogram is None:
             return
         h, w = self.mammogram.shape

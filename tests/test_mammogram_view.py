@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from filemakers import write_dicom
-from PyQt6.QtCore import QPoint, Qt
+from PyQt6.QtCore import QEvent, QObject, QPoint, Qt
 
 from app.mammogram_view import (
     MammogramPanel,
@@ -23,9 +23,30 @@ pytestmark = pytest.mark.gui
 WAIT = 120_000
 
 
-def _panel(qtbot) -> MammogramPanel:
+class ResizeStormGuard(QObject):
+    """Counts the resize events of a view's viewport; past ``limit`` it records a storm and leaves fit
+    mode (public ``set_zoom``), which ends a fit/scroll-bar resize loop, so such a loop fails
+    the test instead of hanging it (a QTimer or waitUntil timeout never fires inside it)."""
+
+    def __init__(self, view, limit: int = 200):
+        super().__init__()
+        self.view, self.limit, self.resizes, self.stormed = view, limit, 0, False
+        view.viewport().installEventFilter(self)
+
+    def eventFilter(self, obj, event):
+        if event.type() == QEvent.Type.Resize:
+            self.resizes += 1
+            if self.resizes > self.limit and not self.stormed:
+                self.stormed = True
+                self.view.set_zoom(self.view.zoom())
+        return False
+
+
+def _panel(qtbot, guard: bool = False) -> MammogramPanel:
     p = MammogramPanel()
     qtbot.addWidget(p)
+    if guard:
+        p.storm_guard = ResizeStormGuard(p.view)
     p.resize(1000, 800)
     p.show()
     qtbot.waitExposed(p)
@@ -150,13 +171,37 @@ def _synthetic(tmp_path):
     return read_mammogram(path, spacing_mm=19.2 / 150)
 
 
-def test_map_with_cancel_then_complete_and_candidates_open_as_patches(qtbot, tmp_path, session):
+@pytest.fixture(params=["plain", "create_app"])
+def app_style(request, qapp):
+    """The shared QApplication as the tests leave it, or with create_app()'s real style
+    (Fusion, dark palette, DARK_QSS) for this one test, restored afterwards."""
+    from PyQt6.QtGui import QPalette
+
+    from app.main import DARK_QSS, apply_style
+
+    if request.param == "plain":
+        yield request.param
+        return
+    style, palette, sheet = qapp.style().name(), QPalette(qapp.palette()), qapp.styleSheet()
+    apply_style(qapp)
+    assert qapp.styleSheet() == DARK_QSS
+    try:
+        yield request.param
+    finally:
+        qapp.setStyleSheet(sheet)
+        qapp.setPalette(palette)
+        qapp.setStyle(style)
+
+
+def test_map_with_cancel_then_complete_and_candidates_open_as_patches(qtbot, tmp_path, session, app_style):
+    """Also under create_app()'s style sheet: there the fitted view's scroll bars came and went
+    for ever (each refit on resize toggled them), the test spun at full CPU until killed."""
     from app.workers import SerialExecutor
     from mammo_core.scan import ScanSettings
 
     pool = SerialExecutor("test-models")
     try:
-        p = _panel(qtbot)
+        p = _panel(qtbot, guard=True)
         jobs = MapJobs(p, lambda: session, pool, ScanSettings(batch_size=4))
         p.open_mammogram(_synthetic(tmp_path))
         # cancel at the first progress report
@@ -190,6 +235,9 @@ def test_map_with_cancel_then_complete_and_candidates_open_as_patches(qtbot, tmp
         np.testing.assert_array_equal(region.patch.pixels, cut_window(p.mammogram.pixels, region.box))
         p.show_region_heat(f"{region.patch.source}", np.random.default_rng(0).random((150, 150)))
         qtbot.waitUntil(lambda: jobs.worker is None, timeout=WAIT)
+        p.view.fit()
+        qtbot.wait(50)
+        assert not p.storm_guard.stormed, f"{p.storm_guard.resizes} resizes of the mammogram viewport"
     finally:
         pool.shutdown()
 
