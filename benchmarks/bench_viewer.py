@@ -16,6 +16,7 @@ whole mammograms (app/mammogram_view.py, mammo_core/scan.py):
   mias_map_unshared_s the same scan with layer sharing off (each model its own pass: the
                       path before mammo_core/forward.py), measured first in the same run;
   mias_map_speedup    and the ratio, with a check that both give the same candidates
+                      (--mias-stride F: another stride than mammo scan's default 0.25)
 
     QT_QPA_PLATFORM=offscreen python benchmarks/bench_viewer.py [PATH...] [--models-dir DIR]
 
@@ -48,6 +49,9 @@ def main() -> int:
     ap.add_argument("--dicom-size", default="4000x6000", metavar="WxH",
                     help="size of the synthetic 16-bit DICOM timed to first display ('0': skip)")
     ap.add_argument("--mias-image", default="mdb005", help="mini-MIAS image to map ('': skip)")
+    ap.add_argument("--mias-stride", type=float, default=0.25, metavar="F",
+                    help="map stride as a fraction of the window side (default 0.25, the default "
+                         "of mammo scan)")
     ap.add_argument("--mammograms-only", action="store_true",
                     help="only the whole-mammogram timings (dicom_display_s, mias_map_s)")
     ap.add_argument("--big", type=int, default=5000, metavar="N",
@@ -148,7 +152,7 @@ def _mammogram_timings(app, win, args):
         w_, h_ = (int(v) for v in args.dicom_size.lower().split("x"))
         print(f"dicom_display_s={_dicom_display(app, w_, h_):.2f} ({w_} x {h_} 16-bit, median of 3)")
     if args.mias_image:
-        print(_mias_map(win.session, args.mias_image))
+        print(_mias_map(win.session, args.mias_image, args.mias_stride))
 
 
 def _dicom_display(app, width, height):
@@ -183,11 +187,11 @@ def _dicom_display(app, width, height):
     return statistics.median(times)
 
 
-def _mias_map(session, name):
-    """The full map + candidates of one mini-MIAS image, default settings, timed twice in this
-    run: with identical layers shared between models (mammo_core/forward.py, the code path) and
-    with sharing switched off (every model computes its own layers: the path before sharing),
-    the unshared one first. Candidates must agree; the ratios are printed."""
+def _mias_map(session, name, stride=0.25):
+    """The full map + candidates of one mini-MIAS image, default settings but ``stride``, timed
+    twice in this run: with identical layers shared between models (mammo_core/forward.py, the
+    code path) and with sharing switched off (every model computes its own layers: the path
+    before sharing), the unshared one first. Candidates must agree; the ratios are printed."""
     import numpy as np
 
     from mammo_core import forward
@@ -219,7 +223,7 @@ def _mias_map(session, name):
         session.predict = timed_predict
         try:
             t = time.perf_counter()
-            res = scan_mammogram(mammo, session, ScanSettings())
+            res = scan_mammogram(mammo, session, ScanSettings(stride_fraction=stride))
             secs = time.perf_counter() - t
         finally:
             del session.predict
