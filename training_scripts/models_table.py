@@ -335,6 +335,12 @@ def write_models_md(models: Path, out: Path) -> None:
                         f"flag fires on {_f(100 * (eo.get('flagged_fraction') or 0), 1)} % of the "
                         "training patches (threshold: the 90th percentile of the OOF disagreement, so "
                         "10 % by design).")
+            fw = (em.get("fitted") or {}).get("factor_weights") or {}
+            if fw:
+                oof_text += (" Mixing weights of the factors estimated by several tasks (chosen on the OOF "
+                             "AUC of the factor, ties by NLL): " + "; ".join(
+                                 f"{f}: " + ", ".join(f"{g} {w:.2f}" for g, w in ws.items())
+                                 for f, ws in fw.items()) + ".")
             L += [*g, "", oof_text, ""]
         m = (ens or {}).get("metrics") or {}
         L += ["### Held-out split (public_test, scored once)", "", *_table(held_rows), ""]
