@@ -357,6 +357,20 @@ def write_models_md(models: Path, out: Path) -> None:
                      f"patches against 10 % by design ({within} 2x of the design rate). Only mass vs "
                      "calcification is estimated by two members here, so the flag measures how much those "
                      "two estimates disagree.")
+        n_held = m.get("n")
+        if fl is not None and n_held:
+            from scipy.stats import beta, binom
+
+            k = round(fl * n_held)
+            lo = 0.0 if k == 0 else float(beta.ppf(0.025, k, n_held - k + 1))
+            hi = 1.0 if k == n_held else float(beta.ppf(0.975, k + 1, n_held - k))
+            p_low = float(binom.cdf(k, n_held, 0.10))
+            p_high = float(binom.sf(k - 1, n_held, 0.10))
+            flag_text += (f" That is {k} of {n_held} patches: exact 95 % interval of the rate "
+                          f"[{100 * lo:.1f} %, {100 * hi:.1f} %]; with a true rate of 10 %, "
+                          f"{'at most' if k / n_held <= 0.10 else 'at least'} {k} flag{'' if k == 1 else 's'} in {n_held} "
+                          f"patches happen with probability {min(p_low, p_high):.2f}, so the held-out "
+                          f"split is {'too small to show that the rate differs from its design' if min(p_low, p_high) >= 0.05 else 'evidence that the rate differs from its design'}.")
         L += [*g, "", held_text, "", flag_text, ""]
     if stmt:
         L += ["## Training data", "",
