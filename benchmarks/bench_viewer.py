@@ -11,7 +11,12 @@ whole mammograms (app/mammogram_view.py, mammo_core/scan.py):
   dicom_display_s     a CBIS-sized 16-bit DICOM (--dicom-size, default 4000 x 6000) from the
                       file to the first painted display in the mammogram view (median of 3)
   mias_map_s          the abnormality map + candidates of one 1024 x 1024 mini-MIAS image
-                      (../shared; default mdb005) with the loaded ensemble, default settings
+                      (../shared; default mdb005) with the loaded ensemble, default settings,
+                      split into map and candidate re-classification
+  mias_map_unshared_s the same scan with layer sharing off (each model its own pass: the
+                      path before mammo_core/forward.py), measured first in the same run;
+  mias_map_speedup    and the ratio, with a check that both give the same candidates
+                      (--mias-stride F: another stride than mammo scan's default 0.25)
 
     QT_QPA_PLATFORM=offscreen python benchmarks/bench_viewer.py [PATH...] [--models-dir DIR]
 
@@ -44,6 +49,9 @@ def main() -> int:
     ap.add_argument("--dicom-size", default="4000x6000", metavar="WxH",
                     help="size of the synthetic 16-bit DICOM timed to first display ('0': skip)")
     ap.add_argument("--mias-image", default="mdb005", help="mini-MIAS image to map ('': skip)")
+    ap.add_argument("--mias-stride", type=float, default=0.25, metavar="F",
+                    help="map stride as a fraction of the window side (default 0.25, the default "
+                         "of mammo scan)")
     ap.add_argument("--mammograms-only", action="store_true",
                     help="only the whole-mammogram timings (dicom_display_s, mias_map_s)")
     ap.add_argument("--big", type=int, default=5000, metavar="N",
@@ -144,7 +152,7 @@ def _mammogram_timings(app, win, args):
         w_, h_ = (int(v) for v in args.dicom_size.lower().split("x"))
         print(f"dicom_display_s={_dicom_display(app, w_, h_):.2f} ({w_} x {h_} 16-bit, median of 3)")
     if args.mias_image:
-        print(_mias_map(win.session, args.mias_image))
+        print(_mias_map(win.session, args.mias_image, args.mias_stride))
 
 
 def _dicom_display(app, width, height):
@@ -179,7 +187,15 @@ def _dicom_display(app, width, height):
     return statistics.median(times)
 
 
-def _mias_map(session, name):
+def _mias_map(session, name, stride=0.25):
+    """The full map + candidates of one mini-MIAS image, default settings but ``stride``, timed
+    twice in this run: with identical layers shared between models (mammo_core/forward.py, the
+    code path) and with sharing switched off (every model computes its own layers: the path
+    before sharing), the unshared one first. Candidates must agree; the ratios are printed."""
+    import numpy as np
+
+    from mammo_core import forward
+    from mammo_core.io import Patch
     from mammo_core.mammogram import read_mammogram
     from mammo_core.paths import shared_dir
     from mammo_core.scan import ScanSettings, scan_mammogram
@@ -187,13 +203,52 @@ def _mias_map(session, name):
     path = shared_dir() / "data" / "mini-mias" / f"{name}.png"
     if not path.is_file():
         return f"mias_map_s=skipped ({path} not found)"
-    t = time.perf_counter()
-    res = scan_mammogram(read_mammogram(path), session, ScanSettings())
-    secs = time.perf_counter() - t
-    return (f"mias_map_s={secs:.2f} ({name}: {len(res.p_abnormal)} windows of {res.window_px} px, "
-            f"stride {res.stride_px}; map members {', '.join(res.members)}"
-            f"{'' if res.exact else ' (approximate)'}; best {res.settings.top_k * res.settings.rescore} "
-            f"after NMS re-classified by every loaded model, {len(res.candidates)} kept)")
+    mammo = read_mammogram(path)
+    spent = {"candidates": 0.0}
+    predict = session.predict
+
+    def timed_predict(*a, **k):
+        t = time.perf_counter()
+        try:
+            return predict(*a, **k)
+        finally:
+            spent["candidates"] += time.perf_counter() - t
+
+    def run(share):
+        forward.SHARE_LAYERS = share
+        warm = np.zeros((150, 150), np.uint16)  # trace both passes before timing
+        session.p_abnormal(warm[None], session.abnormal_members()[:1], tta="none")
+        session.predict([Patch(warm, "warm-up", None, None, (150, 150))], batch_size=1)
+        spent["candidates"] = 0.0
+        session.predict = timed_predict
+        try:
+            t = time.perf_counter()
+            res = scan_mammogram(mammo, session, ScanSettings(stride_fraction=stride))
+            secs = time.perf_counter() - t
+        finally:
+            del session.predict
+            forward.SHARE_LAYERS = True
+        return res, secs, spent["candidates"]
+
+    old, old_s, old_c = run(False)
+    res, secs, cand_s = run(True)
+    same = [(c.x, c.y) for c in res.candidates] == [(c.x, c.y) for c in old.candidates]
+    diff = max((abs(a.p_abnormal - b.p_abnormal) for a, b in zip(res.candidates, old.candidates)),
+               default=0.0)
+    diff = max(diff, float(np.max(np.abs(res.p_abnormal - old.p_abnormal), initial=0.0)))
+    n_rescored = res.settings.top_k * res.settings.rescore
+    return "\n".join([
+        f"mias_map_s={secs:.2f} ({name}: {len(res.p_abnormal)} windows of {res.window_px} px, "
+        f"stride {res.stride_px}; map members {', '.join(res.members)}, TTA {res.settings.map_tta}"
+        f"{'' if res.exact else ' (approximate)'}: {secs - cand_s:.2f} s; best {n_rescored} "
+        f"after NMS re-classified by every loaded model with its card's TTA: {cand_s:.2f} s; "
+        f"{len(res.candidates)} kept; layers shared between models)",
+        f"mias_map_unshared_s={old_s:.2f} (the same scan, every model computing its own layers: "
+        f"map {old_s - old_c:.2f} s, candidates {old_c:.2f} s; measured first, same process)",
+        f"mias_map_speedup={old_s / secs:.2f}x (candidates {old_c / max(cand_s, 1e-9):.2f}x, "
+        f"map {(old_s - old_c) / max(secs - cand_s, 1e-9):.2f}x); same candidates: {same}; "
+        f"max |P(abnormal) difference| {diff:.1e}",
+    ])
 
 
 def _big_stack(app, win, n):

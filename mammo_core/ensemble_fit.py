@@ -186,6 +186,24 @@ def task_aucs(labels: np.ndarray, scores: dict[str, np.ndarray], groups: np.ndar
     return out
 
 
+def ensemble_row(name: str, spec, res, labels: np.ndarray, groups: np.ndarray, n_boot: int,
+                 seed: int) -> dict:
+    """The ensemble's comparison row (:func:`compare` of its five-class result ``res``) with its
+    flag rate, the accuracy of flagged / unflagged patches and the AUC intervals over ``groups``."""
+    five = task_scores("five_class", res.probabilities)
+    scores = {"malignant": five["malignant"], "mass": five["mass"]}
+    if spec.coverage["baseline"]:
+        scores["abnormal"] = 1.0 - res.probabilities[:, 0]
+    row = compare(name, "five_class", res.probabilities, labels, scores)
+    row["flagged_fraction"] = float(res.flagged.mean())
+    if res.disagreement is not None:
+        ok = np.array([NAME_TO_LABEL[c] for c in res.predicted]) == labels
+        row["accuracy_unflagged"] = float(ok[~res.flagged].mean()) if (~res.flagged).any() else None
+        row["accuracy_flagged"] = float(ok[res.flagged].mean()) if res.flagged.any() else None
+    row.update(task_auc_cis(labels, res.probabilities, groups, n_boot, seed))
+    return row
+
+
 def compare(name: str, task: str, p: np.ndarray, labels: np.ndarray, scores: dict[str, np.ndarray]) -> dict:
     """One comparison row: the three AUCs (NaN where the model cannot estimate one, or the
     patches hold one class only) and n / accuracy / ECE / NLL on the patches of ``task``."""
@@ -337,21 +355,9 @@ def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | Non
         row["temperature"] = ms.temperature
         row["weight"] = ms.weight
         rows.append(row)
-    five = task_scores("five_class", res.probabilities)
-    ens_scores = {"malignant": five["malignant"], "mass": five["mass"]}
-    if spec.coverage["baseline"]:
-        ens_scores["abnormal"] = 1.0 - res.probabilities[:, 0]
-    erow = compare(config.name, "five_class", res.probabilities, y_te, ens_scores)
-    erow["flagged_fraction"] = float(res.flagged.mean())
-    if res.disagreement is not None:
-        pred = np.array([NAME_TO_LABEL[c] for c in res.predicted])
-        ok = pred == y_te
-        erow["accuracy_unflagged"] = float(ok[~res.flagged].mean()) if (~res.flagged).any() else None
-        erow["accuracy_flagged"] = float(ok[res.flagged].mean()) if res.flagged.any() else None
+    erow = ensemble_row(config.name, spec, res, y_te,
+                        groups_for_arrays(folder, split="public_test")[test_idx], config.n_boot, config.seed)
     rows.append(erow)
-
-    test_groups = groups_for_arrays(folder, split="public_test")[test_idx]
-    erow.update(task_auc_cis(y_te, res.probabilities, test_groups, config.n_boot, config.seed))
     markdown = table_markdown(rows)
     log("public_test comparison written (held-out scored once, after fitting)")
     oof_rows = None
@@ -360,14 +366,8 @@ def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | Non
         for m, ms in zip(models, spec.members):
             oof_rows.append(compare(m.name, m.task, p_val[m.name], y_val,
                                     task_scores(m.task, p_val[m.name], ms.subset)))
-        ores = combine(spec, p_val)
-        o5 = task_scores("five_class", ores.probabilities)
-        ostats = {"malignant": o5["malignant"], "mass": o5["mass"]}
-        if spec.coverage["baseline"]:
-            ostats["abnormal"] = 1.0 - ores.probabilities[:, 0]
-        orow = compare(config.name, "five_class", ores.probabilities, y_val, ostats)
-        orow["flagged_fraction"] = float(ores.flagged.mean())
-        orow.update(task_auc_cis(y_val, ores.probabilities, groups[val_idx], config.n_boot, config.seed))
+        orow = ensemble_row(config.name, spec, combine(spec, p_val), y_val, groups[val_idx],
+                            config.n_boot, config.seed)
         oof_rows.append(orow)
         log("out-of-fold comparison (members, ensemble):\n" + table_markdown(oof_rows))
 

@@ -5,15 +5,17 @@ folder, against ``MANIFEST.json``; Keras ``safe_mode=True``) into a :class:`Load
 :func:`predict_arrays` runs every model once per batch over a float32 ``(N, 150, 150, 1)``
 array and returns the softmax probabilities per model name.
 
-Each model is called through one cached ``tf.function`` with a fixed input signature
-(batch dimension ``None``), so a batch costs one graph call and no retracing; this is what
-``model.predict`` does internally, minus its per-call data-adapter set-up, so per-batch calls
-(needed for progress and cancel) stay as fast as one ``model.predict`` over the whole array
-(``benchmarks/bench_inference.py`` measures the ratio).
+The models of a call run together through one cached ``tf.function``
+(:class:`mammo_core.forward.SharedForward`, fixed input signature, batch dimension ``None``):
+a batch costs one graph call per view and no retracing, and layers the models have in common
+(the bundled members' identical frozen VGG16 blocks 1-4) are computed once for all of them,
+which is exact. This is what ``model.predict`` does internally, minus its per-call data-adapter
+set-up, so per-batch calls (needed for progress and cancel) stay as fast as one
+``model.predict`` over the whole array (``benchmarks/bench_inference.py`` measures the ratio).
 """
 from __future__ import annotations
 
-import functools
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mammo_core import tfload
+from mammo_core import forward
 from mammo_core.bundle import (
     MANIFEST_FILE,
     BundleInfo,
@@ -33,7 +35,7 @@ from mammo_core.bundle import (
 from mammo_core.confidence import quality_from_card, question_qualities
 from mammo_core.contract import INPUT_SHAPE
 from mammo_core.errors import BundleError, MammoError
-from mammo_core.tta import TTA_MODES, check_tta, predict_tta
+from mammo_core.tta import N_VIEWS, TTA_MODES, check_tta, dihedral
 
 
 @dataclass
@@ -42,7 +44,7 @@ class LoadedModel:
 
     info: BundleInfo
     model: Any  # keras.Model
-    _fn: Any = field(default=None, repr=False)
+    _shared: dict = field(default_factory=dict, repr=False)  # SharedForward by model set
 
     @property
     def name(self) -> str:
@@ -60,19 +62,6 @@ class LoadedModel:
     def gradcam_layer(self) -> str | None:
         return self.info.gradcam_layer
 
-    def compiled(self):
-        """The model's forward pass as a ``tf.function`` (built once, reused)."""
-        if self._fn is None:
-            tf = tfload.tensorflow()
-            # a partial, not a lambda: tf.function counts traces per Python code object, so
-            # one lambda shared by every loaded model looked like retracing (and warned)
-            self._fn = tf.function(
-                functools.partial(self.model, training=False),
-                input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)],
-                reduce_retracing=True,
-            )
-        return self._fn
-
     @property
     def tta(self) -> str:
         """The card's test-time augmentation (``inference.tta``: ``none`` or ``dihedral8``)."""
@@ -85,10 +74,25 @@ class LoadedModel:
         """Probabilities for ``x``; with the card's TTA unless ``tta`` overrides it (``none`` /
         ``dihedral8``): then the mean over the 8 dihedral views (:mod:`mammo_core.tta`)."""
 
-        mode = self.tta if tta is None else check_tta(tta)
-        fn = self.compiled()
-        return predict_tta(lambda v: np.asarray(fn(np.ascontiguousarray(v, dtype=np.float32))),
-                           np.asarray(x, dtype=np.float32), mode)
+        x = _check_input(x)
+        return predict_arrays([self], x, batch_size=max(1, len(x)), tta=tta)[self.name]
+
+
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_forward(models: Sequence[LoadedModel]) -> forward.SharedForward:
+    """The combined forward pass of ``models`` (built once per set of models, kept with the
+    first of them), sharing identical layers unless ``mammo_core.forward.SHARE_LAYERS`` is
+    False."""
+    share = forward.SHARE_LAYERS
+    # the pass holds the Keras models, so their ids stay theirs while it is cached
+    key = (share, *(id(m.model) for m in models))
+    with _SHARED_LOCK:
+        fwd = models[0]._shared.get(key)
+        if fwd is None:
+            fwd = models[0]._shared[key] = forward.SharedForward([m.model for m in models], share)
+    return fwd
 
 
 def is_under(path: Path, root: Path) -> bool:
@@ -162,8 +166,10 @@ def predict_arrays(
     cancel: Callable[[], bool] | None = None,
     tta: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """Softmax probabilities ``(N, n_classes)`` per model name; each model runs once per batch
-    (8 times with test-time augmentation: each card's ``inference.tta`` unless ``tta`` given).
+    """Softmax probabilities ``(N, n_classes)`` per model name; the models run together once
+    per batch (:func:`shared_forward`: layers they have in common computed once), then once
+    per extra view for those with test-time augmentation (the 8 dihedral views: each card's
+    ``inference.tta`` unless ``tta`` given), averaged as :func:`mammo_core.tta.predict_tta` does.
 
     ``progress(done, total)`` is called after each batch; when ``cancel()`` returns True the
     loop stops and the arrays hold only the rows done so far.
@@ -171,15 +177,29 @@ def predict_arrays(
     x = _check_input(x)
     if batch_size < 1:
         raise MammoError(f"batch size must be at least 1, got {batch_size}")
+    models = list(models)
     n = len(x)
     out = {m.name: np.empty((n, len(m.classes)), dtype=np.float64) for m in models}
     done = 0
+    if not models:
+        return out
+    modes = [m.tta if tta is None else check_tta(tta) for m in models]
+    every = shared_forward(models)          # view 0: every model
+    multi = [m for m, mode in zip(models, modes) if mode == "dihedral8"]
+    turned = shared_forward(multi) if multi else None  # views 1-7: the TTA models only
     for start in range(0, n, batch_size):
         if cancel is not None and cancel():
             break
         xb = x[start:start + batch_size]
-        for m in models:
-            out[m.name][start:start + len(xb)] = m(xb, tta)
+        views = {m.name: [p] for m, p in zip(models, every(xb))}
+        for k in range(1, N_VIEWS if turned is not None else 1):
+            for m, p in zip(multi, turned(dihedral(xb, k))):
+                views[m.name].append(p)
+        for name, ps in views.items():
+            # the mean over the views as mammo_core.tta.predict_tta takes it (float64)
+            out[name][start:start + len(xb)] = (
+                np.asarray(ps[0], dtype=np.float64) if len(ps) == 1
+                else np.mean([np.asarray(p, dtype=np.float64) for p in ps], axis=0))
         done = start + len(xb)
         if progress is not None:
             progress(done, n)

@@ -18,16 +18,18 @@ Steps (``scan_mammogram``):
    models call them abnormal). Each is cut by :func:`mammo_core.datasets.windows.cut_window`, the code the builders
    use, so the map sees the pixels the training data had.
 3. **P(abnormal)** per window through ``Session.p_abnormal`` (the ensemble's 1 - P(baseline)).
-   Default map members: the fastest member that estimates P(baseline) (the VGG16-based one
-   costs ~30x more per window on a CPU); ``members="all"`` gives the ensemble's exact value.
-   The members used, and whether that is exact, are stated in the result.
+   Default map members: the fastest member that estimates P(baseline), one view per window;
+   ``members="all"`` with ``map_tta="card"`` gives the ensemble's exact value. The members
+   used, the TTA and whether that is exact are stated in the result. This pass is most of a
+   scan's time (one VGG16 block-4 trunk per window with the bundled models).
 4. **Map**: float32, one value per ``stride x stride`` cell (the downsampling factor is the
    stride in pixels): the mean P(abnormal) of the scored windows covering the cell; NaN where
    no window was scored.
 5. **Candidates**: windows ranked by the map's P(abnormal), greedy non-maximum suppression (a
    window overlapping a better one by IoU > ``nms_iou`` is dropped), the best
    ``top_k x rescore`` re-classified with every loaded model and the ensemble
-   (``Session.predict``), ranked by that P(abnormal), the best ``top_k`` kept. ``x``, ``y``
+   (``Session.predict``: the members' identical VGG16 trunks run once per view for all of
+   them, :mod:`mammo_core.forward`, exact), ranked by that P(abnormal), the best ``top_k`` kept. ``x``, ``y``
    are the window centre in source pixels (column, row), origin at the
    top-left corner of the image as stored.
 

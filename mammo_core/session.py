@@ -192,9 +192,10 @@ class Session:
     def predict(self, patches: Sequence[Patch], batch_size: int = 32,
                 progress: Callable[[int, int], None] | None = None,
                 cancel: Callable[[], bool] | None = None) -> list[PatchPrediction]:
-        """Predict every patch with every loaded model (each model once per batch) and the
-        ensemble. ``progress(done, total)`` after each batch; when ``cancel()`` returns True,
-        stops and returns the predictions of the patches done so far."""
+        """Predict every patch with every loaded model (all of them in one pass per batch and
+        view, identical layers computed once: :mod:`mammo_core.forward`) and the ensemble.
+        ``progress(done, total)`` after each batch; when ``cancel()`` returns True, stops and
+        returns the predictions of the patches done so far."""
         with self._lock:
             models = list(self._state.models.values())
             ens = self._state.ensemble

@@ -28,8 +28,10 @@ How the members are combined (everything fitted on *validation* predictions):
                                            p4/(p3+p4)
    ======================================  ===========================================
 
-   Tasks that estimate the same factor are mixed with simplex weights fitted on the validation
-   NLL of that factor (``fitted["factor_weights"]``; equal weights in specs without them). The five classes are
+   Tasks that estimate the same factor are mixed with simplex weights chosen on the fitting
+   (out-of-fold or validation) predictions: the grid point, pure tasks included, with the best
+   AUC of that factor's question, ties by its NLL (``fitted["factor_weights"]``, see
+   :func:`fit_factor_weights`; equal weights in specs without them). The five classes are
    the products ``P(baseline)``, ``(1-b)·m·(1-mm)``, ``(1-b)·m·mm``, ``(1-b)·(1-m)·(1-mc)``,
    ``(1-b)·(1-m)·mc``, which sum to 1 by construction.
 
