@@ -796,7 +796,7 @@ class MammogramPanel(QWidget):
             it.setData(Qt.ItemDataRole.UserRole, k - 1)
             self.candidate_list.addItem(it)
         state = "" if res.complete else " (cancelled: partial map, no candidates)"
-        members = ", ".join(res.members) + (
+        members = res.members_text() + (
             "" if res.exact else " (approximate: a subset of the ensemble or one view per window)")
         self.map_label.setText(
             f"{len(res.p_abnormal)} windows of {res.window_px} px, stride {res.stride_px} px, "

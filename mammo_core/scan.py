@@ -146,6 +146,12 @@ class ScanResult:
     spacing_mm: float | None
     spacing_source: str
     settings: ScanSettings
+    # the test-time augmentation each map member ran with (``Session.tta_of`` under "card")
+    member_tta: dict[str, str] = field(default_factory=dict)
+
+    def members_text(self) -> str:
+        """The map's members with the TTA each ran with: ``"a (TTA none), b (TTA dihedral8)"``."""
+        return ", ".join(f"{m} (TTA {self.member_tta.get(m, '?')})" for m in self.members)
 
     def candidates_json(self) -> dict:
         return {
@@ -160,7 +166,8 @@ class ScanResult:
                        "side_mm": None if self.spacing_mm is None else round(self.window_px * self.spacing_mm, 3),
                        "protocol": "reference patch protocol v1 window -> 150 x 150 INTER_NEAREST"},
             "map": {"downsampling": self.stride_px, "members": self.members, "exact": self.exact,
-                    "tta": self.settings.map_tta, "windows": len(self.p_abnormal), "complete": self.complete},
+                    "tta": self.settings.map_tta, "member_tta": dict(self.member_tta),
+                    "windows": len(self.p_abnormal), "complete": self.complete},
             "candidates": [c.to_json() for c in self.candidates],
         }
 
@@ -462,7 +469,13 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
     return ScanResult(mammo.source, mammo.shape, side, stride, centres, p, amap, mask, f, candidates,
                       members, exact, complete, time.perf_counter() - t0, mammo.mm_per_pixel,
                       mammo.spacing_source if settings.window_px is None else "window given in px",
-                      settings)
+                      settings, member_tta(session, members, settings.map_tta))
+
+
+def member_tta(session, members: Sequence[str], map_tta: str) -> dict[str, str]:
+    """The test-time augmentation each map member runs with: ``none`` under ``map_tta="none"``,
+    else its card's (``Session.tta_of``)."""
+    return {m: "none" if map_tta == "none" else session.tta_of(m) for m in members}
 
 
 # --------------------------------------------------------------------------- drawing

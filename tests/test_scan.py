@@ -173,3 +173,75 @@ def test_mammo_scan_on_a_real_mini_mias_image(mias_dir, models, tmp_path, capsys
     img = read_mammogram(mias_dir / "mdb005.png").pixels
     for c in d["candidates"]:
         assert img[c["y"], c["x"]] > 20  # the window centre lies on the breast, rows from the top
+
+
+# --------------------------------------------------------------------------- --map-tta
+@pytest.mark.parametrize("bad", ["dihedral8", "Card", "", None])
+def test_scan_settings_refuse_an_unknown_map_tta(bad):
+    from mammo_core.errors import MammoError
+
+    with pytest.raises(MammoError, match=r"map TTA must be 'none' or 'card', got"):
+        ScanSettings(map_tta=bad)
+
+
+def test_cli_refuses_an_unknown_map_tta(tmp_path, capsys):
+    img = tmp_path / "s.png"
+    assert cv2.imwrite(str(img), synthetic_mammogram())
+    with pytest.raises(SystemExit) as exc:
+        main(["scan", str(img), "-o", str(tmp_path / "o"), "--map-tta", "dihedral8"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--map-tta" in err and "'none', 'card'" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def dihedral_models(tmp_path_factory):
+    """One P(baseline) bundle (no ensemble) whose card asks for the 8 dihedral views."""
+    from mammo_core.bundle import write_manifest
+
+    root = models_dir_with(tmp_path_factory.mktemp("d8"), ["baseline_mass_calc"], ensemble=False)
+    card_path = root / "tiny_baseline_mass_calc_0" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["inference"] = {"tta": "dihedral8"}
+    card_path.write_text(json.dumps(card, indent=2))
+    write_manifest(root)
+    return root
+
+
+def test_cli_map_tta_none_and_card_run_and_state_the_views(dihedral_models, tmp_path, capsys):
+    """`--map-tta none` scores one view per window although the card asks for 8 (approximate,
+    stated); `--map-tta card` runs the card's dihedral8 (exact); the JSON and the summary line
+    name the TTA each member ran with, and the two maps differ."""
+    img = tmp_path / "case_L_CC.png"
+    assert cv2.imwrite(str(img), synthetic_mammogram())
+    name = "tiny_baseline_mass_calc_0"
+    maps, docs = {}, {}
+    for tta in ("none", "card"):
+        out = tmp_path / tta
+        rc = main(["scan", str(img), "-o", str(out), "--models-dir", str(dihedral_models), "--model", name,
+                   "--window-px", str(SIDE), "--map-tta", tta, "--top-k", "2", "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 0, err
+        maps[tta] = np.load(out / "case_L_CC_map.npy", allow_pickle=False)
+        docs[tta] = d = json.loads((out / "case_L_CC_candidates.json").read_text())
+        views = "none" if tta == "none" else "dihedral8"
+        assert d["map"]["tta"] == tta and d["map"]["member_tta"] == {name: views}
+        assert d["map"]["members"] == [name] and d["map"]["exact"] is (tta == "card")
+        assert f"map members: {name} (TTA {views})" in err
+        assert ("approximate: one view per window" in err) is (tta == "none")
+    both = np.isfinite(maps["none"])
+    assert np.array_equal(both, np.isfinite(maps["card"])) and both.any()
+    assert not np.allclose(maps["none"][both], maps["card"][both])  # the 8 views were averaged
+
+
+def test_scan_result_states_member_tta_from_the_session(dihedral_models, tmp_path):
+    s = Session(dihedral_models)
+    name = "tiny_baseline_mass_calc_0"
+    assert s.load([name]) == [] and s.tta_of(name) == "dihedral8"
+    path = tmp_path / "s.png"
+    assert cv2.imwrite(str(path), synthetic_mammogram())
+    m = read_mammogram(path)
+    res = scan_mammogram(m, s, ScanSettings(window_px=SIDE, map_tta="card", top_k=0))
+    assert res.member_tta == {name: s.tta_of(name)} and res.exact
+    assert res.members_text() == f"{name} (TTA dihedral8)"
+    assert res.candidates_json()["map"]["member_tta"] == {name: "dihedral8"}

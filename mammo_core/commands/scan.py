@@ -219,7 +219,7 @@ def run(args) -> int:
         done_images += 1
         best = res.candidates[0] if res.candidates else None
         print(f"mammo: {shown(mammo.name)}: {len(res.p_abnormal)} windows of {res.window_px} px in "
-              f"{res.seconds:.1f} s (map members: {', '.join(res.members)}"
+              f"{res.seconds:.1f} s (map members: {res.members_text()}"
               f"{'' if res.exact else ', approximate: ' + _approx(res)}); best candidate "
               + (f"x={best.x} y={best.y} P(abnormal)={best.p_abnormal:.2f} ({best.call})" if best else "none"),
               file=sys.stderr)
