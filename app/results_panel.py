@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from PyQt6.QtCore import QRectF, QSize, Qt
+from PyQt6.QtCore import QEvent, QRectF, QSize, Qt
 from PyQt6.QtGui import QColor, QFont, QFontMetrics, QPainter
 from PyQt6.QtWidgets import (
     QFrame,
     QLabel,
     QScrollArea,
     QSizePolicy,
+    QToolTip,
     QVBoxLayout,
     QWidget,
 )
@@ -56,10 +57,13 @@ _ALL_NAMES = ("baseline", "mass_benign", "mass_malignant", "calcification_benign
 class ProbabilityBars(QWidget):
     """Horizontal bars: class name | bar | percentage; the predicted class in bold unless the
     bars are ``muted`` (a model not measured above chance: grey, nothing bold). The percentage
-    column is always inside the widget; class names are elided before a number is hidden."""
+    column is always inside the widget; a class name gets its full width while the bar keeps
+    ``GOOD_BAR`` pixels, and is elided only in narrower widgets (the full name and the number
+    are then in the row's tooltip)."""
 
     ROW_H = 24
     MIN_BAR = 16
+    GOOD_BAR = 48
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -97,27 +101,62 @@ class ProbabilityBars(QWidget):
         bold.setBold(True)
         fm = QFontMetrics(bold)
         pct_w = fm.horizontalAdvance("100.0%") + 6
-        label_w = max(fm.horizontalAdvance(class_label(n)) for n in _ALL_NAMES) + 10
-        label_w = max(min(label_w, int(w * 0.55), w - pct_w - self.MIN_BAR - 8), 0)
+        need = max(fm.horizontalAdvance(class_label(n)) for n in _ALL_NAMES) + 10
+        room = w - pct_w - 8
+        # the name whole while the bar keeps GOOD_BAR px (a fixed 55 % cap cut "Normal tissue
+        # (baseline)" in bold at the panel's minimum width under the app's 10 pt style sheet)
+        label_w = min(need, max(room - self.GOOD_BAR, int(w * 0.55)))
+        label_w = max(min(label_w, room - self.MIN_BAR), 0)
         bar_x = label_w
         bar_w = max(w - label_w - pct_w - 4, 0)
         return label_w, bar_x, bar_w, w - pct_w
 
+    def _row_font(self, top: bool) -> QFont:
+        font = QFont(self.font())
+        font.setBold(top)
+        return font
+
+    def shown_labels(self, width: int | None = None) -> list[str]:
+        """The class names as drawn at ``width`` (elided where the column is too narrow; empty
+        when there is no label column)."""
+        label_w = self.layout_columns(width)[0]
+        if label_w <= 12:
+            return ["" for _ in self._rows]
+        return [QFontMetrics(self._row_font(top)).elidedText(label, Qt.TextElideMode.ElideRight, label_w - 6)
+                for label, _p, top in self._rows]
+
+    def tooltip_at(self, y: float) -> str:
+        """The full class name and percentage of the row at height ``y`` ("" between rows)."""
+        i = int((y - 2) // self.ROW_H)
+        if y < 2 or not 0 <= i < len(self._rows):
+            return ""
+        label, prob, _top = self._rows[i]
+        return f"{label}: {100 * prob:.1f}%"
+
+    def event(self, ev):
+        if ev.type() == QEvent.Type.ToolTip:
+            tip = self.tooltip_at(ev.pos().y())
+            if tip:
+                QToolTip.showText(ev.globalPos(), tip, self)
+            else:
+                QToolTip.hideText()
+                ev.ignore()
+            return True
+        return super().event(ev)
+
     def paintEvent(self, _event):
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        font = QFont(self.font())
-        bold = QFont(font)
-        bold.setBold(True)
         label_w, bar_x, bar_w, pct_x = self.layout_columns()
         pct_w = self.width() - pct_x
+        shown_labels = self.shown_labels()
         fg = MUTED_TEXT if self._muted else self.palette().color(self.foregroundRole())
-        for i, (label, prob, top) in enumerate(self._rows):
+        for i, (_label, prob, top) in enumerate(self._rows):
             y = 2 + i * self.ROW_H
-            p.setFont(bold if top else font)
+            p.setFont(self._row_font(top))
             p.setPen(fg)
             if label_w > 12:
-                shown = QFontMetrics(p.font()).elidedText(label, Qt.TextElideMode.ElideRight, label_w - 6)
+                shown = shown_labels[i]
                 p.drawText(QRectF(0, y, label_w - 6, self.ROW_H), int(Qt.AlignmentFlag.AlignVCenter
                            | Qt.AlignmentFlag.AlignLeft), shown)
             if bar_w > 0:

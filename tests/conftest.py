@@ -41,3 +41,23 @@ def mias_dir() -> Path:
 @pytest.fixture(scope="session")
 def vgg16_weights() -> Path:
     return VGG16_WEIGHTS
+
+
+@pytest.fixture
+def dark_style(qapp):
+    """create_app()'s real look (Fusion, dark palette, DARK_QSS) on the shared QApplication for
+    one test, its own style, palette and style sheet restored afterwards (the viewer tests run
+    without it, so a leftover style sheet would change every later GUI test)."""
+    from PyQt6.QtGui import QPalette
+
+    from app.main import DARK_QSS, apply_style
+
+    style, palette, sheet = qapp.style().name(), QPalette(qapp.palette()), qapp.styleSheet()
+    apply_style(qapp)
+    assert qapp.styleSheet() == DARK_QSS
+    try:
+        yield qapp
+    finally:
+        qapp.setStyleSheet(sheet)
+        qapp.setPalette(palette)
+        qapp.setStyle(style)

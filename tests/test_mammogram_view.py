@@ -172,25 +172,12 @@ def _synthetic(tmp_path):
 
 
 @pytest.fixture(params=["plain", "create_app"])
-def app_style(request, qapp):
+def app_style(request):
     """The shared QApplication as the tests leave it, or with create_app()'s real style
-    (Fusion, dark palette, DARK_QSS) for this one test, restored afterwards."""
-    from PyQt6.QtGui import QPalette
-
-    from app.main import DARK_QSS, apply_style
-
-    if request.param == "plain":
-        yield request.param
-        return
-    style, palette, sheet = qapp.style().name(), QPalette(qapp.palette()), qapp.styleSheet()
-    apply_style(qapp)
-    assert qapp.styleSheet() == DARK_QSS
-    try:
-        yield request.param
-    finally:
-        qapp.setStyleSheet(sheet)
-        qapp.setPalette(palette)
-        qapp.setStyle(style)
+    (conftest's dark_style, restored afterwards)."""
+    if request.param == "create_app":
+        request.getfixturevalue("dark_style")
+    return request.param
 
 
 def test_map_with_cancel_then_complete_and_candidates_open_as_patches(qtbot, tmp_path, session, app_style):

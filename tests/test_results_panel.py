@@ -138,6 +138,39 @@ def test_bar_columns_keep_the_percentage_inside_at_any_width(qtbot):
         assert w - pct_x >= b.fontMetrics().horizontalAdvance("100.0%")
 
 
+def test_bold_baseline_name_is_whole_at_the_minimum_width_under_the_app_style(qtbot, dark_style):
+    """Under create_app()'s 10 pt style sheet the bold "Normal tissue (baseline)" was cut to
+    "Normal tissue (baselin…" at the panel's minimum width; now it is whole there, and where a
+    widget is too narrow for it, the row's tooltip has the whole name and the number."""
+    p = ResultsPanel()
+    qtbot.addWidget(p)
+    p.resize(p.minimumWidth(), 900)
+    p.show()
+    p.set_models(MODELS)
+    p.show_prediction(_pred(probs=(0.6, 0.1, 0.1, 0.1, 0.1), call="baseline"))
+    qtbot.wait(50)
+    bars = p.ensemble_bars
+    assert bars.rows()[0] == ("Normal tissue (baseline)", 0.6, True)  # the bold row
+    assert 0 < bars.width() <= p.viewport().width()
+    assert bars.shown_labels() == [label for label, _p, _b in bars.rows()]
+    for member in p.member_bars():
+        assert member.shown_labels() == [label for label, _p, _b in member.rows()]
+    _lw, _bx, bar_w, pct_x = bars.layout_columns()
+    assert bar_w >= bars.GOOD_BAR and pct_x < bars.width()
+    narrow = bars.shown_labels(200)[0]
+    assert narrow != "Normal tissue (baseline)" and narrow.endswith("…")
+    assert bars.tooltip_at(2 + bars.ROW_H / 2) == "Normal tissue (baseline): 60.0%"
+    assert bars.tooltip_at(2 + 5.5 * bars.ROW_H) == ""
+    from PyQt6.QtCore import QEvent, QPoint
+    from PyQt6.QtGui import QHelpEvent
+    from PyQt6.QtWidgets import QApplication, QToolTip
+
+    at = QPoint(5, 2 + bars.ROW_H // 2)
+    QApplication.sendEvent(bars, QHelpEvent(QEvent.Type.ToolTip, at, bars.mapToGlobal(at)))
+    assert QToolTip.text() == "Normal tissue (baseline): 60.0%"
+    QToolTip.hideText()
+
+
 def test_breakable():
     assert breakable("a_b") == "a_\u200bb"
     assert breakable("x" * 40).count("\u200b") == 2
