@@ -304,7 +304,11 @@ def verify_bundle(bundle_dir: str | Path, manifest: Mapping[str, Any] | None = N
                 fpath,
             )
     if MODEL_FILE in computed:
-        check_keras_archive(info.path / MODEL_FILE)
+        config = check_keras_archive(info.path / MODEL_FILE)
+        n_out = keras_output_units(config) if info.kind == "model" else None
+        why = None if n_out is None else outputs_problem(info, n_out)
+        if why:
+            raise BundleError(why, info.path / CARD_FILE)
     if manifest is not None:
         entry = check_manifest(manifest, info.path.parent / MANIFEST_FILE).get(info.name)
         if entry is None:
@@ -342,11 +346,12 @@ def _class_names(obj: Any, depth: int = 0) -> Iterator[str]:
             yield from _class_names(v, depth + 1)
 
 
-def check_keras_archive(path: str | Path) -> None:
+def check_keras_archive(path: str | Path) -> Any:
     """Check a ``model.keras`` zip without TensorFlow: a zip archive with a ``config.json``; no
     member outside the archive (absolute or ``..`` names); no member expanding more than
     ``MAX_MEMBER_RATIO`` x, none larger than ``MAX_ARCHIVE_BYTES`` in all; no layer class that
-    carries code (``Lambda``, ``TFSMLayer``). Raises :class:`BundleError` naming the file."""
+    carries code (``Lambda``, ``TFSMLayer``). Raises :class:`BundleError` naming the file;
+    returns the parsed ``config.json``."""
     import zipfile
 
     path = Path(path)
@@ -384,6 +389,37 @@ def check_keras_archive(path: str | Path) -> None:
     if bad:
         raise BundleError(f"model contains {', '.join(bad)} layers (code inside a model file); "
                           "refusing to load", path)
+    return config
+
+
+def keras_output_units(config: Any) -> int | None:
+    """The number of outputs of a saved Keras model, read from its ``config.json`` without
+    TensorFlow: the ``units`` of its one output layer when that is a Dense-like layer; None when
+    the config does not say it that simply (then only loading the model tells)."""
+    try:
+        cfg = config["config"]
+        layers = cfg["layers"]
+        if config.get("class_name") == "Sequential":
+            out = layers[-1]
+        else:
+            outs = cfg["output_layers"]
+            if outs and isinstance(outs[0], list):
+                if len(outs) != 1:
+                    return None
+                outs = outs[0]
+            out = next(la for la in layers if (la.get("name") or la["config"].get("name")) == outs[0])
+        units = out["config"].get("units")
+    except (KeyError, TypeError, IndexError, AttributeError, StopIteration):
+        return None
+    return units if isinstance(units, int) and not isinstance(units, bool) and units > 0 else None
+
+
+def outputs_problem(info: BundleInfo, n_out: int) -> str | None:
+    """Why a model with ``n_out`` outputs does not fit the card of ``info`` (None when it does)."""
+    if n_out == len(info.classes):
+        return None
+    return (f"model {info.name!r}: model.keras has {n_out} outputs but the card lists "
+            f"{len(info.classes)} classes ({', '.join(info.classes)})")
 
 
 def load_model(bundle_dir: str | Path, verify: bool = True):

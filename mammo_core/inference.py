@@ -25,10 +25,12 @@ import numpy as np
 
 from mammo_core import forward
 from mammo_core.bundle import (
+    CARD_FILE,
     MANIFEST_FILE,
     BundleInfo,
     iter_bundles,
     load_model,
+    outputs_problem,
     read_manifest,
     verify_bundle,
 )
@@ -61,6 +63,22 @@ class LoadedModel:
     @property
     def gradcam_layer(self) -> str | None:
         return self.info.gradcam_layer
+
+    def gradcam(self, x: np.ndarray, class_index=None, method: str = "gradcam") -> np.ndarray:
+        """Grad-CAM maps of ``x`` (:func:`mammo_core.explain.gradcam`) at the card's
+        ``gradcam_layer`` (none named: the last convolution). A card naming a layer the model
+        does not have is the card's error: one line naming the model and its card."""
+        from mammo_core.explain import gradcam
+
+        layer = self.gradcam_layer
+        if layer is not None:
+            try:
+                self.model.get_layer(layer)
+            except ValueError:
+                raise BundleError(f"model {self.name!r}: the card's gradcam_layer {layer!r} is not a layer "
+                                  "of model.keras; no Grad-CAM for this model until the card is fixed",
+                                  self.info.path / CARD_FILE) from None
+        return gradcam(self.model, x, class_index, method=method, layer=layer)
 
     @property
     def tta(self) -> str:
@@ -141,11 +159,9 @@ def load_bundle(bundle_dir: str | Path, models_dir: str | Path | None = None) ->
     shape = tuple(model.input_shape[1:]) if hasattr(model, "input_shape") else None
     if shape is not None and shape != INPUT_SHAPE:
         raise BundleError(f"model input is {shape}, expected {INPUT_SHAPE}", info.model_path)
-    n_out = int(model.output_shape[-1])
-    if n_out != len(info.classes):
-        raise BundleError(
-            f"model has {n_out} outputs but the card lists {len(info.classes)} classes", info.path
-        )
+    why = outputs_problem(info, int(model.output_shape[-1]))
+    if why:  # verify_bundle reads it from config.json where it can; this is the loaded truth
+        raise BundleError(why, info.path / CARD_FILE)
     return LoadedModel(info, model)
 
 

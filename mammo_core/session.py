@@ -20,7 +20,7 @@ from mammo_core import DISCLAIMER, __version__
 from mammo_core.bundle import BundleInfo, iter_bundles, read_card, read_manifest
 from mammo_core.ensemble import _factors_of, apply_temperature, combine, member_class_for, member_dirs, read_ensemble
 from mammo_core.errors import BundleError, MammoError
-from mammo_core.explain import finish_map, gradcam, tissue_mask, weighted_mean
+from mammo_core.explain import finish_map, tissue_mask, weighted_mean
 from mammo_core.inference import bundle_summary, find_bundle, load_bundle, predict_arrays
 from mammo_core.io import ReadFailure, read_patches, to_model_input
 from mammo_core.labels import CLASS_NAMES
@@ -142,8 +142,8 @@ class Session:
                     raise BundleError(f"card name {lm.name!r} differs from expected {mname!r}", mpath)
                 with self._lock:
                     self._state.models[mname] = lm
-            except MammoError as err:
-                failures.append(_failure(mpath, str(err)))
+            except MammoError as err:  # one line: the file at fault, then the problem
+                failures.append(_failure(err.path or mpath, err.problem))
                 failed_models.add(mname)
         for einfo, spec, members in ensemble_pending:
             missing = [m for m in members if m in failed_models]
@@ -342,7 +342,7 @@ class Session:
                     continue
                 ci = lm.classes.index(cls)
                 p = apply_temperature(lm(x), m.temperature)[0, ci]
-                hm = gradcam(lm.model, x, ci, method=method, layer=lm.gradcam_layer)[0]
+                hm = lm.gradcam(x, ci, method=method)[0]
                 out[m.name] = hm
                 maps.append(hm)
                 weights.append(p)
@@ -354,7 +354,7 @@ class Session:
             raise MammoError(f"model {model!r} is not loaded (loaded: {', '.join(self.loaded) or 'none'})")
         lm = models[model]
         ci = self._target_index(lm, patch, target)
-        return {model: gradcam(lm.model, x, ci, method=method, layer=lm.gradcam_layer)[0]}
+        return {model: lm.gradcam(x, ci, method=method)[0]}
 
     def explain(self, patch: Patch, model: str = ENSEMBLE, method: str = "gradcam",
                 target: str | None = None) -> np.ndarray:

@@ -121,3 +121,21 @@ def test_all_inputs_unreadable_exit_1(root, folder, capsys):
     rc = main(["predict", str(folder / "notes.png"), "--models-dir", str(root), "--no-progress"])
     d = json.loads(capsys.readouterr().out)
     assert rc == 1 and d["predictions"] == [] and len(d["errors"]) == 1
+
+
+def test_gradcam_with_a_card_naming_a_missing_layer_is_one_line_naming_the_card(tmp_path, capsys):
+    """A card whose gradcam_layer is not in its model: `--gradcam` stops with one line naming
+    the model and its card (Grad-CAM used to fail inside tf-keras-vis, naming only Keras's
+    model name); without --gradcam the model still predicts."""
+    b = shutil.copytree(tiny_bundle("mass_calc"), tmp_path / "b")
+    card = json.loads((b / "card.json").read_text())
+    card["gradcam_layer"] = "no_such_conv"
+    (b / "card.json").write_text(json.dumps(card, indent=2))
+    imgs, _ = synthetic_patches(1, seed=9)
+    assert cv2.imwrite(str(tmp_path / "p.png"), imgs[0])
+    rc = main(["predict", str(tmp_path / "p.png"), "--model", str(b), "--gradcam", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if "no_such_conv" in ln]
+    assert len(lines) == 1 and str(b / "card.json") in lines[0] and "'tiny_mass_calc_0'" in lines[0]
+    assert main(["predict", str(tmp_path / "p.png"), "--model", str(b), "--no-progress"]) == 0

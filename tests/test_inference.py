@@ -114,3 +114,72 @@ def test_models_verify_reports_missing_manifest(tmp_path, capsys):
     assert "MANIFEST.json" in capsys.readouterr().err
     write_manifest(root)
     assert main(["models", "verify", "--models-dir", str(root), "--no-spread"]) == 0
+
+
+@pytest.fixture()
+def wrong_outputs(tmp_path):
+    """A models folder with one mass_calc bundle (2 classes) whose model has 3 outputs; its
+    manifest written by hand (`mammo models manifest` refuses the bundle)."""
+    from bundle_factory import GRADCAM_LAYER, build_tiny_model
+
+    from mammo_core.bundle import MANIFEST_SCHEMA, write_bundle
+
+    root = tmp_path / "models"
+    info = write_bundle(build_tiny_model(3), root / "wrong", {
+        "name": "wrong_outputs", "task": "mass_calc", "classes": ["mass", "calcification"],
+        "gradcam_layer": GRADCAM_LAYER})
+    (root / "MANIFEST.json").write_text(json.dumps({"schema": MANIFEST_SCHEMA, "bundles": {info.name: {
+        "path": "wrong", "kind": "model", "task": info.task, "version": info.version,
+        "files": dict(info.card["files"]), "card": info.card_sha256}}}))
+    return root
+
+
+def _one_line_naming_the_card(text, root):
+    lines = [ln for ln in text.strip().splitlines() if "3 outputs" in ln]
+    assert lines and "Traceback" not in text, text
+    assert all(str(root / "wrong" / "card.json") in ln and "'wrong_outputs'" in ln
+               and "the card lists 2 classes (mass, calcification)" in ln for ln in lines), lines
+
+
+def test_card_classes_not_matching_the_outputs_are_caught_at_verify_and_load(wrong_outputs, tmp_path, capsys):
+    """Caught from model.keras's config.json, without TensorFlow: `models verify --no-spread`,
+    `models manifest`, loading and `mammo predict` all stop on one line naming the card."""
+    from mammo_core.bundle import check_keras_archive, keras_output_units, verify_bundle
+
+    root = wrong_outputs
+    assert keras_output_units(check_keras_archive(root / "wrong" / "model.keras")) == 3
+    with pytest.raises(BundleError) as err:
+        verify_bundle(root / "wrong", json.loads((root / "MANIFEST.json").read_text()))
+    _one_line_naming_the_card(str(err.value), root)
+    with pytest.raises(BundleError) as err:
+        load_bundle(root / "wrong", root)
+    _one_line_naming_the_card(str(err.value), root)
+    assert main(["models", "verify", "--models-dir", str(root), "--no-spread"]) == 1
+    _one_line_naming_the_card(capsys.readouterr().err, root)
+    assert main(["models", "manifest", "--models-dir", str(root)]) == 1
+    _one_line_naming_the_card(capsys.readouterr().err, root)
+    import cv2
+
+    imgs, _ = synthetic_patches(1, seed=5)
+    assert cv2.imwrite(str(tmp_path / "p.png"), imgs[0])
+    assert main(["predict", str(tmp_path / "p.png"), "--models-dir", str(root), "--model", "wrong_outputs",
+                 "--no-progress"]) == 1
+    _one_line_naming_the_card(capsys.readouterr().err, root)
+
+
+def test_keras_output_units_reads_simple_configs_only():
+    from mammo_core.bundle import keras_output_units
+
+    dense = {"class_name": "Dense", "name": "probs", "config": {"name": "probs", "units": 5}}
+    act = {"class_name": "Activation", "name": "act", "config": {"name": "act"}}
+    assert keras_output_units({"class_name": "Functional", "config": {
+        "layers": [act, dense], "output_layers": ["probs", 0, 0]}}) == 5
+    assert keras_output_units({"class_name": "Functional", "config": {
+        "layers": [act, dense], "output_layers": [["probs", 0, 0]]}}) == 5
+    assert keras_output_units({"class_name": "Sequential", "config": {"layers": [act, dense]}}) == 5
+    for unclear in ({}, [], {"config": {"layers": [dense, act], "output_layers": ["act", 0, 0]}},
+                    {"config": {"layers": [dense], "output_layers": [["probs", 0, 0], ["probs", 0, 0]]}},
+                    {"config": {"layers": [dense], "output_layers": ["nowhere", 0, 0]}},
+                    {"class_name": "Sequential", "config": {"layers": [
+                        {"config": {"units": True}}]}}):
+        assert keras_output_units(unclear) is None
