@@ -32,5 +32,6 @@ def path_arg(text: str) -> Path:
     if not text:
         import argparse
 
-        raise argparse.ArgumentTypeError("empty path")
+        raise argparse.ArgumentTypeError("empty path (an unset shell variable?); give a folder or "
+                                         "file name, '.' for the current folder")
     return Path(text)

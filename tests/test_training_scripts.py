@@ -73,6 +73,28 @@ def test_help_and_usage_errors(capsys):
     assert e.value.code == 2
 
 
+@pytest.mark.parametrize("script, argv", [
+    ("task_2_1_scratch_mass_calc", ["--data", "", "--out", "o"]),
+    ("task_2_1_scratch_mass_calc", ["--data", "d", "--out", ""]),
+    ("task_3_2_pretrained_benign_malignant", ["--data", "d", "--out", ""]),
+    ("task_5_ensemble", ["--members", "m", "--data", "", "--out", "o"]),
+    ("task_5_ensemble", ["--members", "m", "--data", "d", "--out", ""]),
+    ("task_5_ensemble", ["--members", "", "--data", "d", "--out", "o"]),
+    ("models_table", ["--data", ""]),
+    ("models_table", ["--data", "d", "--out", ""]),
+])
+def test_an_empty_data_or_out_is_refused_not_the_current_folder(script, argv, tmp_path, monkeypatch, capsys):
+    """`--out ""` (an unset shell variable) was Path('') = the current folder: a training run
+    wrote its bundle there. Now argparse refuses it (exit 2) naming the flag, before any work."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        load_script(script).main(argv)
+    err = capsys.readouterr().err
+    flag = argv[argv.index("") - 1]
+    assert e.value.code == 2 and f"argument {flag}" in err and "empty path" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_input_exit_1(tmp_path, capsys):
     rc = load_script("task_2_1_scratch_mass_calc").main(["--data", str(tmp_path / "nope"), "--out",
                                                          str(tmp_path / "o"), "--smoke"])

@@ -34,6 +34,7 @@ from mammo_core import DISCLAIMER, logsetup
 from mammo_core.bundle import bundle_dirs
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe
+from mammo_core.paths import path_arg
 
 log = logging.getLogger("models_table")
 
@@ -55,10 +56,11 @@ def parse_args(argv):
         prog="models_table.py",
         description="Add data statements (and the ensemble's held-out metrics) to the bundled "
                     "cards, or write MODELS.md from the cards. " + DISCLAIMER + ".")
-    p.add_argument("--data", type=Path, required=True, help="the built mini-MIAS folder (build.json, metadata.csv)")
-    p.add_argument("--models", type=Path, default=Path("assets/models"), help="bundles folder (default assets/models)")
+    p.add_argument("--data", type=path_arg, required=True, help="the built mini-MIAS folder (build.json, metadata.csv)")
+    p.add_argument("--models", type=path_arg, default=Path("assets/models"),
+                   help="bundles folder (default assets/models)")
     p.add_argument("--annotate-cards", action="store_true", help="write data statements into the cards")
-    p.add_argument("--out", type=Path, help="write MODELS.md here")
+    p.add_argument("--out", type=path_arg, help="write MODELS.md here")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     args = p.parse_args(argv)
     if not args.annotate_cards and args.out is None:

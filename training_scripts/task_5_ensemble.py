@@ -30,6 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from mammo_core import DISCLAIMER, logsetup
 from mammo_core.ensemble_fit import EnsembleFitConfig, fit_and_evaluate
 from mammo_core.errors import MammoError
+from mammo_core.paths import path_arg
 
 log = logging.getLogger("task_5_ensemble")
 
@@ -47,17 +48,17 @@ def parse_args(argv):
                "assets/models/vgg16_benign_malignant assets/models/scratch_v2_baseline_mass_calc "
                "--data ../shared/data/mias_patches --out assets/models/ensemble",
     )
-    p.add_argument("--members", nargs="+", type=Path, required=True, metavar="DIR",
+    p.add_argument("--members", nargs="+", type=path_arg, required=True, metavar="DIR",
                    help="member bundle folders (mass_calc, benign_malignant, baseline_mass_calc, five_class)")
-    p.add_argument("--data", type=Path, required=True, metavar="DIR",
+    p.add_argument("--data", type=path_arg, required=True, metavar="DIR",
                    help="CBIS-DDSM-layout folder (train_*, public_test_*, optional metadata.csv)")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="ensemble bundle folder to write")
+    p.add_argument("--out", type=path_arg, required=True, metavar="DIR", help="ensemble bundle folder to write")
     p.add_argument("--name", default="ensemble", help="ensemble bundle name (default: ensemble)")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="fallback grouped validation fraction of train_* (default 0.2)")
     p.add_argument("--percentile", type=float, default=90.0,
                    help="disagreement threshold: this percentile of validation disagreement (default 90)")
-    p.add_argument("--oof", nargs="+", type=Path, default=(), metavar="DIR",
+    p.add_argument("--oof", nargs="+", type=path_arg, default=(), metavar="DIR",
                    help="members' run folders with oof.npz (same order as --members): fit on their "
                         "out-of-fold predictions over every train_* patch (preferred)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (over women) for CIs")

@@ -6,10 +6,10 @@ import logging
 import os
 import shlex
 import sys
-from pathlib import Path
 
 from mammo_core import DISCLAIMER, logsetup
 from mammo_core.errors import MammoError
+from mammo_core.paths import path_arg
 from mammo_core.training.augment import AUGMENT_SPECS
 from mammo_core.training.config import DISTRIBUTE, FT_UNFREEZE, LR_SCALING, TrainConfig, parse_grid
 from mammo_core.training.presets import format_table, resolve
@@ -43,9 +43,9 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
                "with its source), metrics.json, history.csv, curves.png, confusion_matrix.png, roc.png "
                "(and folds.csv / grid.csv when asked).",
     )
-    p.add_argument("--data", required=True, type=Path, metavar="DIR",
+    p.add_argument("--data", required=True, type=path_arg, metavar="DIR",
                    help="CBIS-DDSM-layout folder (train_*, public_test_* arrays; metadata.csv optional)")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (the bundle)")
+    p.add_argument("--out", required=True, type=path_arg, metavar="DIR", help="output folder (the bundle)")
     p.add_argument("--name", default=None, help="bundle name (default: derived from task and model)")
     models = list(scratch_models) + (["transfer"] if transfer else [])
     if len(models) > 1:
