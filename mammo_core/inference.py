@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mammo_core import forward
+from mammo_core import explain, forward
 from mammo_core.bundle import (
     CARD_FILE,
     MANIFEST_FILE,
@@ -68,8 +68,6 @@ class LoadedModel:
         """Grad-CAM maps of ``x`` (:func:`mammo_core.explain.gradcam`) at the card's
         ``gradcam_layer`` (none named: the last convolution). A card naming a layer the model
         does not have is the card's error: one line naming the model and its card."""
-        from mammo_core.explain import gradcam
-
         layer = self.gradcam_layer
         if layer is not None:
             try:
@@ -78,7 +76,7 @@ class LoadedModel:
                 raise BundleError(f"model {self.name!r}: the card's gradcam_layer {layer!r} is not a layer "
                                   "of model.keras; no Grad-CAM for this model until the card is fixed",
                                   self.info.path / CARD_FILE) from None
-        return gradcam(self.model, x, class_index, method=method, layer=layer)
+        return explain.gradcam(self.model, x, class_index, method=method, layer=layer)
 
     @property
     def tta(self) -> str:
