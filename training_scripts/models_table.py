@@ -371,8 +371,9 @@ def write_models_md(models: Path, out: Path) -> None:
             flag_text += (f" That is {k} of {n_held} patches: exact 95 % interval of the rate "
                           f"[{100 * lo:.1f} %, {100 * hi:.1f} %]; with a true rate of 10 %, the chance of "
                           f"{'at most' if k / n_held <= 0.10 else 'at least'} {k} flag{'' if k == 1 else 's'} in "
-                          f"{n_held} patches is {min(p_low, p_high):.2f}, so the held-out "
-                          f"split is {'too small to show that the rate differs from its design' if min(p_low, p_high) >= 0.05 else 'evidence that the rate differs from its design'}.")
+                          f"{n_held} patches is {min(p_low, p_high):.2f}, so the held-out split is "
+                          + ("too small to show that the rate differs from its design."
+                             if min(p_low, p_high) >= 0.05 else "evidence that the rate differs from its design."))
         L += [*g, "", held_text, "", flag_text, ""]
     if stmt:
         L += ["## Training data", "",
