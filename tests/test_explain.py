@@ -62,7 +62,7 @@ def test_visualizer_is_cached_and_leaves_the_model_alone(lm, x):
     assert lm.model.layers[-1].activation.__name__ == "softmax"
     np.testing.assert_allclose(lm(x), before, atol=1e-6)
     # the visualizer's clone outputs logits (pre-softmax): not rows summing to 1
-    logits = np.asarray(v1.model(x))
+    logits = np.asarray(v1.model([x]))  # the clone takes its inputs as a list
     assert not np.allclose(logits.sum(1), 1.0)
 
 
