@@ -9,10 +9,17 @@ trained on part of these images (their train split), so this is a development me
 independent one.
 
     python benchmarks/scan_candidates.py [--limit N] [--map-members fastest|all] [--stride 0.25]
+        [--json rows.json] [--held-out-from data/mias]
+    python benchmarks/scan_candidates.py --from-json rows.json --held-out-from data/mias
+
+``--held-out-from`` (a folder built by ``mammo dataset build-mias``) also prints the fractions
+on the images of its held-out women (``public_test`` in its metadata.csv: no model trained on
+them) and on the others; ``--from-json`` summarises a saved run without scanning again.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -41,7 +48,14 @@ def main(argv=None) -> int:
     ap.add_argument("--mask-level", default="otsu")
     ap.add_argument("--rescore", type=int, default=ScanSettings().rescore)
     ap.add_argument("--json", type=Path, default=None, help="write the per-lesion results here")
+    ap.add_argument("--from-json", type=Path, default=None, help="summarise these saved per-lesion results")
+    ap.add_argument("--held-out-from", type=Path, default=None,
+                    help="built mini-MIAS folder: also summarise its held-out women's images apart")
     args = ap.parse_args(argv)
+    held_out = held_out_images(args.held_out_from) if args.held_out_from else None
+    if args.from_json:
+        summarise(json.loads(args.from_json.read_text()), held_out)
+        return 0
 
     info = parse_info(args.data / "Info.txt")
     by_image = defaultdict(list)
@@ -78,28 +92,50 @@ def main(argv=None) -> int:
               f"hits {[r_['first_hit_rank'] for r_ in rows if r_['image'] == name]}", file=sys.stderr)
     secs = time.perf_counter() - t0
 
-    def frac(sel, k):
-        sel = list(sel)
-        n = sum(1 for r_ in sel if r_["first_hit_rank"] is not None and r_["first_hit_rank"] <= k)
-        return n, len(sel)
-
     print(f"models: {', '.join(session.loaded)}; map members: {res.members} (exact={res.exact})")
     print(f"settings: window {res.window_px} px, stride {res.stride_px} px, min tissue "
           f"{settings.min_tissue}, mask {settings.mask_level}, rescore {settings.rescore}, "
           f"top-k {settings.top_k}; {len(images)} images in {secs:.0f} s")
-    groups = {"all lesions": rows,
-              "masses (CIRC/SPIC/MISC)": [r_ for r_ in rows if r_["class"] in ("CIRC", "SPIC", "MISC")],
-              "calcifications (CALC)": [r_ for r_ in rows if r_["class"] == "CALC"],
-              "ARCH/ASYM": [r_ for r_ in rows if r_["class"] in ("ARCH", "ASYM")]}
-    for g, sel in groups.items():
-        parts = []
-        for k in (1, 3, 10):
-            n, tot = frac(sel, k)
-            parts.append(f"top-{k} {n}/{tot} = {n / tot:.2f}" if tot else f"top-{k} -")
-        print(f"{g}: " + "; ".join(parts))
+    summarise(rows, held_out)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
+
+
+def held_out_images(folder: Path) -> dict[str, set[str]]:
+    """The mini-MIAS images of a built folder by split (``train`` / ``public_test``, the held-out
+    women); images the build skipped (ARCH / ASYM only) are in neither."""
+    out: dict[str, set[str]] = {"train": set(), "public_test": set()}
+    with open(folder / "metadata.csv", newline="", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            out.setdefault(r["split"], set()).add(r["image"])
+    return out
+
+
+def summarise(rows: list[dict], held_out: dict[str, set[str]] | None = None) -> None:
+    """Print the top-1 / 3 / 10 hit fractions per lesion class (and on held-out images apart)."""
+    def frac(sel, k):
+        n = sum(1 for r_ in sel if r_["first_hit_rank"] is not None and r_["first_hit_rank"] <= k)
+        return n, len(sel)
+
+    sets = {"": rows}
+    if held_out is not None:
+        sets["held-out women's images: "] = [r_ for r_ in rows if r_["image"] in held_out["public_test"]]
+        sets["training women's images: "] = [r_ for r_ in rows if r_["image"] in held_out["train"]
+                                              and r_["image"] not in held_out["public_test"]]
+        sets["images not in the build (ARCH/ASYM only): "] = [
+            r_ for r_ in rows if r_["image"] not in held_out["train"] | held_out["public_test"]]
+    for prefix, part in sets.items():
+        groups = {"all lesions": part,
+                  "masses (CIRC/SPIC/MISC)": [r_ for r_ in part if r_["class"] in ("CIRC", "SPIC", "MISC")],
+                  "calcifications (CALC)": [r_ for r_ in part if r_["class"] == "CALC"],
+                  "ARCH/ASYM": [r_ for r_ in part if r_["class"] in ("ARCH", "ASYM")]}
+        for g, sel in groups.items():
+            parts = []
+            for k in (1, 3, 10):
+                n, tot = frac(sel, k)
+                parts.append(f"top-{k} {n}/{tot} = {n / tot:.2f}" if tot else f"top-{k} -")
+            print(f"{prefix}{g}: " + "; ".join(parts))
 
 
 if __name__ == "__main__":
