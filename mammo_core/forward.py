@@ -72,8 +72,6 @@ class SharedForward:
     False: no layer is shared (each model's own pass, one after the other)."""
 
     def __init__(self, keras_models: Sequence[Any], share: bool = True):
-        from keras.src.backend.common.keras_tensor import KerasTensor
-
         self.models = list(keras_models)
         self.share = bool(share)
         keys: dict[int, tuple] = {}
@@ -82,10 +80,28 @@ class SharedForward:
         computed: set[tuple] = set()
         self.layer_calls = 0          # layer calls in the models, all together
         sig_cache: dict[int, str | None] = {}
+        self.plain = False            # True: Keras internals not as expected, each model alone
         for mi, model in enumerate(self.models):
-            if len(model.inputs) != 1 or len(model.outputs) != 1 or not hasattr(model, "_nodes_by_depth"):
+            if len(model.inputs) != 1 or len(model.outputs) != 1:
                 raise MammoError(f"model {getattr(model, 'name', mi)!r} is not a one-input, "
                                  "one-output Keras functional model")
+        try:
+            self._walk(keys, computed, sig_cache)
+        except (AttributeError, KeyError, TypeError, ImportError) as err:
+            # the graph walk reads Keras 3 internals (_nodes_by_depth, node.arguments); a Keras
+            # release that changes them must not stop predictions: every model runs alone
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "shared forward pass unavailable with this Keras (%s); models run one by one", err)
+            self.plain = True
+            self._steps, self._outputs, self.layer_calls = [], [], 0
+        self._fn = None
+
+    def _walk(self, keys: dict, computed: set, sig_cache: dict) -> None:
+        from keras.src.backend.common.keras_tensor import KerasTensor
+
+        for mi, model in enumerate(self.models):
             keys[id(model.inputs[0])] = _INPUT_KEY
             for depth in sorted(model._nodes_by_depth, reverse=True):
                 for node in model._nodes_by_depth[depth]:
@@ -111,7 +127,6 @@ class SharedForward:
                     inputs = [(id(t), keys[id(t)]) for t in node.input_tensors]
                     self._steps.append((node, key, inputs))
             self._outputs.append(keys[id(model.outputs[0])])
-        self._fn = None
 
     @property
     def shared_calls(self) -> int:
@@ -119,6 +134,8 @@ class SharedForward:
         return self.layer_calls - len(self._steps)
 
     def _run(self, x):
+        if self.plain:
+            return tuple(m(x, training=False) for m in self.models)
         vals: dict[tuple, Any] = {_INPUT_KEY: x}
         for node, key, inputs in self._steps:
             args, kwargs = node.arguments.fill_in({tid: vals[k] for tid, k in inputs})

@@ -149,6 +149,26 @@ def test_sharing_switched_off_gives_the_same_probabilities(members, x, monkeypat
         np.testing.assert_allclose(shared[m.name], alone[m.name], rtol=0, atol=1e-6)
 
 
+def test_a_keras_without_the_graph_internals_still_predicts(members, x, monkeypatch):
+    """The graph walk reads Keras 3 internals (``_nodes_by_depth``, ``node.arguments``); a
+    Keras release without them must not stop predictions: every model then runs alone, with
+    the same probabilities."""
+    from mammo_core import forward
+
+    group = list(members)
+    shared = predict_arrays(group, x, batch_size=8, tta="none")  # view 0, as fwd(x) gives
+
+    def broken(self, *a):
+        raise AttributeError("'Functional' object has no attribute '_nodes_by_depth'")
+
+    monkeypatch.setattr(forward.SharedForward, "_walk", broken)
+    fwd = forward.SharedForward([m.model for m in group])
+    assert fwd.plain and fwd.shared_calls == 0
+    out = fwd(x[:8])
+    for m, o in zip(group, out):
+        np.testing.assert_allclose(o, shared[m.name][:8], rtol=0, atol=1e-6)
+
+
 def test_session_predict_and_map_share_the_trunk_and_match_each_member(members, x, tmp_path):
     """Through the Session (the viewer's and ``mammo predict`` / ``mammo scan``'s path): the
     per-model probabilities are each member's own, and P(abnormal) of the map pass (every
