@@ -30,6 +30,7 @@ from mammo_core.confidence import (
     CALL_RULE,
     DISAGREE,
     LOW,
+    NOT_BLIND_TEXT,
     QUALITY_RULE,
     ModelQuality,
     agreement,
@@ -392,8 +393,10 @@ class ResultsPanel(QScrollArea):
             parts.append(item)
         if not parts and overall is not None:
             parts.append(overall.text())
+        blind = all(q.blind for q in qs) and (overall is None or overall.blind)
+        where = "held-out data" if blind else f"the test split ({NOT_BLIND_TEXT})"
         self.ensemble_quality_label.setText(
-            "<span style='font-size:small'>Measured on held-out data: " + "; ".join(parts) + "</span>"
+            f"<span style='font-size:small'>Measured on {where}: " + "; ".join(parts) + "</span>"
             if parts else "")
         self.ensemble_quality_label.setVisible(bool(parts))
 

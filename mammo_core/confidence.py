@@ -41,6 +41,7 @@ AT_CHANCE = "at chance"
 BELOW = "below chance"
 UNMEASURED = "not measured"
 AT_CHANCE_TEXT = "at chance on held-out data"
+NOT_BLIND_TEXT = "not blind: the split was seen before a later change, see MODELS.md"
 
 AGREE = "agree"
 LOW = "low"
@@ -106,6 +107,9 @@ class ModelQuality:
     n: int | None = None
     split: str | None = None
     question: str | None = None  # ensemble questions: "abnormal_vs_baseline", ...
+    # False when the card says the split was seen before a later change to the model (its
+    # ``metrics.blind``): the number is then shown as a test-split figure, not a held-out one
+    blind: bool = True
 
     @property
     def status(self) -> str:
@@ -144,11 +148,12 @@ class ModelQuality:
         n = "" if self.n is None else f", n={self.n}"
         tail = {AT_CHANCE: f" \u2014 {AT_CHANCE_TEXT}", BELOW: " \u2014 below chance on held-out data",
                 UNMEASURED: ""}.get(self.status, "")
-        return f"held-out {self.auc_text()}{n}{tail}"
+        where = "held-out" if self.blind else f"test-split ({NOT_BLIND_TEXT})"
+        return f"{where} {self.auc_text()}{n}{tail}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"auc": self.auc, "auc_ci95": None if self.ci95 is None else list(self.ci95),
-                "n": self.n, "split": self.split, "status": self.status}
+                "n": self.n, "split": self.split, "status": self.status, "blind": self.blind}
 
 
 def _metrics(card: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -168,6 +173,7 @@ def quality_from_card(card: Mapping[str, Any], name: str | None = None) -> Model
         ci95=_interval(m.get("auc_ci95")),
         n=_count(n),
         split=split if isinstance(split, str) else None,
+        blind=m.get("blind") is not False,
     )
 
 
@@ -184,7 +190,7 @@ def question_qualities(card: Mapping[str, Any]) -> list[ModelQuality]:
         n = _number(m.get(f"{key}_n"))
         out.append(ModelQuality(model=str(card.get("name", "")), auc=_auc(value),
                                 ci95=_interval(m.get(f"{key}_ci95")),
-                                n=_count(n), split=split, question=q))
+                                n=_count(n), split=split, question=q, blind=m.get("blind") is not False))
     return out
 
 

@@ -90,6 +90,7 @@ class EnsembleFitConfig:
     command: str = ""
     oof: tuple[Path, ...] = ()  # run folders with oof.npz, aligned with ``members``
     n_boot: int = 2000
+    held_out_seen: str = ""  # how public_test was seen before a change (card: metrics.blind false)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "members", tuple(Path(m) for m in self.members))
@@ -377,6 +378,8 @@ def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | Non
         "training": {"method": METHOD, "validation": validation, "held_out": "public_test",
                      "command": config.command or "mammo_core.ensemble_fit.fit_and_evaluate (no command line)"},
         "metrics": json_safe({"split": "public_test", "measured": "once, after fitting",
+                              "blind": not config.held_out_seen,
+                              **({"not_blind_because": config.held_out_seen} if config.held_out_seen else {}),
                               "smoke": bool(config.smoke), **{k: erow[k] for k in TABLE_COLUMNS[2:]},
                               **{k: v for k, v in erow.items() if k.endswith(("_ci95", "_ci_method"))},
                               "flagged_fraction": erow.get("flagged_fraction")}),

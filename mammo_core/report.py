@@ -134,7 +134,8 @@ def _qualities(run: PredictionRun) -> dict[str, ModelQuality]:
         ci = h.get("auc_ci95")
         out[str(m.get("name"))] = ModelQuality(
             model=str(m.get("name")), auc=h.get("auc"),
-            ci95=None if not ci else (float(ci[0]), float(ci[1])), n=h.get("n"), split=h.get("split"))
+            ci95=None if not ci else (float(ci[0]), float(ci[1])), n=h.get("n"), split=h.get("split"),
+            blind=h.get("blind") is not False)
     return out
 
 
@@ -146,7 +147,7 @@ def _questions(run: PredictionRun) -> dict[str, list[ModelQuality]]:
         out[str(m.get("name"))] = [
             ModelQuality(model=str(m.get("name")), auc=h.get("auc"),
                          ci95=None if not h.get("auc_ci95") else tuple(h["auc_ci95"]),
-                         n=h.get("n"), split=h.get("split"), question=q)
+                         n=h.get("n"), split=h.get("split"), question=q, blind=h.get("blind") is not False)
             for q, h in qs.items()]
     return out
 

@@ -62,7 +62,21 @@ def test_text_gives_auc_interval_and_n():
     q = quality_from_card(_card(0.3333, [0.0611, 0.6504]))
     assert q.text() == "held-out AUC 0.33 (95% CI 0.06\u20130.65), n=14 \u2014 at chance on held-out data"
     assert q.to_dict() == {"auc": 0.3333, "auc_ci95": [0.0611, 0.6504], "n": 14, "split": "public_test",
-                           "status": AT_CHANCE}
+                           "status": AT_CHANCE, "blind": True}
+
+
+def test_a_card_seen_before_a_change_is_not_called_held_out():
+    """metrics.blind false (the split was seen before a later change): every text says
+    test-split and not blind, for the model and for each ensemble question."""
+    from mammo_core.confidence import NOT_BLIND_TEXT
+
+    card = _card(0.96, [0.88, 1.0], n=28, blind=False, auc_abnormal_vs_baseline=0.96,
+                 auc_abnormal_vs_baseline_ci95=[0.88, 1.0])
+    q = quality_from_card(card)
+    assert not q.blind and q.to_dict()["blind"] is False
+    assert q.text().startswith(f"test-split ({NOT_BLIND_TEXT}) AUC 0.96") and "held-out" not in q.text()
+    assert all(not qq.blind for qq in question_qualities(card))
+    assert quality_from_card(_card(0.96, [0.88, 1.0])).blind  # no statement: blind, as measured once
 
 
 def test_ensemble_questions_read_generically():

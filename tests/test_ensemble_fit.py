@@ -71,6 +71,13 @@ def test_fit_and_evaluate_writes_bundle_metrics_and_plot(tmp_path):
         k: ens[k] for k in ("n", "accuracy", "ece", "nll")}
     _, spec = read_ensemble(tmp_path / "ens")
     assert spec.fitted["disagreement_percentile"] == 90.0
+    assert info.card["metrics"]["blind"] is True and "not_blind_because" not in info.card["metrics"]
+    # a split seen before a change to the fit: the card says its numbers are not blind
+    seen = EnsembleFitConfig(members=members, data=data, out=tmp_path / "ens2", name="ens_t", smoke=True,
+                             held_out_seen="rule changed after a look")
+    fit_and_evaluate(seen, log=logged.append)
+    m = verify_bundle(tmp_path / "ens2").card["metrics"]
+    assert m["blind"] is False and m["not_blind_because"] == "rule changed after a look"
 
 
 def test_fit_and_evaluate_rejects_bad_input(tmp_path):

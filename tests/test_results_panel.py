@@ -114,6 +114,22 @@ def test_ensemble_question_quality_shown(panel):
     assert "abnormal vs normal 0.81" in text and "benign vs malignant 0.33" in text and AT_CHANCE_TEXT in text
 
 
+def test_a_not_blind_ensemble_is_shown_as_a_test_split_figure(panel):
+    """An ensemble whose card says its split was seen before a later change (metrics.blind
+    false) is not shown as "measured on held-out data"."""
+    from mammo_core.confidence import NOT_BLIND_TEXT
+
+    panel.show_prediction(_pred())
+    assert "Measured on held-out data" in panel.ensemble_quality_label.text()
+    seen = Info("ensemble", "five_class", kind="ensemble",
+                card=_card(0.96, [0.88, 1.0], blind=False, auc_abnormal_vs_baseline=0.96,
+                           auc_abnormal_vs_baseline_ci95=[0.88, 1.0]))
+    panel.set_models([*MODELS[:3], seen])
+    panel.show_prediction(_pred())
+    text = panel.ensemble_quality_label.text()
+    assert "held-out" not in text and "test split" in text and NOT_BLIND_TEXT in text
+
+
 def test_long_names_wrap_and_numbers_stay_visible(panel, qtbot):
     long = "/data/" + "very_long_patient_folder_name_without_spaces" * 4 + "/Calc-Training_P_01234_LEFT_MLO.png"
     panel.set_patch(long, "mass_malignant", "train")

@@ -65,6 +65,10 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--smoke", action="store_true", help="tiny subsets (CI): at most 64 patches per split")
+    p.add_argument("--held-out-seen", default="", metavar="WHY",
+                   help="the public_test split was seen before a change to this ensemble's fitting: "
+                        "say how; the card then records its numbers as not blind (metrics.blind false) "
+                        "and the viewer and reports show them as test-split, not held-out, figures")
     return p.parse_args(argv)
 
 
@@ -73,6 +77,7 @@ def config_from_args(args) -> EnsembleFitConfig:
         members=tuple(args.members), data=args.data, out=args.out, name=args.name,
         val_fraction=args.val_fraction, percentile=args.percentile, seed=args.seed,
         batch_size=args.batch_size, smoke=args.smoke, oof=tuple(args.oof), n_boot=args.n_boot,
+        held_out_seen=args.held_out_seen.strip(),
         command=" ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if sys.argv else [])]),
     )
 
