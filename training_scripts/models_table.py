@@ -356,7 +356,7 @@ def write_models_md(models: Path, out: Path) -> None:
         fl = m.get("flagged_fraction")
         ratio = None if fl is None else fl / 0.10
         held_text = (f"On public_test the ensemble is at least as good as its best member on {wins} "
-                     f"of 3 tasks. Five-class held-out: accuracy {_f(m.get('accuracy'))}, macro F1 "
+                     f"of 3 tasks. Five-class on public_test: accuracy {_f(m.get('accuracy'))}, macro F1 "
                      f"{_f(m.get('f1_macro'))}, ECE {_f(m.get('ece'))}, macro AUC {_f(m.get('auc'))} "
                      f"{_ci(m.get('auc_ci95'))}; confusion matrix (baseline, mass_benign, mass_malignant, "
                      f"calcification_benign, calcification_malignant; rows = truth) `{m.get('confusion_matrix')}`.")
