@@ -199,6 +199,40 @@ def test_woman_folds_keep_each_woman_in_one_fold_and_task_score():
     assert task_score("baseline_mass_calc", y, perfect) == pytest.approx(1.0)
 
 
+def test_every_c_of_the_grid_is_scored_with_the_model_the_final_refit_would_ship():
+    """Attack on the C search: near-separable features (as pooled VGG features of a few hundred
+    patches are). A fit warm-started from the previous C stopped early there (lbfgs saw a
+    gradient below tol; on the bundled 3-class member it stopped after 0 iterations at C=10), so
+    a larger C was scored with weights that were not its own while the final refit at that C was
+    another model. Each C's out-of-fold predictions must be those of a fit from scratch on the
+    other folds - the function the final refit uses."""
+    from mammo_core.metrics import nll
+    from mammo_core.training.pooled import Candidate, _fit_lr, _predict_views, _rows, select, training_views
+
+    rng = np.random.default_rng(0)
+    n, d = 160, 100
+    labels = np.repeat([1, 3], n // 2)  # mass benign / calcification benign
+    y = (labels == 3).astype(int)
+    w = rng.normal(size=d)
+    base = rng.normal(size=(n, d)) + 2.0 * np.outer(2 * y - 1, w) / np.linalg.norm(w)
+    views = np.stack([base + 0.05 * rng.normal(size=(n, d)) for _ in range(2)]).astype(np.float32)
+    fold = np.arange(n) // 2 % 4
+    grid = (0.01, 0.1, 1.0, 10.0, 100.0)
+    tv = training_views(n, 2, 2, 0)
+    rows, best, oof, _ = select("mass_calc", {"gap_block4_pool": views}, labels, fold,
+                                [Candidate.parse("block4_pool:avg")], grid, ("none",), 0, tv)
+    assert [r["C"] for r in rows] == list(grid)
+    for r in rows:
+        p = np.zeros((n, 2))
+        for f in range(4):
+            tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+            scaler, lr = _fit_lr(_rows(views, tr, tv), np.repeat(y[tr], 2), r["C"], 0)
+            p[te] = _predict_views(scaler, lr, views[:, te])[0]
+        assert r["nll"] == pytest.approx(nll(y, p), abs=1e-3), f"C={r['C']}"
+        if r["C"] == best[1]:
+            assert np.abs(oof - p).max() < 2e-3
+
+
 # ------------------------------------------------------------------ end to end (slow)
 
 @pytest.mark.slow

@@ -53,6 +53,7 @@ from mammo_core.tta import check_tta, predict_tta
 
 DEFAULT_C_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)
 OOF_FILE = "oof.npz"
+LR_MAX_ITER = 2000
 
 
 log = logging.getLogger(__name__)
@@ -121,22 +122,30 @@ def _design(feats: dict[str, np.ndarray], cand: Candidate) -> np.ndarray:
     return np.concatenate([feats[k] for k in pooled_keys(cand.pool_layers, cand.pooling)], axis=-1)
 
 
-def _fit_lr(X: np.ndarray, y: np.ndarray, c: float, seed: int, warm=None):
-    """(scaler, logistic regression) fitted on rows X (views stacked)."""
+def _fit_lr(X: np.ndarray, y: np.ndarray, c: float, seed: int, scaler=None):
+    """(scaler, logistic regression) fitted on rows X (views stacked), from scratch.
+
+    Every C of the out-of-fold grid and the final refit go through this one function, so the
+    model whose out-of-fold predictions chose C is the model that ships (fitted on more rows).
+    No warm start: on these near-separable features a fit warm-started from a smaller C stops at
+    once (scikit-learn's lbfgs sees a gradient below ``tol``), so larger C values were scored with
+    the previous C's weights while the shipped refit was a different, fully fitted model."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    scaler = warm[0] if warm is not None else StandardScaler().fit(X)
+    scaler = scaler if scaler is not None else StandardScaler().fit(X)
     Z = scaler.transform(X)
-    lr = warm[1] if warm is not None else LogisticRegression(
-        class_weight="balanced", max_iter=300, tol=1e-4, random_state=seed, warm_start=True)
-    lr.set_params(C=float(c))
+    lr = LogisticRegression(C=float(c), class_weight="balanced", max_iter=LR_MAX_ITER, tol=1e-4,
+                            random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
         lr.fit(Z, y)
+    if int(np.max(lr.n_iter_)) >= LR_MAX_ITER:
+        _log(f"[pooled] WARNING: logistic regression at C={c:g} stopped at {LR_MAX_ITER} iterations "
+             "before converging")
     return scaler, lr
 
 
@@ -185,10 +194,10 @@ def select(task: str, feats: dict[str, np.ndarray], labels: np.ndarray, fold: np
             tvs = tv if tv is not None else np.tile(np.arange(V), (len(labels), 1))
             X = _rows(F, tr, tvs)
             yy = np.repeat(y_full[tr], tvs.shape[1])
-            warm = None
+            scaler = None  # one standardisation per fold, shared by every C
             for c in sorted(c_grid):
-                warm = _fit_lr(X, yy, c, seed, warm)
-                pv = _predict_views(*warm, F[:, te])
+                scaler, lr = _fit_lr(X, yy, c, seed, scaler)
+                pv = _predict_views(scaler, lr, F[:, te])
                 for t in tta_options:
                     oof[(c, t)][te] = pv.mean(axis=0) if t == "dihedral8" else pv[0]
         for (c, t), p in oof.items():
