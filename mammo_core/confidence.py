@@ -43,6 +43,15 @@ UNMEASURED = "not measured"
 AT_CHANCE_TEXT = "at chance on held-out data"
 NOT_BLIND_TEXT = "not blind: the split was seen before a later change, see MODELS.md"
 
+
+def blind_fields(held_out_seen: str) -> dict[str, Any]:
+    """The card's statement about its held-out numbers (``metrics.blind`` and, when not blind,
+    ``metrics.not_blind_because``): written by every training path, read by
+    :func:`quality_from_card` / :func:`question_qualities`. ``held_out_seen`` says how the split
+    was seen before a change to this model; empty when it was not (the numbers are blind)."""
+    why = str(held_out_seen or "").strip()
+    return {"blind": not why, **({"not_blind_because": why} if why else {})}
+
 AGREE = "agree"
 LOW = "low"
 DISAGREE = "disagree"

@@ -39,6 +39,7 @@ import numpy as np
 
 from mammo_core import DISCLAIMER, io
 from mammo_core.bundle import CARD_FILE, sha256_file
+from mammo_core.confidence import blind_fields
 from mammo_core.datasets.splits import grouped_split, groups_for_arrays
 from mammo_core.ensemble import (
     ENSEMBLE_FILE,
@@ -378,8 +379,7 @@ def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | Non
         "training": {"method": METHOD, "validation": validation, "held_out": "public_test",
                      "command": config.command or "mammo_core.ensemble_fit.fit_and_evaluate (no command line)"},
         "metrics": json_safe({"split": "public_test", "measured": "once, after fitting",
-                              "blind": not config.held_out_seen,
-                              **({"not_blind_because": config.held_out_seen} if config.held_out_seen else {}),
+                              **blind_fields(config.held_out_seen),
                               "smoke": bool(config.smoke), **{k: erow[k] for k in TABLE_COLUMNS[2:]},
                               **{k: v for k, v in erow.items() if k.endswith(("_ci95", "_ci_method"))},
                               "flagged_fraction": erow.get("flagged_fraction")}),

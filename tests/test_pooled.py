@@ -259,9 +259,11 @@ def test_pooled_members_and_out_of_fold_ensemble_end_to_end(tmp_path):
         cfg = TrainConfig(task, "transfer", data, out, name=task, folds=3, n_boot=100,
                           model_options={"backbone": bb, "weights": str(w), "head": "pooled"},
                           pool_candidates=("block2_pool:avg", "block2_pool,block3_pool:avgmax"),
-                          c_grid=(0.01, 1.0), tta="auto", train_views=2, feature_cache=str(tmp_path / "cache"))
+                          c_grid=(0.01, 1.0), tta="auto", train_views=2, feature_cache=str(tmp_path / "cache"),
+                          held_out_seen="seen" if task == "mass_calc" else "")
         res = train(cfg)
         card = read_card(out).card
+        assert card["metrics"]["blind"] is (task != "mass_calc")
         chosen = card["training"]["protocol"]["chosen"]
         assert chosen["tta"] in ("none", "dihedral8") and chosen["C"] in (0.01, 1.0)
         assert card["inference"]["tta"] == chosen["tta"]

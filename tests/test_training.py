@@ -155,6 +155,7 @@ def test_train_scratch_writes_bundle_and_honest_metrics(cbis, tmp_path):
     assert set(card["training"]["data"]["sha256"]) >= {"train_tensor.npy", "public_test_tensor.npy"}
     assert card["training"]["data"]["counts"]["public_test"] == {"mass": 4, "calcification": 4}
     assert "not a medical device" in card["disclaimer"]
+    assert card["metrics"]["blind"] is True and "not_blind_because" not in card["metrics"]
     # the card's numbers are the loaded model's numbers on public_test
     model = load_model(out)
     x = np.load(cbis / "public_test_tensor.npy").astype("float32")[1::2, ..., None] / 65535.0
@@ -197,8 +198,11 @@ def test_folds_and_grid_tables(cbis, tmp_path):
     out = tmp_path / "cv"
     cfg = TrainConfig("benign_malignant", "scratch_v1", cbis, out, name="cv", epochs=1, batch_size=8,
                       allow_collapsed=True,
-                      folds=2, grid=(("hidden", (8, 16)),), augment="none", n_boot=100, smoke=False)
+                      folds=2, grid=(("hidden", (8, 16)),), augment="none", n_boot=100, smoke=False,
+                      held_out_seen="changed after a look")
     res = train(cfg)
+    m = res.bundle.card["metrics"]
+    assert m["blind"] is False and m["not_blind_because"] == "changed after a look"
     folds = list(csv.DictReader((out / "folds.csv").read_text().splitlines()))
     assert [r["fold"] for r in folds] == ["1", "2", "mean", "std"]
     accs = [float(r["accuracy"]) for r in folds[:2]]

@@ -156,6 +156,26 @@ def _config(name: str, argv: list[str]):
     return config_from_args(args, kw["task"], kw["model"], argv, kw["prog"], kw["preset"])
 
 
+def test_held_out_seen_flag_reaches_the_config():
+    assert _config("task_3_1_pretrained_mass_calc", []).held_out_seen == ""
+    c = _config("task_3_1_pretrained_mass_calc", ["--held-out-seen", "  C search fixed after a look "])
+    assert c.held_out_seen == "C search fixed after a look"
+
+
+def test_models_md_says_which_models_were_changed_after_public_test_was_seen():
+    mod = load_script("models_table")
+    blind = {"metrics": {"blind": True}}
+    seen = {"metrics": {"blind": False, "not_blind_because": "grid fixed after a look"}}
+    assert mod._seen_text({"a": blind, "b": blind}, ["a", "b"], {"blind": True}) == ""
+    t = mod._seen_text({"a": blind, "b": blind}, ["a", "b"], {"blind": False, "not_blind_because": "rule"})
+    assert "the ensemble was changed: rule" in t and "members' numbers are blind" in t
+    t = mod._seen_text({"a": seen, "b": seen}, ["a", "b"], {"blind": False, "not_blind_because": "rule"})
+    assert "the members were changed" in t and "grid fixed after a look" in t
+    assert "Every model's numbers" in t and "not blind" in t
+    t = mod._seen_text({"a": seen, "b": blind}, ["a", "b"], {"blind": True})
+    assert "`a` was changed" in t and "ensemble's are blind" in t
+
+
 def test_study_presets_are_the_defaults_and_flags_override():
     c = _config("task_2_1_scratch_mass_calc", [])
     assert (c.model, c.augmentation, c.class_weights, c.learning_rate) == ("scratch_v1", "geometric", "none", 1e-3)

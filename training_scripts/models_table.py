@@ -242,6 +242,32 @@ def _goals(rows, ens_values, label) -> tuple[list[str], int]:
     return L, wins
 
 
+def _seen_text(cards: dict, members: list[str], ens_metrics: dict) -> str:
+    """What was changed after public_test had been seen (the cards' ``metrics.blind`` /
+    ``not_blind_because``); empty when every number on it is blind."""
+    seen = [(n, (cards[n].get("metrics") or {})) for n in members]
+    seen = [(n, m) for n, m in seen if m.get("blind") is False]
+    ens_seen = ens_metrics.get("blind") is False
+    if not seen and not ens_seen:
+        return ""
+    why = "the split was seen before a change"
+    parts = []
+    if seen:
+        reasons = sorted({m.get("not_blind_because", why) for _, m in seen})
+        parts.append(("the members were" if len(seen) == len(members) else
+                      ", ".join(f"`{n}`" for n, _ in seen) + (" was" if len(seen) == 1 else " were"))
+                     + " changed after earlier public_test numbers had been seen: " + "; ".join(reasons))
+    if ens_seen:
+        parts.append("the ensemble was changed: " + ens_metrics.get("not_blind_because", why))
+    who = ("every model's numbers" if seen and len(seen) == len(members) and ens_seen
+           else "those models' numbers")
+    kept = ("" if ens_seen or not seen else " The ensemble's are blind.") if seen else \
+        " No member was changed after seeing it; the members' numbers are blind."
+    return (" But " + "; and ".join(parts) + " (see the notes). " + who[0].upper() + who[1:]
+            + " on it are therefore **not blind** (the cards say so, and the viewer and reports call them "
+            "test-split figures)." + kept)
+
+
 def write_models_md(models: Path, out: Path) -> None:
     from mammo_core.atomic import atomic_write_text
     from mammo_core.bundle import read_card
@@ -253,6 +279,8 @@ def write_models_md(models: Path, out: Path) -> None:
     ens = cards.get("ensemble")
     ens_metrics = (ens or {}).get("metrics") or {}
     ens_blind = ens_metrics.get("blind") is not False
+    members_blind = all(((cards[n].get("metrics") or {}).get("blind") is not False) for n in names)
+    held = "held-out" if members_blind else "test-split"
     stmt = next((c.get("training_data") for c in cards.values() if c.get("training_data")), None)
     em = {}
     if ens is not None and (models / "ensemble" / "metrics.json").is_file():
@@ -273,17 +301,13 @@ def write_models_md(models: Path, out: Path) -> None:
           "patch. The OOF numbers of the chosen settings are therefore slightly optimistic."),
          (f"- **Held-out split scored once, at the end.** `public_test` ({n_les} lesions, each with its "
           "adjacent baseline patch, protocol v1, no jitter, no extra baselines) was predicted after every "
-          "choice above, once." + (
-              "" if ens_blind else
-              " No member was changed after seeing it, but the ensemble was: "
-              f"{ens_metrics.get('not_blind_because', 'the split was seen before a change')} (see the notes). "
-              "The ensemble's numbers on it are therefore **not blind** (its card says so, and the viewer "
-              "and reports call them test-split figures); the members' are.")),
+          "choice above, once." + _seen_text(cards, names, ens_metrics)),
          ("- **Intervals over women.** Every 95 % interval here is a percentile cluster bootstrap that "
           "resamples women (2000 resamples), since a woman contributes several patches."), "",
-         "## Members: out-of-fold choice and numbers, held-out numbers", "",
+         f"## Members: out-of-fold choice and numbers, {held} numbers"
+         + ("" if members_blind else " (public_test, not blind)"), "",
          ("| bundle | task | architecture | chosen C / TTA | OOF AUC [95 % CI over women] | OOF spread | "
-          "held-out n | held-out AUC [95 % CI over women] | held-out accuracy | held-out spread | wall time (s) |"),
+          f"{held} n | {held} AUC [95 % CI over women] | {held} accuracy | {held} spread | wall time (s) |"),
          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n in names:
         c = cards[n]
@@ -321,7 +345,7 @@ def write_models_md(models: Path, out: Path) -> None:
             L.append(f"| {f} | {r.get('n', '')} | {_f(r.get('accuracy'))} | {_f(r.get('loss'))} | "
                      f"{_f(r.get('auc'))} | {_f(r.get('f1_macro'))} |")
         L.append("")
-    L += ["### Held-out confusion matrices (rows = truth)", ""]
+    L += [f"### {held.capitalize()} confusion matrices (rows = truth)", ""]
     for n in names:
         m = cards[n].get("metrics") or {}
         if m.get("confusion_matrix"):
@@ -349,8 +373,9 @@ def write_models_md(models: Path, out: Path) -> None:
                                  for f, ws in fw.items()) + ".")
             L += [*g, "", oof_text, ""]
         m = (ens or {}).get("metrics") or {}
-        L += ["### Held-out split (public_test, scored once)" if ens_blind else
-              "### Test split (public_test: the members' numbers blind, the ensemble's not)",
+        L += ["### Held-out split (public_test, scored once)" if ens_blind and members_blind else
+              "### Test split (public_test: the members' numbers blind, the ensemble's not)" if members_blind
+              else "### Test split (public_test: seen before a later change, not blind)",
               "", *_table(held_rows), ""]
         g, wins = _goals(held_rows, m, "held-out")
         fl = m.get("flagged_fraction")

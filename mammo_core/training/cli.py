@@ -115,6 +115,10 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
                    help="write the bundle even when its validation / out-of-fold predictions are (near) "
                         "constant or one class (refused by default; the card records it)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the AUC CI")
+    p.add_argument("--held-out-seen", default="", metavar="WHY",
+                   help="the public_test split was seen before a change to this model: say how; the "
+                        "card then records its numbers as not blind (metrics.blind false) and the viewer "
+                        "and reports show them as test-split, not held-out, figures")
     p.add_argument("--smoke", action="store_true",
                    help="tiny CI run: a few patches per class, one epoch, batch 8")
     p.add_argument("--debug", action="store_true", help="full tracebacks")
@@ -160,6 +164,7 @@ def config_from_args(args: argparse.Namespace, task: str, model: str | None, arg
         distribute=args.distribute, mixed_precision=args.mixed_precision, n_boot=args.n_boot,
         lr_scaling=args.lr_scaling, workers=args.workers, preset=preset or "",
         settings={k: s.as_dict() for k, s in settings.items()}, allow_collapsed=args.allow_collapsed,
+        held_out_seen=args.held_out_seen.strip(),
         command=" ".join(shlex.quote(a) for a in [prog, *argv]), **extra,
     )
 

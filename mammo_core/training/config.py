@@ -71,6 +71,8 @@ class TrainConfig:
     tta: str = "auto"  # auto (chosen out of fold) | none | dihedral8
     allow_collapsed: bool = False  # write a bundle even if its predictions are constant / one class
     train_views: int = 8  # dihedral views per training patch in the fit (view 0 + random others)
+    # how public_test was seen before a change to this model (card: metrics.blind false); "" = blind
+    held_out_seen: str = ""
     feature_cache: str = ""  # feature cache folder (default $MAMMO_FEATURE_CACHE or runs/feature_cache)
 
     def __post_init__(self) -> None:

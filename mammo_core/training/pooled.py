@@ -31,6 +31,7 @@ import numpy as np
 
 from mammo_core import DISCLAIMER, io
 from mammo_core.bundle import sha256_file, write_bundle
+from mammo_core.confidence import blind_fields
 from mammo_core.datasets.splits import check_split, grouped_kfold, groups_for_arrays
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe, write_json
@@ -363,7 +364,7 @@ def train_pooled(cfg):
         "metrics": {"split": "public_test", "measured": "once, after every choice (made out of fold)",
                     **{k: test_metrics[k] for k in ("n", "accuracy", "auc", "auc_ci95", "auc_ci_method",
                                                     "f1_macro", "ece", "nll", "confusion_matrix")},
-                    "spread": test_spread},
+                    "spread": test_spread, **blind_fields(cfg.held_out_seen)},
         "gradcam_layer": gradcam_layer("transfer", **final_opts),
         "disclaimer": DISCLAIMER,
     }

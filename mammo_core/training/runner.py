@@ -12,6 +12,7 @@ import numpy as np
 
 from mammo_core import DISCLAIMER, io, tfload
 from mammo_core.bundle import sha256_file, write_bundle
+from mammo_core.confidence import blind_fields
 from mammo_core.datasets.splits import check_split, grouped_kfold, grouped_split, groups_for_arrays
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe, write_json
@@ -245,7 +246,8 @@ def train(config: TrainConfig) -> TrainResult:
         "metrics": {"split": "public_test", "measured": "once, after training",
                     **{k: test_metrics[k] for k in ("n", "accuracy", "auc", "auc_ci95", "auc_ci_method",
                                                     "auc_hard_labels", "f1_macro", "ece", "nll",
-                                                    "confusion_matrix")}},
+                                                    "confusion_matrix")},
+                    **blind_fields(cfg.held_out_seen)},
         "gradcam_layer": gradcam_layer(cfg.model, **opts),
         "disclaimer": DISCLAIMER,
     }
