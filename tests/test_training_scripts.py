@@ -168,12 +168,12 @@ def test_models_md_says_which_models_were_changed_after_public_test_was_seen():
     seen = {"metrics": {"blind": False, "not_blind_because": "grid fixed after a look"}}
     assert mod._seen_text({"a": blind, "b": blind}, ["a", "b"], {"blind": True}) == ""
     t = mod._seen_text({"a": blind, "b": blind}, ["a", "b"], {"blind": False, "not_blind_because": "rule"})
-    assert "the ensemble was changed: rule" in t and "members' numbers are blind" in t
+    assert "the ensemble: rule" in t and "members' numbers are blind" in t
     t = mod._seen_text({"a": seen, "b": seen}, ["a", "b"], {"blind": False, "not_blind_because": "rule"})
-    assert "the members were changed" in t and "grid fixed after a look" in t
+    assert "the members: grid fixed after a look" in t
     assert "Every model's numbers" in t and "not blind" in t
     t = mod._seen_text({"a": seen, "b": blind}, ["a", "b"], {"blind": True})
-    assert "`a` was changed" in t and "ensemble's are blind" in t
+    assert "`a`: grid fixed" in t and "ensemble's numbers are blind" in t
 
 
 def test_study_presets_are_the_defaults_and_flags_override():

@@ -245,27 +245,25 @@ def _goals(rows, ens_values, label) -> tuple[list[str], int]:
 def _seen_text(cards: dict, members: list[str], ens_metrics: dict) -> str:
     """What was changed after public_test had been seen (the cards' ``metrics.blind`` /
     ``not_blind_because``); empty when every number on it is blind."""
-    seen = [(n, (cards[n].get("metrics") or {})) for n in members]
+    why = "the split was seen before a change"
+    seen = [(n, cards[n].get("metrics") or {}) for n in members]
     seen = [(n, m) for n, m in seen if m.get("blind") is False]
     ens_seen = ens_metrics.get("blind") is False
     if not seen and not ens_seen:
         return ""
-    why = "the split was seen before a change"
     parts = []
     if seen:
-        reasons = sorted({m.get("not_blind_because", why) for _, m in seen})
-        parts.append(("the members were" if len(seen) == len(members) else
-                      ", ".join(f"`{n}`" for n, _ in seen) + (" was" if len(seen) == 1 else " were"))
-                     + " changed after earlier public_test numbers had been seen: " + "; ".join(reasons))
+        who = "the members" if len(seen) == len(members) else ", ".join(f"`{n}`" for n, _ in seen)
+        parts.append(f"{who}: " + "; ".join(sorted({m.get("not_blind_because", why) for _, m in seen})))
     if ens_seen:
-        parts.append("the ensemble was changed: " + ens_metrics.get("not_blind_because", why))
-    who = ("every model's numbers" if seen and len(seen) == len(members) and ens_seen
-           else "those models' numbers")
-    kept = ("" if ens_seen or not seen else " The ensemble's are blind.") if seen else \
-        " No member was changed after seeing it; the members' numbers are blind."
-    return (" But " + "; and ".join(parts) + " (see the notes). " + who[0].upper() + who[1:]
-            + " on it are therefore **not blind** (the cards say so, and the viewer and reports call them "
-            "test-split figures)." + kept)
+        parts.append("the ensemble: " + ens_metrics.get("not_blind_because", why))
+    everyone = ens_seen and len(seen) == len(members)
+    rest = ("" if everyone else " The ensemble's numbers are blind." if not ens_seen
+            else " No member was changed after seeing it; the members' numbers are blind.")
+    return (" But models were changed after public_test numbers of an earlier version had been seen — "
+            + "; ".join(parts) + " (see the notes). " + ("Every model's" if everyone else "Those models'")
+            + " numbers on it are therefore **not blind** (the cards say so, and the viewer and reports "
+            "call them test-split figures)." + rest)
 
 
 def write_models_md(models: Path, out: Path) -> None:
@@ -377,7 +375,8 @@ def write_models_md(models: Path, out: Path) -> None:
               "### Test split (public_test: the members' numbers blind, the ensemble's not)" if members_blind
               else "### Test split (public_test: seen before a later change, not blind)",
               "", *_table(held_rows), ""]
-        g, wins = _goals(held_rows, m, "held-out")
+        held_label = "held-out split" if ens_blind and members_blind else "test split"
+        g, wins = _goals(held_rows, m, held_label)
         fl = m.get("flagged_fraction")
         ratio = None if fl is None else fl / 0.10
         held_text = (f"On public_test the ensemble is at least as good as its best member on {wins} "
@@ -386,7 +385,7 @@ def write_models_md(models: Path, out: Path) -> None:
                      f"{_ci(m.get('auc_ci95'))}; confusion matrix (baseline, mass_benign, mass_malignant, "
                      f"calcification_benign, calcification_malignant; rows = truth) `{m.get('confusion_matrix')}`.")
         within = "within" if ratio is not None and 0.5 <= ratio <= 2 else "outside"
-        flag_text = (f"Disagreement flag on the held-out split: {_f(None if fl is None else 100 * fl, 1)} % of "
+        flag_text = (f"Disagreement flag on the {held_label}: {_f(None if fl is None else 100 * fl, 1)} % of "
                      f"patches against 10 % by design ({within} 2x of the design rate). Only mass vs "
                      "calcification is estimated by two members here, so the flag measures how much those "
                      "two estimates disagree.")
@@ -402,7 +401,7 @@ def write_models_md(models: Path, out: Path) -> None:
             flag_text += (f" That is {k} of {n_held} patches: exact 95 % interval of the rate "
                           f"[{100 * lo:.1f} %, {100 * hi:.1f} %]; with a true rate of 10 %, the chance of "
                           f"{'at most' if k / n_held <= 0.10 else 'at least'} {k} flag{'' if k == 1 else 's'} in "
-                          f"{n_held} patches is {min(p_low, p_high):.2f}, so the held-out split is "
+                          f"{n_held} patches is {min(p_low, p_high):.3f}, so the {held_label} is "
                           + ("too small to show that the rate differs from its design."
                              if min(p_low, p_high) >= 0.05 else "evidence that the rate differs from its design."))
         L += [*g, "", held_text, "", flag_text, ""]
