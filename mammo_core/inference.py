@@ -68,15 +68,22 @@ class LoadedModel:
         """Grad-CAM maps of ``x`` (:func:`mammo_core.explain.gradcam`) at the card's
         ``gradcam_layer`` (none named: the last convolution). A card naming a layer the model
         does not have is the card's error: one line naming the model and its card."""
+        self.check_gradcam_layer()
+        return explain.gradcam(self.model, x, class_index, method=method, layer=self.gradcam_layer)
+
+    def check_gradcam_layer(self) -> None:
+        """Raise a one-line :class:`BundleError` (naming the card) when the card's
+        ``gradcam_layer`` is not a layer of the model; checked by ``mammo models verify`` and by
+        ``mammo predict --gradcam`` before it predicts."""
         layer = self.gradcam_layer
-        if layer is not None:
-            try:
-                self.model.get_layer(layer)
-            except ValueError:
-                raise BundleError(f"model {self.name!r}: the card's gradcam_layer {layer!r} is not a layer "
-                                  "of model.keras; no Grad-CAM for this model until the card is fixed",
-                                  self.info.path / CARD_FILE) from None
-        return explain.gradcam(self.model, x, class_index, method=method, layer=layer)
+        if layer is None:
+            return
+        try:
+            self.model.get_layer(layer)
+        except ValueError:
+            raise BundleError(f"model {self.name!r}: the card's gradcam_layer {layer!r} is not a layer "
+                              "of model.keras; no Grad-CAM for this model until the card is fixed",
+                              self.info.path / CARD_FILE) from None
 
     @property
     def tta(self) -> str:

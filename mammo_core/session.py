@@ -156,6 +156,18 @@ class Session:
             progress(total, total, "")
         return failures
 
+    def gradcam_problems(self) -> list[str]:
+        """One line per loaded model whose card names a Grad-CAM layer the model lacks."""
+        with self._lock:
+            models = list(self._state.models.values())
+        problems = []
+        for lm in models:
+            try:
+                lm.check_gradcam_layer()
+            except MammoError as err:
+                problems.append(str(err))
+        return problems
+
     def unload(self) -> None:
         with self._lock:
             self._state = _State()

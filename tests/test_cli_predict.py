@@ -123,10 +123,15 @@ def test_all_inputs_unreadable_exit_1(root, folder, capsys):
     assert rc == 1 and d["predictions"] == [] and len(d["errors"]) == 1
 
 
-def test_gradcam_with_a_card_naming_a_missing_layer_is_one_line_naming_the_card(tmp_path, capsys):
+def test_gradcam_with_a_card_naming_a_missing_layer_is_one_line_naming_the_card(tmp_path, capsys, monkeypatch):
     """A card whose gradcam_layer is not in its model: `--gradcam` stops with one line naming
     the model and its card (Grad-CAM used to fail inside tf-keras-vis, naming only Keras's
-    model name); without --gradcam the model still predicts."""
+    model name), before it predicts anything; without --gradcam the model still predicts."""
+    from mammo_core.session import Session
+
+    calls = []
+    real_predict = Session.predict
+    monkeypatch.setattr(Session, "predict", lambda self, *a, **k: calls.append(1) or real_predict(self, *a, **k))
     b = shutil.copytree(tiny_bundle("mass_calc"), tmp_path / "b")
     card = json.loads((b / "card.json").read_text())
     card["gradcam_layer"] = "no_such_conv"
@@ -138,4 +143,6 @@ def test_gradcam_with_a_card_naming_a_missing_layer_is_one_line_naming_the_card(
     assert rc == 1 and "Traceback" not in err
     lines = [ln for ln in err.splitlines() if "no_such_conv" in ln]
     assert len(lines) == 1 and str(b / "card.json") in lines[0] and "'tiny_mass_calc_0'" in lines[0]
+    assert calls == []  # refused before predicting
     assert main(["predict", str(tmp_path / "p.png"), "--model", str(b), "--no-progress"]) == 0
+    assert calls == [1]

@@ -157,6 +157,14 @@ def test_verify_reports_spread_and_fails_on_a_constant_model(tmp_path):
     bad = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1
     assert "constant model" in bad.stderr
+    # a card naming a Grad-CAM layer its model lacks fails verify too (one line, naming the card)
+    model = keras.saving.load_model(bundle / "model.keras", safe_mode=True)
+    write_bundle(model, bundle, {**{k: v for k, v in card.items() if k not in ("files", "sha256")},
+                                 "gradcam_layer": "no_such_conv"})
+    write_manifest(root)
+    bad = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert [ln for ln in bad.stderr.splitlines() if "no_such_conv" in ln and "card.json" in ln]
 
 
 # ------------------------------------------------------------------ intervals over women

@@ -109,8 +109,10 @@ def _sample_patches(folder: Path):
 
 
 def model_spread(folder: Path, x, models_root: Path) -> dict:
-    """A model bundle's output spread on ``x`` (raises MammoError on a (near) constant model)."""
+    """A model bundle's output spread on ``x``; raises MammoError on a (near) constant model or a
+    card naming a Grad-CAM layer the model lacks."""
     m = load_bundle(folder, models_root)
+    m.check_gradcam_layer()
     p = predict_arrays([m], x)[m.name]
     s = spread(p)
     if len(p) >= 2 and max(s["std"]) < MIN_SPREAD:

@@ -194,6 +194,10 @@ def run(args) -> int:
         failures = session.load(names, progress=on_load)
     if failures:
         raise MammoError("; ".join(str(f) for f in failures))
+    if gradcam:  # before predicting: a card's missing Grad-CAM layer would fail only after it
+        problems = session.gradcam_problems()
+        if problems:
+            raise MammoError("; ".join(problems) + " (run without --gradcam for predictions only)")
 
     with tqdm(total=len(coll.patches), desc="predicting", unit="patch", file=sys.stderr,
               disable=disable) as bar:
