@@ -52,6 +52,7 @@ def blind_fields(held_out_seen: str) -> dict[str, Any]:
     why = str(held_out_seen or "").strip()
     return {"blind": not why, **({"not_blind_because": why} if why else {})}
 
+
 AGREE = "agree"
 LOW = "low"
 DISAGREE = "disagree"
