@@ -47,7 +47,13 @@ How the members are combined (everything fitted on *validation* predictions):
    over those factors. ``None`` with fewer than two members per factor. *Entropy*: of the
    combined five-class distribution, divided by log 5 (so in [0, 1]). A patch is **flagged**
    when its disagreement exceeds the threshold chosen on validation data: the 90th percentile
-   of the validation disagreement (so ~10 % of validation patches are flagged).
+   of the validation disagreement (so ~10 % of validation patches are flagged). The three members
+   share one frozen backbone, so their disagreement measures little; it is shown as a secondary
+   line only.
+5. **Conformal sets** (:mod:`~mammo_core.ensemble.conformal`): class-conditional sets of the
+   five classes at a stated level (90 % by default), calibrated on the same out-of-fold
+   predictions and stored in ``ensemble.json`` (``conformal``); a set of more than one class
+   reads as uncertain.
 
 The package: :mod:`~mammo_core.ensemble.calibration`, :mod:`~mammo_core.ensemble.spec`,
 :mod:`~mammo_core.ensemble.hierarchy`, :mod:`~mammo_core.ensemble.fit`,
@@ -62,6 +68,15 @@ from mammo_core.ensemble.calibration import (
     apply_temperature,
     fit_temperature,
     fit_weights,
+)
+from mammo_core.ensemble.conformal import (
+    DEFAULT_LEVEL,
+    ConformalSpec,
+    coverage_table,
+    cross_conformal_sets,
+    fit_conformal,
+    is_uncertain,
+    set_words,
 )
 from mammo_core.ensemble.fit import (
     MemberInfo,
@@ -105,6 +120,7 @@ from mammo_core.ensemble.store import (
 __all__ = [
     "CALIBRATION",
     "CALL_RULE",
+    "DEFAULT_LEVEL",
     "ENSEMBLE_FILE",
     "ENSEMBLE_SCHEMA",
     "EPS",
@@ -112,6 +128,7 @@ __all__ = [
     "THRESHOLD_RULE",
     "T_BOUNDS",
     "WEIGHTING",
+    "ConformalSpec",
     "EnsembleResult",
     "EnsembleSpec",
     "MemberInfo",
@@ -126,17 +143,22 @@ __all__ = [
     "calibrated",
     "call_five_class",
     "combine",
+    "coverage_table",
+    "cross_conformal_sets",
     "disagreement",
     "factor_estimates",
+    "fit_conformal",
     "fit_ensemble",
     "fit_factor_weights",
     "fit_temperature",
     "fit_weights",
     "five_class_from_factors",
+    "is_uncertain",
     "malignancy",
     "member_class_for",
     "member_dirs",
     "read_ensemble",
+    "set_words",
     "task_view",
     "write_ensemble",
 ]

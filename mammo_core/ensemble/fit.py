@@ -15,6 +15,7 @@ from mammo_core.bundle import (
     BundleInfo,
 )
 from mammo_core.ensemble.calibration import EPS, _nll, apply_temperature, fit_temperature, fit_weights
+from mammo_core.ensemble.conformal import DEFAULT_LEVEL, fit_conformal
 from mammo_core.ensemble.hierarchy import calibrated, combine, disagreement
 from mammo_core.ensemble.spec import EnsembleSpec, MemberSpec
 from mammo_core.labels import (
@@ -100,8 +101,10 @@ def fit_ensemble(
     val_labels: np.ndarray,
     percentile: float = 90.0,
     validation: Mapping[str, Any] | None = None,
+    level: float | None = DEFAULT_LEVEL,
 ) -> EnsembleSpec:
-    """Fit temperatures, voting weights and the disagreement threshold on validation data.
+    """Fit temperatures, voting weights, the disagreement threshold and (``level`` not None)
+    the class-conditional conformal sets of the call on validation data.
 
     ``val_probs[name]`` are the member's raw probabilities on every validation patch (N, C);
     ``val_labels`` are the patches' 0-4 labels; each member is fitted on the rows of its task.
@@ -142,4 +145,9 @@ def fit_ensemble(
     dis = disagreement(spec, calibrated(spec, val_probs))
     threshold = None if dis is None or len(dis) == 0 else float(np.percentile(dis, percentile))
     fitted["disagreement_percentile"] = float(percentile)
-    return EnsembleSpec(spec.members, threshold=threshold, fitted=fitted)
+    spec = EnsembleSpec(spec.members, threshold=threshold, fitted=fitted)
+    if level is None or not len(labels):
+        return spec
+    how = str((validation or {}).get("how", "validation predictions"))
+    conf = fit_conformal(combine(spec, val_probs).probabilities, labels, level, calibration=how)
+    return EnsembleSpec(spec.members, threshold=threshold, fitted=fitted, conformal=conf)

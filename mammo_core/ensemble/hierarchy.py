@@ -118,6 +118,8 @@ class EnsembleResult:
     entropy: np.ndarray  # (N,) normalised to [0, 1]
     flagged: np.ndarray  # (N,) bool
     factor_groups: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # per factor, per group
+    sets: np.ndarray | None = None  # (N, 5) bool: conformal sets (None: the spec has no conformal fit)
+    level: float | None = None  # the sets' level
 
     @property
     def predicted(self) -> list[str]:
@@ -186,8 +188,10 @@ def combine(spec: EnsembleSpec, member_probs: Mapping[str, np.ndarray]) -> Ensem
     else:
         flagged = dis > spec.threshold
     ent = np.where(ent > 0.0, np.minimum(ent, 1.0), 0.0)  # no -0.0
+    conf = spec.conformal
     return EnsembleResult(probs, voted, factors, dis, ent, flagged,
-                          {f: dict(v) for f, v in factor_lists.items()})
+                          {f: dict(v) for f, v in factor_lists.items()},
+                          None if conf is None else conf.sets(probs), None if conf is None else conf.level)
 
 
 def member_class_for(task: str, five_class_name: str) -> str | None:

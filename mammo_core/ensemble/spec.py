@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from mammo_core.ensemble.conformal import ConformalSpec
 from mammo_core.errors import BundleError, MammoError
 from mammo_core.labels import FACTORS, SUBSET_LABELS, get_task, task_factors
 
@@ -68,6 +69,7 @@ class EnsembleSpec:
     calibration: str = CALIBRATION
     threshold_rule: str = THRESHOLD_RULE
     fitted: Mapping[str, Any] = field(default_factory=dict)
+    conformal: ConformalSpec | None = None  # the call's conformal sets (None: fitted before them)
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -110,6 +112,7 @@ class EnsembleSpec:
         d = asdict(self)
         d["members"] = [{**asdict(m), "classes": list(m.classes)} for m in self.members]
         d["fitted"] = dict(self.fitted)
+        d["conformal"] = None if self.conformal is None else self.conformal.to_dict()
         return {"schema": ENSEMBLE_SCHEMA, **d, "coverage": self.coverage, "factors": list(FACTORS)}
 
     @classmethod
@@ -133,6 +136,7 @@ class EnsembleSpec:
                 calibration=str(d.get("calibration", CALIBRATION)),
                 threshold_rule=str(d.get("threshold_rule", THRESHOLD_RULE)),
                 fitted=d.get("fitted") or {},
+                conformal=None if d.get("conformal") is None else ConformalSpec.from_dict(d["conformal"]),
             )
         except BundleError as err:  # a value __post_init__ refused: name the file
             if err.path is None and path is not None:
