@@ -19,10 +19,12 @@ Ensemble cards also carry one AUC per question (``auc_abnormal_vs_baseline`` wit
 normal tissue when P(baseline) >= 50 %, otherwise the most likely of the four abnormal classes.
 The bar shown in bold is always the call.
 
-**Agreement** (:func:`agreement`, :data:`AGREEMENT_RULE`): "Models disagree" when the ensemble
+**Agreement** (:func:`agreement`, :data:`AGREEMENT_RULE`): "Members disagree with each other" when the ensemble
 flagged the patch (member disagreement above the threshold fitted on validation data); otherwise
 "Low confidence" when the call's own probability is below :data:`LOW_CALL_PROBABILITY` (50 %);
-"Models agree" only when neither holds. So the words "agree" never go with a weak call.
+"Members agree with each other" only when neither holds. A secondary line, never reassurance:
+the bundled members share one frozen backbone and agree by construction; how sure a call is
+comes from its conformal set (:mod:`mammo_core.ensemble.conformal`).
 """
 from __future__ import annotations
 
@@ -56,12 +58,14 @@ def blind_fields(held_out_seen: str) -> dict[str, Any]:
 AGREE = "agree"
 LOW = "low"
 DISAGREE = "disagree"
-AGREE_TEXT = "Models agree"
-DISAGREE_TEXT = "Models disagree — review carefully"
+AGREE_TEXT = "Members agree with each other"
+DISAGREE_TEXT = "Members disagree with each other — review carefully"
 LOW_TEXT = "Low confidence — review carefully"
 AGREEMENT_RULE = (f"'{DISAGREE_TEXT}' when the members' disagreement exceeds the threshold fitted "
                   f"on validation data; otherwise '{LOW_TEXT}' when the call's probability is below "
-                  f"{100 * LOW_CALL_PROBABILITY:.0f} %; otherwise '{AGREE_TEXT}'")
+                  f"{100 * LOW_CALL_PROBABILITY:.0f} %; otherwise '{AGREE_TEXT}' (a secondary line, never "
+                  f"reassurance: the members share one frozen backbone and agree by construction; "
+                  f"the conformal set says how sure the call is)")
 QUALITY_RULE = (f"held-out AUC with its 95 % interval from the model card; a model whose interval "
                 f"includes {CHANCE_AUC} is '{AT_CHANCE_TEXT}' and never shown in bold")
 

@@ -27,6 +27,7 @@ Research use only - not a medical device.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -37,16 +38,19 @@ from typing import Any
 
 import numpy as np
 
-from mammo_core import DISCLAIMER, io
+from mammo_core import DISCLAIMER, io, ood
 from mammo_core.bundle import CARD_FILE, sha256_file
 from mammo_core.confidence import blind_fields
 from mammo_core.datasets.splits import grouped_split, groups_for_arrays
 from mammo_core.ensemble import (
+    DEFAULT_LEVEL,
     ENSEMBLE_FILE,
     MemberInfo,
     apply_temperature,
     call_five_class,
     combine,
+    coverage_table,
+    cross_conformal_sets,
     factor_estimates,
     fit_ensemble,
     malignancy,
@@ -58,7 +62,7 @@ from mammo_core.jsonutil import json_safe, write_json
 from mammo_core.labels import BASELINE_LABEL, MALIGNANT_LABELS, MASS_LABELS, NAME_TO_LABEL, get_task
 from mammo_core.metrics import auc, bootstrap_ci, ci_method, classification_metrics, expected_calibration_error
 from mammo_core.plots import ensemble_comparison
-from mammo_core.training.pooled import load_oof
+from mammo_core.training.pooled import load_oof, woman_folds
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,7 @@ class EnsembleFitConfig:
     oof: tuple[Path, ...] = ()  # run folders with oof.npz, aligned with ``members``
     n_boot: int = 2000
     held_out_seen: str = ""  # how public_test was seen before a change (card: metrics.blind false)
+    level: float = DEFAULT_LEVEL  # conformal sets of the call
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "members", tuple(Path(m) for m in self.members))
@@ -267,7 +272,8 @@ def task_auc_cis(labels: np.ndarray, p5: np.ndarray, groups: np.ndarray | None, 
     return {k: v for k, v in out.items() if k not in TASK_AUCS}
 
 
-def _load_oof(models, run_dirs, folder: Path, labels: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
+def _load_oof(models, run_dirs, folder: Path, labels: np.ndarray
+              ) -> tuple[dict[str, np.ndarray], str, np.ndarray]:
     """Each member's out-of-fold probabilities over every train_* patch, checked against the data
     (same labels file, same patches) and against each other (the same folds)."""
 
@@ -290,7 +296,81 @@ def _load_oof(models, run_dirs, folder: Path, labels: np.ndarray) -> tuple[dict[
         probs[m.name] = p
     k = int(folds.max()) + 1
     return probs, (f"out-of-fold predictions of every member over all {len(labels)} train_* patches "
-                   f"({k} folds grouped by woman, the same for every member)")
+                   f"({k} folds grouped by woman, the same for every member)"), np.asarray(folds)
+
+
+def feature_member(models):
+    """The member whose pooled features the OOD check summarises: the first with a
+    ``pooled_features`` layer that estimates P(baseline) (it sees normal tissue and lesions
+    alike), else the first with that layer, else None."""
+    have = []
+    for m in models:
+        try:
+            m.model.get_layer(ood.FEATURE_LAYER)
+        except ValueError:
+            continue
+        have.append(m)
+    for m in have:
+        if m.task in ("baseline_mass_calc", "five_class"):
+            return m
+    return have[0] if have else None
+
+
+def fit_ood(models, x_val: np.ndarray, folds: np.ndarray, x_test: np.ndarray, batch_size: int,
+            log: Callable[[str], None]):
+    """The OOD checks (:mod:`mammo_core.ood`): the feature reference of the training patches,
+    its threshold at the 99th percentile of the out-of-fold distances (folds grouped by woman),
+    and the warning rates on the fitting rows and the test split. Returns (spec, reference or
+    None, report)."""
+    bg_val, bg_te = ood.background_share(x_val), ood.background_share(x_test)
+    report: dict[str, Any] = {
+        "background_limit": ood.BACKGROUND_LIMIT,
+        "background_warned_fitting_rows": float((bg_val > ood.BACKGROUND_LIMIT).mean()),
+        "background_warned_public_test": float((bg_te > ood.BACKGROUND_LIMIT).mean()),
+    }
+    m = feature_member(models)
+    if m is None:
+        log("OOD: no member has a pooled_features layer; background check only")
+        return ood.OodSpec(ood.BACKGROUND_LIMIT, how="no member with pooled features"), None, report
+    log(f"OOD: pooled features of {m.name} on {len(x_val)} fitting and {len(x_test)} test patches")
+    f_val = m.features(x_val, ood.FEATURE_LAYER, batch_size)
+    f_te = m.features(x_test, ood.FEATURE_LAYER, batch_size)
+    d_oof = ood.out_of_fold_distances(f_val, folds)
+    thr = float(np.percentile(d_oof, ood.FEATURE_PERCENTILE))
+    ref = ood.fit_reference(f_val)
+    d_te = ref.distance(f_te)
+    k = int(np.max(folds)) + 1
+    how = (f"{m.name} {ood.FEATURE_LAYER} (identity view) of {len(x_val)} training patches; threshold = "
+           f"{ood.FEATURE_PERCENTILE:g}th percentile of out-of-fold distances ({k} folds grouped by woman)")
+    spec = ood.OodSpec(ood.BACKGROUND_LIMIT, feature_member=m.name, reference_file=ood.REFERENCE_FILE,
+                       threshold=thr, components=int(ref.components.shape[0]), how=how)
+    either = lambda bg, d: float(((bg > ood.BACKGROUND_LIMIT) | (d > thr)).mean())  # noqa: E731
+    report.update({"feature_member": m.name, "feature_threshold": thr, "how": how,
+                   "feature_warned_out_of_fold": float((d_oof > thr).mean()),
+                   "feature_warned_public_test": float((d_te > thr).mean()),
+                   "any_warned_out_of_fold": either(bg_val, d_oof),
+                   "any_warned_public_test": either(bg_te, d_te)})
+    return spec, ref, report
+
+
+def conformal_report(spec, p_val, y_val, g_val, folds, res_test, y_test, g_test, config) -> dict | None:
+    """Coverage and mean set size of the conformal sets per true class: on the fitting rows
+    (in-sample: the level by construction), by fold (thresholds from the other folds' women: an
+    out-of-fold estimate for unseen women) and on the test split (scored once, with a 95 %
+    interval over women), with the wrong calls that get a set of more than one class."""
+    if spec.conformal is None:
+        return None
+    level = spec.conformal.level
+    res_val = combine(spec, p_val)
+    calls_val = call_five_class(res_val.probabilities)
+    out = {"level": level, "method": spec.conformal.method,
+           "fitting_rows": coverage_table(res_val.sets, y_val, calls_val, g_val, config.n_boot, config.seed)}
+    if folds is not None:
+        cross = cross_conformal_sets(res_val.probabilities, y_val, folds, level)
+        out["by_fold"] = coverage_table(cross, y_val, calls_val, g_val, config.n_boot, config.seed)
+    out["public_test"] = coverage_table(res_test.sets, y_test, call_five_class(res_test.probabilities),
+                                        g_test, config.n_boot, config.seed)
+    return out
 
 
 def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | None = None) -> EnsembleFitResult:
@@ -317,9 +397,9 @@ def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | Non
         raise MammoError(f"member names must be unique: {names}")
     log(f"members: {', '.join(f'{m.name} ({m.task})' for m in models)}")
 
-    oof_probs = None
+    oof_probs, oof_folds = None, None
     if config.oof:  # out-of-fold predictions over every train_* patch
-        oof_probs, how = _load_oof(models, config.oof, folder, labels)
+        oof_probs, how, oof_folds = _load_oof(models, config.oof, folder, labels)
         val_idx, guaranteed = np.arange(len(labels)), True
     else:  # validation patches: train_* patches no member trained on
         val_idx, guaranteed, how = _validation_indices(models, config, labels, groups, log)
@@ -342,10 +422,15 @@ def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | Non
         "train_labels_sha256": sha256_file(folder / "train_labels.npy"), "smoke": bool(config.smoke),
     }
     spec = fit_ensemble([MemberInfo.from_bundle(m.info) for m in models], p_val, y_val,
-                        percentile=config.percentile, validation=validation)
+                        percentile=config.percentile, validation=validation, level=config.level)
 
     x_te = io.to_model_input(np.asarray(test.images[test_idx]))
     y_te = np.asarray(test.labels, dtype=np.int64)[test_idx]
+    ood_folds = oof_folds[val_idx] if oof_folds is not None else \
+        woman_folds(y_val, groups[val_idx], 5 if not config.smoke else 2, config.seed)
+    ood_spec, reference, ood_report = fit_ood(
+        models, io.to_model_input(np.asarray(train.images[val_idx])), ood_folds, x_te, config.batch_size, log)
+    spec = dataclasses.replace(spec, ood=ood_spec)
     p_te = predict_arrays(models, x_te, batch_size=config.batch_size)
     res = combine(spec, p_te)
     rows = []
@@ -372,6 +457,9 @@ def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | Non
                             config.n_boot, config.seed)
         oof_rows.append(orow)
         log("out-of-fold comparison (members, ensemble):\n" + table_markdown(oof_rows))
+    conformal = conformal_report(spec, p_val, y_val, groups[val_idx],
+                                 None if oof_folds is None else oof_folds[val_idx], res, y_te,
+                                 groups_for_arrays(folder, split="public_test")[test_idx], config)
 
     out = config.out
     card = {
@@ -385,13 +473,16 @@ def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | Non
                               "flagged_fraction": erow.get("flagged_fraction")}),
         "out_of_fold": json_safe({k: v for k, v in (oof_rows[-1] if oof_rows else {}).items()
                                   if k != "model"}) or None,
+        "conformal": json_safe(conformal),
         "disclaimer": DISCLAIMER,
     }
-    info = write_ensemble(out, spec, card)
+    card["ood"] = json_safe(ood_report)
+    info = write_ensemble(out, spec, card, reference=reference)
     doc = json_safe({"disclaimer": DISCLAIMER, "held_out": "public_test", "n_test": len(test_idx),
                      "validation": validation, "table": rows, "table_markdown": markdown,
                      "oof_table": oof_rows, "oof_table_markdown": table_markdown(oof_rows) if oof_rows else None,
                      "fitted": spec.fitted, "threshold": spec.threshold, "coverage": spec.coverage,
+                     "conformal": conformal, "ood": ood_report,
                      "seconds": round(time.perf_counter() - t0, 1)})
     write_json(out / "metrics.json", doc)
     ensemble_comparison(rows, out / "comparison.png",

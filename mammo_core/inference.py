@@ -93,6 +93,24 @@ class LoadedModel:
         mode = inf.get("tta", "none") if isinstance(inf, dict) else "none"
         return mode if mode in TTA_MODES else "none"
 
+    def features(self, x: np.ndarray, layer: str, batch_size: int = 32) -> np.ndarray:
+        """The output of ``layer`` (e.g. ``pooled_features``) for ``x``, the identity view only
+        (what :mod:`mammo_core.ood` compares with the training patches). One extra pass of the
+        layers below it. Raises :class:`BundleError` when the model has no such layer."""
+        x = _check_input(x)
+        sub = self._shared.get(("features", layer))
+        if sub is None:
+            import keras
+
+            try:
+                out = self.model.get_layer(layer).output
+            except ValueError:
+                raise BundleError(f"model {self.name!r} has no layer {layer!r}", self.info.path) from None
+            sub = self._shared[("features", layer)] = forward.SharedForward(
+                [keras.Model(self.model.inputs, out)], share=False)
+        parts = [np.asarray(sub(x[s:s + batch_size])[0], dtype=np.float64) for s in range(0, len(x), batch_size)]
+        return np.concatenate(parts) if parts else np.empty((0, 0))
+
     def __call__(self, x: np.ndarray, tta: str | None = None) -> np.ndarray:
         """Probabilities for ``x``; with the card's TTA unless ``tta`` overrides it (``none`` /
         ``dihedral8``): then the mean over the 8 dihedral views (:mod:`mammo_core.tta`)."""

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from mammo_core.ood import OodCheck
+
 ENSEMBLE = "ensemble"  # the alias under which the loaded ensemble is asked for
 
 
@@ -35,7 +37,9 @@ class PatchPrediction:
     ``uncertainty`` is the ensemble members' disagreement (None without an ensemble of at least
     two members per factor); ``flagged`` is True when it exceeds the threshold fitted on
     validation data; ``entropy`` is the normalised entropy of the ensemble's distribution;
-    ``bits`` the bit depth the patch's pixels were scaled by (``Patch.bits``).
+    ``bits`` the bit depth the patch's pixels were scaled by (``Patch.bits``); ``conformal`` the
+    ensemble's conformal set at ``level`` (None without a fitted one); ``ood`` the patch's
+    out-of-distribution check (background share, feature distance, warnings).
     """
 
     source: str
@@ -47,6 +51,19 @@ class PatchPrediction:
     flagged: bool
     entropy: float | None = None
     bits: int | None = None
+    conformal: tuple[str, ...] | None = None  # the ensemble's conformal set (class names)
+    level: float | None = None  # its level
+    ood: OodCheck | None = None  # out-of-distribution check of the patch (mammo_core.ood)
+
+    @property
+    def uncertain(self) -> bool:
+        """The conformal set holds more than one class (or none)."""
+        return self.conformal is not None and len(self.conformal) != 1
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The OOD warnings of the patch (words), empty when it looks like the training data."""
+        return () if self.ood is None else self.ood.warnings
 
     @property
     def key(self) -> str:

@@ -59,10 +59,12 @@ from mammo_core.confidence import (
     ModelQuality,
     agreement,
 )
+from mammo_core.ensemble import set_words
 from mammo_core.errors import MammoError
 from mammo_core.explain import finish_map, overlay, tissue_mask, to_uint8
 from mammo_core.io import Patch, to_model_input
 from mammo_core.labels import LABEL_TO_NAME
+from mammo_core.ood import BACKGROUND_RULE, FEATURE_RULE
 from mammo_core.predictions import ENSEMBLE, ModelOutput, PatchPrediction
 from mammo_core.safeio import shown
 
@@ -123,7 +125,14 @@ def canonical_keys(mapping: Mapping[tuple[str, str], Any],
 
 def rules() -> dict[str, str]:
     """The rules every report states in words."""
-    return {"call": CALL_RULE, "agreement": AGREEMENT_RULE, "quality": QUALITY_RULE}
+    return {"call": CALL_RULE, "agreement": AGREEMENT_RULE, "quality": QUALITY_RULE,
+            "conformal": CONFORMAL_RULE, "ood": OOD_RULE}
+
+
+CONFORMAL_RULE = ("the call's conformal set: the classes that conform at the stated level (class-conditional, "
+                  "calibrated on out-of-fold predictions of the training women); a set of more than one "
+                  "class (or none) is uncertain")
+OOD_RULE = f"warned when the {BACKGROUND_RULE}; and when the {FEATURE_RULE}"
 
 
 def _qualities(run: PredictionRun) -> dict[str, ModelQuality]:
@@ -209,6 +218,13 @@ def rows(run: PredictionRun) -> Iterator[dict[str, Any]]:
                 "heldout_auc_ci95": None if q is None or q.ci95 is None else list(q.ci95),
                 "quality": ModelQuality(out.model).status if q is None else q.status,
                 "agreement": agree.state if is_ens and agree is not None else None,
+                "conformal_set": list(pred.conformal) if is_ens and pred.conformal is not None else None,
+                "conformal_level": pred.level if is_ens else None,
+                "uncertain": pred.uncertain if is_ens and pred.conformal is not None else None,
+                "background_share": None if pred.ood is None else round(pred.ood.background, 4),
+                "feature_distance": None if pred.ood is None or pred.ood.distance is None
+                else round(pred.ood.distance, 4),
+                "warnings": list(pred.warnings),
             }
 
 
@@ -248,7 +264,8 @@ def csv_text(run: PredictionRun) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["source", "index", "bits", "sha256", "model", "task", "predicted", "uncertainty", "entropy",
                 "flagged", *[f"p_{c}" for c in classes], "heatmap", "true_label", "heldout_auc",
-                "heldout_auc_ci_low", "heldout_auc_ci_high", "quality", "agreement"])
+                "heldout_auc_ci_low", "heldout_auc_ci_high", "quality", "agreement", "conformal_set",
+                "conformal_level", "uncertain", "background_share", "feature_distance", "warnings"])
     for r in rs:
         w.writerow([
             csv_cell(r["source"]), "" if r["index"] is None else r["index"],
@@ -261,10 +278,16 @@ def csv_text(run: PredictionRun) -> str:
             "" if r["heldout_auc"] is None else f"{r['heldout_auc']:.4f}",
             *(["", ""] if r["heldout_auc_ci95"] is None else [f"{v:.4f}" for v in r["heldout_auc_ci95"]]),
             csv_cell(r["quality"]), csv_cell(r["agreement"] or ""),
+            "" if r["conformal_set"] is None else csv_cell("|".join(r["conformal_set"])),
+            "" if r["conformal_level"] is None else f"{r['conformal_level']:.2f}",
+            "" if r["uncertain"] is None else int(r["uncertain"]),
+            "" if r["background_share"] is None else f"{r['background_share']:.4f}",
+            "" if r["feature_distance"] is None else f"{r['feature_distance']:.4f}",
+            csv_cell("; ".join(r["warnings"])),
         ])
     for e in run.errors:
         w.writerow([csv_cell(shown(e.source)), "", "", "", "", "", "ERROR", "", "", "", *[""] * len(classes), "",
-                    "", "", "", "", "", ""])
+                    "", "", "", "", "", "", *[""] * 6])
     return buf.getvalue()
 
 
@@ -311,9 +334,10 @@ def _summary_page(fig, run: PredictionRun, part: Sequence[PatchPrediction], firs
     truth = _true_labels(run)
     fig.suptitle("Summary of predictions", fontsize=14, y=0.97)
     fig.text(0.5, 0.935, DISCLAIMER.upper(), ha="center", fontsize=10, color="firebrick", weight="bold")
-    fig.text(0.06, 0.91, f"Ensemble {CALL_RULE}.\nAgreement: {AGREEMENT_RULE}.", va="top",
+    fig.text(0.06, 0.91, f"Ensemble {CALL_RULE}.\nSet: {CONFORMAL_RULE}.\nWarning: {OOD_RULE}."
+             f"\nMembers (agreement): {AGREEMENT_RULE}.", va="top",
              fontsize=7, wrap=True)
-    head = ["#", "patch", "call", "P(call)", "uncertainty", "flag", "agreement", "true label"]
+    head = ["#", "patch", "call", "P(call)", "set", "warning", "members", "true label"]
     cells = []
     for i, pred in enumerate(part, start=first):
         e = pred.ensemble
@@ -321,14 +345,16 @@ def _summary_page(fig, run: PredictionRun, part: Sequence[PatchPrediction], firs
             e = next(iter(pred.per_model.values()))
         agree = _agreement(pred)
         unc = "" if pred.uncertainty is None else f"{pred.uncertainty:.3f}"
+        cset = "" if pred.conformal is None else (
+            ("UNCERTAIN: " if pred.uncertain else "") + ", ".join(_pretty(c) for c in pred.conformal))
         cells.append([str(i), _name(pred, 34), _pretty(e.predicted),
-                      f"{e.probabilities.get(e.predicted, 0.0):.3f}", unc,
-                      "DISAGREE" if pred.flagged else "", "" if agree is None else agree.state,
+                      f"{e.probabilities.get(e.predicted, 0.0):.3f}", cset or unc,
+                      "OOD" if pred.warnings else "", "" if agree is None else agree.state,
                       _pretty(truth.get(pred.key) or truth.get(pred.sha256)) or "\u2013"])
     ax = fig.add_axes([0.04, 0.06, 0.92, 0.8])
     ax.axis("off")
     table = ax.table(cellText=cells, colLabels=head, loc="upper center", cellLoc="left",
-                     colWidths=[0.04, 0.30, 0.17, 0.07, 0.09, 0.09, 0.08, 0.16])
+                     colWidths=[0.04, 0.24, 0.15, 0.06, 0.23, 0.06, 0.07, 0.14])
     table.auto_set_font_size(False)
     table.set_fontsize(6.5)
     table.scale(1.0, 1.25)
@@ -427,14 +453,20 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
             fig.text(0.06, y, part, va="top", fontsize=size, family="monospace", color=color)
             y -= step
 
+    for w in pred.warnings:
+        line(f"WARNING: {w}", color="firebrick")
     if pred.ensemble is not None:
         line(f"Ensemble {CALL_RULE}.")
+        if pred.conformal is not None and pred.level is not None:
+            line(set_words(pred.conformal, pred.level, _pretty)
+                 + (" (uncertain)" if pred.uncertain else ""),
+                 color="darkorange" if pred.uncertain else "black")
         agree = _agreement(pred)
         unc = "n/a (fewer than 2 members per factor)" if pred.uncertainty is None else f"{pred.uncertainty:.4f}"
         thr = (prov.get("ensemble") or {}).get("threshold")
         line(f"{agree.text}: disagreement {unc}" + ("" if thr is None else f" (threshold {thr:.4f})")
              + f", P(call) {pred.ensemble.probabilities.get(pred.ensemble.predicted, 0.0):.3f}",
-             color="darkorange" if agree.state != "agree" else "darkgreen")
+             color=GREY)
         if pred.entropy is not None:
             line(f"Normalised entropy of the five-class distribution: {pred.entropy:.4f}")
         q = quality.get(pred.ensemble.model)

@@ -19,11 +19,14 @@ import numpy as np
 from mammo_core import DISCLAIMER, __version__
 from mammo_core.bundle import BundleInfo, iter_bundles, read_card, read_manifest
 from mammo_core.ensemble import _factors_of, apply_temperature, combine, member_class_for, member_dirs, read_ensemble
+from mammo_core.ensemble.store import read_reference
 from mammo_core.errors import BundleError, MammoError
 from mammo_core.explain import finish_map, tissue_mask, weighted_mean
 from mammo_core.inference import bundle_summary, find_bundle, load_bundle, predict_arrays
 from mammo_core.io import ReadFailure, read_patches, to_model_input
 from mammo_core.labels import CLASS_NAMES
+from mammo_core.ood import FeatureReference, background_share
+from mammo_core.ood import checks as ood_checks
 from mammo_core.paths import models_dir as default_models_dir
 from mammo_core.predictions import (
     ENSEMBLE,
@@ -53,6 +56,7 @@ def _failure(source: str | Path, error: str):
 class _Ensemble:
     info: BundleInfo
     spec: EnsembleSpec
+    reference: FeatureReference | None = None  # OOD feature reference (mammo_core.ood)
 
 
 @dataclass
@@ -150,8 +154,13 @@ class Session:
             if missing:
                 failures.append(_failure(einfo.path, f"ensemble not loaded: member(s) {', '.join(missing)} failed"))
                 continue
+            try:
+                ref = read_reference(einfo, spec)
+            except MammoError as err:
+                failures.append(_failure(err.path or einfo.path, err.problem))
+                continue
             with self._lock:
-                self._state.ensemble = _Ensemble(einfo, spec)
+                self._state.ensemble = _Ensemble(einfo, spec, ref)
         if progress is not None:
             progress(total, total, "")
         return failures
@@ -218,6 +227,12 @@ class Session:
         patches = list(patches)
         n = len(patches)
         probs = {m.name: np.empty((n, len(m.classes))) for m in models}
+        background = np.empty(n)
+        ospec = None if ens is None else ens.spec.ood
+        probe = None
+        if ospec is not None and ospec.feature_member is not None and ens.reference is not None:
+            probe = next((m for m in models if m.name == ospec.feature_member), None)
+        distance = np.empty(n) if probe is not None else None
         done = 0
         for s in range(0, n, batch_size):
             if cancel is not None and cancel():
@@ -227,11 +242,16 @@ class Session:
             part = predict_arrays(models, x, batch_size=len(chunk))
             for k, v in part.items():
                 probs[k][s:s + len(chunk)] = v
+            background[s:s + len(chunk)] = background_share(x)
+            if probe is not None:
+                distance[s:s + len(chunk)] = ens.reference.distance(
+                    probe.features(x, ospec.feature_layer, batch_size=len(chunk)))
             done = s + len(chunk)
             if progress is not None:
                 progress(done, n)
         probs = {k: v[:done] for k, v in probs.items()}
         res = combine(ens.spec, probs) if ens is not None and done else None
+        checks = ood_checks(ospec, background[:done], None if distance is None else distance[:done])
         out = []
         for i in range(done):
             per = {}
@@ -239,7 +259,7 @@ class Session:
                 row = probs[m.name][i]
                 per[m.name] = ModelOutput(m.name, m.task, {c: float(p) for c, p in zip(m.classes, row)},
                                           m.classes[int(np.argmax(row))])
-            e_out, unc, flag, ent = None, None, False, None
+            e_out, unc, flag, ent, cset, level = None, None, False, None, None, None
             if res is not None:
                 row = res.probabilities[i]
                 e_out = ModelOutput(ens.info.name, "five_class",
@@ -248,9 +268,12 @@ class Session:
                 unc = None if res.disagreement is None else float(res.disagreement[i])
                 flag = bool(res.flagged[i])
                 ent = float(res.entropy[i])
+                if res.sets is not None:
+                    cset = tuple(c for c, k in zip(CLASS_NAMES, res.sets[i]) if k)
+                    level = res.level
             p = patches[i]
             out.append(PatchPrediction(p.source, p.index, p.sha256, per, e_out, unc, flag, ent,
-                                       getattr(p, "bits", None)))
+                                       getattr(p, "bits", None), cset, level, checks[i]))
         return out
 
     # ------------------------------------------------------------------ P(abnormal) only

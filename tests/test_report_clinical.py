@@ -80,12 +80,13 @@ def test_summary_page_has_one_row_per_patch(figs):
     table = figs[0].axes[0].tables[0]
     cells = table.get_celld()
     head = [cells[(0, c)].get_text().get_text() for c in range(8)]
-    assert head == ["#", "patch", "call", "P(call)", "uncertainty", "flag", "agreement", "true label"]
+    assert head == ["#", "patch", "call", "P(call)", "set", "warning", "members", "true label"]
     rows = [[cells[(r, c)].get_text().get_text() for c in range(8)] for r in range(1, 4)]
     assert [r[1] for r in rows] == ["case_000.png", "case_001.png", "case_002.png"]
     assert rows[0][2] == "mass malignant" and rows[0][3] == "0.240" and rows[0][4] == "0.050"
     assert rows[0][6] == "low"  # a 24 % call is never "agree"
-    assert rows[1][6] == "agree" and rows[2][5] == "DISAGREE" and rows[2][6] == "disagree"
+    assert rows[1][6] == "agree" and rows[2][6] == "disagree"
+    assert [r[5] for r in rows] == ["", "", ""]  # no OOD check in these made-up predictions
     assert [r[7] for r in rows] == ["baseline", "mass malignant", "baseline"]
     words = " ".join(t.get_text() for t in _texts(figs[0]))
     assert CALL_RULE in words and AGREEMENT_RULE in words

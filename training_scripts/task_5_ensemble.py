@@ -61,6 +61,9 @@ def parse_args(argv):
     p.add_argument("--oof", nargs="+", type=path_arg, default=(), metavar="DIR",
                    help="members' run folders with oof.npz (same order as --members): fit on their "
                         "out-of-fold predictions over every train_* patch (preferred)")
+    p.add_argument("--level", type=float, default=0.9,
+                   help="level of the call's conformal sets (class-conditional, calibrated on the same "
+                        "predictions; default 0.9)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (over women) for CIs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
@@ -77,7 +80,7 @@ def config_from_args(args) -> EnsembleFitConfig:
         members=tuple(args.members), data=args.data, out=args.out, name=args.name,
         val_fraction=args.val_fraction, percentile=args.percentile, seed=args.seed,
         batch_size=args.batch_size, smoke=args.smoke, oof=tuple(args.oof), n_boot=args.n_boot,
-        held_out_seen=args.held_out_seen.strip(),
+        held_out_seen=args.held_out_seen.strip(), level=args.level,
         command=" ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if sys.argv else [])]),
     )
 

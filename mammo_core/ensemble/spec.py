@@ -16,6 +16,7 @@ import numpy as np
 from mammo_core.ensemble.conformal import ConformalSpec
 from mammo_core.errors import BundleError, MammoError
 from mammo_core.labels import FACTORS, SUBSET_LABELS, get_task, task_factors
+from mammo_core.ood import OodSpec
 
 ENSEMBLE_FILE = "ensemble.json"
 ENSEMBLE_SCHEMA = "mammo.ensemble/1"
@@ -70,6 +71,7 @@ class EnsembleSpec:
     threshold_rule: str = THRESHOLD_RULE
     fitted: Mapping[str, Any] = field(default_factory=dict)
     conformal: ConformalSpec | None = None  # the call's conformal sets (None: fitted before them)
+    ood: OodSpec | None = None  # out-of-distribution checks (None: fitted before them)
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -94,6 +96,9 @@ class EnsembleSpec:
                 raise BundleError(f"members of task {group[0]!r}: weights sum to 0")
         if self.threshold is not None and not (0.0 <= self.threshold <= 1.0):
             raise BundleError(f"threshold {self.threshold!r} must be in [0, 1] (or null)")
+        if self.ood is not None and self.ood.feature_member is not None and \
+                self.ood.feature_member not in names:
+            raise BundleError(f"OOD feature member {self.ood.feature_member!r} is not a member")
         if not isinstance(self.fitted, Mapping):
             raise BundleError("'fitted' must be an object")
         fw = self.fitted.get("factor_weights", {})
@@ -113,6 +118,7 @@ class EnsembleSpec:
         d["members"] = [{**asdict(m), "classes": list(m.classes)} for m in self.members]
         d["fitted"] = dict(self.fitted)
         d["conformal"] = None if self.conformal is None else self.conformal.to_dict()
+        d["ood"] = None if self.ood is None else self.ood.to_dict()
         return {"schema": ENSEMBLE_SCHEMA, **d, "coverage": self.coverage, "factors": list(FACTORS)}
 
     @classmethod
@@ -137,6 +143,7 @@ class EnsembleSpec:
                 threshold_rule=str(d.get("threshold_rule", THRESHOLD_RULE)),
                 fitted=d.get("fitted") or {},
                 conformal=None if d.get("conformal") is None else ConformalSpec.from_dict(d["conformal"]),
+                ood=None if d.get("ood") is None else OodSpec.from_dict(d["ood"]),
             )
         except BundleError as err:  # a value __post_init__ refused: name the file
             if err.path is None and path is not None:

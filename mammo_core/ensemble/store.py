@@ -29,12 +29,20 @@ from mammo_core.labels import (
     CLASS_NAMES,
     FACTORS,
 )
+from mammo_core.ood import FeatureReference
 
 
-def write_ensemble(out_dir: str | Path, spec: EnsembleSpec, card: Mapping[str, Any] | None = None) -> BundleInfo:
-    """Write the ensemble bundle: ``ensemble.json`` then ``card.json`` (both atomically)."""
+def write_ensemble(out_dir: str | Path, spec: EnsembleSpec, card: Mapping[str, Any] | None = None,
+                   reference: FeatureReference | None = None) -> BundleInfo:
+    """Write the ensemble bundle: the OOD feature reference (when the spec names one),
+    ``ensemble.json`` then ``card.json`` (each atomically; the card hashes every file)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    ref_file = None if spec.ood is None else spec.ood.reference_file
+    if (ref_file is None) != (reference is None):
+        raise BundleError("an ensemble's OOD spec and its feature reference go together", out_dir)
+    if ref_file is not None:
+        reference.save(out_dir / ref_file)
     atomic_write_text(out_dir / ENSEMBLE_FILE, json.dumps(spec.to_dict(), indent=2) + "\n")
     digest = sha256_file(out_dir / ENSEMBLE_FILE)
     cov = spec.coverage
@@ -60,6 +68,8 @@ def write_ensemble(out_dir: str | Path, spec: EnsembleSpec, card: Mapping[str, A
     full["task"] = "five_class"
     full["classes"] = list(CLASS_NAMES)
     full["files"] = {ENSEMBLE_FILE: digest}
+    if ref_file is not None:
+        full["files"][ref_file] = sha256_file(out_dir / ref_file)
     full["sha256"] = digest
     write_card(out_dir, full)
     return read_card(out_dir)
@@ -74,7 +84,18 @@ def read_ensemble(bundle_dir: str | Path, manifest: Mapping[str, Any] | None = N
     if ENSEMBLE_FILE not in info.card["files"]:
         raise BundleError(f"card does not hash {ENSEMBLE_FILE}", info.path)
     d = read_json_object(path, "ensemble spec", BundleError)
-    return info, EnsembleSpec.from_dict(d, path)
+    spec = EnsembleSpec.from_dict(d, path)
+    ref = None if spec.ood is None else spec.ood.reference_file
+    if ref is not None and ref not in info.card["files"]:
+        raise BundleError(f"card does not hash the OOD reference {ref}", info.path)
+    return info, spec
+
+
+def read_reference(info: BundleInfo, spec: EnsembleSpec) -> FeatureReference | None:
+    """The ensemble's OOD feature reference (hash checked by :func:`read_ensemble`), or None."""
+    if spec.ood is None or spec.ood.reference_file is None:
+        return None
+    return FeatureReference.load(Path(info.path) / spec.ood.reference_file)
 
 
 def member_dirs(spec: EnsembleSpec, search_dir: str | Path) -> dict[str, Path]:
