@@ -1,0 +1,169 @@
+"""The acquisition-shift evaluation: the bundled pooled members and their ensemble scored OUT OF
+FOLD on the training patches under each shift of :mod:`mammo_core.shifts`, with the OOD warning
+rate of :mod:`mammo_core.ood` per shift. Used by ``benchmarks/shift_bench.py``; any other bench
+(e.g. one comparing old and new bundles) calls :func:`evaluate_shifts` the same way.
+
+Out of fold, grouped by woman: for each fold of the members' own ``oof.npz`` fold assignment, each
+member's head (standardisation + logistic regression, the card's chosen pooling and ``C``, its
+training views of the UNSHIFTED cached features, exactly as :mod:`mammo_core.training.pooled`
+fits it) is refitted on the other folds' women and predicts the held-back fold's SHIFTED patches.
+Every row, the unshifted one included, uses the identity view only (no test-time augmentation:
+8 views under 10 shifts would cost 80 backbone passes), so rows compare like with like; the
+unshifted row is therefore not the members' published OOF figure. The OOD feature distance of a
+held-back fold is measured to a reference fitted on the other folds' unshifted features, against
+the ensemble's stored threshold.
+
+Research use only — not a medical device.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mammo_core import io, ood
+from mammo_core.bundle import read_card
+from mammo_core.ensemble import combine, read_ensemble
+from mammo_core.ensemble_fit import TASK_AUCS, task_aucs, task_scores
+from mammo_core.errors import MammoError
+from mammo_core.labels import get_task
+from mammo_core.shifts import SHIFT_NAMES, apply_shift
+from mammo_core.training.features import cached_features, feature_model
+from mammo_core.training.pooled import Candidate, _design, _fit_lr, _rows, load_oof, training_views
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Member:
+    name: str
+    task: str
+    subset: str | None
+    cand: Candidate
+    c: float
+    train_views: int
+    seed: int
+
+
+def _member(bundle_dir: Path, spec_member) -> _Member:
+    card = read_card(bundle_dir).card
+    proto = card["training"]["protocol"]
+    chosen = proto["chosen"]
+    return _Member(spec_member.name, spec_member.task, spec_member.subset,
+                   Candidate.parse(str(chosen["pool"])), float(chosen["C"]),
+                   int(proto.get("train_views", 8)), int(proto.get("seed", 0)))
+
+
+def shifted_view0(model, keys, x: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """``{key: (1, N, d)}`` pooled features of the identity view of ``x``."""
+    parts: list[list[np.ndarray]] = [[] for _ in keys]
+    for i in range(0, len(x), batch_size):
+        for j, r in enumerate(model(x[i:i + batch_size], training=False)):
+            parts[j].append(np.asarray(r, np.float32))
+    return {k: np.concatenate(p)[None] for k, p in zip(keys, parts)}
+
+
+def evaluate_shifts(data: Path, models_dir: Path, oof_root: Path, weights: Path,
+                    shifts: Sequence[str] = SHIFT_NAMES, cache: Path | None = None, seed: int = 0,
+                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Per shift: the ensemble's three task AUCs out of fold, each member's AUC on its own
+    question, and the OOD warning rates (background, feature distance, either)."""
+    say = progress or (lambda m: log.info("%s", m))
+    t0 = time.perf_counter()
+    arrays = io.load_patch_arrays(data)
+    train = arrays.splits["train"]
+    labels = np.asarray(train.labels, dtype=np.int64)
+    x = io.to_model_input(np.asarray(train.images))
+    info, spec = read_ensemble(models_dir / "ensemble")
+    members = [_member(models_dir / m.name, m) for m in spec.members]
+    fold = None
+    for m in members:
+        z = load_oof(oof_root / m.name)
+        if not np.array_equal(z["labels"], labels):
+            raise MammoError(f"{m.name}: out-of-fold predictions were made on other data", oof_root / m.name)
+        if fold is None:
+            fold = np.asarray(z["fold"])
+        elif not np.array_equal(fold, z["fold"]):
+            raise MammoError(f"{m.name}: other folds than the first member", oof_root / m.name)
+    k = int(fold.max()) + 1
+    say(f"unshifted features of {len(x)} training patches (cache)")
+    feats = cached_features(x, data / "train_tensor.npy", "train", weights, views=8, cache=cache)
+    # each member's fold heads on the UNSHIFTED training views of the other folds
+    heads: dict[str, list] = {}
+    for m in members:
+        keep, y_task = get_task(m.task).map_labels(labels)
+        y_full = np.full(len(labels), -1, np.int64)
+        y_full[keep] = y_task
+        F = _design(feats, m.cand)
+        tv = training_views(len(labels), F.shape[0], m.train_views, m.seed)
+        heads[m.name] = []
+        for f in range(k):
+            tr = np.flatnonzero(keep & (fold != f))
+            heads[m.name].append(_fit_lr(_rows(F, tr, tv), np.repeat(y_full[tr], tv.shape[1]), m.c, m.seed))
+    # OOD: each fold's reference from the other folds' unshifted identity-view features
+    ospec = spec.ood
+    fm = None if ospec is None or ospec.feature_member is None else \
+        next(m for m in members if m.name == ospec.feature_member)
+    refs = None
+    if fm is not None:
+        F0 = _design(feats, fm.cand)[0]
+        refs = [ood.fit_reference(F0[fold != f], ospec.components) for f in range(k)]
+    limit = ood.BACKGROUND_LIMIT if ospec is None else ospec.background_limit
+    model, keys = feature_model(weights)
+    rows = []
+    for name in shifts:
+        t1 = time.perf_counter()
+        xs = x if name == "none" else apply_shift(name, x, seed)
+        fs = shifted_view0(model, keys, xs) if name != "none" else {kk: v[:1] for kk, v in feats.items()}
+        probs = {}
+        row: dict[str, Any] = {"shift": name}
+        for m in members:
+            F = _design(fs, m.cand)[0]
+            p = np.zeros((len(labels), get_task(m.task).n_classes))
+            for f in range(k):
+                te = fold == f
+                scaler, lr = heads[m.name][f]
+                p[te] = lr.predict_proba(scaler.transform(F[te]))
+            probs[m.name] = p
+            own = task_aucs(labels, task_scores(m.task, p, m.subset))
+            row[m.name] = {q: v for q, v in own.items() if np.isfinite(v)}
+        res = combine(spec, probs)
+        row.update(task_aucs(labels, task_scores("five_class", res.probabilities)))
+        bg = ood.background_share(xs)
+        row["ood_background"] = float((bg > limit).mean())
+        warned = bg > limit
+        if refs is not None:
+            F = _design(fs, fm.cand)[0]
+            d = np.empty(len(labels))
+            for f in range(k):
+                te = fold == f
+                d[te] = refs[f].distance(F[te])
+            row["ood_feature"] = float((d > ospec.threshold).mean())
+            warned = warned | (d > ospec.threshold)
+        row["ood_any"] = float(warned.mean())
+        row["seconds"] = round(time.perf_counter() - t1, 1)
+        rows.append(row)
+        say(f"{name}: " + ", ".join(f"{q} {row[q]:.3f}" for q in TASK_AUCS) + f", OOD {row['ood_any']:.3f}")
+    return {"data": str(data), "models": str(models_dir), "ensemble_sha256": info.sha256,
+            "n": len(labels), "folds": k, "rows": rows, "seconds": round(time.perf_counter() - t0, 1),
+            "method": __doc__.split("\n\n")[1].replace("\n", " ")}
+
+
+def table_markdown(result: dict[str, Any]) -> str:
+    """The shift table: ensemble AUC per question per shift, the OOD warning rates."""
+    head = ("shift", "abnormal vs baseline", "mass vs calcification", "benign vs malignant",
+            "OOD warned", "background", "feature distance")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def num(v):
+        return "—" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+    for r in result["rows"]:
+        lines.append("| " + " | ".join([r["shift"], *(num(r[q]) for q in TASK_AUCS), num(r["ood_any"]),
+                                         num(r["ood_background"]), num(r.get("ood_feature"))]) + " |")
+    return "\n".join(lines)
