@@ -25,7 +25,7 @@ from app.workers import SerialExecutor, Worker
 from mammo_core.explain import colorize
 from mammo_core.io import read_patches
 from mammo_core.labels import CLASS_NAMES
-from mammo_core.predictions import HeatKey, PatchPrediction
+from mammo_core.predictions import HeatKey, PatchPrediction, default_target
 from mammo_core.session import Session
 
 log = logging.getLogger(__name__)
@@ -365,7 +365,8 @@ class ViewerController(QObject):
     # ------------------------------------------------------------------ heatmaps
     def heat_key(self, patch: Any, model: str, method: str, target: str | None) -> HeatKey | None:
         """The heatmap asked for, or None while it cannot be named (no models, or target
-        ``None`` = the predicted class before the prediction is known)."""
+        ``None`` = the default target, the most likely abnormal class, before the prediction is
+        known)."""
         if not self.models_ready or not model:
             return None
         if target is None:
@@ -373,7 +374,7 @@ class ViewerController(QObject):
             out = pred.output(model) if pred is not None else None
             if out is None:
                 return None
-            target = out.predicted
+            target = default_target(out)
         return HeatKey(patch.sha256, model, method, target)
 
     def heatmap(self, key: HeatKey) -> tuple[np.ndarray, np.ndarray] | None:

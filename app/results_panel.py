@@ -37,7 +37,10 @@ from mammo_core.confidence import (
     quality_from_card,
     question_qualities,
 )
+from mammo_core.ensemble import set_words
 from mammo_core.labels import CLASS_NAMES
+from mammo_core.predictions import asks_if_lesion, member_words
+from mammo_core.report import CONFORMAL_RULE, OOD_RULE
 
 ACCENT = QColor(66, 135, 245)
 ACCENT_TOP = QColor(35, 95, 200)
@@ -248,6 +251,16 @@ class ResultsPanel(QScrollArea):
         self.ensemble_bars = ProbabilityBars()
         self._layout.addWidget(self.ensemble_bars)
 
+        self.set_label = QLabel("")
+        self.set_label.setWordWrap(True)
+        self.set_label.setObjectName("conformalSet")
+        self._layout.addWidget(self.set_label)
+
+        self.ood_label = QLabel("")
+        self.ood_label.setWordWrap(True)
+        self.ood_label.setObjectName("oodWarning")
+        self._layout.addWidget(self.ood_label)
+
         self.uncertainty_label = QLabel("")
         self.uncertainty_label.setWordWrap(True)
         self.uncertainty_label.setObjectName("uncertainty")
@@ -348,6 +361,7 @@ class ResultsPanel(QScrollArea):
                 f"Ensemble call: <b>{class_label(ens.predicted)}</b> ({100 * p:.0f}%)"
                 f"<br><span style='font-size:small'>P(abnormal) {100 * p_abn:.0f}%. "
                 f"Rule: {_esc(CALL_RULE)}.</span>")
+            self._show_set(pred)
             self._show_agreement(pred, p)
             self._show_ensemble_quality(ens.model)
         else:
@@ -356,7 +370,47 @@ class ResultsPanel(QScrollArea):
             self.ensemble_bars.set_probabilities({}, None)
             self.uncertainty_label.setVisible(False)
             self.ensemble_quality_label.setVisible(False)
-        self._set_members(list(pred.per_model.values()))
+            self.set_label.setVisible(False)
+        self._show_ood(pred)
+        self._set_members(list(pred.per_model.values()),
+                          normal_call=ens is not None and ens.predicted == "baseline")
+
+    def _show_set(self, pred) -> None:
+        """The call's conformal set at its level; more than one class (or none) reads uncertain."""
+        cset, level = getattr(pred, "conformal", None), getattr(pred, "level", None)
+        if cset is None or level is None:
+            self.set_label.setText("<span style='font-size:small'>No conformal set (this ensemble "
+                                   "was fitted without one)</span>")
+            self.set_label.setStyleSheet("")
+        else:
+            words = _esc(set_words(cset, level, class_label))
+            if pred.uncertain:
+                self.set_label.setText(f"\u26a0 <b>Uncertain</b> — {words}")
+                self.set_label.setStyleSheet(
+                    f"background:{WARN_BG}; color:{WARN_FG}; border-radius:4px; padding:6px;")
+            else:
+                self.set_label.setText(words)
+                self.set_label.setStyleSheet("padding:2px;")
+        self.set_label.setToolTip(CONFORMAL_RULE)
+        self.set_label.setVisible(True)
+
+    def _show_ood(self, pred) -> None:
+        """The out-of-distribution check, with every answer: the warnings, or what was measured."""
+        check = getattr(pred, "ood", None)
+        if check is None:
+            self.ood_label.setVisible(False)
+            return
+        if check.warnings:
+            self.ood_label.setText("<br>".join(f"\u26a0 <b>{_esc(w)}</b>" for w in check.warnings))
+            self.ood_label.setStyleSheet(
+                f"background:{WARN_BG}; color:{WARN_FG}; border-radius:4px; padding:6px;")
+        else:
+            dist = "" if check.distance is None else f", feature distance {check.distance:.1f}"
+            self.ood_label.setText(f"<span style='font-size:small'>Like the training patches "
+                                   f"(background {100 * check.background:.0f} %{dist})</span>")
+            self.ood_label.setStyleSheet("")
+        self.ood_label.setToolTip(OOD_RULE)
+        self.ood_label.setVisible(True)
 
     def _show_agreement(self, pred, p_call: float) -> None:
         """The agreement line (mammo_core.confidence.agreement): never "agree" on a weak call."""
@@ -368,15 +422,12 @@ class ResultsPanel(QScrollArea):
         text = a.text
         if a.state == AGREE and unc is None:
             text = "Agreement not measured (one model per question)"
-        if a.state == AGREE and unc is not None:
-            self.uncertainty_label.setText(f"{text} ({', '.join(detail)})")
-            self.uncertainty_label.setStyleSheet(
-                f"background:{OK_BG}; color:{OK_FG}; border-radius:4px; padding:6px;")
-        else:
-            sign = "\u26a0 " if a.state in (DISAGREE, LOW) else ""
-            self.uncertainty_label.setText(f"{sign}<b>{text}</b> ({', '.join(detail)})")
-            self.uncertainty_label.setStyleSheet(
-                f"background:{WARN_BG}; color:{WARN_FG}; border-radius:4px; padding:6px;")
+        # a secondary line in small grey type, never a reassuring box: the members share one
+        # frozen backbone and agree by construction (the conformal set above says how sure)
+        sign = "\u26a0 " if a.state in (DISAGREE, LOW) else ""
+        self.uncertainty_label.setText(f"<span style='font-size:small'>{sign}{text} "
+                                       f"({', '.join(detail)})</span>")
+        self.uncertainty_label.setStyleSheet(f"color:{MUTED_CSS};")
         self.uncertainty_label.setToolTip(AGREEMENT_RULE_TIP)
         self.agreement_state = a.state
         self.uncertainty_label.setVisible(True)
@@ -400,15 +451,20 @@ class ResultsPanel(QScrollArea):
             if parts else "")
         self.ensemble_quality_label.setVisible(bool(parts))
 
-    def _set_members(self, outputs) -> None:
+    def _set_members(self, outputs, normal_call: bool = False) -> None:
         for w in self._member_widgets:
             self._members_box.removeWidget(w)
             w.deleteLater()
         self._member_widgets = []
         for out in outputs:
             q = self.quality(out.model)
-            answer = f"{task_label(out.task)} → {class_label(out.predicted)}"
-            if q.trusted:
+            lesion_only = asks_if_lesion(out.task, out.probabilities)
+            answer = f"{task_label(out.task)}: {_esc(member_words(out))}"
+            # a lesion-only member answers a question the ensemble did not ask on normal tissue
+            muted = not q.trusted or (lesion_only and normal_call)
+            if lesion_only and normal_call:
+                answer += " (not asked: the call is normal tissue)"
+            if not muted:
                 title = QLabel(f"<b>{_html(out.model)}</b> · {answer}<br>"
                                f"<span style='font-size:small'>{q.text()}</span>")
             else:  # at chance / below / not measured: grey, nothing bold
@@ -419,7 +475,7 @@ class ResultsPanel(QScrollArea):
             title.setProperty("quality", q.status)
             title.setToolTip(QUALITY_TIP)
             bars = ProbabilityBars()
-            bars.set_probabilities(out.probabilities, out.predicted, muted=not q.trusted)
+            bars.set_probabilities(out.probabilities, out.predicted, muted=muted)
             for w in (title, bars):
                 self._members_box.addWidget(w)
                 self._member_widgets.append(w)

@@ -317,11 +317,12 @@ def fill_heat_models(combo: QComboBox, loaded: Sequence[str], preferred: str) ->
 
 
 def fill_targets(combo: QComboBox, classes: Sequence[str]) -> None:
-    """The heatmap's target choice: the predicted class, then each class (the choice kept)."""
+    """The heatmap's target choice: the default (the most likely abnormal class; a normal-tissue
+    map locates nothing), then each class (the choice kept)."""
     previous = combo.currentData()
     combo.blockSignals(True)
     combo.clear()
-    combo.addItem("Predicted class", None)
+    combo.addItem("Most likely abnormal class", None)
     for c in classes:
         combo.addItem(class_label(c), c)
     combo.setCurrentIndex(max(combo.findData(previous) if previous else 0, 0))

@@ -30,6 +30,36 @@ class ModelOutput:
     predicted: str
 
 
+#: Shown with any map of the normal-tissue class: it has no lesion to point at.
+NORMAL_MAP_NOTE = ("normal-tissue map: where the models see normal tissue; it locates nothing "
+                   "(the default map explains the most likely abnormal class)")
+
+
+def asks_if_lesion(task: str, classes) -> bool:
+    """A member that only knows lesion classes (mass_calc, benign_malignant) answers "if this is
+    a lesion, which kind?": it has no normal-tissue class."""
+    return "baseline" not in tuple(classes)
+
+
+def member_words(out: ModelOutput) -> str:
+    """A member's answer with its question: ``"if a lesion: mass 100 % / calcification 0 %"``
+    for a member without a normal-tissue class, ``"baseline 10 % / mass 70 % / ..."`` otherwise."""
+    parts = " / ".join(f"{c.replace('_', ' ')} {100 * p:.0f} %" for c, p in out.probabilities.items())
+    return f"if a lesion: {parts}" if asks_if_lesion(out.task, out.probabilities) else parts
+
+
+def default_target(out: ModelOutput) -> str:
+    """The class a heatmap explains by default: for a model that estimates normal tissue
+    (``baseline`` among its classes), the most likely ABNORMAL class, so the map points at what
+    would be a finding even when the call is normal tissue (a normal-tissue map locates
+    nothing); otherwise the model's own predicted class."""
+    probs = out.probabilities
+    if "baseline" not in probs:
+        return out.predicted
+    others = [(p, c) for c, p in probs.items() if c != "baseline"]
+    return max(others)[1] if others else out.predicted
+
+
 @dataclass(frozen=True)
 class PatchPrediction:
     """Every loaded model's output for one patch, and the ensemble's (five classes) if loaded.

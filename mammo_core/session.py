@@ -35,6 +35,7 @@ from mammo_core.predictions import (
     ModelOutput,
     PatchPrediction,
     Provenance,
+    default_target,
     patch_key,
 )
 from mammo_core.report import PredictionRun, write_report
@@ -352,7 +353,8 @@ class Session:
                     target: str | None = None) -> dict[str, np.ndarray]:
         """Grad-CAM maps of one patch: ``{model: map}`` for a model; for the ensemble each
         member's map (for the member's class that contains the target, default the ensemble's
-        predicted class) and, under ``"ensemble"``, their mean weighted by each member's
+        most likely abnormal class, :func:`~mammo_core.predictions.default_target`)
+        and, under ``"ensemble"``, their mean weighted by each member's
         (temperature-scaled) probability of that class. Every map is normalised per patch to a
         maximum of 1 with the background (below the tissue threshold) set to 0
         (:func:`mammo_core.explain.finish_map`). Members that cannot express the target
@@ -365,7 +367,7 @@ class Session:
             if ens is None:
                 raise MammoError(f"no ensemble loaded (loaded: {', '.join(self.loaded) or 'none'})")
             if target is None:
-                target = self.predict([patch])[0].ensemble.predicted
+                target = default_target(self.predict([patch])[0].ensemble)
             if target not in CLASS_NAMES:
                 raise MammoError(f"unknown target {target!r} for the ensemble; choose one of "
                                  f"{', '.join(CLASS_NAMES)}")

@@ -105,7 +105,50 @@ def test_agreement_line(panel, probs, call, flagged, state):
     panel.show_prediction(_pred(probs, call, flagged))
     assert panel.agreement_state == state
     text = panel.uncertainty_label.text()
-    assert ("Models agree" in text) is (state == "agree")
+    assert ("Members agree with each other" in text) is (state == "agree")
+    assert "Models agree" not in text
+    # a secondary line: never a green reassuring box
+    assert "background" not in panel.uncertainty_label.styleSheet()
+
+
+def _pred_with(call="mass_malignant", cset=("mass_malignant",), warnings=(), background=0.02):
+    from mammo_core.ood import OodCheck
+
+    base = _pred((0.05, 0.05, 0.8, 0.05, 0.05) if call != "baseline" else (0.8, 0.05, 0.05, 0.05, 0.05), call)
+    import dataclasses
+
+    return dataclasses.replace(base, conformal=cset, level=0.9,
+                               ood=OodCheck(background, 3.2, tuple(warnings)))
+
+
+def test_conformal_set_shown_and_more_than_one_class_reads_uncertain(panel):
+    panel.show_prediction(_pred_with(cset=("mass_malignant",)))
+    assert "90 % set: Mass, malignant" in panel.set_label.text()
+    assert "Uncertain" not in panel.set_label.text()
+    panel.show_prediction(_pred_with(cset=("baseline", "mass_benign")))
+    text = panel.set_label.text()
+    assert "Uncertain" in text and "90 % set:" in text and "Mass, benign" in text
+
+
+def test_ood_warning_with_the_answer(panel):
+    from mammo_core.ood import background_text
+
+    panel.show_prediction(_pred_with())
+    assert "Like the training patches" in panel.ood_label.text() and panel.ood_label.isVisible()
+    w = background_text(0.24)
+    panel.show_prediction(_pred_with(warnings=(w,), background=0.24))
+    assert "24 % of this patch is outside the breast" in panel.ood_label.text()
+
+
+def test_lesion_only_members_say_their_question_and_grey_on_a_normal_call(panel):
+    panel.show_prediction(_pred_with())
+    good = panel.member_titles()[0]  # good_mass_calc
+    assert "if a lesion: mass 80 % / calcification 20 %" in good.text() and "<b>" in good.text()
+    panel.show_prediction(_pred_with(call="baseline"))
+    good = panel.member_titles()[0]
+    assert "if a lesion" in good.text() and "<b>" not in good.text()
+    bars = panel.member_bars()[0]
+    assert bars.muted
 
 
 def test_ensemble_question_quality_shown(panel):

@@ -16,6 +16,7 @@ from mammo_core.errors import MammoError
 from mammo_core.explain import overlay
 from mammo_core.io import READ_EXTENSIONS
 from mammo_core.paths import path_arg
+from mammo_core.predictions import default_target
 from mammo_core.report import PredictionRun, csv_text, json_text
 from mammo_core.safeio import shown
 from mammo_core.session import ENSEMBLE, Session
@@ -263,7 +264,7 @@ def _gradcam(session, patches, preds, args, disable):
             maps = {}
             if ens_loaded:
                 maps.update(session.explain_all(patch, ENSEMBLE, args.method,
-                                                target=pred.ensemble.predicted))
+                                                target=default_target(pred.ensemble)))
             for name in pred.per_model:
                 if name not in maps:
                     maps.update(session.explain_all(patch, name, args.method))
