@@ -27,6 +27,7 @@ from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 from app import imaging
 from app.text import class_short
 from mammo_core.confidence import CALL_RULE, DISAGREE_TEXT, agreement
+from mammo_core.ensemble import set_words
 from mammo_core.labels import LABEL_TO_NAME
 
 FLAG = "\u26a0"  # warning sign shown beside uncertain predictions
@@ -75,9 +76,30 @@ def shown_output(pred):
     return members[0] if members else None
 
 
+def is_uncertain(pred) -> bool:
+    """What the "Uncertain" filter and the warning sign mean: the call's conformal set holds more
+    than one class (or none), or the patch has an out-of-distribution warning; for an ensemble
+    fitted without conformal sets, the members' disagreement flag."""
+    if pred is None:
+        return False
+    if getattr(pred, "warnings", ()):
+        return True
+    if getattr(pred, "conformal", None) is not None:
+        return bool(pred.uncertain)
+    return bool(getattr(pred, "flagged", False))
+
+
+def set_text(pred) -> str:
+    """The conformal set for a table cell: short class names joined by " / "."""
+    cset = getattr(pred, "conformal", None)
+    if cset is None:
+        return ""
+    return " / ".join(class_short(c) for c in cset) if cset else "(empty)"
+
+
 class PatchTableModel(QAbstractTableModel):
-    COLUMNS = ("Patch", "Call", "p", "Uncertainty", "True label", "Split")
-    COL_NAME, COL_PRED, COL_PROB, COL_UNC, COL_TRUE, COL_SPLIT = range(6)
+    COLUMNS = ("Patch", "Call", "p", "Disagreement", "Set", "True label", "Split")
+    COL_NAME, COL_PRED, COL_PROB, COL_UNC, COL_SET, COL_TRUE, COL_SPLIT = range(7)
     SortRole = Qt.ItemDataRole.UserRole + 1
     EntryRole = Qt.ItemDataRole.UserRole + 2
 
@@ -160,8 +182,10 @@ class PatchTableModel(QAbstractTableModel):
                 return ("Patch file (and row of a patch array)",
                         f"The ensemble's call: {CALL_RULE}",
                         "Probability of the predicted class",
-                        ("Ensemble uncertainty (0 = models agree, higher = more disagreement); "
-                         f"{FLAG} = flagged for careful review"),
+                        ("Members' disagreement with each other (a secondary measure: the members "
+                         "share one backbone)"),
+                        (f"The call's conformal set (class-conditional, at the ensemble's level); "
+                         f"{FLAG} = uncertain: more than one class, or an out-of-distribution warning"),
                         "True label stored with the data (patch arrays only)",
                         "Data split of a patch array")[section]
         return None
@@ -185,7 +209,7 @@ class PatchTableModel(QAbstractTableModel):
         col = index.column()
         pred = self._preds.get(entry.key)
         out = shown_output(pred)
-        flagged = bool(getattr(pred, "flagged", False))
+        flagged = is_uncertain(pred)
         if role == self.EntryRole:
             return entry
         if role == Qt.ItemDataRole.DisplayRole:
@@ -201,6 +225,8 @@ class PatchTableModel(QAbstractTableModel):
             if col == self.COL_UNC:
                 unc = getattr(pred, "uncertainty", None)
                 return "" if unc is None else f"{unc:.2f}"
+            if col == self.COL_SET:
+                return set_text(pred)
             if col == self.COL_TRUE:
                 return class_short(entry.true_label) if entry.true_label else ""
             if col == self.COL_SPLIT:
@@ -215,6 +241,9 @@ class PatchTableModel(QAbstractTableModel):
             if col == self.COL_UNC:
                 unc = getattr(pred, "uncertainty", None)
                 return -1.0 if unc is None else float(unc)
+            if col == self.COL_SET:
+                cset = getattr(pred, "conformal", None)
+                return -1 if cset is None else len(cset)
             if col == self.COL_TRUE:
                 return entry.true_label or "~"
             if col == self.COL_SPLIT:
@@ -224,16 +253,20 @@ class PatchTableModel(QAbstractTableModel):
                 return self._thumb(entry)
             except Exception:  # noqa: BLE001 - an odd patch must not break painting
                 return None
-        if role == Qt.ItemDataRole.ForegroundRole and col == self.COL_PRED and flagged:
+        if role == Qt.ItemDataRole.ForegroundRole and col in (self.COL_PRED, self.COL_SET) and flagged:
             return QBrush(UNCERTAIN_FG)
         if role == Qt.ItemDataRole.ToolTipRole:
             tip = str(entry.patch.source)
             if entry.patch.index is not None:
                 tip += f"\nrow {entry.patch.index}"
+            for w in getattr(pred, "warnings", ()):
+                tip += f"\n{FLAG} {w}"
+            if getattr(pred, "conformal", None) is not None and pred.level is not None:
+                tip += "\n" + set_words(pred.conformal, pred.level, class_short)
             if out is not None and getattr(pred, "ensemble", None) is not None:
-                a = agreement(out.probabilities.get(out.predicted, 0.0), flagged)
+                a = agreement(out.probabilities.get(out.predicted, 0.0), bool(pred.flagged))
                 tip += f"\n{a.text}"
-            elif flagged:
+            elif getattr(pred, "flagged", False):
                 tip += f"\n{DISAGREE_TEXT}"
             return tip
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (self.COL_PROB, self.COL_UNC):
@@ -242,7 +275,7 @@ class PatchTableModel(QAbstractTableModel):
 
 
 class PatchFilterProxy(QSortFilterProxyModel):
-    """Filter by predicted class, by true label and to flagged (uncertain) patches."""
+    """Filter by predicted class, by true label and to uncertain patches (:func:`is_uncertain`)."""
 
     ANY = ""
 
@@ -286,7 +319,7 @@ class PatchFilterProxy(QSortFilterProxyModel):
                     return False
             elif entry.true_label != self._true_class:
                 return False
-        return not (self._uncertain_only and not getattr(pred, "flagged", False))
+        return not (self._uncertain_only and not is_uncertain(pred))
 
 
 class PatchTableView(QTableView):
@@ -315,7 +348,7 @@ class PatchTableView(QTableView):
         hh = self.horizontalHeader()
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         hh.setStretchLastSection(True)
-        for col, width in enumerate((165, 150, 40, 44, 150, 80)):
+        for col, width in enumerate((165, 150, 40, 44, 120, 150, 80)):
             self.setColumnWidth(col, width)
         self.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.selectionModel().currentRowChanged.connect(self._current_changed)

@@ -124,7 +124,8 @@ def build_ui(win: MainWindow) -> None:
     win.true_filter = QComboBox()
     win.true_filter.setToolTip("Show only patches with this true label (patch arrays)")
     win.uncertain_only = QCheckBox("Uncertain")
-    win.uncertain_only.setToolTip("Show only patches flagged: models disagree")
+    win.uncertain_only.setToolTip("Show only uncertain patches: a conformal set of more than one "
+                                  "class, or an out-of-distribution warning")
     win.pred_filter.addItem("Any prediction", "")
     win.true_filter.addItem("Any true label", "")
     for name in CLASS_NAMES:

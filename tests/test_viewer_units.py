@@ -281,3 +281,30 @@ def test_error_message_has_details_and_goes_to_the_log_file(qtbot, tmp_path):
             root.removeHandler(h)
             h.close()
         win.shutdown(10)
+
+
+def test_browser_set_column_and_uncertain_filter_use_conformal_sets_and_ood(qtbot):
+    import dataclasses
+
+    from app.patch_browser import PatchFilterProxy, PatchTableModel, patch_key
+    from mammo_core.ood import OodCheck, background_text
+
+    patches = _patches(3, [0, 1, 0])
+    model = PatchTableModel()
+    model.set_patches(patches)
+    proxy = PatchFilterProxy()
+    proxy.setSourceModel(model)
+    one = ("baseline",)
+    two = ("baseline", "mass_benign")
+    preds = [dataclasses.replace(_prediction(p, "baseline", flagged=False, unc=0.1), conformal=c, level=0.9,
+                                 ood=OodCheck(b, None, w))
+             for p, c, b, w in ((patches[0], one, 0.0, ()), (patches[1], two, 0.0, ()),
+                                (patches[2], one, 0.3, (background_text(0.3),)))]
+    model.set_predictions({patch_key(p): pr for p, pr in zip(patches, preds)})
+    assert model.index(1, PatchTableModel.COL_SET).data() == "Normal / Mass, benign"
+    assert model.index(0, PatchTableModel.COL_SET).data() == "Normal"
+    proxy.set_uncertain_only(True)
+    kept = {proxy.index(r, 0).data(PatchTableModel.EntryRole).patch.index for r in range(proxy.rowCount())}
+    assert kept == {1, 2}  # the two-class set and the OOD-warned patch
+    tip = model.index(2, 0).data(Qt.ItemDataRole.ToolTipRole)
+    assert "30 % of this patch is outside the breast" in tip
