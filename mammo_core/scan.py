@@ -118,10 +118,15 @@ class Candidate:
     call: str
     probabilities: dict[str, float]
     box: Box = field(repr=False)
+    conformal: tuple[str, ...] | None = None  # the call's conformal set (None: no ensemble set)
+    level: float | None = None
+    warnings: tuple[str, ...] = ()  # OOD warnings of the window (mammo_core.ood)
 
     def to_json(self) -> dict:
         return {"x": self.x, "y": self.y, "side": self.side, "p_abnormal": round(self.p_abnormal, 6),
                 "p_map": round(self.p_map, 6), "call": self.call,
+                "conformal_set": None if self.conformal is None else list(self.conformal),
+                "conformal_level": self.level, "warnings": list(self.warnings),
                 "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
                 "box": {"top": self.box.top, "left": self.box.left, "height": self.box.height,
                         "width": self.box.width}}
@@ -148,6 +153,12 @@ class ScanResult:
     settings: ScanSettings
     # the test-time augmentation each map member ran with (``Session.tta_of`` under "card")
     member_tta: dict[str, str] = field(default_factory=dict)
+    coverage: np.ndarray | None = None  # windows covering each map cell (the map's shape)
+
+    def unscanned_mm(self) -> float | None:
+        """How far (95th percentile, mm; px when the spacing is unknown) breast tissue reaches
+        beyond the scanned cells: the band along the skin line no window covered."""
+        return unscanned_band(self.map, self.mask, self.mask_scale, self.stride_px, self.spacing_mm)
 
     def members_text(self) -> str:
         """The map's members with the TTA each ran with: ``"a (TTA none), b (TTA dihedral8)"``."""
@@ -167,7 +178,11 @@ class ScanResult:
                        "protocol": "reference patch protocol v1 window -> 150 x 150 INTER_NEAREST"},
             "map": {"downsampling": self.stride_px, "members": self.members, "exact": self.exact,
                     "tta": self.settings.map_tta, "member_tta": dict(self.member_tta),
-                    "windows": len(self.p_abnormal), "complete": self.complete},
+                    "windows": len(self.p_abnormal), "complete": self.complete,
+                    "unscanned_band": {"outer": None if (u := self.unscanned_mm()) is None else round(u, 1),
+                                       "unit": "mm" if self.spacing_mm else "px",
+                                       "what": "95th percentile distance of breast tissue that no "
+                                               "window scored to the scanned area (along the skin line)"}},
             "candidates": [c.to_json() for c in self.candidates],
         }
 
@@ -463,13 +478,14 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
                 pa = 1.0 - probs["baseline"]
             r, c = (int(v) for v in centres[i])
             candidates.append(Candidate(c, r, boxes[i].height, float(pa), float(p[i]), call,
-                                        {k: float(v) for k, v in probs.items()}, boxes[i]))
+                                        {k: float(v) for k, v in probs.items()}, boxes[i],
+                                        pred.conformal, pred.level, pred.warnings))
         candidates.sort(key=lambda cd: -cd.p_abnormal)
         del candidates[settings.top_k:]
     return ScanResult(mammo.source, mammo.shape, side, stride, centres, p, amap, mask, f, candidates,
                       members, exact, complete, time.perf_counter() - t0, mammo.mm_per_pixel,
                       mammo.spacing_source if settings.window_px is None else "window given in px",
-                      settings, member_tta(session, members, settings.map_tta))
+                      settings, member_tta(session, members, settings.map_tta), coverage=cnt.astype(np.int32))
 
 
 def member_tta(session, members: Sequence[str], map_tta: str) -> dict[str, str]:
@@ -478,12 +494,52 @@ def member_tta(session, members: Sequence[str], map_tta: str) -> dict[str, str]:
     return {m: "none" if map_tta == "none" else session.tta_of(m) for m in members}
 
 
-# --------------------------------------------------------------------------- drawing
+def unscanned_band(amap: np.ndarray, mask: np.ndarray, mask_scale: float, stride_px: int,
+                   spacing_mm: float | None) -> float | None:
+    """95th percentile distance (mm, or source px without a spacing) of breast tissue that no
+    window scored to the nearest scored cell; None when every tissue pixel was scored."""
+    import cv2
+
+    h, w = mask.shape
+    scored = cv2.resize(np.isfinite(amap).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    band = mask & ~scored
+    if not band.any() or not scored.any():
+        return None
+    dist = cv2.distanceTransform((~scored).astype(np.uint8), cv2.DIST_L2, 5)
+    px = float(np.percentile(dist[band], 95)) / max(mask_scale, 1e-9)
+    return px * spacing_mm if spacing_mm else px
+
+
+#: Width (px) of the colour bar strip and height of the text strip added to the map picture.
+BAR_STRIP = 70
+TEXT_STRIP = 44
+HATCH = 8  # spacing of the hatch lines over unscanned tissue (output px)
+
+
+def coverage_weight(coverage: np.ndarray | None) -> np.ndarray | None:
+    """Per map cell, the share of the interior's window count that covered it (0..1): cells at
+    the boundary of the scanned area, covered by fewer windows, are damped so the boundary is
+    never the eye-catcher. The interior count is the 90th percentile of the covered cells'."""
+    if coverage is None:
+        return None
+    cov = np.asarray(coverage, dtype=np.float64)
+    if not (cov > 0).any():
+        return np.zeros(cov.shape)
+    full = max(1.0, float(np.percentile(cov[cov > 0], 90)))
+    return np.clip(cov / full, 0.0, 1.0)
+
+
 def map_overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.45,
                 candidates: Sequence[Candidate] = (), longest: int = 1024,
-                fs: int | None = None) -> np.ndarray:
+                fs: int | None = None, coverage: np.ndarray | None = None,
+                tissue: np.ndarray | None = None, unscanned: float | None = None,
+                unit: str = "mm", legend: bool = True) -> np.ndarray:
     """RGB uint8 picture: the mammogram (grey, shrunk to ``longest``) with the map in the jet
-    colour map where scored (alpha-blended) and the candidates' boxes numbered."""
+    colour map where scored (alpha-blended; cells covered by fewer windows than the interior
+    blended less, :func:`coverage_weight`), breast ``tissue`` that no window scored hatched, and
+    the candidates' boxes numbered. With ``legend``: a colour bar of the P(abnormal) scale on the
+    right and, below, the hatching explained ("outer N mm not scanned") and "Research use only -
+    not a medical device"."""
     import cv2
 
     f = min(1.0, longest / max(image.shape))
@@ -496,8 +552,17 @@ def map_overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.45,
     m = cv2.resize(np.where(valid, amap, 0).astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
     v = cv2.resize(valid.astype(np.float32), size, interpolation=cv2.INTER_NEAREST) > 0.5
     col = cv2.applyColorMap(np.clip(m * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    weight = coverage_weight(coverage)
+    a = np.full(size[::-1], alpha, dtype=np.float32)
+    if weight is not None:
+        a = alpha * cv2.resize(weight.astype(np.float32), size, interpolation=cv2.INTER_NEAREST)
     out = rgb.astype(np.float32)
-    out[v] = (1 - alpha) * out[v] + alpha * col[v]
+    out[v] = (1 - a[v, None]) * out[v] + a[v, None] * col[v]
+    if tissue is not None:  # tissue no window scored: hatched
+        t = cv2.resize(np.asarray(tissue, np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+        yy, xx = np.mgrid[:size[1], :size[0]]
+        hatch = t & ~v & ((yy + xx) % HATCH == 0)
+        out[hatch] = (0, 200, 255)
     out = out.astype(np.uint8)
     for k, cd in enumerate(candidates, 1):
         b = cd.box
@@ -506,4 +571,35 @@ def map_overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.45,
         cv2.rectangle(out, p1, p2, (255, 255, 255), 2 if k <= 3 else 1)
         cv2.putText(out, str(k), (p1[0] + 2, p1[1] + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                     (255, 255, 255), 1, cv2.LINE_AA)
-    return out
+    if not legend:
+        return out
+    return _with_legend(out, unscanned, unit, tissue is not None)
+
+
+def _with_legend(pic: np.ndarray, unscanned: float | None, unit: str, hatched: bool) -> np.ndarray:
+    """``pic`` with the colour bar (P(abnormal) 0..1, jet) on the right and the notes below."""
+    import cv2
+
+    h, w = pic.shape[:2]
+    canvas = np.full((h + TEXT_STRIP, w + BAR_STRIP, 3), 255, np.uint8)
+    canvas[:h, :w] = pic
+    top, bottom = 24, max(40, h - 12)
+    ramp = np.linspace(1.0, 0.0, bottom - top)[:, None]
+    bar = cv2.applyColorMap(np.clip(ramp * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    canvas[top:bottom, w + 8:w + 24] = np.repeat(bar, 16, axis=1)
+    font, black = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0)
+    cv2.putText(canvas, "P(abn.)", (w + 4, 16), font, 0.4, black, 1, cv2.LINE_AA)
+    for frac, label in ((0.0, "1.0"), (0.5, "0.5"), (1.0, "0.0")):
+        y = int(top + frac * (bottom - top - 1))
+        cv2.line(canvas, (w + 24, y), (w + 30, y), black, 1)
+        cv2.putText(canvas, label, (w + 32, y + 4), font, 0.4, black, 1, cv2.LINE_AA)
+    note = "Research use only - not a medical device. Colour: P(abnormal) of the windows."
+    if hatched:
+        band = ("every tissue pixel scanned" if unscanned is None
+                else f"hatched: tissue not scanned (outer {unscanned:.0f} {unit} along the skin line)")
+        note2 = f"{band}; faint colour: cells covered by fewer windows."
+    else:
+        note2 = "Faint colour: cells covered by fewer windows."
+    cv2.putText(canvas, note, (6, h + 17), font, 0.42, (160, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(canvas, note2, (6, h + 36), font, 0.42, black, 1, cv2.LINE_AA)
+    return canvas

@@ -12,9 +12,12 @@ from bundle_factory import models_dir_with
 from mammo_core.cli import main
 from mammo_core.mammogram import read_mammogram
 from mammo_core.scan import (
+    BAR_STRIP,
     CANDIDATES_SCHEMA,
     DEFAULT_WINDOW_MM,
+    TEXT_STRIP,
     ScanSettings,
+    map_overlay,
     scan_mammogram,
     tissue_mask,
     window_grid,
@@ -125,7 +128,36 @@ def test_cli_writes_map_candidates_and_csv_exit_3_with_a_bad_file(models, tmp_pa
         rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
     assert len(rows) == 5 and rows[0]["rank"] == "1" and int(rows[0]["x"]) == c0["x"]
     png = cv2.imread(str(out / "case_L_MLO_map.png"))
-    assert png is not None and png.shape[:2] == SHAPE
+    assert png is not None and png.shape[:2] == (SHAPE[0] + TEXT_STRIP, SHAPE[1] + BAR_STRIP)
+    assert c0["conformal_level"] == 0.9 and c0["conformal_set"]  # every call carries its set
+    assert set(rows[0]) >= {"conformal_set", "conformal_level", "warnings"} and rows[0]["conformal_set"]
+    band = d["map"]["unscanned_band"]
+    assert band["unit"] == "mm" and band["outer"] > 0  # the skin-line band is stated
+
+
+def test_map_picture_has_colour_bar_hatched_unscanned_band_and_damped_boundary():
+    image = synthetic_mammogram()
+    amap = np.full(GRID, np.nan, np.float32)
+    amap[5:15, 2:12] = 0.9  # one uniform square of high P(abnormal)
+    cov = np.zeros(GRID, np.int32)
+    cov[5:15, 2:12] = 16
+    cov[5, 2:12] = 2  # the square's top row: covered by few windows
+    tissue = image > 0.1 * 65535
+    pic = map_overlay(image, amap, fs=65535, coverage=cov, tissue=tissue, unscanned=12.3)
+    h, w = SHAPE
+    assert pic.shape == (h + TEXT_STRIP, w + BAR_STRIP, 3)
+    bar = pic[30:h - 20, w + 12]  # the colour bar: red at the top (1.0), blue at the bottom (0.0)
+    top, low = bar[0].astype(int), bar[-1].astype(int)
+    assert top[0] > top[2] + 80 and low[2] > low[0] + 80
+    assert (pic[h:, :w] < 200).any()  # the notes are written below the picture
+
+    def redness(rows):
+        px = pic[rows[0] * STRIDE + 10:rows[1] * STRIDE - 10, 4 * STRIDE:8 * STRIDE].astype(int)
+        return float((px[..., 0] - px[..., 2]).mean())
+    assert redness((5, 6)) < redness((8, 12))  # the few-window boundary row is fainter
+    hatched = (pic[:h, :w, 0] == 0) & (pic[:h, :w, 1] == 200) & (pic[:h, :w, 2] == 255)
+    assert hatched[tissue].any() and not hatched[6 * STRIDE:14 * STRIDE, 3 * STRIDE:11 * STRIDE].any()
+    assert not hatched[~tissue].any()
 
 
 def test_cli_without_pixel_size_says_how_to_give_it(models, tmp_path, capsys):

@@ -63,8 +63,9 @@ reported as failed. File names that are not valid UTF-8 are written with \\xNN e
 {DISCLAIMER}.
 """
 
-CSV_COLUMNS = ("source", "rank", "x", "y", "side", "p_abnormal", "p_map", "call", "baseline",
-               "mass_benign", "mass_malignant", "calcification_benign", "calcification_malignant")
+PROB_COLUMNS = ("baseline", "mass_benign", "mass_malignant", "calcification_benign", "calcification_malignant")
+CSV_COLUMNS = ("source", "rank", "x", "y", "side", "p_abnormal", "p_map", "call", *PROB_COLUMNS,
+               "conformal_set", "conformal_level", "warnings")
 
 
 def register(subparsers) -> None:
@@ -215,7 +216,10 @@ def run(args) -> int:
             rows.append({"source": csv_cell(shown(mammo.source)), "rank": k, "x": c.x, "y": c.y,
                          "side": c.side, "p_abnormal": f"{c.p_abnormal:.6f}", "p_map": f"{c.p_map:.6f}",
                          "call": c.call,
-                         **{k2: f"{c.probabilities.get(k2, float('nan')):.6f}" for k2 in CSV_COLUMNS[8:]}})
+                         **{k2: f"{c.probabilities.get(k2, float('nan')):.6f}" for k2 in PROB_COLUMNS},
+                         "conformal_set": "" if c.conformal is None else "|".join(c.conformal),
+                         "conformal_level": "" if c.level is None else f"{c.level:.2f}",
+                         "warnings": csv_cell("; ".join(c.warnings))})
         done_images += 1
         best = res.candidates[0] if res.candidates else None
         print(f"mammo: {shown(mammo.name)}: {len(res.p_abnormal)} windows of {res.window_px} px in "
@@ -246,8 +250,9 @@ def _write_outputs(out: Path, stem: str, mammo, res, inputs: set[str]) -> None:
         if os.path.realpath(t) in inputs:
             raise MammoError(f"its output {shown(t)} would overwrite an input; choose another -o folder",
                              mammo.source)
-    ok, buf = cv2.imencode(".png", map_overlay(mammo.pixels, res.map, candidates=res.candidates,
-                                               fs=mammo.full_scale)[..., ::-1])
+    ok, buf = cv2.imencode(".png", map_overlay(
+        mammo.pixels, res.map, candidates=res.candidates, fs=mammo.full_scale, coverage=res.coverage,
+        tissue=res.mask, unscanned=res.unscanned_mm(), unit="mm" if res.spacing_mm else "px")[..., ::-1])
     if not ok:
         raise MammoError("cannot encode PNG", targets["map.png"])
     doc = res.candidates_json()
