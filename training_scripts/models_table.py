@@ -266,6 +266,64 @@ def _seen_text(cards: dict, members: list[str], ens_metrics: dict) -> str:
             "call them test-split figures)." + rest)
 
 
+def _cov_row(label: str, t: dict) -> str:
+    pc = t.get("per_class") or {}
+    cells = [f"{_f(c.get('coverage'))} / {_f(c.get('mean_set_size'), 2)} (n {c.get('n')})" for c in pc.values()]
+    wrong = (f"{t.get('wrong_calls_uncertain')} of {t.get('wrong_calls')}"
+             if t.get("wrong_calls") is not None else "—")
+    return (f"| {label} | {_f(t.get('coverage'))} {_ci(t.get('coverage_ci95'))} | {_f(t.get('mean_set_size'), 2)} | "
+            + " | ".join(cells) + f" | {wrong} |")
+
+
+def _trust_section(em: dict) -> list[str]:
+    """Conformal sets and OOD warnings, from the ensemble's metrics.json."""
+    L: list[str] = []
+    cf = em.get("conformal")
+    if cf:
+        classes = list((cf.get("fitting_rows") or {}).get("per_class") or {})
+        L += ["## How far to trust each answer: conformal sets", "",
+              (f"Every call carries its **{100 * cf['level']:.0f} % conformal set** ({cf['method']}); a set of "
+               "more than one class reads *uncertain*. Coverage = share of patches whose set holds the true "
+               "class; per class: coverage / mean set size. The fitting rows are the out-of-fold predictions "
+               "the sets were calibrated on (coverage at the level by construction); *by fold* calibrates on "
+               "four folds' women and measures the fifth (an estimate for unseen women); the test split is "
+               "scored once. 'Wrong calls with > 1 class' counts the wrong calls whose set is not a single "
+               "class (the retired disagreement flag marked 0 of 9 wrong calls on the samples)."), "",
+              "| rows | coverage [95 % CI over women] | mean set size | " + " | ".join(classes)
+              + " | wrong calls with > 1 class |",
+              "|---|---|---|" + "---|" * len(classes) + "---|"]
+        for key, label in (("fitting_rows", "out of fold, fitting rows"), ("by_fold", "out of fold, by fold"),
+                           ("public_test", "public_test (scored once)")):
+            if cf.get(key):
+                L.append(_cov_row(label, cf[key]))
+        L.append("")
+    od = em.get("ood")
+    if od:
+        L += ["## Out-of-distribution warnings", "",
+              (f"(a) background share above {100 * od['background_limit']:.0f} %: warned on "
+               f"{_f(100 * od['background_warned_fitting_rows'], 1)} % of the training patches and "
+               f"{_f(100 * od['background_warned_public_test'], 1)} % of public_test (lesion windows are "
+               "kept with >= 50 % tissue, so some training patches do have film background).")]
+        if od.get("feature_member"):
+            L.append(f"(b) feature distance ({od['how']}): warned on "
+                     f"{_f(100 * od['feature_warned_out_of_fold'], 1)} % of the training patches out of fold "
+                     f"(~1 % by design) and {_f(100 * od['feature_warned_public_test'], 1)} % of public_test; "
+                     f"either warning: {_f(100 * od['any_warned_out_of_fold'], 1)} % / "
+                     f"{_f(100 * od['any_warned_public_test'], 1)} %.")
+        L.append("")
+    return L
+
+
+def _shift_section(res: dict) -> list[str]:
+    """The acquisition-shift table (benchmarks/shift_bench.py --json ensemble/shift_bench.json)."""
+    from mammo_core.training.shift_eval import table_markdown
+
+    return ["## Acquisition shifts (out of fold)", "",
+            (f"`benchmarks/shift_bench.py` on {res['n']} training patches, {res['folds']} folds grouped by "
+             "woman, identity view only (no TTA, every row alike): " + res["method"]), "",
+            table_markdown(res), ""]
+
+
 def write_models_md(models: Path, out: Path) -> None:
     from mammo_core.atomic import atomic_write_text
     from mammo_core.bundle import read_card
@@ -405,6 +463,10 @@ def write_models_md(models: Path, out: Path) -> None:
                           + ("too small to show that the rate differs from its design."
                              if min(p_low, p_high) >= 0.05 else "evidence that the rate differs from its design."))
         L += [*g, "", held_text, "", flag_text, ""]
+        L += _trust_section(em)
+    shifts = models / "ensemble" / "shift_bench.json"
+    if shifts.is_file():
+        L += _shift_section(json.loads(shifts.read_text(encoding="utf-8")))
     if stmt:
         L += ["## Training data", "",
               (f"- Source: {stmt['source']}. Protocol: {stmt['protocol']} (`{stmt['builder']}`): every "
