@@ -32,15 +32,14 @@ from mammo_core.contract import INPUT_SHAPE, PATCH_SHAPE, PATCH_SIZE
 from mammo_core.errors import MammoError
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
-#: Grad-CAM runs on the patch reflect-padded by this many pixels per side and is cropped back:
-#: the convolutions' zero padding (VGG16 ``padding="same"``) makes the outermost feature-map
-#: cells respond to the patch's frame, and the global-max pooled head routes the class score's
-#: gradient to them, so maps peaked on the outermost row or column; on the reflect-padded
-#: patch that frame lies outside the crop. The pooled members' graphs take any input size
-#: (global pooling before the head), so the padded model is the same layers and weights.
-BORDER_PAD = 16
-#: Beside masked film background the map is damped linearly over this many pixels (the film
-#: edge itself is a strong edge the convolutions respond to, not a finding).
+#: The map is damped linearly over this many pixels beside masked film background AND beside
+#: the patch's frame. Why the frame: the bundled members' Grad-CAM layer (block4_conv3) is an
+#: 18 x 18 grid, one cell per ~8 px, and the outermost cells see the convolutions' zero padding
+#: (VGG16 ``padding="same"``) as a strong edge; the global-max pooled head routes the class
+#: score's gradient to such cells, so maps peaked on the outermost row or column. Measured on the
+#: 20 samples (docs/trust.md): computing Grad-CAM on the reflect-padded patch moved MORE heat to
+#: the border (a mirrored structure peaks on its mirror line), so the cells that read the padding
+#: are damped instead, and the film edge beside the masked background likewise.
 EDGE_DAMP_PX = 8
 # tissue: above 20/255 of the full scale (mammo_core.datasets.windows.TISSUE_LEVEL_8BIT), on the
 # model-input scale [0, 1]
@@ -97,37 +96,17 @@ def visualizer(model, method: str = "gradcam"):
         return per_model[method]
 
 
-def padded_model(model, pad: int):
-    """``model`` rebuilt for inputs ``pad`` pixels larger on every side (same layers, same
-    weights; cached), or None when its graph cannot take another size (e.g. a Flatten head)."""
-    import keras
-
-    with _LOCK:
-        per_model = _CACHE.setdefault(model, {})
-        key = ("padded", pad)
-        if key not in per_model:
-            try:
-                h, w, c = model.input_shape[1:]
-                inp = keras.Input(shape=(h + 2 * pad, w + 2 * pad, c), name="patch")
-                clone = keras.models.clone_model(model, input_tensors=inp)
-                clone.set_weights(model.get_weights())
-                per_model[key] = clone
-            except (ValueError, TypeError):  # a size-bound graph: no padded copy
-                per_model[key] = None
-        return per_model[key]
-
-
 def damp_film_edge(heatmap: np.ndarray, tissue: np.ndarray, px: int = EDGE_DAMP_PX) -> np.ndarray:
-    """The map times a ramp from 0 at masked background to 1 at ``px`` pixels inside the
-    tissue (maps of patches without background are unchanged)."""
+    """The map times a ramp from 0 at masked background and outside the patch's frame to 1 at
+    ``px`` pixels inside the tissue (see :data:`EDGE_DAMP_PX`)."""
     import cv2
 
-    t = np.asarray(tissue, dtype=bool)
+    t = np.pad(np.asarray(tissue, dtype=bool), 1)  # the frame counts as background
     h = np.asarray(heatmap, dtype=np.float32)
-    if t.all() or not t.any():
+    if not t.any():
         return h
-    d = cv2.distanceTransform(t.astype(np.uint8), cv2.DIST_L2, 3)
-    return h * np.clip(d / float(px), 0.0, 1.0).astype(np.float32)
+    d = cv2.distanceTransform(t.astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    return h * np.clip((d - 1.0) / float(px), 0.0, 1.0).astype(np.float32) if px > 0 else h
 
 
 def _as_input(x: np.ndarray) -> np.ndarray:
@@ -142,12 +121,10 @@ def _as_input(x: np.ndarray) -> np.ndarray:
 
 
 def gradcam(model, x: np.ndarray, class_index=None, method: str = "gradcam",
-            layer: str | None = None, batch_size: int = 16, pad: int = BORDER_PAD) -> np.ndarray:
+            layer: str | None = None, batch_size: int = 16) -> np.ndarray:
     """Heatmaps ``(N, 150, 150)`` float32 in [0, 1] for ``class_index`` (an int for all patches,
-    a sequence of one int per patch, or None for each patch's predicted class). With ``pad``
-    (default :data:`BORDER_PAD`) the map is computed on the reflect-padded patch and cropped
-    back (models whose graph is bound to 150 x 150 are explained unpadded); the map is damped
-    beside masked film background (:func:`damp_film_edge`)."""
+    a sequence of one int per patch, or None for each patch's predicted class), damped beside
+    the patch's frame and masked film background (:func:`damp_film_edge`)."""
     x = _as_input(x)
     n = len(x)
     if n == 0:
@@ -174,14 +151,10 @@ def gradcam(model, x: np.ndarray, class_index=None, method: str = "gradcam",
 
     from tf_keras_vis.utils.scores import CategoricalScore
 
-    big = padded_model(model, pad) if pad > 0 else None
-    vis = visualizer(big if big is not None else model, method)
-    p = pad if big is not None else 0
+    vis = visualizer(model, method)
     out = np.zeros((n, 150, 150), dtype=np.float32)
     for s in range(0, n, batch_size):
         xb = x[s:s + batch_size]
-        if p:
-            xb = np.pad(xb, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
         score = CategoricalScore(idx[s:s + batch_size].tolist())
         kwargs: dict[str, Any] = {"penultimate_layer": layer, "seek_penultimate_conv_layer": False}
         if method == "scorecam":
@@ -196,13 +169,11 @@ def gradcam(model, x: np.ndarray, class_index=None, method: str = "gradcam",
         else:
             cam = vis(score, xb, **kwargs)
         cam = np.asarray(cam, dtype=np.float32).reshape(len(xb), *np.shape(cam)[-2:])
-        full = (PATCH_SIZE + 2 * p, PATCH_SIZE + 2 * p)
-        if cam.shape[1:] != full:
+        if cam.shape[1:] != PATCH_SHAPE:
             import cv2
 
-            cam = np.stack([cv2.resize(c, full[::-1], interpolation=cv2.INTER_LINEAR) for c in cam])
-        if p:
-            cam = cam[:, p:p + PATCH_SIZE, p:p + PATCH_SIZE]
+            cam = np.stack([cv2.resize(c, (PATCH_SIZE, PATCH_SIZE), interpolation=cv2.INTER_LINEAR)
+                            for c in cam])
         out[s:s + len(xb)] = cam
     # a constant image has zero gradients; guard against NaN/inf and keep [0, 1]
     out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
