@@ -98,3 +98,61 @@ def test_shifts_do_what_they_say():
     assert np.allclose(q * 1023, np.round(q * 1023), atol=1e-3)
     with pytest.raises(KeyError):
         shifts.get_shift("nope")
+
+
+# ------------------------------------------------------------------------------ with a session
+@pytest.fixture(scope="module")
+def ood_models(tmp_path_factory):
+    """Tiny bundles and an ensemble whose OOD spec summarises a member's ``gmp`` features."""
+    import dataclasses
+
+    from bundle_factory import copy_bundle, synthetic_patches, tiny_bundle
+
+    from mammo_core.bundle import write_manifest
+    from mammo_core.ensemble import MemberInfo, fit_ensemble, write_ensemble
+    from mammo_core.inference import load_bundle, predict_arrays
+
+    root = tmp_path_factory.mktemp("models")
+    members = [copy_bundle(tiny_bundle(t), root) for t in ("mass_calc", "baseline_mass_calc")]
+    models = [load_bundle(d) for d in members]
+    imgs, labels = synthetic_patches(200, seed=11)
+    x = imgs.astype(np.float32)[..., None] / 65535.0
+    spec = fit_ensemble([MemberInfo.from_bundle(m.info) for m in models], predict_arrays(models, x), labels)
+    probe = models[1]
+    feats = probe.features(x, "gmp")
+    fold = np.arange(len(x)) % 5
+    thr = float(np.percentile(ood.out_of_fold_distances(feats, fold, k=4), 99))
+    ref = ood.fit_reference(feats, k=4)
+    spec = dataclasses.replace(spec, ood=ood.OodSpec(ood.BACKGROUND_LIMIT, probe.name, "gmp",
+                                                     ood.REFERENCE_FILE, thr, components=4, how="test"))
+    write_ensemble(root / "ensemble", spec, reference=ref)
+    write_manifest(root)
+    return root
+
+
+def test_every_prediction_carries_its_set_and_ood_check_and_warns_edge_strip_and_shift(ood_models, tmp_path):
+    from bundle_factory import synthetic_patches
+
+    from mammo_core.io import Patch
+    from mammo_core.report import PredictionRun, to_json
+    from mammo_core.session import Session
+
+    s = Session(ood_models)
+    assert s.load(["ensemble"]) == []
+    imgs, labels = synthetic_patches(6, seed=99)
+    plain = [Patch(im, f"p{i}.png", None, int(lab)) for i, (im, lab) in enumerate(zip(imgs, labels))]
+    edge = imgs[0].copy()
+    edge[:, :40] = 0  # a film-edge strip: 27 % of the patch is background
+    shifted = np.clip(imgs[1].astype(np.int64) * 3, 0, 65535).astype(np.uint16)  # another calibration
+    patches = [*plain, Patch(edge, "edge.png", None, None), Patch(shifted, "shifted.png", None, None)]
+    preds = s.predict(patches)
+    for pr in preds:
+        assert pr.conformal is not None and pr.level == 0.9 and pr.ood is not None
+        assert pr.ood.distance is not None
+    assert sum(bool(pr.warnings) for pr in preds[:6]) <= 1  # like the training patches
+    assert any("outside the breast" in w for w in preds[6].warnings)
+    assert ood.UNLIKE_TEXT in preds[7].warnings
+    rows = to_json(PredictionRun(preds, s.provenance()))["predictions"]
+    ens_rows = [r for r in rows if r["task"] == "five_class"]
+    assert all(r["conformal_level"] == 0.9 and r["conformal_set"] is not None for r in ens_rows)
+    assert any(ood.UNLIKE_TEXT in r["warnings"] for r in rows if r["source"] == "shifted.png")
