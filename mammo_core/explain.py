@@ -30,6 +30,7 @@ import numpy as np
 
 from mammo_core.contract import INPUT_SHAPE, PATCH_SHAPE, PATCH_SIZE
 from mammo_core.errors import MammoError
+from mammo_core.protocol import TISSUE_LEVEL
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
 #: The map is damped linearly over this many pixels beside masked film background AND beside
@@ -41,9 +42,6 @@ METHODS = ("gradcam", "gradcam++", "scorecam")
 #: the border (a mirrored structure peaks on its mirror line), so the cells that read the padding
 #: are damped instead, and the film edge beside the masked background likewise.
 EDGE_DAMP_PX = 8
-# tissue: above 20/255 of the full scale (mammo_core.datasets.windows.TISSUE_LEVEL_8BIT), on the
-# model-input scale [0, 1]
-TISSUE_LEVEL = 20.0 / 255.0
 _FLAT = 1e-6
 _CACHE: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()

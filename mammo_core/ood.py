@@ -31,13 +31,13 @@ from typing import Any
 import numpy as np
 
 from mammo_core.atomic import atomic_path
-from mammo_core.datasets.windows import TISSUE_LEVEL_8BIT
 from mammo_core.errors import BundleError
+from mammo_core.protocol import TISSUE_LEVEL, TISSUE_LEVEL_8BIT
 
 #: Background share above which an answer is warned (the builders keep lesion windows with at
 #: least 50 % tissue and baseline windows with at least 90 %; most training patches have none).
 BACKGROUND_LIMIT = 0.10
-TISSUE_LEVEL = TISSUE_LEVEL_8BIT / 255.0  # on the model input's [0, 1] scale
+
 FEATURE_PERCENTILE = 99.0
 COMPONENTS = 32
 REFERENCE_FILE = "ood_reference.npz"

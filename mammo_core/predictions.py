@@ -67,7 +67,9 @@ class PatchPrediction:
     ``uncertainty`` is the ensemble members' disagreement (None without an ensemble of at least
     two members per factor); ``flagged`` is True when it exceeds the threshold fitted on
     validation data; ``entropy`` is the normalised entropy of the ensemble's distribution;
-    ``bits`` the bit depth the patch's pixels were scaled by (``Patch.bits``); ``conformal`` the
+    ``bits`` the bit depth the patch's pixels were scaled by (``Patch.bits``); ``source_ref``
+    the source image's identifiers in JSON form (``SourceRef.to_json()``: DICOM UIDs, frame,
+    the window it was cut from), None when the patch has none; ``conformal`` the
     ensemble's conformal set at ``level`` (None without a fitted one); ``ood`` the patch's
     out-of-distribution check (background share, feature distance, warnings).
     """
@@ -81,6 +83,7 @@ class PatchPrediction:
     flagged: bool
     entropy: float | None = None
     bits: int | None = None
+    source_ref: Mapping[str, object] | None = None
     conformal: tuple[str, ...] | None = None  # the ensemble's conformal set (class names)
     level: float | None = None  # its level
     ood: OodCheck | None = None  # out-of-distribution check of the patch (mammo_core.ood)

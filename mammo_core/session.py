@@ -273,8 +273,10 @@ class Session:
                     cset = tuple(c for c, k in zip(CLASS_NAMES, res.sets[i]) if k)
                     level = res.level
             p = patches[i]
+            ref = getattr(p, "source_ref", None)
             out.append(PatchPrediction(p.source, p.index, p.sha256, per, e_out, unc, flag, ent,
-                                       getattr(p, "bits", None), cset, level, checks[i]))
+                                       getattr(p, "bits", None), None if ref is None else ref.to_json(),
+                                       cset, level, checks[i]))
         return out
 
     # ------------------------------------------------------------------ P(abnormal) only
