@@ -32,6 +32,7 @@ import numpy as np
 
 from mammo_core.atomic import atomic_path
 from mammo_core.errors import BundleError
+from mammo_core.predictions import OodCheck
 from mammo_core.protocol import TISSUE_LEVEL, TISSUE_LEVEL_8BIT
 
 #: Background share above which an answer is warned (the builders keep lesion windows with at
@@ -178,20 +179,6 @@ class OodSpec:
                        background_rule=str(d["background_rule"]), feature_rule=str(d["feature_rule"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"malformed OOD spec: {type(exc).__name__}: {exc}") from None
-
-
-@dataclass(frozen=True)
-class OodCheck:
-    """One patch's OOD check: the measured values and the warnings they raise (words)."""
-
-    background: float
-    distance: float | None = None
-    warnings: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {"background_share": round(float(self.background), 4),
-                "feature_distance": None if self.distance is None else round(float(self.distance), 4),
-                "warnings": list(self.warnings)}
 
 
 def checks(spec: OodSpec | None, background: Sequence[float], distance: Sequence[float] | None

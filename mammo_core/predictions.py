@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from mammo_core.ood import OodCheck
-
 ENSEMBLE = "ensemble"  # the alias under which the loaded ensemble is asked for
 
 
@@ -28,6 +26,21 @@ class ModelOutput:
     task: str
     probabilities: dict[str, float]
     predicted: str
+
+
+@dataclass(frozen=True)
+class OodCheck:
+    """One patch's OOD check: the measured values and the warnings they raise (words); made by
+    :func:`mammo_core.ood.checks`."""
+
+    background: float
+    distance: float | None = None
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"background_share": round(float(self.background), 4),
+                "feature_distance": None if self.distance is None else round(float(self.distance), 4),
+                "warnings": list(self.warnings)}
 
 
 #: Shown with any map of the normal-tissue class: it has no lesion to point at.
