@@ -71,7 +71,7 @@ from mammo_core.protocol import (
     point_window,
     window_ref,
 )
-from mammo_core.scan import ScanSettings, scan_mammogram
+from mammo_core.scan import ScanSettings, coverage_weight, scan_mammogram
 
 BACKGROUND = QColor(10, 10, 12)
 REGION_PEN = QColor(80, 220, 255)
@@ -171,16 +171,36 @@ def window_presets(pyr: DisplayPyramid, header: dict[str, str]) -> dict[str, ima
     return out
 
 
-def heat_rgba(values: np.ndarray, alpha: float = 1.0) -> QImage:
-    """Float map in [0, 1] (NaN = transparent) -> RGBA QImage in the jet colour map."""
+def heat_rgba(values: np.ndarray, alpha: float = 1.0, weight: np.ndarray | None = None) -> QImage:
+    """Float map in [0, 1] (NaN = transparent) -> RGBA QImage in the jet colour map; ``weight``
+    (0..1 per cell, :func:`mammo_core.scan.coverage_weight`) fades cells covered by fewer windows."""
     import cv2
 
     v = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0)
     col = cv2.applyColorMap(np.clip(v * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-    a = np.where(np.isfinite(values), int(255 * alpha), 0).astype(np.uint8)
+    w = np.ones(v.shape) if weight is None else np.asarray(weight, dtype=np.float64)
+    a = np.where(np.isfinite(values), np.round(255 * alpha * w), 0).astype(np.uint8)
     rgba = np.ascontiguousarray(np.dstack([col, a]))
     h, w = rgba.shape[:2]
     return QImage(rgba.data, w, h, rgba.strides[0], QImage.Format.Format_RGBA8888).copy()
+
+
+def map_legend_image(width: int = 220, height: int = 30) -> QImage:
+    """The colour bar of the map: P(abnormal) 0 (left, blue) to 1 (right, red), labelled."""
+    from PyQt6.QtGui import QColor, QPainter
+
+    ramp = np.linspace(0.0, 1.0, width - 20)[None, :].repeat(12, axis=0)
+    bar = heat_rgba(ramp)
+    img = QImage(width, height, QImage.Format.Format_RGBA8888)
+    img.fill(QColor(0, 0, 0, 0))
+    p = QPainter(img)
+    p.drawImage(10, 0, bar)
+    p.setPen(QColor(60, 60, 60))
+    p.drawText(4, height - 3, "P(abnormal) 0")
+    p.drawText(width - 30, height - 3, "1")
+    p.drawText(width // 2 - 8, height - 3, "0.5")
+    p.end()
+    return img
 
 
 def nice_length_mm(mm_per_screen_px: float, target_px: float = 120) -> float:
@@ -319,11 +339,12 @@ class MammogramView(QGraphicsView):
         self._region_item.setRect(QRectF(box.left, box.top, box.width, box.height))
         self._region_item.setVisible(True)
 
-    def set_map(self, amap: np.ndarray | None, stride: int = 1, opacity: float = 0.4) -> None:
+    def set_map(self, amap: np.ndarray | None, stride: int = 1, opacity: float = 0.4,
+                coverage: np.ndarray | None = None) -> None:
         if amap is None:
             self._map_item.setPixmap(QPixmap())
             return
-        img = heat_rgba(amap)
+        img = heat_rgba(amap, weight=coverage_weight(coverage))
         self._map_item.setPixmap(QPixmap.fromImage(img))
         from PyQt6.QtGui import QTransform
 
@@ -622,6 +643,11 @@ class MammogramPanel(QWidget):
         self.candidate_list = QListWidget(info)
         self.candidate_list.itemActivated.connect(self._on_candidate)
         sl.addWidget(self.candidate_list, 1)
+        self.map_legend = QLabel(info)  # the colour bar of the map's P(abnormal) scale
+        self.map_legend.setPixmap(QPixmap.fromImage(map_legend_image()))
+        self.map_legend.setToolTip("Colour of the map: P(abnormal) of the windows, 0 (blue) to 1 (red)")
+        self.map_legend.setVisible(False)
+        sl.addWidget(self.map_legend)
         self.map_label = QLabel("", info)
         self.map_label.setWordWrap(True)
         sl.addWidget(self.map_label)
@@ -797,7 +823,8 @@ class MammogramPanel(QWidget):
         return self._map_running
 
     def _show_map(self, res) -> None:
-        self.view.set_map(res.map, res.stride_px, self.opacity.value() / 100)
+        self.view.set_map(res.map, res.stride_px, self.opacity.value() / 100, res.coverage)
+        self.map_legend.setVisible(True)
         self.view.set_candidates(res.candidates)
         self.candidate_list.clear()
         for k, c in enumerate(res.candidates, 1):
@@ -807,9 +834,15 @@ class MammogramPanel(QWidget):
         state = "" if res.complete else " (cancelled: partial map, no candidates)"
         members = res.members_text() + (
             "" if res.exact else " (approximate: a subset of the ensemble or one view per window)")
+        band = res.unscanned_mm()
+        unit = "mm" if res.spacing_mm else "px"
         self.map_label.setText(
             f"{len(res.p_abnormal)} windows of {res.window_px} px, stride {res.stride_px} px, "
-            f"{res.seconds:.1f} s{state}. Map members: {members}. {NOTICE}.")
+            f"{res.seconds:.1f} s{state}. Map members: {members}. Colour: P(abnormal) 0 (blue) to 1 "
+            "(red); faint cells were covered by fewer windows. "
+            + ("Every tissue pixel was scanned. " if band is None else
+               f"Outer {band:.0f} {unit} of the breast along the skin line not scanned (no colour). ")
+            + f"{NOTICE}.")
 
     def _on_candidate(self, item: QListWidgetItem) -> None:
         res = self.maps.get(self.mammogram.source) if self.mammogram is not None else None

@@ -210,6 +210,10 @@ def test_map_with_cancel_then_complete_and_candidates_open_as_patches(qtbot, tmp
         qtbot.waitUntil(lambda: not p.map_running(), timeout=WAIT)
         assert p.candidate_list.count() > 0 and p.view.map_shown()
         assert p.mammogram.source in p.maps and "Map members" in p.map_label.text()
+        # issue 22: the colour scale is shown and the unscanned band stated
+        assert p.map_legend.isVisible() and not p.map_legend.pixmap().isNull()
+        assert "P(abnormal) 0 (blue) to 1 (red)" in p.map_label.text()
+        assert "not scanned" in p.map_label.text() or "Every tissue pixel was scanned" in p.map_label.text()
         res = p.maps[p.mammogram.source]
         # the cache: asking again shows the cached map at once
         p.request_map()
