@@ -38,13 +38,16 @@ def main(argv=None) -> int:
     p.add_argument("--cache", type=Path, default=None)
     p.add_argument("--shifts", nargs="+", default=list(SHIFT_NAMES), choices=SHIFT_NAMES)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--every", type=int, default=1,
+                   help="score every K-th training patch only (heads still fitted on all other folds)")
     p.add_argument("--json", type=Path, default=None, help="write the full result here")
     a = p.parse_args(argv)
     res = evaluate_shifts(a.data, a.models, a.oof, a.weights, a.shifts, a.cache, a.seed,
-                          progress=lambda m: print(m, file=sys.stderr, flush=True))
+                          progress=lambda m: print(m, file=sys.stderr, flush=True), every=a.every)
     res["shifts"] = {s.name: s.description for s in SHIFTS if s.name in a.shifts}
     print("Research use only — not a medical device.")
-    print(f"{res['n']} training patches, out of fold ({res['folds']} folds grouped by woman), "
+    print(f"{res['n']} of {res['n_train']} training patches (every {res['every']}), "
+          f"out of fold ({res['folds']} folds grouped by woman), "
           f"identity view; ensemble {res['ensemble_sha256'][:12]}; {res['seconds']:.0f} s")
     print(table_markdown(res))
     if a.json is not None:

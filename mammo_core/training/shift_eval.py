@@ -70,9 +70,11 @@ def shifted_view0(model, keys, x: np.ndarray, batch_size: int = 32) -> dict[str,
 
 def evaluate_shifts(data: Path, models_dir: Path, oof_root: Path, weights: Path,
                     shifts: Sequence[str] = SHIFT_NAMES, cache: Path | None = None, seed: int = 0,
-                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                    progress: Callable[[str], None] | None = None, every: int = 1) -> dict[str, Any]:
     """Per shift: the ensemble's three task AUCs out of fold, each member's AUC on its own
-    question, and the OOD warning rates (background, feature distance, either)."""
+    question, and the OOD warning rates (background, feature distance, either). ``every`` > 1
+    scores every ``every``-th training patch only (the heads are still fitted on all the other
+    folds' patches), to save backbone passes."""
     say = progress or (lambda m: log.info("%s", m))
     t0 = time.perf_counter()
     arrays = io.load_patch_arrays(data)
@@ -112,14 +114,18 @@ def evaluate_shifts(data: Path, models_dir: Path, oof_root: Path, weights: Path,
     refs = None
     if fm is not None:
         F0 = _design(feats, fm.cand)[0]
-        refs = [ood.fit_reference(F0[fold != f], ospec.components) for f in range(k)]
+        refs = [ood.fit_reference(F0[fold != f], ospec.components) for f in range(k)]  # all patches
     limit = ood.BACKGROUND_LIMIT if ospec is None else ospec.background_limit
     model, keys = feature_model(weights)
+    pick = np.arange(0, len(labels), max(1, int(every)))
+    y_all = labels
+    labels, fold = labels[pick], fold[pick]
     rows = []
     for name in shifts:
         t1 = time.perf_counter()
-        xs = x if name == "none" else apply_shift(name, x, seed)
-        fs = shifted_view0(model, keys, xs) if name != "none" else {kk: v[:1] for kk, v in feats.items()}
+        xs = x[pick] if name == "none" else apply_shift(name, x[pick], seed)
+        fs = (shifted_view0(model, keys, xs) if name != "none"
+              else {kk: v[:1, pick] for kk, v in feats.items()})
         probs = {}
         row: dict[str, Any] = {"shift": name}
         for m in members:
@@ -150,7 +156,8 @@ def evaluate_shifts(data: Path, models_dir: Path, oof_root: Path, weights: Path,
         rows.append(row)
         say(f"{name}: " + ", ".join(f"{q} {row[q]:.3f}" for q in TASK_AUCS) + f", OOD {row['ood_any']:.3f}")
     return {"data": str(data), "models": str(models_dir), "ensemble_sha256": info.sha256,
-            "n": len(labels), "folds": k, "rows": rows, "seconds": round(time.perf_counter() - t0, 1),
+            "n": len(labels), "n_train": len(y_all), "every": int(every), "folds": k, "rows": rows,
+            "seconds": round(time.perf_counter() - t0, 1),
             "method": __doc__.split("\n\n")[1].replace("\n", " ")}
 
 
