@@ -68,7 +68,7 @@ from mammo_core.explain import finish_map, overlay, tissue_mask, to_uint8
 from mammo_core.io import Patch, to_model_input
 from mammo_core.labels import LABEL_TO_NAME
 from mammo_core.ood import BACKGROUND_RULE, FEATURE_RULE
-from mammo_core.predictions import ENSEMBLE, ModelOutput, PatchPrediction
+from mammo_core.predictions import ENSEMBLE, ModelOutput, PatchPrediction, asks_if_lesion, member_words
 from mammo_core.safeio import shown
 
 SCHEMA = "mammo.predictions/1"
@@ -486,9 +486,11 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
     line("Member models (answer; measured quality on held-out data; grey = not above chance):")
     for name, out in pred.per_model.items():
         q = quality.get(name) or ModelQuality(name)
-        top = out.probabilities[out.predicted]
-        color = "black" if q.trusted else GREY
-        line(f"  {name} ({out.task}): {_pretty(out.predicted)} {top:.3f}", color=color)
+        normal_call = pred.ensemble is not None and pred.ensemble.predicted == "baseline"
+        unasked = normal_call and asks_if_lesion(out.task, out.probabilities)
+        color = "black" if q.trusted and not unasked else GREY
+        line(f"  {name} ({out.task}): {member_words(out)}"
+             + (" (not asked: the call is normal tissue)" if unasked else ""), color=color)
         line(f"      {q.text()}", color=color)
     y -= step / 2
     line("Models:")

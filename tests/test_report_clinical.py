@@ -102,9 +102,10 @@ def test_patch_page_member_quality_greyed_and_never_bold(figs):
     flat = " ".join(" ".join(words).split())
     assert "abnormal vs baseline 0.81 (95% CI 0.62\u20130.94)" in flat
     assert "benign vs malignant 0.33 (95% CI 0.06\u20130.65) (at chance)" in flat
-    i_good = next(i for i, t in enumerate(texts) if "good_mass_calc (mass_calc): mass 0.800" in t.get_text())
+    i_good = next(i for i, t in enumerate(texts) if "good_mass_calc (mass_calc): if a lesion: mass 80 % / calcification 20 %" in t.get_text())
     i_bad = next(i for i, t in enumerate(texts)
-                 if "chance_benign_malignant (benign_malignant): malignant 1.000" in t.get_text())
+                 if "chance_benign_malignant (benign_malignant): if a lesion: benign 0 % / malignant 100 %"
+                 in t.get_text())
     good, good_q, bad, bad_q = texts[i_good], texts[i_good + 1], texts[i_bad], texts[i_bad + 1]
     assert good_q.get_text().strip() == "held-out AUC 0.89 (95% CI 0.60\u20131.00), n=14"
     assert "AUC 0.33 (95% CI 0.06\u20130.65)" in bad_q.get_text() and AT_CHANCE_TEXT in bad_q.get_text()
