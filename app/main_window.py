@@ -34,7 +34,7 @@ from app.window_ui import (
 from app.workers import Worker
 from mammo_core.explain import tissue_mask
 from mammo_core.paths import samples_dir
-from mammo_core.predictions import HeatKey
+from mammo_core.predictions import NORMAL_MAP_NOTE, HeatKey
 
 log = logging.getLogger("mammo-viewer")
 
@@ -535,7 +535,8 @@ class MainWindow(QMainWindow):
                     f"Heatmap: {self.method_combo.currentText()} of "
                     f"{self.heat_model.currentText()} for “{class_label(key.target)}” — red = "
                     "regions that raised this class's score most (scaled per patch; "
-                    "background not coloured)")
+                    "background not coloured)"
+                    + (f". Note: {NORMAL_MAP_NOTE}" if key.target == "baseline" else ""))
             else:
                 self.heat_status.setText("Grad-CAM: computing…")
                 wanted = key

@@ -68,7 +68,15 @@ from mammo_core.explain import finish_map, overlay, tissue_mask, to_uint8
 from mammo_core.io import Patch, to_model_input
 from mammo_core.labels import LABEL_TO_NAME
 from mammo_core.ood import BACKGROUND_RULE, FEATURE_RULE
-from mammo_core.predictions import ENSEMBLE, ModelOutput, PatchPrediction, asks_if_lesion, member_words
+from mammo_core.predictions import (
+    ENSEMBLE,
+    NORMAL_MAP_NOTE,
+    ModelOutput,
+    PatchPrediction,
+    asks_if_lesion,
+    default_target,
+    member_words,
+)
 from mammo_core.safeio import shown
 
 SCHEMA = "mammo.predictions/1"
@@ -96,7 +104,7 @@ class PredictionRun:
     heatmaps: Mapping[tuple[str, str], np.ndarray] = field(default_factory=dict)
     heatmap_paths: Mapping[tuple[str, str], str] = field(default_factory=dict)
     # (patch key, model) -> {"target": class name, "method": "gradcam" ...}; without an entry
-    # a map explains the model's own predicted class
+    # a map explains the default target (predictions.default_target)
     heatmap_meta: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -374,10 +382,11 @@ def _heatmap_title(run: PredictionRun, pred: PatchPrediction, model: str) -> str
     method = meta.get("method", "gradcam")
     method = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}.get(method, method)
     target = meta.get("target")
-    if not target:
+    if not target:  # the default target (the most likely abnormal class)
         out = pred.output(model)
-        target = None if out is None else out.predicted
-    return f"{method} of {model} for class: {_pretty(target) or 'unknown'}"
+        target = None if out is None else default_target(out)
+    title = f"{method} of {model} for class: {_pretty(target) or 'unknown'}"
+    return title + (f"\n({NORMAL_MAP_NOTE})" if target == "baseline" else "")
 
 
 def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:

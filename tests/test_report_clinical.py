@@ -102,7 +102,8 @@ def test_patch_page_member_quality_greyed_and_never_bold(figs):
     flat = " ".join(" ".join(words).split())
     assert "abnormal vs baseline 0.81 (95% CI 0.62\u20130.94)" in flat
     assert "benign vs malignant 0.33 (95% CI 0.06\u20130.65) (at chance)" in flat
-    i_good = next(i for i, t in enumerate(texts) if "good_mass_calc (mass_calc): if a lesion: mass 80 % / calcification 20 %" in t.get_text())
+    i_good = next(i for i, t in enumerate(texts)
+                  if "good_mass_calc (mass_calc): if a lesion: mass 80 % / calcification 20 %" in t.get_text())
     i_bad = next(i for i, t in enumerate(texts)
                  if "chance_benign_malignant (benign_malignant): if a lesion: benign 0 % / malignant 100 %"
                  in t.get_text())
