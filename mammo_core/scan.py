@@ -52,6 +52,7 @@ from mammo_core.datasets.windows import (
     cut_window,
     full_scale,
 )
+from mammo_core.engine import MAP_PRECISION, PRECISIONS
 from mammo_core.errors import MammoError
 from mammo_core.io import Patch
 
@@ -88,6 +89,9 @@ class ScanSettings:
     mask_level: str = "otsu"                     # tissue mask threshold: "otsu" or "protocol"
     drop_pectoral: bool = True
     window_px: int | None = None                 # overrides window_mm (no spacing needed)
+    # compute precision of the map pass on a compiled engine (None: MAP_PRECISION, chosen by
+    # measurement, docs/engines.md); candidates use the session's engine precision
+    map_precision: str | None = None
 
     def __post_init__(self) -> None:
         if not (self.window_mm > 0 and np.isfinite(self.window_mm)):
@@ -104,6 +108,8 @@ class ScanSettings:
             raise MammoError("map members: no model named")
         if not (0 <= self.min_tissue <= 1):
             raise MammoError(f"minimum tissue fraction must be in [0, 1], got {self.min_tissue}")
+        if self.map_precision is not None and self.map_precision not in PRECISIONS:
+            raise MammoError(f"map precision must be one of {', '.join(PRECISIONS)}, got {self.map_precision!r}")
         if self.window_px is not None and self.window_px < MIN_WINDOW_PX:
             raise MammoError(f"window side must be at least {MIN_WINDOW_PX} px, got {self.window_px}")
 
@@ -148,6 +154,9 @@ class ScanResult:
     settings: ScanSettings
     # the test-time augmentation each map member ran with (``Session.tta_of`` under "card")
     member_tta: dict[str, str] = field(default_factory=dict)
+    # what computed the map and the candidates (mammo_core.engine.EngineInfo.to_json)
+    map_engine: dict | None = None
+    engine: dict | None = None
 
     def members_text(self) -> str:
         """The map's members with the TTA each ran with: ``"a (TTA none), b (TTA dihedral8)"``."""
@@ -167,7 +176,9 @@ class ScanResult:
                        "protocol": "reference patch protocol v1 window -> 150 x 150 INTER_NEAREST"},
             "map": {"downsampling": self.stride_px, "members": self.members, "exact": self.exact,
                     "tta": self.settings.map_tta, "member_tta": dict(self.member_tta),
-                    "windows": len(self.p_abnormal), "complete": self.complete},
+                    "windows": len(self.p_abnormal), "complete": self.complete,
+                    "engine": self.map_engine},
+            "engine": self.engine,
             "candidates": [c.to_json() for c in self.candidates],
         }
 
@@ -419,7 +430,8 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
             stack = np.concatenate([stack, np.repeat(stack[-1:], settings.batch_size - len(chunk), 0)])
         p[s:s + len(chunk)] = session.p_abnormal(
             stack, members, batch_size=settings.batch_size,
-            tta=None if settings.map_tta == "card" else "none")[:len(chunk)]
+            tta=None if settings.map_tta == "card" else "none",
+            precision=settings.map_precision or MAP_PRECISION)[:len(chunk)]
         done = s + len(chunk)
         if progress is not None:
             progress(done, n)
@@ -469,7 +481,9 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
     return ScanResult(mammo.source, mammo.shape, side, stride, centres, p, amap, mask, f, candidates,
                       members, exact, complete, time.perf_counter() - t0, mammo.mm_per_pixel,
                       mammo.spacing_source if settings.window_px is None else "window given in px",
-                      settings, member_tta(session, members, settings.map_tta))
+                      settings, member_tta(session, members, settings.map_tta),
+                      session.engine_info(settings.map_precision or MAP_PRECISION).to_json(),
+                      session.engine_info().to_json())
 
 
 def member_tta(session, members: Sequence[str], map_tta: str) -> dict[str, str]:

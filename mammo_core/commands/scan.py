@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mammo_core import DISCLAIMER
 from mammo_core.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from mammo_core.engine import MAP_PRECISION, add_engine_arguments, engine_settings
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe
 from mammo_core.mammogram import read_mammogram, spacing_problem
@@ -107,6 +108,7 @@ def register(subparsers) -> None:
                    help="do not try to drop the pectoral muscle from the tissue mask")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="windows per batch (default 64)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_engine_arguments(p, scan=True)
     p.set_defaults(func=run)
 
 
@@ -154,7 +156,8 @@ def run(args) -> int:
             members=args.map_members if args.map_members in ("fastest", "all") else
             tuple(m.strip() for m in args.map_members.split(",") if m.strip()),
             min_tissue=args.min_tissue, map_tta=args.map_tta,
-            drop_pectoral=not args.keep_pectoral, window_px=args.window_px)
+            drop_pectoral=not args.keep_pectoral, window_px=args.window_px,
+            map_precision=args.map_precision)
     except MammoError as err:
         return _usage(err.problem)
     if args.pixel_spacing is not None and spacing_problem(args.pixel_spacing):
@@ -169,7 +172,7 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
-    session = Session(args.models_dir)
+    session = Session(args.models_dir, engine_settings(args))
     if args.model == ENSEMBLE and not session.available():
         raise MammoError("no model bundles found; pass --models-dir or --model PATH", session.models_dir)
     failures = session.load([args.model])
@@ -227,7 +230,8 @@ def run(args) -> int:
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    buf.write(f"# {DISCLAIMER}\n")
+    buf.write(f"# {DISCLAIMER}; candidates: engine {session.engine_info().text()}; map: engine "
+              f"{session.engine_info(settings.map_precision or MAP_PRECISION).text()}\n")
     atomic_write_text(out / "candidates.csv", buf.getvalue())
     print(f"mammo: wrote {shown(out)} ({done_images} image(s) scanned, {errors} failed); {DISCLAIMER}",
           file=sys.stderr)
