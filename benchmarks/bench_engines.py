@@ -120,8 +120,9 @@ def agreement(args) -> None:
             ys.append(sp.labels)
     x = np.concatenate(xs).astype(np.float32)
     y = np.concatenate(ys)
-    if args.limit:
-        x, y = x[: args.limit], y[: args.limit]
+    if args.limit and args.limit < len(x):  # an evenly spaced subset of every split's patches
+        pick = np.unique(np.linspace(0, len(x) - 1, args.limit).round().astype(int))
+        x, y = x[pick], y[pick]
     engines = _engines()
     probs, secs = {}, {}
     for k, eng in engines.items():
@@ -183,7 +184,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--arrays", type=Path, default=None, help="dataset build folder: agreement mode")
     ap.add_argument("--tta", choices=("none", "card"), default="none")
-    ap.add_argument("--limit", type=int, default=0, help="first N patches only (agreement)")
+    ap.add_argument("--limit", type=int, default=0, help="an evenly spaced subset of N patches (agreement; 0: all)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     if args.arrays is not None:

@@ -357,8 +357,12 @@ class Session:
         if model == ENSEMBLE or (ens is not None and self.model_name(model) == ens.info.name):
             if ens is None:
                 raise MammoError(f"no ensemble loaded (loaded: {', '.join(self.loaded) or 'none'})")
+            # every member's probabilities in one pass on the session's engine (shared trunk,
+            # each card's TTA): the target (default the ensemble's call) and the map weights
+            probs = predict_arrays([models[m.name] for m in ens.spec.members], x, batch_size=1,
+                                   engine=self.engine)
             if target is None:
-                target = self.predict([patch])[0].ensemble.predicted
+                target = combine(ens.spec, probs).predicted[0]
             if target not in CLASS_NAMES:
                 raise MammoError(f"unknown target {target!r} for the ensemble; choose one of "
                                  f"{', '.join(CLASS_NAMES)}")
@@ -369,7 +373,7 @@ class Session:
                 if cls is None:
                     continue
                 ci = lm.classes.index(cls)
-                p = apply_temperature(lm(x), m.temperature)[0, ci]
+                p = apply_temperature(probs[m.name], m.temperature)[0, ci]
                 hm = lm.gradcam(x, ci, method=method)[0]
                 out[m.name] = hm
                 maps.append(hm)
