@@ -189,7 +189,7 @@ PREDICT_JAX = textwrap.dedent("""
     spec = importlib.util.spec_from_file_location("t5", "training_scripts/task_5_ensemble.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    members = [f"{models}/{n}" for n in ("mass_calc", "baseline_mass_calc")]
+    members = sys.argv[6:]
     rc = mod.main(["--members", *members, "--data", data, "--out", out, "--n-boot", "20"])
     assert rc == 0, rc
     assert "tensorflow" not in sys.modules
@@ -206,8 +206,9 @@ def test_mammo_predict_and_task_5_run_on_jax_and_agree_with_tensorflow(cbis, tmp
 
     models = models_dir_with(tmp_path / "models", ["mass_calc", "baseline_mass_calc"], ensemble=True)
     report = tmp_path / "jax.json"
+    members = sorted(str(p) for p in models.iterdir() if (p / "model.keras").is_file())
     proc = _run(["-c", PREDICT_JAX, str(models), str(cbis), str(samples_dir()), str(report),
-                 str(tmp_path / "models" / "ensemble_jax")], _env("jax"))
+                 str(tmp_path / "models" / "ensemble_jax"), *members], _env("jax"))
     assert "DONE" in proc.stdout
     assert proc.stderr.count("jax backend") == 1  # one line says why OpenVINO is not used
     doc = json.loads(report.read_text())
