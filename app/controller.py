@@ -22,6 +22,7 @@ import numpy as np
 from PyQt6.QtCore import QObject, QThreadPool, pyqtSignal
 
 from app.workers import SerialExecutor, Worker
+from mammo_core.engine import EngineSettings
 from mammo_core.explain import colorize
 from mammo_core.io import read_patches
 from mammo_core.labels import CLASS_NAMES
@@ -116,6 +117,7 @@ class ViewerController(QObject):
         self._pending_pred: set[str] = set()
         self._heat_workers: dict[HeatKey, Worker] = {}
         self._generation = 0  # bumped when the models change; older results are dropped
+        self.engine = EngineSettings()  # what runs predictions (mammo_core/engine), a setting
 
     # ------------------------------------------------------------------ generation guard
     def _guarded(self, slot: Callable[..., None]) -> Callable[..., None]:
@@ -162,6 +164,8 @@ class ViewerController(QObject):
         self.predictions.clear()
         try:
             self.session = self._session_factory(self.models_dir)
+            if hasattr(self.session, "set_engine"):
+                self.session.set_engine(self.engine)
             self.available_models = list(self.session.available())
         except Exception as exc:  # noqa: BLE001 - a bad folder is a message, not a crash
             self.session = None
@@ -233,6 +237,18 @@ class ViewerController(QObject):
         self.bits = bits
         self.predictions.clear()
         self.heat_cache.clear()
+        return True
+
+    def set_engine(self, settings: EngineSettings) -> bool:
+        """Predict with another engine / precision from now on (the reports name it); the
+        predictions made so far came from the other one and are dropped. Returns whether it
+        changed."""
+        if settings == self.engine:
+            return False
+        self.engine = settings
+        if self.session is not None and hasattr(self.session, "set_engine"):
+            self.session.set_engine(settings)
+        self.predictions.clear()
         return True
 
     def read(self, paths: Sequence[str | Path]) -> Worker:

@@ -32,6 +32,7 @@ from app.window_ui import (
     fill_targets,
 )
 from app.workers import Worker
+from mammo_core.engine import EngineSettings
 from mammo_core.explain import tissue_mask
 from mammo_core.paths import samples_dir
 from mammo_core.predictions import HeatKey
@@ -263,6 +264,17 @@ class MainWindow(QMainWindow):
             self.report_error(f"{folder}: no bundled sample patches here", "Samples")
             return
         self.open_paths([str(folder)], remember=False)
+
+    def set_engine(self, engine: str, bf16: bool = False) -> None:
+        """What runs the models (Analysis > Engine: auto / keras / openvino, bf16 or f32);
+        remembered. Predictions made with the previous setting are dropped; reports name the
+        engine and precision that computed theirs."""
+        self.settings.setValue("engine/name", engine)
+        self.settings.setValue("engine/precision", "bf16" if bf16 else "")
+        self.engine_actions[engine].setChecked(True)
+        self.act_bf16.setChecked(bf16)
+        if self.controller.set_engine(EngineSettings(engine, "bf16" if bf16 else None)):
+            self.patch_model.clear_predictions()
 
     def set_read_bits(self, bits: int, reopen: bool = True) -> None:
         """How many bits 16-bit PNG / TIFF / .npy files hold (16: as stored; DICOM uses its own

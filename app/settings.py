@@ -79,6 +79,9 @@ def restore_window(win: MainWindow, s: QSettings) -> str:
     except ValueError:
         bits = 16
     win.set_read_bits(bits if bits in win.bits_actions else 16, reopen=False)
+    engine = get_str(s, "engine/name", "auto")
+    win.set_engine(engine if engine in win.engine_actions else "auto",
+                   get_str(s, "engine/precision", "") == "bf16")
     return get_str(s, "overlay/model", "ensemble")
 
 

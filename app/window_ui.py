@@ -387,6 +387,26 @@ def build_actions(win: MainWindow) -> None:
     win.act_run_all.setToolTip("Predict every open patch (Ctrl+R)")
     am.addAction(win.act_run_all)
     am.addAction(win.act_cancel)
+    # what runs the models (mammo_core/engine; docs/engines.md): remembered, named in reports
+    em = am.addMenu("&Engine")
+    em.setToolTipsVisible(True)
+    group = QActionGroup(win)
+    group.setExclusive(True)
+    win.engine_actions = {}
+    for name, text in (("auto", "&Auto (OpenVINO where it loads)"), ("keras", "&Keras (reference)"),
+                       ("openvino", "&OpenVINO")):
+        act = QAction(text, win, checkable=True)
+        act.triggered.connect(lambda _on, n=name: win.set_engine(n, win.act_bf16.isChecked()))
+        group.addAction(act)
+        em.addAction(act)
+        win.engine_actions[name] = act
+    win.engine_actions["auto"].setChecked(True)
+    em.addSeparator()
+    win.act_bf16 = QAction("&bf16 precision (faster, deviates: docs/engines.md)", win, checkable=True)
+    win.act_bf16.setToolTip("OpenVINO only; its measured deviation from Keras f32 is in every report")
+    win.act_bf16.triggered.connect(
+        lambda on: win.set_engine(next(n for n, a in win.engine_actions.items() if a.isChecked()), on))
+    em.addAction(win.act_bf16)
 
     vm = mb.addMenu("&View")
     win.act_overlay = QAction("Grad-CAM &overlay", win, shortcut="G", checkable=True)
