@@ -246,7 +246,7 @@ class ScreenshotJob:
             if self.window.mammo.pending is not None:
                 self._mammogram = "opening"  # a whole mammogram: map it, open the best candidate
                 return
-            self._fail("no patch could be opened")
+            self.fail("no patch could be opened")
             return
         self.window.browser.select_index(0)
 
@@ -260,7 +260,7 @@ class ScreenshotJob:
         elif self._mammogram == "mapping" and not panel.map_running():
             res = mammo.current_map()
             if res is None or not res.candidates:
-                self._fail("the abnormality map gave no candidate")
+                self.fail("the abnormality map gave no candidate")
                 return
             self._mammogram = "candidate"
             panel.open_candidate(0)
@@ -275,12 +275,12 @@ class ScreenshotJob:
         try:
             self._poll_once()
         except Exception as exc:  # noqa: BLE001 - a slot must not leave the job hanging
-            self._fail(f"{type(exc).__name__}: {exc}".splitlines()[0])
+            self.fail(f"{type(exc).__name__}: {exc}".splitlines()[0])
 
     def _poll_once(self) -> None:
         w = self.window
         if w.models_state in ("none", "failed"):
-            self._fail(w.messages[-1] if w.messages else "no model could be loaded")
+            self.fail(w.messages[-1] if w.messages else "no model could be loaded")
             return
         if self._mammogram in ("opening", "mapping"):
             self._mammogram_step()
@@ -298,7 +298,7 @@ class ScreenshotJob:
                 self._save()
             return
         if time.monotonic() > self._deadline:
-            self._fail(f"timed out after {self._timeout_s:.0f} s waiting for the prediction "
+            self.fail(f"timed out after {self._timeout_s:.0f} s waiting for the prediction "
                        "and heatmap of the first patch"
                        + (f" (last message: {w.messages[-1]})" if w.messages else ""))
 
@@ -312,13 +312,13 @@ class ScreenshotJob:
                 if not pix.save(str(tmp), "PNG"):
                     raise OSError("Qt could not write the PNG")
         except OSError as exc:
-            self._fail(f"{self.out}: cannot write screenshot: {exc}")
+            self.fail(f"{self.out}: cannot write screenshot: {exc}")
             return
         log.info("screenshot saved to %s (%dx%d)", self.out, pix.width(), pix.height())
         self.exit_code = 0
         self.app.exit(0)
 
-    def _fail(self, why: str) -> None:
+    def fail(self, why: str) -> None:
         self._timer.stop()
         log.error("error: screenshot failed: %s", why)
         self.exit_code = 1
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         if paths:
             window.open_paths(paths, remember=bool(args.paths))
         elif shot:
-            job._fail(f"no PATH given and no sample patches in {samples_dir()}")
+            job.fail(f"no PATH given and no sample patches in {samples_dir()}")
         else:
             window.status(f"No sample patches in {samples_dir()}; open files with File ▸ Open.")
 

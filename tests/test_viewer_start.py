@@ -130,5 +130,12 @@ def test_file_text_is_never_markup(qtbot, tmp_path):
     box = error_box(p, "Open", f"{CRAFTED}.dcm: cannot read")
     assert box.textFormat() == Qt.TextFormat.PlainText
     box.close()
+    from app.results_panel import ResultsPanel
+
+    panel = ResultsPanel()
+    qtbot.addWidget(panel)
+    panel.set_patch(f"{CRAFTED_NAME}.png", "mass_benign", CRAFTED)
+    assert panel.patch_label.textFormat() == Qt.TextFormat.PlainText
+    assert "&lt;b style=color:red&gt;" in panel.truth_label.text()  # escaped in its rich text
     tip = plain_tooltip(f"{CRAFTED_NAME}.png\nrow 1")
     assert "<b " not in tip and "&lt;b style=color:red&gt;" in tip
