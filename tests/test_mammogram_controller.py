@@ -156,8 +156,9 @@ def test_an_unreadable_mammogram_is_one_line_with_the_traceback_behind(qtbot, tm
     c = MammogramController()
     with qtbot.waitSignal(c.errorOccurred, timeout=WAIT) as sig:
         c.open_path(bad)
-    message, title, _details = sig.args
+    message, title, details = sig.args
     assert message.startswith(str(bad)) and "\n" not in message and title == "Open mammogram"
+    assert "Traceback" in details  # behind "Show Details…" and in viewer.log
     assert c.pending is None and c.mammogram is None
 
 
