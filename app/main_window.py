@@ -21,12 +21,12 @@ from app.controllers.patches import PatchController, RunAllJob
 from app.dialogs.about import show_about
 from app.dialogs.errors import ErrorReporter
 from app.dialogs.open_files import ask_models_folder, ask_patch_paths
-from app.dialogs.report_path import ask_report_path
+from app.dialogs.report_path import choose_report_path
 from app.dialogs.shortcuts import ShortcutSheet
 from app.patch_browser import PatchEntry, patch_key
 from app.service import ModelService, ModelsState
 from app.settings import get_list, get_str, place_splitter, push_recent, restore_window, save_window
-from app.text import WINDOW_TITLE
+from app.text import WINDOW_TITLE, unreadable_text
 from app.views.mammogram_panel import MammogramPanel
 from app.views.patch_tab import PatchTab
 from app.window_ui import WindowUi
@@ -167,22 +167,11 @@ class MainWindow(QMainWindow):
         self.browser.setVisible(not self.showing(self.mammo_tab))
 
     def show_shortcuts(self) -> ShortcutSheet:
-        """F1: every shortcut of the window's actions (once each), the views' keys, the mouse."""
-        seen, uniq = set(), []
-        for a in self.findChildren(QAction):
-            if a.shortcut().toString() and a.text() not in seen:
-                seen.add(a.text())
-                uniq.append(a)
-        self.sheet = ShortcutSheet(uniq, self)
-        self.sheet.setModal(False)
-        self.sheet.show()
+        """F1: every shortcut of the window's actions, the views' keys, the mouse."""
+        self.sheet = ShortcutSheet.show_for(self.findChildren(QAction), self)
         return self.sheet
 
     # ================================================================== controller state
-    @property
-    def models_dir(self) -> Path | None:
-        return self.service.models_dir
-
     @property
     def models_state(self) -> ModelsState:
         return self.service.state
@@ -241,7 +230,7 @@ class MainWindow(QMainWindow):
     def _on_models_state(self, state: ModelsState) -> None:
         self._set_model_actions(state is ModelsState.READY)
         if state is ModelsState.NONE:
-            where = str(self.models_dir) if self.models_dir else "the bundled models folder"
+            where = str(self.service.models_dir or "the bundled models folder")
             self.ui.progress_area.stop()
             self.ui.results.set_models([])
             self._notice(f"No model bundles found in {where}. Predictions and heatmaps are not "
@@ -275,7 +264,7 @@ class MainWindow(QMainWindow):
             a.setEnabled(on)
 
     def choose_models_dir(self) -> None:
-        folder = ask_models_folder(self, str(self.models_dir or ""))
+        folder = ask_models_folder(self, str(self.service.models_dir or ""))
         if folder:
             self.start_models(Path(folder))
 
@@ -337,11 +326,7 @@ class MainWindow(QMainWindow):
                     + (f"; {len(collection.errors)} file(s) could not be read"
                        if collection.errors else ""))
         if collection.errors:
-            lines = [str(f) for f in collection.errors[:12]]
-            more = len(collection.errors) - len(lines)
-            text = (f"{len(collection.errors)} file(s) could not be read:\n" + "\n".join(lines)
-                    + (f"\n… and {more} more" if more > 0 else ""))
-            self.report_error(text, "Some files could not be read")
+            self.report_error(unreadable_text(collection.errors), "Some files could not be read")
         if not self.browser.table.currentIndex().isValid() and self.browser.proxy.rowCount() > 0:
             self.browser.table.select_row(0)
             self.browser.table.setFocus()
@@ -397,7 +382,7 @@ class MainWindow(QMainWindow):
             self.ui.results.show_message("Loading models… the prediction follows when they are "
                                       "ready.")
         elif self.service.session is None or not self.service.available_models:
-            where = self.models_dir or "the bundled models folder"
+            where = self.service.models_dir or "the bundled models folder"
             self.ui.results.show_message(f"No model bundles found in {where}; predictions are "
                                       "not available.")
 
@@ -480,16 +465,11 @@ class MainWindow(QMainWindow):
         if problem:
             self.report_error(problem, "Export")
             return None
+        path = Path(path) if path is not None else choose_report_path(
+            self, self.settings, "report" if scope != "current" else Path(entries[0].name).stem)
         if path is None:
-            start = Path(get_str(self.settings, "last_export_folder",
-                                 get_str(self.settings, "last_folder", str(Path.home()))))
-            path = ask_report_path(self, start / ("report.pdf" if scope != "current" else
-                                                  f"{Path(entries[0].name).stem}_report.pdf"))
-            if path is None:
-                return None
-        path = Path(path)
+            return None
         fmt = (fmt or path.suffix.lstrip(".") or "pdf").lower()
-        self.settings.setValue("last_export_folder", str(path.parent))
         hk = self.patch_tab.shown_heat_key()
         shown = None if self._current is None or hk is None else (self._current.patch, hk)
         return self.controller.export([e.patch for e in entries], path, fmt, shown)

@@ -85,3 +85,12 @@ def plain_tooltip(text: str) -> str:
     that looks like markup as rich text, so the text is escaped inside a rich-text paragraph."""
     return ("<p style='white-space:pre'>" + html.escape(str(text)).replace("\n", "<br>")
             + "</p>")
+
+
+def unreadable_text(errors: list, shown: int = 12) -> str:
+    """The message for files that could not be read: the count, then one line per file (the
+    first ``shown``), then how many more."""
+    lines = [str(f) for f in errors[:shown]]
+    more = len(errors) - len(lines)
+    return (f"{len(errors)} file(s) could not be read:\n" + "\n".join(lines)
+            + (f"\n… and {more} more" if more > 0 else ""))

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PyQt6.QtCore import QSettings
 from PyQt6.QtWidgets import QFileDialog, QWidget
+
+from app.settings import get_str
 
 
 def ask_report_path(parent: QWidget, default: Path) -> Path | None:
@@ -15,3 +18,14 @@ def ask_report_path(parent: QWidget, default: Path) -> Path | None:
     if not Path(path).suffix:
         path += {"CSV": ".csv", "JSON": ".json"}.get(chosen.split()[0], ".pdf")
     return Path(path)
+
+
+def choose_report_path(parent: QWidget, settings: QSettings, stem: str) -> Path | None:
+    """Ask where to write ``<stem>_report.pdf`` (or ``report.pdf``), starting in the last export
+    folder; the folder chosen is remembered. None: cancelled."""
+    start = Path(get_str(settings, "last_export_folder",
+                         get_str(settings, "last_folder", str(Path.home()))))
+    path = ask_report_path(parent, start / ("report.pdf" if stem == "report" else f"{stem}_report.pdf"))
+    if path is not None:
+        settings.setValue("last_export_folder", str(path.parent))
+    return path

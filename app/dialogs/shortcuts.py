@@ -71,3 +71,16 @@ class ShortcutSheet(QDialog):
         bb.accepted.connect(self.accept)
         lay.addWidget(bb)
         self.resize(620, 560)
+
+    @classmethod
+    def show_for(cls, actions: Iterable[QAction], parent: QWidget) -> ShortcutSheet:
+        """The sheet of the ``actions`` that have a shortcut (once per text), shown non-modal."""
+        seen, shown = set(), []
+        for a in actions:
+            if a.shortcut().toString() and a.text() not in seen:
+                seen.add(a.text())
+                shown.append(a)
+        sheet = cls(shown, parent)
+        sheet.setModal(False)
+        sheet.show()
+        return sheet
