@@ -15,8 +15,8 @@ import pytest
 
 from app.controllers.mammogram import MammogramController
 from app.service import ModelService
-from mammo_core.datasets.windows import cut_window, point_window
 from mammo_core.mammogram import Mammogram
+from mammo_core.protocol import cut_window, point_window
 
 pytestmark = pytest.mark.gui
 WAIT = 10_000

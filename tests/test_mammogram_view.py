@@ -15,8 +15,8 @@ from app.service import ModelService
 from app.text import REGION_HELP
 from app.views.mammogram_panel import MammogramPanel
 from app.views.mammogram_view import nice_length_mm
-from mammo_core.datasets.windows import Box, box_window, cut_window, point_window
 from mammo_core.mammogram import read_mammogram
+from mammo_core.protocol import Box, box_window, cut_window, point_window
 
 pytestmark = pytest.mark.gui
 WAIT = 120_000

@@ -2,7 +2,7 @@
 from it, the abnormality map (``mammo_core.scan.scan_mammogram`` on the shared model thread,
 cancellable, cached per image) and its candidates.
 
-A picked region becomes the protocol v1 window (``mammo_core.datasets.windows.point_window`` /
+A picked region becomes the protocol v1 window (``mammo_core.protocol.point_window`` /
 ``box_window``, the code the dataset builders use) and is cut by ``cut_window`` into the
 150 x 150 patch the training data had; ``regionCut(Region)`` hands it to whoever shows patches.
 
@@ -22,10 +22,10 @@ from PyQt6.QtCore import QObject, QThreadPool, pyqtSignal
 
 from app.service import BACKGROUND, ModelService, one_line
 from app.workers import Worker
-from mammo_core.datasets.windows import Box, box_window, cut_window, point_window
 from mammo_core.errors import MammoError, NotAPatchError
 from mammo_core.io import Patch, check_patch_size, read_image
 from mammo_core.mammogram import Mammogram, read_mammogram
+from mammo_core.protocol import Box, box_window, cut_window, point_window, window_ref
 from mammo_core.scan import ScanResult, ScanSettings, scan_mammogram
 
 ScanFn = Callable[..., ScanResult]
@@ -113,7 +113,8 @@ class MammogramController(QObject):
         m = self._open()
         pixels = cut_window(m.pixels, box, m.full_scale)
         pixels.flags.writeable = False
-        patch = Patch(pixels, region_source(m.source, box), None, None, (box.height, box.width))
+        patch = Patch(pixels, region_source(m.source, box), None, None, (box.height, box.width),
+                      source_ref=window_ref(m.source, m.source_ref, box))
         region = Region(box, patch, how)
         self.regions[patch.key] = region
         self.regionCut.emit(region)

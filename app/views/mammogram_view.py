@@ -25,7 +25,7 @@ from PyQt6.QtWidgets import QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsVie
 from app import imaging
 from app.text import NOTICE
 from app.views.zoom_view import ZoomView
-from mammo_core.datasets.windows import full_scale
+from mammo_core.protocol import TISSUE_LEVEL, full_scale
 
 BACKGROUND = QColor(10, 10, 12)
 REGION_PEN = QColor(80, 220, 255)
@@ -78,7 +78,7 @@ class DisplayPyramid:
         """A window over the breast's intensities (smallest level, pixels above the tissue
         level, 1st-99.5th percentile)."""
         small = self.levels[-1].astype(np.float32) / self.full_scale
-        vals = small[small > 20 / 255]
+        vals = small[small > TISSUE_LEVEL]
         if vals.size < 50:
             vals = small.ravel()
         return imaging.auto_window(vals.reshape(1, -1))
