@@ -139,3 +139,39 @@ def test_file_text_is_never_markup(qtbot, tmp_path):
     assert "&lt;b style=color:red&gt;" in panel.truth_label.text()  # escaped in its rich text
     tip = plain_tooltip(f"{CRAFTED_NAME}.png\nrow 1")
     assert "<b " not in tip and "&lt;b style=color:red&gt;" in tip
+
+
+@pytest.mark.gui
+def test_the_patch_list_folds_in_the_mammogram_tab_and_comes_back(qtbot, tmp_path):
+    """Issue 27: the mammogram gets the screen. The list folds in the Mammogram tab, returns in
+    the Patch tab, and a window closed in the Mammogram tab reopens with the list."""
+    from PyQt6.QtCore import QSettings
+
+    from app.main import build_window
+
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "cfg"))
+    (tmp_path / "models").mkdir()
+
+    def window():
+        w = build_window(tmp_path / "models", interactive_dialogs=False)
+        qtbot.addWidget(w)
+        w.resize(1400, 900)
+        w.show()
+        qtbot.waitExposed(w)
+        return w
+
+    win = window()
+    width = win.ui.splitter.sizes()[0]
+    assert width > 50 and win.browser.isVisible()
+    win.ui.tabs.setCurrentWidget(win.mammo_tab)
+    assert win.browser.isHidden()
+    qtbot.waitUntil(lambda: win.ui.splitter.sizes()[0] == 0)
+    win.ui.tabs.setCurrentWidget(win.patch_tab)
+    qtbot.waitUntil(lambda: win.ui.splitter.sizes()[0] > 50)
+    win.ui.tabs.setCurrentWidget(win.mammo_tab)
+    win.close()  # saves the layout with the list
+    win2 = window()
+    try:
+        assert win2.browser.isVisible() and win2.ui.splitter.sizes()[0] > 50
+    finally:
+        win2.shutdown(10)
