@@ -239,10 +239,15 @@ def main(argv: Sequence[str] | None = None, run: Runner = subprocess.run, out=No
     def say(text: str) -> None:
         print(f"qtdeps: {text}", file=out)
 
-    why = display_problem(env, [a for a in args.viewer_args if a != "--"])
+    viewer_args = [a for a in args.viewer_args if a != "--"]
+    why = display_problem(env, viewer_args)
     if why:
         print(f"mammo-viewer: error: {why}", file=out)
         return 1
+    headless_shot = any(a.split("=")[0] == "--screenshot" for a in viewer_args) and not (
+        env.get("DISPLAY") or env.get("WAYLAND_DISPLAY") or env.get("QT_QPA_PLATFORM"))
+    if headless_shot:
+        return 0  # the viewer takes the screenshot offscreen: the xcb plugin is not used
 
     if which("ldd") is None:
         return 0  # not a glibc Linux: nothing to check here
