@@ -319,6 +319,28 @@ def test_pdf_writer_turns_a_late_zlib_error_into_an_oserror(tmp_path, monkeypatc
     assert list(tmp_path.iterdir()) == [target]
 
 
+def test_scan_on_a_full_disk_fails_in_one_line_and_keeps_the_folder_consistent(models, tmp_path):
+    """A scan whose map picture cannot be written (a full disk: RLIMIT_FSIZE on the child): one
+    line for that image, no traceback, no temporary left, the earlier image's rows kept in a
+    candidates.csv rebuilt from the JSON files, the failed image's JSON never written."""
+    out = tmp_path / "o"
+    first = write_cv2(tmp_path / "first.png", breast())
+    assert main(["scan", str(first), "-o", str(out), "--models-dir", str(models), "--model", MODEL,
+                 "--no-progress", "--window-px", "150", "--min-tissue", "0.5", "--top-k", "1"]) == 0
+    before = (out / "candidates.csv").read_text()
+    big = write_cv2(tmp_path / "big.png", breast((1200, 1000), seed=4))
+    r = mammo_sub(["scan", big, "-o", out, "--models-dir", models, "--model", MODEL, "--no-progress",
+                   "--window-px", "150", "--min-tissue", "0.5", "--top-k", "1"], tmp_path,
+                  timeout=300, fsize=4096)
+    err = r.stderr.decode()
+    assert r.returncode == 1, err
+    assert_one_line_no_traceback(err)
+    assert sum("big.png" in ln for ln in err.splitlines()) == 1, err
+    assert not (out / "big_candidates.json").exists()
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+    assert (out / "candidates.csv").read_text() == before
+
+
 # =========================================================================== N7, N13: the folder
 def test_a_symlink_planted_in_the_output_folder_is_never_written_through(models, tmp_path, capsys):
     """N13: a symlink named like an output (or candidates.csv) pointing outside the folder: the
