@@ -240,8 +240,9 @@ def test_a_nan_map_window_fails_the_image_not_the_map(models, tmp_path, capsys, 
 
 # =========================================================================== tracebacks, full disk
 def test_a_logged_traceback_stays_off_the_terminal_and_goes_to_the_log(tmp_path):
-    """A library that logs its exception with the traceback (pydicom does, for a corrupt
-    JPEG 2000 frame): the terminal gets one line, the log file the traceback."""
+    """A library that logs its exception with the traceback (as pydicom does for a corrupt
+    JPEG 2000 frame; pydicom's own records are log-file only): the terminal gets one line, the
+    log file the traceback."""
     from mammo_core import logsetup
 
     term = io.StringIO()
@@ -250,7 +251,7 @@ def test_a_logged_traceback_stays_off_the_terminal_and_goes_to_the_log(tmp_path)
         try:
             raise ValueError("bad JPEG 2000 codestream\nsecond line")
         except ValueError:
-            logging.getLogger("pydicom").error("Unable to decode pixel data", exc_info=True)
+            logging.getLogger("somelib.decoder").error("Unable to decode pixel data", exc_info=True)
     finally:
         logsetup.configure("mammo")
     assert term.getvalue() == ("mammo: Unable to decode pixel data (ValueError: bad JPEG 2000 "
