@@ -73,10 +73,11 @@ class Progress:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *_exc) -> None:
+        self.close(finished=exc_type is None)
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
+        """Stop; after long work that ``finished`` (no exception), one last line saying so."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
@@ -84,7 +85,7 @@ class Progress:
             self._stop.set()
             self._thread.join(timeout=5)
             self._thread = None
-            if time.monotonic() - self.t0 >= self.every:  # long work: say it ended
+            if finished and time.monotonic() - self.t0 >= self.every:  # long work: say it ended
                 self._line(final=True)
 
     # ------------------------------------------------------------------ updates

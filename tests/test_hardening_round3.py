@@ -460,6 +460,7 @@ def test_a_killed_runs_temporaries_are_cleaned_and_never_followed(models, tmp_pa
     ["predict", "x.png", "--batch-size", "-3"], ["predict", "x.png", "--bits", "inf"],
     ["dataset", "build-mias", "--images", "i", "--info", "f", "--out", "o", "--test-fraction", "nan"],
     ["dataset", "build-mias", "--images", "i", "--info", "f", "--out", "o", "--jitter", "-1"],
+    ["dataset", "build-mias", "--images", "i", "--info", "f", "--out", "o", "--seed", "-1"],
 ])
 def test_numeric_options_reject_inf_nan_and_out_of_range_at_parse_time(tmp_path, monkeypatch, capsys, argv):
     monkeypatch.chdir(tmp_path)
@@ -487,6 +488,10 @@ def test_heartbeat_off_a_terminal_gives_counts_and_an_estimate():
     assert lines and lines[0].startswith("mammo: predicting: 500 of 2,000 patches (25 %)")
     assert "elapsed" in lines[0] and "left" in lines[0]
     assert lines[-1].endswith(", done")
+    failed = io.StringIO()
+    with pytest.raises(RuntimeError), Progress(10, "x.png", "window", stream=failed, tty=False, every=0):
+        raise RuntimeError("refused")
+    assert "done" not in failed.getvalue()  # a failed run never ends with "done"
     quiet = io.StringIO()
     with Progress(10, "predicting", "patch", stream=quiet, tty=False, disable=True) as p:
         p.update_to(5)
