@@ -7,7 +7,7 @@ Prints, from this process's start:
 and, after "Run all" has cached every prediction:
   next_patch_ms       median time from "next patch" (Down key) to its results on screen
   next_heatmap_ms     median time until that patch's heatmap is on screen (computed on demand)
-whole mammograms (app/mammogram_view.py, mammo_core/scan.py):
+whole mammograms (app/views/mammogram_view.py, app/views/mammogram_panel.py, mammo_core/scan.py):
   dicom_display_s     a CBIS-sized 16-bit DICOM (--dicom-size, default 4000 x 6000) from the
                       file to the first painted display in the mammogram view (median of 3)
   mias_map_s          the abnormality map + candidates of one 1024 x 1024 mini-MIAS image
@@ -17,6 +17,8 @@ whole mammograms (app/mammogram_view.py, mammo_core/scan.py):
                       path before mammo_core/forward.py), measured first in the same run;
   mias_map_speedup    and the ratio, with a check that both give the same candidates
                       (--mias-stride F: another stride than mammo scan's default 0.25)
+  mias_scan_<engine>_s the same scan with each engine of --engines (default keras,auto), in
+                      this run, with the ratio against the first and whether candidates agree
 
     QT_QPA_PLATFORM=offscreen python benchmarks/bench_viewer.py [PATH...] [--models-dir DIR]
 
@@ -49,6 +51,9 @@ def main() -> int:
     ap.add_argument("--dicom-size", default="4000x6000", metavar="WxH",
                     help="size of the synthetic 16-bit DICOM timed to first display ('0': skip)")
     ap.add_argument("--mias-image", default="mdb005", help="mini-MIAS image to map ('': skip)")
+    ap.add_argument("--engines", default="keras,auto", metavar="E,E",
+                    help="engines the mini-MIAS scan is timed with, in this order, in one run "
+                         "(mammo_core/engine; '': skip); ratios against the first")
     ap.add_argument("--mias-stride", type=float, default=0.25, metavar="F",
                     help="map stride as a fraction of the window side (default 0.25, the default "
                          "of mammo scan)")
@@ -88,13 +93,13 @@ def main() -> int:
 
     def ready():
         e = win.current_entry()
-        return (e is not None and win.patch_model.prediction(e.key) is not None
+        return (e is not None and win.browser.patch_model.prediction(e.key) is not None
                 and win.shown_heat_key() is not None)
 
     win.start_models()
     if args.mammograms_only:
         wait(lambda: win.models_ready, "the models")
-        print(f"device: CPU ({os.cpu_count()} cores); models: {', '.join(win.session.loaded)}")
+        print(f"device: CPU ({os.cpu_count()} cores); models: {', '.join(win.service.session.loaded)}")
         _mammogram_timings(app, win, args)
         win.shutdown(60)
         return 0
@@ -104,7 +109,7 @@ def main() -> int:
     models_loaded_s = time.perf_counter() - T0
     wait(ready, "the first prediction and heatmap")
     first_prediction_s = time.perf_counter() - T0
-    n = win.patch_model.rowCount()
+    n = win.browser.patch_model.rowCount()
 
     done = []
     win.runAllFinished.connect(done.append)
@@ -113,15 +118,15 @@ def main() -> int:
     wait(lambda: bool(done), "run all")
     run_all_s = time.perf_counter() - t
 
-    win.table.setFocus()
-    win.table.select_row(0)
+    win.browser.table.setFocus()
+    win.browser.table.select_row(0)
     wait(ready, "the first patch again")
     pred_ms, heat_ms = [], []
     shown: list[str] = []
     win.predictionShown.connect(shown.append)  # emitted once the results panel is filled
     for _ in range(min(args.steps, n - 1)):
         t = time.perf_counter()
-        QTest.keyClick(win.table, Qt.Key.Key_Down)
+        QTest.keyClick(win.browser.table, Qt.Key.Key_Down)
         e = win.current_entry()
         wait(lambda e=e: shown and shown[-1] == e.key, "the next prediction")
         pred_ms.append(1000 * (time.perf_counter() - t))
@@ -129,7 +134,7 @@ def main() -> int:
         heat_ms.append(1000 * (time.perf_counter() - t))
 
     print(f"device: CPU ({os.cpu_count()} cores); patches: {n}; models: "
-          f"{', '.join(win.session.loaded)}")
+          f"{', '.join(win.service.session.loaded)}")
     print(f"window_s={window_s:.2f}")
     print(f"models_loaded_s={models_loaded_s:.2f}")
     print(f"first_prediction_s={first_prediction_s:.2f}")
@@ -152,7 +157,9 @@ def _mammogram_timings(app, win, args):
         w_, h_ = (int(v) for v in args.dicom_size.lower().split("x"))
         print(f"dicom_display_s={_dicom_display(app, w_, h_):.2f} ({w_} x {h_} 16-bit, median of 3)")
     if args.mias_image:
-        print(_mias_map(win.session, args.mias_image, args.mias_stride))
+        print(_mias_map(win.service.session, args.mias_image, args.mias_stride))
+        if args.engines:
+            print(_mias_map_engines(win.service.session, args.mias_image, args.mias_stride, args.engines))
 
 
 def _dicom_display(app, width, height):
@@ -162,7 +169,7 @@ def _dicom_display(app, width, height):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from filemakers import write_dicom
 
-    from app.mammogram_view import MammogramPanel
+    from app.views.mammogram_panel import MammogramPanel
     from mammo_core.mammogram import read_mammogram
 
     times = []
@@ -251,6 +258,46 @@ def _mias_map(session, name, stride=0.25):
     ])
 
 
+def _mias_map_engines(session, name, stride, engines):
+    """The same scan (map + candidates) of one mini-MIAS image with each engine of ``engines``
+    (``keras,auto``), in this run: seconds, ratio against the first, whether the candidates are
+    the same and the largest P(abnormal) difference of the map."""
+    import numpy as np
+
+    from mammo_core.engine import EngineSettings
+    from mammo_core.io import Patch
+    from mammo_core.mammogram import read_mammogram
+    from mammo_core.paths import shared_dir
+    from mammo_core.scan import ScanSettings, scan_mammogram
+
+    path = shared_dir() / "data" / "mini-mias" / f"{name}.png"
+    if not path.is_file():
+        return f"mias_map_engines=skipped ({path} not found)"
+    mammo = read_mammogram(path)
+    before = session.engine.settings
+    out, first = [], None
+    try:
+        for eng in [e.strip() for e in engines.split(",") if e.strip()]:
+            session.set_engine(EngineSettings(eng))
+            warm = np.zeros((150, 150), np.uint16)  # convert / compile / trace before timing
+            session.p_abnormal(warm[None], session.abnormal_members()[:1], tta="none")
+            session.predict([Patch(warm, "warm-up", None, None, (150, 150))], batch_size=1)
+            t = time.perf_counter()
+            res = scan_mammogram(mammo, session, ScanSettings(stride_fraction=stride))
+            secs = time.perf_counter() - t
+            if first is None:
+                first = (eng, secs, res)
+            ref = first[2]
+            same = [(c.x, c.y) for c in res.candidates] == [(c.x, c.y) for c in ref.candidates]
+            diff = float(np.max(np.abs(res.p_abnormal - ref.p_abnormal), initial=0.0))
+            out.append(f"mias_scan_{eng}_s={secs:.2f} ({session.engine_info().text()}; "
+                       f"{first[1] / secs:.2f}x vs {first[0]}; same candidates: {same}; "
+                       f"max |map P(abnormal) difference| {diff:.1e})")
+    finally:
+        session.set_engine(before)
+    return "\n".join(out)
+
+
 def _big_stack(app, win, n):
     """Open an n-patch synthetic stack: rows appear at once, thumbnails only when painted."""
     import numpy as np
@@ -262,19 +309,19 @@ def _big_stack(app, win, n):
         rng = np.random.default_rng(0)
         np.save(path, rng.integers(0, 65535, (n, 150, 150), dtype=np.uint16))
         win.close_all()
-        win.patch_model.thumbnails_made = 0
+        win.browser.patch_model.thumbnails_made = 0
         t = time.perf_counter()
         win.open_paths([str(path)], remember=False)
-        while win.patch_model.rowCount() < n:
+        while win.browser.patch_model.rowCount() < n:
             app.processEvents()
         open_s = time.perf_counter() - t
-        win.table.setFocus()
+        win.browser.table.setFocus()
         t = time.perf_counter()
         for _ in range(20):
-            QTest.keyClick(win.table, Qt.Key.Key_PageDown)
+            QTest.keyClick(win.browser.table, Qt.Key.Key_PageDown)
             app.processEvents()
         page_ms = 1000 * (time.perf_counter() - t) / 20
-        return open_s, page_ms, win.patch_model.thumbnails_made
+        return open_s, page_ms, win.browser.patch_model.thumbnails_made
 
 
 if __name__ == "__main__":
