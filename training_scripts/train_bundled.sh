@@ -23,7 +23,10 @@ Steps (default: all, in this order):
                               (every member: pooling, C and test-time augmentation chosen on
                               out-of-fold predictions, 5 folds grouped by woman, the same folds)
   ensemble                    Task 5    five-class ensemble fitted on the members' out-of-fold
-                              predictions over every training patch
+                              predictions over every training patch (with its 90 % conformal sets
+                              and the OOD feature reference, docs/trust.md)
+  shifts                      the acquisition-shift bench (benchmarks/shift_bench.py, every 4th
+                              training patch, out of fold) -> assets/models/ensemble/shift_bench.json
   samples                     assets/samples/ from the held-out split (16-bit PNG, labels.csv, NOTICE)
   finish                      card data statements, MANIFEST.json, mammo models verify, MODELS.md
 
@@ -36,7 +39,7 @@ VGG16 features of 8 views of every training patch, cached for reruns). Exit code
 EOF
 }
 
-ALL_STEPS=(data vgg16b4_baseline_mass_calc vgg16_mass_calc vgg16_benign_malignant ensemble samples finish)
+ALL_STEPS=(data vgg16b4_baseline_mass_calc vgg16_mass_calc vgg16_benign_malignant ensemble shifts samples finish)
 
 for a in "$@"; do
     case "$a" in -h|--help) usage; exit 0 ;; esac
@@ -138,6 +141,10 @@ run_step() {
                       "$MODELS/vgg16_benign_malignant" \
             --oof "$RUNS/vgg16b4_baseline_mass_calc" "$RUNS/vgg16_mass_calc" "$RUNS/vgg16_benign_malignant" \
             --held-out-seen "$ENSEMBLE_HELD_OUT_SEEN"
+        ;;
+    shifts)
+        "$PYTHON" benchmarks/shift_bench.py --data "$DATA" --oof "$RUNS" --models "$MODELS" \
+            --weights "$WEIGHTS" --every 4 --json "$MODELS/ensemble/shift_bench.json"
         ;;
     samples)
         rm -rf assets/samples
