@@ -95,7 +95,7 @@ def test_an_empty_data_or_out_is_refused_not_the_current_folder(script, argv, tm
     assert list(tmp_path.iterdir()) == []
 
 
-def test_bad_input_exit_1(tmp_path, capsys):
+def test_bad_input_exit_1_and_usage_exit_2(tmp_path, capsys):
     rc = load_script("task_2_1_scratch_mass_calc").main(["--data", str(tmp_path / "nope"), "--out",
                                                          str(tmp_path / "o"), "--smoke"])
     assert rc == 1
@@ -104,14 +104,15 @@ def test_bad_input_exit_1(tmp_path, capsys):
     folder = make_cbis_folder(tmp_path / "d", n_train_pairs=4, n_test_pairs=2)
     rc = load_script("task_2_2_scratch_benign_malignant").main(
         ["--data", str(folder), "--out", str(tmp_path / "o2"), "--smoke", "--class-weights", "1,2,3"])
-    assert rc == 1
+    assert rc == 2  # a usage error (issue 26 N11: usage exits 2, bad data 1)
     capsys.readouterr()
     for flags, words in ((["--distribute", "data-parallel"], "KERAS_BACKEND=jax"),
                          (["--workers", "-1"], "workers"), (["--fe-copies", "-2"], "fe_copies")):
         rc = load_script("task_3_1_pretrained_mass_calc").main(
             ["--data", str(folder), "--out", str(tmp_path / "o3"), "--smoke", "--weights", "none", *flags])
         err = capsys.readouterr().err
-        assert rc == 1 and words in err and "Traceback" not in err, (flags, err)
+        assert rc == 2 and words in err and "Traceback" not in err, (flags, err)
+        assert not (tmp_path / "o3").exists()
 
 
 def test_script_runs_as_subprocess(cbis, tmp_path):

@@ -9,9 +9,19 @@ import sys
 
 from mammo_core import DISCLAIMER, logsetup
 from mammo_core.errors import MammoError
+from mammo_core.labels import get_task
 from mammo_core.paths import path_arg
 from mammo_core.training.augment import AUGMENT_SPECS
-from mammo_core.training.config import DISTRIBUTE, FT_UNFREEZE, LR_SCALING, TrainConfig, parse_grid
+from mammo_core.training.config import (
+    DISTRIBUTE,
+    FT_UNFREEZE,
+    LR_SCALING,
+    TrainConfig,
+    parse_class_weights,
+    parse_grid,
+)
+from mammo_core.training.distribute import check_backend
+from mammo_core.training.outdir import UsageError, abandon, plan_out, publish
 from mammo_core.training.presets import format_table, resolve
 from mammo_core.training.runner import train
 
@@ -45,7 +55,12 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
     )
     p.add_argument("--data", required=True, type=path_arg, metavar="DIR",
                    help="CBIS-DDSM-layout folder (train_*, public_test_* arrays; metadata.csv optional)")
-    p.add_argument("--out", required=True, type=path_arg, metavar="DIR", help="output folder (the bundle)")
+    p.add_argument("--out", required=True, type=path_arg, metavar="DIR",
+                   help="output folder (the bundle); never inside assets/models, --data or an existing "
+                        "bundle (unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the bundle already in --out, once the new one is complete and verified "
+                        "(the folder is exchanged in one step; a failed run leaves the old bundle)")
     p.add_argument("--name", default=None, help="bundle name (default: derived from task and model)")
     models = list(scratch_models) + (["transfer"] if transfer else [])
     if len(models) > 1:
@@ -169,6 +184,38 @@ def config_from_args(args: argparse.Namespace, task: str, model: str | None, arg
     )
 
 
+# flags the pooled head (chosen out of fold by logistic regression) has no use for, and the
+# pooled-only flags the Keras (flatten) head has no use for: given, they are refused (exit 2)
+POOLED_IGNORES = ("epochs", "batch_size", "lr", "patience", "augment", "no_augment", "val_fraction", "grid",
+                  "distribute", "mixed_precision", "workers", "hidden", "lr_scaling", "fe_copies", "ft_unfreeze",
+                  "ft_epochs", "ft_lr")
+FLATTEN_IGNORES = ("pool_candidates", "c_grid", "tta", "train_views", "feature_cache")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, cfg: TrainConfig) -> None:
+    """Refuse flags the chosen head would silently ignore, and class weights that do not match
+    the task (UsageError, exit 2)."""
+    pooled = cfg.model_options.get("head") == "pooled"
+    ignored = POOLED_IGNORES if pooled else FLATTEN_IGNORES
+    given = [_flag(d) for d in ignored if hasattr(args, d) and getattr(args, d) != parser.get_default(d)]
+    if pooled and getattr(args, "mode", None) == "ft":
+        given.append("--mode ft")
+    if given:
+        what = ("--head pooled (logistic regression on frozen pooled features, chosen out of fold)"
+                if pooled else "--head flatten (the Keras head)")
+        raise UsageError(f"{', '.join(given)} not used by {what}; leave "
+                         f"{'it' if len(given) == 1 else 'them'} out")
+    parsed = parse_class_weights(cfg.class_weights)
+    n = get_task(cfg.task).n_classes
+    if isinstance(parsed, tuple) and len(parsed) != n:
+        raise UsageError(f"--class-weights {cfg.class_weights}: {len(parsed)} weights for the {n} classes of "
+                         f"task {cfg.task} ({', '.join(get_task(cfg.task).classes)})")
+
+
 def run(argv: list[str] | None, *, prog: str, task: str, description: str, model: str = "scratch_v1",
         scratch_models: tuple[str, ...] | None = None, transfer: bool = False, preset: str | None = None) -> int:
     """Parse flags, train, print where the results are. Exit 0 ok, 1 bad input, 2 usage."""
@@ -179,15 +226,29 @@ def run(argv: list[str] | None, *, prog: str, task: str, description: str, model
                          default_model=model, preset=preset)
     args = parser.parse_args(argv)
     logsetup.configure(prog)  # training progress is INFO
-    try:
+    try:  # usage: every flag and the output folder checked before any work or folder is made
         cfg = config_from_args(args, task, model, argv, prog, preset)
-
-        result = train(cfg)
+        check_flags(parser, args, cfg)
+        check_backend(cfg.distribute)
+        plan = plan_out(cfg.out_dir, {"--data": cfg.data_dir}, overwrite=args.overwrite)
     except MammoError as exc:
         if args.debug:
             raise
         log.error("error: %s", exc)
-        return 1
+        return 2
+    try:
+        result = train(cfg.with_(out_dir=plan.work))
+        publish(plan)
+    except MammoError as exc:
+        abandon(plan)
+        if args.debug:
+            raise
+        log.error("error: %s", exc)
+        return 2 if isinstance(exc, UsageError) else 1
+    except BaseException:
+        abandon(plan)
+        raise
+    result.out_dir = plan.final
     m = result.metrics
     if cfg.model_options.get("head") == "pooled":  # chosen out of fold; held-out numbers stay in the card
         print(f"{cfg.bundle_name}: held-out split scored once (see card.json) -> {result.out_dir} ({DISCLAIMER})")
