@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -11,11 +12,12 @@ from mammo_core import DISCLAIMER, logsetup
 from mammo_core.errors import MammoError
 from mammo_core.labels import get_task
 from mammo_core.paths import path_arg
-from mammo_core.training.augment import AUGMENT_SPECS
+from mammo_core.training.augment import AUGMENT_SPECS, OVERRIDE_FIELDS
 from mammo_core.training.config import (
     DISTRIBUTE,
     FT_UNFREEZE,
     LR_SCALING,
+    OPTIMIZERS,
     TrainConfig,
     parse_class_weights,
     parse_grid,
@@ -98,6 +100,11 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
                        help="pooled head: feature cache folder (default $MAMMO_FEATURE_CACHE or "
                             "runs/feature_cache; never in git)")
     p.add_argument("--hidden", type=int, default=None, help="units of the hidden dense layer")
+    if any(m.startswith("scratch") for m in models):
+        p.add_argument("--dropout", type=float, default=None,
+                       help="dropout after the hidden dense layer (scratch_v1: 0 = none, the study's first "
+                            "Task 2.2 model had dropout with --hidden 256; scratch_v2: 0.2)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help=f"optimizer; {PRESET_HELP}")
     p.add_argument("--epochs", type=int, default=None, help=f"maximum epochs; {PRESET_HELP}")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"batch per replica (global batch = this x replicas); {PRESET_HELP}")
@@ -111,6 +118,10 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
                    help=f"augmentation ({augs}); {PRESET_HELP}")
     p.add_argument("--no-augment", action="store_true",
                    help="the study's variant without augmentation (= --augment none)")
+    p.add_argument("--augment-spec", type=_json_object, default=None, metavar="JSON",
+                   help="ImageDataGenerator arguments over --augment, e.g. "
+                        "'{\"width_shift_range\": 0.1, \"fill_mode\": \"reflect\"}' (keys: "
+                        + ", ".join(OVERRIDE_FIELDS) + ")")
     p.add_argument("--val-fraction", type=float, default=0.15, help="grouped validation fraction")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--folds", type=int, default=0, help="k-fold holdout (study: 4) before the final model")
@@ -144,7 +155,7 @@ def config_from_args(args: argparse.Namespace, task: str, model: str | None, arg
                      preset: str | None = None):
     given = {"model": getattr(args, "model", None), "epochs": args.epochs, "batch_size": args.batch_size,
              "lr": args.lr, "patience": args.patience, "class_weights": args.class_weights,
-             "augment": "none" if args.no_augment else args.augment}
+             "augment": "none" if args.no_augment else args.augment, "optimizer": args.optimizer}
     for k in ("backbone", "mode", "fe_copies", "ft_unfreeze"):
         given[k] = getattr(args, k, None)
     if preset:
@@ -157,6 +168,8 @@ def config_from_args(args: argparse.Namespace, task: str, model: str | None, arg
     opts: dict = {}
     if args.hidden is not None:
         opts["hidden"] = args.hidden
+    if getattr(args, "dropout", None) is not None:
+        opts["dropout"] = args.dropout
     extra: dict = {}
     if model == "transfer":
         opts.update(backbone=val.get("backbone", "vgg16"), mode=val.get("mode", "fe"), weights=args.weights)
@@ -168,9 +181,11 @@ def config_from_args(args: argparse.Namespace, task: str, model: str | None, arg
             opts["head"] = "pooled"
             extra.update(pool_candidates=tuple(args.pool_candidates), c_grid=tuple(args.c_grid),
                          tta=args.tta, feature_cache=args.feature_cache, train_views=args.train_views)
-    for k in ("epochs", "batch_size", "lr", "patience", "class_weights", "augment"):
+    for k in ("epochs", "batch_size", "lr", "patience", "class_weights", "augment", "optimizer"):
         if val.get(k) is not None:
             extra[k] = val[k]
+    if args.augment_spec:
+        extra["augment_overrides"] = args.augment_spec
     default_name = f"{task}_{model}" + (f"_{opts['backbone']}_{opts['mode']}" if model == "transfer" else "")
     return TrainConfig(
         task=task, model=model, data_dir=args.data, out_dir=args.out, name=args.name or default_name,
@@ -186,10 +201,22 @@ def config_from_args(args: argparse.Namespace, task: str, model: str | None, arg
 
 # flags the pooled head (chosen out of fold by logistic regression) has no use for, and the
 # pooled-only flags the Keras (flatten) head has no use for: given, they are refused (exit 2)
-POOLED_IGNORES = ("epochs", "batch_size", "lr", "patience", "augment", "no_augment", "val_fraction", "grid",
+POOLED_IGNORES = ("epochs", "batch_size", "lr", "patience", "augment", "no_augment", "augment_spec", "optimizer",
+                  "val_fraction", "grid",
                   "distribute", "mixed_precision", "workers", "hidden", "lr_scaling", "fe_copies", "ft_unfreeze",
                   "ft_epochs", "ft_lr")
 FLATTEN_IGNORES = ("pool_candidates", "c_grid", "tta", "train_views", "feature_cache")
+
+
+def _json_object(text: str) -> dict:
+    """argparse ``type`` of --augment-spec: a JSON object (checked again by the config)."""
+    try:
+        doc = json.loads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not JSON: {err}") from None
+    if not isinstance(doc, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"zoom_range\": 0.1}'")
+    return doc
 
 
 def _flag(dest: str) -> str:
@@ -204,6 +231,8 @@ def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, cfg: 
     given = [_flag(d) for d in ignored if hasattr(args, d) and getattr(args, d) != parser.get_default(d)]
     if pooled and getattr(args, "mode", None) == "ft":
         given.append("--mode ft")
+    if cfg.model == "transfer" and getattr(args, "dropout", None) is not None:
+        given.append("--dropout")
     if given:
         what = ("--head pooled (logistic regression on frozen pooled features, chosen out of fold)"
                 if pooled else "--head flatten (the Keras head)")

@@ -21,10 +21,9 @@ from mammo_core.labels import get_task
 from mammo_core.metrics import check_not_collapsed
 from mammo_core.models import build_model, gradcam_layer
 from mammo_core.plots import plot_confusion, plot_history, plot_roc
-from mammo_core.training.augment import get_spec
 from mammo_core.training.config import TrainConfig
 from mammo_core.training.data import TaskData, load_task_data, smoke_subset
-from mammo_core.training.loop import evaluate, fit_model, get_placement, gpu_available
+from mammo_core.training.loop import OPTIMIZER_CLASSES, evaluate, fit_model, get_placement, gpu_available
 from mammo_core.training.outdir import REFUSED_MARK, RefusedRun
 from mammo_core.training.pooled import train_pooled
 from mammo_core.training.results import FOLD_COLUMNS, TrainResult, summarize_folds, write_csv
@@ -226,14 +225,14 @@ def train(config: TrainConfig) -> TrainResult:
     mode = opts.get("mode")
     run = fit.run.as_dict() if fit.run is not None else {}
     protocol = {
-        "optimizer": "Adam", "learning_rate": run.get("learning_rate", cfg.learning_rate),
+        "optimizer": OPTIMIZER_CLASSES[cfg.optimizer], "learning_rate": run.get("learning_rate", cfg.learning_rate),
         "base_learning_rate": cfg.learning_rate, "lr_scaling": cfg.lr_scaling,
         "batch_size": cfg.batch_size, "global_batch_size": run.get("global_batch", cfg.batch_size),
         "max_epochs": cfg.epochs, "epochs_run": len(fit.history),
         "early_stopping": f"val_loss, patience {cfg.patience}, best weights restored",
         "class_weights": {data.classes[c]: w for c, w in fit.class_weights.items()},
-        "class_weights_mode": cfg.class_weights, "augmentation": cfg.augmentation,
-        "augmentation_detail": get_spec(cfg.augmentation).description,
+        "class_weights_mode": cfg.class_weights, "augmentation": cfg.augmentation_spec.name,
+        "augmentation_detail": cfg.augmentation_spec.description,
         "seed": cfg.seed, "reproducible": "same batches at any loader worker count (per-element seeds)",
         "smoke": cfg.smoke, "mixed_precision": mixed, "distribute": cfg.distribute,
         "backend": run.get("backend"), "replicas": run.get("replicas", 1),
@@ -245,7 +244,7 @@ def train(config: TrainConfig) -> TrainResult:
     if cfg.is_transfer and Path(str(opts.get("weights", ""))).is_file():
         arch["initial_weights_sha256"] = sha256_file(opts["weights"])
     if cfg.is_transfer:
-        n_aug = 0 if get_spec(cfg.augmentation).is_identity else cfg.fe_copies
+        n_aug = 0 if cfg.augmentation_spec.is_identity else cfg.fe_copies
         protocol["feature_cache"] = {"originals": True, "augmented_variants": n_aug,
                                      "size": f"{n_aug + 1}N"}
         if mode == "ft":
