@@ -30,10 +30,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mammo_core import DISCLAIMER, logsetup
+from mammo_core import DISCLAIMER
 from mammo_core.ensemble_fit import EnsembleFitConfig, fit_and_evaluate
 from mammo_core.errors import MammoError
 from mammo_core.paths import path_arg
+from mammo_core.training.cli import quiet_terminal
 from mammo_core.training.outdir import abandon, plan_out, publish
 
 log = logging.getLogger("task_5_ensemble")
@@ -92,7 +93,7 @@ def config_from_args(args) -> EnsembleFitConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logsetup.configure("task_5_ensemble.py")
+    quiet_terminal("task_5_ensemble.py")  # library start-up lines to the training log
     try:  # usage: the output folder checked against every input before any work
         inputs = {"--data": args.data, **{f"--members {m}": m for m in args.members},
                   **{f"--oof {d}": d for d in args.oof}}

@@ -7,6 +7,7 @@ import logging
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from mammo_core import DISCLAIMER, logsetup
 from mammo_core.errors import MammoError
@@ -147,6 +148,9 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
                         "and reports show them as test-split, not held-out, figures")
     p.add_argument("--smoke", action="store_true",
                    help="tiny CI run: a few patches per class, one epoch, batch 8")
+    p.add_argument("--log", type=path_arg, default=None, metavar="FILE",
+                   help="log file: every message, and the start-up lines of TensorFlow / absl / JAX / CUDA "
+                        "(kept off the terminal) (default $XDG_DATA_HOME/mammo-patches/training.log)")
     p.add_argument("--debug", action="store_true", help="full tracebacks")
     return p
 
@@ -208,6 +212,30 @@ POOLED_IGNORES = ("epochs", "batch_size", "lr", "patience", "augment", "no_augme
 FLATTEN_IGNORES = ("pool_candidates", "c_grid", "tta", "train_views", "feature_cache")
 
 
+# loggers whose records (TensorFlow, absl, Keras and Python warnings, JAX's backend probing:
+# "Unable to initialize backend 'tpu'") go to the log file only
+QUIET_LOGGERS = ("tensorflow", "absl", "keras", "h5py", "py.warnings", "jax", "jax._src.xla_bridge")
+_DIVERTED: list[Path] = []
+
+
+def default_log() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "mammo-patches" / "training.log"
+
+
+def quiet_terminal(prog: str, log_file: Path | None = None) -> Path | None:
+    """The script's own lines on the terminal; TensorFlow / absl / JAX / CUDA start-up lines
+    (native writes to descriptor 2 included) and library warnings to the log file. Descriptor 2
+    is diverted once per process, and only when ``sys.stderr`` is the process's own (not a
+    test's capture). Returns the log file, or None where it cannot be written."""
+    used = logsetup.configure(prog, log_file=log_file or default_log(), quiet=QUIET_LOGGERS)
+    logging.captureWarnings(True)
+    own = sys.stderr is sys.__stderr__
+    if used is not None and own and not _DIVERTED and logsetup.divert_native_stderr(used):
+        _DIVERTED.append(used)
+    return used
+
+
 def _json_object(text: str) -> dict:
     """argparse ``type`` of --augment-spec: a JSON object (checked again by the config)."""
     try:
@@ -254,7 +282,7 @@ def run(argv: list[str] | None, *, prog: str, task: str, description: str, model
     parser = make_parser(prog, description, scratch_models=scratch_models, transfer=transfer,
                          default_model=model, preset=preset)
     args = parser.parse_args(argv)
-    logsetup.configure(prog)  # training progress is INFO
+    quiet_terminal(prog, args.log)  # training progress is INFO; library start-up lines to the log
     try:  # usage: every flag and the output folder checked before any work or folder is made
         cfg = config_from_args(args, task, model, argv, prog, preset)
         check_flags(parser, args, cfg)
