@@ -6,7 +6,8 @@ and up by default: "wrote ...", training progress, warnings, errors); with ``log
 everything from ``INFO`` up goes there too, with the time and, when a record carries
 ``extra={"details": traceback}``, the traceback. The library logs nothing at INFO that is not
 meant for the user; chatter is DEBUG. Records of the ``quiet`` loggers (TensorFlow's, Keras',
-Python warnings) go to the log file only. :func:`divert_native_stderr` sends what C/C++ code
+Python warnings) go to the log file only, as do those of :data:`LOG_FILE_ONLY` (pydicom's
+decoder tracebacks) always. :func:`divert_native_stderr` sends what C/C++ code
 writes to file descriptor 2 (TensorFlow's start-up lines such as ``failed call to cuInit``,
 absl, Qt's native warnings) to the log file as well, while Python's ``sys.stderr`` keeps the
 terminal.
@@ -21,6 +22,10 @@ from pathlib import Path
 from typing import TextIO
 
 _TAG = "_mammo_handler"  # marks the handlers installed here (configure() replaces them)
+#: Loggers whose records never reach the terminal, log file only: decoders that log their own
+#: failure with a traceback (pydicom, for a corrupt JPEG 2000 frame) before the reader that
+#: called them turns it into the one-line refusal the user sees.
+LOG_FILE_ONLY = ("pydicom",)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -78,6 +83,7 @@ def configure(prog: str, level: int = logging.INFO, log_file: Path | str | None 
     console.setLevel(level)
     console.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
     setattr(console, _TAG, True)
+    console.addFilter(_Quiet(LOG_FILE_ONLY))
     root.addHandler(console)
     root.setLevel(logging.INFO)
     used = None
