@@ -101,10 +101,11 @@ def test_out_that_is_a_file_is_one_line_exit_2(cbis, tmp_path, capsys):
     f.write_text("keep me")
     for script, argv in (("task_2_1_scratch_mass_calc", ["--data", str(cbis), "--smoke"]),
                          ("task_5_ensemble", ["--members", str(tmp_path), "--data", str(cbis)])):
-        rc = load_script(script).main([*argv, "--out", str(f)])
-        err = capsys.readouterr().err
-        assert rc == 2 and "is a file" in err, err
-        _one_line_error(err)
+        for out, words in ((f, "is a file"), (f / "run", "not a folder")):
+            rc = load_script(script).main([*argv, "--out", str(out)])
+            err = capsys.readouterr().err
+            assert rc == 2 and words in err, err
+            _one_line_error(err)
     assert f.read_text() == "keep me"
 
 
@@ -254,3 +255,18 @@ def test_a_collapsed_run_leaves_history_curves_and_metrics_marked_refused(cbis, 
     err = capsys.readouterr().err
     assert rc == 0 and "bundle written anyway (smoke run" in err and "refusing" not in err
     assert not os.path.exists(tmp_path / "s" / ".refused")
+
+
+def test_a_disk_error_during_the_run_is_one_line_exit_1(cbis, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from mammo_core.training import cli
+
+    def full_disk(cfg):
+        raise OSError(errno.ENOSPC, "No space left on device", str(cfg.out_dir / "model.keras"))
+
+    monkeypatch.setattr(cli, "train", full_disk)
+    rc = load_script("task_2_1_scratch_mass_calc").main(["--data", str(cbis), "--out", str(tmp_path / "o"), "--smoke"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "No space left on device" in err and "model.keras" in err, err
+    _one_line_error(err)

@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         abandon(plan)
         log.error("error: %s", err)
         return 1
+    except OSError as exc:  # the disk: full, read-only, removed under the run
+        abandon(plan)
+        log.error("error: %s: %s", exc.filename or plan.work, exc.strerror or exc)
+        return 1
     except BaseException:
         abandon(plan)
         raise

@@ -302,6 +302,12 @@ def run(argv: list[str] | None, *, prog: str, task: str, description: str, model
             raise
         log.error("error: %s", exc)
         return 2 if isinstance(exc, UsageError) else 1
+    except OSError as exc:  # the disk: full, read-only, removed under the run
+        abandon(plan)
+        if args.debug:
+            raise
+        log.error("error: %s: %s", exc.filename or plan.work, exc.strerror or exc)
+        return 1
     except BaseException:
         abandon(plan)
         raise

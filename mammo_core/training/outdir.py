@@ -3,7 +3,7 @@ is made), and how ``--overwrite`` replaces an existing bundle.
 
 A run's ``--out`` is refused (one line, :class:`UsageError`, exit 2) when it
 
-- is a file (or a link to one);
+- is a file (or a link to one), lies under a file, or cannot be made (no write permission);
 - is, or lies inside, the bundled models folder (``assets/models``, ``$MAMMO_ASSETS/models``):
   shipped bundles are hashed by its ``MANIFEST.json``; train into a run folder and copy the
   bundle in (``training_scripts/train_bundled.sh`` does), then ``mammo models manifest``;
@@ -72,6 +72,13 @@ def plan_out(out: str | Path, inputs: dict[str, str | Path], *, overwrite: bool 
     out = Path(out)
     if os.path.lexists(out) and not out.is_dir():
         raise UsageError(f"{flag} is a file, not a folder; give a folder for the run's outputs", out)
+    anc = out.absolute().parent
+    while not os.path.lexists(anc) and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise UsageError(f"{flag} lies under {anc}, which is not a folder", out)
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag}: cannot create or write in {anc} (permission denied)", out)
     real = Path(os.path.realpath(out))
     for m in _protected_models_dirs():
         if _within(real, m):
