@@ -24,8 +24,10 @@ Which ImageDataGenerator: the one of the study's time, ``keras_preprocessing`` <
 2.x), whose ``transform_matrix_offset_center`` pivots at ``size / 2 + 0.5``. The
 ``ImageDataGenerator`` that Keras 3 (3.15 here) still ships pivots at ``size / 2 - 0.5``; the two
 differ by up to 0.079 (intensity in [0, 1]) on the same parameters. The exactness figure (1.1e-6
-against the formulas) was measured with OpenCV 5.1 only; ``pyproject.toml`` allows OpenCV 4.9+,
-whose fixed-point bilinear weights are the same kind but were not measured here.
+against the formulas) was measured with OpenCV 5.1 only, whose float32 ``warpAffine`` interpolates
+at the exact coordinates (the float bilinear of :mod:`augment_graph` agrees with it to 2e-5);
+``pyproject.toml`` allows OpenCV 4.9+, which rounds coordinates to 1/32 pixel (a numpy emulation of
+that rounding differs by up to 0.025 on noise patches; not measured with OpenCV 4 itself).
 
 Any ImageDataGenerator argument of :class:`AugmentSpec` can be set over a named augmentation
 (``--augment-spec '{"width_shift_range": 0.1}'`` in the training scripts;
