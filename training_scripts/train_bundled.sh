@@ -145,7 +145,7 @@ run_step() {
                       "$MODELS/vgg16_benign_malignant" \
             --oof "$RUNS/vgg16b4_baseline_mass_calc" "$RUNS/vgg16_mass_calc" "$RUNS/vgg16_benign_malignant" \
             --held-out-seen "$ENSEMBLE_HELD_OUT_SEEN"
-        ship ensemble card.json ensemble.json metrics.json comparison.png
+        ship ensemble card.json ensemble.json ood_reference.npz metrics.json comparison.png
         ;;
     shifts)
         "$PYTHON" benchmarks/shift_bench.py --data "$DATA" --oof "$RUNS" --models "$MODELS" \
