@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     p.add_argument("--shifts", nargs="+", default=list(SHIFT_NAMES), choices=SHIFT_NAMES)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--every", type=int, default=1,
-                   help="score every K-th training patch only (heads still fitted on all other folds)")
+                   help="score the patches of every K-th pair only (heads still fitted on all other folds)")
     p.add_argument("--json", type=Path, default=None, help="write the full result here")
     a = p.parse_args(argv)
     res = evaluate_shifts(a.data, a.models, a.oof, a.weights, a.shifts, a.cache, a.seed,

@@ -73,8 +73,8 @@ def evaluate_shifts(data: Path, models_dir: Path, oof_root: Path, weights: Path,
                     progress: Callable[[str], None] | None = None, every: int = 1) -> dict[str, Any]:
     """Per shift: the ensemble's three task AUCs out of fold, each member's AUC on its own
     question, and the OOD warning rates (background, feature distance, either). ``every`` > 1
-    scores every ``every``-th training patch only (the heads are still fitted on all the other
-    folds' patches), to save backbone passes."""
+    scores the patches of every ``every``-th pair only (the heads are still fitted on all the
+    other folds' patches), to save backbone passes."""
     say = progress or (lambda m: log.info("%s", m))
     t0 = time.perf_counter()
     arrays = io.load_patch_arrays(data)
@@ -117,7 +117,8 @@ def evaluate_shifts(data: Path, models_dir: Path, oof_root: Path, weights: Path,
         refs = [ood.fit_reference(F0[fold != f], ospec.components) for f in range(k)]  # all patches
     limit = ood.BACKGROUND_LIMIT if ospec is None else ospec.background_limit
     model, keys = feature_model(weights)
-    pick = np.arange(0, len(labels), max(1, int(every)))
+    # every ``every``-th PAIR (a baseline sits at the even index before its lesion): both kinds kept
+    pick = np.flatnonzero((np.arange(len(labels)) // 2) % max(1, int(every)) == 0)
     y_all = labels
     labels, fold = labels[pick], fold[pick]
     rows = []
