@@ -521,6 +521,8 @@ def _dicom_read(path: Path) -> tuple[np.ndarray, bool, int]:
     if photometric == "PALETTE COLOR":
         raise PatchReadError("PALETTE COLOR DICOM is not supported", path)
     arr = np.asarray(arr)
+    if not arr.dtype.isnative:  # big endian transfer syntax: the bit masks below view native words
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     colour = arr.ndim == (4 if frames > 1 else 3) and arr.shape[-1] in (3, 4)
     if colour:
         import cv2

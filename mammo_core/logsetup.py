@@ -99,8 +99,11 @@ def configure(prog: str, level: int = logging.INFO, log_file: Path | str | None 
             if quiet:
                 console.addFilter(_Quiet(quiet))
     # third-party chatter stays below warnings
-    for name in ("matplotlib", "PIL", "h5py", "absl"):
+    for name in ("matplotlib", "PIL", "h5py", "absl", "highdicom", "pynetdicom", "dicomweb_client"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # pydicom logs a decoder's traceback before raising; the reader turns the exception into
+    # one line naming the file
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     return used
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mammo_core import DISCLAIMER
 from mammo_core.atomic import atomic_path, atomic_write_bytes, write_through
+from mammo_core.dicom_out import predict_dicom_results
 from mammo_core.errors import MammoError
 from mammo_core.explain import overlay
 from mammo_core.io import READ_EXTENSIONS
@@ -69,6 +70,9 @@ def register(subparsers) -> None:
                    help="16-bit PNG/TIFF/.npy files hold only N bits (1-16; e.g. 12 for a 12-bit "
                         "mammogram saved in a 16-bit PNG); DICOM uses its own BitsStored")
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders")
+    p.add_argument("--dicom-out", type=_given_path, default=None, metavar="DIR",
+                   help="also write DICOM results per source file: TID 1500 SR and presentation "
+                        "state (docs/dicom.md); send them with 'mammo send'")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
 
@@ -153,6 +157,12 @@ def _check_outputs(args) -> str | None:
             return f"--gradcam-dir {shown(gd)}: {why}"
         if args.output is not None and os.path.realpath(args.output) == real:
             return f"-o {shown(args.output)}: is the --gradcam-dir folder; name a report file"
+    if args.dicom_out is not None:
+        if str(args.dicom_out) == "" or (os.path.lexists(args.dicom_out) and not os.path.isdir(args.dicom_out)):
+            return f"--dicom-out {shown(args.dicom_out)}: not a folder"
+        why = _writable_folder(Path(os.path.realpath(args.dicom_out)))
+        if why:
+            return f"--dicom-out {shown(args.dicom_out)}: {why}"
     return None
 
 
@@ -209,6 +219,14 @@ def run(args) -> int:
     if gradcam:
         heatmaps, heatmap_paths, write_failed = _gradcam(session, coll.patches, preds, args, disable)
 
+    dicom_failed = []
+    if args.dicom_out is not None:  # written before the report: a DICOM failure keeps the report
+        done, dicom_failed = predict_dicom_results(args.dicom_out, coll.patches, preds,
+                                                   session.provenance_record())
+        for d in done:
+            log.info("%s", d.describe())
+        for err in dicom_failed:
+            log.error("error: %s", err)
     errors = list(coll.errors)
     run_ = PredictionRun(preds, session.provenance(), errors, coll.patches, heatmaps, heatmap_paths)
     if args.output is None:
@@ -230,6 +248,8 @@ def run(args) -> int:
         if args.output is not None:
             sys.stdout.write(text)
             sys.stdout.flush()
+        return 1
+    if dicom_failed:
         return 1
     if errors:
         return 3 if preds else 1

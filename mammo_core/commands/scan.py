@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mammo_core import DISCLAIMER
 from mammo_core.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from mammo_core.dicom_out import scan_dicom_results
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe
 from mammo_core.mammogram import read_mammogram, spacing_problem
@@ -107,6 +108,9 @@ def register(subparsers) -> None:
                    help="do not try to drop the pectoral muscle from the tissue mask")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="windows per batch (default 64)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--dicom-out", default=None, metavar="DIR",
+                   help="also write DICOM results per image: TID 1500 SR, presentation state and "
+                        "marked secondary capture (docs/dicom.md); send them with 'mammo send'")
     p.set_defaults(func=run)
 
 
@@ -162,6 +166,9 @@ def run(args) -> int:
     why = _output_problem(args.output)
     if why:
         return _usage(why)
+    why = None if args.dicom_out is None else _output_problem(args.dicom_out)
+    if why:
+        return _usage("--dicom-out" + why[2:])
     out = Path(args.output)
     inputs = {os.path.realpath(p) for p in args.images}
     if os.path.realpath(out / "candidates.csv") in inputs:
@@ -197,6 +204,9 @@ def run(args) -> int:
                 res = scan_mammogram(mammo, session, settings, progress=prog)
             stem = _free_stem(mammo.stem, taken)  # two inputs with one stem: keep both
             _write_outputs(out, stem, mammo, res, inputs)
+            if args.dicom_out is not None:
+                dicom = scan_dicom_results(args.dicom_out, stem, mammo, res, session.provenance_record())
+                print(f"mammo: {dicom.describe()}", file=sys.stderr)
         except MammoError as err:
             log.warning("cannot scan %s: %s", shown(given), shown(err.problem if err.path else err))
             errors += 1
