@@ -99,11 +99,12 @@ def configure(prog: str, level: int = logging.INFO, log_file: Path | str | None 
             if quiet:
                 console.addFilter(_Quiet(quiet))
     # third-party chatter stays below warnings
-    for name in ("matplotlib", "PIL", "h5py", "absl", "highdicom", "pynetdicom", "dicomweb_client"):
+    for name in ("matplotlib", "PIL", "h5py", "absl", "highdicom"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    # pydicom logs a decoder's traceback before raising; the reader turns the exception into
-    # one line naming the file
-    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    # pydicom logs a decoder's traceback before raising, pynetdicom / dicomweb-client log each
+    # failed association or request: the callers turn those into one line naming the file / node
+    for name in ("pydicom", "pynetdicom", "dicomweb_client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     return used
 
 
