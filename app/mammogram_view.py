@@ -8,7 +8,7 @@
   (horizontal: width, vertical: level), the pixel value and position under the cursor, a mm
   scale bar (pixel spacing from DICOM or a stated default), laterality / view, and three tools:
   pan, point (a click with a radius) and box (drag). A picked region becomes the protocol v1
-  window (``mammo_core.datasets.windows.point_window`` / ``box_window``), the code the dataset
+  window (``mammo_core.protocol.point_window`` / ``box_window``), the code the dataset
   builders use, and is cut by ``cut_window`` into the 150 x 150 patch the training data had.
 * ``MammogramPanel``: toolbar (tools, radius, presets, invert, map, opacity, cancel), the view,
   an info line, the DICOM header, and the ranked candidate list of the abnormality map.
@@ -59,10 +59,18 @@ from app.image_view import set_fit_scrollbars
 from app.patch_browser import patch_key
 from app.text import NOTICE, class_short
 from app.workers import Worker
-from mammo_core.datasets.windows import Box, box_window, cut_window, full_scale, point_window
 from mammo_core.errors import MammoError, NotAPatchError
 from mammo_core.io import Patch, check_patch_size, read_image
 from mammo_core.mammogram import read_mammogram
+from mammo_core.protocol import (
+    TISSUE_LEVEL,
+    Box,
+    box_window,
+    cut_window,
+    full_scale,
+    point_window,
+    window_ref,
+)
 from mammo_core.scan import ScanSettings, scan_mammogram
 
 BACKGROUND = QColor(10, 10, 12)
@@ -143,7 +151,7 @@ class DisplayPyramid:
         """A window over the breast's intensities (smallest level, pixels above the tissue
         level, 1st-99.5th percentile)."""
         small = self.levels[-1].astype(np.float32) / self.full_scale
-        vals = small[small > 20 / 255]
+        vals = small[small > TISSUE_LEVEL]
         if vals.size < 50:
             vals = small.ravel()
         return imaging.auto_window(vals.reshape(1, -1))
@@ -508,7 +516,7 @@ class MammogramView(QGraphicsView):
 class Region:
     """A patch cut from the open mammogram: its window (source pixels) and the patch."""
 
-    box: Any          # mammo_core.datasets.windows.Box
+    box: Any          # mammo_core.protocol.Box
     patch: Any        # mammo_core.io.Patch
     how: str          # "point r=30" / "box 60x40" / "candidate 1"
 
@@ -706,7 +714,8 @@ class MammogramPanel(QWidget):
         m = self.mammogram
         pixels = cut_window(m.pixels, box, self.pyramid.full_scale)
         pixels.flags.writeable = False
-        patch = Patch(pixels, region_source(m.source, box), None, None, (box.height, box.width))
+        patch = Patch(pixels, region_source(m.source, box), None, None, (box.height, box.width),
+                      source_ref=window_ref(m.source, m.source_ref, box))
         region = Region(box, patch, how)
 
         self.regions[patch_key(patch)] = region

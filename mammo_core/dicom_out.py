@@ -27,7 +27,8 @@ Every file is written atomically (``mammo_core.atomic``) and the objects of one 
 all-or-nothing: when one cannot be written (read-only or full folder) the ones already written
 for that image are removed and one line names the file.
 
-Identifiers: :func:`source_ref` reads the source DICOM header (the one place that does).
+Identifiers: the readers' :class:`mammo_core.io.SourceRef` (``Mammogram.source_ref``,
+``Patch.source_ref``), completed by :func:`resolve_ref`.
 Research use only — not a medical device.
 """
 from __future__ import annotations
@@ -46,6 +47,7 @@ import numpy as np
 from mammo_core import DISCLAIMER, __version__
 from mammo_core.atomic import atomic_write_bytes
 from mammo_core.errors import MammoError
+from mammo_core.io import SourceRef
 from mammo_core.predictions import Provenance
 from mammo_core.safeio import shown
 from mammo_core.scan import map_overlay
@@ -86,23 +88,6 @@ def _code_value(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class SourceRef:
-    """Where an image came from, as DICOM names it. ``frame`` is 1-based (None: single
-    frame); ``window`` (top, left, side) the region of the source a patch was cut from (None:
-    the whole image); ``generated_uids`` True when the UIDs were made here (the source has no
-    DICOM identity)."""
-
-    path: str
-    study_uid: str
-    series_uid: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    frame: int | None = None
-    window: tuple[int, int, int] | None = None
-    generated_uids: bool = False
-
-
-@dataclass(frozen=True)
 class Finding:
     """One region to report: a scan candidate or a predicted patch. Box in source pixels."""
 
@@ -117,6 +102,7 @@ class Finding:
     conformal_set: tuple[str, ...] | None = None
     conformal_level: float | None = None
     frame: int | None = None           # 1-based frame of a multi-frame source
+    warnings: tuple[str, ...] = ()     # out-of-distribution warnings (words)
 
 
 @dataclass(frozen=True)
@@ -147,37 +133,30 @@ def _dicom_header(path: Path) -> Dataset | None:
         return None
 
 
-def source_ref(path: str | Path, frame: int | None = None,
-               window: tuple[int, int, int] | None = None) -> tuple[SourceRef, Dataset | None]:
-    """The DICOM identity of a source image and its header: the file's own Study / Series /
-    SOP Instance / SOP Class UIDs, or generated ones (``generated_uids``) when it is not DICOM
-    or lacks any of them (the SOP class is then Secondary Capture: the source is re-written as
-    one)."""
+def resolve_ref(ref: SourceRef | None, path: str | Path) -> tuple[SourceRef, Dataset | None]:
+    """The DICOM identity of a source image (the reader's ``SourceRef``: ``Mammogram.source_ref``,
+    ``Patch.source_ref``) made complete, and its DICOM header (None for other files): a ref
+    with all four UIDs is kept; one without them (PNG / PGM / TIFF / ``.npy``, or a DICOM file
+    missing any) gets generated Series / SOP Instance UIDs (its own StudyInstanceUID kept
+    when it has one), the Secondary Capture SOP class (the source is re-written as one) and
+    ``generated_uids``."""
     from pydicom.uid import generate_uid
 
-    ds = _dicom_header(Path(path))
-    uids = {}
-    if ds is not None:
-        for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
-            value = str(ds.get(key, "") or "").strip()
-            if value:
-                uids[key] = value
-    complete = len(uids) == 4
-    if not complete:
-        uids = {"StudyInstanceUID": uids.get("StudyInstanceUID") or generate_uid(),
-                "SeriesInstanceUID": generate_uid(), "SOPInstanceUID": generate_uid(),
-                "SOPClassUID": SC_STORAGE}
-    ref = SourceRef(str(path), uids["StudyInstanceUID"], uids["SeriesInstanceUID"],
-                    uids["SOPInstanceUID"], uids["SOPClassUID"], frame, window, not complete)
-    return ref, ds
+    ref = ref if ref is not None else SourceRef.of_file(path)
+    uids = (ref.study_uid, ref.series_uid, ref.sop_instance_uid, ref.sop_class_uid)
+    header = _dicom_header(Path(ref.path)) if any(uids) else None
+    if all(uids):
+        return ref, header
+    return replace(ref, study_uid=ref.study_uid or generate_uid(), series_uid=generate_uid(),
+                   sop_instance_uid=generate_uid(), sop_class_uid=SC_STORAGE, generated_uids=True), header
 
 
 # --------------------------------------------------------------------------- findings
 def conformal_of(obj: Any) -> tuple[tuple[str, ...] | None, float | None]:
-    """The conformal set and level a prediction carries, (None, None) when it carries none
-    (predictions made before conformal sets were added)."""
-    cset = getattr(obj, "conformal_set", None)
-    level = getattr(obj, "conformal_level", None)
+    """The conformal set and level a prediction or candidate carries (``conformal``,
+    ``level``), (None, None) when it carries none (no fitted set, or made before sets)."""
+    cset = getattr(obj, "conformal", None)
+    level = getattr(obj, "level", None)
     if cset is None:
         return None, None
     return tuple(str(c) for c in cset), (None if level is None else float(level))
@@ -189,7 +168,8 @@ def findings_from_scan(res: ScanResult) -> list[Finding]:
     for k, c in enumerate(res.candidates, 1):
         cset, level = conformal_of(c)
         out.append(Finding(k, c.box.top, c.box.left, c.box.height, c.box.width, c.call,
-                           dict(c.probabilities), c.p_abnormal, cset, level))
+                           dict(c.probabilities), c.p_abnormal, cset, level,
+                           warnings=tuple(getattr(c, "warnings", ()))))
     return out
 
 
@@ -203,7 +183,7 @@ def finding_from_prediction(rank: int, pred: PatchPrediction, shape: tuple[int, 
     pa = None if "baseline" not in out.probabilities else 1.0 - float(out.probabilities["baseline"])
     cset, level = conformal_of(pred)
     return Finding(rank, top, left, h, w, out.predicted, dict(out.probabilities), pa, cset, level,
-                   ref.frame)
+                   ref.frame, tuple(getattr(pred, "warnings", ())))
 
 
 # --------------------------------------------------------------------------- codes
@@ -366,6 +346,9 @@ def _sr(evidence: Dataset, ref: SourceRef, findings: Sequence[Finding], provenan
                 evaluations.append(hd.sr.QualitativeEvaluation(
                     name=_code("CONFORMAL_SET", f"Conformal prediction set member{level}"),
                     value=class_code(cls)))
+        for k, warning in enumerate(f.warnings, 1):
+            evaluations.append(hd.sr.QualitativeEvaluation(
+                name=_code("OOD_WARNING", "Out-of-distribution warning"), value=_code(f"OOD{k}", warning)))
         groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"finding {f.rank}"),
             referenced_region=region, finding_type=finding_type(f.call), algorithm_id=algorithm,
@@ -516,7 +499,7 @@ def scan_dicom_results(out_dir: str | Path, stem: str, mammo: Mammogram, res: Sc
     the picture of ``mammo scan``'s ``_map.png`` (map and numbered candidates)."""
     marked_rgb = map_overlay(mammo.pixels, res.map, candidates=res.candidates, fs=mammo.full_scale,
                              longest=MARKS_LONGEST)
-    ref, header = source_ref(mammo.source)
+    ref, header = resolve_ref(mammo.source_ref, mammo.source)
     extra = [f"map members {res.members_text()}", f"window {res.window_px} px stride {res.stride_px} px",
              "region: protocol-v1 window (column, row; origin top-left corner of the image as stored)"]
     return write_dicom_results(out_dir, stem, ref, header, mammo.shape, findings_from_scan(res), provenance,
@@ -536,25 +519,25 @@ def predict_dicom_results(out_dir: str | Path, patches: Sequence[Patch], preds: 
     done, failed = [], []
     taken: set[str] = set()
     for source, items in by_source.items():
-        base, header = source_ref(source)
+        first = items[0][0].source_ref
+        base, header = resolve_ref(None if first is None else replace(first, frame=None), source)
         groups = [items] if not base.generated_uids else [[it] for it in items]
         for group in groups:
-            stem = _free_stem(Path(source).stem if group[0][0].index is None or not base.generated_uids
-                              else f"{Path(source).stem}_{group[0][0].index}", taken)
+            patch0 = group[0][0]
+            stem = _free_stem(Path(source).stem if patch0.index is None or not base.generated_uids
+                              else f"{Path(source).stem}_{patch0.index}", taken)
             try:
-                ref = base if not base.generated_uids else source_ref(source)[0]
+                ref = base if not base.generated_uids else resolve_ref(replace(base, study_uid=None), source)[0]
+                # a generated source is the patch as the models saw it (150 x 150), whole
+                shape = patch0.pixels.shape if ref.generated_uids else (patch0.original_shape or patch0.pixels.shape)
                 findings = []
                 for k, (patch, pred) in enumerate(group, 1):
-                    shape = (patch.original_shape or patch.pixels.shape) if not ref.generated_uids \
-                        else patch.pixels.shape
                     frame = None if patch.index is None or ref.generated_uids else patch.index + 1
-                    findings.append(finding_from_prediction(k, pred, shape, replace(ref, frame=frame)))
-                shape = group[0][0].pixels.shape if ref.generated_uids else (
-                    group[0][0].original_shape or group[0][0].pixels.shape)
+                    window = None if ref.generated_uids or patch.source_ref is None else patch.source_ref.window
+                    findings.append(finding_from_prediction(k, pred, shape, replace(ref, frame=frame, window=window)))
                 done.append(write_dicom_results(
                     out_dir, stem, ref, header, shape, findings, provenance, what="predict",
-                    source_pixels=group[0][0].pixels if ref.generated_uids else None,
-                    source_bits=group[0][0].bits))
+                    source_pixels=patch0.pixels if ref.generated_uids else None, source_bits=patch0.bits))
             except MammoError as err:
                 failed.append(err)
     return done, failed
@@ -571,5 +554,5 @@ def _free_stem(stem: str, taken: set[str]) -> str:
 
 __all__ = ["GSPS_SUFFIX", "MARKS_SUFFIX", "RESEARCH_TEXT", "SOURCE_SUFFIX", "SR_SUFFIX", "DicomOutput",
            "Finding", "SourceRef", "class_code", "conformal_of", "finding_from_prediction", "finding_type",
-           "findings_from_scan", "predict_dicom_results", "scan_dicom_results", "source_ref",
+           "findings_from_scan", "predict_dicom_results", "resolve_ref", "scan_dicom_results",
            "write_dicom_results"]

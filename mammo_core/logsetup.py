@@ -6,10 +6,11 @@ and up by default: "wrote ...", training progress, warnings, errors); with ``log
 everything from ``INFO`` up goes there too, with the time and, when a record carries
 ``extra={"details": traceback}``, the traceback. The library logs nothing at INFO that is not
 meant for the user; chatter is DEBUG. Records of the ``quiet`` loggers (TensorFlow's, Keras',
-Python warnings) go to the log file only. :func:`divert_native_stderr` sends what C/C++ code
-writes to file descriptor 2 (TensorFlow's start-up lines such as ``failed call to cuInit``,
-absl, Qt's native warnings) to the log file as well, while Python's ``sys.stderr`` keeps the
-terminal.
+Python warnings) go to the log file only, as do those of :data:`LOG_FILE_ONLY` (pydicom's
+decoder tracebacks, pynetdicom's and dicomweb-client's failed connections) always.
+:func:`divert_native_stderr` sends what C/C++ code writes to file descriptor 2 (TensorFlow's
+start-up lines such as ``failed call to cuInit``, absl, Qt's native warnings) to the log file
+as well, while Python's ``sys.stderr`` keeps the terminal.
 """
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ from pathlib import Path
 from typing import TextIO
 
 _TAG = "_mammo_handler"  # marks the handlers installed here (configure() replaces them)
+#: Loggers whose records never reach the terminal, log file only: decoders that log their own
+#: failure with a traceback (pydicom, for a corrupt JPEG 2000 frame) before the reader that
+#: called them turns it into the one-line refusal the user sees.
+#: pynetdicom / dicomweb-client log each failed association or request before `mammo send`
+#: reports it in one line naming the node.
+LOG_FILE_ONLY = ("pydicom", "pynetdicom", "dicomweb_client")
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -78,6 +85,7 @@ def configure(prog: str, level: int = logging.INFO, log_file: Path | str | None 
     console.setLevel(level)
     console.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
     setattr(console, _TAG, True)
+    console.addFilter(_Quiet(LOG_FILE_ONLY))
     root.addHandler(console)
     root.setLevel(logging.INFO)
     used = None
@@ -101,10 +109,6 @@ def configure(prog: str, level: int = logging.INFO, log_file: Path | str | None 
     # third-party chatter stays below warnings
     for name in ("matplotlib", "PIL", "h5py", "absl", "highdicom"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    # pydicom logs a decoder's traceback before raising, pynetdicom / dicomweb-client log each
-    # failed association or request: the callers turn those into one line naming the file / node
-    for name in ("pydicom", "pynetdicom", "dicomweb_client"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
     return used
 
 

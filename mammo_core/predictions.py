@@ -35,7 +35,9 @@ class PatchPrediction:
     ``uncertainty`` is the ensemble members' disagreement (None without an ensemble of at least
     two members per factor); ``flagged`` is True when it exceeds the threshold fitted on
     validation data; ``entropy`` is the normalised entropy of the ensemble's distribution;
-    ``bits`` the bit depth the patch's pixels were scaled by (``Patch.bits``).
+    ``bits`` the bit depth the patch's pixels were scaled by (``Patch.bits``); ``source_ref``
+    the source image's identifiers in JSON form (``SourceRef.to_json()``: DICOM UIDs, frame,
+    the window it was cut from), None when the patch has none.
     """
 
     source: str
@@ -47,6 +49,7 @@ class PatchPrediction:
     flagged: bool
     entropy: float | None = None
     bits: int | None = None
+    source_ref: Mapping[str, object] | None = None
 
     @property
     def key(self) -> str:

@@ -10,7 +10,7 @@ JSON::
      "models": [{"name", "version", "sha256", "task", "classes", "kind"}],
      "ensemble": {threshold, members, temperatures, weights, ...} | null,
      "source_encoding": how file names are written (below),
-     "predictions": [{"source", "index", "bits", "sha256", "model", "task",
+     "predictions": [{"source", "index", "bits", "source_ref", "sha256", "model", "task",
                       "probabilities": {class: p}, "predicted", "uncertainty", "entropy",
                       "flagged", "heatmap"}],
      "errors": [{"source", "error"}]}
@@ -29,7 +29,10 @@ with the call in red, agreement, each member's answer with its held-out AUC, pro
 every page carries the disclaimer and "page i of n".
 
 Each row also gives ``bits``, the bit depth the patch was scaled by (``pixels / (2**bits -
-1)``; null for float pixels).
+1)``; null for float pixels), and ``source_ref``, the source image's identifiers
+(:class:`mammo_core.io.SourceRef`: ``path`` and, where known, the DICOM ``study_uid``,
+``series_uid``, ``sop_instance_uid``, ``sop_class_uid``, the ``frame`` and the ``window``
+``[top, left, side]`` a patch was cut from; null for a plain image file).
 
 File names: every report is valid UTF-8 whatever the names are. Bytes of a name that are not
 valid UTF-8 are written as ``\xNN`` and control characters as ``\n``, ``\t``, ``\xNN``
@@ -195,6 +198,8 @@ def rows(run: PredictionRun) -> Iterator[dict[str, Any]]:
                 "source": shown(pred.source),
                 "index": pred.index,
                 "bits": pred.bits,
+                "source_ref": None if pred.source_ref is None else {
+                    k: shown(v) if isinstance(v, str) else v for k, v in pred.source_ref.items()},
                 "sha256": pred.sha256,
                 "model": out.model,
                 "task": out.task,

@@ -15,7 +15,7 @@ Steps (``scan_mammogram``):
    side; a window is scored when at least ``min_tissue`` of it is breast (the protocol's
    rule for lesion windows is 50 %; the default here is 90 %, the protocol's baseline-window
    rule, because windows with background in them are out of the training data's range and the
-   models call them abnormal). Each is cut by :func:`mammo_core.datasets.windows.cut_window`, the code the builders
+   models call them abnormal). Each is cut by :func:`mammo_core.protocol.cut_window`, the code the builders
    use, so the map sees the pixels the training data had.
 3. **P(abnormal)** per window through ``Session.p_abnormal`` (the ensemble's 1 - P(baseline)).
    Default map members: the fastest member that estimates P(baseline), one view per window;
@@ -45,15 +45,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mammo_core import DISCLAIMER
-from mammo_core.datasets.windows import (
-    TISSUE_LEVEL_8BIT,
+from mammo_core.errors import MammoError
+from mammo_core.protocol import (
+    MIN_BASELINE_TISSUE,
+    TISSUE_LEVEL,
     Box,
+    call_of,
     centred_square,
     cut_window,
     full_scale,
+    window_patch,
 )
-from mammo_core.errors import MammoError
-from mammo_core.io import Patch
 
 if TYPE_CHECKING:  # pragma: no cover
     from mammo_core.mammogram import Mammogram
@@ -83,7 +85,7 @@ class ScanSettings:
     # test-time augmentation of the map pass: "none" (one view per window; default, 8x cheaper
     # than the cards' dihedral8, an approximation, stated) or "card" (as each card says: exact)
     map_tta: str = "none"
-    min_tissue: float = 0.9                      # breast fraction a scored window needs
+    min_tissue: float = MIN_BASELINE_TISSUE      # breast fraction a scored window needs
     rescore: int = 3                             # re-classify top_k x rescore windows after NMS
     mask_level: str = "otsu"                     # tissue mask threshold: "otsu" or "protocol"
     drop_pectoral: bool = True
@@ -284,7 +286,7 @@ def tissue_mask(image: np.ndarray, drop_pectoral: bool = True,
 
     fs = fs or full_scale(image)
     unit, f = _small(image, fs)
-    lv = TISSUE_LEVEL_8BIT / 255.0
+    lv = TISSUE_LEVEL
     if level == "otsu":
         u8 = np.clip(unit * 255, 0, 255).astype(np.uint8)
         t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
@@ -443,12 +445,11 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
         for i in nms(boxes, p, settings.nms_iou, settings.top_k):
             r, c = (int(v) for v in centres[i])
             candidates.append(Candidate(c, r, boxes[i].height, float(p[i]), float(p[i]),
-                                        "abnormal" if p[i] >= 0.5 else "baseline",
+                                        call_of({"baseline": 1.0 - p[i], "abnormal": p[i]}),
                                         {"baseline": float(1 - p[i])}, boxes[i]))
     elif done and settings.top_k and complete:
         best = nms(boxes, p, settings.nms_iou, settings.top_k * max(1, settings.rescore))
-        patches = [Patch(cut_window(image, boxes[i], fs), mammo.source, None, None,
-                         (boxes[i].height, boxes[i].width)) for i in best]
+        patches = [window_patch(image, boxes[i], mammo.source, mammo.source_ref, fs) for i in best]
         preds = session.predict(patches, batch_size=settings.batch_size)
         for i, pred in zip(best, preds):
             if pred.ensemble is not None:
@@ -459,7 +460,7 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
                 outs = [o for o in pred.per_model.values() if "baseline" in o.probabilities]
                 probs = dict(outs[0].probabilities) if len(outs) == 1 else {
                     k: float(np.mean([o.probabilities[k] for o in outs])) for k in outs[0].probabilities}
-                call = max(probs, key=probs.get)
+                call = call_of(probs)
                 pa = 1.0 - probs["baseline"]
             r, c = (int(v) for v in centres[i])
             candidates.append(Candidate(c, r, boxes[i].height, float(pa), float(p[i]), call,

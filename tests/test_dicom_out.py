@@ -26,10 +26,11 @@ from mammo_core.dicom_out import (
     SOURCE_SUFFIX,
     SR_SUFFIX,
     Finding,
-    source_ref,
+    resolve_ref,
     write_dicom_results,
 )
 from mammo_core.errors import MammoError
+from mammo_core.mammogram import read_mammogram
 from mammo_core.predictions import Provenance
 
 SPACING = 19.2 / SIDE  # mm: the default 19.2 mm window is SIDE pixels
@@ -188,13 +189,15 @@ def _finding(**kw) -> Finding:
 
 def test_conformal_set_is_written_where_the_prediction_has_one(tmp_path):
     src = write_mammo_dicom(tmp_path / "a.dcm", synthetic_mammogram()[:300, :260])
-    ref, header = source_ref(src)
-    findings = [_finding(conformal_set=("mass_malignant", "mass_benign"), conformal_level=0.9),
+    ref, header = resolve_ref(read_mammogram(src).source_ref, src)
+    findings = [_finding(conformal_set=("mass_malignant", "mass_benign"), conformal_level=0.9,
+                         warnings=("far from the training data's features",)),
                 _finding(rank=2, top=100, call="calcification_benign", conformal_set=None)]
     write_dicom_results(tmp_path / "o", "a", ref, header, (300, 260), findings, _provenance(), what="test")
     _, groups = sr_groups(tmp_path / "o" / f"a{SR_SUFFIX}")
     sets = [[v for k, v in g["evaluations"] if k == "CONFORMAL_SET"] for g in groups]
     assert sets == [["MASS_MAL", "MASS_BEN"], []]
+    assert [[k for k, _ in g["evaluations"] if k == "OOD_WARNING"] for g in groups] == [["OOD_WARNING"], []]
     assert [g["finding"] for g in groups] == ["Mammographic breast mass", "Radiographic calcification finding"]
     dsrdump_ok(tmp_path / "o" / f"a{SR_SUFFIX}")
 
@@ -202,7 +205,7 @@ def test_conformal_set_is_written_where_the_prediction_has_one(tmp_path):
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
 def test_full_or_read_only_folder_one_line_and_nothing_half_written(tmp_path, monkeypatch, code):
     src = write_mammo_dicom(tmp_path / "a.dcm", synthetic_mammogram()[:300, :260])
-    ref, header = source_ref(src)
+    ref, header = resolve_ref(read_mammogram(src).source_ref, src)
     real = dicom_out.atomic_write_bytes
     calls = []
 

@@ -16,7 +16,8 @@ from test_dicom_out import SPACING, box_of, dsrdump_ok, models  # noqa: F401 - m
 from test_scan import synthetic_mammogram
 
 from mammo_core.cli import main
-from mammo_core.dicom_out import GSPS_SUFFIX, MARKS_SUFFIX, SR_SUFFIX, Finding, source_ref, write_dicom_results
+from mammo_core.dicom_out import GSPS_SUFFIX, MARKS_SUFFIX, SR_SUFFIX, Finding, resolve_ref, write_dicom_results
+from mammo_core.mammogram import read_mammogram
 from mammo_core.predictions import Provenance
 
 KINDS = [pytest.param("orthanc", marks=pytest.mark.skipif(ORTHANC is None, reason="Orthanc not installed")),
@@ -93,7 +94,7 @@ def test_stow_rs_to_orthanc_dicomweb(scanned, tmp_path, capsys):
 
 def _results(tmp_path):
     src = write_mammo_dicom(tmp_path / "a.dcm", synthetic_mammogram()[:300, :260])
-    ref, header = source_ref(src)
+    ref, header = resolve_ref(read_mammogram(src).source_ref, src)
     prov = Provenance("0.1.0", "x", "2026-01-01T00:00:00",
                       ({"name": "m", "version": "1", "sha256": "0" * 64, "task": "five_class"},))
     f = Finding(1, 10, 20, 96, 96, "mass_benign", {"baseline": 0.3, "mass_benign": 0.7}, 0.7)

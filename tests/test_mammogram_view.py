@@ -16,8 +16,8 @@ from app.mammogram_view import (
     nice_length_mm,
     shortcut_rows,
 )
-from mammo_core.datasets.windows import Box, box_window, cut_window, point_window
 from mammo_core.mammogram import read_mammogram
+from mammo_core.protocol import Box, box_window, cut_window, point_window
 
 pytestmark = pytest.mark.gui
 WAIT = 120_000

@@ -22,8 +22,6 @@ WEIGHTING = ("soft voting per task; weights on the simplex minimising validation
              "a factor estimated by several tasks mixes them with simplex weights fitted the same way")
 CALIBRATION = "temperature scaling per member on logits = log p, T minimising validation NLL"
 THRESHOLD_RULE = "90th percentile of the validation disagreement"
-CALL_RULE = ("call = normal tissue (baseline) when P(baseline) >= 50 %, otherwise the most likely of "
-             "the four abnormal classes (so the call can differ from the longest bar)")
 SUBSETS = (None, *SUBSET_LABELS)
 
 
