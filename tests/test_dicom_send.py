@@ -142,3 +142,15 @@ def test_bad_targets_are_usage_errors(tmp_path, capsys, argv, words):
     rc = main(["send", str(tmp_path), *argv])
     err = capsys.readouterr().err
     assert rc == 2 and words in err and len(err.strip().splitlines()) == 1
+
+
+def test_unreadable_file_is_one_line_and_the_rest_is_sent(tmp_path, capsys):
+    out = _results(tmp_path)
+    (out / "junk.dcm").write_bytes(b"not dicom at all")
+    with dicom_node(tmp_path / "node", "pynetdicom") as node:
+        rc = main(["send", str(out), "--to", f"127.0.0.1:{node.port}", "--aet", node.aet, "--timeout", "10"])
+        stored = node.stored()
+    err = capsys.readouterr().err
+    assert rc == 3, err
+    assert [ln for ln in err.splitlines() if "junk.dcm" in ln] and "sent 2 of 2" in err
+    assert len(stored) == 2
