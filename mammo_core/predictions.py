@@ -5,6 +5,7 @@ Research use only — not a medical device.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -54,6 +55,16 @@ class PatchPrediction:
     @property
     def key(self) -> str:
         return patch_key(self.source, self.index)
+
+    def non_finite(self) -> str | None:
+        """Why this prediction must not be reported (a model whose probabilities are not all
+        finite numbers in [0, 1]), or None when every answer is a number."""
+        outs = [*self.per_model.values(), *([self.ensemble] if self.ensemble is not None else [])]
+        for out in outs:
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0
+                       for v in out.probabilities.values()):
+                return f"model {out.model} gave a non-finite or out-of-range probability; no answer reported"
+        return None
 
     def output(self, model: str) -> ModelOutput | None:
         """The output of ``model``: a member's name, the ensemble's bundle name or

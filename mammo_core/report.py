@@ -42,10 +42,12 @@ carriage return gets a leading ``'`` so that no spreadsheet runs it as a formula
 from __future__ import annotations
 
 import csv
+import errno
 import io as _io
 import json
 import math
 import textwrap
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +66,7 @@ from mammo_core.confidence import (
 )
 from mammo_core.errors import MammoError
 from mammo_core.explain import finish_map, overlay, tissue_mask, to_uint8
-from mammo_core.io import Patch, to_model_input
+from mammo_core.io import Patch, ReadFailure, to_model_input
 from mammo_core.labels import LABEL_TO_NAME
 from mammo_core.predictions import ENSEMBLE, ModelOutput, PatchPrediction
 from mammo_core.safeio import shown
@@ -98,6 +100,13 @@ class PredictionRun:
     heatmap_meta: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # a non-finite answer (NaN from a broken model, an overflowing ensemble) is an error for
+        # that patch, never a number in a report
+        bad = {id(p): why for p in self.predictions if (why := p.non_finite())}
+        if bad:
+            self.errors = [*self.errors, *(ReadFailure(p.key, bad[id(p)]) for p in self.predictions
+                                          if id(p) in bad)]
+            self.predictions = [p for p in self.predictions if id(p) not in bad]
         self.heatmaps = canonical_keys(self.heatmaps, self.predictions)
         self.heatmap_paths = canonical_keys(self.heatmap_paths, self.predictions)
         self.heatmap_meta = canonical_keys(self.heatmap_meta, self.predictions)
@@ -534,12 +543,21 @@ def write_pdf(path: str | Path, run: PredictionRun) -> Path:
 
     path = Path(path)
     meta = {"Title": "mammo predictions", "Subject": DISCLAIMER, "Creator": "mammo-patches"}
-    with atomic_path(path) as tmp, PdfPages(tmp, metadata=meta) as pdf:
-        for fig in pdf_pages(run):
-            try:
-                pdf.savefig(fig)
-            finally:
-                plt.close(fig)
+    try:
+        with atomic_path(path) as tmp, PdfPages(tmp, metadata=meta) as pdf:
+            for fig in pdf_pages(run):
+                try:
+                    pdf.savefig(fig)
+                finally:
+                    plt.close(fig)
+    except zlib.error as exc:  # the PDF's compressor failing after a write error (a full disk)
+        cause = exc.__context__
+        if isinstance(cause, OSError) and cause.strerror:
+            raise OSError(cause.errno, cause.strerror, str(path)) from exc
+        raise OSError(errno.EIO, f"the PDF could not be written ({exc}); is the disk full?",
+                      str(path)) from exc
+    finally:
+        plt.close("all")
     return path
 
 
