@@ -293,6 +293,9 @@ def _algorithm(provenance: Provenance, ref: SourceRef, what: str, extra: Sequenc
     params = [f"software {provenance.software_name} {provenance.software_version}", f"command {what}"]
     for m in provenance.models:
         params.append(f"model {m['name']} version {m['version']} sha256 {m['sha256']} task {m['task']}")
+    if provenance.engine is not None:
+        e = provenance.engine
+        params.append(f"engine {e['name']} {e['version']} precision {e['precision']}")
     params.extend(extra)
     if ref.generated_uids:
         params.append(f"source {Path(ref.path).name[:200]}: Study/Series/SOP Instance UIDs GENERATED "

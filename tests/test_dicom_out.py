@@ -115,6 +115,7 @@ def test_scan_dicom_out_references_the_source_uid_and_each_candidates_region(mod
     # the research statement and the models' hashes travel in the SR's algorithm parameters
     params = texts(dout / f"case{SR_SUFFIX}")
     assert RESEARCH_TEXT in params and any("sha256" in p for p in params)
+    assert any(p.startswith("engine ") and "precision" in p for p in params)  # what computed it
     gsps = pydicom.dcmread(dout / f"case{GSPS_SUFFIX}")
     ann = gsps.GraphicAnnotationSequence[0]
     assert ann.ReferencedImageSequence[0].ReferencedSOPInstanceUID == header.SOPInstanceUID

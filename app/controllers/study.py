@@ -35,6 +35,13 @@ class StudyController(QObject):
         self.studies: StudySet | None = None
         self.index = -1
 
+    def connect_messages(self, error, status) -> None:
+        """Send the errors (message, title, traceback) and status lines of this controller and
+        of its views to ``error`` and ``status``."""
+        for c in (self, *self.views):
+            c.errorOccurred.connect(error)
+            c.statusMessage.connect(status)
+
     @property
     def study(self) -> Study | None:
         if self.studies is None or not 0 <= self.index < len(self.studies.studies):

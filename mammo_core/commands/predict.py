@@ -14,6 +14,7 @@ from mammo_core import DISCLAIMER
 from mammo_core.atomic import atomic_path, atomic_write_bytes, write_through
 from mammo_core.cliargs import BATCH_SIZE, BITS
 from mammo_core.dicom_out import predict_dicom_results
+from mammo_core.engine import add_engine_arguments, engine_settings
 from mammo_core.errors import MammoError
 from mammo_core.explain import overlay
 from mammo_core.io import READ_EXTENSIONS
@@ -78,6 +79,7 @@ def register(subparsers) -> None:
                         "state (docs/dicom.md); send them with 'mammo send'")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (terminal) or heartbeat line every 10 s (log) on stderr")
+    add_engine_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -184,7 +186,7 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
-    session = Session(args.models_dir)
+    session = Session(args.models_dir, engine_settings(args))
     coll = session.read(args.paths, recursive=args.recursive, bits=args.bits)
     for e in coll.errors:
         log.warning("cannot read %s: %s", shown(e.source), shown(e.error))

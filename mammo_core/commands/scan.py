@@ -20,6 +20,7 @@ from mammo_core import DISCLAIMER
 from mammo_core.atomic import _link_chain, clean_stale_temps
 from mammo_core.cliargs import BATCH_SIZE, BITS, integer, real
 from mammo_core.dicom_out import scan_dicom_results
+from mammo_core.engine import add_engine_arguments, engine_settings
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe
 from mammo_core.mammogram import read_mammogram, spacing_problem
@@ -147,6 +148,7 @@ def register(subparsers) -> None:
     p.add_argument("--dicom-out", default=None, metavar="DIR",
                    help="also write DICOM results per image: TID 1500 SR, presentation state and "
                         "marked secondary capture (docs/dicom.md); send them with 'mammo send'")
+    add_engine_arguments(p, scan=True)
     p.set_defaults(func=run)
 
 
@@ -248,7 +250,7 @@ def run(args) -> int:
             tuple(m.strip() for m in args.map_members.split(",") if m.strip()),
             min_tissue=args.min_tissue, map_tta=args.map_tta,
             drop_pectoral=not args.keep_pectoral, window_px=args.window_px,
-            max_minutes=args.max_minutes)
+            max_minutes=args.max_minutes, map_precision=args.map_precision)
     except MammoError as err:
         return _usage(err.problem)
     if args.pixel_spacing is not None and spacing_problem(args.pixel_spacing):
@@ -273,7 +275,7 @@ def run(args) -> int:
 
 def _scan_all(args, settings: ScanSettings, out: Path, inputs: set[str]) -> int:
     clean_stale_temps(out)  # temporaries of a killed run
-    session = Session(args.models_dir)
+    session = Session(args.models_dir, engine_settings(args))
     if args.model == ENSEMBLE and not session.available():
         raise MammoError("no model bundles found; pass --models-dir or --model PATH", session.models_dir)
     failures = session.load([args.model])
