@@ -210,7 +210,7 @@ def run(args) -> int:
         heatmaps, heatmap_paths, write_failed = _gradcam(session, coll.patches, preds, args, disable)
 
     errors = list(coll.errors)
-    run_ = PredictionRun(preds, session.provenance(), errors, coll.patches, heatmaps, heatmap_paths)
+    run_ = PredictionRun(preds, session.provenance_record(), errors, coll.patches, heatmaps, heatmap_paths)
     if args.output is None:
         sys.stdout.write(json_text(run_) if args.format == "json" else csv_text(run_))
         sys.stdout.flush()

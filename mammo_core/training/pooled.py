@@ -342,7 +342,7 @@ def train_pooled(cfg):
                                 for f in (s.image_file, s.label_file) if f is not None},
                      "counts": {"train": _counts(y_task, task.classes), "public_test": _counts(y_test, task.classes)}},
             "split": {"folds": cfg.folds, "grouped_by": grouping, "fold_seed": cfg.seed, "held_out": "public_test",
-                      "validation": "out-of-fold predictions over all training women (no separate validation split)"},
+                      "how": "out-of-fold predictions over all training women (no separate validation split)"},
             "protocol": {"fitting": "scikit-learn LogisticRegression (lbfgs, L2, class_weight balanced) on "
                                     "standardised cached features of dihedral views of every training patch (view 0 "
                                     "and train_views - 1 others drawn per patch)",
