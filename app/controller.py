@@ -118,7 +118,7 @@ class ViewerController(QObject):
         self._generation = 0  # bumped when the models change; older results are dropped
 
     # ------------------------------------------------------------------ generation guard
-    def _guarded(self, slot: Callable[..., None]) -> Callable[..., None]:
+    def _guarded(self, slot: Callable[..., object]) -> Callable[..., None]:
         """``slot`` wrapped to do nothing once the models changed after this call."""
         generation = self._generation
 
@@ -237,10 +237,10 @@ class ViewerController(QObject):
 
     def read(self, paths: Sequence[str | Path]) -> Worker:
         """Read files/folders/stacked arrays in a worker; ``patchesRead`` gets the collection."""
-        paths = [str(p) for p in paths]
-        w = Worker(read_patches, paths, recursive=False, bits=self.bits, name="read patches")
+        names = [str(p) for p in paths]
+        w = Worker(read_patches, names, recursive=False, bits=self.bits, name="read patches")
         w.on_return(self.patchesRead.emit)
-        w.on_error(lambda exc: self._error(f"Could not open {', '.join(paths)}: {one_line(exc)}",
+        w.on_error(lambda exc: self._error(f"Could not open {', '.join(names)}: {one_line(exc)}",
                                            "Open", w))
         return w.start(self._io_pool)
 

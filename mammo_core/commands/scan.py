@@ -124,15 +124,15 @@ def _output_problem(out: str) -> str | None:
     """Why the output folder cannot be used (None when it can); checked before models load."""
     if out == "":
         return "-o: empty folder name"
-    out = Path(out)
+    folder = Path(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        return f"-o {shown(out)}: cannot create the output folder: {exc.strerror or exc}"
-    if not out.is_dir():
-        return f"-o {shown(out)}: is not a folder"
-    if not os.access(out, os.W_OK | os.X_OK):
-        return f"-o {shown(out)}: cannot write in this folder"
+        return f"-o {shown(folder)}: cannot create the output folder: {exc.strerror or exc}"
+    if not folder.is_dir():
+        return f"-o {shown(folder)}: is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"-o {shown(folder)}: cannot write in this folder"
     return None
 
 

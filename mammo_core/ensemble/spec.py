@@ -101,7 +101,7 @@ class EnsembleSpec:
 
     @property
     def coverage(self) -> dict[str, bool]:
-        have = set()
+        have: set[str] = set()
         for m in self.members:
             have.update(_factors_of(m))
         return {f: f in have for f in FACTORS}
