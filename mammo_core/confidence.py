@@ -15,8 +15,9 @@ Only a model ``above chance`` may have its answer shown in bold (:attr:`ModelQua
 Ensemble cards also carry one AUC per question (``metrics.questions``: ``abnormal_vs_baseline``
 with its ``ci95``, ...); :func:`question_qualities` reads those the same way.
 
-**The call** (:data:`CALL_RULE`, implemented by :func:`mammo_core.ensemble.call_five_class`):
-normal tissue when P(baseline) >= 50 %, otherwise the most likely of the four abnormal classes.
+**The call** (:data:`CALL_RULE`, threshold and words from one constant in
+:mod:`mammo_core.protocol`, implemented by :func:`mammo_core.ensemble.call_five_class`):
+normal tissue when P(baseline) reaches the threshold, otherwise the most likely abnormal class.
 The bar shown in bold is always the call.
 
 **Agreement** (:func:`agreement`, :data:`AGREEMENT_RULE`): "Models disagree" when the ensemble

@@ -30,11 +30,9 @@ import numpy as np
 
 from mammo_core.contract import INPUT_SHAPE, PATCH_SHAPE, PATCH_SIZE
 from mammo_core.errors import MammoError
+from mammo_core.protocol import TISSUE_LEVEL
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
-# tissue: above 20/255 of the full scale (mammo_core.datasets.windows.TISSUE_LEVEL_8BIT), on the
-# model-input scale [0, 1]
-TISSUE_LEVEL = 20.0 / 255.0
 _FLAT = 1e-6
 _CACHE: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()

@@ -6,7 +6,8 @@ and up by default: "wrote ...", training progress, warnings, errors); with ``log
 everything from ``INFO`` up goes there too, with the time and, when a record carries
 ``extra={"details": traceback}``, the traceback. The library logs nothing at INFO that is not
 meant for the user; chatter is DEBUG. Records of the ``quiet`` loggers (TensorFlow's, Keras',
-Python warnings) go to the log file only. :func:`divert_native_stderr` sends what C/C++ code
+Python warnings) go to the log file only, as do those of :data:`LOG_FILE_ONLY` (pydicom's
+decoder tracebacks) always. :func:`divert_native_stderr` sends what C/C++ code
 writes to file descriptor 2 (TensorFlow's start-up lines such as ``failed call to cuInit``,
 absl, Qt's native warnings) to the log file as well, while Python's ``sys.stderr`` keeps the
 terminal.
@@ -21,6 +22,10 @@ from pathlib import Path
 from typing import TextIO
 
 _TAG = "_mammo_handler"  # marks the handlers installed here (configure() replaces them)
+#: Loggers whose records never reach the terminal, log file only: decoders that log their own
+#: failure with a traceback (pydicom, for a corrupt JPEG 2000 frame) before the reader that
+#: called them turns it into the one-line refusal the user sees.
+LOG_FILE_ONLY = ("pydicom",)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -36,6 +41,33 @@ class _StderrHandler(logging.StreamHandler):
 
     @stream.setter
     def stream(self, _value: TextIO) -> None:
+        pass
+
+
+class _OneLine(logging.Formatter):
+    """The console's format: the message only, never a traceback (a record logged with
+    ``exc_info`` or ``stack_info``, ours or a third-party library's such as pydicom's, shows its
+    message and the exception's type and first line; the traceback goes to the log file)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            text = super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+        exc = saved[0][1] if saved[0] else None
+        if exc is not None:
+            first = (str(exc).splitlines() or [""])[0]
+            text += f" ({type(exc).__name__}{': ' + first if first else ''})"
+        return text
+
+
+class _LogFile(logging.FileHandler):
+    """A log file that never prints logging's own "--- Logging error ---" traceback on the
+    terminal when the file cannot be written (a full or read-only disk)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
         pass
 
 
@@ -76,8 +108,9 @@ def configure(prog: str, level: int = logging.INFO, log_file: Path | str | None 
     if verbose is not None:
         level = logging.INFO if verbose else logging.WARNING
     console.setLevel(level)
-    console.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    console.setFormatter(_OneLine(f"{prog}: %(message)s"))
     setattr(console, _TAG, True)
+    console.addFilter(_Quiet(LOG_FILE_ONLY))
     root.addHandler(console)
     root.setLevel(logging.INFO)
     used = None
@@ -85,7 +118,7 @@ def configure(prog: str, level: int = logging.INFO, log_file: Path | str | None 
         path = Path(log_file)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handler = logging.FileHandler(path, encoding="utf-8")
+            handler = _LogFile(path, encoding="utf-8")
         except OSError as exc:
             logging.getLogger(__name__).warning("%s: cannot write the log file (%s)", path,
                                                 exc.strerror or exc)

@@ -1,7 +1,7 @@
 """Whole mammograms: pixels at full size, pixel spacing, laterality / view and header fields.
 
 ``read_mammogram(path)`` reads DICOM (the CBIS-DDSM release's 16-bit files included), PNG, PGM
-(as mini-MIAS ships), TIFF and 2-D ``.npy`` through :func:`mammo_core.io.read_image_bits` (one
+(as mini-MIAS ships), TIFF and 2-D ``.npy`` through :func:`mammo_core.io.read_image_ref` (one
 reader for pixels: BitsStored, rescale and MONOCHROME1 handled there; the true bit depth is
 kept in ``Mammogram.bits`` so a 12-bit DICOM is scaled by 4095 as predict does) and adds what a viewer
 and ``mammo scan`` need around the pixels (size limits: ``mammo_core.safeio``, as for every
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mammo_core.datasets.windows import full_scale
 from mammo_core.errors import PatchReadError
-from mammo_core.io import _file_kind, read_image_bits
+from mammo_core.io import SourceRef, file_kind, read_image_ref
+from mammo_core.protocol import full_scale
 
 #: mini-MIAS pixel size (the data's README: 200 micron pixels).
 MINI_MIAS_SPACING_MM = 0.2
@@ -67,6 +67,7 @@ class Mammogram:
     header: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     kind: str = "image"                                # "dicom" or "image"
     bits: int | None = None                            # true bit depth (DICOM BitsStored...)
+    source_ref: SourceRef | None = None                # path and, for DICOM, Study/Series/SOP UIDs
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -169,12 +170,15 @@ def is_mini_mias(path: str | Path, shape: tuple[int, int]) -> bool:
     return bool(_MIAS_NAME.match(Path(path).stem)) and tuple(shape) == (1024, 1024)
 
 
-def read_mammogram(path: str | Path, spacing_mm: float | None = None) -> Mammogram:
+def read_mammogram(path: str | Path, spacing_mm: float | None = None,
+                   bits: int | None = None) -> Mammogram:
     """Read a whole mammogram (see the module docstring). ``spacing_mm`` overrides the pixel
-    size (stated as "given"). Raises ``PatchReadError`` naming the file for anything unreadable."""
+    size (stated as "given"); ``bits``: a 16-bit PNG / TIFF / .npy holds only that many bits
+    (as ``mammo predict --bits``; DICOM uses its BitsStored). Raises ``PatchReadError`` naming
+    the file for anything unreadable."""
     path = Path(path)
     try:
-        pixels, bits = read_image_bits(path)
+        pixels, bits, ref = read_image_ref(path, bits)
     except PatchReadError as err:
         if "read it with read_patches" not in err.problem:
             raise
@@ -186,7 +190,7 @@ def read_mammogram(path: str | Path, spacing_mm: float | None = None) -> Mammogr
     if pixels.flags.writeable:
         pixels = pixels.view()
         pixels.flags.writeable = False
-    kind = "dicom" if _file_kind(path) == "dicom" else "image"
+    kind = "dicom" if file_kind(path) == "dicom" else "image"
     header = _dicom_header(path) if kind == "dicom" else {}
     sp, sp_src = None, "unknown"
     if spacing_mm is not None:
@@ -215,4 +219,5 @@ def read_mammogram(path: str | Path, spacing_mm: float | None = None) -> Mammogr
         if (lat is None and nlat) or (view is None and nview):
             src = (src + " + " if src else "") + "file name"
         lat, view = lat or nlat, view or nview
-    return Mammogram(pixels, str(path), sp, sp_src, lat, view, src, tuple(header.items()), kind, bits)
+    return Mammogram(pixels, str(path), sp, sp_src, lat, view, src, tuple(header.items()), kind, bits,
+                     ref)

@@ -5,6 +5,7 @@ Research use only — not a medical device.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -35,7 +36,9 @@ class PatchPrediction:
     ``uncertainty`` is the ensemble members' disagreement (None without an ensemble of at least
     two members per factor); ``flagged`` is True when it exceeds the threshold fitted on
     validation data; ``entropy`` is the normalised entropy of the ensemble's distribution;
-    ``bits`` the bit depth the patch's pixels were scaled by (``Patch.bits``).
+    ``bits`` the bit depth the patch's pixels were scaled by (``Patch.bits``); ``source_ref``
+    the source image's identifiers in JSON form (``SourceRef.to_json()``: DICOM UIDs, frame,
+    the window it was cut from), None when the patch has none.
     """
 
     source: str
@@ -47,10 +50,21 @@ class PatchPrediction:
     flagged: bool
     entropy: float | None = None
     bits: int | None = None
+    source_ref: Mapping[str, object] | None = None
 
     @property
     def key(self) -> str:
         return patch_key(self.source, self.index)
+
+    def non_finite(self) -> str | None:
+        """Why this prediction must not be reported (a model whose probabilities are not all
+        finite numbers in [0, 1]), or None when every answer is a number."""
+        outs = [*self.per_model.values(), *([self.ensemble] if self.ensemble is not None else [])]
+        for out in outs:
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0
+                       for v in out.probabilities.values()):
+                return f"model {out.model} gave a non-finite or out-of-range probability; no answer reported"
+        return None
 
     def output(self, model: str) -> ModelOutput | None:
         """The output of ``model``: a member's name, the ensemble's bundle name or

@@ -10,7 +10,7 @@ JSON::
      "models": [{"name", "version", "sha256", "task", "classes", "kind"}],
      "ensemble": {threshold, members, temperatures, weights, ...} | null,
      "source_encoding": how file names are written (below),
-     "predictions": [{"source", "index", "bits", "sha256", "model", "task",
+     "predictions": [{"source", "index", "bits", "source_ref", "sha256", "model", "task",
                       "probabilities": {class: p}, "predicted", "uncertainty", "entropy",
                       "flagged", "heatmap"}],
      "errors": [{"source", "error"}]}
@@ -29,7 +29,10 @@ with the call in red, agreement, each member's answer with its held-out AUC, pro
 every page carries the disclaimer and "page i of n".
 
 Each row also gives ``bits``, the bit depth the patch was scaled by (``pixels / (2**bits -
-1)``; null for float pixels).
+1)``; null for float pixels), and ``source_ref``, the source image's identifiers
+(:class:`mammo_core.io.SourceRef`: ``path`` and, where known, the DICOM ``study_uid``,
+``series_uid``, ``sop_instance_uid``, ``sop_class_uid``, the ``frame`` and the ``window``
+``[top, left, side]`` a patch was cut from; null for a plain image file).
 
 File names: every report is valid UTF-8 whatever the names are. Bytes of a name that are not
 valid UTF-8 are written as ``\xNN`` and control characters as ``\n``, ``\t``, ``\xNN``
@@ -39,10 +42,12 @@ carriage return gets a leading ``'`` so that no spreadsheet runs it as a formula
 from __future__ import annotations
 
 import csv
+import errno
 import io as _io
 import json
 import math
 import textwrap
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +66,7 @@ from mammo_core.confidence import (
 )
 from mammo_core.errors import MammoError
 from mammo_core.explain import finish_map, overlay, tissue_mask, to_uint8
-from mammo_core.io import Patch, to_model_input
+from mammo_core.io import Patch, ReadFailure, to_model_input
 from mammo_core.labels import LABEL_TO_NAME
 from mammo_core.predictions import ENSEMBLE, HeldOut, ModelOutput, PatchPrediction, Provenance
 from mammo_core.safeio import shown
@@ -97,6 +102,13 @@ class PredictionRun:
     def __post_init__(self) -> None:
         if not isinstance(self.provenance, Provenance):
             self.provenance = Provenance.from_json(self.provenance)
+        # a non-finite answer (NaN from a broken model, an overflowing ensemble) is an error for
+        # that patch, never a number in a report
+        bad = {id(p): why for p in self.predictions if (why := p.non_finite())}
+        if bad:
+            self.errors = [*self.errors, *(ReadFailure(p.key, bad[id(p)]) for p in self.predictions
+                                          if id(p) in bad)]
+            self.predictions = [p for p in self.predictions if id(p) not in bad]
         self.heatmaps = canonical_keys(self.heatmaps, self.predictions)
         self.heatmap_paths = canonical_keys(self.heatmap_paths, self.predictions)
         self.heatmap_meta = canonical_keys(self.heatmap_meta, self.predictions)
@@ -189,6 +201,8 @@ def rows(run: PredictionRun) -> Iterator[dict[str, Any]]:
                 "source": shown(pred.source),
                 "index": pred.index,
                 "bits": pred.bits,
+                "source_ref": None if pred.source_ref is None else {
+                    k: shown(v) if isinstance(v, str) else v for k, v in pred.source_ref.items()},
                 "sha256": pred.sha256,
                 "model": out.model,
                 "task": out.task,
@@ -522,12 +536,21 @@ def write_pdf(path: str | Path, run: PredictionRun) -> Path:
 
     path = Path(path)
     meta = {"Title": "mammo predictions", "Subject": DISCLAIMER, "Creator": "mammo-patches"}
-    with atomic_path(path) as tmp, PdfPages(tmp, metadata=meta) as pdf:
-        for fig in pdf_pages(run):
-            try:
-                pdf.savefig(fig)
-            finally:
-                plt.close(fig)
+    try:
+        with atomic_path(path) as tmp, PdfPages(tmp, metadata=meta) as pdf:
+            for fig in pdf_pages(run):
+                try:
+                    pdf.savefig(fig)
+                finally:
+                    plt.close(fig)
+    except zlib.error as exc:  # the PDF's compressor failing after a write error (a full disk)
+        cause = exc.__context__
+        if isinstance(cause, OSError) and cause.strerror:
+            raise OSError(cause.errno, cause.strerror, str(path)) from exc
+        raise OSError(errno.EIO, f"the PDF could not be written ({exc}); is the disk full?",
+                      str(path)) from exc
+    finally:
+        plt.close("all")
     return path
 
 

@@ -15,7 +15,7 @@ Steps (``scan_mammogram``):
    side; a window is scored when at least ``min_tissue`` of it is breast (the protocol's
    rule for lesion windows is 50 %; the default here is 90 %, the protocol's baseline-window
    rule, because windows with background in them are out of the training data's range and the
-   models call them abnormal). Each is cut by :func:`mammo_core.datasets.windows.cut_window`, the code the builders
+   models call them abnormal). Each is cut by :func:`mammo_core.protocol.cut_window`, the code the builders
    use, so the map sees the pixels the training data had.
 3. **P(abnormal)** per window through ``Session.p_abnormal`` (the ensemble's 1 - P(baseline)).
    Default map members: the fastest member that estimates P(baseline), one view per window;
@@ -37,6 +37,7 @@ Research use only — not a medical device.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,15 +46,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mammo_core import DISCLAIMER
-from mammo_core.datasets.windows import (
-    TISSUE_LEVEL_8BIT,
+from mammo_core.errors import MammoError
+from mammo_core.protocol import (
+    MIN_BASELINE_TISSUE,
+    TISSUE_LEVEL,
     Box,
+    call_of,
     centred_square,
     cut_window,
     full_scale,
+    window_patch,
 )
-from mammo_core.errors import MammoError
-from mammo_core.io import Patch
 
 if TYPE_CHECKING:  # pragma: no cover
     from mammo_core.mammogram import Mammogram
@@ -68,6 +71,13 @@ MASK_LONGEST = 512
 #: stride of one pixel over a big image would otherwise run for hours (refused, with the fix).
 MIN_WINDOW_PX = 8
 MAX_WINDOWS = 250_000
+#: Longest a scan of one image may take by default (minutes): the time is estimated from the
+#: windows to score x the seconds per window measured on this machine and engine (the faster
+#: of the first two batches: the first one includes the engine's warm-up), and an image over
+#: the limit is refused after those two batches with the estimate (``ScanSettings.max_minutes``,
+#: ``mammo scan --max-minutes``). Issue 26's attack measured ~55 ms per window with the bundled
+#: models on a CPU (171,396 windows: about 2.6 h).
+DEFAULT_MAX_MINUTES = 30.0
 
 
 @dataclass(frozen=True)
@@ -83,11 +93,12 @@ class ScanSettings:
     # test-time augmentation of the map pass: "none" (one view per window; default, 8x cheaper
     # than the cards' dihedral8, an approximation, stated) or "card" (as each card says: exact)
     map_tta: str = "none"
-    min_tissue: float = 0.9                      # breast fraction a scored window needs
+    min_tissue: float = MIN_BASELINE_TISSUE      # breast fraction a scored window needs
     rescore: int = 3                             # re-classify top_k x rescore windows after NMS
     mask_level: str = "otsu"                     # tissue mask threshold: "otsu" or "protocol"
     drop_pectoral: bool = True
     window_px: int | None = None                 # overrides window_mm (no spacing needed)
+    max_minutes: float = DEFAULT_MAX_MINUTES     # refuse an image estimated to take longer
 
     def __post_init__(self) -> None:
         if not (self.window_mm > 0 and np.isfinite(self.window_mm)):
@@ -104,6 +115,8 @@ class ScanSettings:
             raise MammoError("map members: no model named")
         if not (0 <= self.min_tissue <= 1):
             raise MammoError(f"minimum tissue fraction must be in [0, 1], got {self.min_tissue}")
+        if not (np.isfinite(self.max_minutes) and self.max_minutes > 0):
+            raise MammoError(f"time limit must be a finite number of minutes > 0, got {self.max_minutes}")
         if self.window_px is not None and self.window_px < MIN_WINDOW_PX:
             raise MammoError(f"window side must be at least {MIN_WINDOW_PX} px, got {self.window_px}")
 
@@ -284,7 +297,7 @@ def tissue_mask(image: np.ndarray, drop_pectoral: bool = True,
 
     fs = fs or full_scale(image)
     unit, f = _small(image, fs)
-    lv = TISSUE_LEVEL_8BIT / 255.0
+    lv = TISSUE_LEVEL
     if level == "otsu":
         u8 = np.clip(unit * 255, 0, 255).astype(np.uint8)
         t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
@@ -371,6 +384,39 @@ def window_side_px(mammo: Mammogram, settings: ScanSettings) -> int:
     return round(side)
 
 
+# --------------------------------------------------------------------------- cost
+@dataclass
+class CostGuard:
+    """Refuses a scan estimated to take longer than ``max_minutes``: windows x the seconds per
+    window measured on this machine and engine (the fastest batch so far; the first batch
+    includes the engine's warm-up, so nothing is refused before a second one was timed)."""
+
+    windows: int
+    max_minutes: float
+    source: str
+    per_window: float = float("inf")
+    batches: int = 0
+
+    def estimate_s(self) -> float:
+        return self.windows * self.per_window
+
+    def after_batch(self, done: int, size: int, seconds: float) -> None:
+        self.batches += 1
+        self.per_window = min(self.per_window, max(seconds, 1e-9) / max(1, size))
+        est = self.estimate_s()
+        if self.batches >= 2 and done < self.windows and est > 60.0 * self.max_minutes:
+            allow = math.ceil(est / 60.0 * 1.2)
+            raise MammoError(
+                f"scanning it would take about {_duration(est)} ({self.windows:,} windows at "
+                f"{self.per_window * 1e3:.1f} ms each, measured here), over the "
+                f"{self.max_minutes:g} min limit: allow it with --max-minutes {allow}, or use a "
+                "larger --stride or window", self.source)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{max(1, round(seconds / 60))} min"
+
+
 # --------------------------------------------------------------------------- the scan
 def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = ScanSettings(),
                    progress: Callable[[int, int], None] | None = None,
@@ -406,6 +452,12 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
     exact = set(members) == set(all_members) and (
         settings.map_tta == "card" or all(session.tta_of(m) == "none" for m in members))
     n = len(boxes)
+    if n == 0:
+        raise MammoError(f"no breast found: no window of {side} px is at least "
+                         f"{settings.min_tissue:.0%} breast tissue (tissue mask "
+                         f"{'empty' if not mask.any() else 'smaller than one window'}); check the "
+                         "image, its bit depth (--bits) and --min-tissue / --window-px", mammo.source)
+    guard = CostGuard(n, settings.max_minutes, mammo.source)
     p = np.empty(n, dtype=np.float64)
     done = 0
     complete = True
@@ -413,6 +465,7 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
         if cancel is not None and cancel():
             complete = False
             break
+        t_batch = time.perf_counter()
         chunk = boxes[s:s + settings.batch_size]
         stack = np.stack([cut_window(image, b, fs) for b in chunk])
         if len(chunk) < settings.batch_size and s > 0:  # same batch shape: no re-tracing
@@ -421,8 +474,12 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
             stack, members, batch_size=settings.batch_size,
             tta=None if settings.map_tta == "card" else "none")[:len(chunk)]
         done = s + len(chunk)
+        guard.after_batch(done, len(chunk), time.perf_counter() - t_batch)
         if progress is not None:
             progress(done, n)
+    if not np.all(np.isfinite(p[:done])):  # never a NaN in a map or a report
+        raise MammoError(f"the map's members gave a non-finite P(abnormal) for "
+                         f"{int(np.sum(~np.isfinite(p[:done])))} of {done} windows", mammo.source)
     p = p[:done]
     centres = centres[:done]
     boxes = boxes[:done]
@@ -443,12 +500,11 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
         for i in nms(boxes, p, settings.nms_iou, settings.top_k):
             r, c = (int(v) for v in centres[i])
             candidates.append(Candidate(c, r, boxes[i].height, float(p[i]), float(p[i]),
-                                        "abnormal" if p[i] >= 0.5 else "baseline",
+                                        call_of({"baseline": 1.0 - p[i], "abnormal": p[i]}),
                                         {"baseline": float(1 - p[i])}, boxes[i]))
     elif done and settings.top_k and complete:
         best = nms(boxes, p, settings.nms_iou, settings.top_k * max(1, settings.rescore))
-        patches = [Patch(cut_window(image, boxes[i], fs), mammo.source, None, None,
-                         (boxes[i].height, boxes[i].width)) for i in best]
+        patches = [window_patch(image, boxes[i], mammo.source, mammo.source_ref, fs) for i in best]
         preds = session.predict(patches, batch_size=settings.batch_size)
         for i, pred in zip(best, preds):
             if pred.ensemble is not None:
@@ -459,7 +515,7 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
                 outs = [o for o in pred.per_model.values() if "baseline" in o.probabilities]
                 probs = dict(outs[0].probabilities) if len(outs) == 1 else {
                     k: float(np.mean([o.probabilities[k] for o in outs])) for k in outs[0].probabilities}
-                call = max(probs, key=probs.get)
+                call = call_of(probs)
                 pa = 1.0 - probs["baseline"]
             r, c = (int(v) for v in centres[i])
             candidates.append(Candidate(c, r, boxes[i].height, float(pa), float(p[i]), call,

@@ -249,8 +249,9 @@ class Session:
                 flag = bool(res.flagged[i])
                 ent = float(res.entropy[i])
             p = patches[i]
+            ref = getattr(p, "source_ref", None)
             out.append(PatchPrediction(p.source, p.index, p.sha256, per, e_out, unc, flag, ent,
-                                       getattr(p, "bits", None)))
+                                       getattr(p, "bits", None), None if ref is None else ref.to_json()))
         return out
 
     # ------------------------------------------------------------------ P(abnormal) only

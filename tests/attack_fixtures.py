@@ -117,6 +117,29 @@ def dicom_slope(path: Path, slope: float = 1e308) -> Path:
                        intercept=0.0)
 
 
+def dicom_rescaled(path: Path, slope: float = 1.0, intercept: float = 1.0, seed: int = 7) -> Path:
+    """A 12-bit patch (BitsStored 12) with a modality rescale (issue 26 N2 / N8): intercept +1
+    once moved the scale to 13 bits (/ 8191) and flipped a call; slope 1e-300 with intercept
+    1e8 once made the image all zeros."""
+    return write_dicom(Path(path), (patch16(seed) >> 4).astype(np.uint16), bits_stored=12,
+                       slope=slope, intercept=intercept)
+
+
+def dicom_corrupt_j2k(path: Path) -> Path:
+    """A DICOM whose transfer syntax is JPEG 2000 and whose one fragment is a broken codestream
+    (issue 26 N12: pydicom logs the decoder's traceback before raising)."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    path = write_dicom(Path(path), (patch16(8) >> 4).astype(np.uint16), bits_stored=12)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"  # JPEG 2000 lossless
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\0" * 100])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 # --------------------------------------------------------------------------- bundles
 def edit_card(bundle: Path, **changes) -> dict:
     card_path = Path(bundle) / "card.json"

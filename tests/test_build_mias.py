@@ -15,7 +15,7 @@ import pytest
 
 from mammo_core.cli import main
 from mammo_core.datasets.mias import build_mias, cut_pair, parse_info
-from mammo_core.datasets.windows import Jitter
+from mammo_core.protocol import Jitter
 
 LABEL = {("CIRC", "B"): 1, ("SPIC", "B"): 1, ("MISC", "B"): 1,
          ("CIRC", "M"): 2, ("SPIC", "M"): 2, ("MISC", "M"): 2,
@@ -392,7 +392,8 @@ def test_extra_baselines_train_women_only_and_test_split_unchanged(synthetic, tm
 
 
 def test_random_tissue_windows_respect_tissue_and_exclusions():
-    from mammo_core.datasets.windows import Box, random_tissue_windows, tissue_threshold
+    from mammo_core.datasets.windows import random_tissue_windows
+    from mammo_core.protocol import Box, tissue_threshold
 
     img = np.zeros((400, 400), np.uint8)
     img[:, :200] = 200  # tissue only on the left half

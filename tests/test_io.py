@@ -187,23 +187,30 @@ def test_dicom_8bit_gives_uint8(tmp_path, rng):
     np.testing.assert_array_equal(out, values)
 
 
-def test_dicom_rescale_that_fits_is_applied_exactly(tmp_path, rng):
+def test_dicom_rescale_never_changes_the_intensity_scale(tmp_path, rng):
+    # a linear rescale adds no levels: the stored 12-bit range stays the full scale (issue 26 N2)
     values = rng.integers(0, 4096, size=(150, 150), dtype=np.uint16)
     path = write_dicom(tmp_path / "r.dcm", values, bits_stored=12, slope=2, intercept=100)
-    out = io.read_image(path)
-    assert out.dtype == np.uint16
-    np.testing.assert_array_equal(out, values.astype(np.int64) * 2 + 100)
+    out, bits = io.read_image_bits(path)
+    assert out.dtype == np.uint16 and bits == 12
+    np.testing.assert_array_equal(out, values)
 
 
-def test_dicom_signed_rescale_out_of_range_maps_linearly(tmp_path):
-    # signed 12-bit stored values with a negative intercept (CT-like): mapped onto 0..65535
+def test_dicom_signed_rescale_is_placed_on_the_stored_range(tmp_path):
+    # signed 12-bit stored values with a negative intercept (CT-like): -2048..2047 -> 0..4095
     values = np.tile(np.array([-2048, -1, 0, 2047], dtype=np.int16), (150, 38))[:, :150]
     path = write_dicom(tmp_path / "s.dcm", values, bits_stored=12, signed=True, slope=1, intercept=-1024)
-    out = io.read_image(path)
-    assert out.dtype == np.uint16
-    assert out[0, 0] == 0 and out[0, 3] == 65535          # stored extremes -> ends of the range
-    row = out[0, :4].astype(int)
-    assert list(row) == sorted(row)                        # order kept
+    out, bits = io.read_image_bits(path)
+    assert out.dtype == np.uint16 and bits == 12
+    assert list(out[0, :4]) == [0, 2047, 2048, 4095]        # stored extremes -> ends, order kept
+
+
+def test_dicom_negative_slope_inverts(tmp_path, rng):
+    values = rng.integers(0, 4096, size=(40, 50), dtype=np.uint16)
+    out, bits = io.read_image_bits(write_dicom(tmp_path / "n.dcm", values, bits_stored=12,
+                                               slope=-1, intercept=4095))
+    assert bits == 12
+    np.testing.assert_array_equal(out, 4095 - values)
 
 
 def test_dicom_without_preamble_and_extensionless(tmp_path, rng):
@@ -512,7 +519,7 @@ def test_big_stacks_are_memory_mapped_small_files_are_not(tmp_path, rng, monkeyp
     np.save(tmp_path / "s.npy", stack)
     small = io.read_patches(tmp_path / "s.npy").patches[0].pixels
     assert not is_mapped(small)
-    monkeypatch.setattr(io, "_MMAP_MIN_BYTES", 0)
+    monkeypatch.setattr(io.image, "MMAP_MIN_BYTES", 0)
     mapped = io.read_patches(tmp_path / "s.npy").patches
     assert is_mapped(mapped[1].pixels)
     np.testing.assert_array_equal(mapped[2].pixels, stack[2])
@@ -540,13 +547,12 @@ def test_npy_header_declaring_a_huge_array_is_truncated_not_allocated(tmp_path):
         io.read_image(tmp_path / "h.npy")
 
 
-def test_dicom_monochrome1_with_rescale_mirrors_the_rescaled_range(tmp_path, rng):
+def test_dicom_monochrome1_with_rescale_mirrors_the_stored_range(tmp_path, rng):
     values = rng.integers(0, 4096, size=(20, 30), dtype=np.uint16)
     path = write_dicom(tmp_path / "m1r.dcm", values, photometric="MONOCHROME1", bits_stored=12,
                        slope=1, intercept=100)
-    # rescaled range 100..4195; MONOCHROME1 mirrors it: v -> 100 + 4195 - v
-    expected = 100 + 4195 - (values.astype(np.int64) + 100)
-    np.testing.assert_array_equal(io.read_image(path), expected)
+    # the intercept moves values, not the scale: MONOCHROME1 mirrors 0..4095
+    np.testing.assert_array_equal(io.read_image(path), 4095 - values)
 
 
 @pytest.mark.shared

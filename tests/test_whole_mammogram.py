@@ -13,9 +13,9 @@ from filemakers import write_dicom
 
 from mammo_core.cli import main
 from mammo_core.datasets.mias import lesion_centre, parse_info
-from mammo_core.datasets.windows import Box, box_window, cut_window, point_window
 from mammo_core.errors import PatchReadError
 from mammo_core.mammogram import orientation_from_name, read_mammogram
+from mammo_core.protocol import Box, box_window, cut_window, point_window
 
 
 def test_point_window_is_protocol_v1_clipped_and_shifted_inside():

@@ -44,21 +44,20 @@ import numpy as np
 
 from mammo_core import DISCLAIMER, __version__
 from mammo_core.datasets.contact_sheet import SheetEntry
-from mammo_core.datasets.windows import (
-    MIN_BASELINE_TISSUE,
-    Box,
-    choose_baseline,
-    cut_patch,
-    full_scale,
-    thumbnail,
-    tissue_count,
-    tissue_threshold,
-    to_uint16,
-)
+from mammo_core.datasets.windows import choose_baseline, thumbnail
 from mammo_core.datasets.writer import write_patch_set
 from mammo_core.errors import DatasetError, MammoError
 from mammo_core.io import read_image as _read_image
 from mammo_core.labels import LABEL_TO_NAME
+from mammo_core.protocol import (
+    MIN_BASELINE_TISSUE,
+    Box,
+    cut_patch,
+    full_scale,
+    tissue_count,
+    tissue_threshold,
+    to_uint16,
+)
 
 CSV_FILES = {
     "mass_case_description_train_set.csv": ("mass", "train"),

@@ -13,7 +13,7 @@ import numpy as np
 
 from mammo_core import DISCLAIMER
 from mammo_core.atomic import atomic_path
-from mammo_core.datasets.windows import PATCH_SIDE, Box, full_scale
+from mammo_core.protocol import PATCH_SIDE, Box, full_scale
 
 CAPTION_H = 20
 GAP = 6

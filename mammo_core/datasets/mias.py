@@ -52,25 +52,23 @@ import numpy as np
 from mammo_core import DISCLAIMER, __version__
 from mammo_core.datasets.contact_sheet import SheetEntry
 from mammo_core.datasets.splits import check_split, grouped_split
-from mammo_core.datasets.windows import (
-    MIN_LESION_TISSUE,
-    MIN_WINDOW_SIDE,
-    Box,
-    Jitter,
-    choose_baseline,
-    cut_window,
-    full_scale,
-    point_window,
-    random_tissue_windows,
-    thumbnail,
-    tissue_count,
-    tissue_threshold,
-    window_side,
-)
+from mammo_core.datasets.windows import choose_baseline, random_tissue_windows, thumbnail
 from mammo_core.datasets.writer import write_patch_set
 from mammo_core.errors import DatasetError, MammoError
 from mammo_core.io import read_image as _read_image
 from mammo_core.labels import LABEL_TO_NAME
+from mammo_core.protocol import (
+    MIN_LESION_TISSUE,
+    MIN_WINDOW_SIDE,
+    Box,
+    Jitter,
+    cut_window,
+    full_scale,
+    point_window,
+    tissue_count,
+    tissue_threshold,
+    window_side,
+)
 
 PROTOCOL = "mini-MIAS reference patch protocol v1"
 CITATION = ('J Suckling et al., "The Mammographic Image Analysis Society Digital Mammogram '

@@ -86,7 +86,6 @@ from mammo_core.ensemble.hierarchy import (
 )
 from mammo_core.ensemble.spec import (
     CALIBRATION,
-    CALL_RULE,
     ENSEMBLE_FILE,
     ENSEMBLE_SCHEMA,
     SUBSETS,
@@ -101,6 +100,7 @@ from mammo_core.ensemble.store import (
     read_ensemble,
     write_ensemble,
 )
+from mammo_core.protocol import CALL_RULE
 
 __all__ = [
     "CALIBRATION",

@@ -12,15 +12,18 @@ import numpy as np
 
 from mammo_core.ensemble.calibration import EPS, apply_temperature
 from mammo_core.ensemble.spec import EnsembleSpec, MemberSpec
-from mammo_core.errors import BundleError
+from mammo_core.errors import BundleError, MammoError
 from mammo_core.labels import (
     BASELINE,
     CALC_MALIGNANT,
     CLASS_NAMES,
+    FACTOR_LABELS,
     FACTORS,
     MASS_MALIGNANT,
     get_task,
+    task_factors,
 )
+from mammo_core.protocol import call_index
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -30,28 +33,48 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
+def _class_labels(task: str) -> list[frozenset[int]]:
+    """The 0-4 labels each class of ``task`` stands for (from ``Task.remap``)."""
+    t = get_task(task)
+    out: list[set[int]] = [set() for _ in t.classes]
+    for label, cls in t.remap.items():
+        out[cls].add(label)
+    return [frozenset(x) for x in out]
+
+
+def _factor_from(p: np.ndarray, task: str, factor: str) -> np.ndarray:
+    """The estimate of ``factor`` (``FACTOR_LABELS``: the labels it is defined on, those for
+    which it is 1) from distributions ``p`` of ``task``: P(its classes that are 1) / P(its
+    classes it is defined on); the column itself when every class of the task counts."""
+    domain, positive = FACTOR_LABELS[factor]
+    pos, neg = [], []
+    for i, labels in enumerate(_class_labels(task)):
+        inside = labels if domain is None else labels & frozenset(domain)
+        if not inside:
+            continue
+        if inside <= frozenset(positive):
+            pos.append(i)
+        elif not inside & frozenset(positive):
+            neg.append(i)
+        else:
+            raise BundleError(f"task {task!r} cannot estimate {factor}: a class mixes both answers")
+    if not pos:
+        raise BundleError(f"task {task!r} cannot estimate {factor}")
+    num = p[:, pos].sum(axis=1) if len(pos) > 1 else p[:, pos[0]]
+    if len(pos) + len(neg) == p.shape[1]:
+        return num
+    return _ratio(num, num + p[:, neg].sum(axis=1))
+
+
 def factor_estimates(task: str, p: np.ndarray, subset: str | None = None) -> dict[str, np.ndarray]:
-    """The hierarchy factors that a distribution ``p`` of ``task`` estimates."""
+    """The hierarchy factors that a distribution ``p`` of ``task`` estimates: which ones from
+    ``labels.task_factors``, each computed from the task's classes and ``FACTOR_LABELS``."""
     p = np.asarray(p, dtype=np.float64)
-    if task == "mass_calc":
-        return {"mass_given_abnormal": p[:, 0]}
-    if task == "benign_malignant":
-        mal = p[:, 1]
-        if subset == "mass":
-            return {"malignant_given_mass": mal}
-        if subset == "calcification":
-            return {"malignant_given_calcification": mal}
-        return {"malignant_given_mass": mal, "malignant_given_calcification": mal}
-    if task == "baseline_mass_calc":
-        return {"baseline": p[:, 0], "mass_given_abnormal": _ratio(p[:, 1], p[:, 1] + p[:, 2])}
-    if task == "five_class":
-        return {
-            "baseline": p[:, 0],
-            "mass_given_abnormal": _ratio(p[:, 1] + p[:, 2], 1.0 - p[:, 0]),
-            "malignant_given_mass": _ratio(p[:, 2], p[:, 1] + p[:, 2]),
-            "malignant_given_calcification": _ratio(p[:, 4], p[:, 3] + p[:, 4]),
-        }
-    raise BundleError(f"task {task!r} cannot join an ensemble")
+    try:
+        names = task_factors(task, subset)
+    except MammoError as err:
+        raise BundleError(err.problem) from None
+    return {f: _factor_from(p, task, f) for f in names}
 
 
 def malignancy(p5: np.ndarray) -> np.ndarray:
@@ -62,51 +85,51 @@ def malignancy(p5: np.ndarray) -> np.ndarray:
     return (p5[:, MASS_MALIGNANT] + p5[:, CALC_MALIGNANT]) / np.clip(1.0 - p5[:, BASELINE], EPS, None)
 
 
+#: What each factor is assumed to be when no member estimates it.
+_MISSING_FACTOR = {"baseline": 0.0}
+
+
 def five_class_from_factors(factors: Mapping[str, np.ndarray], n: int) -> np.ndarray:
-    """The (N, 5) distribution from the four factors; P(baseline) = 0 when it is missing,
-    other missing factors are 0.5."""
-    b = factors.get("baseline", np.zeros(n))
-    m = factors.get("mass_given_abnormal", np.full(n, 0.5))
-    mm = factors.get("malignant_given_mass", np.full(n, 0.5))
-    mc = factors.get("malignant_given_calcification", np.full(n, 0.5))
-    ab = 1.0 - b
-    out = np.stack([b, ab * m * (1 - mm), ab * m * mm, ab * (1 - m) * (1 - mc), ab * (1 - m) * mc], axis=1)
+    """The (N, 5) distribution from the factors (``FACTOR_LABELS``): P(label) is the product,
+    over the factors defined on the label, of the factor where the label makes it 1 and of
+    1 - the factor elsewhere. P(baseline) = 0 when it is missing, other missing factors 0.5."""
+    out = np.ones((n, len(CLASS_NAMES)))
+    for f, (domain, positive) in FACTOR_LABELS.items():
+        v = np.asarray(factors[f], dtype=np.float64) if f in factors else np.full(n, _MISSING_FACTOR.get(f, 0.5))
+        for label in range(len(CLASS_NAMES)):
+            if domain is None or label in domain:
+                out[:, label] *= v if label in positive else 1.0 - v
     out = np.clip(out, 0.0, 1.0)
     return out / out.sum(axis=1, keepdims=True)
 
 
 def task_view(p5: np.ndarray, task: str) -> np.ndarray:
-    """A five-class distribution marginalised onto ``task`` (for mass_calc / benign_malignant:
-    conditional on the patch being abnormal)."""
+    """A five-class distribution marginalised onto ``task``: each class the sum of its labels
+    (``Task.remap``); for a task without baseline (mass_calc, benign_malignant) conditional on
+    the patch being abnormal (0.5 each where P(abnormal) is 0)."""
     p5 = np.asarray(p5, dtype=np.float64)
-    if task == "five_class":
-        return p5
-    if task == "baseline_mass_calc":
-        return np.stack([p5[:, 0], p5[:, 1] + p5[:, 2], p5[:, 3] + p5[:, 4]], axis=1)
-    ab = 1.0 - p5[:, 0]
-    if task == "mass_calc":
-        m = _ratio(p5[:, 1] + p5[:, 2], ab)
-        return np.stack([m, 1 - m], axis=1)
-    if task == "benign_malignant":
-        mal = _ratio(p5[:, 2] + p5[:, 4], ab)
-        return np.stack([1 - mal, mal], axis=1)
-    raise BundleError(f"unknown task {task!r}")
+    t = get_task(task)
+    cols = [p5[:, sorted(labels)].sum(axis=1) for labels in _class_labels(task)]
+    if t.uses_baseline:
+        return np.stack(cols, axis=1)
+    ab = 1.0 - p5[:, BASELINE]
+    return np.stack([_ratio(c, ab) for c in cols], axis=1)
 
 
 def call_five_class(p5: np.ndarray) -> np.ndarray:
-    """The ensemble's call, down the hierarchy: ``baseline`` when P(baseline) >= 0.5, otherwise
-    the most likely of the four abnormal classes.
+    """The ensemble's call, down the hierarchy: ``baseline`` when P(baseline) reaches
+    :data:`mammo_core.protocol.CALL_BASELINE_AT` (0.5), otherwise the most likely of the four
+    abnormal classes (:func:`mammo_core.protocol.call_index`).
 
     The plain argmax would call a patch "baseline" at P(baseline) = 0.34 when the other 0.66 is
     split over four abnormal classes; the first question a reader asks is "abnormal or not", so
-    the call answers it at 0.5 first (:data:`CALL_RULE`, the words every report and the viewer
+    the call answers it at 0.5 first (:data:`mammo_core.protocol.CALL_RULE`, the words every report and the viewer
     show). Returns class indices into ``CLASS_NAMES``.
     """
     p5 = np.asarray(p5, dtype=np.float64)
     if p5.ndim != 2 or p5.shape[1] != len(CLASS_NAMES):
         raise ValueError(f"five-class probabilities must be (N, 5), got {p5.shape}")
-    abnormal = 1 + p5[:, 1:].argmax(axis=1)
-    return np.where(p5[:, 0] >= 0.5, 0, abnormal).astype(np.int64)
+    return call_index(p5)
 
 
 @dataclass
