@@ -195,8 +195,9 @@ class Provenance:
     """What every report states about how it was made (the report's provenance fields):
     software and version, the disclaimer, the time, each loaded bundle's summary (name,
     version, sha256 computed from the file, task, classes, kind, measured held-out quality) and
-    the ensemble's combination. :meth:`to_json` / :meth:`from_json` use the report schema's
-    names (``software``, ``disclaimer``, ``created``, ``models``, ``ensemble``)."""
+    the ensemble's combination, and the engine that computed the predictions (name, version,
+    precision, measured deviation from Keras f32). :meth:`to_json` / :meth:`from_json` use the report schema's
+    names (``software``, ``disclaimer``, ``created``, ``models``, ``ensemble``, ``engine``)."""
 
     software_version: str
     disclaimer: str
@@ -205,6 +206,9 @@ class Provenance:
     ensemble: EnsembleRecord | None = None
     software_name: str = "mammo-patches"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # what computed the predictions (mammo_core.engine.EngineInfo.to_json: name, version,
+    # precision, requested, note, deviation); None in reports written before engines existed
+    engine: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -213,18 +217,20 @@ class Provenance:
             "created": self.created,
             "models": [m.to_json() for m in self.models],
             "ensemble": None if self.ensemble is None else self.ensemble.to_json(),
+            "engine": None if self.engine is None else dict(self.engine),
             **self.extra,
         }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Provenance:
         sw = d.get("software") or {}
-        known = ("software", "disclaimer", "created", "models", "ensemble")
+        known = ("software", "disclaimer", "created", "models", "ensemble", "engine")
         return cls(str(sw.get("version", "")), str(d.get("disclaimer", "")),
                    str(d.get("created", "")), tuple(ModelRecord.from_json(m) for m in d.get("models", ())),
                    None if not d.get("ensemble") else EnsembleRecord.from_json(d["ensemble"]),
                    str(sw.get("name", "mammo-patches")),
-                   {k: v for k, v in d.items() if k not in known})
+                   {k: v for k, v in d.items() if k not in known},
+                   None if not d.get("engine") else dict(d["engine"]))
 
 
 __all__ = ["ENSEMBLE", "EnsembleRecord", "HeatKey", "HeldOut", "MemberRecord", "ModelOutput", "ModelRecord",

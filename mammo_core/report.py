@@ -230,6 +230,7 @@ def to_json(run: PredictionRun) -> dict[str, Any]:
         "rules": rules(),
         "models": [m.to_json() for m in prov.models],
         "ensemble": None if prov.ensemble is None else prov.ensemble.to_json(),
+        "engine": None if prov.engine is None else dict(prov.engine),
         "source_encoding": SOURCE_ENCODING,
         "predictions": list(rows(run)),
         "errors": [{"source": shown(e.source), "error": shown(e.error)} for e in run.errors],
@@ -251,8 +252,8 @@ def csv_text(run: PredictionRun) -> str:
     prov = run.provenance
     rl = rules()
     buf.write(f"# {DISCLAIMER}; mammo {prov.software_version}; "
-              f"created {prov.created}; {rl['call']}; agreement: {rl['agreement']}; "
-              f"quality: {rl['quality']}\n")
+              f"created {prov.created}; {engine_text(prov)}; {rl['call']}; "
+              f"agreement: {rl['agreement']}; quality: {rl['quality']}\n")
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["source", "index", "bits", "sha256", "model", "task", "predicted", "uncertainty", "entropy",
                 "flagged", *[f"p_{c}" for c in classes], "heatmap", "true_label", "heldout_auc",
@@ -274,6 +275,20 @@ def csv_text(run: PredictionRun) -> str:
         w.writerow([csv_cell(shown(e.source)), "", "", "", "", "", "ERROR", "", "", "", *[""] * len(classes), "",
                     "", "", "", "", "", ""])
     return buf.getvalue()
+
+
+def engine_text(prov: Provenance) -> str:
+    """``engine openvino 2026.4.1 f32 (deviation from Keras f32: ...)``: what computed the
+    predictions, as the CSV header and the PDF state it (the JSON has the object)."""
+    eng = prov.engine
+    if not eng:
+        return "engine not recorded"
+    text = f"engine {eng['name']} {eng['version']} {eng['precision']}"
+    if eng.get("note"):
+        text += f" ({eng['note']})"
+    if eng.get("deviation"):
+        text += f"; deviation from Keras f32: {eng['deviation']}"
+    return text
 
 
 def write_json(path: str | Path, run: PredictionRun) -> Path:
@@ -469,6 +484,7 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
     line("Intensity: " + ("float pixels in [0, 1]" if pred.bits is None
                           else f"scaled by its {pred.bits}-bit depth (pixels / {(1 << pred.bits) - 1})"))
     line(f"Created {prov.created}  mammo {prov.software_version}")
+    line(engine_text(prov).capitalize())
 
 
 def _tissue(patch) -> np.ndarray:

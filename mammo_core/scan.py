@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mammo_core import DISCLAIMER
+from mammo_core.engine import MAP_PRECISION, PRECISIONS
 from mammo_core.errors import MammoError
 from mammo_core.protocol import (
     MIN_BASELINE_TISSUE,
@@ -99,6 +100,9 @@ class ScanSettings:
     drop_pectoral: bool = True
     window_px: int | None = None                 # overrides window_mm (no spacing needed)
     max_minutes: float = DEFAULT_MAX_MINUTES     # refuse an image estimated to take longer
+    # compute precision of the map pass on a compiled engine (None: MAP_PRECISION, chosen by
+    # measurement, docs/engines.md); candidates use the session's engine precision
+    map_precision: str | None = None
 
     def __post_init__(self) -> None:
         if not (self.window_mm > 0 and np.isfinite(self.window_mm)):
@@ -117,6 +121,8 @@ class ScanSettings:
             raise MammoError(f"minimum tissue fraction must be in [0, 1], got {self.min_tissue}")
         if not (np.isfinite(self.max_minutes) and self.max_minutes > 0):
             raise MammoError(f"time limit must be a finite number of minutes > 0, got {self.max_minutes}")
+        if self.map_precision is not None and self.map_precision not in PRECISIONS:
+            raise MammoError(f"map precision must be one of {', '.join(PRECISIONS)}, got {self.map_precision!r}")
         if self.window_px is not None and self.window_px < MIN_WINDOW_PX:
             raise MammoError(f"window side must be at least {MIN_WINDOW_PX} px, got {self.window_px}")
 
@@ -161,6 +167,9 @@ class ScanResult:
     settings: ScanSettings
     # the test-time augmentation each map member ran with (``Session.tta_of`` under "card")
     member_tta: dict[str, str] = field(default_factory=dict)
+    # what computed the map and the candidates (mammo_core.engine.EngineInfo.to_json)
+    map_engine: dict | None = None
+    engine: dict | None = None
 
     def members_text(self) -> str:
         """The map's members with the TTA each ran with: ``"a (TTA none), b (TTA dihedral8)"``."""
@@ -180,7 +189,9 @@ class ScanResult:
                        "protocol": "reference patch protocol v1 window -> 150 x 150 INTER_NEAREST"},
             "map": {"downsampling": self.stride_px, "members": self.members, "exact": self.exact,
                     "tta": self.settings.map_tta, "member_tta": dict(self.member_tta),
-                    "windows": len(self.p_abnormal), "complete": self.complete},
+                    "windows": len(self.p_abnormal), "complete": self.complete,
+                    "engine": self.map_engine},
+            "engine": self.engine,
             "candidates": [c.to_json() for c in self.candidates],
         }
 
@@ -472,7 +483,8 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
             stack = np.concatenate([stack, np.repeat(stack[-1:], settings.batch_size - len(chunk), 0)])
         p[s:s + len(chunk)] = session.p_abnormal(
             stack, members, batch_size=settings.batch_size,
-            tta=None if settings.map_tta == "card" else "none")[:len(chunk)]
+            tta=None if settings.map_tta == "card" else "none",
+            precision=settings.map_precision or MAP_PRECISION)[:len(chunk)]
         done = s + len(chunk)
         guard.after_batch(done, len(chunk), time.perf_counter() - t_batch)
         if progress is not None:
@@ -525,7 +537,9 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
     return ScanResult(mammo.source, mammo.shape, side, stride, centres, p, amap, mask, f, candidates,
                       members, exact, complete, time.perf_counter() - t0, mammo.mm_per_pixel,
                       mammo.spacing_source if settings.window_px is None else "window given in px",
-                      settings, member_tta(session, members, settings.map_tta))
+                      settings, member_tta(session, members, settings.map_tta),
+                      session.engine_info(settings.map_precision or MAP_PRECISION).to_json(),
+                      session.engine_info().to_json())
 
 
 def member_tta(session, members: Sequence[str], map_tta: str) -> dict[str, str]:

@@ -111,7 +111,7 @@ def test_provenance_round_trips_under_the_report_names():
                      EnsembleRecord("ens", 0.12, "p90 of validation", "soft voting", "temperature",
                                     {"members": 2}, (MemberRecord("m1", "a" * 64, "mass_calc", 1.5, 1.0),)))
     d = rec.to_json()
-    assert set(d) == {"software", "disclaimer", "created", "models", "ensemble"}
+    assert set(d) == {"software", "disclaimer", "created", "models", "ensemble", "engine"}
     assert d["software"] == {"name": "mammo-patches", "version": __version__}
     assert d["ensemble"]["members"][0] == {"name": "m1", "sha256": "a" * 64, "task": "mass_calc",
                                            "temperature": 1.5, "weight": 1.0}
@@ -126,6 +126,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOT_CARD_DATA = {
     "mammo_core/ensemble/hierarchy.py": "the ensemble spec's fitted factor weights (ensemble.json)",
     "training_scripts/models_table.py": "the ensemble's metrics.json (comparison tables), not its card",
+    "mammo_core/engine/cache.py": "the compiled-engine cache's own metadata file, not a card",
 }
 
 

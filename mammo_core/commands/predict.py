@@ -13,6 +13,7 @@ from pathlib import Path
 from mammo_core import DISCLAIMER
 from mammo_core.atomic import atomic_path, atomic_write_bytes, write_through
 from mammo_core.cliargs import BATCH_SIZE, BITS
+from mammo_core.engine import add_engine_arguments, engine_settings
 from mammo_core.errors import MammoError
 from mammo_core.explain import overlay
 from mammo_core.io import READ_EXTENSIONS
@@ -74,6 +75,7 @@ def register(subparsers) -> None:
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (terminal) or heartbeat line every 10 s (log) on stderr")
+    add_engine_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -174,7 +176,7 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
-    session = Session(args.models_dir)
+    session = Session(args.models_dir, engine_settings(args))
     coll = session.read(args.paths, recursive=args.recursive, bits=args.bits)
     for e in coll.errors:
         log.warning("cannot read %s: %s", shown(e.source), shown(e.error))

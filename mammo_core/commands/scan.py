@@ -19,6 +19,7 @@ from pathlib import Path
 from mammo_core import DISCLAIMER
 from mammo_core.atomic import _link_chain, clean_stale_temps
 from mammo_core.cliargs import BATCH_SIZE, BITS, integer, real
+from mammo_core.engine import add_engine_arguments, engine_settings
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe
 from mammo_core.mammogram import read_mammogram, spacing_problem
@@ -143,6 +144,7 @@ def register(subparsers) -> None:
                         "first batches)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (terminal) or heartbeat line every 10 s (log) on stderr")
+    add_engine_arguments(p, scan=True)
     p.set_defaults(func=run)
 
 
@@ -244,7 +246,7 @@ def run(args) -> int:
             tuple(m.strip() for m in args.map_members.split(",") if m.strip()),
             min_tissue=args.min_tissue, map_tta=args.map_tta,
             drop_pectoral=not args.keep_pectoral, window_px=args.window_px,
-            max_minutes=args.max_minutes)
+            max_minutes=args.max_minutes, map_precision=args.map_precision)
     except MammoError as err:
         return _usage(err.problem)
     if args.pixel_spacing is not None and spacing_problem(args.pixel_spacing):
@@ -266,7 +268,7 @@ def run(args) -> int:
 
 def _scan_all(args, settings: ScanSettings, out: Path, inputs: set[str]) -> int:
     clean_stale_temps(out)  # temporaries of a killed run
-    session = Session(args.models_dir)
+    session = Session(args.models_dir, engine_settings(args))
     if args.model == ENSEMBLE and not session.available():
         raise MammoError("no model bundles found; pass --models-dir or --model PATH", session.models_dir)
     failures = session.load([args.model])
