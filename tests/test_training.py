@@ -38,7 +38,7 @@ def test_parse_grid_and_config_checks(tmp_path):
     with pytest.raises(MammoError, match="folds"):
         TrainConfig("mass_calc", "scratch_v1", tmp_path, tmp_path, folds=1)
     c = TrainConfig("benign_malignant", "transfer", tmp_path, tmp_path / "o")
-    assert c.learning_rate == 1e-5 and c.augmentation == "rotate90_reflect"
+    assert c.learning_rate == 1e-5 and c.augmentation == "geometric_rot90_reflect"
     assert TrainConfig("mass_calc", "scratch_v1", tmp_path, tmp_path).learning_rate == 1e-3
     assert TrainConfig("mass_calc", "scratch_v1", tmp_path, tmp_path).augmentation == "geometric"
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from mammo_core.atomic import atomic_write_text
 
-FOLD_COLUMNS = ("accuracy", "loss", "auc", "f1_macro")
+# auc: of the probabilities; auc_hard_labels: of the argmax labels, as the study's tables
+FOLD_COLUMNS = ("accuracy", "loss", "auc", "auc_hard_labels", "f1_macro")
 
 
 @dataclass
