@@ -223,7 +223,7 @@ def run(args) -> int:
     if gradcam:
         heatmaps, heatmap_paths, write_failed = _gradcam(session, coll.patches, preds, args, disable)
 
-    run_ = PredictionRun(preds, session.provenance(), list(coll.errors), coll.patches, heatmaps,
+    run_ = PredictionRun(preds, session.provenance_record(), list(coll.errors), coll.patches, heatmaps,
                          heatmap_paths)
     for e in run_.errors[len(coll.errors):]:  # a non-finite answer: an error for that patch
         log.warning("cannot predict %s: %s", shown(e.source), shown(e.error))

@@ -192,19 +192,19 @@ def _output_problem(out: str) -> str | None:
                 "devices / kernel files; name an ordinary folder for the outputs")
     if os.path.lexists(out) and not os.path.isdir(out):
         return f"-o {shown(out)}: exists and is not a folder"
-    out = Path(out)
+    folder = Path(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        return f"-o {shown(out)}: cannot create the output folder: {exc.strerror or exc}"
-    if not out.is_dir():
-        return f"-o {shown(out)}: is not a folder"
+        return f"-o {shown(folder)}: cannot create the output folder: {exc.strerror or exc}"
+    if not folder.is_dir():
+        return f"-o {shown(folder)}: is not a folder"
     try:  # tried for real (root ignores permission bits)
-        fd, probe = tempfile.mkstemp(prefix=".mammo-probe-", dir=out)
+        fd, probe = tempfile.mkstemp(prefix=".mammo-probe-", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        return f"-o {shown(out)}: cannot write in this folder: {exc.strerror or exc}"
+        return f"-o {shown(folder)}: cannot write in this folder: {exc.strerror or exc}"
     return None
 
 
