@@ -292,7 +292,7 @@ def _algorithm(provenance: Provenance, ref: SourceRef, what: str, extra: Sequenc
 
     params = [f"software {provenance.software_name} {provenance.software_version}", f"command {what}"]
     for m in provenance.models:
-        params.append(f"model {m['name']} version {m['version']} sha256 {m['sha256']} task {m['task']}")
+        params.append(f"model {m.name} version {m.version} sha256 {m.sha256} task {m.task}")
     if provenance.engine is not None:
         e = provenance.engine
         params.append(f"engine {e['name']} {e['version']} precision {e['precision']}")
@@ -302,7 +302,7 @@ def _algorithm(provenance: Provenance, ref: SourceRef, what: str, extra: Sequenc
                       "(the source has no DICOM identity)")
     params.append(RESEARCH_TEXT)
     name = provenance.ensemble.name if provenance.ensemble is not None else (
-        provenance.models[0]["name"] if provenance.models else MANUFACTURER)
+        provenance.models[0].name if provenance.models else MANUFACTURER)
     return hd.sr.AlgorithmIdentification(name=str(name)[:64], version=provenance.software_version[:64],
                                          parameters=params)
 
@@ -325,7 +325,7 @@ def _sr(evidence: Dataset, ref: SourceRef, findings: Sequence[Finding], provenan
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=generate_uid(), name=MANUFACTURER, manufacturer_name=MANUFACTURER,
             model_name=MANUFACTURER))
-    groups = []
+    groups: list[Any] = []
     for f in findings:
         region = hd.sr.ImageRegion(
             graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=_rectangle(f),
@@ -405,7 +405,7 @@ def _gsps(evidence: Dataset, findings: Sequence[Finding]) -> Dataset:
             referenced_images=[evidence], graphic_layer=layer,
             referenced_frame_number=None if frame is None else int(frame),
             graphic_objects=graphics, text_objects=texts))
-    luts = {}
+    luts: dict[str, Any] = {}
     if int(evidence.get("NumberOfFrames", 1) or 1) > 1:
         # highdicom reads these from functional groups (enhanced IODs); a multi-frame image
         # without them gets them stated: its rescale and a window over its stored range
@@ -532,7 +532,8 @@ def predict_dicom_results(out_dir: str | Path, patches: Sequence[Patch], preds: 
             try:
                 ref = base if not base.generated_uids else resolve_ref(replace(base, study_uid=None), source)[0]
                 # a generated source is the patch as the models saw it (150 x 150), whole
-                shape = patch0.pixels.shape if ref.generated_uids else (patch0.original_shape or patch0.pixels.shape)
+                hw = patch0.pixels.shape if ref.generated_uids else (patch0.original_shape or patch0.pixels.shape)
+                shape = (int(hw[0]), int(hw[1]))
                 findings = []
                 for k, (patch, pred) in enumerate(group, 1):
                     frame = None if patch.index is None or ref.generated_uids else patch.index + 1

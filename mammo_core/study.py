@@ -101,7 +101,8 @@ class StudySet:
 
 
 def _candidates(paths: Iterable[str | Path], recursive: bool) -> tuple[list[Path], list[ReadFailure]]:
-    files, failures = [], []
+    files: list[Path] = []
+    failures: list[ReadFailure] = []
     for given in paths:
         p = Path(given)
         if p.is_dir():
@@ -192,7 +193,7 @@ def open_studies(paths: Iterable[str | Path], *, recursive: bool = True) -> Stud
         patients_of.setdefault(study_key, set()).add(patient)
     studies = []
     for (patient, study_key), images in sorted(groups.items()):
-        notes = ()
+        notes: tuple[str, ...] = ()
         if len(patients_of[study_key]) > 1:
             notes = (f"StudyInstanceUID {study_key} is shared by {len(patients_of[study_key])} patients; "
                      "their images are kept apart",)

@@ -30,8 +30,9 @@ from mammo_core.dicom_out import (
     write_dicom_results,
 )
 from mammo_core.errors import MammoError
+from mammo_core.labels import CLASS_NAMES
 from mammo_core.mammogram import read_mammogram
-from mammo_core.predictions import Provenance
+from mammo_core.predictions import ModelRecord, Provenance
 
 SPACING = 19.2 / SIDE  # mm: the default 19.2 mm window is SIDE pixels
 
@@ -178,7 +179,7 @@ def test_predict_dicom_out_references_each_patch_source(models, tmp_path, capsys
 
 def _provenance() -> Provenance:
     return Provenance("0.1.0", RESEARCH_TEXT, "2026-01-01T00:00:00",
-                      ({"name": "m", "version": "1", "sha256": "0" * 64, "task": "five_class"},))
+                      (ModelRecord("m", "1", "0" * 64, "five_class", CLASS_NAMES),))
 
 
 def _finding(**kw) -> Finding:

@@ -15,7 +15,8 @@ from app.controllers.study import StudyController
 from app.service import ModelService
 from app.views.study_tab import StudyTab
 from mammo_core.dicom_out import SR_SUFFIX
-from mammo_core.predictions import Provenance
+from mammo_core.labels import CLASS_NAMES
+from mammo_core.predictions import ModelRecord, Provenance
 from mammo_core.protocol import Box
 
 pytestmark = pytest.mark.gui
@@ -42,7 +43,7 @@ class FakeSession:
 
     def provenance_record(self):
         return Provenance("0.1.0", "research use only", "2026-01-01T00:00:00",
-                          ({"name": "m1", "version": "1", "sha256": "0" * 64, "task": "five_class"},))
+                          (ModelRecord("m1", "1", "0" * 64, "five_class", CLASS_NAMES),))
 
 
 @pytest.fixture()

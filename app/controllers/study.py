@@ -38,7 +38,9 @@ class StudyController(QObject):
     def connect_messages(self, error, status) -> None:
         """Send the errors (message, title, traceback) and status lines of this controller and
         of its views to ``error`` and ``status``."""
-        for c in (self, *self.views):
+        self.errorOccurred.connect(error)
+        self.statusMessage.connect(status)
+        for c in self.views:
             c.errorOccurred.connect(error)
             c.statusMessage.connect(status)
 

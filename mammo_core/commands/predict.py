@@ -227,7 +227,7 @@ def run(args) -> int:
                          heatmap_paths)
     for e in run_.errors[len(coll.errors):]:  # a non-finite answer: an error for that patch
         log.warning("cannot predict %s: %s", shown(e.source), shown(e.error))
-    dicom_failed = []
+    dicom_failed: list[MammoError] = []
     if args.dicom_out is not None:  # written before the report: a DICOM failure keeps the report
         kept = {id(p) for p in run_.predictions}  # the finite answers
         pairs = [(pa, pr) for pa, pr in zip(coll.patches, preds) if id(pr) in kept]

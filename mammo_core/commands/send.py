@@ -12,6 +12,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mammo_core import DISCLAIMER
 from mammo_core.errors import MammoError
@@ -110,10 +111,11 @@ def collect(paths: list[str]) -> tuple[list[Path], list[str]]:
     return files, problems
 
 
-def _read(files: list[Path]) -> tuple[list[tuple[Path, object]], list[str]]:
+def _read(files: list[Path]) -> tuple[list[tuple[Path, Any]], list[str]]:
     import pydicom
 
-    out, problems = [], []
+    out: list[tuple[Path, Any]] = []
+    problems: list[str] = []
     for f in files:
         try:
             with warnings.catch_warnings():
