@@ -15,10 +15,12 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# Qt's X11 platform plugin needs system libraries: app/qtdeps.py checks them with ldd and, on
-# Debian/Ubuntu as root, installs the missing ones with apt-get (otherwise prints the command).
+# app/qtdeps.py first checks there is a display (else says in one line how to run the viewer:
+# desktop, ssh -X, xvfb-run make run, or ARGS="PATH --screenshot FILE.png"); then Qt's X11
+# platform plugin's system libraries with ldd and, on Debian/Ubuntu as root, installs the
+# missing ones with apt-get (otherwise prints the command).
 run: $(VENV)/.installed
-	$(PY) -m app.qtdeps
+	$(PY) -m app.qtdeps -- $(ARGS)
 	$(VENV)/bin/mammo-viewer $(ARGS)
 
 test: $(VENV)/.installed

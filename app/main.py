@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
@@ -15,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from app.main_window import MainWindow
+from app.qtdeps import display_problem
 from app.settings import APPLICATION, ORGANIZATION, make_settings
 from app.text import APP_DISPLAY_NAME
 from mammo_core import __version__, logsetup
@@ -31,6 +33,34 @@ QUIET_LOGGERS = ("tensorflow", "absl", "keras", "h5py", "py.warnings", "tf_keras
 
 def version() -> str:
     return __version__
+
+
+MAX_SCREENSHOT_TIMEOUT_S = 24 * 3600.0
+MAX_SIDE_PX = 16384
+
+
+def timeout_seconds(text: str) -> float:
+    """``--screenshot-timeout``: a finite number of seconds from 1 to a day."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(v) or not 1.0 <= v <= MAX_SCREENSHOT_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds from 1 to {MAX_SCREENSHOT_TIMEOUT_S:.0f}, "
+            f"got {text!r}")
+    return v
+
+
+def window_size(text: str) -> tuple[int, int]:
+    """``--size WxH``: two whole numbers of pixels from 1 to 16384."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH like 1400x900, got {text!r}") from None
+    if not (1 <= w <= MAX_SIDE_PX and 1 <= h <= MAX_SIDE_PX):
+        raise argparse.ArgumentTypeError(f"each side from 1 to {MAX_SIDE_PX} px, got {text!r}")
+    return w, h
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="open PATHs, select the first patch, wait for its prediction and "
                         "heatmap (and, for up to 256 patches, every prediction), save a PNG "
                         "of the window to FILE and exit (1 on failure or timeout)")
-    p.add_argument("--screenshot-timeout", type=float, default=300.0, metavar="SECONDS",
+    p.add_argument("--screenshot-timeout", type=timeout_seconds, default=300.0, metavar="SECONDS",
                    help="give up on --screenshot after this many seconds (default 300)")
-    p.add_argument("--size", default="1400x900", metavar="WxH",
+    p.add_argument("--size", type=window_size, default=(1400, 900), metavar="WxH",
                    help="window size for --screenshot (default 1400x900)")
     p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     return p
@@ -212,25 +242,25 @@ class ScreenshotJob:
         self._timer.start()
 
     def _on_opened(self, n: int) -> None:
-        if self.window.patch_model.rowCount() == 0:
+        if self.window.browser.patch_model.rowCount() == 0:
             if self.window.mammo.pending is not None:
                 self._mammogram = "opening"  # a whole mammogram: map it, open the best candidate
                 return
-            self._fail("no patch could be opened")
+            self.fail("no patch could be opened")
             return
-        self.window.select_index(0)
+        self.window.browser.select_index(0)
 
     def _mammogram_step(self) -> None:
         """--screenshot of a whole mammogram: once shown and the models are ready, compute the
         abnormality map and open its best candidate as a patch (predicted, Grad-CAM drawn)."""
-        panel = self.window.mammo.panel
+        panel, mammo = self.window.mammo_tab, self.window.mammo
         if self._mammogram == "opening" and panel.mammogram is not None and self.window.models_ready:
             self._mammogram = "mapping"
             panel.request_map()
         elif self._mammogram == "mapping" and not panel.map_running():
-            res = panel.maps.get(panel.mammogram.source)
+            res = mammo.current_map()
             if res is None or not res.candidates:
-                self._fail("the abnormality map gave no candidate")
+                self.fail("the abnormality map gave no candidate")
                 return
             self._mammogram = "candidate"
             panel.open_candidate(0)
@@ -238,25 +268,25 @@ class ScreenshotJob:
     def _ready(self) -> bool:
         w = self.window
         entry = w.current_entry()
-        return (entry is not None and w.patch_model.prediction(entry.key) is not None
+        return (entry is not None and w.browser.patch_model.prediction(entry.key) is not None
                 and w.shown_heat_key() is not None)
 
     def _poll(self) -> None:
         try:
             self._poll_once()
         except Exception as exc:  # noqa: BLE001 - a slot must not leave the job hanging
-            self._fail(f"{type(exc).__name__}: {exc}".splitlines()[0])
+            self.fail(f"{type(exc).__name__}: {exc}".splitlines()[0])
 
     def _poll_once(self) -> None:
         w = self.window
         if w.models_state in ("none", "failed"):
-            self._fail(w.messages[-1] if w.messages else "no model could be loaded")
+            self.fail(w.messages[-1] if w.messages else "no model could be loaded")
             return
         if self._mammogram in ("opening", "mapping"):
             self._mammogram_step()
         if self._ready():
             # a small set gets every prediction too, so the browser shows its classes
-            if self._run_all is None and w.patch_model.rowCount() <= RUN_ALL_IN_SHOT:
+            if self._run_all is None and w.browser.patch_model.rowCount() <= RUN_ALL_IN_SHOT:
                 self._run_all = "running"
                 w.runAllFinished.connect(lambda _n: setattr(self, "_run_all", "done"))
                 w.run_all()
@@ -268,7 +298,7 @@ class ScreenshotJob:
                 self._save()
             return
         if time.monotonic() > self._deadline:
-            self._fail(f"timed out after {self._timeout_s:.0f} s waiting for the prediction "
+            self.fail(f"timed out after {self._timeout_s:.0f} s waiting for the prediction "
                        "and heatmap of the first patch"
                        + (f" (last message: {w.messages[-1]})" if w.messages else ""))
 
@@ -282,13 +312,13 @@ class ScreenshotJob:
                 if not pix.save(str(tmp), "PNG"):
                     raise OSError("Qt could not write the PNG")
         except OSError as exc:
-            self._fail(f"{self.out}: cannot write screenshot: {exc}")
+            self.fail(f"{self.out}: cannot write screenshot: {exc}")
             return
         log.info("screenshot saved to %s (%dx%d)", self.out, pix.width(), pix.height())
         self.exit_code = 0
         self.app.exit(0)
 
-    def _fail(self, why: str) -> None:
+    def fail(self, why: str) -> None:
         self._timer.stop()
         log.error("error: screenshot failed: %s", why)
         self.exit_code = 1
@@ -302,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot is not None and not os.environ.get("QT_QPA_PLATFORM") and \
             not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    why = display_problem(os.environ)
+    if why:  # before Qt, which would abort with "could not connect to display" and a core
+        print(f"mammo-viewer: error: {why}", file=sys.stderr)
+        return 1
     if args.screenshot is not None:
         why = screenshot_target_problem(args.screenshot)
         if why:  # fail fast, before Qt, TensorFlow or any window
@@ -343,13 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     ref.append(window)
     job = None
     if shot:
-        try:
-            w, h = (int(v) for v in args.size.lower().split("x"))
-        except ValueError:
-            build_parser().error(f"--size: expected WxH like 1400x900, got {args.size!r}")
+        w, h = args.size
         window.resize(max(w, 1200), max(h, 800))
-        window.overlay_check.setChecked(True)
-        window.side_check.setChecked(True)
+        window.patch_tab.overlay_check.setChecked(True)
+        window.patch_tab.side_check.setChecked(True)
         job = ScreenshotJob(app, window, args.screenshot, args.screenshot_timeout)
     window.show()
     app.processEvents()
@@ -363,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         if paths:
             window.open_paths(paths, remember=bool(args.paths))
         elif shot:
-            job._fail(f"no PATH given and no sample patches in {samples_dir()}")
+            job.fail(f"no PATH given and no sample patches in {samples_dir()}")
         else:
             window.status(f"No sample patches in {samples_dir()}; open files with File ▸ Open.")
 

@@ -25,7 +25,7 @@ from PyQt6.QtGui import QBrush, QColor, QPixmap
 from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
 from app import imaging
-from app.text import class_short
+from app.text import class_short, plain_tooltip
 from mammo_core.confidence import CALL_RULE, DISAGREE_TEXT, agreement
 from mammo_core.labels import LABEL_TO_NAME
 
@@ -235,7 +235,7 @@ class PatchTableModel(QAbstractTableModel):
                 tip += f"\n{a.text}"
             elif flagged:
                 tip += f"\n{DISAGREE_TEXT}"
-            return tip
+            return plain_tooltip(tip)
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (self.COL_PROB, self.COL_UNC):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None

@@ -11,7 +11,10 @@ provides it. Then:
 * missing otherwise: prints the exact command to run (``sudo apt-get install -y ...`` on
   Debian/Ubuntu) and exits 1, since the viewer could not open a window.
 
-``--no-install`` only reports. With ``QT_QPA_PLATFORM`` set to another platform (offscreen,
+First of all it checks that there is a display at all (:func:`display_problem`): without
+``DISPLAY`` / ``WAYLAND_DISPLAY`` (and no headless ``QT_QPA_PLATFORM``) it says in one line how
+to run the viewer instead and exits 1, before installing anything. ``--no-install`` only
+reports. With ``QT_QPA_PLATFORM`` set to another platform (offscreen,
 wayland, ...) there is nothing to check. Imports neither Qt nor TensorFlow (a missing library would make
 importing Qt abort); ``ldd`` absent (not Linux): nothing to check, exit 0.
 """
@@ -25,7 +28,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +87,35 @@ class Check:
     missing: tuple[str, ...]  # sonames, sorted
     packages: tuple[str, ...]  # Debian packages for them, sorted
     unknown: tuple[str, ...]  # sonames without a known package
+
+
+HEADLESS_PLATFORMS = ("offscreen", "minimal", "minimalegl", "vnc", "eglfs", "linuxfb")
+NO_DISPLAY = ("no display to open the viewer on ({why}); run it on the desktop, over `ssh -X`, "
+              "with `xvfb-run make run`, or headless: mammo-viewer PATH --screenshot FILE.png")
+
+
+def display_problem(env: Mapping[str, str], viewer_args: Sequence[str] = (),
+                    system: str = sys.platform) -> str | None:
+    """Why Qt could not open a window here, in one line (how to run it instead), or None.
+    ``viewer_args``: the viewer's command line (``--screenshot`` needs no display)."""
+    if system in ("darwin", "win32"):
+        return None
+    if any(a in ("-h", "--help", "--version") or a.split("=")[0] == "--screenshot"
+           for a in viewer_args):
+        return None
+    platform = env.get("QT_QPA_PLATFORM", "").split(":")[0].strip()
+    x11, wayland = bool(env.get("DISPLAY")), bool(env.get("WAYLAND_DISPLAY"))
+    if platform in HEADLESS_PLATFORMS:
+        return None
+    if platform.startswith("wayland"):
+        return None if wayland else NO_DISPLAY.format(
+            why=f"QT_QPA_PLATFORM={platform} and WAYLAND_DISPLAY is unset")
+    if platform == "xcb":
+        return None if x11 else NO_DISPLAY.format(why="QT_QPA_PLATFORM=xcb and DISPLAY is unset")
+    if platform:
+        return None  # another platform plugin: Qt decides
+    return None if x11 or wayland else NO_DISPLAY.format(
+        why="DISPLAY and WAYLAND_DISPLAY are unset")
 
 
 def parse_ldd(text: str) -> tuple[dict[str, str], list[str]]:
@@ -192,21 +224,34 @@ def _read(path: str) -> str:
 
 def main(argv: Sequence[str] | None = None, run: Runner = subprocess.run, out=None,
          os_release: str | None = None, euid: int | None = None, which=shutil.which,
-         plugin: Path | None = None) -> int:
-    """The check (tests pass ``run``, ``os_release``, ``euid``, ``which``, ``plugin``)."""
+         plugin: Path | None = None, env: Mapping[str, str] | None = None) -> int:
+    """The check (tests pass ``run``, ``os_release``, ``euid``, ``which``, ``plugin``, ``env``)."""
     p = argparse.ArgumentParser(prog="python -m app.qtdeps",
                                 description="Check (and on Debian/Ubuntu as root install) the system "
                                             "libraries Qt's xcb platform plugin needs.")
     p.add_argument("--no-install", action="store_true", help="only report what is missing")
+    p.add_argument("viewer_args", nargs=argparse.REMAINDER,
+                   help="after --: the viewer's arguments (--screenshot needs no display)")
     args = p.parse_args(argv)
     out = out or sys.stderr
+    env = os.environ if env is None else env
 
     def say(text: str) -> None:
         print(f"qtdeps: {text}", file=out)
 
+    viewer_args = [a for a in args.viewer_args if a != "--"]
+    why = display_problem(env, viewer_args)
+    if why:
+        print(f"mammo-viewer: error: {why}", file=out)
+        return 1
+    headless_shot = any(a.split("=")[0] == "--screenshot" for a in viewer_args) and not (
+        env.get("DISPLAY") or env.get("WAYLAND_DISPLAY") or env.get("QT_QPA_PLATFORM"))
+    if headless_shot:
+        return 0  # the viewer takes the screenshot offscreen: the xcb plugin is not used
+
     if which("ldd") is None:
         return 0  # not a glibc Linux: nothing to check here
-    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    platform = env.get("QT_QPA_PLATFORM", "")
     if platform and not platform.startswith("xcb"):
         return 0  # offscreen, wayland, ...: the xcb plugin is not used
     plugin = plugin or xcb_plugin()

@@ -300,9 +300,9 @@ class ResultsPanel(QScrollArea):
         self.patch_label.setText(breakable(name))
         bits = []
         if true_label:
-            bits.append(f"True label (from the data): <b>{class_label(true_label)}</b>")
-        if split:
-            bits.append(f"Split: {split}")
+            bits.append(f"True label (from the data): <b>{_esc(class_label(true_label))}</b>")
+        if split:  # words from the data's files: escaped, never markup
+            bits.append(f"Split: {_esc(split)}")
         self.truth_label.setText("<br>".join(bits))
         self.truth_label.setVisible(bool(bits))
 
@@ -323,7 +323,7 @@ class ResultsPanel(QScrollArea):
         for m in models:
             kind = getattr(m, "kind", "model")
             lines.append(f"<b>{_html(m.name)}</b> — {task_label(m.task)}"
-                         f"{' (ensemble)' if kind == 'ensemble' else ''}, v{m.version}")
+                         f"{' (ensemble)' if kind == 'ensemble' else ''}, v{_esc(m.version)}")
         self.models_label.setText("<br>".join(lines))
 
     def quality(self, name: str) -> ModelQuality:

@@ -6,12 +6,11 @@ before creating the window, so they never touch the user's settings.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from PyQt6.QtCore import QSettings
+from PyQt6.QtWidgets import QMainWindow, QSplitter
 
-if TYPE_CHECKING:  # pragma: no cover
-    from app.main_window import MainWindow
+from app.views.patch_tab import PatchTab
+from app.window_ui import WindowUi
 
 ORGANIZATION = "mammo-patches"
 APPLICATION = "mammo-viewer"
@@ -59,39 +58,47 @@ def push_recent(s: QSettings, path: str) -> list[str]:
     return recent
 
 
-def restore_window(win: MainWindow, s: QSettings) -> str:
-    """Geometry, overlay, image and reading choices of the last session; returns the heatmap
-    model to select once the models are loaded."""
+def restore_window(win: QMainWindow, tab: PatchTab, s: QSettings) -> int:
+    """Geometry, overlay and image choices of the last session (the heatmap model to select once
+    the models are loaded goes to ``tab.preferred_model``); returns the bits setting."""
     geom = s.value("window/geometry")
     if geom is not None:
         win.restoreGeometry(geom)
     else:
         win.resize(1400, 900)
-    win.opacity.setValue(round(100 * get_float(s, "overlay/opacity", 0.4)))
-    win.overlay_check.setChecked(get_bool(s, "overlay/on", True))
-    win.side_check.setChecked(get_bool(s, "overlay/side_by_side", False))
-    i = win.method_combo.findData(get_str(s, "overlay/method", "gradcam"))
-    win.method_combo.setCurrentIndex(max(i, 0))
-    win.auto_check.setChecked(get_bool(s, "image/auto", True))
-    win.invert_check.setChecked(get_bool(s, "image/invert", False))
+    tab.opacity.setValue(round(100 * get_float(s, "overlay/opacity", 0.4)))
+    tab.overlay_check.setChecked(get_bool(s, "overlay/on", True))
+    tab.side_check.setChecked(get_bool(s, "overlay/side_by_side", False))
+    i = tab.method_combo.findData(get_str(s, "overlay/method", "gradcam"))
+    tab.method_combo.setCurrentIndex(max(i, 0))
+    tab.auto_check.setChecked(get_bool(s, "image/auto", True))
+    tab.invert_check.setChecked(get_bool(s, "image/invert", False))
+    tab.preferred_model = get_str(s, "overlay/model", "ensemble")
     try:
-        bits = int(get_str(s, "read/bits", "16") or 16)
+        return int(get_str(s, "read/bits", "16") or 16)
     except ValueError:
-        bits = 16
-    win.set_read_bits(bits if bits in win.bits_actions else 16, reopen=False)
-    return get_str(s, "overlay/model", "ensemble")
+        return 16
 
 
-def save_window(win: MainWindow, s: QSettings) -> None:
+def save_window(win: QMainWindow, ui: WindowUi, tab: PatchTab, s: QSettings) -> None:
     s.setValue("window/geometry", win.saveGeometry())
-    s.setValue("window/splitter", win.splitter.saveState())
-    s.setValue("overlay/opacity", win.opacity.value() / 100.0)
-    s.setValue("overlay/on", win.overlay_check.isChecked())
-    s.setValue("overlay/side_by_side", win.side_check.isChecked())
-    s.setValue("overlay/method", win.method_combo.currentData())
-    model = win.heat_model.currentData()
+    s.setValue("window/splitter", ui.splitter.saveState())
+    s.setValue("overlay/opacity", tab.opacity.value() / 100.0)
+    s.setValue("overlay/on", tab.overlay_check.isChecked())
+    s.setValue("overlay/side_by_side", tab.side_check.isChecked())
+    s.setValue("overlay/method", tab.method_combo.currentData())
+    model = tab.heat_model.currentData()
     if model:
         s.setValue("overlay/model", model)
-    s.setValue("image/auto", win.auto_check.isChecked())
-    s.setValue("image/invert", win.invert_check.isChecked())
+    s.setValue("image/auto", tab.auto_check.isChecked())
+    s.setValue("image/invert", tab.invert_check.isChecked())
     s.sync()
+
+
+def place_splitter(splitter: QSplitter, s: QSettings) -> None:
+    """The browser | tabs | results sizes of the last session, else 27 % | rest | 27 %."""
+    state = s.value("window/splitter")
+    if state is None or not splitter.restoreState(state):
+        total = max(splitter.width(), 1000)
+        left, right = int(total * 0.27), int(total * 0.27)
+        splitter.setSizes([left, total - left - right, right])

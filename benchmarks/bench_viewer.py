@@ -7,7 +7,7 @@ Prints, from this process's start:
 and, after "Run all" has cached every prediction:
   next_patch_ms       median time from "next patch" (Down key) to its results on screen
   next_heatmap_ms     median time until that patch's heatmap is on screen (computed on demand)
-whole mammograms (app/mammogram_view.py, mammo_core/scan.py):
+whole mammograms (app/views/mammogram_view.py, app/views/mammogram_panel.py, mammo_core/scan.py):
   dicom_display_s     a CBIS-sized 16-bit DICOM (--dicom-size, default 4000 x 6000) from the
                       file to the first painted display in the mammogram view (median of 3)
   mias_map_s          the abnormality map + candidates of one 1024 x 1024 mini-MIAS image
@@ -88,13 +88,13 @@ def main() -> int:
 
     def ready():
         e = win.current_entry()
-        return (e is not None and win.patch_model.prediction(e.key) is not None
+        return (e is not None and win.browser.patch_model.prediction(e.key) is not None
                 and win.shown_heat_key() is not None)
 
     win.start_models()
     if args.mammograms_only:
         wait(lambda: win.models_ready, "the models")
-        print(f"device: CPU ({os.cpu_count()} cores); models: {', '.join(win.session.loaded)}")
+        print(f"device: CPU ({os.cpu_count()} cores); models: {', '.join(win.service.session.loaded)}")
         _mammogram_timings(app, win, args)
         win.shutdown(60)
         return 0
@@ -104,7 +104,7 @@ def main() -> int:
     models_loaded_s = time.perf_counter() - T0
     wait(ready, "the first prediction and heatmap")
     first_prediction_s = time.perf_counter() - T0
-    n = win.patch_model.rowCount()
+    n = win.browser.patch_model.rowCount()
 
     done = []
     win.runAllFinished.connect(done.append)
@@ -113,15 +113,15 @@ def main() -> int:
     wait(lambda: bool(done), "run all")
     run_all_s = time.perf_counter() - t
 
-    win.table.setFocus()
-    win.table.select_row(0)
+    win.browser.table.setFocus()
+    win.browser.table.select_row(0)
     wait(ready, "the first patch again")
     pred_ms, heat_ms = [], []
     shown: list[str] = []
     win.predictionShown.connect(shown.append)  # emitted once the results panel is filled
     for _ in range(min(args.steps, n - 1)):
         t = time.perf_counter()
-        QTest.keyClick(win.table, Qt.Key.Key_Down)
+        QTest.keyClick(win.browser.table, Qt.Key.Key_Down)
         e = win.current_entry()
         wait(lambda e=e: shown and shown[-1] == e.key, "the next prediction")
         pred_ms.append(1000 * (time.perf_counter() - t))
@@ -129,7 +129,7 @@ def main() -> int:
         heat_ms.append(1000 * (time.perf_counter() - t))
 
     print(f"device: CPU ({os.cpu_count()} cores); patches: {n}; models: "
-          f"{', '.join(win.session.loaded)}")
+          f"{', '.join(win.service.session.loaded)}")
     print(f"window_s={window_s:.2f}")
     print(f"models_loaded_s={models_loaded_s:.2f}")
     print(f"first_prediction_s={first_prediction_s:.2f}")
@@ -152,7 +152,7 @@ def _mammogram_timings(app, win, args):
         w_, h_ = (int(v) for v in args.dicom_size.lower().split("x"))
         print(f"dicom_display_s={_dicom_display(app, w_, h_):.2f} ({w_} x {h_} 16-bit, median of 3)")
     if args.mias_image:
-        print(_mias_map(win.session, args.mias_image, args.mias_stride))
+        print(_mias_map(win.service.session, args.mias_image, args.mias_stride))
 
 
 def _dicom_display(app, width, height):
@@ -162,7 +162,7 @@ def _dicom_display(app, width, height):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from filemakers import write_dicom
 
-    from app.mammogram_view import MammogramPanel
+    from app.views.mammogram_panel import MammogramPanel
     from mammo_core.mammogram import read_mammogram
 
     times = []
@@ -262,19 +262,19 @@ def _big_stack(app, win, n):
         rng = np.random.default_rng(0)
         np.save(path, rng.integers(0, 65535, (n, 150, 150), dtype=np.uint16))
         win.close_all()
-        win.patch_model.thumbnails_made = 0
+        win.browser.patch_model.thumbnails_made = 0
         t = time.perf_counter()
         win.open_paths([str(path)], remember=False)
-        while win.patch_model.rowCount() < n:
+        while win.browser.patch_model.rowCount() < n:
             app.processEvents()
         open_s = time.perf_counter() - t
-        win.table.setFocus()
+        win.browser.table.setFocus()
         t = time.perf_counter()
         for _ in range(20):
-            QTest.keyClick(win.table, Qt.Key.Key_PageDown)
+            QTest.keyClick(win.browser.table, Qt.Key.Key_PageDown)
             app.processEvents()
         page_ms = 1000 * (time.perf_counter() - t) / 20
-        return open_s, page_ms, win.patch_model.thumbnails_made
+        return open_s, page_ms, win.browser.patch_model.thumbnails_made
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.controller import HEAT_CACHE_SIZE, ModelsState, RunAllJob, ViewerController, key_of
+from app.controllers.patches import HEAT_CACHE_SIZE, PatchController, RunAllJob, key_of
+from app.service import ModelsState
 from mammo_core.io import Patch
 from mammo_core.predictions import ENSEMBLE, HeatKey, ModelOutput, PatchPrediction
 
@@ -98,7 +99,7 @@ def _patches(n, name="stack.npy"):
 
 @pytest.fixture
 def make(qtbot, tmp_path):
-    made: list[tuple[ViewerController, list[FakeSession]]] = []
+    made: list[tuple[PatchController, list[FakeSession]]] = []
 
     def _make(**kwargs):
         sessions: list[FakeSession] = []
@@ -108,7 +109,7 @@ def make(qtbot, tmp_path):
             sessions.append(s)
             return s
 
-        c = ViewerController(tmp_path / "models", session_factory=factory)
+        c = PatchController(tmp_path / "models", session_factory=factory)
         made.append((c, sessions))
         return c, sessions
 
@@ -150,7 +151,7 @@ def test_no_bundles_and_unreadable_folder(qtbot, make, tmp_path):
     def broken(models_dir):
         raise PermissionError(f"{models_dir}: permission denied")
 
-    c2 = ViewerController(tmp_path, session_factory=broken)
+    c2 = PatchController(tmp_path, session_factory=broken)
     errors = []
     c2.errorOccurred.connect(lambda *a: errors.append(a))
     c2.start_models()
@@ -369,7 +370,7 @@ def test_export_predicts_the_rest_and_names_the_ensemble_heatmap(qtbot, make, tm
 
 
 def test_controller_imports_no_tensorflow():
-    code = ("import sys, app.controller, app.main_window; "
+    code = ("import sys, app.controllers.patches, app.controllers.mammogram, app.service, app.main_window; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('tensorflow', 'keras', 'tf_keras_vis')))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

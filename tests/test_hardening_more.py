@@ -318,9 +318,9 @@ def test_card_metrics_beyond_float_range_or_outside_0_1_are_unknown_not_a_crash(
 VIEWER_READ = r"""
 import json, os, sys
 from PyQt6.QtCore import QCoreApplication, QTimer
-from app.controller import ViewerController
+from app.controllers.patches import PatchController
 app = QCoreApplication([])
-c = ViewerController(None)
+c = PatchController(None)
 got = {}
 def done(coll):
     got["patches"] = [os.fsencode(p.source).hex() for p in coll.patches]

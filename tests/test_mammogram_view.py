@@ -1,4 +1,5 @@
-"""The whole-mammogram view (app/mammogram_view.py), pytest-qt offscreen: opening a real
+"""The whole-mammogram tab (app/views/mammogram_panel.py, app/views/mammogram_view.py,
+app/controllers/mammogram.py), pytest-qt offscreen: opening a real
 mini-MIAS mammogram and a 16-bit DICOM, picking a region with the mouse (the builder's pixels),
 the abnormality map with Cancel, candidates opening as patches, the shortcut sheet."""
 from __future__ import annotations
@@ -8,14 +9,12 @@ import pytest
 from filemakers import write_dicom
 from PyQt6.QtCore import QEvent, QObject, QPoint, Qt
 
-from app.mammogram_view import (
-    MammogramPanel,
-    MapJobs,
-    ShortcutSheet,
-    is_mammogram_file,
-    nice_length_mm,
-    shortcut_rows,
-)
+from app.controllers.mammogram import MammogramController, is_mammogram_file
+from app.dialogs.shortcuts import ShortcutSheet, shortcut_rows
+from app.service import ModelService
+from app.text import REGION_HELP
+from app.views.mammogram_panel import MammogramPanel
+from app.views.mammogram_view import nice_length_mm
 from mammo_core.mammogram import read_mammogram
 from mammo_core.protocol import Box, box_window, cut_window, point_window
 
@@ -42,8 +41,8 @@ class ResizeStormGuard(QObject):
         return False
 
 
-def _panel(qtbot, guard: bool = False) -> MammogramPanel:
-    p = MammogramPanel()
+def _panel(qtbot, guard: bool = False, controller: MammogramController | None = None) -> MammogramPanel:
+    p = MammogramPanel(controller)
     qtbot.addWidget(p)
     if guard:
         p.storm_guard = ResizeStormGuard(p.view)
@@ -103,6 +102,33 @@ def test_16bit_dicom_opens_fitted_from_a_pyramid_level(qtbot, tmp_path):
     assert v.window.invert
 
 
+def test_scale_bar_never_covers_the_notice_and_the_side_panel_folds(qtbot, tmp_path):
+    """Issue 27: in a narrow view the 50 mm bar was drawn over "Research use only"; the preset
+    combo read "Breast (a"."""
+    px = np.zeros((1024, 1024), dtype=np.uint8)
+    px[100:900, 50:600] = 140
+    from mammo_core.mammogram import Mammogram
+
+    p = _panel(qtbot)
+    p.open_mammogram(Mammogram(px, str(tmp_path / "mdb001.png"), spacing_mm=(0.2, 0.2)))
+    for width in (1000, 700, 420):
+        p.resize(width, 800)
+        qtbot.wait(20)
+        p.view.fit()
+        x0, x1, y, _label = p.view.scale_bar_geometry()
+        notice = p.view.notice_rect()
+        bar_top, bar_bottom = y - 8 - 14, y + 5  # the label above the bar, the end ticks
+        overlaps_x = x0 < notice.right() and notice.left() < x1
+        overlaps_y = bar_top < notice.bottom() and notice.top() < bar_bottom
+        assert not (overlaps_x and overlaps_y), (width, (x0, x1, y), notice)
+    fm = p.preset_box.fontMetrics()
+    assert p.preset_box.width() > fm.horizontalAdvance("Breast (auto)")
+    p.side_button.setChecked(False)
+    assert not p.side_tabs.isVisible()
+    p.side_button.setChecked(True)
+    assert p.side_tabs.isVisible()
+
+
 def test_scale_bar_lengths_are_round():
     assert nice_length_mm(0.2, 120) in (20.0, 50.0)
     assert nice_length_mm(0.01, 120) in (1.0, 2.0)
@@ -123,7 +149,7 @@ def test_point_and_box_on_real_mini_mias_cut_the_builders_window(qtbot, mias_dir
     p.radius.setValue(r)
     p.view.set_zoom(4.0)  # a screen pixel is a quarter of a source pixel: the click is exact
     p.view.centerOn(col, row)
-    with qtbot.waitSignal(p.regionCut) as sig:
+    with qtbot.waitSignal(p.controller.regionCut) as sig:
         _click_scene(qtbot, p.view, row, col)
     region = sig.args[0]
     assert region.box == expected_box
@@ -133,7 +159,7 @@ def test_point_and_box_on_real_mini_mias_cut_the_builders_window(qtbot, mias_dir
     p.view.set_zoom(1.0)
     p.view.centerOn(col, row)
     a, b = _scene_pos(p.view, row - r, col - r), _scene_pos(p.view, row + r, col + r)
-    with qtbot.waitSignal(p.regionCut) as sig:
+    with qtbot.waitSignal(p.controller.regionCut) as sig:
         qtbot.mousePress(p.view.viewport(), Qt.MouseButton.LeftButton, pos=a)
         from PyQt6.QtCore import QEvent, QPointF
         from PyQt6.QtGui import QMouseEvent
@@ -183,13 +209,14 @@ def app_style(request):
 def test_map_with_cancel_then_complete_and_candidates_open_as_patches(qtbot, tmp_path, session, app_style):
     """Also under create_app()'s style sheet: there the fitted view's scroll bars came and went
     for ever (each refit on resize toggled them), the test spun at full CPU until killed."""
-    from app.workers import SerialExecutor
     from mammo_core.scan import ScanSettings
 
-    pool = SerialExecutor("test-models")
+    service = ModelService(session.models_dir, session_factory=lambda _d: session)
     try:
-        p = _panel(qtbot, guard=True)
-        jobs = MapJobs(p, lambda: session, pool, ScanSettings(batch_size=4))
+        with qtbot.waitSignal(service.modelsLoaded, timeout=WAIT):
+            service.start_models()
+        ctrl = MammogramController(service, ScanSettings(batch_size=4))
+        p = _panel(qtbot, guard=True, controller=ctrl)
         p.open_mammogram(_synthetic(tmp_path))
         # cancel at the first progress report
         first = []
@@ -204,29 +231,29 @@ def test_map_with_cancel_then_complete_and_candidates_open_as_patches(qtbot, tmp
         assert p.map_running() and p.cancel_button.isEnabled()
         qtbot.waitUntil(lambda: not p.map_running(), timeout=WAIT)
         assert p.candidate_list.count() == 0 and "cancelled" in p.map_label.text()
-        assert p.mammogram.source not in p.maps           # a partial map is not cached
+        assert p.mammogram.source not in ctrl.maps        # a partial map is not cached
         jobs_worker_progress.disconnect(on_progress)
         p.request_map()
         qtbot.waitUntil(lambda: not p.map_running(), timeout=WAIT)
         assert p.candidate_list.count() > 0 and p.view.map_shown()
-        assert p.mammogram.source in p.maps and "Map members" in p.map_label.text()
-        res = p.maps[p.mammogram.source]
+        assert p.mammogram.source in ctrl.maps and "Map members" in p.map_label.text()
+        res = ctrl.maps[p.mammogram.source]
         # the cache: asking again shows the cached map at once
         p.request_map()
         assert not p.map_running()
         p.opacity.setValue(80)
-        with qtbot.waitSignal(p.regionCut) as sig:
+        with qtbot.waitSignal(p.controller.regionCut) as sig:
             p.candidate_list.itemActivated.emit(p.candidate_list.item(0))
         region = sig.args[0]
         assert region.box == res.candidates[0].box and region.how == "candidate 1"
         np.testing.assert_array_equal(region.patch.pixels, cut_window(p.mammogram.pixels, region.box))
         p.show_region_heat(f"{region.patch.source}", np.random.default_rng(0).random((150, 150)))
-        qtbot.waitUntil(lambda: jobs.worker is None, timeout=WAIT)
+        qtbot.waitUntil(lambda: ctrl.worker is None, timeout=WAIT)
         p.view.fit()
         qtbot.wait(50)
         assert not p.storm_guard.stormed, f"{p.storm_guard.resizes} resizes of the mammogram viewport"
     finally:
-        pool.shutdown()
+        service.shutdown()
 
 
 def test_shortcut_sheet_lists_keys_mouse_and_region_note(qtbot):
@@ -241,8 +268,6 @@ def test_shortcut_sheet_lists_keys_mouse_and_region_note(qtbot):
     qtbot.addWidget(sheet)
     assert sheet.table.rowCount() == len(rows)
     from PyQt6.QtWidgets import QLabel
-
-    from app.mammogram_view import REGION_HELP
 
     assert any(lbl.text() == REGION_HELP for lbl in sheet.findChildren(QLabel))
     assert "19.2 mm" in REGION_HELP and "max(2 x lesion radius, 96 px)" in REGION_HELP
@@ -278,15 +303,16 @@ def test_window_opens_a_mammogram_instead_of_shrinking_it_and_classifies_a_regio
     with qtbot.waitSignal(win.mammogramsOpened, timeout=WAIT) as sig:
         win.open_paths([str(path)], remember=False)
     assert sig.args[0] == [str(path)]
-    panel = win.mammo.panel
+    panel = win.mammo_tab
     qtbot.waitUntil(lambda: panel.mammogram is not None, timeout=WAIT)
-    assert win.patch_model.rowCount() == 0 and not win.messages  # no error, nothing shrunk
-    assert win.mammo.showing() and panel.mammogram.laterality == "R"
+    assert win.browser.patch_model.rowCount() == 0 and not win.messages  # no error, nothing shrunk
+    assert win.showing(panel) and panel.mammogram.laterality == "R"
+    assert not win.browser.isVisible()  # the mammogram gets the screen: the patch list folds
     qtbot.waitUntil(lambda: win.models_ready, timeout=WAIT)
     with qtbot.waitSignal(win.heatmapShown, timeout=WAIT):
         region = panel.pick_point(560, 330, 75)
     key = region.patch.source
-    assert win.patch_model.row_of(key) is not None and win.current_entry().key == key
+    assert win.browser.patch_model.row_of(key) is not None and win.current_entry().key == key
     assert "[window top=485 left=255 side=150]" in key
     pred = win.controller.prediction(key)
     assert pred is not None and pred.ensemble is not None and len(pred.per_model) == 3
@@ -303,9 +329,9 @@ def test_window_opens_a_mammogram_instead_of_shrinking_it_and_classifies_a_regio
 def test_f1_opens_the_shortcut_sheet(qtbot, win):
     from PyQt6.QtGui import QKeySequence
 
-    assert win.mammo.act_shortcuts.shortcut() == QKeySequence(QKeySequence.StandardKey.HelpContents)
-    win.mammo.act_shortcuts.trigger()
-    sheet = win.mammo.sheet
+    assert win.ui.act_shortcuts.shortcut() == QKeySequence(QKeySequence.StandardKey.HelpContents)
+    win.ui.act_shortcuts.trigger()
+    sheet = win.sheet
     qtbot.waitExposed(sheet)
     keys = [sheet.table.item(i, 0).text() for i in range(sheet.table.rowCount())]
     assert "Ctrl+M" in keys and "Ctrl+R" in keys and "F1" in keys and "Right-drag" in keys

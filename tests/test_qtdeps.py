@@ -3,6 +3,7 @@ libraries it reports, which packages, what it prints or runs. No display needed.
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def which_all(name):
 def _main(fs, os_release=DEBIAN, euid=1000, argv=(), which=which_all):
     out = io.StringIO()
     code = qtdeps.main(list(argv), run=fs.run, out=out, os_release=os_release, euid=euid, which=which,
-                       plugin=fs.plugin)
+                       plugin=fs.plugin, env={**os.environ, "DISPLAY": ":0"})
     return code, out.getvalue()
 
 

@@ -73,7 +73,7 @@ def _open(qtbot, win, paths):
 def _wait_ready(qtbot, win):
     """The current patch's prediction and heatmap are on screen."""
     qtbot.waitUntil(lambda: win.current_entry() is not None
-                    and win.patch_model.prediction(win.current_entry().key) is not None
+                    and win.browser.patch_model.prediction(win.current_entry().key) is not None
                     and win.shown_heat_key() is not None, timeout=WAIT)
 
 
@@ -81,56 +81,56 @@ def test_open_predict_overlay_target_export(qtbot, window, cbis_folder, tmp_path
     win = window
     win.start_models()
     _open(qtbot, win, [cbis_folder])
-    assert win.patch_model.rowCount() == 16
+    assert win.browser.patch_model.rowCount() == 16
     entry = win.current_entry()
     assert entry is not None and entry.split in ("train", "public_test")
     assert entry.true_label is not None  # labels of the CBIS layout are shown
     _wait_ready(qtbot, win)
-    assert set(win.session.loaded) >= {"ensemble"}
-    pred = win.patch_model.prediction(entry.key)
-    bars = win.results.ensemble_bars.rows()
+    assert set(win.service.session.loaded) >= {"ensemble"}
+    pred = win.browser.patch_model.prediction(entry.key)
+    bars = win.ui.results.ensemble_bars.rows()
     assert len(bars) == 5 and abs(sum(p for _, p, _ in bars) - 1.0) < 1e-3
-    assert len(win.results.member_bars()) == 3
-    assert win.results.verdict_label.isVisible()
-    assert "not a medical device" in win.status_notice.text()
-    assert "not a medical device" in win.banner.text()
+    assert len(win.ui.results.member_bars()) == 3
+    assert win.ui.results.verdict_label.isVisible()
+    assert "not a medical device" in win.ui.status_notice.text()
+    assert "not a medical device" in win.ui.banner.text()
     key = win.shown_heat_key()
     assert key[1] == "ensemble" and key[3] == pred.ensemble.predicted
-    assert len(win.view.images()) == 1
+    assert len(win.patch_tab.view.images()) == 1
 
     # overlay off and on with the G shortcut
     qtbot.keyClick(win, Qt.Key.Key_G)
-    assert not win.overlay_check.isChecked() and win.shown_heat_key() is None
+    assert not win.patch_tab.overlay_check.isChecked() and win.shown_heat_key() is None
     qtbot.keyClick(win, Qt.Key.Key_G)
-    assert win.overlay_check.isChecked() and win.shown_heat_key() == key  # cached: instant
+    assert win.patch_tab.overlay_check.isChecked() and win.shown_heat_key() == key  # cached: instant
 
     # side by side: original | overlay
-    win.side_check.setChecked(True)
-    assert len(win.view.images()) == 2
+    win.patch_tab.side_check.setChecked(True)
+    assert len(win.patch_tab.view.images()) == 2
 
     # another target class: a new heatmap, computed in the worker
     other = next(c for c in ("mass_malignant", "calcification_benign")
                  if c != pred.ensemble.predicted)
-    win.target_combo.setCurrentIndex(win.target_combo.findData(other))
+    win.patch_tab.target_combo.setCurrentIndex(win.patch_tab.target_combo.findData(other))
     qtbot.waitUntil(lambda: win.shown_heat_key() is not None
                     and win.shown_heat_key()[3] == other, timeout=WAIT)
     new_heat = win.controller.heatmap(win.shown_heat_key())[0]
     assert new_heat.shape == (150, 150) and 0.0 <= new_heat.min() <= new_heat.max() <= 1.0
 
     # one member's heatmap with Grad-CAM++
-    win.heat_model.setCurrentIndex(win.heat_model.findData("tiny_mass_calc_0"))
-    win.method_combo.setCurrentIndex(win.method_combo.findData("gradcam++"))
-    win.target_combo.setCurrentIndex(0)  # predicted class of that member
+    win.patch_tab.heat_model.setCurrentIndex(win.patch_tab.heat_model.findData("tiny_mass_calc_0"))
+    win.patch_tab.method_combo.setCurrentIndex(win.patch_tab.method_combo.findData("gradcam++"))
+    win.patch_tab.target_combo.setCurrentIndex(0)  # predicted class of that member
     qtbot.waitUntil(lambda: (win.shown_heat_key() or (None,) * 4)[1:3]
                     == ("tiny_mass_calc_0", "gradcam++"), timeout=WAIT)
     assert win.shown_heat_key()[3] in ("mass", "calcification")
 
     # opacity and contrast change only the drawing
-    before = win.view.images()[1]
-    win.opacity.setValue(90)
-    assert win.view.images()[1] != before
-    win.invert_check.setChecked(True)
-    assert not win.auto_check.isChecked() or win._window.invert
+    before = win.patch_tab.view.images()[1]
+    win.patch_tab.opacity.setValue(90)
+    assert win.patch_tab.view.images()[1] != before
+    win.patch_tab.invert_check.setChecked(True)
+    assert not win.patch_tab.auto_check.isChecked() or win.patch_tab._window.invert
 
     # export the current patch: JSON, CSV and PDF parse
     for fmt in ("json", "csv", "pdf"):
@@ -151,32 +151,32 @@ def test_open_predict_overlay_target_export(qtbot, window, cbis_folder, tmp_path
 
 def test_run_all_then_instant_navigation_and_filters(qtbot, window, cbis_folder, tmp_path):
     win = window
-    win.run_all_chunk = 4
+    win.controller.run_all_chunk = 4
     win.start_models()
     _open(qtbot, win, [cbis_folder])
     qtbot.waitUntil(lambda: win.models_ready, timeout=WAIT)
     with qtbot.waitSignal(win.runAllFinished, timeout=WAIT) as sig:
         win.run_all()
-        assert win.progress.isVisible() and win.cancel_button.isVisible()
+        assert win.ui.progress.isVisible() and win.ui.cancel_button.isVisible()
     assert sig.args[0] >= 15  # all (the first may have been predicted on its own)
-    assert all(win.patch_model.prediction(e.key) is not None for e in win.patch_model.entries())
-    assert not win.progress.isVisible()
+    assert all(win.browser.patch_model.prediction(e.key) is not None for e in win.browser.patch_model.entries())
+    assert not win.ui.progress.isVisible()
     # moving between patches shows cached results at once (no worker round trip)
-    win.table.setFocus()
+    win.browser.table.setFocus()
     shown = []
     win.predictionShown.connect(shown.append)
-    qtbot.keyClick(win.table, Qt.Key.Key_End)
+    qtbot.keyClick(win.browser.table, Qt.Key.Key_End)
     assert shown and shown[-1] == win.current_entry().key
-    qtbot.keyClick(win.table, Qt.Key.Key_Up)
+    qtbot.keyClick(win.browser.table, Qt.Key.Key_Up)
     assert shown[-1] == win.current_entry().key
     # filter by predicted class
-    cls = win.patch_model.prediction(win.current_entry().key).ensemble.predicted
-    win.pred_filter.setCurrentIndex(win.pred_filter.findData(cls))
-    n = win.proxy.rowCount()
+    cls = win.browser.patch_model.prediction(win.current_entry().key).ensemble.predicted
+    win.browser.pred_filter.setCurrentIndex(win.browser.pred_filter.findData(cls))
+    n = win.browser.proxy.rowCount()
     assert 1 <= n <= 16
-    assert all(win.patch_model.prediction(win.proxy.index(r, 0).data(
-        win.patch_model.EntryRole).key).ensemble.predicted == cls for r in range(n))
-    win.pred_filter.setCurrentIndex(0)
+    assert all(win.browser.patch_model.prediction(win.browser.proxy.index(r, 0).data(
+        win.browser.patch_model.EntryRole).key).ensemble.predicted == cls for r in range(n))
+    win.browser.pred_filter.setCurrentIndex(0)
     # export all as JSON: one ensemble row per patch
     out = tmp_path / "all.json"
     with qtbot.waitSignal(win.exportFinished, timeout=WAIT):
@@ -189,16 +189,16 @@ def test_run_all_cancel_is_prompt(qtbot, window, tmp_path):
     win = window
     imgs, _ = synthetic_patches(96, seed=2)
     np.save(tmp_path / "stack.npy", imgs)
-    win.run_all_chunk = 8
+    win.controller.run_all_chunk = 8
     win.start_models()
     _open(qtbot, win, [tmp_path / "stack.npy"])
     qtbot.waitUntil(lambda: win.models_ready, timeout=WAIT)
     with qtbot.waitSignal(win.runAllFinished, timeout=WAIT) as sig:
         win.run_all()
-        qtbot.waitUntil(lambda: win.progress.value() > 0, timeout=WAIT)
-        win.cancel_button.click()
+        qtbot.waitUntil(lambda: win.ui.progress.value() > 0, timeout=WAIT)
+        win.ui.cancel_button.click()
     assert sig.args[0] < 96
-    assert not win.run_all_active()
+    assert not win.controller.run_all_active()
 
 
 def test_broken_files_are_reported_and_the_rest_opens(qtbot, window, tmp_path):
@@ -213,7 +213,7 @@ def test_broken_files_are_reported_and_the_rest_opens(qtbot, window, tmp_path):
     win.errorShown.connect(errors.append)
     win.start_models()
     _open(qtbot, win, [good, broken, wrong, tmp_path / "missing.tif"])
-    assert win.patch_model.rowCount() == 1
+    assert win.browser.patch_model.rowCount() == 1
     assert errors, "no message shown"
     text = errors[-1]
     for path in (broken, wrong, tmp_path / "missing.tif"):
@@ -229,12 +229,12 @@ def test_no_models_shows_a_message_and_patches_still_open(qtbot, tmp_path, cbis_
     try:
         win.start_models()
         assert win.models_state == "none"
-        assert "No model bundles found" in win.results.state_label.text()
-        assert str(empty) in win.results.state_label.text()
+        assert "No model bundles found" in win.ui.results.state_label.text()
+        assert str(empty) in win.ui.results.state_label.text()
         _open(qtbot, win, [cbis_folder])
         assert win.current_entry() is not None
-        assert len(win.view.images()) == 1 and not win.act_run_all.isEnabled()
-        assert "No model bundles" in win.results.state_label.text()
+        assert len(win.patch_tab.view.images()) == 1 and not win.ui.act_run_all.isEnabled()
+        assert "No model bundles" in win.ui.results.state_label.text()
     finally:
         win.shutdown(10)
 
@@ -254,7 +254,7 @@ def test_corrupt_bundle_is_named_and_the_others_load(qtbot, tmp_path, models_roo
         assert "tiny_mass_calc_0" in sig.args[0]
         assert any("tiny_benign_malignant_0" in e for e in errors)
         _open(qtbot, win, [cbis_folder])
-        qtbot.waitUntil(lambda: win.patch_model.prediction(win.current_entry().key) is not None,
+        qtbot.waitUntil(lambda: win.browser.patch_model.prediction(win.current_entry().key) is not None,
                         timeout=WAIT)
     finally:
         win.shutdown(60)
@@ -264,15 +264,15 @@ def test_settings_persist(qtbot, models_root, tmp_path):
     from app.settings import make_settings
 
     win = _window(qtbot, models_root)
-    win.opacity.setValue(73)
-    win.side_check.setChecked(True)
+    win.patch_tab.opacity.setValue(73)
+    win.patch_tab.side_check.setChecked(True)
     win.close()  # saves
     s = make_settings()
     assert Path(s.fileName()).is_relative_to(tmp_path / "cfg")  # never the user's settings
     assert float(s.value("overlay/opacity")) == pytest.approx(0.73)
     win2 = _window(qtbot, models_root)
     try:
-        assert win2.opacity.value() == 73 and win2.side_check.isChecked()
+        assert win2.patch_tab.opacity.value() == 73 and win2.patch_tab.side_check.isChecked()
     finally:
         win2.shutdown(10)
 
@@ -292,9 +292,9 @@ def test_gui_never_imports_tensorflow_until_models_load(tmp_path, cbis_folder):
         shown = time.perf_counter() - t0
         win.open_paths([{str(cbis_folder)!r}])
         deadline = time.time() + 60
-        while win.patch_model.rowCount() == 0 and time.time() < deadline:
+        while win.browser.patch_model.rowCount() == 0 and time.time() < deadline:
             qapp.processEvents()
-        assert win.patch_model.rowCount() == 16
+        assert win.browser.patch_model.rowCount() == 16
         bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras',
                                                                'tf_keras_vis'))
         print('HEAVY', bad)
@@ -359,7 +359,7 @@ def test_bundled_samples(qtbot, models_root):
         win.start_models()
         with qtbot.waitSignal(win.patchesOpened, timeout=WAIT):
             win.open_samples()
-        assert win.patch_model.rowCount() > 0
+        assert win.browser.patch_model.rowCount() > 0
         _wait_ready(qtbot, win)
         assert win.models_state == "ready", win.messages
     finally:
@@ -382,16 +382,16 @@ def test_drop_and_recent_files_open_patches(qtbot, tmp_path, cbis_folder):
                           Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
         with qtbot.waitSignal(win.patchesOpened, timeout=WAIT):
             win.dropEvent(drop)
-        assert win.patch_model.rowCount() == 1
+        assert win.browser.patch_model.rowCount() == 1
         # the dropped file is now the first recent file; opening the folder from the menu
         _open(qtbot, win, [cbis_folder])
-        recent = [a.text() for a in win.recent_menu.actions()]
+        recent = [a.text() for a in win.ui.recent_menu.actions()]
         assert recent[:2] == [str(cbis_folder), str(one)]
         win.close_all()
-        assert win.patch_model.rowCount() == 0
+        assert win.browser.patch_model.rowCount() == 0
         with qtbot.waitSignal(win.patchesOpened, timeout=WAIT):
-            win.recent_menu.actions()[1].trigger()
-        assert win.patch_model.rowCount() == 1
+            win.ui.recent_menu.actions()[1].trigger()
+        assert win.browser.patch_model.rowCount() == 1
     finally:
         win.shutdown(10)
 
@@ -412,11 +412,11 @@ def test_switching_models_folder_reloads(qtbot, window, models_root, cbis_folder
         win.start_models(only_one)
     assert sig.args[0] == ["tiny_mass_calc_0"]
     # no ensemble: the member's own heatmap and probabilities are shown
-    qtbot.waitUntil(lambda: win.patch_model.prediction(win.current_entry().key) is not None,
+    qtbot.waitUntil(lambda: win.browser.patch_model.prediction(win.current_entry().key) is not None,
                     timeout=WAIT)
-    pred = win.patch_model.prediction(win.current_entry().key)
+    pred = win.browser.patch_model.prediction(win.current_entry().key)
     assert pred.ensemble is None and list(pred.per_model) == ["tiny_mass_calc_0"]
-    assert "not available" in win.results.ensemble_title.text()
+    assert "not available" in win.ui.results.ensemble_title.text()
     qtbot.waitUntil(lambda: win.shown_heat_key() is not None, timeout=WAIT)
     assert win.shown_heat_key()[1] == "tiny_mass_calc_0"
 

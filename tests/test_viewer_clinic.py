@@ -58,7 +58,7 @@ def test_title_heatmap_quality_and_focus(qtbot, window, edge_folder):
     assert title.endswith(APP_DISPLAY_NAME)  # create_app() sets this display name
     assert title.count(APP_DISPLAY_NAME) == 1 and NOTICE in title
 
-    win.overlay_check.setChecked(True)
+    win.patch_tab.overlay_check.setChecked(True)
     win.start_models()
     with qtbot.waitSignal(win.patchesOpened, timeout=WAIT):
         win.open_paths([str(edge_folder)])
@@ -70,28 +70,29 @@ def test_title_heatmap_quality_and_focus(qtbot, window, edge_folder):
     mask = tissue_mask(to_model_input(entry.patch)[0])
     assert (~mask).sum() >= 150 * 40
     assert (heat[~mask] == 0).all() and (heat.max() >= 0.99 or heat.max() == heat.min())
-    assert win.colour_bar.isVisible()
-    assert key.target and key.target.replace("_", " ").split()[0].lower() in win.heat_status.text().lower()
+    assert win.patch_tab.colour_bar.isVisible()
+    assert key.target and key.target.replace("_", " ").split()[0].lower() in win.patch_tab.heat_status.text().lower()
     # member quality in the results panel (the tiny bundles' cards have no metrics: greyed)
-    titles = win.results.member_titles()
+    titles = win.ui.results.member_titles()
     assert titles and all(t.property("quality") == "not measured" for t in titles)
-    assert not any(bold for b in win.results.member_bars() for _l, _p, bold in b.rows())
+    assert not any(bold for b in win.ui.results.member_bars() for _l, _p, bold in b.rows())
 
     # after choosing in a combo box with the keyboard, Up/Down move through patches again
-    for combo in (win.heat_model, win.method_combo, win.target_combo, win.pred_filter):
-        row = win.table.currentIndex().row()
+    tab = win.patch_tab
+    for combo in (tab.heat_model, tab.method_combo, tab.target_combo, win.browser.pred_filter):
+        row = win.browser.table.currentIndex().row()
         combo.setFocus()
         qtbot.waitUntil(lambda c=combo: QApplication.focusWidget() is c, timeout=5000)
         before = combo.currentIndex()
         qtbot.keyClick(combo, Qt.Key.Key_Down)
         assert combo.currentIndex() != before or combo.count() == 1
-        qtbot.waitUntil(lambda: QApplication.focusWidget() is win.table, timeout=5000)
-        if combo is win.pred_filter:
+        qtbot.waitUntil(lambda: QApplication.focusWidget() is win.browser.table, timeout=5000)
+        if combo is win.browser.pred_filter:
             combo.setCurrentIndex(0)  # show every patch again
             win.focus_patches()
-        qtbot.keyClick(win.table, Qt.Key.Key_Down)
-        assert win.table.currentIndex().row() in (row + 1, win.proxy.rowCount() - 1)
-        qtbot.keyClick(win.table, Qt.Key.Key_Home)
+        qtbot.keyClick(win.browser.table, Qt.Key.Key_Down)
+        assert win.browser.table.currentIndex().row() in (row + 1, win.browser.proxy.rowCount() - 1)
+        qtbot.keyClick(win.browser.table, Qt.Key.Key_Home)
 
 
 def test_bits_setting_rereads_16bit_files(qtbot, window, tmp_path):
@@ -108,21 +109,21 @@ def test_bits_setting_rereads_16bit_files(qtbot, window, tmp_path):
     with qtbot.waitSignal(win.patchesOpened, timeout=WAIT):
         win.open_paths([str(png)])
     qtbot.waitUntil(lambda: win.current_entry() is not None
-                    and win.patch_model.prediction(win.current_entry().key) is not None, timeout=WAIT)
+                    and win.browser.patch_model.prediction(win.current_entry().key) is not None, timeout=WAIT)
     first = win.current_entry()
     assert first.patch.bits == 16
-    before = win.patch_model.prediction(first.key)
-    assert win._unit(first).max() == pytest.approx(twelve.max() / 65535, abs=1e-6)
+    before = win.browser.patch_model.prediction(first.key)
+    assert win.patch_tab._unit(first).max() == pytest.approx(twelve.max() / 65535, abs=1e-6)
 
     with qtbot.waitSignal(win.patchesOpened, timeout=WAIT):
-        win.bits_actions[12].trigger()
+        win.ui.bits_actions[12].trigger()
     assert win.settings.value("read/bits") in (12, "12")
     qtbot.waitUntil(lambda: win.current_entry() is not None, timeout=WAIT)
     entry = win.current_entry()
-    assert entry.patch.bits == 12 and win.patch_model.rowCount() == 1
-    assert win._unit(entry).max() == pytest.approx(twelve.max() / 4095, abs=1e-6)
-    qtbot.waitUntil(lambda: win.patch_model.prediction(entry.key) is not None, timeout=WAIT)
-    after = win.patch_model.prediction(entry.key)
+    assert entry.patch.bits == 12 and win.browser.patch_model.rowCount() == 1
+    assert win.patch_tab._unit(entry).max() == pytest.approx(twelve.max() / 4095, abs=1e-6)
+    qtbot.waitUntil(lambda: win.browser.patch_model.prediction(entry.key) is not None, timeout=WAIT)
+    after = win.browser.patch_model.prediction(entry.key)
     assert after is not before and after.bits == 12
 
 
@@ -136,13 +137,13 @@ def test_bits_setting_is_remembered(qtbot, models_root):
     win = build_window(models_root, interactive_dialogs=False)
     qtbot.addWidget(win)
     try:
-        assert win.controller.bits == 12 and win.bits_actions[12].isChecked()
+        assert win.controller.bits == 12 and win.ui.bits_actions[12].isChecked()
     finally:
         win.shutdown(10)
     s.setValue("read/bits", "junk")
     win = build_window(models_root, interactive_dialogs=False)
     qtbot.addWidget(win)
     try:
-        assert win.controller.bits is None and win.bits_actions[16].isChecked()
+        assert win.controller.bits is None and win.ui.bits_actions[16].isChecked()
     finally:
         win.shutdown(10)

@@ -214,7 +214,7 @@ def test_browser_ignores_duplicates(qapp):
 
 # ------------------------------------------------------------------------------- image view
 def test_image_view_zoom_fit_and_pair(qtbot):
-    from app.image_view import ImageView
+    from app.views.image_view import ImageView
 
     view = ImageView()
     qtbot.addWidget(view)

@@ -6,54 +6,27 @@ images keep their size whatever the zoom.
 """
 from __future__ import annotations
 
-from PyQt6.QtCore import QRectF, Qt, pyqtSignal
-from PyQt6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPixmap
-from PyQt6.QtWidgets import (
-    QGraphicsPixmapItem,
-    QGraphicsScene,
-    QGraphicsSimpleTextItem,
-    QGraphicsView,
-)
+from PyQt6.QtCore import QRectF, Qt
+from PyQt6.QtGui import QBrush, QColor, QFont, QImage, QPixmap
+from PyQt6.QtWidgets import QGraphicsPixmapItem, QGraphicsSimpleTextItem, QGraphicsView
+
+from app.views.zoom_view import ZoomView
 
 BACKGROUND = QColor(18, 18, 20)
 CAPTION = QColor(200, 200, 205)
 GAP = 6  # scene pixels between the two images of the pair
 
 
-def set_fit_scrollbars(view: QGraphicsView, fitted: bool) -> None:
-    """No scroll bars while ``view`` is fitted (everything is in sight; panning still works),
-    as needed once zoomed. Fitting on resize with scroll bars "as needed" can loop for ever:
-    a bar appears, the viewport shrinks, the refit zooms out, the bar goes, the viewport grows,
-    the refit zooms in, the bar comes back... (seen with create_app()'s style sheet, whose
-    scroll bars are narrower: the mammogram map test spun at full CPU)."""
-    policy = Qt.ScrollBarPolicy.ScrollBarAlwaysOff if fitted else Qt.ScrollBarPolicy.ScrollBarAsNeeded
-    if view.horizontalScrollBarPolicy() != policy:
-        view.setHorizontalScrollBarPolicy(policy)
-    if view.verticalScrollBarPolicy() != policy:
-        view.setVerticalScrollBarPolicy(policy)
-
-
-class ImageView(QGraphicsView):
+class ImageView(ZoomView):
     """Shows ``set_images([(caption, QImage), ...])``; wheel zooms, drag pans, ``fit()``."""
-
-    zoomChanged = pyqtSignal(float)
 
     MIN_ZOOM, MAX_ZOOM = 0.1, 40.0
 
     def __init__(self, parent=None):
-        super().__init__(parent)
-        self.setScene(QGraphicsScene(self))
-        self.setBackgroundBrush(QBrush(BACKGROUND))
-        self.setFrameShape(QGraphicsView.Shape.NoFrame)
+        super().__init__(BACKGROUND, smooth=False, parent=parent)  # show real pixels
         self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
-        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
-        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
-        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)  # show real pixels
-        self.setMinimumSize(300, 300)
         self._items: list[QGraphicsPixmapItem] = []
         self._captions: list[QGraphicsSimpleTextItem] = []
-        self._fit_mode = True
-        set_fit_scrollbars(self, True)
         self._placeholder = self.scene().addSimpleText("")
         self._placeholder.setBrush(QBrush(CAPTION))
         f = QFont()
@@ -119,48 +92,9 @@ class ImageView(QGraphicsView):
     def images(self) -> list[QImage]:
         return [it.pixmap().toImage() for it in self._items]
 
-    # --- zoom / pan ----------------------------------------------------------------------
-    def zoom(self) -> float:
-        return self.transform().m11()
+    # --- zoom ------------------------------------------------------------------------------
+    def fit_rect(self) -> QRectF | None:
+        return self.scene().sceneRect() if self._items else None
 
-    def set_zoom(self, factor: float) -> None:
-        factor = min(max(factor, self.MIN_ZOOM), self.MAX_ZOOM)
-        self._fit_mode = False
-        set_fit_scrollbars(self, False)
-        self.setTransform(self.transform().fromScale(factor, factor))
+    def zoomed(self) -> None:
         self._update_caption_positions()
-        self.zoomChanged.emit(factor)
-
-    def zoom_by(self, step: float) -> None:
-        self.set_zoom(self.zoom() * step)
-
-    def fit(self) -> None:
-        """Fit the whole image (or the pair) into the view; stays fitted on resize."""
-        self._fit_mode = True
-        set_fit_scrollbars(self, True)
-        if not self._items:
-            return
-        rect = self.scene().sceneRect()
-        self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
-        self._update_caption_positions()
-        self.zoomChanged.emit(self.zoom())
-
-    def actual_size(self) -> None:
-        self.set_zoom(1.0)
-
-    def is_fit(self) -> bool:
-        return self._fit_mode
-
-    def wheelEvent(self, event):
-        delta = event.angleDelta().y()
-        if delta:
-            self.zoom_by(1.25 ** (delta / 120.0))
-        event.accept()
-
-    def mouseDoubleClickEvent(self, event):
-        self.fit()
-
-    def resizeEvent(self, event):
-        super().resizeEvent(event)
-        if self._fit_mode:
-            self.fit()

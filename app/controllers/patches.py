@@ -1,12 +1,12 @@
-"""The viewer's state and work, without widgets: the session, the model thread, the prediction
-and heatmap caches, the run-all job and report export. The window observes the typed signals
-and only draws; tests drive this class with a fake session and no TensorFlow.
+"""The Patch tab's state and work, without widgets: the prediction and heatmap caches, the
+run-all job and report export, on the shared :class:`~app.service.ModelService` (the session,
+the model thread and the generation guard). The window observes the typed signals and only
+draws; tests drive this class with a fake session and no TensorFlow.
 
 All model work goes through ``mammo_core.session.Session`` in :class:`~app.workers.Worker`\\ s
-on one long-lived thread (:class:`~app.workers.SerialExecutor`: TensorFlow models are not
-shared between threads); reading files runs on the global ``QThreadPool``. Every result of
-model work carries the *generation* it was started in; results from before a change of models
-are dropped (:meth:`ViewerController._guarded`). Nothing here imports TensorFlow or Keras.
+on the service's one model thread; reading files runs on the global ``QThreadPool``. Every
+result of model work is wrapped in the service's generation guard; results from before a change
+of models are dropped. Nothing here imports TensorFlow or Keras.
 """
 from __future__ import annotations
 
@@ -14,48 +14,28 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PyQt6.QtCore import QObject, QThreadPool, pyqtSignal
 
-from app.workers import SerialExecutor, Worker
+from app.service import BACKGROUND, INTERACTIVE, ModelService, ModelsState, one_line
+from app.workers import Worker
 from mammo_core.explain import colorize
 from mammo_core.io import read_patches
-from mammo_core.labels import CLASS_NAMES
 from mammo_core.predictions import HeatKey, PatchPrediction
 from mammo_core.session import Session
 
 log = logging.getLogger(__name__)
 
-INTERACTIVE = 10  # worker priority of what the user is looking at
-BACKGROUND = 0  # run-all chunks
 RUN_ALL_CHUNK = 32
 HEAT_CACHE_SIZE = 256
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type when the message is empty)."""
-    text = str(exc).strip().splitlines()
-    msg = text[0] if text else ""
-    return msg or type(exc).__name__
 
 
 def key_of(patch: Any) -> str:
     """The patch's key (``source`` or ``source#index``, :attr:`mammo_core.io.Patch.key`)."""
     return patch.key
-
-
-class ModelsState(StrEnum):
-    """Where the models are: one field instead of ready/loading flags."""
-
-    IDLE = "idle"  # nothing asked yet
-    LOADING = "loading"
-    READY = "ready"  # at least one model loaded
-    NONE = "none"  # no bundle in the models folder
-    FAILED = "failed"  # bundles there, none could be loaded
 
 
 @dataclass
@@ -79,8 +59,8 @@ class RunAllJob:
         return time.perf_counter() - self.t0
 
 
-class ViewerController(QObject):
-    """Owns the session and all model work; reports through signals (GUI thread)."""
+class PatchController(QObject):
+    """The Patch tab's model work on the shared service; reports through signals (GUI thread)."""
 
     modelsStateChanged = pyqtSignal(object)  # ModelsState
     loadProgress = pyqtSignal(int, int, str)  # done, total, model being loaded
@@ -99,58 +79,63 @@ class ViewerController(QObject):
 
     def __init__(self, models_dir: Path | None = None,
                  session_factory: Callable[[Path | None], Any] = Session,
-                 parent: QObject | None = None):
+                 parent: QObject | None = None, service: ModelService | None = None):
         super().__init__(parent)
-        self.models_dir = Path(models_dir) if models_dir else None
-        self._session_factory = session_factory
-        self.session: Any = None
-        self.state = ModelsState.IDLE
-        self.available_models: list[Any] = []
+        self.service = service or ModelService(models_dir, session_factory, parent=self)
         self.predictions: dict[str, PatchPrediction] = {}
         self.heat_cache: dict[HeatKey, tuple[np.ndarray, np.ndarray]] = {}
         self.run_all_chunk = RUN_ALL_CHUNK
         self.job: RunAllJob | None = None
-        self.timings: dict[str, float] = {}
-        self._executor: SerialExecutor | None = SerialExecutor()  # every TensorFlow call
         self._io_pool = QThreadPool.globalInstance()
         self._pending_pred: set[str] = set()
         self._heat_workers: dict[HeatKey, Worker] = {}
-        self._generation = 0  # bumped when the models change; older results are dropped
+        s = self.service
+        s.modelsChanging.connect(self._drop_old_models)
+        s.modelsStateChanged.connect(self.modelsStateChanged)
+        s.loadProgress.connect(self.loadProgress)
+        s.modelsLoaded.connect(self.modelsLoaded)
+        s.errorOccurred.connect(self.errorOccurred)
 
-    # ------------------------------------------------------------------ generation guard
-    def _guarded(self, slot: Callable[..., None]) -> Callable[..., None]:
-        """``slot`` wrapped to do nothing once the models changed after this call."""
-        generation = self._generation
+    # ------------------------------------------------------------------ the shared service
+    @property
+    def session(self) -> Any:
+        return self.service.session
 
-        def call(*args: Any) -> None:
-            if generation == self._generation:
-                slot(*args)
+    @property
+    def state(self) -> ModelsState:
+        return self.service.state
 
-        return call
+    @property
+    def models_dir(self) -> Path | None:
+        return self.service.models_dir
 
-    def _start(self, worker: Worker, priority: int, newest_first: bool = False) -> Worker:
-        if self._executor is None:
-            raise RuntimeError("the viewer's model thread has been shut down")
-        return worker.start(self._executor, priority, newest_first)
+    @property
+    def available_models(self) -> list[Any]:
+        return self.service.available_models
 
-    def _error(self, text: str, title: str, worker: Worker | None = None) -> None:
-        self.errorOccurred.emit(text, title, (worker.traceback or "") if worker else "")
+    @property
+    def timings(self) -> dict[str, float]:
+        return self.service.timings
 
     @property
     def models_ready(self) -> bool:
-        return self.state is ModelsState.READY
+        return self.service.models_ready
 
-    def _set_state(self, state: ModelsState) -> None:
-        self.state = state
-        self.modelsStateChanged.emit(state)
+    def _guarded(self, slot: Callable[..., None]) -> Callable[..., None]:
+        return self.service.guarded(slot)
 
-    # ------------------------------------------------------------------ models
+    def _start(self, worker: Worker, priority: int, newest_first: bool = False) -> Worker:
+        return self.service.start(worker, priority, newest_first)
+
+    def _error(self, text: str, title: str, worker: Worker | None = None) -> None:
+        self.service.error(text, title, worker)
+
     def start_models(self, models_dir: Path | None = None) -> None:
-        """Read the bundle cards (fast, no TensorFlow) and load the models in a worker.
-        Everything computed with the previous models is dropped."""
-        if models_dir is not None:
-            self.models_dir = Path(models_dir)
-        self._generation += 1
+        """Load the models of ``models_dir`` (default: the current folder); everything
+        computed with the previous models is dropped."""
+        self.service.start_models(models_dir)
+
+    def _drop_old_models(self) -> None:
         if self.job is not None:  # results of the old models are dropped: stop here
             self.cancel_run_all()
             self._finish_run_all()
@@ -160,63 +145,15 @@ class ViewerController(QObject):
         self._pending_pred.clear()
         self.heat_cache.clear()
         self.predictions.clear()
-        try:
-            self.session = self._session_factory(self.models_dir)
-            self.available_models = list(self.session.available())
-        except Exception as exc:  # noqa: BLE001 - a bad folder is a message, not a crash
-            self.session = None
-            self.available_models = []
-            self._error(f"Cannot read the models folder: {one_line(exc)}", "Models")
-        if not self.available_models:
-            self._set_state(ModelsState.NONE)
-            return
-        self._set_state(ModelsState.LOADING)
-        t0 = time.perf_counter()
-        w = Worker(self.session.load, callbacks="progress", name="load models")
-        w.on_progress(self._on_load_progress)
-        w.on_return(self._guarded(lambda failures: self._on_models_loaded(
-            failures, time.perf_counter() - t0)))
-        w.on_error(self._guarded(lambda exc: self._on_models_error(w, exc)))
-        self._start(w, INTERACTIVE + 10)
-
-    def _on_load_progress(self, value: Any) -> None:
-        try:
-            done, total, name = value
-        except (TypeError, ValueError):
-            return
-        self.loadProgress.emit(int(done), int(total), str(name))
-
-    def _on_models_loaded(self, failures: Any, seconds: float) -> None:
-        self.timings["models_loaded_s"] = seconds
-        loaded = list(self.session.loaded) if self.session is not None else []
-        failures = list(failures or [])
-        if failures:
-            self._error(f"{len(failures)} model bundle(s) not loaded:\n"
-                        + "\n".join(str(f) for f in failures), "Models")
-        if not loaded:
-            self._set_state(ModelsState.FAILED)
-            return
-        self._set_state(ModelsState.READY)
-        self.modelsLoaded.emit(loaded, seconds)
-
-    def _on_models_error(self, worker: Worker, exc: BaseException) -> None:
-        self._set_state(ModelsState.FAILED)
-        self._error(f"Loading the models failed: {one_line(exc)}", "Models", worker)
 
     def loaded_models(self) -> list[str]:
-        return list(self.session.loaded) if self.session is not None and self.models_ready else []
+        return self.service.loaded_models()
 
     def loaded_infos(self) -> list[Any]:
-        """Cards of the loaded bundles (all available ones while none is loaded)."""
-        loaded = set(self.loaded_models())
-        return [m for m in self.available_models if m.name in loaded] or list(self.available_models)
+        return self.service.loaded_infos()
 
     def classes_of(self, model: str) -> tuple[str, ...]:
-        """The classes a model (or the ensemble) answers with."""
-        for info in self.available_models:
-            if info.name == model:
-                return tuple(info.classes)
-        return tuple(CLASS_NAMES)
+        return self.service.classes_of(model)
 
     # ------------------------------------------------------------------ reading patches
     bits: int | None = None  # 16-bit PNG / TIFF / .npy files hold this many bits (None: 16)
@@ -286,7 +223,7 @@ class ViewerController(QObject):
         if not self.models_ready or self.job is not None:
             return None
         todo = [p for p in patches if key_of(p) not in self.predictions]
-        job = RunAllJob(todo=todo, generation=self._generation)
+        job = RunAllJob(todo=todo, generation=self.service.generation)
         if not todo:
             self.runAllFinished.emit(job)
             return job
@@ -483,10 +420,9 @@ class ViewerController(QObject):
 
     # ------------------------------------------------------------------ lifetime
     def busy(self) -> bool:
-        return self._executor is not None and self._executor.busy()
+        return self.service.busy()
 
     def shutdown(self, timeout: float = 60.0) -> None:
         """Stop the model thread (queued work dropped, the running call allowed to end)."""
         self.cancel_run_all()
-        if self._executor is not None:
-            self._executor.shutdown(timeout)
+        self.service.shutdown(timeout)

@@ -1,0 +1,1 @@
+"""The viewer's dialogs, one module each."""

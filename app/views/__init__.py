@@ -1,0 +1,1 @@
+"""The viewer's widgets: the zoomable image views and the tab panels."""
