@@ -31,6 +31,7 @@ from app.views.mammogram_panel import MammogramPanel
 from app.views.patch_tab import PatchTab
 from app.window_ui import WindowUi
 from app.workers import Worker
+from mammo_core.engine import EngineSettings
 from mammo_core.paths import samples_dir
 from mammo_core.predictions import HeatKey
 
@@ -141,6 +142,10 @@ class MainWindow(QMainWindow):
         ui.act_quit.triggered.connect(self.close)
         for bits, act in ui.bits_actions.items():
             act.triggered.connect(lambda _on, b=bits: self.set_read_bits(b))
+        for name, act in ui.engine_actions.items():
+            act.triggered.connect(lambda _on, n=name: self.set_engine(n, ui.act_bf16.isChecked()))
+        ui.act_bf16.triggered.connect(lambda on: self.set_engine(
+            next(n for n, a in ui.engine_actions.items() if a.isChecked()), on))
         ui.act_run_all.triggered.connect(self.run_all)
         ui.act_cancel.triggered.connect(self.cancel_run_all)
         ui.act_cancel.triggered.connect(self.mammo_tab.cancel_map)
@@ -184,6 +189,17 @@ class MainWindow(QMainWindow):
     def _restore_settings(self) -> None:
         bits = restore_window(self, self.patch_tab, self.settings)
         self.set_read_bits(bits if bits in self.ui.bits_actions else 16, reopen=False)
+        engine = get_str(self.settings, "engine/name", "auto")
+        self.set_engine(engine if engine in self.ui.engine_actions else "auto",
+                        get_str(self.settings, "engine/precision", "") == "bf16")
+
+    def set_engine(self, engine: str, bf16: bool = False) -> None:
+        """Analysis > Engine: what runs the models; remembered (docs/engines.md)."""
+        self.settings.setValue("engine/name", engine)
+        self.settings.setValue("engine/precision", "bf16" if bf16 else "")
+        self.ui.engine_actions[engine].setChecked(True)
+        self.ui.act_bf16.setChecked(bf16)
+        self.service.set_engine(EngineSettings(engine, "bf16" if bf16 else None))
 
     def save_settings(self) -> None:
         save_window(self, self.ui, self.patch_tab, self.settings)

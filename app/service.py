@@ -22,6 +22,7 @@ from typing import Any
 from PyQt6.QtCore import QObject, pyqtSignal
 
 from app.workers import SerialExecutor, Worker
+from mammo_core.engine import EngineSettings
 from mammo_core.labels import CLASS_NAMES
 from mammo_core.session import Session
 
@@ -69,6 +70,7 @@ class ModelService(QObject):
         self.timings: dict[str, float] = {}
         self.generation = 0
         self._executor: SerialExecutor | None = SerialExecutor()
+        self.engine = EngineSettings()  # what runs the models (mammo_core/engine), a setting
 
     # ------------------------------------------------------------------ generation guard
     def guarded(self, slot: Callable[..., Any]) -> Callable[..., None]:
@@ -115,6 +117,8 @@ class ModelService(QObject):
         self.modelsChanging.emit()
         try:
             self.session = self._session_factory(self.models_dir)
+            if hasattr(self.session, "set_engine"):
+                self.session.set_engine(self.engine)
             self.available_models = list(self.session.available())
         except Exception as exc:  # noqa: BLE001 - a bad folder is a message, not a crash
             self.session = None
@@ -131,6 +135,22 @@ class ModelService(QObject):
             failures, time.perf_counter() - t0)))
         w.on_error(self.guarded(lambda exc: self._on_models_error(w, exc)))
         self.start(w, INTERACTIVE + 10)
+
+    def set_engine(self, settings: EngineSettings) -> bool:
+        """Run the models on another engine / precision from now on (reports name it): a new
+        generation, so what the previous engine computed is dropped and asked again. Returns
+        whether it changed."""
+        if settings == self.engine:
+            return False
+        self.engine = settings
+        if self.session is None or not hasattr(self.session, "set_engine"):
+            return True
+        self.generation += 1
+        self.modelsChanging.emit()
+        self.session.set_engine(settings)
+        if self.models_ready:
+            self.modelsLoaded.emit(self.loaded_models(), 0.0)
+        return True
 
     def _on_load_progress(self, value: Any) -> None:
         try:

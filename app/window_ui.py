@@ -161,6 +161,20 @@ class WindowUi:
         self.act_cancel = QAction("&Cancel", win, shortcut="Esc")
         am.addAction(self.act_run_all)
         am.addAction(self.act_cancel)
+        # what runs the models (mammo_core/engine, docs/engines.md): remembered, named in reports
+        em = am.addMenu("&Engine")
+        group = QActionGroup(win)
+        self.engine_actions = {}
+        for name, text in (("auto", "&Auto (OpenVINO where it loads)"), ("keras", "&Keras (reference)"),
+                           ("openvino", "&OpenVINO")):
+            act = QAction(text, win, checkable=True)
+            group.addAction(act)
+            em.addAction(act)
+            self.engine_actions[name] = act
+        self.engine_actions["auto"].setChecked(True)
+        em.addSeparator()
+        self.act_bf16 = QAction("&bf16 precision (faster; deviation in docs/engines.md)", win, checkable=True)
+        em.addAction(self.act_bf16)
 
         vm = mb.addMenu("&View")
         self.act_overlay = QAction("Grad-CAM &overlay", win, shortcut="G", checkable=True)

@@ -17,6 +17,8 @@ whole mammograms (app/views/mammogram_view.py, app/views/mammogram_panel.py, mam
                       path before mammo_core/forward.py), measured first in the same run;
   mias_map_speedup    and the ratio, with a check that both give the same candidates
                       (--mias-stride F: another stride than mammo scan's default 0.25)
+  mias_scan_<engine>_s the same scan with each engine of --engines (default keras,auto), in
+                      this run, with the ratio against the first and whether candidates agree
 
     QT_QPA_PLATFORM=offscreen python benchmarks/bench_viewer.py [PATH...] [--models-dir DIR]
 
@@ -49,6 +51,9 @@ def main() -> int:
     ap.add_argument("--dicom-size", default="4000x6000", metavar="WxH",
                     help="size of the synthetic 16-bit DICOM timed to first display ('0': skip)")
     ap.add_argument("--mias-image", default="mdb005", help="mini-MIAS image to map ('': skip)")
+    ap.add_argument("--engines", default="keras,auto", metavar="E,E",
+                    help="engines the mini-MIAS scan is timed with, in this order, in one run "
+                         "(mammo_core/engine; '': skip); ratios against the first")
     ap.add_argument("--mias-stride", type=float, default=0.25, metavar="F",
                     help="map stride as a fraction of the window side (default 0.25, the default "
                          "of mammo scan)")
@@ -153,6 +158,8 @@ def _mammogram_timings(app, win, args):
         print(f"dicom_display_s={_dicom_display(app, w_, h_):.2f} ({w_} x {h_} 16-bit, median of 3)")
     if args.mias_image:
         print(_mias_map(win.service.session, args.mias_image, args.mias_stride))
+        if args.engines:
+            print(_mias_map_engines(win.service.session, args.mias_image, args.mias_stride, args.engines))
 
 
 def _dicom_display(app, width, height):
@@ -249,6 +256,46 @@ def _mias_map(session, name, stride=0.25):
         f"map {(old_s - old_c) / max(secs - cand_s, 1e-9):.2f}x); same candidates: {same}; "
         f"max |P(abnormal) difference| {diff:.1e}",
     ])
+
+
+def _mias_map_engines(session, name, stride, engines):
+    """The same scan (map + candidates) of one mini-MIAS image with each engine of ``engines``
+    (``keras,auto``), in this run: seconds, ratio against the first, whether the candidates are
+    the same and the largest P(abnormal) difference of the map."""
+    import numpy as np
+
+    from mammo_core.engine import EngineSettings
+    from mammo_core.io import Patch
+    from mammo_core.mammogram import read_mammogram
+    from mammo_core.paths import shared_dir
+    from mammo_core.scan import ScanSettings, scan_mammogram
+
+    path = shared_dir() / "data" / "mini-mias" / f"{name}.png"
+    if not path.is_file():
+        return f"mias_map_engines=skipped ({path} not found)"
+    mammo = read_mammogram(path)
+    before = session.engine.settings
+    out, first = [], None
+    try:
+        for eng in [e.strip() for e in engines.split(",") if e.strip()]:
+            session.set_engine(EngineSettings(eng))
+            warm = np.zeros((150, 150), np.uint16)  # convert / compile / trace before timing
+            session.p_abnormal(warm[None], session.abnormal_members()[:1], tta="none")
+            session.predict([Patch(warm, "warm-up", None, None, (150, 150))], batch_size=1)
+            t = time.perf_counter()
+            res = scan_mammogram(mammo, session, ScanSettings(stride_fraction=stride))
+            secs = time.perf_counter() - t
+            if first is None:
+                first = (eng, secs, res)
+            ref = first[2]
+            same = [(c.x, c.y) for c in res.candidates] == [(c.x, c.y) for c in ref.candidates]
+            diff = float(np.max(np.abs(res.p_abnormal - ref.p_abnormal), initial=0.0))
+            out.append(f"mias_scan_{eng}_s={secs:.2f} ({session.engine_info().text()}; "
+                       f"{first[1] / secs:.2f}x vs {first[0]}; same candidates: {same}; "
+                       f"max |map P(abnormal) difference| {diff:.1e})")
+    finally:
+        session.set_engine(before)
+    return "\n".join(out)
 
 
 def _big_stack(app, win, n):

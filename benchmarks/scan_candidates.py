@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mammo_core.datasets.mias import lesion_centre, parse_info
+from mammo_core.engine import EngineSettings
 from mammo_core.mammogram import read_mammogram
 from mammo_core.paths import shared_dir
 from mammo_core.scan import ScanSettings, scan_mammogram
@@ -47,6 +48,10 @@ def main(argv=None) -> int:
     ap.add_argument("--min-tissue", type=float, default=0.9)
     ap.add_argument("--mask-level", default="otsu")
     ap.add_argument("--rescore", type=int, default=ScanSettings().rescore)
+    ap.add_argument("--engine", choices=("auto", "keras", "openvino"), default="auto",
+                    help="engine of the map and candidates (mammo_core/engine)")
+    ap.add_argument("--map-precision", choices=("f32", "bf16"), default=None,
+                    help="precision of the map pass on OpenVINO (default: MAP_PRECISION)")
     ap.add_argument("--json", type=Path, default=None, help="write the per-lesion results here")
     ap.add_argument("--from-json", type=Path, default=None, help="summarise these saved per-lesion results")
     ap.add_argument("--held-out-from", type=Path, default=None,
@@ -65,14 +70,14 @@ def main(argv=None) -> int:
     images = sorted(by_image)
     if args.limit:
         images = images[: args.limit]
-    session = Session(args.models_dir)
+    session = Session(args.models_dir, EngineSettings(args.engine))
     failures = session.load(["ensemble"])
     if failures:
         print("; ".join(map(str, failures)), file=sys.stderr)
         return 1
     settings = ScanSettings(stride_fraction=args.stride, min_tissue=args.min_tissue,
                             members=args.map_members, mask_level=args.mask_level,
-                            rescore=args.rescore)
+                            rescore=args.rescore, map_precision=args.map_precision)
     rows = []
     t0 = time.perf_counter()
     for k, name in enumerate(images, 1):
@@ -92,7 +97,9 @@ def main(argv=None) -> int:
               f"hits {[r_['first_hit_rank'] for r_ in rows if r_['image'] == name]}", file=sys.stderr)
     secs = time.perf_counter() - t0
 
-    print(f"models: {', '.join(session.loaded)}; map members: {res.members} (exact={res.exact})")
+    print(f"models: {', '.join(session.loaded)}; map members: {res.members} (exact={res.exact}); "
+          f"map engine {res.map_engine['name']} {res.map_engine['precision']}, candidates "
+          f"{res.engine['name']} {res.engine['precision']}")
     print(f"settings: window {res.window_px} px, stride {res.stride_px} px, min tissue "
           f"{settings.min_tissue}, mask {settings.mask_level}, rescore {settings.rescore}, "
           f"top-k {settings.top_k}; {len(images)} images in {secs:.0f} s")

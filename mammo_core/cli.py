@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 from mammo_core import DISCLAIMER, __version__, logsetup
@@ -61,12 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def native_log_path() -> Path:
-    """Where native libraries' stderr lines go: ``$MAMMO_NATIVE_LOG`` or
+    """The command's log file: native libraries' stderr lines and every log record with its
+    traceback (the terminal gets one line): ``$MAMMO_NATIVE_LOG`` or
     ``~/.cache/mammo/native.log``."""
     env = os.environ.get("MAMMO_NATIVE_LOG")
     if env:
         return Path(env)
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mammo" / "native.log"
+
+
+def _usable_log() -> Path | None:
+    """The log file when it can be opened, else None (a read-only home: no log, no warning)."""
+    path = native_log_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError:
+        return None
+    return path
 
 
 def _terminated(signum, _frame):
@@ -92,7 +106,8 @@ def install_signal_handlers() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-    logsetup.configure("mammo")
+    # one line per message on the terminal; tracebacks (ours, decoders') go to the log file
+    logsetup.configure("mammo", log_file=_usable_log())
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
@@ -124,12 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{shown(err.filename)}: " if err.filename else ""
         log.error("error: %s%s", where, err.strerror or err)
         return 1
-    except (RecursionError, MemoryError, ValueError, TypeError, KeyError, RuntimeError,
-            ArithmeticError) as err:
+    except Exception as err:  # a bug or a library's own exception (zlib.error...)
         if args.debug:
             raise
-        log.error("internal error: %s: %s (please report it; run with --debug for the traceback)",
-                  type(err).__name__, shown(str(err).splitlines()[0] if str(err) else ""))
+        log.error("internal error: %s: %s (please report it; the traceback is in %s)",
+                  type(err).__name__, shown(str(err).splitlines()[0] if str(err) else ""),
+                  shown(native_log_path()), extra={"details": traceback.format_exc()})
         return 1
 
 

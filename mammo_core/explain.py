@@ -127,9 +127,13 @@ def gradcam(model, x: np.ndarray, class_index=None, method: str = "gradcam",
     from tf_keras_vis.utils.scores import CategoricalScore
 
     vis = visualizer(model, method)
+    fast = _compiled_gradcam(model, layer) if method == "gradcam" and COMPILED_GRADCAM else None
     out = np.zeros((n, 150, 150), dtype=np.float32)
     for s in range(0, n, batch_size):
         xb = x[s:s + batch_size]
+        if fast is not None:
+            out[s:s + len(xb)] = fast(xb, idx[s:s + batch_size])
+            continue
         score = CategoricalScore(idx[s:s + batch_size].tolist())
         kwargs: dict[str, Any] = {"penultimate_layer": layer, "seek_penultimate_conv_layer": False}
         if method == "scorecam":
@@ -156,6 +160,53 @@ def gradcam(model, x: np.ndarray, class_index=None, method: str = "gradcam",
     const = flat.max(axis=1) == flat.min(axis=1)
     out[const] = 0.0
     return finish_map(out, tissue_mask(x))
+
+
+def _compiled_gradcam(model, layer: str):
+    """Grad-CAM as tf-keras-vis' ``Gradcam`` computes it (same clone with a linear last
+    activation, same score, channel weights = mean gradient, ReLU, ``zoom(order=1)`` to the
+    input size, its ``normalize``), with the gradient pass compiled once per (model, layer) as a
+    ``tf.function`` and reused across patches, instead of a new sub-model and an eager tape per
+    call. ``tests/test_explain.py`` checks it against tf-keras-vis."""
+    with _LOCK:
+        per_model = _CACHE.setdefault(model, {})
+        key = f"compiled-gradcam:{layer}"
+        if key in per_model:
+            return per_model[key]
+    import keras
+    import tensorflow as tf
+    from scipy.ndimage import zoom
+    from tf_keras_vis.utils import normalize, zoom_factor
+
+    clone = visualizer(model, "gradcam").model  # the last activation already linear
+    grad_model = keras.Model(clone.inputs, [clone.outputs[0], clone.get_layer(layer).output])
+
+    def cam_of(x, idx):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x)
+            out, conv = grad_model(x, training=False)
+            score = tf.gather(out, idx, batch_dims=1)
+        grads = tape.gradient(score, conv)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        return tf.nn.relu(tf.reduce_sum(conv * weights, axis=-1))
+
+    fn = tf.function(cam_of, input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32),
+                                              tf.TensorSpec((None,), tf.int32)],
+                     reduce_retracing=True, autograph=False)
+
+    def run(xb: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        cam = np.asarray(fn(xb, np.asarray(idx, dtype=np.int32)))
+        cam = normalize(zoom(cam, zoom_factor(cam.shape, xb.shape), order=1))
+        return np.asarray(cam, dtype=np.float32).reshape(len(xb), *PATCH_SHAPE)
+
+    with _LOCK:
+        per_model[key] = run
+    return run
+
+
+#: Grad-CAM's gradient pass compiled once per model and layer (False: tf-keras-vis' own eager
+#: pass, the reference; benchmarks/bench_viewer.py times both).
+COMPILED_GRADCAM = True
 
 
 def tissue_mask(x: np.ndarray) -> np.ndarray:

@@ -148,13 +148,36 @@ class SharedForward:
                 vals[(key, i)] = y
         return tuple(vals[k] for k in self._outputs)
 
-    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+    def _function(self):
+        """The compiled pass: a ``tf.function`` (TensorFlow backend) or ``jax.jit`` (JAX backend:
+        a JAX model is never wrapped in a ``tf.function``), built once."""
         if self._fn is None:
-            tf = tfload.tensorflow()
             with _LOCK:
                 if self._fn is None:
-                    self._fn = tf.function(
-                        self._run, input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)],
-                        reduce_retracing=True, autograph=False)
-        out = self._fn(np.ascontiguousarray(x, dtype=np.float32))
+                    if _backend() == "jax":
+                        import jax
+
+                        self._fn = jax.jit(self._run)
+                    else:
+                        tf = tfload.tensorflow()
+                        self._fn = tf.function(
+                            self._run, input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)],
+                            reduce_retracing=True, autograph=False)
+        return self._fn
+
+    def concrete_function(self):
+        """The TensorFlow graph of the pass (batch dimension ``None``): what a compiled engine
+        converts (:mod:`mammo_core.engine`). TensorFlow backend only."""
+        if _backend() != "tensorflow":
+            raise MammoError(f"no TensorFlow graph on Keras' {_backend()} backend")
+        return self._function().get_concrete_function()
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        out = self._function()(np.ascontiguousarray(x, dtype=np.float32))
         return [np.asarray(o) for o in out]
+
+
+def _backend() -> str:
+    import keras
+
+    return keras.backend.backend()

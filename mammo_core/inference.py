@@ -36,6 +36,7 @@ from mammo_core.bundle import (
 )
 from mammo_core.confidence import quality_from_card, question_qualities
 from mammo_core.contract import INPUT_SHAPE
+from mammo_core.engine import Engine
 from mammo_core.errors import BundleError, MammoError
 from mammo_core.tta import N_VIEWS, TTA_MODES, check_tta, dihedral
 
@@ -118,6 +119,13 @@ def shared_forward(models: Sequence[LoadedModel]) -> forward.SharedForward:
     return fwd
 
 
+def _runner(models: Sequence[LoadedModel], engine: Engine | None, precision: str | None):
+    fwd = shared_forward(models)
+    if engine is None:
+        return fwd
+    return engine.forward(fwd, [m.info.sha256 or "" for m in models], precision)
+
+
 def is_under(path: Path, root: Path) -> bool:
     try:
         path.resolve().relative_to(root.resolve())
@@ -186,12 +194,16 @@ def predict_arrays(
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     tta: str | None = None,
+    engine: Engine | None = None,
+    precision: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Softmax probabilities ``(N, n_classes)`` per model name; the models run together once
     per batch (:func:`shared_forward`: layers they have in common computed once), then once
     per extra view for those with test-time augmentation (the 8 dihedral views: each card's
     ``inference.tta`` unless ``tta`` given), averaged as :func:`mammo_core.tta.predict_tta` does.
 
+    ``engine`` (:mod:`mammo_core.engine`; None: the Keras reference pass) runs the views at
+    ``precision`` (None: the engine's); the views and their mean are the same on every engine.
     ``progress(done, total)`` is called after each batch; when ``cancel()`` returns True the
     loop stops and the arrays hold only the rows done so far.
     """
@@ -205,9 +217,9 @@ def predict_arrays(
     if not models:
         return out
     modes = [m.tta if tta is None else check_tta(tta) for m in models]
-    every = shared_forward(models)          # view 0: every model
+    every = _runner(models, engine, precision)          # view 0: every model
     multi = [m for m, mode in zip(models, modes) if mode == "dihedral8"]
-    turned = shared_forward(multi) if multi else None  # views 1-7: the TTA models only
+    turned = _runner(multi, engine, precision) if multi else None  # views 1-7: the TTA models only
     for start in range(0, n, batch_size):
         if cancel is not None and cancel():
             break

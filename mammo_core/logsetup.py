@@ -44,6 +44,33 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _OneLine(logging.Formatter):
+    """The console's format: the message only, never a traceback (a record logged with
+    ``exc_info`` or ``stack_info``, ours or a third-party library's such as pydicom's, shows its
+    message and the exception's type and first line; the traceback goes to the log file)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            text = super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+        exc = saved[0][1] if saved[0] else None
+        if exc is not None:
+            first = (str(exc).splitlines() or [""])[0]
+            text += f" ({type(exc).__name__}{': ' + first if first else ''})"
+        return text
+
+
+class _LogFile(logging.FileHandler):
+    """A log file that never prints logging's own "--- Logging error ---" traceback on the
+    terminal when the file cannot be written (a full or read-only disk)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 class _DetailsFormatter(logging.Formatter):
     """Appends a record's ``details`` (a traceback) below its message."""
 
@@ -81,7 +108,7 @@ def configure(prog: str, level: int = logging.INFO, log_file: Path | str | None 
     if verbose is not None:
         level = logging.INFO if verbose else logging.WARNING
     console.setLevel(level)
-    console.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    console.setFormatter(_OneLine(f"{prog}: %(message)s"))
     setattr(console, _TAG, True)
     console.addFilter(_Quiet(LOG_FILE_ONLY))
     root.addHandler(console)
@@ -91,7 +118,7 @@ def configure(prog: str, level: int = logging.INFO, log_file: Path | str | None 
         path = Path(log_file)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handler = logging.FileHandler(path, encoding="utf-8")
+            handler = _LogFile(path, encoding="utf-8")
         except OSError as exc:
             logging.getLogger(__name__).warning("%s: cannot write the log file (%s)", path,
                                                 exc.strerror or exc)

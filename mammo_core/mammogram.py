@@ -171,12 +171,15 @@ def is_mini_mias(path: str | Path, shape: tuple[int, int]) -> bool:
     return bool(_MIAS_NAME.match(Path(path).stem)) and tuple(shape) == (1024, 1024)
 
 
-def read_mammogram(path: str | Path, spacing_mm: float | None = None) -> Mammogram:
+def read_mammogram(path: str | Path, spacing_mm: float | None = None,
+                   bits: int | None = None) -> Mammogram:
     """Read a whole mammogram (see the module docstring). ``spacing_mm`` overrides the pixel
-    size (stated as "given"). Raises ``PatchReadError`` naming the file for anything unreadable."""
+    size (stated as "given"); ``bits``: a 16-bit PNG / TIFF / .npy holds only that many bits
+    (as ``mammo predict --bits``; DICOM uses its BitsStored). Raises ``PatchReadError`` naming
+    the file for anything unreadable."""
     path = Path(path)
     try:
-        pixels, bits, ref = read_image_ref(path)
+        pixels, bits, ref = read_image_ref(path, bits)
     except PatchReadError as err:
         if "read it with read_patches" not in err.problem:
             raise

@@ -5,6 +5,7 @@ Research use only — not a medical device.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -54,6 +55,16 @@ class PatchPrediction:
     @property
     def key(self) -> str:
         return patch_key(self.source, self.index)
+
+    def non_finite(self) -> str | None:
+        """Why this prediction must not be reported (a model whose probabilities are not all
+        finite numbers in [0, 1]), or None when every answer is a number."""
+        outs = [*self.per_model.values(), *([self.ensemble] if self.ensemble is not None else [])]
+        for out in outs:
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0
+                       for v in out.probabilities.values()):
+                return f"model {out.model} gave a non-finite or out-of-range probability; no answer reported"
+        return None
 
     def output(self, model: str) -> ModelOutput | None:
         """The output of ``model``: a member's name, the ensemble's bundle name or
@@ -119,8 +130,9 @@ class Provenance:
     """What every report states about how it was made (the report's provenance fields):
     software and version, the disclaimer, the time, each loaded bundle's summary (name,
     version, sha256 computed from the file, task, classes, kind, measured held-out quality) and
-    the ensemble's combination. :meth:`to_json` / :meth:`from_json` use the report schema's
-    names (``software``, ``disclaimer``, ``created``, ``models``, ``ensemble``)."""
+    the ensemble's combination, and the engine that computed the predictions (name, version,
+    precision, measured deviation from Keras f32). :meth:`to_json` / :meth:`from_json` use the report schema's
+    names (``software``, ``disclaimer``, ``created``, ``models``, ``ensemble``, ``engine``)."""
 
     software_version: str
     disclaimer: str
@@ -129,6 +141,9 @@ class Provenance:
     ensemble: EnsembleRecord | None = None
     software_name: str = "mammo-patches"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # what computed the predictions (mammo_core.engine.EngineInfo.to_json: name, version,
+    # precision, requested, note, deviation); None in reports written before engines existed
+    engine: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -137,18 +152,20 @@ class Provenance:
             "created": self.created,
             "models": [dict(m) for m in self.models],
             "ensemble": None if self.ensemble is None else self.ensemble.to_json(),
+            "engine": None if self.engine is None else dict(self.engine),
             **self.extra,
         }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Provenance:
         sw = d.get("software") or {}
-        known = ("software", "disclaimer", "created", "models", "ensemble")
+        known = ("software", "disclaimer", "created", "models", "ensemble", "engine")
         return cls(str(sw.get("version", "")), str(d.get("disclaimer", "")),
                    str(d.get("created", "")), tuple(dict(m) for m in d.get("models", ())),
                    None if not d.get("ensemble") else EnsembleRecord.from_json(d["ensemble"]),
                    str(sw.get("name", "mammo-patches")),
-                   {k: v for k, v in d.items() if k not in known})
+                   {k: v for k, v in d.items() if k not in known},
+                   None if not d.get("engine") else dict(d["engine"]))
 
 
 __all__ = ["ENSEMBLE", "EnsembleRecord", "HeatKey", "MemberRecord", "ModelOutput", "PatchPrediction",

@@ -42,10 +42,12 @@ carriage return gets a leading ``'`` so that no spreadsheet runs it as a formula
 from __future__ import annotations
 
 import csv
+import errno
 import io as _io
 import json
 import math
 import textwrap
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +66,7 @@ from mammo_core.confidence import (
 )
 from mammo_core.errors import MammoError
 from mammo_core.explain import finish_map, overlay, tissue_mask, to_uint8
-from mammo_core.io import Patch, to_model_input
+from mammo_core.io import Patch, ReadFailure, to_model_input
 from mammo_core.labels import LABEL_TO_NAME
 from mammo_core.predictions import ENSEMBLE, ModelOutput, PatchPrediction
 from mammo_core.safeio import shown
@@ -98,6 +100,13 @@ class PredictionRun:
     heatmap_meta: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # a non-finite answer (NaN from a broken model, an overflowing ensemble) is an error for
+        # that patch, never a number in a report
+        bad = {id(p): why for p in self.predictions if (why := p.non_finite())}
+        if bad:
+            self.errors = [*self.errors, *(ReadFailure(p.key, bad[id(p)]) for p in self.predictions
+                                          if id(p) in bad)]
+            self.predictions = [p for p in self.predictions if id(p) not in bad]
         self.heatmaps = canonical_keys(self.heatmaps, self.predictions)
         self.heatmap_paths = canonical_keys(self.heatmap_paths, self.predictions)
         self.heatmap_meta = canonical_keys(self.heatmap_meta, self.predictions)
@@ -226,6 +235,7 @@ def to_json(run: PredictionRun) -> dict[str, Any]:
         "rules": rules(),
         "models": [dict(m) for m in prov.get("models", [])],
         "ensemble": prov.get("ensemble"),
+        "engine": prov.get("engine"),
         "source_encoding": SOURCE_ENCODING,
         "predictions": list(rows(run)),
         "errors": [{"source": shown(e.source), "error": shown(e.error)} for e in run.errors],
@@ -247,8 +257,8 @@ def csv_text(run: PredictionRun) -> str:
     prov = run.provenance
     rl = rules()
     buf.write(f"# {DISCLAIMER}; mammo {prov.get('software', {}).get('version')}; "
-              f"created {prov.get('created')}; {rl['call']}; agreement: {rl['agreement']}; "
-              f"quality: {rl['quality']}\n")
+              f"created {prov.get('created')}; {engine_text(prov)}; {rl['call']}; "
+              f"agreement: {rl['agreement']}; quality: {rl['quality']}\n")
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["source", "index", "bits", "sha256", "model", "task", "predicted", "uncertainty", "entropy",
                 "flagged", *[f"p_{c}" for c in classes], "heatmap", "true_label", "heldout_auc",
@@ -270,6 +280,20 @@ def csv_text(run: PredictionRun) -> str:
         w.writerow([csv_cell(shown(e.source)), "", "", "", "", "", "ERROR", "", "", "", *[""] * len(classes), "",
                     "", "", "", "", "", ""])
     return buf.getvalue()
+
+
+def engine_text(prov: Mapping[str, Any]) -> str:
+    """``engine openvino 2026.4.1 f32 (deviation from Keras f32: ...)``: what computed the
+    predictions, as the CSV header and the PDF state it (the JSON has the object)."""
+    eng = prov.get("engine")
+    if not eng:
+        return "engine not recorded"
+    text = f"engine {eng['name']} {eng['version']} {eng['precision']}"
+    if eng.get("note"):
+        text += f" ({eng['note']})"
+    if eng.get("deviation"):
+        text += f"; deviation from Keras f32: {eng['deviation']}"
+    return text
 
 
 def write_json(path: str | Path, run: PredictionRun) -> Path:
@@ -466,6 +490,7 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
     line("Intensity: " + ("float pixels in [0, 1]" if pred.bits is None
                           else f"scaled by its {pred.bits}-bit depth (pixels / {(1 << pred.bits) - 1})"))
     line(f"Created {prov.get('created')}  mammo {prov.get('software', {}).get('version')}")
+    line(engine_text(prov).capitalize())
 
 
 def _tissue(patch) -> np.ndarray:
@@ -533,12 +558,21 @@ def write_pdf(path: str | Path, run: PredictionRun) -> Path:
 
     path = Path(path)
     meta = {"Title": "mammo predictions", "Subject": DISCLAIMER, "Creator": "mammo-patches"}
-    with atomic_path(path) as tmp, PdfPages(tmp, metadata=meta) as pdf:
-        for fig in pdf_pages(run):
-            try:
-                pdf.savefig(fig)
-            finally:
-                plt.close(fig)
+    try:
+        with atomic_path(path) as tmp, PdfPages(tmp, metadata=meta) as pdf:
+            for fig in pdf_pages(run):
+                try:
+                    pdf.savefig(fig)
+                finally:
+                    plt.close(fig)
+    except zlib.error as exc:  # the PDF's compressor failing after a write error (a full disk)
+        cause = exc.__context__
+        if isinstance(cause, OSError) and cause.strerror:
+            raise OSError(cause.errno, cause.strerror, str(path)) from exc
+        raise OSError(errno.EIO, f"the PDF could not be written ({exc}); is the disk full?",
+                      str(path)) from exc
+    finally:
+        plt.close("all")
     return path
 
 

@@ -37,6 +37,7 @@ Research use only — not a medical device.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mammo_core import DISCLAIMER
+from mammo_core.engine import MAP_PRECISION, PRECISIONS
 from mammo_core.errors import MammoError
 from mammo_core.io import SourceRef
 from mammo_core.protocol import (
@@ -72,6 +74,13 @@ MASK_LONGEST = 512
 #: stride of one pixel over a big image would otherwise run for hours (refused, with the fix).
 MIN_WINDOW_PX = 8
 MAX_WINDOWS = 250_000
+#: Longest a scan of one image may take by default (minutes): the time is estimated from the
+#: windows to score x the seconds per window measured on this machine and engine (the faster
+#: of the first two batches: the first one includes the engine's warm-up), and an image over
+#: the limit is refused after those two batches with the estimate (``ScanSettings.max_minutes``,
+#: ``mammo scan --max-minutes``). Issue 26's attack measured ~55 ms per window with the bundled
+#: models on a CPU (171,396 windows: about 2.6 h).
+DEFAULT_MAX_MINUTES = 30.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,10 @@ class ScanSettings:
     mask_level: str = "otsu"                     # tissue mask threshold: "otsu" or "protocol"
     drop_pectoral: bool = True
     window_px: int | None = None                 # overrides window_mm (no spacing needed)
+    max_minutes: float = DEFAULT_MAX_MINUTES     # refuse an image estimated to take longer
+    # compute precision of the map pass on a compiled engine (None: MAP_PRECISION, chosen by
+    # measurement, docs/engines.md); candidates use the session's engine precision
+    map_precision: str | None = None
 
     def __post_init__(self) -> None:
         if not (self.window_mm > 0 and np.isfinite(self.window_mm)):
@@ -108,6 +121,10 @@ class ScanSettings:
             raise MammoError("map members: no model named")
         if not (0 <= self.min_tissue <= 1):
             raise MammoError(f"minimum tissue fraction must be in [0, 1], got {self.min_tissue}")
+        if not (np.isfinite(self.max_minutes) and self.max_minutes > 0):
+            raise MammoError(f"time limit must be a finite number of minutes > 0, got {self.max_minutes}")
+        if self.map_precision is not None and self.map_precision not in PRECISIONS:
+            raise MammoError(f"map precision must be one of {', '.join(PRECISIONS)}, got {self.map_precision!r}")
         if self.window_px is not None and self.window_px < MIN_WINDOW_PX:
             raise MammoError(f"window side must be at least {MIN_WINDOW_PX} px, got {self.window_px}")
 
@@ -156,6 +173,9 @@ class ScanResult:
     settings: ScanSettings
     # the test-time augmentation each map member ran with (``Session.tta_of`` under "card")
     member_tta: dict[str, str] = field(default_factory=dict)
+    # what computed the map and the candidates (mammo_core.engine.EngineInfo.to_json)
+    map_engine: dict | None = None
+    engine: dict | None = None
 
     def members_text(self) -> str:
         """The map's members with the TTA each ran with: ``"a (TTA none), b (TTA dihedral8)"``."""
@@ -175,7 +195,9 @@ class ScanResult:
                        "protocol": "reference patch protocol v1 window -> 150 x 150 INTER_NEAREST"},
             "map": {"downsampling": self.stride_px, "members": self.members, "exact": self.exact,
                     "tta": self.settings.map_tta, "member_tta": dict(self.member_tta),
-                    "windows": len(self.p_abnormal), "complete": self.complete},
+                    "windows": len(self.p_abnormal), "complete": self.complete,
+                    "engine": self.map_engine},
+            "engine": self.engine,
             "candidates": [c.to_json() for c in self.candidates],
         }
 
@@ -379,6 +401,39 @@ def window_side_px(mammo: Mammogram, settings: ScanSettings) -> int:
     return round(side)
 
 
+# --------------------------------------------------------------------------- cost
+@dataclass
+class CostGuard:
+    """Refuses a scan estimated to take longer than ``max_minutes``: windows x the seconds per
+    window measured on this machine and engine (the fastest batch so far; the first batch
+    includes the engine's warm-up, so nothing is refused before a second one was timed)."""
+
+    windows: int
+    max_minutes: float
+    source: str
+    per_window: float = float("inf")
+    batches: int = 0
+
+    def estimate_s(self) -> float:
+        return self.windows * self.per_window
+
+    def after_batch(self, done: int, size: int, seconds: float) -> None:
+        self.batches += 1
+        self.per_window = min(self.per_window, max(seconds, 1e-9) / max(1, size))
+        est = self.estimate_s()
+        if self.batches >= 2 and done < self.windows and est > 60.0 * self.max_minutes:
+            allow = math.ceil(est / 60.0 * 1.2)
+            raise MammoError(
+                f"scanning it would take about {_duration(est)} ({self.windows:,} windows at "
+                f"{self.per_window * 1e3:.1f} ms each, measured here), over the "
+                f"{self.max_minutes:g} min limit: allow it with --max-minutes {allow}, or use a "
+                "larger --stride or window", self.source)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{max(1, round(seconds / 60))} min"
+
+
 # --------------------------------------------------------------------------- the scan
 def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = ScanSettings(),
                    progress: Callable[[int, int], None] | None = None,
@@ -414,6 +469,12 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
     exact = set(members) == set(all_members) and (
         settings.map_tta == "card" or all(session.tta_of(m) == "none" for m in members))
     n = len(boxes)
+    if n == 0:
+        raise MammoError(f"no breast found: no window of {side} px is at least "
+                         f"{settings.min_tissue:.0%} breast tissue (tissue mask "
+                         f"{'empty' if not mask.any() else 'smaller than one window'}); check the "
+                         "image, its bit depth (--bits) and --min-tissue / --window-px", mammo.source)
+    guard = CostGuard(n, settings.max_minutes, mammo.source)
     p = np.empty(n, dtype=np.float64)
     done = 0
     complete = True
@@ -421,16 +482,22 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
         if cancel is not None and cancel():
             complete = False
             break
+        t_batch = time.perf_counter()
         chunk = boxes[s:s + settings.batch_size]
         stack = np.stack([cut_window(image, b, fs) for b in chunk])
         if len(chunk) < settings.batch_size and s > 0:  # same batch shape: no re-tracing
             stack = np.concatenate([stack, np.repeat(stack[-1:], settings.batch_size - len(chunk), 0)])
         p[s:s + len(chunk)] = session.p_abnormal(
             stack, members, batch_size=settings.batch_size,
-            tta=None if settings.map_tta == "card" else "none")[:len(chunk)]
+            tta=None if settings.map_tta == "card" else "none",
+            precision=settings.map_precision or MAP_PRECISION)[:len(chunk)]
         done = s + len(chunk)
+        guard.after_batch(done, len(chunk), time.perf_counter() - t_batch)
         if progress is not None:
             progress(done, n)
+    if not np.all(np.isfinite(p[:done])):  # never a NaN in a map or a report
+        raise MammoError(f"the map's members gave a non-finite P(abnormal) for "
+                         f"{int(np.sum(~np.isfinite(p[:done])))} of {done} windows", mammo.source)
     p = p[:done]
     centres = centres[:done]
     boxes = boxes[:done]
@@ -478,7 +545,9 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
     return ScanResult(mammo.source, mammo.shape, side, stride, centres, p, amap, mask, f, candidates,
                       members, exact, complete, time.perf_counter() - t0, mammo.mm_per_pixel,
                       mammo.spacing_source if settings.window_px is None else "window given in px",
-                      settings, member_tta(session, members, settings.map_tta))
+                      settings, member_tta(session, members, settings.map_tta),
+                      session.engine_info(settings.map_precision or MAP_PRECISION).to_json(),
+                      session.engine_info().to_json())
 
 
 def member_tta(session, members: Sequence[str], map_tta: str) -> dict[str, str]:

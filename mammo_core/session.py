@@ -18,6 +18,7 @@ import numpy as np
 
 from mammo_core import DISCLAIMER, __version__
 from mammo_core.bundle import BundleInfo, iter_bundles, read_card, read_manifest
+from mammo_core.engine import Engine, EngineInfo, EngineSettings
 from mammo_core.ensemble import _factors_of, apply_temperature, combine, member_class_for, member_dirs, read_ensemble
 from mammo_core.errors import BundleError, MammoError
 from mammo_core.explain import finish_map, tissue_mask, weighted_mean
@@ -64,10 +65,22 @@ class _State:
 class Session:
     """Loaded bundles and what can be done with them (thread-safe for one worker at a time)."""
 
-    def __init__(self, models_dir: Path | str | None = None):
+    def __init__(self, models_dir: Path | str | None = None,
+                 engine: EngineSettings | Engine | None = None):
         self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
         self._state = _State()
         self._lock = threading.RLock()
+        self.engine = engine if isinstance(engine, Engine) else Engine(engine or EngineSettings())
+
+    def set_engine(self, settings: EngineSettings) -> None:
+        """Predict with another engine / precision from now on (the viewer's setting)."""
+        with self._lock:
+            if settings != self.engine.settings:
+                self.engine = Engine(settings, self.engine.cache)
+
+    def engine_info(self, precision: str | None = None) -> EngineInfo:
+        """The engine, version and precision that compute (or computed) the predictions."""
+        return self.engine.info(precision)
 
     # ------------------------------------------------------------------ reading
     @staticmethod
@@ -224,7 +237,7 @@ class Session:
                 break
             chunk = patches[s:s + batch_size]
             x = to_model_input(chunk)
-            part = predict_arrays(models, x, batch_size=len(chunk))
+            part = predict_arrays(models, x, batch_size=len(chunk), engine=self.engine)
             for k, v in part.items():
                 probs[k][s:s + len(chunk)] = v
             done = s + len(chunk)
@@ -281,14 +294,16 @@ class Session:
             return self._state.models[name].tta
 
     def p_abnormal(self, pixels: np.ndarray, members: Sequence[str] | None = None,
-                   batch_size: int = 64, tta: str | None = None) -> np.ndarray:
+                   batch_size: int = 64, tta: str | None = None,
+                   precision: str | None = None) -> np.ndarray:
         """P(abnormal) of a stack of patches ``(N, 150, 150)`` (uint8 / uint16 / float [0, 1]):
         the ensemble's ``1 - P(baseline)`` (temperature scaling and fitted weights as in
         :meth:`predict`), computed from ``members`` only (default: every member that estimates
         P(baseline), which gives exactly the ensemble's value; a subset is an approximation, to
         be stated). Without an ensemble: the mean ``1 - P(baseline)`` of ``members``. ``tta``
         overrides each card's test-time augmentation (``"none"``: one view, 8x cheaper than
-        ``dihedral8``; ``None``: as each card says, the ensemble's exact value)."""
+        ``dihedral8``; ``None``: as each card says, the ensemble's exact value). ``precision``
+        overrides the engine's (the map's own precision, :data:`mammo_core.engine.MAP_PRECISION`)."""
         import dataclasses
 
         usable = self.abnormal_members()
@@ -306,7 +321,8 @@ class Session:
         x = to_model_input(np.asarray(pixels))
         if len(x) == 0:
             return np.zeros(0)
-        probs = predict_arrays(models, x, batch_size=batch_size, tta=tta)
+        probs = predict_arrays(models, x, batch_size=batch_size, tta=tta, engine=self.engine,
+                               precision=precision)
         if ens is not None:
             spec = dataclasses.replace(ens.spec, members=tuple(m for m in ens.spec.members
                                                                if m.name in chosen))
@@ -342,8 +358,12 @@ class Session:
         if model == ENSEMBLE or (ens is not None and self.model_name(model) == ens.info.name):
             if ens is None:
                 raise MammoError(f"no ensemble loaded (loaded: {', '.join(self.loaded) or 'none'})")
+            # every member's probabilities in one pass on the session's engine (shared trunk,
+            # each card's TTA): the target (default the ensemble's call) and the map weights
+            probs = predict_arrays([models[m.name] for m in ens.spec.members], x, batch_size=1,
+                                   engine=self.engine)
             if target is None:
-                target = self.predict([patch])[0].ensemble.predicted
+                target = combine(ens.spec, probs).predicted[0]
             if target not in CLASS_NAMES:
                 raise MammoError(f"unknown target {target!r} for the ensemble; choose one of "
                                  f"{', '.join(CLASS_NAMES)}")
@@ -354,7 +374,7 @@ class Session:
                 if cls is None:
                     continue
                 ci = lm.classes.index(cls)
-                p = apply_temperature(lm(x), m.temperature)[0, ci]
+                p = apply_temperature(probs[m.name], m.temperature)[0, ci]
                 hm = lm.gradcam(x, ci, method=method)[0]
                 out[m.name] = hm
                 maps.append(hm)
@@ -390,7 +410,8 @@ class Session:
                 ens.spec.calibration, ens.spec.coverage,
                 tuple(MemberRecord(m.name, m.sha256, m.task, m.temperature, m.weight)
                       for m in ens.spec.members))
-        return Provenance(__version__, DISCLAIMER, _now(), tuple(models), record)
+        return Provenance(__version__, DISCLAIMER, _now(), tuple(models), record,
+                          engine=self.engine_info().to_json())
 
     def provenance(self) -> dict:
         """:meth:`provenance_record` as the report's JSON object."""

@@ -6,6 +6,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# compiled-engine caches of the tests' tiny models go to a temp folder, never the user's cache
+import tempfile
+
+os.environ.setdefault("MAMMO_ENGINE_CACHE", tempfile.mkdtemp(prefix="mammo-test-engine-cache-"))
 
 from pathlib import Path
 

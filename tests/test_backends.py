@@ -170,3 +170,57 @@ def test_wrong_backend_for_distribute_is_a_clear_error(tmp_path):
         make_placement("data-parallel")
     assert scaled_lr(1e-3, "linear", 4) == pytest.approx(4e-3)
     assert scaled_lr(1e-3, "none", 4) == 1e-3
+
+
+# `mammo predict` and task 5 on the JAX backend with TensorFlow's import blocked: prediction
+# runs on JAX (SharedForward under jax.jit, never a tf.function), the engine says so in one line.
+PREDICT_JAX = textwrap.dedent("""
+    import json, sys
+    class NoTensorFlow:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "tensorflow":
+                raise ModuleNotFoundError(f"No module named {name!r}")
+    sys.meta_path.insert(0, NoTensorFlow())
+    import importlib.util
+    from mammo_core.cli import main
+    models, data, samples, report, out = sys.argv[1:6]
+    rc = main(["predict", samples, "--models-dir", models, "--no-progress", "-o", report])
+    assert rc == 0, rc
+    spec = importlib.util.spec_from_file_location("t5", "training_scripts/task_5_ensemble.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    members = sys.argv[6:]
+    rc = mod.main(["--members", *members, "--data", data, "--out", out, "--n-boot", "20"])
+    assert rc == 0, rc
+    assert "tensorflow" not in sys.modules
+    print("DONE")
+""")
+
+
+@pytest.mark.slow
+def test_mammo_predict_and_task_5_run_on_jax_and_agree_with_tensorflow(cbis, tmp_path):
+    pytest.importorskip("jax")
+    from bundle_factory import models_dir_with
+
+    from mammo_core.paths import samples_dir
+
+    models = models_dir_with(tmp_path / "models", ["mass_calc", "baseline_mass_calc"], ensemble=True)
+    report = tmp_path / "jax.json"
+    members = sorted(str(p) for p in models.iterdir() if (p / "model.keras").is_file())
+    proc = _run(["-c", PREDICT_JAX, str(models), str(cbis), str(samples_dir()), str(report),
+                 str(tmp_path / "models" / "ensemble_jax"), *members], _env("jax"))
+    assert "DONE" in proc.stdout
+    assert proc.stderr.count("jax backend") == 1  # one line says why OpenVINO is not used
+    doc = json.loads(report.read_text())
+    assert doc["engine"]["name"] == "keras" and "jax" in doc["engine"]["version"]
+    from mammo_core.cli import main
+
+    ref = tmp_path / "tf.json"
+    assert main(["predict", str(samples_dir()), "--models-dir", str(models), "--engine", "keras",
+                 "--no-progress", "-o", str(ref)]) == 0
+    p_jax = {(r["source"], r["model"]): r["probabilities"] for r in doc["predictions"]}
+    p_tf = {(r["source"], r["model"]): r["probabilities"] for r in json.loads(ref.read_text())["predictions"]}
+    assert p_jax.keys() == p_tf.keys()
+    for k, v in p_tf.items():
+        np.testing.assert_allclose([p_jax[k][c] for c in v], list(v.values()), atol=1e-4, err_msg=str(k))
+    assert (tmp_path / "models" / "ensemble_jax" / "ensemble.json").is_file()

@@ -94,6 +94,8 @@ def test_bits_is_checked(tmp_path, files, capsys):
     assert not coll.patches and "--bits 12" in coll.errors[0].error
     assert read_image_bits(d / "c_12bit.dcm", bits=8)[1] == 12  # DICOM keeps its BitsStored
     assert read_image_bits(d / "a_8bit.png", bits=12)[1] == 8  # an 8-bit container stays 8-bit
-    assert main(["predict", str(d), "--bits", "17"]) == 2
+    with pytest.raises(SystemExit) as e:  # refused at parse time (issue 26)
+        main(["predict", str(d), "--bits", "17"])
+    assert e.value.code == 2
     assert "--bits" in capsys.readouterr().err
     np.testing.assert_allclose(scale_to_unit(np.array([[4095]], np.uint16), bits=12), 1.0)

@@ -64,7 +64,7 @@ def test_provenance_round_trips_under_the_report_names():
                      EnsembleRecord("ens", 0.12, "p90 of validation", "soft voting", "temperature",
                                     {"members": 2}, (MemberRecord("m1", "a" * 64, "mass_calc", 1.5, 1.0),)))
     d = rec.to_json()
-    assert set(d) == {"software", "disclaimer", "created", "models", "ensemble"}
+    assert set(d) == {"software", "disclaimer", "created", "models", "ensemble", "engine"}
     assert d["software"] == {"name": "mammo-patches", "version": __version__}
     assert d["ensemble"]["members"][0] == {"name": "m1", "sha256": "a" * 64, "task": "mass_calc",
                                            "temperature": 1.5, "weight": 1.0}

@@ -92,7 +92,9 @@ def test_csv_to_stdout_and_pdf_to_file(root, folder, tmp_path, capsys):
 def test_usage_errors_exit_2(folder, capsys):
     assert main(["predict", str(folder), "--format", "pdf"]) == 2
     assert "requires -o" in capsys.readouterr().err
-    assert main(["predict", str(folder), "--batch-size", "0"]) == 2
+    with pytest.raises(SystemExit) as e:  # refused at parse time (issue 26)
+        main(["predict", str(folder), "--batch-size", "0"])
+    assert e.value.code == 2
     with pytest.raises(SystemExit) as e:
         main(["predict", str(folder), "--method", "magic"])
     assert e.value.code == 2

@@ -369,6 +369,26 @@ def test_export_predicts_the_rest_and_names_the_ensemble_heatmap(qtbot, make, tm
     assert c.prediction(key_of(b)) is not None
 
 
+def test_engine_setting_reaches_the_session_and_drops_older_predictions(qtbot, make):
+    from mammo_core.engine import EngineSettings
+
+    c, sessions = make()
+    _ready(qtbot, c)
+    s = sessions[-1]
+    engines = []
+    s.set_engine = engines.append
+    p = _patches(1)[0]
+    with qtbot.waitSignal(c.predictionsReady, timeout=WAIT):
+        c.request_prediction(p)
+    assert c.prediction(key_of(p)) is not None
+    assert not c.service.set_engine(EngineSettings())  # unchanged: nothing dropped
+    with qtbot.waitSignal(c.modelsLoaded, timeout=WAIT):  # the views ask again
+        assert c.service.set_engine(EngineSettings("keras"))
+    assert engines == [EngineSettings("keras")] and c.prediction(key_of(p)) is None
+    c.start_models()  # a new session gets the setting too
+    assert sessions[-1] is not s and c.service.engine == EngineSettings("keras")
+
+
 def test_controller_imports_no_tensorflow():
     code = ("import sys, app.controllers.patches, app.controllers.mammogram, app.service, app.main_window; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "

@@ -98,3 +98,13 @@ def test_weighted_mean():
     np.testing.assert_allclose(weighted_mean([a, b], [0.25, 0.75]), 0.75)
     np.testing.assert_allclose(weighted_mean([a, b], [0, 0]), 0.5)
     assert weighted_mean([], []).shape == (150, 150)
+
+
+def test_compiled_gradcam_equals_tf_keras_vis(lm, x, monkeypatch):
+    """The compiled gradient pass (reused across patches) gives tf-keras-vis' own maps."""
+    from mammo_core import explain
+
+    fast = gradcam(lm.model, x, class_index=[0, 1, 2, 3, 4], layer=lm.gradcam_layer)
+    monkeypatch.setattr(explain, "COMPILED_GRADCAM", False)
+    ref = gradcam(lm.model, x, class_index=[0, 1, 2, 3, 4], layer=lm.gradcam_layer)
+    np.testing.assert_allclose(fast, ref, atol=1e-4)

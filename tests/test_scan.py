@@ -136,7 +136,9 @@ def test_cli_without_pixel_size_says_how_to_give_it(models, tmp_path, capsys):
     rc = main(["scan", str(img), "-o", str(tmp_path / "o"), "--models-dir", str(models), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 1 and "plain.png" in err and "--pixel-spacing" in err
-    assert main(["scan", str(img), "-o", str(tmp_path / "o"), "--stride", "0"]) == 2
+    with pytest.raises(SystemExit) as exc:  # refused at parse time (issue 26)
+        main(["scan", str(img), "-o", str(tmp_path / "o"), "--stride", "0"])
+    assert exc.value.code == 2
     rc = main(["scan", str(img), "-o", str(tmp_path / "o"), "--models-dir", str(models),
                "--window-px", "150", "--map-members", "tiny_mass_calc_0", "--no-progress"])
     assert rc == 1 and "give no P(baseline)" in capsys.readouterr().err

@@ -266,6 +266,7 @@ def test_settings_persist(qtbot, models_root, tmp_path):
     win = _window(qtbot, models_root)
     win.patch_tab.opacity.setValue(73)
     win.patch_tab.side_check.setChecked(True)
+    win.ui.engine_actions["keras"].trigger()  # Analysis > Engine > Keras
     win.close()  # saves
     s = make_settings()
     assert Path(s.fileName()).is_relative_to(tmp_path / "cfg")  # never the user's settings
@@ -273,6 +274,9 @@ def test_settings_persist(qtbot, models_root, tmp_path):
     win2 = _window(qtbot, models_root)
     try:
         assert win2.patch_tab.opacity.value() == 73 and win2.patch_tab.side_check.isChecked()
+        from mammo_core.engine import EngineSettings
+
+        assert win2.ui.engine_actions["keras"].isChecked() and win2.service.engine == EngineSettings("keras")
     finally:
         win2.shutdown(10)
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from mammo_core import DISCLAIMER
+from mammo_core.cliargs import integer
 from mammo_core.datasets.cbis import build_cbis, skip_summary
 from mammo_core.datasets.mias import build_mias
 from mammo_core.paths import path_arg
@@ -79,7 +80,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, type=path_arg, help="output folder (created; files replaced)")
     p.add_argument("--test-fraction", type=_fraction, default=0.2,
                    help="share of pairs (by woman, per class) in public_test_* (default 0.2; 0 = all train)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and the jitter (default 0)")
+    p.add_argument("--seed", type=integer(0, 2**32 - 1), default=0, help="seed of the split and the jitter (default 0)")
     p.add_argument("--jitter", type=_count, default=0, metavar="K",
                    help="K extra jittered pairs per TRAIN abnormality (centre moved inside the lesion "
                         "circle, side x0.85-1.2; metadata column 'jitter' = 1..K); test pairs never (default 0)")

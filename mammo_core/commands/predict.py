@@ -12,10 +12,13 @@ from pathlib import Path
 
 from mammo_core import DISCLAIMER
 from mammo_core.atomic import atomic_path, atomic_write_bytes, write_through
+from mammo_core.cliargs import BATCH_SIZE, BITS
+from mammo_core.engine import add_engine_arguments, engine_settings
 from mammo_core.errors import MammoError
 from mammo_core.explain import overlay
 from mammo_core.io import READ_EXTENSIONS
 from mammo_core.paths import path_arg
+from mammo_core.progress import Progress
 from mammo_core.report import PredictionRun, csv_text, json_text
 from mammo_core.safeio import shown
 from mammo_core.session import ENSEMBLE, Session
@@ -64,12 +67,15 @@ def register(subparsers) -> None:
                    help="report format (default json); pdf requires -o")
     p.add_argument("-o", "--output", type=_given_path, default=None, metavar="FILE",
                    help="report file (default: stdout for json/csv)")
-    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="patches per batch (default 32)")
-    p.add_argument("--bits", type=int, default=None, metavar="N",
+    p.add_argument("--batch-size", type=BATCH_SIZE, default=32, metavar="N",
+                   help="patches per batch (default 32)")
+    p.add_argument("--bits", type=BITS, default=None, metavar="N",
                    help="16-bit PNG/TIFF/.npy files hold only N bits (1-16; e.g. 12 for a 12-bit "
                         "mammogram saved in a 16-bit PNG); DICOM uses its own BitsStored")
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (terminal) or heartbeat line every 10 s (log) on stderr")
+    add_engine_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -170,7 +176,7 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
-    session = Session(args.models_dir)
+    session = Session(args.models_dir, engine_settings(args))
     coll = session.read(args.paths, recursive=args.recursive, bits=args.bits)
     for e in coll.errors:
         log.warning("cannot read %s: %s", shown(e.source), shown(e.error))
@@ -183,8 +189,8 @@ def run(args) -> int:
             raise MammoError("no model bundles found; train one (training_scripts/) or pass "
                              "--model PATH", session.models_dir)
     disable = args.no_progress
-    with tqdm(total=0, desc="loading models", unit="model", file=sys.stderr, disable=disable,
-              leave=False) as bar:
+    with tqdm(total=0, desc="loading models", unit="model", file=sys.stderr,
+              disable=disable or not _tty(sys.stderr), leave=False) as bar:
         def on_load(i, total, name):
             bar.total = total
             bar.n = i
@@ -199,18 +205,19 @@ def run(args) -> int:
         if problems:
             raise MammoError("; ".join(problems) + " (run without --gradcam for predictions only)")
 
-    with tqdm(total=len(coll.patches), desc="predicting", unit="patch", file=sys.stderr,
-              disable=disable) as bar:
-        preds = session.predict(coll.patches, batch_size=args.batch_size,
-                                progress=lambda done, total: bar.update(done - bar.n))
+    with Progress(len(coll.patches), "predicting", "patch", disable=disable) as bar:
+        preds = session.predict(coll.patches, batch_size=args.batch_size, progress=bar.update_to)
 
     heatmaps, heatmap_paths = {}, {}
     write_failed = None
     if gradcam:
         heatmaps, heatmap_paths, write_failed = _gradcam(session, coll.patches, preds, args, disable)
 
+    run_ = PredictionRun(preds, session.provenance(), list(coll.errors), coll.patches, heatmaps,
+                         heatmap_paths)
+    for e in run_.errors[len(coll.errors):]:  # a non-finite answer: an error for that patch
+        log.warning("cannot predict %s: %s", shown(e.source), shown(e.error))
     errors = list(coll.errors)
-    run_ = PredictionRun(preds, session.provenance(), errors, coll.patches, heatmaps, heatmap_paths)
     if args.output is None:
         sys.stdout.write(json_text(run_) if args.format == "json" else csv_text(run_))
         sys.stdout.flush()
@@ -221,8 +228,8 @@ def run(args) -> int:
         except (OSError, MammoError) as exc:
             write_failed = f"cannot write {shown(args.output)}: {_why(exc)}"
         else:
-            log.info("wrote %s (%d patches, %d unreadable); %s", shown(args.output), len(preds),
-                     len(errors), DISCLAIMER)
+            log.info("wrote %s (%d patches, %d unreadable); %s", shown(args.output),
+                     len(run_.predictions), len(run_.errors), DISCLAIMER)
     if write_failed:  # the work is done: never lose it
         text = csv_text(run_) if args.format == "csv" else json_text(run_)
         log.error("error: %s; the report (%s) follows on stdout", write_failed,
@@ -231,9 +238,16 @@ def run(args) -> int:
             sys.stdout.write(text)
             sys.stdout.flush()
         return 1
-    if errors:
-        return 3 if preds else 1
+    if run_.errors:
+        return 3 if run_.predictions else 1
     return 0
+
+
+def _tty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def _why(exc: BaseException) -> str:
@@ -246,7 +260,6 @@ def _why(exc: BaseException) -> str:
 
 def _gradcam(session, patches, preds, args, disable):
     import numpy as np
-    from tqdm import tqdm
 
     ens_loaded = ENSEMBLE in session.loaded
     heatmaps, paths = {}, {}
@@ -258,7 +271,7 @@ def _gradcam(session, patches, preds, args, disable):
         except OSError as exc:
             failed = f"cannot create --gradcam-dir {shown(out_dir)}: {_why(exc)}"
             out_dir = None
-    with tqdm(total=len(patches), desc="Grad-CAM", unit="patch", file=sys.stderr, disable=disable) as bar:
+    with Progress(len(patches), "Grad-CAM", "patch", disable=disable) as bar:
         for i, (patch, pred) in enumerate(zip(patches, preds)):
             maps = {}
             if ens_loaded:
@@ -286,7 +299,7 @@ def _gradcam(session, patches, preds, args, disable):
                         out_dir = None
                         continue
                     paths[(key, model)] = str(npy)
-            bar.update(1)
+            bar.update_to(i + 1)
     return heatmaps, paths, failed
 
 

@@ -3,23 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import logging
+import math
 import os
+import stat
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 from mammo_core import DISCLAIMER
-from mammo_core.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from mammo_core.atomic import _link_chain, clean_stale_temps
+from mammo_core.cliargs import BATCH_SIZE, BITS, integer, real
+from mammo_core.engine import add_engine_arguments, engine_settings
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe
 from mammo_core.mammogram import read_mammogram, spacing_problem
 from mammo_core.paths import path_arg
+from mammo_core.progress import Progress
 from mammo_core.report import csv_cell
 from mammo_core.safeio import shown
-from mammo_core.scan import DEFAULT_WINDOW_MM, ScanSettings, map_overlay, scan_mammogram
+from mammo_core.scan import (
+    CANDIDATES_SCHEMA,
+    DEFAULT_MAX_MINUTES,
+    DEFAULT_WINDOW_MM,
+    MIN_WINDOW_PX,
+    ScanSettings,
+    map_overlay,
+    scan_mammogram,
+)
 from mammo_core.session import ENSEMBLE, Session
 
 log = logging.getLogger(__name__)
@@ -38,7 +54,16 @@ writes per IMAGE:
   DIR/<stem>_candidates.json {{"schema": "mammo.candidates/1", "source": ..., "candidates":
                              [{{"x", "y", "side", "p_abnormal", "call", "probabilities"}}, ...]}}
                              best first
-and DIR/candidates.csv for all images.
+and DIR/candidates.csv: every candidates JSON in DIR (earlier runs' too), rebuilt after each
+image. Each file is written beside its name and moved in whole (the JSON last); a symbolic
+link or special file found in DIR is never written through (that image fails); DIR under /dev,
+/proc or /sys (directly or through a link) is refused. A lock (DIR/.mammo-scan.lock) keeps a
+second scan out of DIR while one runs: the second exits 1 at once with one line.
+
+Cost: an image is refused (that image fails) when its windows x the time per window measured
+on the first batches exceed --max-minutes (default {DEFAULT_MAX_MINUTES:g}); the message gives
+the estimate and the --max-minutes that allows it. An image with no window of enough breast
+fails saying no breast was found. Progress: a bar on a terminal, else one line every 10 s.
 
 Coordinates: x, y are the window centre (column, row) in source pixels with the origin at the
 TOP-LEFT corner of the image as stored (mini-MIAS's Info.txt counts y from the bottom:
@@ -83,15 +108,16 @@ def register(subparsers) -> None:
                    help="bundle or ensemble to use (default: the bundled ensemble)")
     p.add_argument("--models-dir", type=path_arg, default=None, metavar="DIR",
                    help="folder of bundles (default: assets/models)")
-    p.add_argument("--window-mm", type=float, default=None, metavar="MM",
+    p.add_argument("--window-mm", type=real(0, 1000, lo_open=True), default=None, metavar="MM",
                    help="window side in mm (default 19.2: the training data's median lesion window)")
-    p.add_argument("--window-px", type=int, default=None, metavar="PX",
+    p.add_argument("--window-px", type=integer(MIN_WINDOW_PX, 100_000), default=None, metavar="PX",
                    help="window side in pixels (overrides --window-mm; no pixel size needed)")
-    p.add_argument("--pixel-spacing", type=float, default=None, metavar="MM",
+    p.add_argument("--pixel-spacing", type=real(0, lo_open=True), default=None, metavar="MM",
                    help="pixel size in mm when the file does not say (or to override it)")
-    p.add_argument("--stride", type=float, default=0.25, metavar="F",
+    p.add_argument("--stride", type=real(0, 1, lo_open=True), default=0.25, metavar="F",
                    help="window stride as a fraction of the side (default 0.25)")
-    p.add_argument("--top-k", type=int, default=10, metavar="K", help="candidates per image (default 10)")
+    p.add_argument("--top-k", type=integer(0, 1000), default=10, metavar="K",
+                   help="candidates per image (default 10)")
     p.add_argument("--map-members", default="fastest", metavar="fastest|all|NAME[,NAME]",
                    help="members that compute the map: 'fastest' (default: the smallest member "
                         "that estimates P(baseline), an approximation), 'all' (every such member: "
@@ -101,12 +127,24 @@ def register(subparsers) -> None:
                         "window, 8x cheaper, an approximation) or 'card' (each card's own, e.g. the "
                         "8 dihedral views: with --map-members all, the ensemble's exact value); "
                         "candidates are always re-classified with every model as its card says")
-    p.add_argument("--min-tissue", type=float, default=0.9, metavar="F",
+    p.add_argument("--min-tissue", type=real(0, 1), default=0.9, metavar="F",
                    help="breast fraction a window needs to be scored (default 0.9)")
     p.add_argument("--keep-pectoral", action="store_true",
                    help="do not try to drop the pectoral muscle from the tissue mask")
-    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="windows per batch (default 64)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--batch-size", type=BATCH_SIZE, default=64, metavar="N",
+                   help="windows per batch (default 64)")
+    p.add_argument("--bits", type=BITS, default=None, metavar="N",
+                   help="16-bit PNG/TIFF/.npy images hold only N bits (1-16; e.g. 12 for a 12-bit "
+                        "mammogram saved in a 16-bit PNG), as in mammo predict; DICOM uses its own "
+                        "BitsStored")
+    p.add_argument("--max-minutes", type=real(0, 1e6, lo_open=True), default=DEFAULT_MAX_MINUTES,
+                   metavar="MIN",
+                   help=f"refuse an image whose scan is estimated to take longer (default "
+                        f"{DEFAULT_MAX_MINUTES:g}; windows x the time per window measured on the "
+                        "first batches)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (terminal) or heartbeat line every 10 s (log) on stderr")
+    add_engine_arguments(p, scan=True)
     p.set_defaults(func=run)
 
 
@@ -120,10 +158,36 @@ def _usage(msg: str) -> int:
     return 2
 
 
+#: Where an output folder must never be: writing "regular" files there (as root) plants them
+#: among devices and kernel files.
+_SPECIAL_ROOTS = ("/dev", "/proc", "/sys")
+LOCK_NAME = ".mammo-scan.lock"
+JSON_SUFFIX = "_candidates.json"
+#: Largest candidates JSON read back when candidates.csv is rebuilt (ours are a few kB).
+MAX_JSON_BYTES = 4 << 20
+
+
+def _special(path: str) -> bool:
+    return any(p == r or p.startswith(r + os.sep) for r in _SPECIAL_ROOTS for p in path_chain(path))
+
+
+def path_chain(path: str) -> list[str]:
+    """``path`` made absolute, every hop of its symlinks, and its real path."""
+    return [*_link_chain(path), os.path.realpath(path)]
+
+
 def _output_problem(out: str) -> str | None:
-    """Why the output folder cannot be used (None when it can); checked before models load."""
+    """Why the output folder cannot be used (None when it can); checked before models load.
+    Predict's rules for special files: a folder under /dev, /proc or /sys (directly or through
+    a symlink) is refused, as is anything that exists and is not a folder (a file, a FIFO,
+    /dev/null); the folder is made only after those checks."""
     if out == "":
         return "-o: empty folder name"
+    if _special(out):
+        return (f"-o {shown(out)}: leads to {shown(os.path.realpath(out))}, a system folder of "
+                "devices / kernel files; name an ordinary folder for the outputs")
+    if os.path.lexists(out) and not os.path.isdir(out):
+        return f"-o {shown(out)}: exists and is not a folder"
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -131,9 +195,36 @@ def _output_problem(out: str) -> str | None:
         return f"-o {shown(out)}: cannot create the output folder: {exc.strerror or exc}"
     if not out.is_dir():
         return f"-o {shown(out)}: is not a folder"
-    if not os.access(out, os.W_OK | os.X_OK):
-        return f"-o {shown(out)}: cannot write in this folder"
+    try:  # tried for real (root ignores permission bits)
+        fd, probe = tempfile.mkstemp(prefix=".mammo-probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"-o {shown(out)}: cannot write in this folder: {exc.strerror or exc}"
     return None
+
+
+def _lock(out: Path):
+    """An exclusive lock on the output folder (``.mammo-scan.lock`` in it, ``flock``) held for
+    the whole run: a second ``mammo scan`` into the same folder exits 1 at once with one line
+    (it does not wait). Returns the open descriptor (closed at exit releases the lock)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        return None
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(out / LOCK_NAME, flags, 0o644)
+    except OSError as exc:
+        raise MammoError(f"cannot lock the output folder ({LOCK_NAME}: {exc.strerror or exc}; "
+                         "a symbolic link planted there is refused)", out) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise MammoError("another mammo scan is writing into this folder; wait for it to end or "
+                         "choose another -o folder", out) from None
+    return fd
 
 
 def _free_stem(stem: str, taken: set[str]) -> str:
@@ -154,7 +245,8 @@ def run(args) -> int:
             members=args.map_members if args.map_members in ("fastest", "all") else
             tuple(m.strip() for m in args.map_members.split(",") if m.strip()),
             min_tissue=args.min_tissue, map_tta=args.map_tta,
-            drop_pectoral=not args.keep_pectoral, window_px=args.window_px)
+            drop_pectoral=not args.keep_pectoral, window_px=args.window_px,
+            max_minutes=args.max_minutes, map_precision=args.map_precision)
     except MammoError as err:
         return _usage(err.problem)
     if args.pixel_spacing is not None and spacing_problem(args.pixel_spacing):
@@ -166,10 +258,17 @@ def run(args) -> int:
     inputs = {os.path.realpath(p) for p in args.images}
     if os.path.realpath(out / "candidates.csv") in inputs:
         return _usage(f"-o {shown(out)}: candidates.csv there is one of the inputs; refusing to overwrite it")
+    lock = _lock(out)  # before models load: a second scan into this folder fails at once
+    try:
+        return _scan_all(args, settings, out, inputs)
+    finally:
+        if lock is not None:
+            os.close(lock)
 
-    from tqdm import tqdm
 
-    session = Session(args.models_dir)
+def _scan_all(args, settings: ScanSettings, out: Path, inputs: set[str]) -> int:
+    clean_stale_temps(out)  # temporaries of a killed run
+    session = Session(args.models_dir, engine_settings(args))
     if args.model == ENSEMBLE and not session.available():
         raise MammoError("no model bundles found; pass --models-dir or --model PATH", session.models_dir)
     failures = session.load([args.model])
@@ -182,21 +281,17 @@ def run(args) -> int:
             raise MammoError(f"--map-members: {', '.join(bad)} give no P(baseline); choose among "
                              f"{', '.join(usable) or 'none'}")
 
-    rows: list[dict] = []
+    index = CandidateIndex(out)
     errors = 0
     done_images = 0
     taken: set[str] = set()
     for given in args.images:
         try:
-            mammo = read_mammogram(given, spacing_mm=args.pixel_spacing)
-            with tqdm(total=0, desc=shown(Path(given).name), unit="win", file=sys.stderr,
-                      disable=args.no_progress, leave=False) as bar:
-                def prog(d, t, bar=bar):
-                    bar.total = t
-                    bar.update(d - bar.n)
-                res = scan_mammogram(mammo, session, settings, progress=prog)
+            mammo = read_mammogram(given, spacing_mm=args.pixel_spacing, bits=args.bits)
+            with Progress(0, shown(Path(given).name), "window", disable=args.no_progress) as bar:
+                res = scan_mammogram(mammo, session, settings, progress=bar.update_to)
             stem = _free_stem(mammo.stem, taken)  # two inputs with one stem: keep both
-            _write_outputs(out, stem, mammo, res, inputs)
+            doc = _write_outputs(out, stem, mammo, res, inputs)
         except MammoError as err:
             log.warning("cannot scan %s: %s", shown(given), shown(err.problem if err.path else err))
             errors += 1
@@ -208,27 +303,22 @@ def run(args) -> int:
             continue
         except Exception as err:  # noqa: BLE001 - a bug must not cost the other images
             log.warning("cannot scan %s: internal error: %s: %s (please report it)", shown(given),
-                        type(err).__name__, shown(str(err).splitlines()[0] if str(err) else ""))
+                        type(err).__name__, shown(str(err).splitlines()[0] if str(err) else ""),
+                        extra={"details": traceback.format_exc()})
             errors += 1
             continue
-        for k, c in enumerate(res.candidates, 1):
-            rows.append({"source": csv_cell(shown(mammo.source)), "rank": k, "x": c.x, "y": c.y,
-                         "side": c.side, "p_abnormal": f"{c.p_abnormal:.6f}", "p_map": f"{c.p_map:.6f}",
-                         "call": c.call,
-                         **{k2: f"{c.probabilities.get(k2, float('nan')):.6f}" for k2 in CSV_COLUMNS[8:]}})
         done_images += 1
+        index.put(f"{stem}{JSON_SUFFIX}", doc)
+        if not _write_csv(index):
+            errors += 1
         best = res.candidates[0] if res.candidates else None
         print(f"mammo: {shown(mammo.name)}: {len(res.p_abnormal)} windows of {res.window_px} px in "
               f"{res.seconds:.1f} s (map members: {res.members_text()}"
               f"{'' if res.exact else ', approximate: ' + _approx(res)}); best candidate "
               + (f"x={best.x} y={best.y} P(abnormal)={best.p_abnormal:.2f} ({best.call})" if best else "none"),
               file=sys.stderr)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    buf.write(f"# {DISCLAIMER}\n")
-    atomic_write_text(out / "candidates.csv", buf.getvalue())
+    if not done_images and not _write_csv(index):  # rebuilt from the folder's JSON files
+        errors += 1
     print(f"mammo: wrote {shown(out)} ({done_images} image(s) scanned, {errors} failed); {DISCLAIMER}",
           file=sys.stderr)
     if errors:
@@ -236,8 +326,38 @@ def run(args) -> int:
     return 0
 
 
-def _write_outputs(out: Path, stem: str, mammo, res, inputs: set[str]) -> None:
-    """The three files of one image, each atomic; refused when one would replace an input."""
+# --------------------------------------------------------------------------- writing
+def _put(folder: Path, name: str, data: bytes) -> None:
+    """Write ``folder/name`` as a unit: the bytes go to a temporary file beside it (created
+    exclusively, so a symlink planted under the temporary name is never followed), then
+    ``os.replace`` moves it in. A symlink (or anything but a regular file) found at the
+    target is refused: nothing is ever written through a link found in the output folder."""
+    target = folder / name
+    if os.path.islink(target):
+        raise MammoError(f"{name} in the output folder is a symbolic link; not writing through it "
+                         "(remove it)", folder)
+    if os.path.lexists(target) and not os.path.isfile(target):
+        raise MammoError(f"{name} in the output folder is not a regular file; not replacing it", folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.tmp-{os.getpid()}-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, target)  # replaces a link planted since the check, never follows it
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_outputs(out: Path, stem: str, mammo, res, inputs: set[str]) -> dict:
+    """The three files of one image, each moved in whole; the JSON last (a JSON in the folder
+    means its map and picture are there). Refused when one would replace an input. Returns the
+    JSON document."""
     import cv2
     import numpy as np
 
@@ -253,7 +373,94 @@ def _write_outputs(out: Path, stem: str, mammo, res, inputs: set[str]) -> None:
     doc = res.candidates_json()
     doc["source"] = shown(doc["source"])
     text = json.dumps(json_safe(doc), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    with atomic_path(targets["map.npy"]) as tmp:
-        np.save(tmp, res.map, allow_pickle=False)
-    atomic_write_bytes(targets["map.png"], buf.tobytes())
-    atomic_write_text(targets["candidates.json"], text)
+    npy = io.BytesIO()
+    np.save(npy, res.map, allow_pickle=False)
+    _put(out, targets["map.npy"].name, npy.getvalue())
+    _put(out, targets["map.png"].name, buf.tobytes())
+    _put(out, targets["candidates.json"].name, text.encode("utf-8"))
+    return json.loads(text)
+
+
+class CandidateIndex:
+    """The rows of ``candidates.csv``: rebuilt from the folder's ``*_candidates.json`` files
+    (read once, under the folder's lock), updated as images are scanned; a JSON that is not a
+    candidates file of ours (a symlink, too big, another schema, bad values) is left out with
+    one warning line."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.docs: dict[str, list[dict]] = {}
+        try:
+            names = sorted(e.name for e in os.scandir(out) if e.name.endswith(JSON_SUFFIX))
+        except OSError:
+            names = []
+        for name in names:
+            try:
+                self.docs[name] = rows_of(_read_json(out / name))
+            except (OSError, ValueError, TypeError, KeyError, MammoError) as exc:
+                log.warning("leaving %s out of candidates.csv: %s", shown(out / name),
+                            shown(getattr(exc, "problem", None) or getattr(exc, "strerror", None)
+                                  or f"{type(exc).__name__}: {exc}"))
+
+    def put(self, name: str, doc: dict) -> None:
+        self.docs[name] = rows_of(doc)
+
+    def csv_text(self) -> str:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        for name in sorted(self.docs):
+            w.writerows(self.docs[name])
+        buf.write(f"# {DISCLAIMER}\n")
+        return buf.getvalue()
+
+
+def _read_json(path: Path) -> dict:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise MammoError("not a regular file")
+        data = fh.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise MammoError(f"larger than {MAX_JSON_BYTES >> 20} MB")
+
+    def no_constant(c):
+        raise ValueError(f"non-finite number {c}")
+    return json.loads(data.decode("utf-8"), parse_constant=no_constant)
+
+
+def _num(v) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise MammoError(f"not a finite number: {str(v)[:20]!r}")
+    return float(v)
+
+
+def rows_of(doc) -> list[dict]:
+    """The CSV rows of one candidates document (``mammo.candidates/1``)."""
+    if not isinstance(doc, dict) or doc.get("schema") != CANDIDATES_SCHEMA:
+        raise MammoError("not a mammo.candidates/1 file")
+    source = doc["source"]
+    if not isinstance(source, str) or not isinstance(doc["candidates"], list):
+        raise MammoError("malformed candidates file")
+    rows = []
+    for k, c in enumerate(doc["candidates"], 1):
+        probs = c["probabilities"]
+        if not isinstance(probs, dict):
+            raise MammoError("malformed probabilities")
+        rows.append({"source": csv_cell(shown(source)), "rank": k,
+                     **{f: int(_num(c[f])) for f in ("x", "y", "side")},
+                     "p_abnormal": f"{_num(c['p_abnormal']):.6f}", "p_map": f"{_num(c['p_map']):.6f}",
+                     "call": csv_cell(shown(str(c["call"]))),
+                     **{k2: f"{_num(probs[k2]):.6f}" if k2 in probs else "nan" for k2 in CSV_COLUMNS[8:]}})
+    return rows
+
+
+def _write_csv(index: CandidateIndex) -> bool:
+    """Write candidates.csv (one unit, never through a link); False (one warning) when it fails."""
+    try:
+        _put(index.out, "candidates.csv", index.csv_text().encode("utf-8"))
+    except (OSError, MammoError) as exc:
+        log.warning("cannot write %s: %s", shown(index.out / "candidates.csv"),
+                    shown(getattr(exc, "problem", None) or getattr(exc, "strerror", None) or exc))
+        return False
+    return True

@@ -58,6 +58,14 @@ def _weight_ok(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
 
 
+def _total(xs) -> float:
+    """The sum of finite weights, ``inf`` when it overflows (``math.fsum`` raises then)."""
+    try:
+        return math.fsum(float(x) for x in xs)
+    except OverflowError:
+        return math.inf
+
+
 @dataclass(frozen=True)
 class EnsembleSpec:
     members: tuple[MemberSpec, ...]
@@ -86,8 +94,10 @@ class EnsembleSpec:
             if not (np.isfinite(m.weight) and m.weight >= 0):
                 raise BundleError(f"member {m.name!r}: weight {m.weight!r} must be a finite number >= 0")
         for group in {m.group for m in self.members}:
-            if sum(m.weight for m in self.members if m.group == group) <= 0:
-                raise BundleError(f"members of task {group[0]!r}: weights sum to 0")
+            total = _total(m.weight for m in self.members if m.group == group)
+            if not (math.isfinite(total) and total > 0):  # 1e308 + 1e308 = inf would zero them all
+                raise BundleError(f"members of task {group[0]!r}: weights sum to {total!r}; they "
+                                  "must sum to a finite number > 0")
         if self.threshold is not None and not (0.0 <= self.threshold <= 1.0):
             raise BundleError(f"threshold {self.threshold!r} must be in [0, 1] (or null)")
         if not isinstance(self.fitted, Mapping):
@@ -96,6 +106,11 @@ class EnsembleSpec:
         if not isinstance(fw, Mapping) or not all(
                 isinstance(v, Mapping) and all(_weight_ok(x) for x in v.values()) for v in fw.values()):
             raise BundleError("'fitted.factor_weights' must map factors to {group: finite weight >= 0}")
+        for factor, ws in fw.items():
+            total = _total(ws.values())
+            if ws and not (math.isfinite(total) and total > 0):
+                raise BundleError(f"'fitted.factor_weights' of {factor!r} sum to {total!r}; they "
+                                  "must sum to a finite number > 0")
 
     @property
     def coverage(self) -> dict[str, bool]:
