@@ -207,7 +207,7 @@ def _small(image: np.ndarray, fs: int | None = None) -> tuple[np.ndarray, float]
     import cv2
 
     f = min(1.0, MASK_LONGEST / max(image.shape))
-    unit = image.astype(np.float32) / float(fs or full_scale(image))
+    unit: np.ndarray = image.astype(np.float32) / float(fs or full_scale(image))
     if f < 1.0:
         unit = cv2.resize(unit, (max(1, round(image.shape[1] * f)), max(1, round(image.shape[0] * f))),
                           interpolation=cv2.INTER_AREA)

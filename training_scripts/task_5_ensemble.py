@@ -13,8 +13,10 @@ recomputed from their cards); when the cards do not allow that, a grouped split 
 the card says that disjointness is NOT guaranteed. The work is done by
 mammo_core.ensemble_fit.fit_and_evaluate; this script only maps flags to its config.
 
-Put the output folder beside the member bundles (members are found by name in the ensemble's
-parent folder), e.g. ``--out assets/models/ensemble``, then ``mammo models manifest``.
+Write it into a run folder (never into assets/models, an input or an existing bundle unless
+--overwrite), e.g. ``--out runs/ensemble``; to ship it, copy it beside the member bundles (members
+are found by name in the ensemble's parent folder; training_scripts/train_bundled.sh does this),
+then ``mammo models manifest``.
 Research use only - not a medical device.
 """
 from __future__ import annotations
@@ -23,14 +25,17 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mammo_core import DISCLAIMER, logsetup
+from mammo_core import DISCLAIMER
 from mammo_core.ensemble_fit import EnsembleFitConfig, fit_and_evaluate
 from mammo_core.errors import MammoError
 from mammo_core.paths import path_arg
+from mammo_core.training.cli import quiet_terminal
+from mammo_core.training.outdir import abandon, plan_out, publish
 
 log = logging.getLogger("task_5_ensemble")
 
@@ -46,13 +51,17 @@ def parse_args(argv):
                     "predictions and compare it with its members on public_test. " + DISCLAIMER + ".",
         epilog="example: task_5_ensemble.py --members assets/models/scratch_mass_calc "
                "assets/models/vgg16_benign_malignant assets/models/scratch_v2_baseline_mass_calc "
-               "--data ../shared/data/mias_patches --out assets/models/ensemble",
+               "--data ../shared/data/mias_patches --out runs/ensemble",
     )
     p.add_argument("--members", nargs="+", type=path_arg, required=True, metavar="DIR",
                    help="member bundle folders (mass_calc, benign_malignant, baseline_mass_calc, five_class)")
     p.add_argument("--data", type=path_arg, required=True, metavar="DIR",
                    help="CBIS-DDSM-layout folder (train_*, public_test_*, optional metadata.csv)")
-    p.add_argument("--out", type=path_arg, required=True, metavar="DIR", help="ensemble bundle folder to write")
+    p.add_argument("--out", type=path_arg, required=True, metavar="DIR",
+                   help="ensemble bundle folder to write; never inside assets/models, an input or an existing "
+                        "bundle (unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the bundle already in --out, once the new one is complete and verified")
     p.add_argument("--name", default="ensemble", help="ensemble bundle name (default: ensemble)")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="fallback grouped validation fraction of train_* (default 0.2)")
@@ -84,13 +93,30 @@ def config_from_args(args) -> EnsembleFitConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logsetup.configure("task_5_ensemble.py")
-    try:
-        result = fit_and_evaluate(config_from_args(args), log=_log)
+    quiet_terminal("task_5_ensemble.py")  # library start-up lines to the training log
+    try:  # usage: the output folder checked against every input before any work
+        inputs = {"--data": args.data, **{f"--members {m}": m for m in args.members},
+                  **{f"--oof {d}": d for d in args.oof}}
+        plan = plan_out(args.out, inputs, overwrite=args.overwrite)
+        cfg = config_from_args(args)
     except MammoError as err:
         log.error("error: %s", err)
+        return 2
+    try:
+        fit_and_evaluate(replace(cfg, out=plan.work), log=_log)
+        publish(plan)
+    except MammoError as err:
+        abandon(plan)
+        log.error("error: %s", err)
         return 1
-    _log(f"wrote {result.out_dir} (card.json, ensemble.json, metrics.json, comparison.png); "
+    except OSError as exc:  # the disk: full, read-only, removed under the run
+        abandon(plan)
+        log.error("error: %s: %s", exc.filename or plan.work, exc.strerror or exc)
+        return 1
+    except BaseException:
+        abandon(plan)
+        raise
+    _log(f"wrote {plan.final} (card.json, ensemble.json, metrics.json, comparison.png); "
          f"put it beside the members and run 'mammo models manifest'")
     return 0
 

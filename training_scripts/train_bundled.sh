@@ -63,7 +63,8 @@ COMMON=(--data "$DATA" --folds 5 --seed 0)
 # short); never block 5: block 5 would add ~28 MB of new weights per bundle to the repository, and a
 # graph without block 4 would drop ~24 MB that the previous bundles hold (git stores the change
 # both ways); blocks 1-4 are byte-identical to the previous bundles' frozen ImageNet blocks
-POOLED=(--head pooled --weights "$WEIGHTS" --tta auto)
+# class weights: balanced (the pooled head follows --class-weights, default the task's preset)
+POOLED=(--head pooled --weights "$WEIGHTS" --tta auto --class-weights balanced)
 # The ensemble's factor-weight rule was changed (NLL fit -> choice on out-of-fold AUC) after an
 # earlier session had seen public_test numbers of the old rule: its public_test numbers are not
 # blind (the card says so; the members' are). Empty this only with a new, unseen held-out split.
@@ -87,11 +88,14 @@ T0=$(date +%s)
 TIMINGS=()
 log() { echo "[train_bundled $(date -u +%H:%M:%S)] $*" >&2; }
 
-ship() {  # ship NAME: copy the run's bundle files into assets/models/NAME
+ship() {  # ship NAME [FILE...]: copy the run's bundle files (default BUNDLE_FILES) into assets/models/NAME
     local name=$1 src=$RUNS/$1 dst=$MODELS/$1
+    shift
+    local files=("${BUNDLE_FILES[@]}")
+    [[ $# -gt 0 ]] && files=("$@")
     rm -rf "$dst"
     mkdir -p "$dst"
-    for f in "${BUNDLE_FILES[@]}"; do
+    for f in "${files[@]}"; do
         [[ -f "$src/$f" ]] && cp "$src/$f" "$dst/$f"
     done
     log "shipped $dst"
@@ -131,13 +135,14 @@ run_step() {
             --train-views 8 --c-grid 0.003 0.01 0.03 0.1 0.3 1 \
             --pool-candidates block4_pool:avg block3_pool,block4_pool:avgmax
         ;;
-    ensemble)
-        rm -rf "${MODELS:?}/ensemble"
-        "$PYTHON" training_scripts/task_5_ensemble.py --data "$DATA" --out "$MODELS/ensemble" --seed 0 \
+    ensemble)  # fitted into runs/bundled/ensemble (a run never writes into assets/models), then shipped
+        rm -rf "${RUNS:?}/ensemble"
+        "$PYTHON" training_scripts/task_5_ensemble.py --data "$DATA" --out "$RUNS/ensemble" --seed 0 \
             --members "$MODELS/vgg16b4_baseline_mass_calc" "$MODELS/vgg16_mass_calc" \
                       "$MODELS/vgg16_benign_malignant" \
             --oof "$RUNS/vgg16b4_baseline_mass_calc" "$RUNS/vgg16_mass_calc" "$RUNS/vgg16_benign_malignant" \
             --held-out-seen "$ENSEMBLE_HELD_OUT_SEEN"
+        ship ensemble card.json ensemble.json metrics.json comparison.png
         ;;
     samples)
         rm -rf assets/samples

@@ -134,6 +134,10 @@ def _read_metadata(metadata) -> tuple[list[dict], str]:
                 return list(csv.DictReader(fh)), str(path)
         except OSError as err:
             raise DatasetError(f"cannot read metadata: {err.strerror or err}", path) from None
+        except UnicodeDecodeError as err:
+            raise DatasetError(f"not a UTF-8 CSV file (byte {err.start}): a binary file?", path) from None
+        except csv.Error as err:
+            raise DatasetError(f"not a readable CSV file: {err}", path) from None
     return [dict(r) for r in metadata], "metadata"
 
 

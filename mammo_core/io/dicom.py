@@ -162,7 +162,10 @@ def _decode(ds, path: Path) -> tuple[np.ndarray, _Header]:
                                  "decode it), or its data is corrupt", path) from None
         raise PatchReadError(f"cannot decode DICOM pixel data ({type(exc).__name__}: "
                              f"{short_problem(exc)})", path) from None
-    return np.asarray(arr), h
+    arr = np.asarray(arr)
+    if not arr.dtype.isnative:  # big endian transfer syntax: _scaled views native words
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr, h
 
 
 def _grey(arr: np.ndarray, h: _Header, path: Path) -> tuple[np.ndarray, str]:

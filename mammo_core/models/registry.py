@@ -62,7 +62,7 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType(
             _scratch("v1"),
             "CNN from scratch (study Fig. 2): 5 conv (32-32-64-64-128) + Dense(hidden) + softmax",
             lambda **_: "conv5",
-            {"hidden": 64},
+            {"hidden": 64, "dropout": 0.0},
             "Fig. 2",
         ),
         "scratch_v2": ModelSpec(

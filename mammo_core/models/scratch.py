@@ -5,6 +5,8 @@
 343,842 trainable parameters with 2 classes and hidden=64.
 ``v2``: v1 + Conv128 after the fifth conv, Flatten, Dense(hidden), Dropout(0.2), Dense(n):
 360,354 trainable parameters with 2 classes.
+``v1`` with ``dropout`` > 0: Dropout(dropout) after Dense(hidden), the first Task 2.2 model
+of the study (Fig. 2 + dropout, hidden 256); ``dropout=0`` (v1's default) adds no layer.
 Layer names are fixed (``conv1``..``conv6``, ``pool1``..``pool4``, ``flatten``,
 ``dense_hidden``, ``dropout``, ``predictions``) so Grad-CAM layer names stay stable.
 """
@@ -14,7 +16,7 @@ from mammo_core.contract import INPUT_SHAPE
 from mammo_core.errors import MammoError
 
 
-def build_scratch(version: str, n_classes: int, hidden: int = 64, dropout: float = 0.2):
+def build_scratch(version: str, n_classes: int, hidden: int = 64, dropout: float | None = None):
     import keras
     from keras import layers
 
@@ -29,7 +31,10 @@ def build_scratch(version: str, n_classes: int, hidden: int = 64, dropout: float
             x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(int(hidden), activation="relu", name="dense_hidden")(x)
-    if version == "v2":
-        x = layers.Dropout(float(dropout), name="dropout")(x)
+    rate = (0.2 if version == "v2" else 0.0) if dropout is None else float(dropout)
+    if not 0.0 <= rate < 1.0:
+        raise MammoError(f"dropout must be in [0, 1), got {rate}")
+    if version == "v2" or rate > 0:
+        x = layers.Dropout(rate, name="dropout")(x)
     out = layers.Dense(n_classes, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(inp, out, name=f"scratch_{version}")

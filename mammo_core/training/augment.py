@@ -20,11 +20,24 @@ against the formulas written out with scipy). Each image's draws are a SplitMix6
 depend on thread count or batch order and little Python runs per image; ``cv2.warpAffine``
 releases the GIL, so the loader's threads run in parallel.
 
+Which ImageDataGenerator: the one of the study's time, ``keras_preprocessing`` <= 1.1.2 (Keras
+2.x), whose ``transform_matrix_offset_center`` pivots at ``size / 2 + 0.5``. The
+``ImageDataGenerator`` that Keras 3 (3.15 here) still ships pivots at ``size / 2 - 0.5``; the two
+differ by up to 0.079 (intensity in [0, 1]) on the same parameters. The exactness figure (1.1e-6
+against the formulas) was measured with OpenCV 5.1 only, whose float32 ``warpAffine`` interpolates
+at the exact coordinates (the float bilinear of :mod:`augment_graph` agrees with it to 2e-5);
+``pyproject.toml`` allows OpenCV 4.9+, which rounds coordinates to 1/32 pixel (a numpy emulation of
+that rounding differs by up to 0.025 on noise patches; not measured with OpenCV 4 itself).
+
+Any ImageDataGenerator argument of :class:`AugmentSpec` can be set over a named augmentation
+(``--augment-spec '{"width_shift_range": 0.1}'`` in the training scripts;
+:func:`with_overrides`).
+
 Research use only - not a medical device.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -74,7 +87,52 @@ AUGMENT_SPECS: dict[str, AugmentSpec] = {
     "rot90": AugmentSpec(
         "rot90", rot90=True,
         description="a rotation by 0, 90, 180 or 270 deg, no flips (exact, no fill)"),
+    # the other reading of section 5.2 ("changed some of the parameters" of the 5.1.1 generator):
+    # rotation 90, reflect fill, no flip changed; shifts, zoom and shear 0.2 kept
+    "geometric_rot90_reflect": AugmentSpec(
+        "geometric_rot90_reflect", 90.0, 0.2, 0.2, 0.2, 0.2, fill_mode="reflect",
+        description="ImageDataGenerator(rotation_range=90, width_shift_range=0.2, height_shift_range=0.2, "
+                    "zoom_range=0.2, shear_range=0.2, horizontal_flip=False, fill_mode='reflect'): the 5.1.1 "
+                    "generator with the parameters section 5.2 names changed"),
 }
+OVERRIDE_FIELDS = {"rotation_range": float, "width_shift_range": float, "height_shift_range": float,
+                   "zoom_range": float, "shear_range": float, "horizontal_flip": bool, "vertical_flip": bool,
+                   "rot90": bool, "fill_mode": str, "cval": float}
+_LIMITS = {"rotation_range": 360.0, "width_shift_range": 1.0, "height_shift_range": 1.0, "zoom_range": 0.99,
+           "shear_range": 89.0, "cval": 1.0}
+
+
+def check_overrides(over) -> None:
+    """Refuse unknown ImageDataGenerator arguments, wrong types and out-of-range values."""
+    import math
+
+    for k, v in dict(over).items():
+        kind = OVERRIDE_FIELDS.get(k)
+        if kind is None:
+            raise MammoError(f"augment spec: unknown argument {k!r}; choose from {', '.join(OVERRIDE_FIELDS)}")
+        if kind is bool and not isinstance(v, bool):
+            raise MammoError(f"augment spec: {k} must be true or false, got {v!r}")
+        if kind is float and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                              or not 0 <= v <= _LIMITS[k]):
+            raise MammoError(f"augment spec: {k} must be a number in [0, {_LIMITS[k]:g}], got {v!r}")
+        if kind is str and v not in FILL_MODES:
+            raise MammoError(f"augment spec: fill_mode must be one of {', '.join(FILL_MODES)}, got {v!r}")
+
+
+def describe(spec: AugmentSpec) -> str:
+    """The ImageDataGenerator call a spec stands for (plus rot90 when set)."""
+    args = [f"{k}={getattr(spec, k)!r}" for k in OVERRIDE_FIELDS if k != "rot90"]
+    return f"ImageDataGenerator({', '.join(args)})" + (" + a random k x 90 deg rotation" if spec.rot90 else "")
+
+
+def with_overrides(spec: AugmentSpec, over) -> AugmentSpec:
+    """``spec`` with ImageDataGenerator arguments ``over`` (checked); the same spec when empty."""
+    over = dict(over)
+    if not over:
+        return spec
+    check_overrides(over)
+    out = replace(spec, name=f"{spec.name}+custom", **{k: OVERRIDE_FIELDS[k](v) for k, v in over.items()})
+    return replace(out, description=describe(out))
 AUGMENT_NAMES = tuple(AUGMENT_SPECS)
 
 
@@ -106,7 +164,7 @@ def element_uniforms(seed: int, epoch: int, indices, n: int = N_DRAWS) -> np.nda
     so an element's transform does not depend on its batch, position or thread."""
     idx = np.asarray(indices, dtype=np.int64).astype(np.uint64).reshape(-1, 1)
     with np.errstate(over="ignore"):
-        key = _splitmix64(_splitmix64(np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF))
+        key = _splitmix64(_splitmix64(np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF))  # type: ignore[arg-type]
                           + np.uint64(int(epoch) & 0xFFFFFFFFFFFFFFFF))
         base = _splitmix64(key + idx * _GOLDEN)
         z = _splitmix64(base + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0xD1B54A32D192ED03))

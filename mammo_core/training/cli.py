@@ -2,16 +2,29 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from mammo_core import DISCLAIMER, logsetup
 from mammo_core.errors import MammoError
+from mammo_core.labels import get_task
 from mammo_core.paths import path_arg
-from mammo_core.training.augment import AUGMENT_SPECS
-from mammo_core.training.config import DISTRIBUTE, FT_UNFREEZE, LR_SCALING, TrainConfig, parse_grid
+from mammo_core.training.augment import AUGMENT_SPECS, OVERRIDE_FIELDS
+from mammo_core.training.config import (
+    DISTRIBUTE,
+    FT_UNFREEZE,
+    LR_SCALING,
+    OPTIMIZERS,
+    TrainConfig,
+    parse_class_weights,
+    parse_grid,
+)
+from mammo_core.training.distribute import check_backend
+from mammo_core.training.outdir import UsageError, abandon, plan_out, publish
 from mammo_core.training.presets import format_table, resolve
 from mammo_core.training.runner import train
 
@@ -45,7 +58,12 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
     )
     p.add_argument("--data", required=True, type=path_arg, metavar="DIR",
                    help="CBIS-DDSM-layout folder (train_*, public_test_* arrays; metadata.csv optional)")
-    p.add_argument("--out", required=True, type=path_arg, metavar="DIR", help="output folder (the bundle)")
+    p.add_argument("--out", required=True, type=path_arg, metavar="DIR",
+                   help="output folder (the bundle); never inside assets/models, --data or an existing "
+                        "bundle (unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the bundle already in --out, once the new one is complete and verified "
+                        "(the folder is exchanged in one step; a failed run leaves the old bundle)")
     p.add_argument("--name", default=None, help="bundle name (default: derived from task and model)")
     models = list(scratch_models) + (["transfer"] if transfer else [])
     if len(models) > 1:
@@ -83,6 +101,11 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
                        help="pooled head: feature cache folder (default $MAMMO_FEATURE_CACHE or "
                             "runs/feature_cache; never in git)")
     p.add_argument("--hidden", type=int, default=None, help="units of the hidden dense layer")
+    if any(m.startswith("scratch") for m in models):
+        p.add_argument("--dropout", type=float, default=None,
+                       help="dropout after the hidden dense layer (scratch_v1: 0 = none, the study's first "
+                            "Task 2.2 model had dropout with --hidden 256; scratch_v2: 0.2)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help=f"optimizer; {PRESET_HELP}")
     p.add_argument("--epochs", type=int, default=None, help=f"maximum epochs; {PRESET_HELP}")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"batch per replica (global batch = this x replicas); {PRESET_HELP}")
@@ -96,6 +119,10 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
                    help=f"augmentation ({augs}); {PRESET_HELP}")
     p.add_argument("--no-augment", action="store_true",
                    help="the study's variant without augmentation (= --augment none)")
+    p.add_argument("--augment-spec", type=_json_object, default=None, metavar="JSON",
+                   help="ImageDataGenerator arguments over --augment, e.g. "
+                        "'{\"width_shift_range\": 0.1, \"fill_mode\": \"reflect\"}' (keys: "
+                        + ", ".join(OVERRIDE_FIELDS) + ")")
     p.add_argument("--val-fraction", type=float, default=0.15, help="grouped validation fraction")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--folds", type=int, default=0, help="k-fold holdout (study: 4) before the final model")
@@ -121,6 +148,9 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
                         "and reports show them as test-split, not held-out, figures")
     p.add_argument("--smoke", action="store_true",
                    help="tiny CI run: a few patches per class, one epoch, batch 8")
+    p.add_argument("--log", type=path_arg, default=None, metavar="FILE",
+                   help="log file: every message, and the start-up lines of TensorFlow / absl / JAX / CUDA "
+                        "(kept off the terminal) (default $XDG_DATA_HOME/mammo-patches/training.log)")
     p.add_argument("--debug", action="store_true", help="full tracebacks")
     return p
 
@@ -129,7 +159,7 @@ def config_from_args(args: argparse.Namespace, task: str, model: str | None, arg
                      preset: str | None = None):
     given = {"model": getattr(args, "model", None), "epochs": args.epochs, "batch_size": args.batch_size,
              "lr": args.lr, "patience": args.patience, "class_weights": args.class_weights,
-             "augment": "none" if args.no_augment else args.augment}
+             "augment": "none" if args.no_augment else args.augment, "optimizer": args.optimizer}
     for k in ("backbone", "mode", "fe_copies", "ft_unfreeze"):
         given[k] = getattr(args, k, None)
     if preset:
@@ -142,6 +172,8 @@ def config_from_args(args: argparse.Namespace, task: str, model: str | None, arg
     opts: dict = {}
     if args.hidden is not None:
         opts["hidden"] = args.hidden
+    if getattr(args, "dropout", None) is not None:
+        opts["dropout"] = args.dropout
     extra: dict = {}
     if model == "transfer":
         opts.update(backbone=val.get("backbone", "vgg16"), mode=val.get("mode", "fe"), weights=args.weights)
@@ -153,9 +185,11 @@ def config_from_args(args: argparse.Namespace, task: str, model: str | None, arg
             opts["head"] = "pooled"
             extra.update(pool_candidates=tuple(args.pool_candidates), c_grid=tuple(args.c_grid),
                          tta=args.tta, feature_cache=args.feature_cache, train_views=args.train_views)
-    for k in ("epochs", "batch_size", "lr", "patience", "class_weights", "augment"):
+    for k in ("epochs", "batch_size", "lr", "patience", "class_weights", "augment", "optimizer"):
         if val.get(k) is not None:
             extra[k] = val[k]
+    if args.augment_spec:
+        extra["augment_overrides"] = args.augment_spec
     default_name = f"{task}_{model}" + (f"_{opts['backbone']}_{opts['mode']}" if model == "transfer" else "")
     return TrainConfig(
         task=task, model=model, data_dir=args.data, out_dir=args.out, name=args.name or default_name,
@@ -169,6 +203,76 @@ def config_from_args(args: argparse.Namespace, task: str, model: str | None, arg
     )
 
 
+# flags the pooled head (chosen out of fold by logistic regression) has no use for, and the
+# pooled-only flags the Keras (flatten) head has no use for: given, they are refused (exit 2)
+POOLED_IGNORES = ("epochs", "batch_size", "lr", "patience", "augment", "no_augment", "augment_spec", "optimizer",
+                  "val_fraction", "grid",
+                  "distribute", "mixed_precision", "workers", "hidden", "lr_scaling", "fe_copies", "ft_unfreeze",
+                  "ft_epochs", "ft_lr")
+FLATTEN_IGNORES = ("pool_candidates", "c_grid", "tta", "train_views", "feature_cache")
+
+
+# loggers whose records (TensorFlow, absl, Keras and Python warnings, JAX's backend probing:
+# "Unable to initialize backend 'tpu'") go to the log file only
+QUIET_LOGGERS = ("tensorflow", "absl", "keras", "h5py", "py.warnings", "jax", "jax._src.xla_bridge")
+_DIVERTED: list[Path] = []
+
+
+def default_log() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "mammo-patches" / "training.log"
+
+
+def quiet_terminal(prog: str, log_file: Path | None = None) -> Path | None:
+    """The script's own lines on the terminal; TensorFlow / absl / JAX / CUDA start-up lines
+    (native writes to descriptor 2 included) and library warnings to the log file. Descriptor 2
+    is diverted once per process, and only when ``sys.stderr`` is the process's own (not a
+    test's capture). Returns the log file, or None where it cannot be written."""
+    used = logsetup.configure(prog, log_file=log_file or default_log(), quiet=QUIET_LOGGERS)
+    logging.captureWarnings(True)
+    own = sys.stderr is sys.__stderr__
+    if used is not None and own and not _DIVERTED and logsetup.divert_native_stderr(used):
+        _DIVERTED.append(used)
+    return used
+
+
+def _json_object(text: str) -> dict:
+    """argparse ``type`` of --augment-spec: a JSON object (checked again by the config)."""
+    try:
+        doc = json.loads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not JSON: {err}") from None
+    if not isinstance(doc, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"zoom_range\": 0.1}'")
+    return doc
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, cfg: TrainConfig) -> None:
+    """Refuse flags the chosen head would silently ignore, and class weights that do not match
+    the task (UsageError, exit 2)."""
+    pooled = cfg.model_options.get("head") == "pooled"
+    ignored = POOLED_IGNORES if pooled else FLATTEN_IGNORES
+    given = [_flag(d) for d in ignored if hasattr(args, d) and getattr(args, d) != parser.get_default(d)]
+    if pooled and getattr(args, "mode", None) == "ft":
+        given.append("--mode ft")
+    if cfg.model == "transfer" and getattr(args, "dropout", None) is not None:
+        given.append("--dropout")
+    if given:
+        what = ("--head pooled (logistic regression on frozen pooled features, chosen out of fold)"
+                if pooled else "--head flatten (the Keras head)")
+        raise UsageError(f"{', '.join(given)} not used by {what}; leave "
+                         f"{'it' if len(given) == 1 else 'them'} out")
+    parsed = parse_class_weights(cfg.class_weights)
+    n = get_task(cfg.task).n_classes
+    if isinstance(parsed, tuple) and len(parsed) != n:
+        raise UsageError(f"--class-weights {cfg.class_weights}: {len(parsed)} weights for the {n} classes of "
+                         f"task {cfg.task} ({', '.join(get_task(cfg.task).classes)})")
+
+
 def run(argv: list[str] | None, *, prog: str, task: str, description: str, model: str = "scratch_v1",
         scratch_models: tuple[str, ...] | None = None, transfer: bool = False, preset: str | None = None) -> int:
     """Parse flags, train, print where the results are. Exit 0 ok, 1 bad input, 2 usage."""
@@ -178,16 +282,36 @@ def run(argv: list[str] | None, *, prog: str, task: str, description: str, model
     parser = make_parser(prog, description, scratch_models=scratch_models, transfer=transfer,
                          default_model=model, preset=preset)
     args = parser.parse_args(argv)
-    logsetup.configure(prog)  # training progress is INFO
-    try:
+    quiet_terminal(prog, args.log)  # training progress is INFO; library start-up lines to the log
+    try:  # usage: every flag and the output folder checked before any work or folder is made
         cfg = config_from_args(args, task, model, argv, prog, preset)
-
-        result = train(cfg)
+        check_flags(parser, args, cfg)
+        check_backend(cfg.distribute)
+        plan = plan_out(cfg.out_dir, {"--data": cfg.data_dir}, overwrite=args.overwrite)
     except MammoError as exc:
         if args.debug:
             raise
         log.error("error: %s", exc)
+        return 2
+    try:
+        result = train(cfg.with_(out_dir=plan.work))
+        publish(plan)
+    except MammoError as exc:
+        abandon(plan)
+        if args.debug:
+            raise
+        log.error("error: %s", exc)
+        return 2 if isinstance(exc, UsageError) else 1
+    except OSError as exc:  # the disk: full, read-only, removed under the run
+        abandon(plan)
+        if args.debug:
+            raise
+        log.error("error: %s: %s", exc.filename or plan.work, exc.strerror or exc)
         return 1
+    except BaseException:
+        abandon(plan)
+        raise
+    result.out_dir = plan.final
     m = result.metrics
     if cfg.model_options.get("head") == "pooled":  # chosen out of fold; held-out numbers stay in the card
         print(f"{cfg.bundle_name}: held-out split scored once (see card.json) -> {result.out_dir} ({DISCLAIMER})")

@@ -9,16 +9,17 @@ from typing import Any
 import numpy as np
 
 from mammo_core.errors import MammoError
-from mammo_core.training.augment import AUGMENT_NAMES
+from mammo_core.training.augment import AUGMENT_NAMES, AugmentSpec, check_overrides, get_spec, with_overrides
 from mammo_core.training.presets import PRESETS, TASK_DEFAULT_PRESET
 
 AUGMENTATIONS = ("auto", *AUGMENT_NAMES)  # auto = the study's augmentation of the task (presets)
 DISTRIBUTE = ("none", "mirrored", "multiworker", "data-parallel")
 FT_UNFREEZE = ("last_conv", "last_block")
 LR_SCALING = ("none", "linear")
+OPTIMIZERS = ("adam", "rmsprop", "sgd")  # the study used Adam; RMSprop is an arm of its section 5.1.1 grid
 DEFAULT_LR = {"scratch_v1": 1e-3, "scratch_v2": 1e-3, "transfer": 1e-5}
 GRID_KEYS = {"batch": "batch_size", "batch_size": "batch_size", "hidden": "hidden", "lr": "lr",
-             "dropout": "dropout"}
+             "dropout": "dropout", "optimizer": "optimizer"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class TrainConfig:
     patience: int = 50
     class_weights: str = "balanced"
     augment: str = "auto"
+    # ImageDataGenerator arguments over the augmentation named by ``augment`` (augment.AugmentSpec
+    # fields: rotation_range, width_shift_range, ..., fill_mode); {} = the named one as it is
+    augment_overrides: Mapping[str, Any] = field(default_factory=dict)
+    optimizer: str = "adam"  # adam | rmsprop | sgd
     fe_copies: int = 2  # augmented variants added to each original patch in the feature cache (transfer)
     ft_unfreeze: str = "last_conv"  # fine-tuning: the last conv layer (study) or the last block
     ft_epochs: int | None = None  # fine-tuning epochs (transfer, mode ft); None = epochs
@@ -81,6 +86,10 @@ class TrainConfig:
         object.__setattr__(self, "model_options", dict(self.model_options))
         if self.augment not in AUGMENTATIONS:
             raise MammoError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
+        object.__setattr__(self, "augment_overrides", dict(self.augment_overrides))
+        check_overrides(self.augment_overrides)
+        if self.optimizer not in OPTIMIZERS:
+            raise MammoError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         object.__setattr__(self, "settings", dict(self.settings))
         if self.distribute not in DISTRIBUTE:
             raise MammoError(f"distribute must be one of {', '.join(DISTRIBUTE)}, got {self.distribute!r}")
@@ -110,6 +119,11 @@ class TrainConfig:
         if self.augment == "auto":
             return PRESETS[self.preset or TASK_DEFAULT_PRESET.get(self.task, "2.1")]["augment"].value
         return self.augment
+
+    @property
+    def augmentation_spec(self) -> AugmentSpec:
+        """The augmentation of the run: the named one with ``augment_overrides`` applied."""
+        return with_overrides(get_spec(self.augmentation), self.augment_overrides)
 
     @property
     def is_transfer(self) -> bool:
@@ -154,7 +168,7 @@ def class_weights(labels: np.ndarray, mode: str, n_classes: int | None = None) -
     parsed = parse_class_weights(mode)
     if parsed == "none":
         return {c: 1.0 for c in range(n_classes)}
-    if parsed == "balanced":
+    if isinstance(parsed, str):  # "balanced"
         counts = np.bincount(labels, minlength=n_classes)
         total = counts.sum()
         return {c: (float(total / (n_classes * counts[c])) if counts[c] else 0.0) for c in range(n_classes)}
@@ -172,13 +186,15 @@ def parse_grid(items: list[str] | tuple[str, ...]) -> tuple[tuple[str, tuple[Any
         key, vals = item.split("=", 1)
         key = key.strip()
         if key not in GRID_KEYS:
-            raise MammoError(f"unknown grid key {key!r}; choose from batch, hidden, lr, dropout")
-        conv = float if key in ("lr", "dropout") else int
+            raise MammoError(f"unknown grid key {key!r}; choose from batch, hidden, lr, dropout, optimizer")
+        conv = {"lr": float, "dropout": float, "optimizer": str}.get(key, int)
         try:
-            values = tuple(conv(v) for v in vals.split(",") if v.strip())
+            values = tuple(conv(v.strip()) for v in vals.split(",") if v.strip())
         except ValueError:
             raise MammoError(f"bad grid values in {item!r}") from None
         if not values:
             raise MammoError(f"no values in grid entry {item!r}")
+        if key == "optimizer" and set(values) - set(OPTIMIZERS):
+            raise MammoError(f"grid optimizer values must be among {', '.join(OPTIMIZERS)}; got {item!r}")
         out.append((key, values))
     return tuple(out)

@@ -6,6 +6,7 @@ evaluated once at the end.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from mammo_core.contract import INPUT_SHAPE
 from mammo_core.datasets.splits import groups_for_arrays
 from mammo_core.errors import DatasetError
 from mammo_core.labels import get_task
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,25 @@ def _counts(y: np.ndarray, classes) -> dict[str, int]:
     return {name: int(c[i]) for i, name in enumerate(classes)}
 
 
+def flat_patches(x: np.ndarray) -> np.ndarray:
+    """Boolean mask of patches whose every pixel has one value (a flat grey image)."""
+    x = np.asarray(x)
+    if len(x) == 0:
+        return np.zeros(0, dtype=bool)
+    flat = x.reshape(len(x), -1)
+    return flat.min(axis=1) == flat.max(axis=1)
+
+
+def check_classes(y: np.ndarray, classes, task: str, where: Path) -> None:
+    """Refuse a training set without a patch of every class the task needs (counts per class)."""
+    counts = _counts(y, classes)
+    missing = [c for c, n in counts.items() if n == 0]
+    if missing:
+        raise DatasetError(f"task {task} needs every class {list(classes)} in training; "
+                           f"{', '.join(missing)} missing (counts: "
+                           + ", ".join(f"{c} {n}" for c, n in counts.items()) + ")", where)
+
+
 def load_task_data(folder: str | Path, task: str) -> TaskData:
     folder = Path(folder)
     t = get_task(task)
@@ -62,6 +84,15 @@ def load_task_data(folder: str | Path, task: str) -> TaskData:
     x_te, y_te, _ = io.select_task(te.images, te.labels, t.name)
     if len(y_tr) == 0 or len(y_te) == 0:
         raise DatasetError(f"no patches of task {t.name!r} in train or public_test", folder)
+    flat = flat_patches(x_tr)
+    if flat.any():  # a uniform patch carries no image: never a labelled training example
+        idx = np.flatnonzero(np.asarray(keep_tr, dtype=bool))[flat]
+        log.warning("%s: %d uniform (flat) train_* patch(es) left out of training: indices %s",
+                    folder, len(idx), ", ".join(map(str, idx[:10])) + (" ..." if len(idx) > 10 else ""))
+        keep_tr = np.asarray(keep_tr, dtype=bool).copy()
+        keep_tr[idx] = False
+        x_tr, y_tr = x_tr[~flat], y_tr[~flat]
+    check_classes(y_tr, t.classes, t.name, folder / "train_labels.npy")
     provenance = {
         "path": str(folder.resolve()),
         "sha256": {Path(f).name: sha256_file(f) for s in (tr, te)

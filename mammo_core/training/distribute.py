@@ -16,7 +16,9 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from mammo_core import tfload
 from mammo_core.errors import MammoError
+from mammo_core.training.outdir import UsageError
 
 _CACHE: dict[str, Any] = {}
 BACKEND_OF = {"mirrored": "tensorflow", "multiworker": "tensorflow", "data-parallel": "jax"}
@@ -65,6 +67,21 @@ class Placement:
     def multiple_of(self) -> int:
         """Batches must split evenly over the devices (JAX data parallelism)."""
         return self.replicas if self.kind == "data-parallel" else 1
+
+
+def check_backend(kind: str) -> None:
+    """Refuse (UsageError, exit 2) a --distribute that the Keras backend of this run cannot do,
+    before any data is read or folder made."""
+    need = BACKEND_OF.get(kind)
+    if kind == "none":
+        return
+    if need is None:
+        raise UsageError(f"unknown --distribute {kind!r}; choose none, mirrored, multiworker or data-parallel")
+    b = tfload.keras_backend()
+    if need != b:
+        other = "data-parallel" if b == "jax" else "mirrored or multiworker"
+        raise UsageError(f"--distribute {kind} needs KERAS_BACKEND={need} (this run uses {b}; "
+                         f"on {b} use --distribute {other})")
 
 
 def make_placement(kind: str) -> Placement:

@@ -15,7 +15,7 @@ from mammo_core.errors import MammoError
 from mammo_core.metrics import auc, bootstrap_ci, ci_method, classification_metrics, hard_label_auc
 from mammo_core.models import build_model
 from mammo_core.models.transfer import backbone_layer_names, set_mode, split_base_head
-from mammo_core.training.augment import get_spec
+from mammo_core.training.augment import AugmentSpec, get_spec
 from mammo_core.training.config import TrainConfig, class_weights
 from mammo_core.training.distribute import gpu_available, make_placement, scaled_lr
 from mammo_core.training.pipeline import default_workers, make_dataset
@@ -53,11 +53,15 @@ def build(cfg: TrainConfig, n_classes: int, placement=None):
         return build_model(cfg.model, n_classes, **opts)
 
 
-def _compile(model, lr: float, placement):
+OPTIMIZER_CLASSES = {"adam": "Adam", "rmsprop": "RMSprop", "sgd": "SGD"}
+
+
+def _compile(model, lr: float, placement, optimizer: str = "adam"):
     import keras
 
-    with placement.scope():
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
+    with placement.scope():  # the optimizer's variables belong to the strategy too
+        opt = getattr(keras.optimizers, OPTIMIZER_CLASSES[optimizer])(learning_rate=lr)
+        model.compile(optimizer=opt,
                       loss=keras.losses.SparseCategoricalCrossentropy(),
                       metrics=["accuracy"])
 
@@ -114,7 +118,7 @@ def _epoch_logger(stage: str, epochs: int):
     return EpochLogger()
 
 
-def extract_features(base, x: np.ndarray, batch_size: int, augment: str, copies: int, seed: int,
+def extract_features(base, x: np.ndarray, batch_size: int, augment: str | AugmentSpec, copies: int, seed: int,
                      y: np.ndarray | None = None, workers: int | None = None):
     """Run the frozen base once over the original patches and ``copies`` augmented variants of
     each (the study's cache: two variants added to each original, 3N); with ``augment`` none
@@ -162,7 +166,7 @@ def fit_model(cfg: TrainConfig, x_tr, y_tr, x_val, y_val, n_classes: int, placem
     lr = scaled_lr(cfg.learning_rate, cfg.lr_scaling, placement.replicas)
     ft_lr = scaled_lr(float(cfg.ft_lr if cfg.ft_lr is not None else cfg.learning_rate), cfg.lr_scaling,
                       placement.replicas)
-    aug = cfg.augmentation
+    aug = cfg.augmentation_spec
     if k > 1:  # JAX data parallelism: every batch must split evenly over the devices
         x_val, y_val = x_val[:len(y_val) // k * k], y_val[:len(y_val) // k * k]
     val_ds = make_dataset(x_val, y_val, batch_size=bs) if len(y_val) else None
@@ -172,7 +176,7 @@ def fit_model(cfg: TrainConfig, x_tr, y_tr, x_val, y_val, n_classes: int, placem
     info = RunInfo(placement.backend, placement.kind, placement.replicas, cfg.batch_size, bs, lr,
                    ft_lr if is_ft else None, cfg.lr_scaling, workers)
     if not cfg.is_transfer:
-        _compile(model, lr, placement)
+        _compile(model, lr, placement, cfg.optimizer)
         train_ds = make_dataset(x_tr, y_tr, batch_size=bs, weights=cw, shuffle=True, augment=aug, seed=cfg.seed,
                                 workers=workers, multiple_of=k)
         history += _fit(model, train_ds, val_ds, cfg.epochs, cfg.patience, "train", 0, placement)
@@ -184,7 +188,7 @@ def fit_model(cfg: TrainConfig, x_tr, y_tr, x_val, y_val, n_classes: int, placem
         f_val = base.predict(make_dataset(x_val, batch_size=bs), verbose=0) if len(y_val) else None
         _log(f"[fe] cached features {f_tr.shape} of {len(x_tr)} patches x "
              f"{len(f_tr) // max(1, len(x_tr))} (originals + augmented variants) in {time.perf_counter() - t1:.1f} s")
-        _compile(head, lr, placement)
+        _compile(head, lr, placement, cfg.optimizer)
         head_tr = make_dataset(f_tr, fy_tr, batch_size=bs, weights=cw, shuffle=True, seed=cfg.seed, multiple_of=k)
         head_val = make_dataset(f_val, y_val, batch_size=bs) if f_val is not None else None
         history += _fit(head, head_tr, head_val, cfg.epochs, cfg.patience, "fe", 0, placement)
@@ -195,7 +199,7 @@ def fit_model(cfg: TrainConfig, x_tr, y_tr, x_val, y_val, n_classes: int, placem
                 unfreeze_last_conv(model)
             info.ft_trainable = [layer.name for layer in model.layers if layer.trainable and layer.weights]
             _log(f"[ft] trainable: {', '.join(info.ft_trainable)}")
-            _compile(model, ft_lr, placement)
+            _compile(model, ft_lr, placement, cfg.optimizer)
             train_ds = make_dataset(x_tr, y_tr, batch_size=bs, weights=cw, shuffle=True, augment=aug,
                                     seed=cfg.seed + 7, workers=workers, multiple_of=k)
             history += _fit(model, train_ds, val_ds, int(cfg.ft_epochs or cfg.epochs), cfg.patience, "ft",

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from mammo_core import DISCLAIMER, io
+from mammo_core.atomic import atomic_write_text
 from mammo_core.bundle import sha256_file, write_bundle
 from mammo_core.confidence import blind_fields
 from mammo_core.datasets.splits import check_split, grouped_kfold, groups_for_arrays
@@ -42,16 +43,21 @@ from mammo_core.metrics import (
     check_not_collapsed,
     ci_method,
     classification_metrics,
+    hard_label_auc,
     nll,
     spread,
 )
 from mammo_core.models import build_model, gradcam_layer
 from mammo_core.models.transfer import BACKBONES, POOLINGS, fold_linear_head, parse_pool_layers, pooled_keys
 from mammo_core.plots import plot_confusion, plot_roc
+from mammo_core.training.config import parse_class_weights
+from mammo_core.training.data import check_classes
 from mammo_core.training.features import cached_features
-from mammo_core.training.results import TrainResult, summarize_folds, write_csv
+from mammo_core.training.outdir import REFUSED_MARK, RefusedRun
+from mammo_core.training.results import FOLD_COLUMNS, TrainResult, summarize_folds, write_csv
 from mammo_core.tta import check_tta, predict_tta
 
+GRID_CSV_COLUMNS = ["candidate", "C", "tta", "score", "auc_hard_labels", "nll"]
 DEFAULT_C_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)
 OOF_FILE = "oof.npz"
 LR_MAX_ITER = 2000
@@ -123,7 +129,20 @@ def _design(feats: dict[str, np.ndarray], cand: Candidate) -> np.ndarray:
     return np.concatenate([feats[k] for k in pooled_keys(cand.pool_layers, cand.pooling)], axis=-1)
 
 
-def _fit_lr(X: np.ndarray, y: np.ndarray, c: float, seed: int, scaler=None):
+def sklearn_class_weight(mode: str, n_classes: int):
+    """The run's ``class_weights`` setting as scikit-learn's ``class_weight``: ``balanced`` (its
+    formula is the study's total / (n_classes x n_c)), ``none`` -> None, or one weight per class."""
+    parsed = parse_class_weights(mode)
+    if parsed == "none":
+        return None
+    if isinstance(parsed, str):  # "balanced"
+        return "balanced"
+    if len(parsed) != n_classes:
+        raise MammoError(f"{len(parsed)} class weights given for {n_classes} classes")
+    return {c: float(w) for c, w in enumerate(parsed)}
+
+
+def _fit_lr(X: np.ndarray, y: np.ndarray, c: float, seed: int, scaler=None, class_weight="balanced"):
     """(scaler, logistic regression) fitted on rows X (views stacked), from scratch.
 
     Every C of the out-of-fold grid and the final refit go through this one function, so the
@@ -139,7 +158,7 @@ def _fit_lr(X: np.ndarray, y: np.ndarray, c: float, seed: int, scaler=None):
 
     scaler = scaler if scaler is not None else StandardScaler().fit(X)
     Z = scaler.transform(X)
-    lr = LogisticRegression(C=float(c), class_weight="balanced", max_iter=LR_MAX_ITER, tol=1e-4,
+    lr = LogisticRegression(C=float(c), class_weight=class_weight, max_iter=LR_MAX_ITER, tol=1e-4,
                             random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
@@ -175,7 +194,7 @@ def _rows(F: np.ndarray, idx: np.ndarray, tv: np.ndarray) -> np.ndarray:
 
 def select(task: str, feats: dict[str, np.ndarray], labels: np.ndarray, fold: np.ndarray,
            candidates: list[Candidate], c_grid, tta_options: tuple[str, ...], seed: int,
-           tv: np.ndarray | None = None):
+           tv: np.ndarray | None = None, class_weight="balanced"):
     """Out-of-fold search. Returns (table rows, best (candidate, C, tta), its OOF probabilities
     over all patches (N, K), per-fold rows)."""
 
@@ -197,14 +216,15 @@ def select(task: str, feats: dict[str, np.ndarray], labels: np.ndarray, fold: np
             yy = np.repeat(y_full[tr], tvs.shape[1])
             scaler = None  # one standardisation per fold, shared by every C
             for c in sorted(c_grid):
-                scaler, lr = _fit_lr(X, yy, c, seed, scaler)
+                scaler, lr = _fit_lr(X, yy, c, seed, scaler, class_weight)
                 pv = _predict_views(scaler, lr, F[:, te])
                 for t in tta_options:
                     oof[(c, t)][te] = pv.mean(axis=0) if t == "dihedral8" else pv[0]
         for (c, t), p in oof.items():
             score = task_score(task, y_task, p[keep])
             loss = nll(y_task, p[keep])
-            rows.append({"candidate": cand.label, "C": c, "tta": t, "score": score, "nll": loss})
+            rows.append({"candidate": cand.label, "C": c, "tta": t, "score": score, "nll": loss,
+                         "auc_hard_labels": hard_label_auc(y_task, p[keep])})
             key = (round(score, 6), -loss)
             if best_key is None or key > best_key:
                 best, best_key, best_oof = (cand, c, t), key, p
@@ -217,7 +237,8 @@ def select(task: str, feats: dict[str, np.ndarray], labels: np.ndarray, fold: np
         yy = y_full[m]
         met = classification_metrics(yy, best_oof[m], tuple(get_task(task).classes))
         fold_rows.append({"fold": f + 1, "n": int(m.sum()), "accuracy": met["accuracy"], "loss": met["nll"],
-                          "auc": met["auc"], "f1_macro": met["f1_macro"], "epochs": 0})
+                          "auc": met["auc"], "auc_hard_labels": hard_label_auc(yy, best_oof[m]),
+                          "f1_macro": met["f1_macro"], "epochs": 0})
     return rows, best, best_oof, fold_rows
 
 
@@ -235,7 +256,6 @@ def train_pooled(cfg):
         raise MammoError("the pooled member chooses on out-of-fold predictions: give --folds >= 2")
     task = get_task(cfg.task)
     out = cfg.out_dir
-    out.mkdir(parents=True, exist_ok=True)
     arrays = io.load_patch_arrays(cfg.data_dir)
     for need in ("train", "public_test"):
         if need not in arrays.splits or arrays.splits[need].labels is None:
@@ -243,6 +263,9 @@ def train_pooled(cfg):
     train, test = arrays.splits["train"], arrays.splits["public_test"]
     labels = np.asarray(train.labels, np.int64)
     groups = groups_for_arrays(cfg.data_dir, split="train")
+    check_classes(task.map_labels(labels)[1], task.classes, task.name, train.label_file or cfg.data_dir)
+    class_weight = sklearn_class_weight(cfg.class_weights, task.n_classes)
+    out.mkdir(parents=True, exist_ok=True)  # only once the data are read and usable
     grouping = "patient" if (Path(cfg.data_dir) / "metadata.csv").is_file() else "pair"
     x_train = io.to_model_input(np.asarray(train.images))
     views = 8
@@ -272,20 +295,31 @@ def train_pooled(cfg):
          f"{len(c_grid)} C x tta {tta_options}")
     tv = training_views(len(labels), views, cfg.train_views, cfg.seed)
     table, (cand, c_best, tta_best), oof, fold_rows = select(task.name, feats, labels, fold, candidates, c_grid,
-                                                             tta_options, cfg.seed, tv)
+                                                             tta_options, cfg.seed, tv, class_weight)
     try:
         oof_spread = check_not_collapsed(oof[keep], f"{cfg.bundle_name} out-of-fold predictions")
     except MammoError as err:
+        reason = str(err).split("; refusing to write")[0]
         if not (cfg.smoke or cfg.allow_collapsed):
-            raise
-        _log(f"WARNING (bundle written anyway): {err}")
+            write_csv(out / "grid.csv", table, GRID_CSV_COLUMNS)
+            write_json(out / "metrics.json", json_safe({
+                "task": task.name, "classes": list(task.classes), "refused": reason, "model_written": False,
+                "out_of_fold": classification_metrics(y_task, oof[keep], tuple(task.classes)),
+                "folds": summarize_folds(fold_rows), "grid": table, "public_test": None,
+                "note": "the held-out split was not scored (no model was kept)", "disclaimer": DISCLAIMER}))
+            atomic_write_text(out / REFUSED_MARK, reason + "\n")
+            raise RefusedRun(f"{reason}; no model written (--allow-collapsed writes it anyway). "
+                             f"metrics.json (marked refused) and grid.csv are in {out}") from None
+        why = "smoke run" if cfg.smoke else "--allow-collapsed"
+        _log(f"WARNING: {reason}; bundle written anyway ({why}; the card records it)")
         oof_spread = {**spread(oof[keep]), "collapsed": str(err)}
     _log(f"[pooled] chosen out of fold: {cand.label}, C={c_best:g}, tta={tta_best}")
 
     # final fit on every training patch of the task, all views
     F = _design(feats, cand)
     tr = np.flatnonzero(keep)
-    scaler, lr = _fit_lr(_rows(F, tr, tv), np.repeat(y_task, tv.shape[1]), c_best, cfg.seed)
+    scaler, lr = _fit_lr(_rows(F, tr, tv), np.repeat(y_task, tv.shape[1]), c_best, cfg.seed,
+                         class_weight=class_weight)
     final_opts = {**opts, "head": "pooled", "pool_layers": cand.pool_layers, "pooling": cand.pooling, "mode": "fe"}
     model = build_model("transfer", task.n_classes,
                         **final_opts)
@@ -303,6 +337,7 @@ def train_pooled(cfg):
 
     # out-of-fold metrics with intervals over women
     oof_metrics = classification_metrics(y_task, oof[keep], tuple(task.classes))
+    oof_metrics["auc_hard_labels"] = hard_label_auc(y_task, oof[keep])
     lo, hi = bootstrap_ci(y_task, oof[keep], n_boot=cfg.n_boot, seed=cfg.seed, groups=groups[keep])
     oof_metrics["auc_ci95"] = [lo, hi]
     oof_metrics["auc_ci_method"] = ci_method(cfg.n_boot, groups[keep])
@@ -316,21 +351,22 @@ def train_pooled(cfg):
     test_groups = groups_for_arrays(cfg.data_dir, split="public_test")[tkeep]
     p_test = predict(x_test[tkeep])
     test_metrics = classification_metrics(y_test, p_test, tuple(task.classes))
+    test_metrics["auc_hard_labels"] = hard_label_auc(y_test, p_test)
     lo, hi = bootstrap_ci(y_test, p_test, n_boot=cfg.n_boot, seed=cfg.seed, groups=test_groups)
     test_metrics.update(auc_ci95=[lo, hi], auc_ci_method=ci_method(cfg.n_boot, test_groups), loss=test_metrics["nll"])
     test_spread = spread(p_test)
 
     np.savez(out / OOF_FILE, probabilities=oof, fold=fold, labels=labels, groups=groups,
              train_labels_sha256=np.array(sha256_file(train.label_file)), smoke=np.array(bool(cfg.smoke)))
-    write_csv(out / "grid.csv", table, ["candidate", "C", "tta", "score", "nll"])
+    write_csv(out / "grid.csv", table, GRID_CSV_COLUMNS)
 
     fold_table = summarize_folds(fold_rows)
-    write_csv(out / "folds.csv", fold_table, ["fold", "accuracy", "loss", "auc", "f1_macro", "n", "epochs"])
+    write_csv(out / "folds.csv", fold_table, ["fold", *FOLD_COLUMNS, "n", "epochs"])
 
     arch = {"model": "transfer", "options": final_opts, "params": int(model.count_params()),
             "trainable_params": 0, "initial_weights_sha256": sha256_file(weights),
             "head": ("global pooling of " + cand.label + " -> standardisation + L2 logistic regression "
-                     "(scikit-learn, class_weight balanced) folded into the Dense softmax; backbone frozen "
+                     f"(scikit-learn, class_weight {cfg.class_weights}) folded into the Dense softmax; backbone frozen "
                      "at the ImageNet weights")}
     card = {
         "name": cfg.bundle_name, "task": task.name, "classes": list(task.classes), "architecture": arch,
@@ -342,8 +378,8 @@ def train_pooled(cfg):
                                 for f in (s.image_file, s.label_file) if f is not None},
                      "counts": {"train": _counts(y_task, task.classes), "public_test": _counts(y_test, task.classes)}},
             "split": {"folds": cfg.folds, "grouped_by": grouping, "fold_seed": cfg.seed, "held_out": "public_test",
-                      "validation": "out-of-fold predictions over all training women (no separate validation split)"},
-            "protocol": {"fitting": "scikit-learn LogisticRegression (lbfgs, L2, class_weight balanced) on "
+                      "how": "out-of-fold predictions over all training women (no separate validation split)"},
+            "protocol": {"fitting": f"scikit-learn LogisticRegression (lbfgs, L2, class_weight {cfg.class_weights}) on "
                                     "standardised cached features of dihedral views of every training patch (view 0 "
                                     "and train_views - 1 others drawn per patch)",
                          "selection": "pool candidate, C and TTA by out-of-fold task score (AUC; baseline_mass_calc: "
@@ -379,6 +415,7 @@ def train_pooled(cfg):
              plot_confusion(np.array(test_metrics["confusion_matrix"]), task.classes, out / "confusion_matrix.png",
                             title + " - public_test"),
              plot_roc(y_test, p_test, task.classes, out / "roc.png", title + " - public_test")]
+    (out / REFUSED_MARK).unlink(missing_ok=True)  # an earlier refused run into this folder
     _log(f"[pooled] wrote {out} in {time.perf_counter() - t0:.0f} s (held-out scored once; see card)")
     return TrainResult(out, info, test_metrics, [], fold_table, table, files)
 

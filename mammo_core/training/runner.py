@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mammo_core import DISCLAIMER, io, tfload
+from mammo_core.atomic import atomic_write_text
 from mammo_core.bundle import sha256_file, write_bundle
 from mammo_core.confidence import blind_fields
 from mammo_core.datasets.splits import check_split, grouped_kfold, grouped_split, groups_for_arrays
@@ -20,10 +21,10 @@ from mammo_core.labels import get_task
 from mammo_core.metrics import check_not_collapsed
 from mammo_core.models import build_model, gradcam_layer
 from mammo_core.plots import plot_confusion, plot_history, plot_roc
-from mammo_core.training.augment import get_spec
 from mammo_core.training.config import TrainConfig
 from mammo_core.training.data import TaskData, load_task_data, smoke_subset
-from mammo_core.training.loop import evaluate, fit_model, get_placement, gpu_available
+from mammo_core.training.loop import OPTIMIZER_CLASSES, evaluate, fit_model, get_placement, gpu_available
+from mammo_core.training.outdir import REFUSED_MARK, RefusedRun
 from mammo_core.training.pooled import train_pooled
 from mammo_core.training.results import FOLD_COLUMNS, TrainResult, summarize_folds, write_csv
 
@@ -46,7 +47,7 @@ def validation_split(cfg: TrainConfig, y: np.ndarray, groups: np.ndarray, seed_o
 
 
 def format_fold_table(rows: list[dict]) -> str:
-    lines = ["| fold | accuracy | loss | AUC | F-score |", "|---|---|---|---|---|"]
+    lines = ["| fold | accuracy | loss | AUC | AUC (hard labels) | F-score |", "|---|---|---|---|---|---|"]
     for r in rows:
         f = r["fold"] if isinstance(r["fold"], str) else f"fold {r['fold']}"
         lines.append(f"| {f} | " + " | ".join(
@@ -85,8 +86,7 @@ def run_grid(cfg: TrainConfig, data: TaskData, placement, out_dir: Path) -> tupl
         if cfg.folds:
             table = run_folds(c, data, placement)
             mean = table[-2]
-            score = {"accuracy": mean["accuracy"], "loss": mean["loss"], "auc": mean["auc"],
-                     "f1_macro": mean["f1_macro"], "scored_on": f"mean of {cfg.folds} folds"}
+            score = {k: mean[k] for k in FOLD_COLUMNS} | {"scored_on": f"mean of {cfg.folds} folds"}
         else:
             tr, va = validation_split(c, data.y_train, data.groups_train)
             fit = fit_model(c, data.x_train[tr], data.y_train[tr], data.x_train[va], data.y_train[va],
@@ -132,6 +132,30 @@ def _test_groups(cfg: TrainConfig, data: TaskData) -> np.ndarray | None:
     return g if len(g) == len(data.y_test) else None
 
 
+def collapse_reason(err: MammoError) -> str:
+    """The collapse check's message without its 'refusing to write' tail."""
+    return str(err).split("; refusing to write")[0]
+
+
+def write_refused(cfg: TrainConfig, data: TaskData, history: list[dict], val_metrics: dict,
+                  err: MammoError, seconds: float) -> None:
+    """A run refused by the collapse guard: history.csv, curves.png and metrics.json (marked
+    refused, no model file) in ``cfg.out_dir`` so the user can see why; then raise
+    :class:`RefusedRun` naming them (exit code 1, as any refusal)."""
+    out = cfg.out_dir
+    reason = collapse_reason(err)
+    write_json(out / "metrics.json", json_safe({
+        "task": data.task, "classes": list(data.classes), "refused": reason, "model_written": False,
+        "validation": val_metrics, "epochs_run": len(history), "seconds_total": round(seconds, 1),
+        "public_test": None, "note": "the held-out split was not scored (no model was kept)",
+        "disclaimer": DISCLAIMER}))
+    write_csv(out / "history.csv", history, ["epoch", "stage", "loss", "accuracy", "val_loss", "val_accuracy"])
+    plot_history(history, out / "curves.png", f"{cfg.bundle_name} ({data.task}) - REFUSED: collapsed")
+    atomic_write_text(out / REFUSED_MARK, reason + "\n")
+    raise RefusedRun(f"{reason}; no model written (--allow-collapsed writes it anyway). "
+                     f"history.csv, curves.png and metrics.json (marked refused) are in {out}")
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train ``config.model`` on ``config.task`` and write everything into ``config.out_dir``."""
     tfload.keras_backend()  # imported once, without TensorFlow's start-up noise (no TF on JAX)
@@ -142,10 +166,10 @@ def train(config: TrainConfig) -> TrainResult:
     cfg = config.with_(**SMOKE) if config.smoke else config
     t0 = time.perf_counter()
     out = cfg.out_dir
-    out.mkdir(parents=True, exist_ok=True)
     data = load_task_data(cfg.data_dir, cfg.task)
     if cfg.smoke:
         data = smoke_subset(data, seed=cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)  # only once the data are read and usable
     counts = np.bincount(data.y_train, minlength=data.n_classes).tolist()
     _log(f"task {data.task} {data.classes}: {len(data.y_train)} train patches {counts}, "
          f"{len(data.y_test)} held-out (public_test){' [smoke subset]' if cfg.smoke else ''}; "
@@ -187,8 +211,9 @@ def train(config: TrainConfig) -> TrainResult:
         val_spread = check_not_collapsed(p_val, f"{cfg.bundle_name} validation predictions")
     except MammoError as err:
         if not (cfg.smoke or cfg.allow_collapsed):
-            raise
-        _log(f"WARNING ({'smoke run' if cfg.smoke else '--allow-collapsed'}, bundle written anyway): {err}")
+            write_refused(cfg, data, fit.history, val_metrics, err, time.perf_counter() - t0)
+        why = "smoke run" if cfg.smoke else "--allow-collapsed"
+        _log(f"WARNING: {collapse_reason(err)}; bundle written anyway ({why}; the card records it)")
         val_spread = {"collapsed": str(err)}
     test_metrics, p_test = evaluate(model, data.x_test, data.y_test, data.classes, cfg.batch_size,
                                     n_boot=cfg.n_boot, seed=cfg.seed, groups=_test_groups(cfg, data))
@@ -200,14 +225,14 @@ def train(config: TrainConfig) -> TrainResult:
     mode = opts.get("mode")
     run = fit.run.as_dict() if fit.run is not None else {}
     protocol = {
-        "optimizer": "Adam", "learning_rate": run.get("learning_rate", cfg.learning_rate),
+        "optimizer": OPTIMIZER_CLASSES[cfg.optimizer], "learning_rate": run.get("learning_rate", cfg.learning_rate),
         "base_learning_rate": cfg.learning_rate, "lr_scaling": cfg.lr_scaling,
         "batch_size": cfg.batch_size, "global_batch_size": run.get("global_batch", cfg.batch_size),
         "max_epochs": cfg.epochs, "epochs_run": len(fit.history),
         "early_stopping": f"val_loss, patience {cfg.patience}, best weights restored",
         "class_weights": {data.classes[c]: w for c, w in fit.class_weights.items()},
-        "class_weights_mode": cfg.class_weights, "augmentation": cfg.augmentation,
-        "augmentation_detail": get_spec(cfg.augmentation).description,
+        "class_weights_mode": cfg.class_weights, "augmentation": cfg.augmentation_spec.name,
+        "augmentation_detail": cfg.augmentation_spec.description,
         "seed": cfg.seed, "reproducible": "same batches at any loader worker count (per-element seeds)",
         "smoke": cfg.smoke, "mixed_precision": mixed, "distribute": cfg.distribute,
         "backend": run.get("backend"), "replicas": run.get("replicas", 1),
@@ -219,7 +244,7 @@ def train(config: TrainConfig) -> TrainResult:
     if cfg.is_transfer and Path(str(opts.get("weights", ""))).is_file():
         arch["initial_weights_sha256"] = sha256_file(opts["weights"])
     if cfg.is_transfer:
-        n_aug = 0 if get_spec(cfg.augmentation).is_identity else cfg.fe_copies
+        n_aug = 0 if cfg.augmentation_spec.is_identity else cfg.fe_copies
         protocol["feature_cache"] = {"originals": True, "augmented_variants": n_aug,
                                      "size": f"{n_aug + 1}N"}
         if mode == "ft":
@@ -269,5 +294,6 @@ def train(config: TrainConfig) -> TrainResult:
         files.append(out / "folds.csv")
     if grid_rows:
         files.append(out / "grid.csv")
+    (out / REFUSED_MARK).unlink(missing_ok=True)  # an earlier refused run into this folder
     _log(f"wrote {out} ({', '.join(f.name for f in files)}) in {time.perf_counter() - t0:.0f} s")
     return TrainResult(out, info, test_metrics, fit.history, fold_rows, grid_rows, files)
