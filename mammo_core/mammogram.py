@@ -2,7 +2,8 @@
 
 ``read_mammogram(path)`` reads DICOM (the CBIS-DDSM release's 16-bit files included), PNG, PGM
 (as mini-MIAS ships), TIFF and 2-D ``.npy`` through :func:`mammo_core.io.read_image_ref` (one
-reader for pixels: BitsStored, rescale and MONOCHROME1 handled there; the true bit depth is
+reader for pixels: BitsStored, PixelRepresentation, rescale and MONOCHROME1 handled there, the
+source's UIDs kept in ``Mammogram.source_ref``; the true bit depth is
 kept in ``Mammogram.bits`` so a 12-bit DICOM is scaled by 4095 as predict does) and adds what a viewer
 and ``mammo scan`` need around the pixels (size limits: ``mammo_core.safeio``, as for every
 file read):

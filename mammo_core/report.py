@@ -201,8 +201,7 @@ def rows(run: PredictionRun) -> Iterator[dict[str, Any]]:
                 "source": shown(pred.source),
                 "index": pred.index,
                 "bits": pred.bits,
-                "source_ref": None if pred.source_ref is None else {
-                    k: shown(v) if isinstance(v, str) else v for k, v in pred.source_ref.items()},
+                "source_ref": None if pred.source_ref is None else dict(pred.source_ref),
                 "sha256": pred.sha256,
                 "model": out.model,
                 "task": out.task,
