@@ -94,9 +94,9 @@ def to_qimage(arr: np.ndarray) -> QImage:
         raise TypeError(f"expected uint8, got {arr.dtype}")
     h, w = arr.shape[:2]
     if arr.ndim == 2:
-        img = QImage(arr.data, w, h, arr.strides[0], QImage.Format.Format_Grayscale8)
+        img = QImage(arr.data, w, h, arr.strides[0], QImage.Format.Format_Grayscale8)  # type: ignore[call-overload]
     elif arr.ndim == 3 and arr.shape[2] == 3:
-        img = QImage(arr.data, w, h, arr.strides[0], QImage.Format.Format_RGB888)
+        img = QImage(arr.data, w, h, arr.strides[0], QImage.Format.Format_RGB888)  # type: ignore[call-overload]
     else:
         raise ValueError(f"expected (H, W) or (H, W, 3), got {arr.shape}")
     return img.copy()  # detach from the numpy buffer
@@ -108,7 +108,7 @@ def qimage_to_array(img: QImage) -> np.ndarray:
     h, w = img.height(), img.width()
     ptr = img.constBits()
     ptr.setsize(img.sizeInBytes())
-    arr = np.frombuffer(ptr, np.uint8).reshape(h, img.bytesPerLine())[:, : w * 3]
+    arr = np.frombuffer(ptr, np.uint8).reshape(h, img.bytesPerLine())[:, : w * 3]  # type: ignore[call-overload]
     return arr.reshape(h, w, 3).copy()
 
 

@@ -14,6 +14,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import cast
 
 from app.main_window import MainWindow
 from app.qtdeps import display_problem
@@ -172,7 +173,7 @@ def _install_excepthook(window_ref: list) -> None:
 def create_app(argv: list[str] | None = None):
     from PyQt6.QtWidgets import QApplication
 
-    app = QApplication.instance() or QApplication(argv or [sys.argv[0]])
+    app = cast("QApplication", QApplication.instance() or QApplication(argv or [sys.argv[0]]))
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     app.setApplicationDisplayName(APP_DISPLAY_NAME)
@@ -229,7 +230,7 @@ class ScreenshotJob:
         from PyQt6.QtCore import QTimer
 
         self.app, self.window, self.out = app, window, Path(out)
-        self.exit_code = None
+        self.exit_code: int | None = None
         self._timer = QTimer()
         self._timer.setInterval(200)
         self._timer.timeout.connect(self._poll)

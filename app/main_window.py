@@ -18,6 +18,7 @@ from PyQt6.QtWidgets import QMainWindow, QWidget
 
 from app.controllers.mammogram import MammogramController, Region
 from app.controllers.patches import PatchController, RunAllJob
+from app.controllers.study import StudyController
 from app.dialogs.about import show_about
 from app.dialogs.errors import ErrorReporter
 from app.dialogs.open_files import ask_models_folder, ask_patch_paths
@@ -29,6 +30,7 @@ from app.settings import get_list, get_str, place_splitter, push_recent, restore
 from app.text import WINDOW_TITLE, unreadable_text
 from app.views.mammogram_panel import MammogramPanel
 from app.views.patch_tab import PatchTab
+from app.views.study_tab import StudyTab
 from app.window_ui import WindowUi
 from app.workers import Worker
 from mammo_core.engine import EngineSettings
@@ -75,6 +77,8 @@ class MainWindow(QMainWindow):
         self.mammo_tab = MammogramPanel(self.mammo, settings)
         self.add_tab("Patch", self.patch_tab, {})
         self.add_tab("Mammogram", self.mammo_tab, self.mammo_tab.tab_actions())
+        self.study_tab = StudyTab(StudyController(self.service, parent=self))
+        self.add_tab("Study", self.study_tab, self.study_tab.tab_actions())
         self._wire()
         self._wire_actions()
         self._refresh_recent_menu()
@@ -127,6 +131,7 @@ class MainWindow(QMainWindow):
         m.errorOccurred.connect(self.report_error)
         m.statusMessage.connect(self.status)
         m.mapFailed.connect(lambda msg: self.status(f"Map failed: {msg}"))
+        self.study_tab.controller.connect_messages(self.report_error, self.status)
         self.predictionShown.connect(lambda key: self.mammo_tab.show_region_heat(key, None))
 
     def _wire_actions(self) -> None:

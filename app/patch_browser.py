@@ -125,7 +125,12 @@ class PatchTableModel(QAbstractTableModel):
         new = [make_entry(p) for p in patches]
         new = [e for e in new if e.key not in self._row_of]
         seen: set[str] = set()
-        new = [e for e in new if not (e.key in seen or seen.add(e.key))]
+        unique = []
+        for e in new:
+            if e.key not in seen:
+                seen.add(e.key)
+                unique.append(e)
+        new = unique
         if not new:
             return 0
         first = len(self._entries)

@@ -325,7 +325,7 @@ class ResultsPanel(QScrollArea):
         self._quality = {}
         self._questions = {}
         for m in models:
-            card = getattr(m, "card", None) or {}
+            card = getattr(m, "card", None)
             self._quality[m.name] = quality_from_card(card, m.name)
             if getattr(m, "kind", "model") == "ensemble":
                 self._questions[m.name] = question_qualities(card)

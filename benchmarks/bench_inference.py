@@ -55,7 +55,7 @@ def _bundle(root: Path, name: str, task: str, arch: str, **opts):
     write_bundle(model, root / name, {"name": name, "task": task, "classes": list(t.classes),
                                       "architecture": {"model": arch, "options": opts},
                                       "gradcam_layer": gradcam_layer(arch, **opts),
-                                      "training": {"data": "none (benchmark, untrained)"}})
+                                      "training": {"method": "none (benchmark, untrained)"}})
     return model
 
 

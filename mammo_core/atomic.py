@@ -83,7 +83,7 @@ def _pid_alive(pid: int) -> bool:
 def clean_stale_temps(folder: str | Path, name: str | None = None) -> list[Path]:
     """Remove ``.<name>.tmp-<pid>-*`` files in ``folder`` left by writers that no longer run
     (killed by SIGKILL or a power cut); ``name`` limits it to one target. Returns the removed."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:

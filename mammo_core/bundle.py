@@ -1,17 +1,15 @@
 """A trained model on disk: ``<dir>/model.keras`` + ``<dir>/card.json``, sha256-checked.
 
-The card (JSON) describes the model: ``name``, ``kind`` ("model" or "ensemble"), ``task``,
-``classes``, ``input`` contract, ``architecture``, ``training`` (data, split, protocol,
-command), ``metrics`` (held-out, with how they were measured), ``gradcam_layer``,
-``version``, ``created``, ``files`` ({file name: sha256}) and ``sha256`` (of the model file).
+The card (JSON, read and written only by :mod:`mammo_core.card`, a typed and versioned
+document) describes the model: name, kind, task, classes, input contract, architecture,
+training (data, split, protocol, command), metrics (held-out, with how they were measured),
+Grad-CAM layer, version, date, ``files`` ({file name: sha256}) and ``sha256`` (of the model file).
 
 ``assets/models/MANIFEST.json`` (schema ``mammo.manifest/2``) lists every bundled bundle with
 the sha256 of each of its files *and of its card*, so nothing that decides an answer (weights,
 classes, task) can change unnoticed; a bundle whose files do not match its card or the
-manifest is refused with a clear message. Card fields are checked: ``task`` must be one of
-``labels.py`` and ``classes`` exactly its classes; ``name`` a plain name; ``files`` plain file
-names inside the bundle, each a regular file, mapped to sha256 hex digests; ``sha256`` that
-of the model file. After :func:`verify_bundle`, ``BundleInfo.sha256`` is the hash computed
+manifest is refused with a clear message (the card's own checks: :meth:`Card.check`).
+After :func:`verify_bundle`, ``BundleInfo.sha256`` is the hash computed
 from the file itself (what reports give), not the card's claim. Models load with Keras
 ``safe_mode=True`` (no Lambda layers, no arbitrary code).
 """
@@ -21,7 +19,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,30 +26,22 @@ from typing import Any
 
 from mammo_core import __version__, tfload
 from mammo_core.atomic import atomic_path, atomic_write_text
-from mammo_core.errors import BundleError
+from mammo_core.card import (
+    CARD_FILE,
+    CARD_SCHEMA,
+    INPUT_CONTRACT,
+    MODEL_FILE,
+    Card,
+    card_json,
+    parse_card,
+)
+from mammo_core.errors import BundleError, MammoError
 from mammo_core.jsonutil import read_json_object, read_json_object_bytes
-from mammo_core.labels import get_task
+from mammo_core.paths import models_dir
 from mammo_core.safeio import UnsafeFile, open_regular, read_head
 
-CARD_FILE = "card.json"
-MODEL_FILE = "model.keras"
 MANIFEST_FILE = "MANIFEST.json"
-CARD_SCHEMA = "mammo.card/1"
 MANIFEST_SCHEMA = "mammo.manifest/2"  # /2: each entry also hashes card.json
-INPUT_CONTRACT = {
-    "shape": [None, 150, 150, 1],
-    "dtype": "float32",
-    "range": [0.0, 1.0],
-    "scaling": "pixels / (2**bits - 1) by the image's true bit depth (DICOM BitsStored, else the "
-               "8- or 16-bit container or --bits): uint8 / 255, 12-bit / 4095, uint16 / 65535; "
-               "normalisation happens inside the model",
-}
-REQUIRED_CARD_KEYS = ("name", "kind", "task", "classes", "version", "files")
-
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
-KINDS = ("model", "ensemble")
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -65,118 +54,50 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def plain_name(name: object) -> bool:
-    """A bundle or file name without any path in it (letters, digits, ``._+-``)."""
-    return isinstance(name, str) and bool(_NAME_RE.match(name)) and name not in (".", "..")
-
-
-@dataclass(frozen=True)
-class Card:
-    """A bundle's card, typed (``card.json``, schema ``mammo.card/1``). :meth:`from_json`
-    checks it (:func:`check_card`) and :meth:`to_json` gives back the same JSON object: the
-    known fields under their schema names, every other key kept in ``extra`` as read."""
-
-    name: str
-    kind: str
-    task: str
-    classes: tuple[str, ...]
-    version: str
-    files: Mapping[str, str]
-    sha256: str | None = None
-    gradcam_layer: str | None = None
-    architecture: Mapping[str, Any] | None = None
-    training: Mapping[str, Any] | None = None
-    metrics: Mapping[str, Any] | None = None
-    input: Mapping[str, Any] | None = None
-    created: str | None = None
-    schema: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    present: frozenset[str] = field(default=frozenset(), compare=False, repr=False)  # null ones
-
-    FIELDS = ("name", "kind", "task", "classes", "version", "files", "sha256", "gradcam_layer",
-              "architecture", "training", "metrics", "input", "created", "schema")
-
-    @classmethod
-    def from_json(cls, card: Mapping[str, Any], path: str | Path = CARD_FILE) -> Card:
-        check_card(card, path)
-        known = {k: card[k] for k in cls.FIELDS if k in card}
-        known["classes"] = tuple(known["classes"])
-        known["version"] = str(known["version"])
-        known["files"] = dict(known["files"])
-        return cls(**known, extra={k: v for k, v in card.items() if k not in cls.FIELDS},
-                   present=frozenset(known))
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k in self.FIELDS:
-            v = getattr(self, k)
-            if v is None and k not in self.present:
-                continue
-            out[k] = list(v) if k == "classes" else (dict(v) if k == "files" else v)
-        out.update(self.extra)
-        return out
-
-    def headline_metric(self) -> tuple[str, float] | None:
-        """The held-out number ``mammo models list`` shows: the AUC, else the accuracy, of the
-        card's ``metrics`` (measured on held-out data, see ``metrics.split``)."""
-        m = self.metrics if isinstance(self.metrics, Mapping) else {}
-        for key in ("auc", "accuracy"):
-            v = m.get(key)
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                return key, float(v)
-        return None
-
-
 @dataclass(frozen=True)
 class BundleInfo:
-    """What the card says about a bundle (reading it never imports TensorFlow)."""
+    """A bundle folder and its card, read and checked once (reading never imports TensorFlow)."""
 
     path: Path
-    card: Mapping[str, Any]
+    card: Card
     card_sha256: str | None = None  # of the card.json bytes parsed
     computed: Mapping[str, str] | None = field(default=None, compare=False)  # set by verify_bundle
 
     @property
     def name(self) -> str:
-        return str(self.card["name"])
+        return self.card.name
 
     @property
     def kind(self) -> str:
-        return str(self.card.get("kind", "model"))
+        return self.card.kind
 
     @property
     def task(self) -> str:
-        return str(self.card["task"])
+        return self.card.task
 
     @property
     def classes(self) -> tuple[str, ...]:
-        return tuple(self.card["classes"])
+        return self.card.classes
 
     @property
     def version(self) -> str:
-        return str(self.card["version"])
+        return self.card.version
 
     @property
     def sha256(self) -> str:
         """The main file's sha256: computed from the file when verified, else the card's claim."""
-        files = self.card["files"]
-        main = MODEL_FILE if MODEL_FILE in files else next(iter(files))
+        main = self.card.main_file
         if self.computed and main in self.computed:
             return self.computed[main]
-        return str(self.card.get("sha256") or files[main])
+        return self.card.sha256 or self.card.files[main]
 
     @property
     def gradcam_layer(self) -> str | None:
-        return self.card.get("gradcam_layer")
+        return self.card.gradcam_layer
 
     @property
     def model_path(self) -> Path:
         return self.path / MODEL_FILE
-
-    @property
-    def record(self) -> Card:
-        """The card, typed (checked when the card was read)."""
-        return Card.from_json(self.card, self.path / CARD_FILE)
 
 
 def bundle_dirs(models_root: str | Path) -> list[Path]:
@@ -208,55 +129,7 @@ def read_card(bundle_dir: str | Path) -> BundleInfo:
     if not card_path.is_file():
         raise BundleError(f"missing {CARD_FILE}", bundle_dir)
     card, raw = read_json_object_bytes(card_path, "card", BundleError)
-    check_card(card, card_path)
-    return BundleInfo(bundle_dir, card, hashlib.sha256(raw).hexdigest())
-
-
-def check_card(card: Mapping[str, Any], card_path: str | Path) -> None:
-    """Raise :class:`BundleError` (one line naming the card) for a field that is missing, of
-    the wrong type or inconsistent with ``labels.py``."""
-    missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
-    if missing:
-        raise BundleError(f"card lacks {', '.join(missing)}", card_path)
-    if not plain_name(card["name"]):
-        raise BundleError(f"card name {str(card['name'])[:60]!r} is not a plain name (letters, digits, ._+-)",
-                          card_path)
-    if card["kind"] not in KINDS:
-        raise BundleError(f"card kind {str(card['kind'])[:40]!r} is not one of {', '.join(KINDS)}", card_path)
-    if not isinstance(card["task"], str):
-        raise BundleError("card task must be a string", card_path)
-    try:
-        task = get_task(card["task"])
-    except Exception:  # noqa: BLE001 - unknown task, whatever labels.py raises
-        raise BundleError(f"card task {card['task'][:40]!r} is not a known task", card_path) from None
-    classes = card["classes"]
-    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-        raise BundleError("card classes must be a list of class names", card_path)
-    if tuple(classes) != tuple(task.classes):
-        raise BundleError(f"card classes {classes[:8]} are not the classes of task {task.name!r} "
-                          f"({', '.join(task.classes)}, in that order)", card_path)
-    if not isinstance(card["version"], (str, int, float)) or isinstance(card["version"], bool):
-        raise BundleError("card version must be a string", card_path)
-    files = card["files"]
-    if not isinstance(files, dict) or not files:
-        raise BundleError("card 'files' must map file names to sha256", card_path)
-    for fname, digest in files.items():
-        if not plain_name(fname) or fname == CARD_FILE:
-            raise BundleError(f"card 'files' entry {str(fname)[:60]!r} is not a plain file name inside "
-                              "the bundle", card_path)
-        if not isinstance(digest, str) or not _HEX_RE.match(digest):
-            raise BundleError(f"card 'files' entry {fname!r}: {str(digest)[:20]!r} is not a sha256 hex digest",
-                              card_path)
-    if card["kind"] == "model" and MODEL_FILE not in files:
-        raise BundleError(f"card 'files' does not list {MODEL_FILE}", card_path)
-    if "sha256" in card:
-        main = MODEL_FILE if MODEL_FILE in files else next(iter(files))
-        if card["sha256"] != files[main]:
-            raise BundleError(f"card sha256 {str(card['sha256'])[:12]}... differs from its 'files' entry "
-                              f"for {main} ({files[main][:12]}...)", card_path)
-    layer = card.get("gradcam_layer")
-    if layer is not None and not isinstance(layer, str):
-        raise BundleError("card gradcam_layer must be a layer name", card_path)
+    return BundleInfo(bundle_dir, parse_card(card, card_path), hashlib.sha256(raw).hexdigest())
 
 
 def check_manifest(manifest: Mapping[str, Any], path: str | Path) -> dict[str, Mapping[str, Any]]:
@@ -284,7 +157,7 @@ def verify_bundle(bundle_dir: str | Path, manifest: Mapping[str, Any] | None = N
     info = read_card(bundle_dir)
     root = os.path.realpath(info.path)
     computed = {}
-    for fname, expected in info.card["files"].items():
+    for fname, expected in info.card.files.items():
         fpath = info.path / fname
         if not os.path.lexists(fpath):
             raise BundleError(f"missing file {fname} listed in {CARD_FILE}", fpath)
@@ -304,16 +177,17 @@ def verify_bundle(bundle_dir: str | Path, manifest: Mapping[str, Any] | None = N
                 fpath,
             )
     if MODEL_FILE in computed:
-        config = check_keras_archive(info.path / MODEL_FILE)
-        n_out = keras_output_units(config) if info.kind == "model" else None
-        why = None if n_out is None else outputs_problem(info, n_out)
+        archive = inspect_keras_archive(info.path / MODEL_FILE)
+        n_out = keras_output_units(archive.config) if info.kind == "model" else None
+        why = (None if n_out is None else outputs_problem(info, n_out)) or binding_problem(
+            info, archive.binding, computed[MODEL_FILE])
         if why:
             raise BundleError(why, info.path / CARD_FILE)
     if manifest is not None:
         entry = check_manifest(manifest, info.path.parent / MANIFEST_FILE).get(info.name)
         if entry is None:
             raise BundleError(f"bundle {info.name!r} is not in {MANIFEST_FILE}", info.path)
-        if entry.get("files") != dict(info.card["files"]):
+        if entry.get("files") != dict(info.card.files):
             raise BundleError(
                 f"files or hashes differ from {MANIFEST_FILE} entry {info.name!r}", info.path
             )
@@ -325,10 +199,21 @@ def verify_bundle(bundle_dir: str | Path, manifest: Mapping[str, Any] | None = N
     return replace(info, computed=computed)
 
 
-#: Largest total uncompressed size of a model.keras archive and largest expansion ratio of one
-#: member (a zip bomb declares gigabytes in a few kilobytes).
+#: Largest total uncompressed size of a model.keras archive; largest expansion of the whole
+#: archive over its file size (Keras stores its members uncompressed: 1.0 for every bundle here)
+#: once it expands past ``RATIO_FREE_BYTES``; largest expansion ratio of one member (a zip bomb
+#: declares gigabytes in a few kilobytes); largest ``config.json`` (a VGG16's is 20 kB) and
+#: binding member. Nothing larger than these bounds is read.
 MAX_ARCHIVE_BYTES = 4 << 30
+MAX_ARCHIVE_RATIO = 20
+RATIO_FREE_BYTES = 16 << 20
 MAX_MEMBER_RATIO = 1000
+MAX_CONFIG_BYTES = 16 << 20
+MAX_BINDING_BYTES = 64 << 10
+#: The member of model.keras that binds the model to its task and classes (written at training
+#: time, covered by the model file's sha256): a card edited afterwards is refused.
+BINDING_MEMBER = "mammo_binding.json"
+BINDING_SCHEMA = "mammo.binding/1"
 #: Layer classes that carry code; refused before Keras sees the file (safe_mode refuses them too).
 CODE_LAYERS = frozenset({"Lambda", "TFSMLayer"})
 
@@ -346,18 +231,55 @@ def _class_names(obj: Any, depth: int = 0) -> Iterator[str]:
             yield from _class_names(v, depth + 1)
 
 
+@dataclass(frozen=True)
+class Binding:
+    """What a model was trained for, stored inside its ``model.keras`` (:data:`BINDING_MEMBER`)."""
+
+    task: str
+    classes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class KerasArchive:
+    """The parts of a checked ``model.keras`` read without TensorFlow: its ``config.json`` and
+    its binding (None for a model saved before bindings were written)."""
+
+    config: Any  # parsed JSON, as Keras wrote it
+    binding: Binding | None
+
+
 def check_keras_archive(path: str | Path) -> Any:
+    """:func:`inspect_keras_archive`'s parsed ``config.json``."""
+    return inspect_keras_archive(path).config
+
+
+def _read_member(zf: Any, name: str, limit: int, path: Path) -> bytes:
+    """At most ``limit`` bytes of member ``name`` (more is refused, never read)."""
+    if zf.getinfo(name).file_size > limit:
+        raise BundleError(f"archive member {name} declares {zf.getinfo(name).file_size:,} bytes, over "
+                          f"{limit:,} (refusing to read it)", path)
+    with zf.open(name) as fh:
+        raw = fh.read(limit + 1)
+    if len(raw) > limit:
+        raise BundleError(f"archive member {name} is over {limit:,} bytes (refusing to read it)", path)
+    return bytes(raw)
+
+
+def inspect_keras_archive(path: str | Path) -> KerasArchive:
     """Check a ``model.keras`` zip without TensorFlow: a zip archive with a ``config.json``; no
     member outside the archive (absolute or ``..`` names); no member expanding more than
-    ``MAX_MEMBER_RATIO`` x, none larger than ``MAX_ARCHIVE_BYTES`` in all; no layer class that
-    carries code (``Lambda``, ``TFSMLayer``). Raises :class:`BundleError` naming the file;
-    returns the parsed ``config.json``."""
+    ``MAX_MEMBER_RATIO`` x; the whole archive expanding to at most ``MAX_ARCHIVE_BYTES`` and, past
+    ``RATIO_FREE_BYTES``, to at most ``MAX_ARCHIVE_RATIO`` x its file size (checked on the
+    declared sizes before anything is decompressed); ``config.json`` at most ``MAX_CONFIG_BYTES``
+    (read no further); no layer class that carries code (``Lambda``, ``TFSMLayer``); a binding
+    member, if any, well formed. Raises :class:`BundleError` naming the file."""
     import zipfile
 
     path = Path(path)
     if read_head(path, 4) != b"PK\x03\x04":
         raise BundleError("not a Keras model file (a .keras file is a zip archive)", path)
     try:
+        size = path.stat().st_size
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
             total = 0
@@ -371,9 +293,15 @@ def check_keras_archive(path: str | Path) -> Any:
                                       f"from {zi.compress_size:,} (a zip bomb?)", path)
             if total > MAX_ARCHIVE_BYTES:
                 raise BundleError(f"archive expands to {total:,} bytes, over {MAX_ARCHIVE_BYTES:,}", path)
-            if "config.json" not in zf.namelist():
+            if total > RATIO_FREE_BYTES and total > MAX_ARCHIVE_RATIO * size:
+                raise BundleError(f"archive expands to {total:,} bytes from {size:,} (over {MAX_ARCHIVE_RATIO}x "
+                                  "its size; a zip bomb?)", path)
+            names = zf.namelist()
+            if "config.json" not in names:
                 raise BundleError("not a Keras model archive (no config.json)", path)
-            raw = zf.read("config.json")
+            raw = _read_member(zf, "config.json", MAX_CONFIG_BYTES, path)
+            raw_binding = _read_member(zf, BINDING_MEMBER, MAX_BINDING_BYTES, path) \
+                if BINDING_MEMBER in names else None
     except BundleError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
@@ -389,7 +317,60 @@ def check_keras_archive(path: str | Path) -> Any:
     if bad:
         raise BundleError(f"model contains {', '.join(bad)} layers (code inside a model file); "
                           "refusing to load", path)
-    return config
+    return KerasArchive(config, None if raw_binding is None else _parse_binding(raw_binding, path))
+
+
+def _parse_binding(raw: bytes, path: Path) -> Binding:
+    try:
+        d = json.loads(raw)
+    except (ValueError, RecursionError):
+        d = None
+    if not (isinstance(d, dict) and d.get("schema") == BINDING_SCHEMA and isinstance(d.get("task"), str)
+            and isinstance(d.get("classes"), list) and all(isinstance(c, str) for c in d["classes"])):
+        raise BundleError(f"archive member {BINDING_MEMBER} is not a {BINDING_SCHEMA} document", path)
+    return Binding(d["task"], tuple(d["classes"]))
+
+
+def bind_model(model_file: str | Path, task: str, classes: tuple[str, ...] | list[str]) -> None:
+    """Store in a saved ``model.keras`` what it was trained for (task and classes), before its
+    sha256 is taken: a card that later names another task or other classes is refused."""
+    import zipfile
+
+    doc = {"schema": BINDING_SCHEMA, "task": task, "classes": list(classes)}
+    with zipfile.ZipFile(model_file, "a") as zf:
+        zf.writestr(BINDING_MEMBER, json.dumps(doc))
+
+
+def _shipped_models() -> dict[str, str]:
+    """model.keras sha256 -> card sha256 of the bundled models (their MANIFEST.json), for
+    models saved before bindings were written; empty when it cannot be read."""
+    try:
+        manifest = read_manifest(models_dir())
+    except MammoError:
+        return {}
+    out = {}
+    for entry in manifest["bundles"].values():
+        model = entry["files"].get(MODEL_FILE)
+        if isinstance(model, str):
+            out[model] = entry["card"]
+    return out
+
+
+def binding_problem(info: BundleInfo, binding: Binding | None, model_sha256: str) -> str | None:
+    """Why the card of ``info`` is not the one its model was trained with (None when it is, or
+    when nothing binds them): the task and classes stored in ``model.keras``, else, for a model
+    shipped with this package before bindings were written, the card the bundled manifest hashes."""
+    if binding is not None:
+        if (binding.task, binding.classes) == (info.task, info.classes):
+            return None
+        return (f"model {info.name!r}: the card says task {info.task!r} ({', '.join(info.classes)}) but "
+                f"model.keras was trained for {binding.task!r} ({', '.join(binding.classes)}); the card was "
+                "edited after training, refusing")
+    shipped = _shipped_models().get(model_sha256)
+    if shipped is None or shipped == info.card_sha256:
+        return None
+    return (f"model {info.name!r}: this model.keras was shipped with another card (sha256 {shipped[:12]}..., "
+            f"this one {str(info.card_sha256)[:12]}...); the card was edited after training, refusing")
 
 
 def keras_output_units(config: Any) -> int | None:
@@ -449,16 +430,22 @@ def write_bundle(model, out_dir: str | Path, card: Mapping[str, Any]) -> BundleI
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / MODEL_FILE) as tmp:
         _inference_copy(model).save(tmp)
+        bind_model(tmp, str(card["task"]), [str(c) for c in card["classes"]])
     digest = sha256_file(out_dir / MODEL_FILE)
-    full = {"schema": CARD_SCHEMA, "kind": "model", "version": "1.0.0"}
+    full: dict[str, object] = {"schema": CARD_SCHEMA, "kind": "model", "version": "1.0.0"}
     full.update(card)
-    full.setdefault("input", INPUT_CONTRACT)
-    full.setdefault("created", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+    full.setdefault("input", INPUT_CONTRACT.to_dict())
+    full.setdefault("created", now_iso())
     full.setdefault("software", {"mammo": __version__})
     full["files"] = {MODEL_FILE: digest}
     full["sha256"] = digest
-    write_card(out_dir, full)
+    write_card(out_dir, parse_card(full, out_dir / CARD_FILE))
     return read_card(out_dir)
+
+
+def now_iso() -> str:
+    """The time a card records (``created``): UTC, to the second."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _inference_copy(model):
@@ -474,8 +461,10 @@ def _inference_copy(model):
         return model
 
 
-def write_card(bundle_dir: str | Path, card: Mapping[str, Any]) -> None:
-    atomic_write_text(Path(bundle_dir) / CARD_FILE, json.dumps(card, indent=2, sort_keys=False) + "\n")
+def write_card(bundle_dir: str | Path, card: Card) -> None:
+    """The one card writer: ``card.json`` of ``bundle_dir`` from :func:`mammo_core.card.card_json`,
+    atomically."""
+    atomic_write_text(Path(bundle_dir) / CARD_FILE, json.dumps(card_json(card), indent=2) + "\n")
 
 
 def read_manifest(models_root: str | Path) -> dict[str, Any]:
@@ -498,7 +487,7 @@ def write_manifest(models_root: str | Path) -> dict[str, Any]:
             "kind": info.kind,
             "task": info.task,
             "version": info.version,
-            "files": dict(info.card["files"]),
+            "files": dict(info.card.files),
             "card": info.card_sha256,
         }
     manifest = {"schema": MANIFEST_SCHEMA, "bundles": bundles}

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "dataset": ("mammo_core.commands.dataset_info", "mammo_core.commands.dataset_build"),
     "models": ("mammo_core.commands.models",),
-    "": ("mammo_core.commands.predict", "mammo_core.commands.scan"),
+    "": ("mammo_core.commands.predict", "mammo_core.commands.scan", "mammo_core.commands.send"),
 }
 GROUP_HELP = {
     "dataset": "inspect and build patch-array datasets (CBIS-DDSM layout)",

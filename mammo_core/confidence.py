@@ -12,8 +12,8 @@ interval). The status is
 * ``not measured`` when the card has no AUC with an interval (never bold).
 
 Only a model ``above chance`` may have its answer shown in bold (:attr:`ModelQuality.trusted`).
-Ensemble cards also carry one AUC per question (``auc_abnormal_vs_baseline`` with
-``auc_abnormal_vs_baseline_ci95``, ...); :func:`question_qualities` reads those the same way.
+Ensemble cards also carry one AUC per question (``metrics.questions``: ``abnormal_vs_baseline``
+with its ``ci95``, ...); :func:`question_qualities` reads those the same way.
 
 **The call** (:data:`CALL_RULE`, threshold and words from one constant in
 :mod:`mammo_core.protocol`, implemented by :func:`mammo_core.ensemble.call_five_class`):
@@ -30,10 +30,10 @@ comes from its conformal set (:mod:`mammo_core.ensemble.conformal`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mammo_core.card import Card, Metrics
 from mammo_core.ensemble import CALL_RULE
 
 CHANCE_AUC = 0.5
@@ -171,42 +171,24 @@ class ModelQuality:
                 "n": self.n, "split": self.split, "status": self.status, "blind": self.blind}
 
 
-def _metrics(card: Mapping[str, Any]) -> Mapping[str, Any]:
-    m = card.get("metrics") if isinstance(card, Mapping) else None
-    return m if isinstance(m, Mapping) else {}
-
-
-def quality_from_card(card: Mapping[str, Any], name: str | None = None) -> ModelQuality:
-    """The model's held-out AUC and interval from a card (any missing or malformed value just
-    makes the quality ``not measured``; a card is never rejected here)."""
-    m = _metrics(card)
-    n = _number(m.get("n"))
-    split = m.get("split")
+def quality_from_card(card: Card | None, name: str | None = None) -> ModelQuality:
+    """The model's held-out AUC and interval from its (typed, checked) card; an AUC outside
+    [0, 1] or an interval with low > high just makes the quality ``not measured``."""
+    m = Metrics() if card is None else card.metrics
     return ModelQuality(
-        model=str(name if name is not None else card.get("name", "")),
-        auc=_auc(m.get("auc")),
-        ci95=_interval(m.get("auc_ci95")),
-        n=_count(n),
-        split=split if isinstance(split, str) else None,
-        blind=m.get("blind") is not False,
-    )
+        model=str(name if name is not None else ("" if card is None else card.name)),
+        auc=_auc(m.auc), ci95=_interval(m.auc_ci95), n=_count(m.n), split=m.split, blind=m.blind)
 
 
-def question_qualities(card: Mapping[str, Any]) -> list[ModelQuality]:
-    """Per-question held-out AUCs of an ensemble card (``auc_<question>`` with
-    ``auc_<question>_ci95``), in the card's order; empty for a plain model card."""
-    m = _metrics(card)
-    out = []
-    split = m.get("split") if isinstance(m.get("split"), str) else None
-    for key, value in m.items():
-        if not key.startswith("auc_") or key.endswith(("_ci95", "_n", "_method")) or key == "auc_ci95":
-            continue
-        q = key[len("auc_"):]
-        n = _number(m.get(f"{key}_n"))
-        out.append(ModelQuality(model=str(card.get("name", "")), auc=_auc(value),
-                                ci95=_interval(m.get(f"{key}_ci95")),
-                                n=_count(n), split=split, question=q, blind=m.get("blind") is not False))
-    return out
+def question_qualities(card: Card | None) -> list[ModelQuality]:
+    """Per-question held-out AUCs of an ensemble card (``metrics.questions``), in the card's
+    order; empty for a plain model card."""
+    if card is None:
+        return []
+    m = card.metrics
+    return [ModelQuality(model=card.name, auc=_auc(q.auc), ci95=_interval(q.ci95), n=_count(q.n),
+                         split=m.split, question=name, blind=m.blind)
+            for name, q in m.questions.items()]
 
 
 @dataclass(frozen=True)

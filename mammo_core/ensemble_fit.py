@@ -40,6 +40,7 @@ import numpy as np
 
 from mammo_core import DISCLAIMER, io, ood
 from mammo_core.bundle import CARD_FILE, sha256_file
+from mammo_core.card import Metrics
 from mammo_core.confidence import blind_fields
 from mammo_core.datasets.splits import grouped_split, groups_for_arrays
 from mammo_core.ensemble import (
@@ -126,20 +127,20 @@ def _stderr_log(msg: str) -> None:
 def member_training_indices(info, folder: Path, labels: np.ndarray, groups: np.ndarray):
     """The train_* indices the member trained on, or (None, reason) when they cannot be
     reconstructed from its card."""
-    tr = info.card.get("training") or {}
-    split = tr.get("split") if isinstance(tr, dict) else None
-    if not isinstance(split, dict) or "validation_fraction" not in split or "seed" not in split:
+    tr = info.card.training
+    split = tr.split
+    if split is None or split.validation_fraction is None or split.seed is None:
         return None, "card records no reproducible validation split"
-    if (tr.get("protocol") or {}).get("smoke"):
+    if tr.smoke:
         return None, "member was trained with --smoke (subset not reconstructed)"
-    data_hashes = ((tr.get("data") or {}).get("sha256") or {})
-    want = data_hashes.get("train_labels.npy")
+    want = None if tr.data is None else tr.data.sha256.get("train_labels.npy")
     if want is None or want != sha256_file(folder / "train_labels.npy"):
         return None, "member was trained on other data (train_labels.npy sha256 differs)"
     keep, y = get_task(info.task).map_labels(labels)
     idx = np.flatnonzero(keep)
-    t_idx, v_idx = grouped_split(y, groups[keep], float(split["validation_fraction"]), seed=int(split["seed"]))
-    if len(t_idx) != split.get("train", len(t_idx)) or len(v_idx) != split.get("validation", len(v_idx)):
+    t_idx, v_idx = grouped_split(y, groups[keep], split.validation_fraction, seed=split.seed)
+    if (split.train is not None and len(t_idx) != split.train) or \
+            (split.validation is not None and len(v_idx) != split.validation):
         return None, "recomputed split sizes differ from the card"
     return idx[t_idx], None
 
@@ -466,17 +467,15 @@ def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | Non
         "name": config.name,
         "training": {"method": METHOD, "validation": validation, "held_out": "public_test",
                      "command": config.command or "mammo_core.ensemble_fit.fit_and_evaluate (no command line)"},
-        "metrics": json_safe({"split": "public_test", "measured": "once, after fitting",
-                              **blind_fields(config.held_out_seen),
-                              "smoke": bool(config.smoke), **{k: erow[k] for k in TABLE_COLUMNS[2:]},
-                              **{k: v for k, v in erow.items() if k.endswith(("_ci95", "_ci_method"))},
-                              "flagged_fraction": erow.get("flagged_fraction")}),
-        "out_of_fold": json_safe({k: v for k, v in (oof_rows[-1] if oof_rows else {}).items()
-                                  if k != "model"}) or None,
-        "conformal": json_safe(conformal),
+        "metrics": Metrics.from_row(json_safe({
+            "split": "public_test", "measured": "once, after fitting", **blind_fields(config.held_out_seen),
+            "smoke": bool(config.smoke), **{k: erow[k] for k in TABLE_COLUMNS[2:]},
+            **{k: v for k, v in erow.items() if k.endswith(("_ci95", "_ci_method"))},
+            "flagged_fraction": erow.get("flagged_fraction")}), out / CARD_FILE).to_dict(),
+        "out_of_fold": Metrics.from_row(json_safe({k: v for k, v in oof_rows[-1].items() if k != "model"}),
+                                        out / CARD_FILE).to_dict() if oof_rows else None,
         "disclaimer": DISCLAIMER,
     }
-    card["ood"] = json_safe(ood_report)
     info = write_ensemble(out, spec, card, reference=reference)
     doc = json_safe({"disclaimer": DISCLAIMER, "held_out": "public_test", "n_test": len(test_idx),
                      "validation": validation, "table": rows, "table_markdown": markdown,

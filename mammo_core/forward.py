@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -96,7 +96,7 @@ class SharedForward:
                 "shared forward pass unavailable with this Keras (%s); models run one by one", err)
             self.plain = True
             self._steps, self._outputs, self.layer_calls = [], [], 0
-        self._fn = None
+        self._fn: Callable[..., Any] | None = None
 
     def _walk(self, keys: dict, computed: set, sig_cache: dict) -> None:
         from keras.src.backend.common.keras_tensor import KerasTensor
@@ -114,6 +114,7 @@ class SharedForward:
                     sig = sig_cache[id(op)] if self.share else None
                     args, kwargs = node.arguments.convert(
                         lambda a: ("tensor", keys[id(a)]) if isinstance(a, KerasTensor) else a)
+                    key: tuple[object, ...]
                     if sig is None:
                         key = ("own", mi, id(op), repr((args, kwargs)))
                     else:

@@ -16,7 +16,7 @@ set-up, so per-batch calls (needed for progress and cancel) stay as fast as one
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,8 @@ from mammo_core.confidence import quality_from_card, question_qualities
 from mammo_core.contract import INPUT_SHAPE
 from mammo_core.engine import Engine
 from mammo_core.errors import BundleError, MammoError
-from mammo_core.tta import N_VIEWS, TTA_MODES, check_tta, dihedral
+from mammo_core.predictions import HeldOut, ModelRecord
+from mammo_core.tta import N_VIEWS, check_tta, dihedral
 
 
 @dataclass
@@ -89,10 +90,7 @@ class LoadedModel:
     @property
     def tta(self) -> str:
         """The card's test-time augmentation (``inference.tta``: ``none`` or ``dihedral8``)."""
-
-        inf = self.info.card.get("inference")
-        mode = inf.get("tta", "none") if isinstance(inf, dict) else "none"
-        return mode if mode in TTA_MODES else "none"
+        return self.info.card.inference.tta
 
     def features(self, x: np.ndarray, layer: str, batch_size: int = 32) -> np.ndarray:
         """The output of ``layer`` (e.g. ``pooled_features``) for ``x``, the identity view only
@@ -267,20 +265,11 @@ def manifest_path(models_dir: str | Path) -> Path:
     return Path(models_dir) / MANIFEST_FILE
 
 
-def bundle_summary(info: BundleInfo) -> Mapping[str, Any]:
+def bundle_summary(info: BundleInfo) -> ModelRecord:
     """Name, version, sha256, task, classes of a bundle and its measured held-out quality from
-    the card (``heldout``: auc, auc_ci95, n, split, status; an ensemble also gives
-    ``heldout_questions``, one per question) -- the JSON report's ``models`` entry."""
-    out: dict[str, Any] = {
-        "name": info.name,
-        "version": info.version,
-        "sha256": info.sha256,
-        "task": info.task,
-        "classes": list(info.classes),
-        "kind": info.kind,
-        "heldout": quality_from_card(info.card).to_dict(),
-    }
-    questions = question_qualities(info.card)
-    if questions:
-        out["heldout_questions"] = {q.question: q.to_dict() for q in questions}
-    return out
+    the card (``heldout``; an ensemble also gives ``heldout_questions``, one per question) --
+    the report's ``models`` entry."""
+    return ModelRecord(
+        info.name, info.version, info.sha256, info.task, tuple(info.classes), info.kind,
+        HeldOut.from_json(quality_from_card(info.card).to_dict()),
+        {q.question or "": HeldOut.from_json(q.to_dict()) for q in question_qualities(info.card)})

@@ -7,10 +7,10 @@ everything from ``INFO`` up goes there too, with the time and, when a record car
 ``extra={"details": traceback}``, the traceback. The library logs nothing at INFO that is not
 meant for the user; chatter is DEBUG. Records of the ``quiet`` loggers (TensorFlow's, Keras',
 Python warnings) go to the log file only, as do those of :data:`LOG_FILE_ONLY` (pydicom's
-decoder tracebacks) always. :func:`divert_native_stderr` sends what C/C++ code
-writes to file descriptor 2 (TensorFlow's start-up lines such as ``failed call to cuInit``,
-absl, Qt's native warnings) to the log file as well, while Python's ``sys.stderr`` keeps the
-terminal.
+decoder tracebacks, pynetdicom's and dicomweb-client's failed connections) always.
+:func:`divert_native_stderr` sends what C/C++ code writes to file descriptor 2 (TensorFlow's
+start-up lines such as ``failed call to cuInit``, absl, Qt's native warnings) to the log file
+as well, while Python's ``sys.stderr`` keeps the terminal.
 """
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ _TAG = "_mammo_handler"  # marks the handlers installed here (configure() replac
 #: Loggers whose records never reach the terminal, log file only: decoders that log their own
 #: failure with a traceback (pydicom, for a corrupt JPEG 2000 frame) before the reader that
 #: called them turns it into the one-line refusal the user sees.
-LOG_FILE_ONLY = ("pydicom",)
+#: pynetdicom / dicomweb-client log each failed association or request before `mammo send`
+#: reports it in one line naming the node.
+LOG_FILE_ONLY = ("pydicom", "pynetdicom", "dicomweb_client")
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -36,7 +38,7 @@ class _StderrHandler(logging.StreamHandler):
         super().__init__(sys.stderr)
 
     @property
-    def stream(self) -> TextIO:  # type: ignore[override]
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
@@ -132,7 +134,7 @@ def configure(prog: str, level: int = logging.INFO, log_file: Path | str | None 
             if quiet:
                 console.addFilter(_Quiet(quiet))
     # third-party chatter stays below warnings
-    for name in ("matplotlib", "PIL", "h5py", "absl"):
+    for name in ("matplotlib", "PIL", "h5py", "absl", "highdicom"):
         logging.getLogger(name).setLevel(logging.WARNING)
     return used
 

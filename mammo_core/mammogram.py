@@ -2,7 +2,8 @@
 
 ``read_mammogram(path)`` reads DICOM (the CBIS-DDSM release's 16-bit files included), PNG, PGM
 (as mini-MIAS ships), TIFF and 2-D ``.npy`` through :func:`mammo_core.io.read_image_ref` (one
-reader for pixels: BitsStored, rescale and MONOCHROME1 handled there; the true bit depth is
+reader for pixels: BitsStored, PixelRepresentation, rescale and MONOCHROME1 handled there, the
+source's UIDs kept in ``Mammogram.source_ref``; the true bit depth is
 kept in ``Mammogram.bits`` so a 12-bit DICOM is scaled by 4095 as predict does) and adds what a viewer
 and ``mammo scan`` need around the pixels (size limits: ``mammo_core.safeio``, as for every
 file read):
@@ -166,6 +167,23 @@ def orientation_from_name(path: str | Path) -> tuple[str | None, str | None]:
     return lat, view
 
 
+def orientation(header: dict[str, str], path: str | Path) -> tuple[str | None, str | None, str]:
+    """(laterality, view, where they came from): DICOM ``ImageLaterality`` / ``Laterality`` /
+    ``ViewPosition`` from ``header`` (field name -> text), else the file path
+    (:func:`orientation_from_name`)."""
+    lat = (header.get("ImageLaterality") or header.get("Laterality") or "").strip().upper()[:1] or None
+    view = (header.get("ViewPosition") or "").strip().upper() or None
+    src = "DICOM" if (lat or view) else ""
+    if lat not in ("L", "R"):
+        lat = None
+    if lat is None or view is None:
+        nlat, nview = orientation_from_name(path)
+        if (lat is None and nlat) or (view is None and nview):
+            src = (src + " + " if src else "") + "file name"
+        lat, view = lat or nlat, view or nview
+    return lat, view, src
+
+
 def is_mini_mias(path: str | Path, shape: tuple[int, int]) -> bool:
     return bool(_MIAS_NAME.match(Path(path).stem)) and tuple(shape) == (1024, 1024)
 
@@ -209,15 +227,6 @@ def read_mammogram(path: str | Path, spacing_mm: float | None = None,
                           f"of {SPACING_RANGE_MM[0]:g}-{SPACING_RANGE_MM[1]:g} mm)")
         if sp is None and is_mini_mias(path, pixels.shape):
             sp, sp_src = (MINI_MIAS_SPACING_MM,) * 2, "mini-MIAS default (200 µm, its README)"
-    lat = (header.get("ImageLaterality") or header.get("Laterality") or "").strip().upper()[:1] or None
-    view = (header.get("ViewPosition") or "").strip().upper() or None
-    src = "DICOM" if (lat or view) else ""
-    if lat not in ("L", "R"):
-        lat = None
-    if lat is None or view is None:
-        nlat, nview = orientation_from_name(path)
-        if (lat is None and nlat) or (view is None and nview):
-            src = (src + " + " if src else "") + "file name"
-        lat, view = lat or nlat, view or nview
+    lat, view, src = orientation(header, path)
     return Mammogram(pixels, str(path), sp, sp_src, lat, view, src, tuple(header.items()), kind, bits,
                      ref)

@@ -25,7 +25,7 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path, dpi: int = 110) -> Path:
+def _save(fig, path: str | Path, dpi: int = 110) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.text(0.99, 0.005, DISCLAIMER, ha="right", va="bottom", fontsize=6, color="0.4")

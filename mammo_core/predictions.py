@@ -185,6 +185,71 @@ class EnsembleRecord:
                                       m["weight"]) for m in d.get("members", ())))
 
 
+def _opt_float(v: object) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A model's (or one ensemble question's) measured held-out quality as a report states it
+    (:meth:`mammo_core.confidence.ModelQuality.to_dict`): AUC, its 95 % interval, n, split,
+    status and whether the split was blind."""
+
+    auc: float | None = None
+    auc_ci95: tuple[float, float] | None = None
+    n: int | None = None
+    split: str | None = None
+    status: str | None = None
+    blind: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {"auc": self.auc, "auc_ci95": None if self.auc_ci95 is None else list(self.auc_ci95),
+                "n": self.n, "split": self.split, "status": self.status, "blind": self.blind}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> HeldOut:
+        ci = d.get("auc_ci95")
+        n = d.get("n")
+        return cls(_opt_float(d.get("auc")),
+                   None if not isinstance(ci, list | tuple) or len(ci) != 2 else (float(ci[0]), float(ci[1])),
+                   n if isinstance(n, int) and not isinstance(n, bool) else None,
+                   d.get("split"), d.get("status"), d.get("blind") is not False)
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One loaded bundle as a report states it: name, version, the sha256 computed from its
+    file, task, classes, kind and its measured held-out quality (``heldout``; an ensemble also
+    ``heldout_questions``, one per question)."""
+
+    name: str
+    version: str
+    sha256: str
+    task: str
+    classes: tuple[str, ...]
+    kind: str = "model"
+    heldout: HeldOut | None = None
+    heldout_questions: Mapping[str, HeldOut] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "version": self.version, "sha256": self.sha256,
+                               "task": self.task, "classes": list(self.classes), "kind": self.kind}
+        if self.heldout is not None:
+            out["heldout"] = self.heldout.to_json()
+        if self.heldout_questions:
+            out["heldout_questions"] = {q: h.to_json() for q, h in self.heldout_questions.items()}
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ModelRecord:
+        held = d.get("heldout")
+        questions = d.get("heldout_questions") or {}
+        return cls(str(d["name"]), str(d["version"]), str(d["sha256"]), str(d["task"]),
+                   tuple(d.get("classes", ())), str(d.get("kind", "model")),
+                   None if not held else HeldOut.from_json(held),
+                   {str(q): HeldOut.from_json(h) for q, h in questions.items()})
+
+
 @dataclass(frozen=True)
 class Provenance:
     """What every report states about how it was made (the report's provenance fields):
@@ -197,7 +262,7 @@ class Provenance:
     software_version: str
     disclaimer: str
     created: str
-    models: tuple[Mapping[str, Any], ...] = ()
+    models: tuple[ModelRecord, ...] = ()
     ensemble: EnsembleRecord | None = None
     software_name: str = "mammo-patches"
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -210,7 +275,7 @@ class Provenance:
             "software": {"name": self.software_name, "version": self.software_version},
             "disclaimer": self.disclaimer,
             "created": self.created,
-            "models": [dict(m) for m in self.models],
+            "models": [m.to_json() for m in self.models],
             "ensemble": None if self.ensemble is None else self.ensemble.to_json(),
             "engine": None if self.engine is None else dict(self.engine),
             **self.extra,
@@ -221,12 +286,12 @@ class Provenance:
         sw = d.get("software") or {}
         known = ("software", "disclaimer", "created", "models", "ensemble", "engine")
         return cls(str(sw.get("version", "")), str(d.get("disclaimer", "")),
-                   str(d.get("created", "")), tuple(dict(m) for m in d.get("models", ())),
+                   str(d.get("created", "")), tuple(ModelRecord.from_json(m) for m in d.get("models", ())),
                    None if not d.get("ensemble") else EnsembleRecord.from_json(d["ensemble"]),
                    str(sw.get("name", "mammo-patches")),
                    {k: v for k, v in d.items() if k not in known},
                    None if not d.get("engine") else dict(d["engine"]))
 
 
-__all__ = ["ENSEMBLE", "EnsembleRecord", "HeatKey", "MemberRecord", "ModelOutput", "PatchPrediction",
-           "Provenance", "patch_key"]
+__all__ = ["ENSEMBLE", "EnsembleRecord", "HeatKey", "HeldOut", "MemberRecord", "ModelOutput", "ModelRecord",
+           "PatchPrediction", "Provenance", "patch_key"]

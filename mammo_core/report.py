@@ -73,8 +73,10 @@ from mammo_core.ood import BACKGROUND_RULE, FEATURE_RULE
 from mammo_core.predictions import (
     ENSEMBLE,
     NORMAL_MAP_NOTE,
+    HeldOut,
     ModelOutput,
     PatchPrediction,
+    Provenance,
     asks_if_lesion,
     default_target,
     member_words,
@@ -100,7 +102,7 @@ class PredictionRun:
     """Everything a report needs."""
 
     predictions: Sequence[PatchPrediction]
-    provenance: Mapping[str, Any]  # Session.provenance()
+    provenance: Provenance  # Session.provenance_record() (a JSON object is read with Provenance.from_json)
     errors: Sequence[Any] = ()  # ReadFailure-like (source, error)
     patches: Sequence[Any] = ()  # Patch objects (the PDF draws them)
     heatmaps: Mapping[tuple[str, str], np.ndarray] = field(default_factory=dict)
@@ -110,6 +112,8 @@ class PredictionRun:
     heatmap_meta: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.provenance, Provenance):
+            self.provenance = Provenance.from_json(self.provenance)
         # a non-finite answer (NaN from a broken model, an overflowing ensemble) is an error for
         # that patch, never a number in a report
         bad = {id(p): why for p in self.predictions if (why := p.non_finite())}
@@ -157,33 +161,25 @@ OOD_RULE = f"warned when the {BACKGROUND_RULE}; and when the {FEATURE_RULE}"
 
 def _qualities(run: PredictionRun) -> dict[str, ModelQuality]:
     """Held-out quality per model name, from the provenance's ``models[].heldout``."""
-    out = {}
-    for m in run.provenance.get("models", []):
-        h = m.get("heldout") or {}
-        ci = h.get("auc_ci95")
-        out[str(m.get("name"))] = ModelQuality(
-            model=str(m.get("name")), auc=h.get("auc"),
-            ci95=None if not ci else (float(ci[0]), float(ci[1])), n=h.get("n"), split=h.get("split"),
-            blind=h.get("blind") is not False)
-    return out
+    return {m.name: _quality(m.name, m.heldout) for m in run.provenance.models}
+
+
+def _quality(name: str, h: HeldOut | None, question: str | None = None) -> ModelQuality:
+    if h is None:
+        return ModelQuality(name, question=question)
+    return ModelQuality(model=name, auc=h.auc, ci95=h.auc_ci95, n=h.n, split=h.split, question=question,
+                        blind=h.blind)
 
 
 def _questions(run: PredictionRun) -> dict[str, list[ModelQuality]]:
     """Per-question held-out quality of ensembles, from ``models[].heldout_questions``."""
-    out = {}
-    for m in run.provenance.get("models", []):
-        qs = m.get("heldout_questions") or {}
-        out[str(m.get("name"))] = [
-            ModelQuality(model=str(m.get("name")), auc=h.get("auc"),
-                         ci95=None if not h.get("auc_ci95") else tuple(h["auc_ci95"]),
-                         n=h.get("n"), split=h.get("split"), question=q, blind=h.get("blind") is not False)
-            for q, h in qs.items()]
-    return out
+    return {m.name: [_quality(m.name, h, q) for q, h in m.heldout_questions.items()]
+            for m in run.provenance.models}
 
 
 def _true_labels(run: PredictionRun) -> dict[str, str]:
     """patch key (and sha256) -> true class name, for patches whose data gives a label."""
-    out = {}
+    out: dict[str, str] = {}
     for p in run.patches:
         lab = getattr(p, "label", None)
         if lab is None or int(lab) not in LABEL_TO_NAME:
@@ -224,8 +220,7 @@ def rows(run: PredictionRun) -> Iterator[dict[str, Any]]:
                 "source": shown(pred.source),
                 "index": pred.index,
                 "bits": pred.bits,
-                "source_ref": None if pred.source_ref is None else {
-                    k: shown(v) if isinstance(v, str) else v for k, v in pred.source_ref.items()},
+                "source_ref": None if pred.source_ref is None else dict(pred.source_ref),
                 "sha256": pred.sha256,
                 "model": out.model,
                 "task": out.task,
@@ -254,13 +249,13 @@ def to_json(run: PredictionRun) -> dict[str, Any]:
     prov = run.provenance
     return {
         "schema": SCHEMA,
-        "created": prov.get("created"),
-        "software": prov.get("software", {}),
+        "created": prov.created,
+        "software": {"name": prov.software_name, "version": prov.software_version},
         "disclaimer": DISCLAIMER,
         "rules": rules(),
-        "models": [dict(m) for m in prov.get("models", [])],
-        "ensemble": prov.get("ensemble"),
-        "engine": prov.get("engine"),
+        "models": [m.to_json() for m in prov.models],
+        "ensemble": None if prov.ensemble is None else prov.ensemble.to_json(),
+        "engine": None if prov.engine is None else dict(prov.engine),
         "source_encoding": SOURCE_ENCODING,
         "predictions": list(rows(run)),
         "errors": [{"source": shown(e.source), "error": shown(e.error)} for e in run.errors],
@@ -281,8 +276,8 @@ def csv_text(run: PredictionRun) -> str:
     buf = _io.StringIO()
     prov = run.provenance
     rl = rules()
-    buf.write(f"# {DISCLAIMER}; mammo {prov.get('software', {}).get('version')}; "
-              f"created {prov.get('created')}; {engine_text(prov)}; {rl['call']}; "
+    buf.write(f"# {DISCLAIMER}; mammo {prov.software_version}; "
+              f"created {prov.created}; {engine_text(prov)}; {rl['call']}; "
               f"agreement: {rl['agreement']}; quality: {rl['quality']}\n")
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["source", "index", "bits", "sha256", "model", "task", "predicted", "uncertainty", "entropy",
@@ -314,10 +309,10 @@ def csv_text(run: PredictionRun) -> str:
     return buf.getvalue()
 
 
-def engine_text(prov: Mapping[str, Any]) -> str:
+def engine_text(prov: Provenance) -> str:
     """``engine openvino 2026.4.1 f32 (deviation from Keras f32: ...)``: what computed the
     predictions, as the CSV header and the PDF state it (the JSON has the object)."""
-    eng = prov.get("engine")
+    eng = prov.engine
     if not eng:
         return "engine not recorded"
     text = f"engine {eng['name']} {eng['version']} {eng['precision']}"
@@ -501,7 +496,7 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
                  color="darkorange" if pred.uncertain else "black")
         agree = _agreement(pred)
         unc = "n/a (fewer than 2 members per factor)" if pred.uncertainty is None else f"{pred.uncertainty:.4f}"
-        thr = (prov.get("ensemble") or {}).get("threshold")
+        thr = None if prov.ensemble is None else prov.ensemble.threshold
         line(f"{agree.text}: disagreement {unc}" + ("" if thr is None else f" (threshold {thr:.4f})")
              + f", P(call) {pred.ensemble.probabilities.get(pred.ensemble.predicted, 0.0):.3f}",
              color=GREY)
@@ -527,13 +522,12 @@ def _page(fig, pred: PatchPrediction, patch, run: PredictionRun) -> None:
         line(f"      {q.text()}", color=color)
     y -= step / 2
     line("Models:")
-    for m in prov.get("models", []):
-        line(f"  {m['name']} v{m['version']} [{m.get('kind', 'model')}, {m['task']}] "
-             f"sha256 {_short(m['sha256'])}")
+    for rec in prov.models:
+        line(f"  {rec.name} v{rec.version} [{rec.kind}, {rec.task}] sha256 {_short(rec.sha256)}")
     line(f"Input sha256 (pixels): {pred.sha256}")
     line("Intensity: " + ("float pixels in [0, 1]" if pred.bits is None
                           else f"scaled by its {pred.bits}-bit depth (pixels / {(1 << pred.bits) - 1})"))
-    line(f"Created {prov.get('created')}  mammo {prov.get('software', {}).get('version')}")
+    line(f"Created {prov.created}  mammo {prov.software_version}")
     line(engine_text(prov).capitalize())
 
 
@@ -557,7 +551,7 @@ def pdf_pages(run: PredictionRun) -> Iterator[Any]:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    by_key = {}
+    by_key: dict[str, Any] = {}
     for p in run.patches:
         by_key.setdefault(p.key, p)
         by_key.setdefault(p.sha256, p)

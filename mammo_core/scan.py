@@ -48,6 +48,7 @@ import numpy as np
 from mammo_core import DISCLAIMER
 from mammo_core.engine import MAP_PRECISION, PRECISIONS
 from mammo_core.errors import MammoError
+from mammo_core.io import SourceRef
 from mammo_core.protocol import (
     MIN_BASELINE_TISSUE,
     TISSUE_LEVEL,
@@ -57,6 +58,7 @@ from mammo_core.protocol import (
     cut_window,
     full_scale,
     window_patch,
+    window_ref,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -137,18 +139,22 @@ class Candidate:
     call: str
     probabilities: dict[str, float]
     box: Box = field(repr=False)
+    source_ref: SourceRef | None = field(default=None, repr=False)  # the image's UIDs + window
     conformal: tuple[str, ...] | None = None  # the call's conformal set (None: no ensemble set)
     level: float | None = None
     warnings: tuple[str, ...] = ()  # OOD warnings of the window (mammo_core.ood)
 
     def to_json(self) -> dict:
-        return {"x": self.x, "y": self.y, "side": self.side, "p_abnormal": round(self.p_abnormal, 6),
-                "p_map": round(self.p_map, 6), "call": self.call,
-                "conformal_set": None if self.conformal is None else list(self.conformal),
-                "conformal_level": self.level, "warnings": list(self.warnings),
-                "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
-                "box": {"top": self.box.top, "left": self.box.left, "height": self.box.height,
-                        "width": self.box.width}}
+        out = {"x": self.x, "y": self.y, "side": self.side, "p_abnormal": round(self.p_abnormal, 6),
+               "p_map": round(self.p_map, 6), "call": self.call,
+               "conformal_set": None if self.conformal is None else list(self.conformal),
+               "conformal_level": self.level, "warnings": list(self.warnings),
+               "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
+               "box": {"top": self.box.top, "left": self.box.left, "height": self.box.height,
+                       "width": self.box.width}}
+        if self.source_ref is not None:
+            out["source_ref"] = self.source_ref.to_json()
+        return out
 
 
 @dataclass
@@ -216,7 +222,7 @@ def _small(image: np.ndarray, fs: int | None = None) -> tuple[np.ndarray, float]
     import cv2
 
     f = min(1.0, MASK_LONGEST / max(image.shape))
-    unit = image.astype(np.float32) / float(fs or full_scale(image))
+    unit: np.ndarray = image.astype(np.float32) / float(fs or full_scale(image))
     if f < 1.0:
         unit = cv2.resize(unit, (max(1, round(image.shape[1] * f)), max(1, round(image.shape[0] * f))),
                           interpolation=cv2.INTER_AREA)
@@ -528,12 +534,13 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
             r, c = (int(v) for v in centres[i])
             candidates.append(Candidate(c, r, boxes[i].height, float(p[i]), float(p[i]),
                                         call_of({"baseline": 1.0 - p[i], "abnormal": p[i]}),
-                                        {"baseline": float(1 - p[i])}, boxes[i]))
+                                        {"baseline": float(1 - p[i])}, boxes[i],
+                                        window_ref(mammo.source, mammo.source_ref, boxes[i])))
     elif done and settings.top_k and complete:
         best = nms(boxes, p, settings.nms_iou, settings.top_k * max(1, settings.rescore))
         patches = [window_patch(image, boxes[i], mammo.source, mammo.source_ref, fs) for i in best]
         preds = session.predict(patches, batch_size=settings.batch_size)
-        for i, pred in zip(best, preds):
+        for i, pred, patch in zip(best, preds, patches):
             if pred.ensemble is not None:
                 probs = dict(pred.ensemble.probabilities)
                 call = pred.ensemble.predicted
@@ -547,7 +554,7 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
             r, c = (int(v) for v in centres[i])
             candidates.append(Candidate(c, r, boxes[i].height, float(pa), float(p[i]), call,
                                         {k: float(v) for k, v in probs.items()}, boxes[i],
-                                        pred.conformal, pred.level, pred.warnings))
+                                        patch.source_ref, pred.conformal, pred.level, pred.warnings))
         candidates.sort(key=lambda cd: -cd.p_abnormal)
         del candidates[settings.top_k:]
     return ScanResult(mammo.source, mammo.shape, side, stride, centres, p, amap, mask, f, candidates,

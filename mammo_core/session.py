@@ -429,11 +429,11 @@ class Session:
     def provenance_record(self) -> Provenance:
         """Software version, disclaimer, time, and every loaded model's name, version, hashes."""
         with self._lock:
-            models = [dict(bundle_summary(m.info)) for m in self._state.models.values()]
+            models = [bundle_summary(m.info) for m in self._state.models.values()]
             ens = self._state.ensemble
         record = None
         if ens is not None:
-            models.append(dict(bundle_summary(ens.info)))
+            models.append(bundle_summary(ens.info))
             record = EnsembleRecord(
                 ens.info.name, ens.spec.threshold, ens.spec.threshold_rule, ens.spec.weighting,
                 ens.spec.calibration, ens.spec.coverage,
@@ -459,7 +459,7 @@ class Session:
         Returns the path."""
         run = PredictionRun(
             predictions=list(predictions),
-            provenance=self.provenance(),
+            provenance=self.provenance_record(),
             errors=list(errors),
             patches=list(patches),
             heatmaps=dict(heatmaps or {}),

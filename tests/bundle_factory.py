@@ -108,8 +108,8 @@ def tiny_bundle(task: str = "mass_calc", seed: int = 0, epochs: int = 6, n: int 
         "task": task,
         "classes": list(t.classes),
         "architecture": {"name": "tiny_cnn", "note": "test fixture"},
-        "training": {"data": "synthetic (tests/bundle_factory.py)", "seed": seed, "epochs": epochs,
-                     "subset": subset},
+        "training": {"data": {"path": "synthetic (tests/bundle_factory.py)"},
+                     "protocol": {"seed": seed, "epochs": epochs}, "subset": subset},
         "metrics": {},
         "gradcam_layer": GRADCAM_LAYER,
     }
@@ -135,7 +135,7 @@ def tiny_ensemble(member_dirs: Sequence[Path], out_dir: Path, n_val: int = 80, s
     probs = predict_arrays(models, x, batch_size=64)
     spec = fit_ensemble([MemberInfo.from_bundle(m.info) for m in models], probs, labels,
                         validation={"data": "synthetic", "n": n_val})
-    write_ensemble(out_dir, spec, {"training": {"data": "synthetic validation (tests)"}})
+    write_ensemble(out_dir, spec, {"training": {"method": "synthetic validation (tests)"}})
     return Path(out_dir)
 
 
@@ -151,3 +151,16 @@ def models_dir_with(root: Path, tasks: Sequence[str] = ("mass_calc", "benign_mal
         tiny_ensemble(members, root / "ensemble")
     write_manifest(root)
     return root
+
+
+def typed_card(metrics: dict | None = None, name: str = "m", task: str = "mass_calc", **extra):
+    """A checked :class:`mammo_core.card.Card` with these ``metrics`` (flat per-question AUCs,
+    ``auc_<question>``, are read as a /1 card gives them and migrated), no files behind it."""
+    from mammo_core.card import parse_card
+    from mammo_core.labels import get_task
+
+    ens = task == "five_class"
+    return parse_card({"name": name, "kind": "ensemble" if ens else "model", "task": task,
+                       "classes": list(get_task(task).classes), "version": "1.0.0",
+                       "files": {"ensemble.json" if ens else "model.keras": "a" * 64},
+                       "metrics": metrics or {}, **extra})

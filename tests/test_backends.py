@@ -89,7 +89,7 @@ def test_every_script_smoke_on_jax_and_bundle_predicts_the_same_on_tensorflow(cb
 
     assert keras.backend.backend() == "tensorflow"
     for name in SCRIPTS:
-        card = verify_bundle(out / name).card
+        card = verify_bundle(out / name).card.to_dict()
         assert card["training"]["protocol"]["backend"] == "jax"
         assert card["training"]["protocol"]["preset"]["task"] in ("2.1", "2.2", "3.1", "3.2", "4")
         x = load_task_data(cbis, card["task"]).x_test
@@ -117,7 +117,7 @@ DATA_PARALLEL = textwrap.dedent("""
     }.items():
         res = train(TrainConfig(data_dir=data, out_dir=f"{out}/{name}", distribute="data-parallel", smoke=True,
                                 n_boot=10, lr_scaling="linear", **kw))
-        report[name] = {"protocol": res.bundle.card["training"]["protocol"],
+        report[name] = {"protocol": res.bundle.card.to_dict()["training"]["protocol"],
                         "stages": sorted({r["stage"] for r in res.history})}
     assert "tensorflow" not in sys.modules
     print("REPORT " + json.dumps(report))
@@ -144,7 +144,7 @@ MULTIWORKER = textwrap.dedent("""
     data, out = sys.argv[1], sys.argv[2]
     res = train(TrainConfig("mass_calc", "scratch_v1", data, out, distribute="multiworker", smoke=True,
                             n_boot=10, model_options={"hidden": 8}))
-    print("REPORT " + json.dumps(res.bundle.card["training"]["protocol"]))
+    print("REPORT " + json.dumps(res.bundle.card.to_dict()["training"]["protocol"]))
 """)
 
 

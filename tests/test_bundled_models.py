@@ -62,7 +62,7 @@ def test_cards_hold_measured_heldout_numbers_and_data_statement():
     from mammo_core.bundle import read_card
 
     for name in (*MEMBERS, "ensemble"):
-        card = read_card(MODELS / name).card
+        card = read_card(MODELS / name).card.to_dict()
         m = card["metrics"]
         assert m["split"] == "public_test"
         assert 0.0 <= m["auc"] <= 1.0 and 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["ece"] <= 1.0
@@ -75,7 +75,7 @@ def test_cards_hold_measured_heldout_numbers_and_data_statement():
         assert d["held_out_images"] and not set(d["held_out_images"]) & set(d["train_images"])
         assert card["training"]["command"]
     for name in MEMBERS:
-        card = read_card(MODELS / name).card
+        card = read_card(MODELS / name).card.to_dict()
         folds = card["training"]["folds"]
         assert [r["fold"] for r in folds][-2:] == ["mean", "std"] and len(folds) >= 4
         oof = card["training"]["oof"]  # chosen out of fold, intervals over women, not constant
@@ -159,7 +159,7 @@ def test_samples_equal_rebuilt_heldout_patches(tmp_path, mias_dir):
     from mammo_core import io
     from mammo_core.bundle import read_card
 
-    stmt = read_card(MODELS / "ensemble").card["training_data"]
+    stmt = read_card(MODELS / "ensemble").card.to_dict()["training_data"]
     out = tmp_path / "mias"
     r = subprocess.run([sys.executable, "-m", "mammo_core", "dataset", "build-mias", "--images", str(mias_dir),
                         "--info", str(mias_dir / "Info.txt"), "--out", str(out), "--seed", str(stmt["seed"]),

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from bundle_factory import typed_card
 
 from mammo_core.confidence import (
     ABOVE,
@@ -28,8 +29,8 @@ from mammo_core.paths import models_dir
 from mammo_core.session import Session
 
 
-def _card(auc, ci, n=14, **extra):
-    return {"name": "m", "metrics": {"split": "public_test", "n": n, "auc": auc, "auc_ci95": ci, **extra}}
+def _card(auc, ci, n=14, task="mass_calc", **extra):
+    return typed_card({"split": "public_test", "n": n, "auc": auc, "auc_ci95": ci, **extra}, task=task)
 
 
 @pytest.mark.parametrize(("auc", "ci", "status"), [
@@ -41,8 +42,7 @@ def _card(auc, ci, n=14, **extra):
     (0.70, None, UNMEASURED),
     (None, [0.6, 0.9], UNMEASURED),
     (0.7, [0.9, 0.6], UNMEASURED),  # malformed interval
-    ("0.9", [0.6, 1.0], UNMEASURED),  # not a number
-    (float("nan"), [0.6, 1.0], UNMEASURED),
+    (1.5, [0.6, 1.0], UNMEASURED),  # not an AUC
 ])
 def test_status_from_the_card_interval(auc, ci, status):
     q = quality_from_card(_card(auc, ci))
@@ -53,9 +53,21 @@ def test_status_from_the_card_interval(auc, ci, status):
 
 
 def test_card_without_metrics_is_not_measured_never_an_error():
-    for card in ({}, {"name": "x"}, {"name": "x", "metrics": "junk"}, {"name": "x", "metrics": {"n": "7"}}):
+    for card in (None, typed_card(), typed_card({"n": 7})):
         q = quality_from_card(card)
         assert q.status == UNMEASURED and not q.trusted and "not measured" in q.text()
+
+
+@pytest.mark.parametrize("metrics", ["junk", {"n": "7"}, {"auc": "0.9"}, {"auc": float("nan")},
+                                     {"auc": 0.8, "auc_ci95": [0.6]}])
+def test_a_card_with_malformed_metrics_is_refused_at_load_in_one_line(metrics):
+    """A number of the wrong type is the card's error, said when it is read (never a quietly
+    'not measured' model)."""
+    from mammo_core.errors import BundleError
+
+    with pytest.raises(BundleError, match=r"^card.json: card metrics") as err:
+        typed_card(metrics)
+    assert "\n" not in str(err.value)
 
 
 def test_text_gives_auc_interval_and_n():
@@ -70,7 +82,7 @@ def test_a_card_seen_before_a_change_is_not_called_held_out():
     test-split and not blind, for the model and for each ensemble question."""
     from mammo_core.confidence import NOT_BLIND_TEXT
 
-    card = _card(0.96, [0.88, 1.0], n=28, blind=False, auc_abnormal_vs_baseline=0.96,
+    card = _card(0.96, [0.88, 1.0], n=28, task="five_class", blind=False, auc_abnormal_vs_baseline=0.96,
                  auc_abnormal_vs_baseline_ci95=[0.88, 1.0])
     q = quality_from_card(card)
     assert not q.blind and q.to_dict()["blind"] is False
@@ -80,7 +92,8 @@ def test_a_card_seen_before_a_change_is_not_called_held_out():
 
 
 def test_ensemble_questions_read_generically():
-    card = _card(0.66, [0.53, 0.8], n=28, auc_abnormal_vs_baseline=0.81, auc_abnormal_vs_baseline_ci95=[0.62, 0.94],
+    card = _card(0.66, [0.53, 0.8], n=28, task="five_class", auc_abnormal_vs_baseline=0.81,
+                 auc_abnormal_vs_baseline_ci95=[0.62, 0.94],
                  auc_benign_vs_malignant=0.33, auc_benign_vs_malignant_ci95=[0.06, 0.65],
                  auc_benign_vs_malignant_n=14, auc_ci_method="bootstrap")
     qs = {q.question: q for q in question_qualities(card)}
@@ -97,7 +110,7 @@ def test_every_bundled_card_has_a_measured_quality():
     for info in infos:
         q = quality_from_card(info.card)
         assert q.status != UNMEASURED, info.name
-        assert bundle_summary(info)["heldout"]["status"] == q.status
+        assert bundle_summary(info).heldout.status == q.status
 
 
 @pytest.mark.parametrize(("p", "flagged", "state"), [

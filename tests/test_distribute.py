@@ -33,7 +33,7 @@ MIRRORED = textwrap.dedent("""
     for name, kw in runs.items():
         res = train(TrainConfig(data_dir=data, out_dir=f"{out}/{name}", distribute="mirrored", smoke=True,
                                 n_boot=10, **kw))
-        card = res.bundle.card
+        card = res.bundle.card.to_dict()
         report[name] = {"protocol": card["training"]["protocol"],
                         "stages": sorted({r["stage"] for r in res.history}),
                         "accuracy": res.metrics["accuracy"]}

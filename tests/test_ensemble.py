@@ -164,7 +164,7 @@ def test_spec_json_round_trip_and_bundle_hashes(tmp_path, rng):
                         threshold=0.12, fitted={"note": "x"})
     info = write_ensemble(tmp_path / "ens", spec)
     assert info.kind == "ensemble" and info.task == "five_class" and info.classes == CLASS_NAMES
-    assert info.card["files"] == {ENSEMBLE_FILE: sha256_file(tmp_path / "ens" / ENSEMBLE_FILE)}
+    assert info.card.to_dict()["files"] == {ENSEMBLE_FILE: sha256_file(tmp_path / "ens" / ENSEMBLE_FILE)}
     _, back = read_ensemble(tmp_path / "ens")
     assert back.members == spec.members and back.threshold == 0.12
     assert not list((tmp_path / "ens").glob(".*tmp*"))
@@ -237,7 +237,7 @@ def test_task_5_script_fits_writes_and_compares(tmp_path):
     out = tmp_path / "ens"
     assert mod.main(["--members", *map(str, members), "--data", str(data), "--out", str(out), "--smoke"]) == 0
     info = verify_bundle(out)
-    assert info.kind == "ensemble" and info.card["training"]["validation"]["disjoint_from_member_training"] is False
+    assert info.kind == "ensemble" and info.card.training.validation["disjoint_from_member_training"] is False
     metrics = json.loads((out / "metrics.json").read_text())
     assert [r["model"] for r in metrics["table"]] == [
         "tiny_mass_calc_0", "tiny_benign_malignant_0", "tiny_baseline_mass_calc_0", "ensemble"]
@@ -278,7 +278,7 @@ def test_task_5_validation_excludes_every_members_training_part(tmp_path):
         keep, y = get_task(task).map_labels(labels)
         tr, va = grouped_split(y, groups[keep], 0.4, seed=0)
         used[np.flatnonzero(keep)[tr]] = True
-        card = dict(read_card(dst).card)
+        card = read_card(dst).card.to_dict()
         card["training"] = {"split": {"train": len(tr), "validation": len(va), "validation_fraction": 0.4,
                                       "seed": 0, "grouped_by": "pair"},
                             "data": {"sha256": {"train_labels.npy": sha256_file(data / "train_labels.npy")}},

@@ -53,7 +53,7 @@ def test_fit_and_evaluate_writes_bundle_metrics_and_plot(tmp_path):
     assert all(p.is_file() for p in res.files)
     info = verify_bundle(tmp_path / "ens")
     assert info.kind == "ensemble" and info.name == "ens_t"
-    tr = info.card["training"]
+    tr = info.card.to_dict()["training"]
     assert tr["command"] == "fit --from-test" and tr["held_out"] == "public_test"
     assert tr["validation"]["disjoint_from_member_training"] is False  # cards record no split
     assert any(m.startswith("WARNING: grouped split (20%, seed 0)") for m in logged)
@@ -67,16 +67,16 @@ def test_fit_and_evaluate_writes_bundle_metrics_and_plot(tmp_path):
     ens = on_disk["table"][-1]
     assert 0.0 <= ens["auc_abnormal_vs_baseline"] <= 1.0 and 0.0 <= ens["flagged_fraction"] <= 1.0
     # the card's metrics are the ensemble row's
-    assert {k: info.card["metrics"][k] for k in ("n", "accuracy", "ece", "nll")} == {
+    assert {k: info.card.to_dict()["metrics"][k] for k in ("n", "accuracy", "ece", "nll")} == {
         k: ens[k] for k in ("n", "accuracy", "ece", "nll")}
     _, spec = read_ensemble(tmp_path / "ens")
     assert spec.fitted["disagreement_percentile"] == 90.0
-    assert info.card["metrics"]["blind"] is True and "not_blind_because" not in info.card["metrics"]
+    assert info.card.to_dict()["metrics"]["blind"] is True and "not_blind_because" not in info.card.to_dict()["metrics"]
     # a split seen before a change to the fit: the card says its numbers are not blind
     seen = EnsembleFitConfig(members=members, data=data, out=tmp_path / "ens2", name="ens_t", smoke=True,
                              held_out_seen="rule changed after a look")
     fit_and_evaluate(seen, log=logged.append)
-    m = verify_bundle(tmp_path / "ens2").card["metrics"]
+    m = verify_bundle(tmp_path / "ens2").card.to_dict()["metrics"]
     assert m["blind"] is False and m["not_blind_because"] == "rule changed after a look"
 
 

@@ -9,6 +9,7 @@ import pytest
 from bundle_factory import models_dir_with, synthetic_patches, tiny_bundle
 
 from mammo_core.bundle import read_card, write_card, write_manifest
+from mammo_core.card import parse_card
 from mammo_core.cli import main
 from mammo_core.errors import BundleError, MammoError
 from mammo_core.inference import check_bundle, find_bundle, load_bundle, predict_arrays
@@ -45,19 +46,28 @@ def test_bundle_in_models_dir_must_match_the_manifest(tmp_path):
     root = models_dir_with(tmp_path / "models", ["mass_calc"], ensemble=False)
     b = next(p for p in root.iterdir() if p.is_dir())
     check_bundle(b, root)  # clean
-    # re-saved model with a consistent card, but the manifest still has the old hash
-    shutil.copy(tiny_bundle("benign_malignant") / "model.keras", b / "model.keras")
-    card = dict(read_card(b).card)
     from mammo_core.bundle import sha256_file
 
-    card["files"] = {"model.keras": sha256_file(b / "model.keras")}
-    card["sha256"] = card["files"]["model.keras"]
-    write_card(b, card)
+    def swap_model(src):  # another model.keras, the card's hashes made consistent with it
+        shutil.copy(src / "model.keras", b / "model.keras")
+        card = read_card(b).card.to_dict()
+        card["files"] = {"model.keras": sha256_file(b / "model.keras")}
+        card["sha256"] = card["files"]["model.keras"]
+        write_card(b, parse_card(card))
+
+    # re-saved model (same task) with a consistent card, but the manifest still has the old hash
+    swap_model(tiny_bundle("mass_calc", seed=1))
     with pytest.raises(BundleError, match="MANIFEST"):
         check_bundle(b, root)
     # the same folder given as a path elsewhere is checked against its card only
     elsewhere = shutil.copytree(b, tmp_path / "elsewhere" / b.name)
-    assert check_bundle(elsewhere, root).name == card["name"]
+    assert check_bundle(elsewhere, root).name == read_card(b).name
+    # ... and the model's own binding: a model trained for benign_malignant under this
+    # mass_calc card is refused, manifest or not
+    swap_model(tiny_bundle("benign_malignant"))
+    for folder in (b, shutil.copytree(b, tmp_path / "elsewhere2" / b.name)):
+        with pytest.raises(BundleError, match="trained for 'benign_malignant'"):
+            check_bundle(folder, root)
 
 
 def test_predict_arrays_matches_keras_and_is_batch_size_invariant(x):
@@ -130,7 +140,7 @@ def wrong_outputs(tmp_path):
         "gradcam_layer": GRADCAM_LAYER})
     (root / "MANIFEST.json").write_text(json.dumps({"schema": MANIFEST_SCHEMA, "bundles": {info.name: {
         "path": "wrong", "kind": "model", "task": info.task, "version": info.version,
-        "files": dict(info.card["files"]), "card": info.card_sha256}}}))
+        "files": dict(info.card.to_dict()["files"]), "card": info.card_sha256}}}))
     return root
 
 

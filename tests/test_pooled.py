@@ -150,7 +150,7 @@ def test_verify_reports_spread_and_fails_on_a_constant_model(tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert "spread on 8 samples" in ok.stdout
     bundle = next(p for p in root.iterdir() if (p / "card.json").is_file())
-    card = dict(read_card(bundle).card)
+    card = read_card(bundle).card.to_dict()
     model = _constant(keras.saving.load_model(bundle / "model.keras", safe_mode=True))
     write_bundle(model, bundle, {k: v for k, v in card.items() if k not in ("files", "sha256")})
     write_manifest(root)
@@ -270,7 +270,7 @@ def test_pooled_members_and_out_of_fold_ensemble_end_to_end(tmp_path):
                           c_grid=(0.01, 1.0), tta="auto", train_views=2, feature_cache=str(tmp_path / "cache"),
                           held_out_seen="seen" if task == "mass_calc" else "")
         res = train(cfg)
-        card = read_card(out).card
+        card = read_card(out).card.to_dict()
         assert card["metrics"]["blind"] is (task != "mass_calc")
         chosen = card["training"]["protocol"]["chosen"]
         assert chosen["tta"] in ("none", "dihedral8") and chosen["C"] in (0.01, 1.0)

@@ -155,3 +155,14 @@ def test_png_mammogram_has_a_path_only_ref(tmp_path):
     assert mammo.source_ref == SourceRef(str(path))
     ref = protocol.window_ref(mammo.source, mammo.source_ref, protocol.Box(1, 2, 96, 96))
     assert ref.window == (1, 2, 96) and ref.sop_instance_uid is None and not ref.generated_uids
+
+
+def test_source_ref_json_is_valid_utf8_on_one_line():
+    import json
+    import os
+
+    bad = os.fsdecode(b"/in/bad\xff\xfe\nname.dcm")
+    j = SourceRef(bad, study_uid="1.2\n3", window=(1, 2, 3)).to_json()
+    text = json.dumps(j, ensure_ascii=False)
+    text.encode("utf-8")  # no lone surrogates
+    assert "\n" not in j["path"] and "\n" not in j["study_uid"] and j["window"] == [1, 2, 3]

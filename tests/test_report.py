@@ -32,7 +32,7 @@ def _run(with_heatmap=True):
                        {"name": "ensemble", "version": "1.0.0", "sha256": "b" * 64, "task": "five_class",
                         "classes": ["baseline", "mass_benign", "mass_malignant", "calcification_benign",
                                     "calcification_malignant"], "kind": "ensemble"}],
-            "ensemble": {"threshold": 0.1}}
+            "ensemble": {"name": "ensemble", "threshold": 0.1}}
     hms = {}
     paths = {}
     if with_heatmap:

@@ -34,7 +34,7 @@ def _prov():
                         "heldout_questions": {
                             "abnormal_vs_baseline": {"auc": 0.81, "auc_ci95": [0.62, 0.94], "n": 28},
                             "benign_vs_malignant": {"auc": 0.33, "auc_ci95": [0.06, 0.65], "n": 14}}}],
-            "ensemble": {"threshold": 0.1}}
+            "ensemble": {"name": "ensemble", "threshold": 0.1}}
 
 
 def _run(n=3, label=True):

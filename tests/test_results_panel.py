@@ -4,16 +4,18 @@ agreement line never says "agree" on a weak call, long names wrap and numbers st
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
 pytest.importorskip("PyQt6.QtWidgets")
 
+from bundle_factory import typed_card
 from PyQt6.QtWidgets import QLabel
 
 from app.results_panel import ProbabilityBars, ResultsPanel
 from app.text import breakable
+from mammo_core.card import Card
 from mammo_core.confidence import AT_CHANCE_TEXT, CALL_RULE, quality_from_card
 from mammo_core.paths import models_dir
 from mammo_core.session import ModelOutput, PatchPrediction, Session
@@ -28,11 +30,11 @@ class Info:
     task: str
     version: str = "1.0.0"
     kind: str = "model"
-    card: dict = field(default_factory=dict)
+    card: Card | None = None
 
 
-def _card(auc, ci, **extra):
-    return {"metrics": {"split": "public_test", "n": 14, "auc": auc, "auc_ci95": ci, **extra}}
+def _card(auc, ci, task="mass_calc", **extra):
+    return typed_card({"split": "public_test", "n": 14, "auc": auc, "auc_ci95": ci, **extra}, task=task)
 
 
 MODELS = [
@@ -40,7 +42,8 @@ MODELS = [
     Info("chance_benign_malignant", "benign_malignant", card=_card(0.33, [0.06, 0.65])),
     Info("no_card_metrics", "baseline_mass_calc"),
     Info("ensemble", "five_class", kind="ensemble",
-         card=_card(0.66, [0.53, 0.8], auc_abnormal_vs_baseline=0.81, auc_abnormal_vs_baseline_ci95=[0.62, 0.94],
+         card=_card(0.66, [0.53, 0.8], "five_class", auc_abnormal_vs_baseline=0.81,
+                    auc_abnormal_vs_baseline_ci95=[0.62, 0.94],
                     auc_benign_vs_malignant=0.33, auc_benign_vs_malignant_ci95=[0.06, 0.65])),
 ]
 
@@ -165,7 +168,7 @@ def test_a_not_blind_ensemble_is_shown_as_a_test_split_figure(panel):
     panel.show_prediction(_pred())
     assert "Measured on held-out data" in panel.ensemble_quality_label.text()
     seen = Info("ensemble", "five_class", kind="ensemble",
-                card=_card(0.96, [0.88, 1.0], blind=False, auc_abnormal_vs_baseline=0.96,
+                card=_card(0.96, [0.88, 1.0], "five_class", blind=False, auc_abnormal_vs_baseline=0.96,
                            auc_abnormal_vs_baseline_ci95=[0.88, 1.0]))
     panel.set_models([*MODELS[:3], seen])
     panel.show_prediction(_pred())

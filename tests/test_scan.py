@@ -124,6 +124,8 @@ def test_cli_writes_map_candidates_and_csv_exit_3_with_a_bad_file(models, tmp_pa
     assert {"x", "y", "side", "p_abnormal", "call", "probabilities"} <= set(c0)
     assert abs(c0["y"] - BLOB[0]) < SIDE // 2 and abs(c0["x"] - BLOB[1]) < SIDE // 2
     assert len(d["candidates"]) == 5
+    # each candidate keeps its source's identifiers and its window (io.SourceRef)
+    assert c0["source_ref"] == {"path": str(img), "window": [c0["box"]["top"], c0["box"]["left"], SIDE]}
     with open(out / "candidates.csv") as fh:
         rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
     assert len(rows) == 5 and rows[0]["rank"] == "1" and int(rows[0]["x"]) == c0["x"]

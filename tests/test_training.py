@@ -148,7 +148,7 @@ def test_train_scratch_writes_bundle_and_honest_metrics(cbis, tmp_path):
         assert (out / f).is_file(), f
     assert (out / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     info = verify_bundle(out)
-    card = info.card
+    card = info.card.to_dict()
     assert card["task"] == "mass_calc" and card["classes"] == ["mass", "calcification"]
     assert card["gradcam_layer"] == "conv5" and card["training"]["command"] == "test"
     assert card["training"]["split"]["grouped_by"] == "pair"
@@ -201,7 +201,7 @@ def test_folds_and_grid_tables(cbis, tmp_path):
                       folds=2, grid=(("hidden", (8, 16)),), augment="none", n_boot=100, smoke=False,
                       held_out_seen="changed after a look")
     res = train(cfg)
-    m = res.bundle.card["metrics"]
+    m = res.bundle.card.to_dict()["metrics"]
     assert m["blind"] is False and m["not_blind_because"] == "changed after a look"
     folds = list(csv.DictReader((out / "folds.csv").read_text().splitlines()))
     assert [r["fold"] for r in folds] == ["1", "2", "mean", "std"]
@@ -209,8 +209,8 @@ def test_folds_and_grid_tables(cbis, tmp_path):
     assert float(folds[2]["accuracy"]) == pytest.approx(np.mean(accs), abs=1e-6)
     grid = list(csv.DictReader((out / "grid.csv").read_text().splitlines()))
     assert [r["hidden"] for r in grid] == ["8", "16"]
-    assert res.bundle.card["architecture"]["options"]["hidden"] in (8, 16)
-    assert res.bundle.card["training"]["protocol"]["augmentation"] == "none"
+    assert res.bundle.card.to_dict()["architecture"]["options"]["hidden"] in (8, 16)
+    assert res.bundle.card.to_dict()["training"]["protocol"]["augmentation"] == "none"
 
 
 def test_missing_held_out_split_is_a_clear_error(tmp_path):
@@ -241,7 +241,7 @@ def test_mirrored_strategy_and_float32_copy(cbis, tmp_path):
 
     res = train(TrainConfig("benign_malignant", "scratch_v2", cbis, tmp_path / "m", distribute="mirrored",
                             smoke=True))
-    assert res.bundle.card["training"]["protocol"]["distribute"] == "mirrored"
+    assert res.bundle.card.to_dict()["training"]["protocol"]["distribute"] == "mirrored"
     # a mixed-precision model is saved as its float32 twin with the same weights
     cfg = TrainConfig("mass_calc", "scratch_v1", cbis, tmp_path / "x")
     keras.mixed_precision.set_global_policy("mixed_float16")

@@ -32,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from mammo_core import DISCLAIMER, logsetup
 from mammo_core.bundle import bundle_dirs
+from mammo_core.card import Card, Metrics
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe
 from mammo_core.paths import path_arg
@@ -147,21 +148,22 @@ def ensemble_heldout(models: Path, data: Path, n_boot: int) -> dict:
 
 
 def annotate(models: Path, data: Path, n_boot: int) -> None:
-    from mammo_core.bundle import read_card, write_card
+    from dataclasses import replace
+
+    from mammo_core.bundle import CARD_FILE, read_card, write_card
 
     stmt = data_statement(data)
     for d in bundle_dirs(models):
         info = read_card(d)
-        card = dict(info.card)
-        card["training_data"] = stmt
+        card = replace(info.card, training_data=json_safe(stmt))
         if info.kind == "ensemble":
-            held = ensemble_heldout(models, data, n_boot)
-            card["metrics"] = json_safe({**(card.get("metrics") or {}), **held, "split": "public_test",
-                                      "measured": "once, after fitting"})
-            card["kfold"] = ("not applicable: the ensemble has no trainable weights of its own; its "
-                             "temperatures, weights and threshold are fitted on the members' "
-                             "out-of-fold predictions (5 folds grouped by woman, the same for every "
-                             "member) over every training patch")
+            held = Metrics.from_row(json_safe({**ensemble_heldout(models, data, n_boot), "split": "public_test",
+                                               "measured": "once, after fitting"}), d / CARD_FILE)
+            card = replace(card, metrics=card.metrics.merged(held), kfold=(
+                "not applicable: the ensemble has no trainable weights of its own; its "
+                "temperatures, weights and threshold are fitted on the members' "
+                "out-of-fold predictions (5 folds grouped by woman, the same for every "
+                "member) over every training patch"))
         write_card(d, card)
         log.info("annotated %s", d / "card.json")
 
@@ -187,9 +189,9 @@ def _seconds(bundle: Path) -> str:
     return "—" if v is None else f"{float(v):.0f}"
 
 
-def arch_text(card) -> str:
-    a = card.get("architecture") or {}
-    if card.get("kind") == "ensemble":
+def arch_text(card: Card) -> str:
+    a = card.architecture or {}
+    if card.kind == "ensemble":
         return "temperature-scaled soft vote of its members (hierarchy to five classes)"
     o = a.get("options") or {}
     if a.get("model") == "transfer" and o.get("head") == "pooled":
@@ -198,6 +200,16 @@ def arch_text(card) -> str:
     if a.get("model") == "transfer":
         return f"{o.get('backbone', '?').upper()} ImageNet, {o.get('mode', '?')}"
     return str(a.get("model", "?"))
+
+
+def _question_values(m: Metrics) -> dict[str, object]:
+    """The ensemble's per-question AUCs and intervals under the comparison table's names
+    (``auc_<question>``, ``auc_<question>_ci95``)."""
+    out: dict[str, object] = {}
+    for q, v in m.questions.items():
+        out[f"auc_{q}"] = v.auc
+        out[f"auc_{q}_ci95"] = None if v.ci95 is None else list(v.ci95)
+    return out
 
 
 def _spread(sp) -> str:
@@ -242,21 +254,20 @@ def _goals(rows, ens_values, label) -> tuple[list[str], int]:
     return L, wins
 
 
-def _seen_text(cards: dict, members: list[str], ens_metrics: dict) -> str:
+def _seen_text(cards: dict[str, Card], members: list[str], ens_metrics: Metrics) -> str:
     """What was changed after public_test had been seen (the cards' ``metrics.blind`` /
     ``not_blind_because``); empty when every number on it is blind."""
     why = "the split was seen before a change"
-    seen = [(n, cards[n].get("metrics") or {}) for n in members]
-    seen = [(n, m) for n, m in seen if m.get("blind") is False]
-    ens_seen = ens_metrics.get("blind") is False
+    seen = [(n, cards[n].metrics) for n in members if not cards[n].metrics.blind]
+    ens_seen = not ens_metrics.blind
     if not seen and not ens_seen:
         return ""
     parts = []
     if seen:
         who = "the members" if len(seen) == len(members) else ", ".join(f"`{n}`" for n, _ in seen)
-        parts.append(f"{who}: " + "; ".join(sorted({m.get("not_blind_because", why) for _, m in seen})))
+        parts.append(f"{who}: " + "; ".join(sorted({m.not_blind_because or why for _, m in seen})))
     if ens_seen:
-        parts.append("the ensemble: " + ens_metrics.get("not_blind_because", why))
+        parts.append("the ensemble: " + (ens_metrics.not_blind_because or why))
     everyone = ens_seen and len(seen) == len(members)
     rest = ("" if everyone else " The ensemble's numbers are blind." if not ens_seen
             else " No member was changed after seeing it; the members' numbers are blind.")
@@ -328,16 +339,16 @@ def write_models_md(models: Path, out: Path) -> None:
     from mammo_core.atomic import atomic_write_text
     from mammo_core.bundle import read_card
 
-    cards = {}
+    cards: dict[str, Card] = {}
     for d in bundle_dirs(models):
         cards[d.name] = read_card(d).card
     names = [n for n in MEMBER_ORDER if n in cards] + [n for n in cards if n not in MEMBER_ORDER and n != "ensemble"]
-    ens = cards.get("ensemble")
-    ens_metrics = (ens or {}).get("metrics") or {}
-    ens_blind = ens_metrics.get("blind") is not False
-    members_blind = all(((cards[n].get("metrics") or {}).get("blind") is not False) for n in names)
+    ens = next((c for n, c in cards.items() if n == "ensemble"), None)
+    ens_metrics = Metrics() if ens is None else ens.metrics
+    ens_blind = ens_metrics.blind
+    members_blind = all(cards[n].metrics.blind for n in names)
     held = "held-out" if members_blind else "test-split"
-    stmt = next((c.get("training_data") for c in cards.values() if c.get("training_data")), None)
+    stmt: dict = next((dict(c.training_data) for c in cards.values() if c.training_data), {})
     em = {}
     if ens is not None and (models / "ensemble" / "metrics.json").is_file():
         em = json.loads((models / "ensemble" / "metrics.json").read_text(encoding="utf-8"))
@@ -367,14 +378,14 @@ def write_models_md(models: Path, out: Path) -> None:
          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n in names:
         c = cards[n]
-        m = c.get("metrics") or {}
-        tr = c.get("training") or {}
-        oof = tr.get("oof") or {}
-        ch = (tr.get("protocol") or {}).get("chosen") or {}
-        L.append(f"| `{n}` | {TASK_TITLE.get(c.get('task'), c.get('task'))} | {arch_text(c)} | "
-                 f"{ch.get('C', '—')} / {ch.get('tta', '—')} | {_f(oof.get('auc'))} {_ci(oof.get('auc_ci95'))} | "
-                 f"{_spread(oof.get('spread'))} | {m.get('n', '—')} | {_f(m.get('auc'))} {_ci(m.get('auc_ci95'))} | "
-                 f"{_f(m.get('accuracy'))} | {_spread(m.get('spread'))} | {_seconds(models / n)} |")
+        m = c.metrics
+        oof = c.training.oof or Metrics()
+        chosen = c.training.protocol.get("chosen")
+        ch = chosen if isinstance(chosen, dict) else {}
+        L.append(f"| `{n}` | {TASK_TITLE.get(c.task, c.task)} | {arch_text(c)} | "
+                 f"{ch.get('C', '—')} / {ch.get('tta', '—')} | {_f(oof.auc)} {_ci(oof.auc_ci95)} | "
+                 f"{_spread(oof.spread)} | {'—' if m.n is None else m.n} | {_f(m.auc)} {_ci(m.auc_ci95)} | "
+                 f"{_f(m.accuracy)} | {_spread(m.spread)} | {_seconds(models / n)} |")
     L += ["", ("AUC: binary tasks the ROC AUC of the positive class; three classes the macro one-vs-rest "
                "AUC. Spread: the largest standard deviation of a class probability over the patches, the "
                "number of distinct outputs (rounded to 1e-4) and of classes called — no member is constant "
@@ -382,17 +393,16 @@ def write_models_md(models: Path, out: Path) -> None:
                "samples)."), ""]
     L += ["### Out-of-fold candidates per member", ""]
     for n in names:
-        tr = cards[n].get("training") or {}
-        pr = tr.get("protocol") or {}
+        pr = cards[n].training.protocol
         if pr.get("candidates"):
             L.append(f"- `{n}`: candidates {', '.join('`' + c + '`' for c in pr['candidates'])}; C in "
                      f"{pr.get('c_grid')}; TTA none / dihedral8; {pr.get('train_views')} view(s) per training "
-                     f"patch in the fit. Chosen: `{(pr.get('chosen') or {}).get('pool')}` (table of every "
+                     f"patch in the fit. Chosen: `{pr['chosen']['pool']}` (table of every "
                      "candidate in the bundle's `grid.csv`).")
     L.append("")
     L += ["### Per fold (out of fold, chosen settings)", ""]
     for n in names:
-        rows = ((cards[n].get("training") or {}).get("folds")) or []
+        rows = cards[n].training.folds or ()
         if not rows:
             continue
         L += [f"`{n}`:", "", "| fold | n | accuracy | log loss | AUC | F1 |", "|---|---|---|---|---|---|"]
@@ -403,9 +413,9 @@ def write_models_md(models: Path, out: Path) -> None:
         L.append("")
     L += [f"### {held.capitalize()} confusion matrices (rows = truth)", ""]
     for n in names:
-        m = cards[n].get("metrics") or {}
-        if m.get("confusion_matrix"):
-            L.append(f"- `{n}` ({', '.join(cards[n].get('classes') or [])}): `{m['confusion_matrix']}`")
+        cm = cards[n].metrics.confusion_matrix
+        if cm:
+            L.append(f"- `{n}` ({', '.join(cards[n].classes)}): `{[list(r) for r in cm]}`")
     L.append("")
     if em:
         oof_rows = em.get("oof_table") or []
@@ -428,26 +438,27 @@ def write_models_md(models: Path, out: Path) -> None:
                                  f"{f}: " + ", ".join(f"{g} {w:.2f}" for g, w in ws.items())
                                  for f, ws in fw.items()) + ".")
             L += [*g, "", oof_text, ""]
-        m = (ens or {}).get("metrics") or {}
+        m = ens_metrics
         L += ["### Held-out split (public_test, scored once)" if ens_blind and members_blind else
               "### Test split (public_test: the members' numbers blind, the ensemble's not)" if members_blind
               else "### Test split (public_test: seen before a later change, not blind)",
               "", *_table(held_rows), ""]
         held_label = "held-out split" if ens_blind and members_blind else "test split"
-        g, wins = _goals(held_rows, m, held_label)
-        fl = m.get("flagged_fraction")
+        g, wins = _goals(held_rows, _question_values(m), held_label)
+        fl = m.flagged_fraction
         ratio = None if fl is None else fl / 0.10
         held_text = (f"On public_test the ensemble is at least as good as its best member on {wins} "
-                     f"of 3 tasks. Five-class on public_test: accuracy {_f(m.get('accuracy'))}, macro F1 "
-                     f"{_f(m.get('f1_macro'))}, ECE {_f(m.get('ece'))}, macro AUC {_f(m.get('auc'))} "
-                     f"{_ci(m.get('auc_ci95'))}; confusion matrix (baseline, mass_benign, mass_malignant, "
-                     f"calcification_benign, calcification_malignant; rows = truth) `{m.get('confusion_matrix')}`.")
+                     f"of 3 tasks. Five-class on public_test: accuracy {_f(m.accuracy)}, macro F1 "
+                     f"{_f(m.f1_macro)}, ECE {_f(m.ece)}, macro AUC {_f(m.auc)} "
+                     f"{_ci(m.auc_ci95)}; confusion matrix (baseline, mass_benign, mass_malignant, "
+                     f"calcification_benign, calcification_malignant; rows = truth) "
+                     f"`{None if m.confusion_matrix is None else [list(r) for r in m.confusion_matrix]}`.")
         within = "within" if ratio is not None and 0.5 <= ratio <= 2 else "outside"
         flag_text = (f"Disagreement flag on the {held_label}: {_f(None if fl is None else 100 * fl, 1)} % of "
                      f"patches against 10 % by design ({within} 2x of the design rate). Only mass vs "
                      "calcification is estimated by two members here, so the flag measures how much those "
                      "two estimates disagree.")
-        n_held = m.get("n")
+        n_held = m.n
         if fl is not None and n_held:
             from scipy.stats import beta, binom
 
@@ -495,7 +506,7 @@ def write_models_md(models: Path, out: Path) -> None:
     L += ["## Reproduce", "", "```bash", REPRODUCE, "```", "",
           "Each card records the exact training command (`training.command`):", ""]
     for n in [*names, "ensemble"]:
-        cmd = ((cards.get(n) or {}).get("training") or {}).get("command")
+        cmd = cards[n].training.command if n in cards else None
         if cmd:
             L.append(f"- `{n}`: `{cmd}`")
     notes = Path(__file__).with_name("models_notes.md")

@@ -121,7 +121,7 @@ class PatchController(QObject):
     def models_ready(self) -> bool:
         return self.service.models_ready
 
-    def _guarded(self, slot: Callable[..., None]) -> Callable[..., None]:
+    def _guarded(self, slot: Callable[..., object]) -> Callable[..., None]:
         return self.service.guarded(slot)
 
     def _start(self, worker: Worker, priority: int, newest_first: bool = False) -> Worker:
@@ -174,10 +174,10 @@ class PatchController(QObject):
 
     def read(self, paths: Sequence[str | Path]) -> Worker:
         """Read files/folders/stacked arrays in a worker; ``patchesRead`` gets the collection."""
-        paths = [str(p) for p in paths]
-        w = Worker(read_patches, paths, recursive=False, bits=self.bits, name="read patches")
+        names = [str(p) for p in paths]
+        w = Worker(read_patches, names, recursive=False, bits=self.bits, name="read patches")
         w.on_return(self.patchesRead.emit)
-        w.on_error(lambda exc: self._error(f"Could not open {', '.join(paths)}: {one_line(exc)}",
+        w.on_error(lambda exc: self._error(f"Could not open {', '.join(names)}: {one_line(exc)}",
                                            "Open", w))
         return w.start(self._io_pool)
 

@@ -91,11 +91,12 @@ class MammogramPanel(QWidget):
         return self.controller.mammogram
 
     def _build_actions(self) -> None:
-        self.act_open = QAction("Open &mammogram…", self, shortcut="Ctrl+M")
+        self.act_open = QAction("Open &mammogram…", self, shortcut="Ctrl+M")  # type: ignore[call-overload]
         self.act_open.setToolTip("Open a whole mammogram (DICOM, PNG, PGM, TIFF) to pick regions "
                                  "and map it")
         self.act_open.triggered.connect(self.open_dialog)
-        self.act_map = QAction("Abnormality &map of the mammogram", self, shortcut="Ctrl+Shift+M")
+        self.act_map = QAction("Abnormality &map of the mammogram", self,  # type: ignore[call-overload]
+                               shortcut="Ctrl+Shift+M")
         self.act_map.triggered.connect(self.request_map)
 
     def tab_actions(self) -> dict[str, list[QAction]]:

@@ -110,7 +110,7 @@ def heat_rgba(values: np.ndarray, alpha: float = 1.0, weight: np.ndarray | None 
     a = np.where(np.isfinite(values), np.round(255 * alpha * w), 0).astype(np.uint8)
     rgba = np.ascontiguousarray(np.dstack([col, a]))
     h, w = rgba.shape[:2]
-    return QImage(rgba.data, w, h, rgba.strides[0], QImage.Format.Format_RGBA8888).copy()
+    return QImage(rgba.data, w, h, rgba.strides[0], QImage.Format.Format_RGBA8888).copy()  # type: ignore[call-overload]
 
 
 def map_legend_image(width: int = 220, height: int = 30) -> QImage:
@@ -160,7 +160,8 @@ class MammogramView(ZoomView):
         self.setMouseTracking(True)
         self.mammogram: Any = None  # mammo_core.mammogram.Mammogram
         self.pyramid: DisplayPyramid | None = None
-        self.window = imaging.Window()
+        # shadows QWidget.window() (the display window, kept under this name for the tests)
+        self.window: imaging.Window = imaging.Window()  # type: ignore[assignment]
         self.tool = "pan"
         self._level = -1
         self._image_item = QGraphicsPixmapItem()

@@ -61,7 +61,7 @@ def _models_dir(args) -> Path:
 
 
 def _headline_metric(info) -> str:
-    metric = info.record.headline_metric()
+    metric = info.card.headline_metric()
     return "" if metric is None else f"{metric[0]}={metric[1]:.3f}"
 
 
@@ -82,9 +82,9 @@ def run_list(args) -> int:
         out = {"models_dir": str(root), "disclaimer": DISCLAIMER, "bundles": [
             {"name": i.name, "kind": i.kind, "task": i.task, "classes": list(i.classes),
              "version": i.version, "sha256": i.sha256, "path": str(i.path),
-             "gradcam_layer": i.gradcam_layer, "architecture": i.card.get("architecture"),
-             "metrics": i.card.get("metrics"), "heldout": quality_from_card(i.card).to_dict(),
-             "created": i.card.get("created")}
+             "gradcam_layer": i.gradcam_layer, "architecture": i.card.architecture,
+             "metrics": i.card.metrics.to_dict(), "heldout": quality_from_card(i.card).to_dict(),
+             "created": i.card.created}
             for i in infos]}
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from mammo_core import DISCLAIMER
 from mammo_core.atomic import atomic_path, atomic_write_bytes, write_through
 from mammo_core.cliargs import BATCH_SIZE, BITS
+from mammo_core.dicom_out import predict_dicom_results
 from mammo_core.engine import add_engine_arguments, engine_settings
 from mammo_core.errors import MammoError
 from mammo_core.explain import overlay
@@ -74,6 +75,9 @@ def register(subparsers) -> None:
                    help="16-bit PNG/TIFF/.npy files hold only N bits (1-16; e.g. 12 for a 12-bit "
                         "mammogram saved in a 16-bit PNG); DICOM uses its own BitsStored")
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders")
+    p.add_argument("--dicom-out", type=_given_path, default=None, metavar="DIR",
+                   help="also write DICOM results per source file: TID 1500 SR and presentation "
+                        "state (docs/dicom.md); send them with 'mammo send'")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (terminal) or heartbeat line every 10 s (log) on stderr")
     add_engine_arguments(p)
@@ -160,6 +164,12 @@ def _check_outputs(args) -> str | None:
             return f"--gradcam-dir {shown(gd)}: {why}"
         if args.output is not None and os.path.realpath(args.output) == real:
             return f"-o {shown(args.output)}: is the --gradcam-dir folder; name a report file"
+    if args.dicom_out is not None:
+        if str(args.dicom_out) == "" or (os.path.lexists(args.dicom_out) and not os.path.isdir(args.dicom_out)):
+            return f"--dicom-out {shown(args.dicom_out)}: not a folder"
+        why = _writable_folder(Path(os.path.realpath(args.dicom_out)))
+        if why:
+            return f"--dicom-out {shown(args.dicom_out)}: {why}"
     return None
 
 
@@ -214,10 +224,20 @@ def run(args) -> int:
     if gradcam:
         heatmaps, heatmap_paths, write_failed = _gradcam(session, coll.patches, preds, args, disable)
 
-    run_ = PredictionRun(preds, session.provenance(), list(coll.errors), coll.patches, heatmaps,
+    run_ = PredictionRun(preds, session.provenance_record(), list(coll.errors), coll.patches, heatmaps,
                          heatmap_paths)
     for e in run_.errors[len(coll.errors):]:  # a non-finite answer: an error for that patch
         log.warning("cannot predict %s: %s", shown(e.source), shown(e.error))
+    dicom_failed: list[MammoError] = []
+    if args.dicom_out is not None:  # written before the report: a DICOM failure keeps the report
+        kept = {id(p) for p in run_.predictions}  # the finite answers
+        pairs = [(pa, pr) for pa, pr in zip(coll.patches, preds) if id(pr) in kept]
+        done, dicom_failed = predict_dicom_results(args.dicom_out, [pa for pa, _ in pairs],
+                                                   [pr for _, pr in pairs], session.provenance_record())
+        for d in done:
+            log.info("%s", d.describe())
+        for err in dicom_failed:
+            log.error("error: %s", err)
     errors = list(coll.errors)
     if args.output is None:
         sys.stdout.write(json_text(run_) if args.format == "json" else csv_text(run_))
@@ -238,6 +258,8 @@ def run(args) -> int:
         if args.output is not None:
             sys.stdout.write(text)
             sys.stdout.flush()
+        return 1
+    if dicom_failed:
         return 1
     if run_.errors:
         return 3 if run_.predictions else 1

@@ -19,6 +19,7 @@ from pathlib import Path
 from mammo_core import DISCLAIMER
 from mammo_core.atomic import _link_chain, clean_stale_temps
 from mammo_core.cliargs import BATCH_SIZE, BITS, integer, real
+from mammo_core.dicom_out import scan_dicom_results
 from mammo_core.engine import add_engine_arguments, engine_settings
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe
@@ -145,6 +146,9 @@ def register(subparsers) -> None:
                         "first batches)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (terminal) or heartbeat line every 10 s (log) on stderr")
+    p.add_argument("--dicom-out", default=None, metavar="DIR",
+                   help="also write DICOM results per image: TID 1500 SR, presentation state and "
+                        "marked secondary capture (docs/dicom.md); send them with 'mammo send'")
     add_engine_arguments(p, scan=True)
     p.set_defaults(func=run)
 
@@ -189,19 +193,19 @@ def _output_problem(out: str) -> str | None:
                 "devices / kernel files; name an ordinary folder for the outputs")
     if os.path.lexists(out) and not os.path.isdir(out):
         return f"-o {shown(out)}: exists and is not a folder"
-    out = Path(out)
+    folder = Path(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        return f"-o {shown(out)}: cannot create the output folder: {exc.strerror or exc}"
-    if not out.is_dir():
-        return f"-o {shown(out)}: is not a folder"
+        return f"-o {shown(folder)}: cannot create the output folder: {exc.strerror or exc}"
+    if not folder.is_dir():
+        return f"-o {shown(folder)}: is not a folder"
     try:  # tried for real (root ignores permission bits)
-        fd, probe = tempfile.mkstemp(prefix=".mammo-probe-", dir=out)
+        fd, probe = tempfile.mkstemp(prefix=".mammo-probe-", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        return f"-o {shown(out)}: cannot write in this folder: {exc.strerror or exc}"
+        return f"-o {shown(folder)}: cannot write in this folder: {exc.strerror or exc}"
     return None
 
 
@@ -255,6 +259,9 @@ def run(args) -> int:
     why = _output_problem(args.output)
     if why:
         return _usage(why)
+    why = None if args.dicom_out is None else _output_problem(args.dicom_out)
+    if why:
+        return _usage("--dicom-out" + why[2:])
     out = Path(args.output)
     inputs = {os.path.realpath(p) for p in args.images}
     if os.path.realpath(out / "candidates.csv") in inputs:
@@ -293,6 +300,9 @@ def _scan_all(args, settings: ScanSettings, out: Path, inputs: set[str]) -> int:
                 res = scan_mammogram(mammo, session, settings, progress=bar.update_to)
             stem = _free_stem(mammo.stem, taken)  # two inputs with one stem: keep both
             doc = _write_outputs(out, stem, mammo, res, inputs)
+            if args.dicom_out is not None:
+                dicom = scan_dicom_results(args.dicom_out, stem, mammo, res, session.provenance_record())
+                print(f"mammo: {dicom.describe()}", file=sys.stderr)
         except MammoError as err:
             log.warning("cannot scan %s: %s", shown(given), shown(err.problem if err.path else err))
             errors += 1

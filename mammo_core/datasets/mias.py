@@ -259,7 +259,10 @@ def cut_pairs(image: np.ndarray, lesions: Iterable[MiasLesion],
     skips: list[Skip] = []
     for les in lesions:
         res = cut_pair(image, les, jitter)
-        (pairs if isinstance(res, CutPair) else skips).append(res)
+        if isinstance(res, CutPair):
+            pairs.append(res)
+        else:
+            skips.append(res)
     return pairs, skips
 
 

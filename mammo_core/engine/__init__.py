@@ -34,6 +34,7 @@ import numpy as np
 from mammo_core import forward, tfload
 from mammo_core.engine.cache import IRCache, cache_key
 from mammo_core.errors import MammoError
+from mammo_core.forward import SharedForward
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +237,7 @@ class Engine:
             self._runners[key] = (keras_fwd, runner)
             return runner
 
-    def _compile(self, keras_fwd: forward.SharedForward, hashes: list[str], share: bool,
+    def _compile(self, keras_fwd: SharedForward, hashes: list[str], share: bool,
                  precision: str) -> Any | None:
         ov, core = self._ov, self._core
         version = str(ov.get_version())

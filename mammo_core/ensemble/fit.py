@@ -81,9 +81,7 @@ class MemberInfo:
 
     @classmethod
     def from_bundle(cls, info: BundleInfo) -> MemberInfo:
-        subset = (info.card.get("training") or {}).get("subset") if isinstance(
-            info.card.get("training"), Mapping) else None
-        return cls(info.name, info.sha256, info.task, info.classes, subset)
+        return cls(info.name, info.sha256, info.task, info.classes, info.card.training.subset)
 
 
 def _rows(task: str, subset: str | None, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

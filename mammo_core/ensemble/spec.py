@@ -6,7 +6,7 @@ Research use only — not a medical device.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ def _weight_ok(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
 
 
-def _total(xs) -> float:
+def _total(xs: Iterable[float]) -> float:
     """The sum of finite weights, ``inf`` when it overflows (``math.fsum`` raises then)."""
     try:
         return math.fsum(float(x) for x in xs)
@@ -121,7 +121,7 @@ class EnsembleSpec:
 
     @property
     def coverage(self) -> dict[str, bool]:
-        have = set()
+        have: set[str] = set()
         for m in self.members:
             have.update(_factors_of(m))
         return {f: f in have for f in FACTORS}

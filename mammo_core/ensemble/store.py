@@ -5,7 +5,6 @@ Research use only — not a medical device.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,14 +13,17 @@ from typing import Any
 from mammo_core import __version__
 from mammo_core.atomic import atomic_write_text
 from mammo_core.bundle import (
+    CARD_FILE,
     CARD_SCHEMA,
     BundleInfo,
     iter_bundles,
+    now_iso,
     read_card,
     sha256_file,
     verify_bundle,
     write_card,
 )
+from mammo_core.card import parse_card
 from mammo_core.ensemble.spec import CALIBRATION, ENSEMBLE_FILE, WEIGHTING, EnsembleSpec
 from mammo_core.errors import BundleError
 from mammo_core.jsonutil import read_json_object
@@ -60,7 +62,7 @@ def write_ensemble(out_dir: str | Path, spec: EnsembleSpec, card: Mapping[str, A
         "notes": [] if cov["baseline"] else [
             ("no member estimates P(baseline): five-class output is conditional on the patch "
              "being abnormal (P(baseline) = 0)")],
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "created": now_iso(),
         "software": {"mammo": __version__},
     }
     full.update(card or {})
@@ -71,7 +73,7 @@ def write_ensemble(out_dir: str | Path, spec: EnsembleSpec, card: Mapping[str, A
     if ref_file is not None:
         full["files"][ref_file] = sha256_file(out_dir / ref_file)
     full["sha256"] = digest
-    write_card(out_dir, full)
+    write_card(out_dir, parse_card(full, out_dir / CARD_FILE))
     return read_card(out_dir)
 
 
@@ -81,7 +83,7 @@ def read_ensemble(bundle_dir: str | Path, manifest: Mapping[str, Any] | None = N
     if info.kind != "ensemble":
         raise BundleError(f"bundle {info.name!r} is not an ensemble (kind {info.kind!r})", info.path)
     path = info.path / ENSEMBLE_FILE
-    if ENSEMBLE_FILE not in info.card["files"]:
+    if ENSEMBLE_FILE not in info.card.files:
         raise BundleError(f"card does not hash {ENSEMBLE_FILE}", info.path)
     d = read_json_object(path, "ensemble spec", BundleError)
     spec = EnsembleSpec.from_dict(d, path)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import io as _bio
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -89,20 +90,30 @@ def rescale_problem(slope: float, intercept: float, bits: int, signed: bool) -> 
     return None
 
 
-def _header_numbers(ds) -> dict:
-    """The header numbers the pixel decoding needs (``ds.get`` is pydicom's own accessor)."""
-    slope = ds.get("RescaleSlope")
-    return {
-        "photometric": str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper(),
-        "bits_stored": int(ds.get("BitsStored", 0) or 0),
-        "bits_allocated": int(ds.get("BitsAllocated", 0) or 0),
-        "signed": int(ds.get("PixelRepresentation", 0) or 0) == 1,
-        "frames": int(ds.get("NumberOfFrames", 1) or 1),
-        "slope": 1.0 if slope is None or slope == "" else float(slope),
-        "intercept": float(ds.get("RescaleIntercept", 0) or 0),
-        "rows": int(ds.get("Rows", 0) or 0),
-        "cols": int(ds.get("Columns", 0) or 0),
-    }
+@dataclass(frozen=True)
+class _Header:
+    """The header numbers the pixel decoding needs."""
+
+    photometric: str
+    bits_stored: int
+    bits_allocated: int
+    signed: bool
+    frames: int
+    slope: float
+    intercept: float
+    rows: int
+    cols: int
+
+    @classmethod
+    def of(cls, ds) -> _Header:  # ``ds.get`` is pydicom's own accessor, element by element
+        slope = ds.get("RescaleSlope")
+        return cls(str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper(),
+                   int(ds.get("BitsStored", 0) or 0), int(ds.get("BitsAllocated", 0) or 0),
+                   int(ds.get("PixelRepresentation", 0) or 0) == 1,
+                   int(ds.get("NumberOfFrames", 1) or 1),
+                   1.0 if slope is None or slope == "" else float(slope),
+                   float(ds.get("RescaleIntercept", 0) or 0),
+                   int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
 
 
 def _open(path: Path):
@@ -124,7 +135,7 @@ def _open(path: Path):
                              path) from None
 
 
-def _decode(ds, path: Path) -> tuple[np.ndarray, dict]:
+def _decode(ds, path: Path) -> tuple[np.ndarray, _Header]:
     """The header numbers and the decoded pixel array; every refusal one line."""
     if "PixelData" not in ds:
         if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
@@ -133,13 +144,13 @@ def _decode(ds, path: Path) -> tuple[np.ndarray, dict]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            h = _header_numbers(ds)
-            problem = pixel_limit_problem(h["rows"], h["cols"], h["frames"])
+            h = _Header.of(ds)
+            problem = pixel_limit_problem(h.rows, h.cols, h.frames)
             if problem:  # from the header, before the pixel data is decoded
                 raise PatchReadError(problem, path)
-            if not (math.isfinite(h["slope"]) and math.isfinite(h["intercept"])):
-                raise PatchReadError(f"RescaleSlope {h['slope']:g} / RescaleIntercept "
-                                     f"{h['intercept']:g} are not finite numbers", path)
+            if not (math.isfinite(h.slope) and math.isfinite(h.intercept)):
+                raise PatchReadError(f"RescaleSlope {h.slope:g} / RescaleIntercept "
+                                     f"{h.intercept:g} are not finite numbers", path)
             arr = ds.pixel_array
     except PatchReadError:
         raise
@@ -151,13 +162,17 @@ def _decode(ds, path: Path) -> tuple[np.ndarray, dict]:
                                  "decode it), or its data is corrupt", path) from None
         raise PatchReadError(f"cannot decode DICOM pixel data ({type(exc).__name__}: "
                              f"{short_problem(exc)})", path) from None
-    return np.asarray(arr), h
+    arr = np.asarray(arr)
+    if not arr.dtype.isnative:  # big endian transfer syntax: _scaled views native words
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr, h
 
 
-def _grey(arr: np.ndarray, h: dict, path: Path) -> np.ndarray:
-    """Colour samples converted to grey; the array checked to be integer image(s)."""
-    frames = h["frames"]
-    if h["photometric"] == "PALETTE COLOR":
+def _grey(arr: np.ndarray, h: _Header, path: Path) -> tuple[np.ndarray, str]:
+    """Colour samples converted to grey (photometric then ``RGB``); the array checked to be
+    integer image(s). Returns the array and its photometric interpretation."""
+    frames, photometric = h.frames, h.photometric
+    if photometric == "PALETTE COLOR":
         raise PatchReadError("PALETTE COLOR DICOM is not supported", path)
     if arr.ndim == (4 if frames > 1 else 3) and arr.shape[-1] in (3, 4):
         import cv2
@@ -169,28 +184,28 @@ def _grey(arr: np.ndarray, h: dict, path: Path) -> np.ndarray:
         arr = np.stack([cv2.cvtColor(np.ascontiguousarray(f), code) for f in flat])
         if frames <= 1:
             arr = arr[0]
-        h["photometric"] = "RGB"
+        photometric = "RGB"
     if arr.ndim != (3 if frames > 1 else 2) or arr.size == 0:
         raise PatchReadError(f"DICOM pixel array of shape {arr.shape} is not a grey image", path)
     if arr.dtype.kind == "f":
         raise PatchReadError("DICOM float pixel data is not supported", path)
     if arr.dtype.kind not in "ui" or arr.dtype.itemsize > 4:
         raise PatchReadError(f"DICOM pixel data of dtype {arr.dtype} is not supported", path)
-    return arr
+    return arr, photometric
 
 
-def _scaled(arr: np.ndarray, h: dict, path: Path) -> tuple[np.ndarray, int]:
+def _scaled(arr: np.ndarray, h: _Header, photometric: str, path: Path) -> tuple[np.ndarray, int]:
     """Stored values -> 0 .. 2**bits - 1 (module doc), native uint8 / uint16, and ``bits``."""
     width = arr.dtype.itemsize * 8
-    bits = h["bits_stored"] if 0 < h["bits_stored"] <= width else (
-        h["bits_allocated"] if 0 < h["bits_allocated"] <= width else width)
-    signed, slope, intercept = h["signed"], h["slope"], h["intercept"]
+    bits = h.bits_stored if 0 < h.bits_stored <= width else (
+        h.bits_allocated if 0 < h.bits_allocated <= width else width)
+    signed, slope, intercept = h.signed, h.slope, h.intercept
     problem = rescale_problem(slope, intercept, bits, signed) if (slope, intercept) != (1.0, 0.0) else None
     if problem:
         raise PatchReadError(problem, path)
     top = (1 << bits) - 1
     unsigned = np.ascontiguousarray(arr).view(np.dtype(f"u{arr.dtype.itemsize}"))
-    invert = (h["photometric"] == "MONOCHROME1") != (slope < 0)
+    invert = (photometric == "MONOCHROME1") != (slope < 0)
     if not signed and arr.dtype.itemsize <= 2:
         out_dtype = np.uint8 if bits <= 8 else np.uint16
         # the usual mammogram: unsigned -> stay in the native width (big images)
@@ -213,6 +228,6 @@ def dicom_read(path: Path) -> tuple[np.ndarray, bool, int, SourceRef]:
     pixels native uint8 / uint16 in 0 .. 2**bits - 1 (module doc)."""
     ds = _open(path)
     arr, h = _decode(ds, path)
-    arr = _grey(arr, h, path)
-    pixels, bits = _scaled(arr, h, path)
-    return pixels, h["frames"] > 1, bits, dicom_source_ref(ds, path)
+    arr, photometric = _grey(arr, h, path)
+    pixels, bits = _scaled(arr, h, photometric, path)
+    return pixels, h.frames > 1, bits, dicom_source_ref(ds, path)

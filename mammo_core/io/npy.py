@@ -73,7 +73,7 @@ def load_npy_from(fh, size: int, path: Path, error_cls: type[MammoError], mmap: 
             raise error_cls(problem, path)
     try:
         if mmap and need > 0:  # from the descriptor already checked to be a regular file
-            arr = np.memmap(fh, dtype=dtype, mode="r", offset=data_start, shape=tuple(shape),
+            arr: np.ndarray = np.memmap(fh, dtype=dtype, mode="r", offset=data_start, shape=tuple(shape),
                             order="F" if fortran else "C")
         else:
             if need > read_limit():

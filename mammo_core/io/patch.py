@@ -77,7 +77,7 @@ class Patch:
     source: str
     index: int | None = None
     label: int | None = None
-    original_shape: tuple[int, int] | None = None
+    original_shape: tuple[int, ...] | None = None
     split: str | None = None
     bits: int | None = None
     source_ref: SourceRef | None = None

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mammo_core.safeio import shown
+
 
 @dataclass(frozen=True)
 class SourceRef:
@@ -45,12 +47,14 @@ class SourceRef:
         return replace(self, frame=None if frame is None else int(frame))
 
     def to_json(self) -> dict[str, object]:
-        """The fields that are set, as JSON values (``window`` as ``[top, left, side]``)."""
-        out: dict[str, object] = {"path": self.path}
+        """The fields that are set, as JSON values (``window`` as ``[top, left, side]``); text as
+        :func:`mammo_core.safeio.shown` writes it (valid UTF-8 on one line, whatever the file
+        name or header held)."""
+        out: dict[str, object] = {"path": shown(self.path)}
         for name in ("study_uid", "series_uid", "sop_instance_uid", "sop_class_uid", "frame"):
             value = getattr(self, name)
             if value is not None:
-                out[name] = value
+                out[name] = shown(value) if isinstance(value, str) else value
         if self.window is not None:
             out["window"] = list(self.window)
         if self.generated_uids:

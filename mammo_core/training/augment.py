@@ -164,7 +164,7 @@ def element_uniforms(seed: int, epoch: int, indices, n: int = N_DRAWS) -> np.nda
     so an element's transform does not depend on its batch, position or thread."""
     idx = np.asarray(indices, dtype=np.int64).astype(np.uint64).reshape(-1, 1)
     with np.errstate(over="ignore"):
-        key = _splitmix64(_splitmix64(np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF))
+        key = _splitmix64(_splitmix64(np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF))  # type: ignore[arg-type]
                           + np.uint64(int(epoch) & 0xFFFFFFFFFFFFFFFF))
         base = _splitmix64(key + idx * _GOLDEN)
         z = _splitmix64(base + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0xD1B54A32D192ED03))

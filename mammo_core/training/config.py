@@ -168,7 +168,7 @@ def class_weights(labels: np.ndarray, mode: str, n_classes: int | None = None) -
     parsed = parse_class_weights(mode)
     if parsed == "none":
         return {c: 1.0 for c in range(n_classes)}
-    if parsed == "balanced":
+    if isinstance(parsed, str):  # "balanced"
         counts = np.bincount(labels, minlength=n_classes)
         total = counts.sum()
         return {c: (float(total / (n_classes * counts[c])) if counts[c] else 0.0) for c in range(n_classes)}

@@ -15,7 +15,7 @@ from mammo_core.errors import MammoError
 from mammo_core.metrics import auc, bootstrap_ci, ci_method, classification_metrics, hard_label_auc
 from mammo_core.models import build_model
 from mammo_core.models.transfer import backbone_layer_names, set_mode, split_base_head
-from mammo_core.training.augment import get_spec
+from mammo_core.training.augment import AugmentSpec, get_spec
 from mammo_core.training.config import TrainConfig, class_weights
 from mammo_core.training.distribute import gpu_available, make_placement, scaled_lr
 from mammo_core.training.pipeline import default_workers, make_dataset
@@ -118,7 +118,7 @@ def _epoch_logger(stage: str, epochs: int):
     return EpochLogger()
 
 
-def extract_features(base, x: np.ndarray, batch_size: int, augment: str, copies: int, seed: int,
+def extract_features(base, x: np.ndarray, batch_size: int, augment: str | AugmentSpec, copies: int, seed: int,
                      y: np.ndarray | None = None, workers: int | None = None):
     """Run the frozen base once over the original patches and ``copies`` augmented variants of
     each (the study's cache: two variants added to each original, 3N); with ``augment`` none

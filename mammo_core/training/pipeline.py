@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from mammo_core.training.augment import augment_batch, get_spec
+from mammo_core.training.augment import AugmentSpec, augment_batch, get_spec
 
 
 def default_workers() -> int:
@@ -102,7 +102,7 @@ def _dataset_class():
 
 def make_dataset(x: np.ndarray, y: np.ndarray | None = None, *, batch_size: int,
                  weights: dict[int, float] | None = None, shuffle: bool = False,
-                 augment: str = "none", seed: int = 0, epoch: int = 0, workers: int | None = None,
+                 augment: str | AugmentSpec = "none", seed: int = 0, epoch: int = 0, workers: int | None = None,
                  drop_remainder: bool = False, multiple_of: int = 1):
     """A :class:`PatchDataset` (``keras.utils.PyDataset``) over ``x`` (and labels, and per-sample
     weights from the class weights) with augmentation ``augment`` (see ``augment.AUGMENT_SPECS``).

@@ -135,7 +135,7 @@ def sklearn_class_weight(mode: str, n_classes: int):
     parsed = parse_class_weights(mode)
     if parsed == "none":
         return None
-    if parsed == "balanced":
+    if isinstance(parsed, str):  # "balanced"
         return "balanced"
     if len(parsed) != n_classes:
         raise MammoError(f"{len(parsed)} class weights given for {n_classes} classes")
@@ -378,7 +378,7 @@ def train_pooled(cfg):
                                 for f in (s.image_file, s.label_file) if f is not None},
                      "counts": {"train": _counts(y_task, task.classes), "public_test": _counts(y_test, task.classes)}},
             "split": {"folds": cfg.folds, "grouped_by": grouping, "fold_seed": cfg.seed, "held_out": "public_test",
-                      "validation": "out-of-fold predictions over all training women (no separate validation split)"},
+                      "how": "out-of-fold predictions over all training women (no separate validation split)"},
             "protocol": {"fitting": f"scikit-learn LogisticRegression (lbfgs, L2, class_weight {cfg.class_weights}) on "
                                     "standardised cached features of dihedral views of every training patch (view 0 "
                                     "and train_views - 1 others drawn per patch)",

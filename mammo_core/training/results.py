@@ -42,7 +42,7 @@ def summarize_folds(rows: list[dict]) -> list[dict]:
     """Per-fold rows plus ``mean`` and ``std`` rows (the study's table layout)."""
     out = [dict(r) for r in rows]
     for stat, fn in (("mean", np.nanmean), ("std", np.nanstd)):
-        row = {"fold": stat}
+        row: dict[str, object] = {"fold": stat}
         for c in FOLD_COLUMNS:
             vals = np.array([r[c] if r[c] is not None else np.nan for r in rows], dtype=float)
             row[c] = float(fn(vals)) if np.isfinite(vals).any() else math.nan
