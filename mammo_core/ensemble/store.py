@@ -88,7 +88,7 @@ def read_ensemble(bundle_dir: str | Path, manifest: Mapping[str, Any] | None = N
     d = read_json_object(path, "ensemble spec", BundleError)
     spec = EnsembleSpec.from_dict(d, path)
     ref = None if spec.ood is None else spec.ood.reference_file
-    if ref is not None and ref not in info.card["files"]:
+    if ref is not None and ref not in info.card.files:
         raise BundleError(f"card does not hash the OOD reference {ref}", info.path)
     return info, spec
 

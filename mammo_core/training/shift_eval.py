@@ -51,8 +51,7 @@ class _Member:
 
 
 def _member(bundle_dir: Path, spec_member) -> _Member:
-    card = read_card(bundle_dir).card
-    proto = card["training"]["protocol"]
+    proto = read_card(bundle_dir).card.training.protocol  # the typed card's hyper-parameter record
     chosen = proto["chosen"]
     return _Member(spec_member.name, spec_member.task, spec_member.subset,
                    Candidate.parse(str(chosen["pool"])), float(chosen["C"]),
