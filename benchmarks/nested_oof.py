@@ -85,8 +85,9 @@ def main(argv=None) -> int:
     p.add_argument("--weights", type=Path, required=True, help="the VGG16 weights the features were cached with")
     p.add_argument("--cache", type=Path, default=None, help="feature cache (default $MAMMO_FEATURE_CACHE)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--members", nargs="+", default=[s.name for s in BUNDLED_SEARCHES],
-                   choices=[s.name for s in BUNDLED_SEARCHES])
+    p.add_argument("--members", nargs="+", default=[s.name for s in reversed(BUNDLED_SEARCHES)],
+                   choices=[s.name for s in BUNDLED_SEARCHES], help="members to run, in this order "
+                   "(default: all, the quicker two-class ones first)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-boot", type=int, default=2000)
@@ -114,9 +115,7 @@ def main(argv=None) -> int:
     fold = woman_folds(labels, groups, a.folds, a.seed)
     a.out.mkdir(parents=True, exist_ok=True)
     members = []
-    for s in BUNDLED_SEARCHES:
-        if s.name not in a.members:
-            continue
+    for s in sorted((s for s in BUNDLED_SEARCHES if s.name in a.members), key=lambda s: a.members.index(s.name)):
         path = a.out / f"{s.name}.npz"
         m = _load_saved(path, s.name, s.task)
         if m is None:

@@ -88,3 +88,31 @@ def test_nested_ensemble_is_fitted_per_outer_fold_and_scores_five_classes(signal
         assert abs(nested - 0.5) < 0.1, nested
     else:
         assert nested > 0.8 and old > 0.8, (nested, old)
+
+
+def test_bundled_searches_match_train_bundled_sh():
+    """The nested figures redo the shipped members' searches: same candidates, C grids, training
+    views and TTA options as training_scripts/train_bundled.sh passes (one contract, checked)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from mammo_core.training.nested import BUNDLED_SEARCHES
+
+    script = (Path(__file__).resolve().parents[1] / "training_scripts" / "train_bundled.sh").read_text()
+    assert "--tta auto" in script
+    for s in BUNDLED_SEARCHES:
+        m = re.search(rf"member {s.name} \S+(.*?)\n\s*;;", script, re.S)
+        assert m, s.name
+        args = shlex.split(m.group(1).replace("\\\n", " "))
+        opt = {}
+        for a in args:
+            if a.startswith("--"):
+                key = a
+                opt[key] = []
+            elif a not in ('"${POOLED[@]}"', "${POOLED[@]}"):
+                opt[key].append(a)
+        assert tuple(float(c) for c in opt["--c-grid"]) == s.c_grid, s.name
+        assert tuple(opt["--pool-candidates"]) == s.candidates, s.name
+        assert int(opt["--train-views"][0]) == s.train_views, s.name
+        assert s.tta_options == ("none", "dihedral8")
