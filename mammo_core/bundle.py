@@ -212,7 +212,8 @@ MAX_CONFIG_BYTES = 16 << 20
 MAX_BINDING_BYTES = 64 << 10
 #: The member of model.keras that binds the model to its task and classes (written at training
 #: time, covered by the model file's sha256): a card edited afterwards is refused.
-BINDING_MEMBER = "mammo_binding.json"
+BINDING_MEMBER = "mammo_binding"  # key in Keras's metadata.json
+METADATA_MEMBER = "metadata.json"
 BINDING_SCHEMA = "mammo.binding/1"
 #: Layer classes that carry code; refused before Keras sees the file (safe_mode refuses them too).
 CODE_LAYERS = frozenset({"Lambda", "TFSMLayer"})
@@ -300,8 +301,8 @@ def inspect_keras_archive(path: str | Path) -> KerasArchive:
             if "config.json" not in names:
                 raise BundleError("not a Keras model archive (no config.json)", path)
             raw = _read_member(zf, "config.json", MAX_CONFIG_BYTES, path)
-            raw_binding = _read_member(zf, BINDING_MEMBER, MAX_BINDING_BYTES, path) \
-                if BINDING_MEMBER in names else None
+            raw_meta = _read_member(zf, METADATA_MEMBER, MAX_BINDING_BYTES, path) \
+                if METADATA_MEMBER in names else None
     except BundleError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
@@ -317,17 +318,24 @@ def inspect_keras_archive(path: str | Path) -> KerasArchive:
     if bad:
         raise BundleError(f"model contains {', '.join(bad)} layers (code inside a model file); "
                           "refusing to load", path)
-    return KerasArchive(config, None if raw_binding is None else _parse_binding(raw_binding, path))
+    return KerasArchive(config, _binding_of(raw_meta, path))
 
 
-def _parse_binding(raw: bytes, path: Path) -> Binding:
+def _binding_of(raw_meta: bytes | None, path: Path) -> Binding | None:
+    """The binding kept under :data:`BINDING_MEMBER` in Keras's ``metadata.json`` (None when absent:
+    a model saved before bindings were written)."""
+    if raw_meta is None:
+        return None
     try:
-        d = json.loads(raw)
+        meta = json.loads(raw_meta)
     except (ValueError, RecursionError):
-        d = None
+        raise BundleError("metadata.json is not readable JSON", path) from None
+    if not isinstance(meta, dict) or BINDING_MEMBER not in meta:
+        return None
+    d = meta[BINDING_MEMBER]
     if not (isinstance(d, dict) and d.get("schema") == BINDING_SCHEMA and isinstance(d.get("task"), str)
             and isinstance(d.get("classes"), list) and all(isinstance(c, str) for c in d["classes"])):
-        raise BundleError(f"archive member {BINDING_MEMBER} is not a {BINDING_SCHEMA} document", path)
+        raise BundleError(f"metadata.json's {BINDING_MEMBER} is not a {BINDING_SCHEMA} document", path)
     return Binding(d["task"], tuple(d["classes"]))
 
 
@@ -337,8 +345,21 @@ def bind_model(model_file: str | Path, task: str, classes: tuple[str, ...] | lis
     import zipfile
 
     doc = {"schema": BINDING_SCHEMA, "task": task, "classes": list(classes)}
-    with zipfile.ZipFile(model_file, "a") as zf:
-        zf.writestr(BINDING_MEMBER, json.dumps(doc))
+    # kept inside Keras's own metadata.json (Keras writes it and never reads it back): a fourth
+    # archive member would make keras.saving.load_model extract the whole archive, weights
+    # included, to a temporary folder on every load
+    model_file = Path(model_file)
+    with zipfile.ZipFile(model_file) as zf:
+        members = [(i, zf.read(i.filename)) for i in zf.infolist()]
+    tmp = model_file.with_name(f".{model_file.name}.bind-tmp")
+    with zipfile.ZipFile(tmp, "w") as out:
+        for info, data in members:
+            if info.filename == METADATA_MEMBER:
+                meta = json.loads(data)
+                meta[BINDING_MEMBER] = doc
+                data = json.dumps(meta).encode()
+            out.writestr(info, data)
+    os.replace(tmp, model_file)
 
 
 def _shipped_models() -> dict[str, str]:

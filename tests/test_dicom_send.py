@@ -17,8 +17,9 @@ from test_scan import synthetic_mammogram
 
 from mammo_core.cli import main
 from mammo_core.dicom_out import GSPS_SUFFIX, MARKS_SUFFIX, SR_SUFFIX, Finding, resolve_ref, write_dicom_results
+from mammo_core.labels import CLASS_NAMES
 from mammo_core.mammogram import read_mammogram
-from mammo_core.predictions import Provenance
+from mammo_core.predictions import ModelRecord, Provenance
 
 KINDS = [pytest.param("orthanc", marks=pytest.mark.skipif(ORTHANC is None, reason="Orthanc not installed")),
          "pynetdicom"]
@@ -96,7 +97,7 @@ def _results(tmp_path):
     src = write_mammo_dicom(tmp_path / "a.dcm", synthetic_mammogram()[:300, :260])
     ref, header = resolve_ref(read_mammogram(src).source_ref, src)
     prov = Provenance("0.1.0", "x", "2026-01-01T00:00:00",
-                      ({"name": "m", "version": "1", "sha256": "0" * 64, "task": "five_class"},))
+                      (ModelRecord("m", "1", "0" * 64, "five_class", CLASS_NAMES),))
     f = Finding(1, 10, 20, 96, 96, "mass_benign", {"baseline": 0.3, "mass_benign": 0.7}, 0.7)
     out = tmp_path / "results"
     write_dicom_results(out, "a", ref, header, (300, 260), [f], prov, what="test")

@@ -185,16 +185,18 @@ def test_held_out_seen_flag_reaches_the_config():
 
 
 def test_models_md_says_which_models_were_changed_after_public_test_was_seen():
-    mod = load_script("models_table")
-    blind = {"metrics": {"blind": True}}
-    seen = {"metrics": {"blind": False, "not_blind_because": "grid fixed after a look"}}
-    assert mod._seen_text({"a": blind, "b": blind}, ["a", "b"], {"blind": True}) == ""
-    t = mod._seen_text({"a": blind, "b": blind}, ["a", "b"], {"blind": False, "not_blind_because": "rule"})
+    from types import SimpleNamespace as NS
+
+    mod = load_script("models_table")  # the typed card's fields it reads: metrics.blind / not_blind_because
+    blind = NS(metrics=NS(blind=True, not_blind_because=""))
+    seen = NS(metrics=NS(blind=False, not_blind_because="grid fixed after a look"))
+    assert mod._seen_text({"a": blind, "b": blind}, ["a", "b"], NS(blind=True, not_blind_because="")) == ""
+    t = mod._seen_text({"a": blind, "b": blind}, ["a", "b"], NS(blind=False, not_blind_because="rule"))
     assert "the ensemble: rule" in t and "members' numbers are blind" in t
-    t = mod._seen_text({"a": seen, "b": seen}, ["a", "b"], {"blind": False, "not_blind_because": "rule"})
+    t = mod._seen_text({"a": seen, "b": seen}, ["a", "b"], NS(blind=False, not_blind_because="rule"))
     assert "the members: grid fixed after a look" in t
     assert "Every model's numbers" in t and "not blind" in t
-    t = mod._seen_text({"a": seen, "b": blind}, ["a", "b"], {"blind": True})
+    t = mod._seen_text({"a": seen, "b": blind}, ["a", "b"], NS(blind=True, not_blind_because=""))
     assert "`a`: grid fixed" in t and "ensemble's numbers are blind" in t
 
 
