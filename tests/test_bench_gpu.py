@@ -9,9 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# about a minute of CPU under JAX: out of the default run; .ci/run runs it with the slow backend tests
+@pytest.mark.slow
 def test_bench_gpu_tiny_prints_the_three_rates():
     env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--tiny", "--tasks", "2.1",
