@@ -527,7 +527,7 @@ def predict_dicom_results(out_dir: str | Path, patches: Sequence[Patch], preds: 
         groups = [items] if not base.generated_uids else [[it] for it in items]
         for group in groups:
             patch0 = group[0][0]
-            stem = _free_stem(Path(source).stem if patch0.index is None or not base.generated_uids
+            stem = free_stem(Path(source).stem if patch0.index is None or not base.generated_uids
                               else f"{Path(source).stem}_{patch0.index}", taken)
             try:
                 ref = base if not base.generated_uids else resolve_ref(replace(base, study_uid=None), source)[0]
@@ -547,7 +547,9 @@ def predict_dicom_results(out_dir: str | Path, patches: Sequence[Patch], preds: 
     return done, failed
 
 
-def _free_stem(stem: str, taken: set[str]) -> str:
+def free_stem(stem: str, taken: set[str]) -> str:
+    """``stem``, or ``stem_2``, ``stem_3``... when an earlier output of this run took it (the one
+    rule for the DICOM results and ``mammo scan``'s output names)."""
     name, k = stem, 1
     while name in taken:
         k += 1

@@ -19,7 +19,7 @@ from pathlib import Path
 from mammo_core import DISCLAIMER
 from mammo_core.atomic import _link_chain, clean_stale_temps
 from mammo_core.cliargs import BATCH_SIZE, BITS, integer, real
-from mammo_core.dicom_out import scan_dicom_results
+from mammo_core.dicom_out import free_stem, scan_dicom_results
 from mammo_core.engine import add_engine_arguments, engine_settings
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe
@@ -232,16 +232,6 @@ def _lock(out: Path):
     return fd
 
 
-def _free_stem(stem: str, taken: set[str]) -> str:
-    """``stem``, or ``stem_2``, ``stem_3``... when an earlier image of this run took it."""
-    name, k = stem, 1
-    while name in taken:
-        k += 1
-        name = f"{stem}_{k}"
-    taken.add(name)
-    return name
-
-
 def run(args) -> int:
     try:
         settings = ScanSettings(
@@ -298,7 +288,7 @@ def _scan_all(args, settings: ScanSettings, out: Path, inputs: set[str]) -> int:
             mammo = read_mammogram(given, spacing_mm=args.pixel_spacing, bits=args.bits)
             with Progress(0, shown(Path(given).name), "window", disable=args.no_progress) as bar:
                 res = scan_mammogram(mammo, session, settings, progress=bar.update_to)
-            stem = _free_stem(mammo.stem, taken)  # two inputs with one stem: keep both
+            stem = free_stem(mammo.stem, taken)  # two inputs with one stem: keep both
             doc = _write_outputs(out, stem, mammo, res, inputs)
             if args.dicom_out is not None:
                 dicom = scan_dicom_results(args.dicom_out, stem, mammo, res, session.provenance_record())
