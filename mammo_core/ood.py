@@ -181,7 +181,8 @@ class OodSpec:
             raise BundleError(f"malformed OOD spec: {type(exc).__name__}: {exc}") from None
 
 
-def checks(spec: OodSpec | None, background: Sequence[float], distance: Sequence[float] | None
+def checks(spec: OodSpec | None, background: Sequence[float] | np.ndarray,
+           distance: Sequence[float] | np.ndarray | None
            ) -> list[OodCheck]:
     """The per-patch checks from the measured background shares and feature distances."""
     limit = BACKGROUND_LIMIT if spec is None else spec.background_limit

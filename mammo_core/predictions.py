@@ -6,7 +6,7 @@ Research use only — not a medical device.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -49,7 +49,7 @@ NORMAL_MAP_NOTE = ("normal-tissue map: where the models see normal tissue; it lo
                    "(the default map explains the most likely abnormal class)")
 
 
-def asks_if_lesion(task: str, classes) -> bool:
+def asks_if_lesion(task: str, classes: Iterable[str]) -> bool:
     """A member that only knows lesion classes (mass_calc, benign_malignant) answers "if this is
     a lesion, which kind?": it has no normal-tissue class."""
     return "baseline" not in tuple(classes)

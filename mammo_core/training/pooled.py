@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def _counts(y: np.ndarray, classes) -> dict[str, int]:
     return {c: int(n) for c, n in zip(classes, np.bincount(np.asarray(y, np.int64), minlength=len(classes)))}
 
 
-def _design(feats: dict[str, np.ndarray], cand: Candidate) -> np.ndarray:
+def _design(feats: Mapping[str, np.ndarray], cand: Candidate) -> np.ndarray:
 
     return np.concatenate([feats[k] for k in pooled_keys(cand.pool_layers, cand.pooling)], axis=-1)
 
@@ -192,7 +193,7 @@ def _rows(F: np.ndarray, idx: np.ndarray, tv: np.ndarray) -> np.ndarray:
     return F[tv[idx].ravel(), np.repeat(idx, tv.shape[1])]
 
 
-def select(task: str, feats: dict[str, np.ndarray], labels: np.ndarray, fold: np.ndarray,
+def select(task: str, feats: Mapping[str, np.ndarray], labels: np.ndarray, fold: np.ndarray,
            candidates: list[Candidate], c_grid, tta_options: tuple[str, ...], seed: int,
            tv: np.ndarray | None = None, class_weight="balanced"):
     """Out-of-fold search. Returns (table rows, best (candidate, C, tta), its OOF probabilities

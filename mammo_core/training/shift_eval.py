@@ -51,8 +51,8 @@ class _Member:
 
 
 def _member(bundle_dir: Path, spec_member) -> _Member:
-    proto = read_card(bundle_dir).card.training.protocol  # the typed card's hyper-parameter record
-    chosen = proto["chosen"]
+    proto: Any = read_card(bundle_dir).card.training.protocol  # the typed card's hyper-parameter record
+    chosen: Any = proto["chosen"]
     return _Member(spec_member.name, spec_member.task, spec_member.subset,
                    Candidate.parse(str(chosen["pool"])), float(chosen["C"]),
                    int(proto.get("train_views", 8)), int(proto.get("seed", 0)))
