@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+from bench_training import drain, timed_epochs  # the same timing and loader drain as the CPU benchmark
 
 from mammo_core.models import build_model
 from mammo_core.training.augment import augment_batch, get_spec
@@ -49,29 +49,6 @@ TASKS = {
 }
 
 
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (compilation)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
-
-
-def _drain(ds, workers: int) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    if workers <= 1:
-        for i in range(len(ds)):
-            ds[i]
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            for _ in pool.map(ds.__getitem__, range(len(ds))):
-                pass
-    ds.on_epoch_end()
-
-
 def model_alone(model, x: np.ndarray, y: np.ndarray, batch: int, steps: int, repeats: int) -> float:
     """Images/s of training steps on one batch already on the device."""
     import keras
@@ -84,7 +61,7 @@ def model_alone(model, x: np.ndarray, y: np.ndarray, batch: int, steps: int, rep
             model.train_on_batch(xb, yb)
         keras.ops.convert_to_numpy(model.predict_on_batch(xb[:1]))  # wait for the queued steps
 
-    return batch * steps / _median_time(run, repeats)
+    return batch * steps / timed_epochs(run, repeats)
 
 
 def bench_task(task: str, x: np.ndarray, args) -> dict[str, float | str]:
@@ -98,8 +75,8 @@ def bench_task(task: str, x: np.ndarray, args) -> dict[str, float | str]:
     out: dict[str, float | str] = {"model": name, "augment": augment}
     out["model_alone_images_per_s"] = model_alone(model, x, y, args.batch_size, args.steps, args.repeats)
     ds = make_dataset(x, y, batch_size=args.batch_size, shuffle=True, augment=augment, workers=args.workers)
-    out["loader_alone_images_per_s"] = len(x) / _median_time(lambda: _drain(ds, args.workers), args.repeats)
-    out["end_to_end_images_per_s"] = len(x) / _median_time(
+    out["loader_alone_images_per_s"] = len(x) / timed_epochs(lambda: drain(ds, args.workers), args.repeats)
+    out["end_to_end_images_per_s"] = len(x) / timed_epochs(
         lambda: model.fit(ds, epochs=1, verbose=0, shuffle=False), args.repeats)
     ratio = out["end_to_end_images_per_s"] / out["model_alone_images_per_s"]
     out["end_to_end_over_model_alone"] = ratio
@@ -134,7 +111,7 @@ def in_graph(model, x: np.ndarray, y: np.ndarray, augment: str, args) -> dict[st
     idx = np.arange(min(bs, len(x)))
     cpu = augment_batch(x[idx], idx, augment, seed=0, epoch=0)
     dev = ops.convert_to_numpy(augment_in_graph(ops.convert_to_tensor(x[idx]), idx, augment, seed=0, epoch=0))
-    return {"in_graph_end_to_end_images_per_s": len(starts) * bs / _median_time(epoch, args.repeats),
+    return {"in_graph_end_to_end_images_per_s": len(starts) * bs / timed_epochs(epoch, args.repeats),
             "in_graph_max_abs_diff_vs_cpu": float(np.abs(cpu - dev).max())}
 
 
@@ -173,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     k = 1
     while k <= default_workers():
         ds = make_dataset(x, y, batch_size=args.batch_size, shuffle=True, augment="geometric", workers=k)
-        rate = len(x) / _median_time(lambda ds=ds, k=k: _drain(ds, k), args.repeats)
+        rate = len(x) / timed_epochs(lambda ds=ds, k=k: drain(ds, k), args.repeats)
         print(f"loader_scaling.workers_{k}={rate:.1f}")
         k *= 2
     print("research use only - not a medical device")
