@@ -427,8 +427,13 @@ def fit_and_evaluate(config: EnsembleFitConfig, log: Callable[[str], None] | Non
 
     x_te = io.to_model_input(np.asarray(test.images[test_idx]))
     y_te = np.asarray(test.labels, dtype=np.int64)[test_idx]
-    ood_folds = oof_folds[val_idx] if oof_folds is not None else \
-        woman_folds(y_val, groups[val_idx], 5 if not config.smoke else 2, config.seed)
+    g_val = groups[val_idx]
+    if oof_folds is not None:
+        ood_folds = oof_folds[val_idx]
+    elif len(np.unique(g_val)) < 10:  # too few women for stratified folds: leave one woman out
+        ood_folds = np.unique(g_val, return_inverse=True)[1].astype(np.int64)
+    else:
+        ood_folds = woman_folds(y_val, g_val, 5 if not config.smoke else 2, config.seed)
     ood_spec, reference, ood_report = fit_ood(
         models, io.to_model_input(np.asarray(train.images[val_idx])), ood_folds, x_te, config.batch_size, log)
     spec = dataclasses.replace(spec, ood=ood_spec)
