@@ -55,7 +55,8 @@ def test_script_smoke(name, cbis, tmp_path, capsys):
     if "--mode" in extra:  # fine-tuning "the last layer": the last conv layer and the head
         ft = card["training"]["protocol"]["fine_tuning"]
         assert ft["unfreeze"] == "last_conv"
-        assert ft["trainable_layers"] == ["block5_conv3", "dense_hidden", "predictions"]
+        # the study's sigmoid output (the default of Task 3): its weights are in sigmoid_logits
+        assert ft["trainable_layers"] == ["block5_conv3", "dense_hidden", "sigmoid_logits"]
     preset = card["training"]["protocol"]["preset"]
     assert preset["settings"]["task"]["value"] == task
     assert {s["source"] for s in preset["settings"].values()} <= {"study", "literal reading", "project choice", "flag"}
@@ -211,7 +212,7 @@ def test_study_presets_are_the_defaults_and_flags_override():
     assert (c.model, c.class_weights) == ("scratch_v1", "none")  # the study reused Fig. 2
     c = _config("task_3_2_pretrained_benign_malignant", [])
     assert (c.class_weights, c.batch_size, c.epochs, c.fe_copies, c.ft_unfreeze) == ("1,1.25", 50, 100, 2, "last_conv")
-    assert c.settings["output_activation"]["source"] == "project choice"
+    assert c.settings["output_activation"]["source"] == "literal reading"  # one sigmoid unit
     c = _config("task_3_2_pretrained_benign_malignant", ["--backbone", "vgg19"])
     assert (c.class_weights, c.batch_size, c.epochs) == ("1,1.2", 32, 65)
     c = _config("task_3_2_pretrained_benign_malignant", ["--backbone", "vgg19", "--batch-size", "16",

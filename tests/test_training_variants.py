@@ -85,7 +85,8 @@ def test_optimizer_and_dropout_variants():
     from mammo_core.models import build_model
 
     c = _config("task_2_1_scratch_mass_calc", ["--dropout", "0.5", "--hidden", "256", "--optimizer", "rmsprop"])
-    assert c.optimizer == "rmsprop" and c.model_options == {"hidden": 256, "dropout": 0.5}
+    assert c.optimizer == "rmsprop"
+    assert c.model_options == {"hidden": 256, "dropout": 0.5, "output_activation": "softmax"}
     assert c.settings["optimizer"]["source"] == "flag"
     m = build_model("scratch_v1", 2, hidden=256, dropout=0.5)
     assert m.get_layer("dropout").rate == 0.5

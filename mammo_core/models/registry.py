@@ -1,7 +1,9 @@
 """One registry: model name -> builder and metadata (keras-hub ``vgg_presets`` style).
 
 Every model takes ``(N, 150, 150, 1)`` float32 in [0, 1], does its own normalisation inside the
-graph, outputs a float32 softmax over the task's classes, is functional and *flat* (backbone
+graph, outputs float32 probabilities over the task's classes that sum to 1 (a softmax, or for
+two classes with ``output_activation="sigmoid"`` two sigmoid units normalised:
+:mod:`mammo_core.models.output`), is functional and *flat* (backbone
 layers live in the same graph, so Grad-CAM can reach them), has no ``Lambda`` layers and saves /
 loads as ``.keras`` with ``safe_mode=True``.
 """
@@ -62,7 +64,7 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType(
             _scratch("v1"),
             "CNN from scratch (study Fig. 2): 5 conv (32-32-64-64-128) + Dense(hidden) + softmax",
             lambda **_: "conv5",
-            {"hidden": 64, "dropout": 0.0},
+            {"hidden": 64, "dropout": 0.0, "output_activation": "softmax"},
             "Fig. 2",
         ),
         "scratch_v2": ModelSpec(
@@ -71,7 +73,7 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType(
             "CNN from scratch (study Fig. 10): v1 + a sixth conv (128), Dense(hidden), "
             "Dropout(0.2), softmax",
             lambda **_: "conv6",
-            {"hidden": 64, "dropout": 0.2},
+            {"hidden": 64, "dropout": 0.2, "output_activation": "softmax"},
             "Fig. 10",
         ),
         "transfer": ModelSpec(
@@ -83,7 +85,8 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType(
             "concatenated, one Dense softmax (a frozen-feature logistic regression folded in)",
             _transfer_gradcam,
             {"backbone": "vgg16", "mode": "fe", "weights": "none", "hidden": 256, "head": "flatten",
-             "pool_layers": "block3_pool,block4_pool,block5_pool", "pooling": "avg"},
+             "pool_layers": "block3_pool,block4_pool,block5_pool", "pooling": "avg",
+             "output_activation": "softmax"},
             "Tables 3-4",
         ),
     }

@@ -7,6 +7,8 @@
 360,354 trainable parameters with 2 classes.
 ``v1`` with ``dropout`` > 0: Dropout(dropout) after Dense(hidden), the first Task 2.2 model
 of the study (Fig. 2 + dropout, hidden 256); ``dropout=0`` (v1's default) adds no layer.
+``output_activation="sigmoid"`` (two classes): two sigmoid units (``sigmoid_logits``,
+``log_sigmoid``), normalised to sum 1 by ``predictions`` (:mod:`mammo_core.models.output`).
 Layer names are fixed (``conv1``..``conv6``, ``pool1``..``pool4``, ``flatten``,
 ``dense_hidden``, ``dropout``, ``predictions``) so Grad-CAM layer names stay stable.
 """
@@ -14,9 +16,11 @@ from __future__ import annotations
 
 from mammo_core.contract import INPUT_SHAPE
 from mammo_core.errors import MammoError
+from mammo_core.models.output import output_layer
 
 
-def build_scratch(version: str, n_classes: int, hidden: int = 64, dropout: float | None = None):
+def build_scratch(version: str, n_classes: int, hidden: int = 64, dropout: float | None = None,
+                  output_activation: str = "softmax"):
     import keras
     from keras import layers
 
@@ -36,5 +40,5 @@ def build_scratch(version: str, n_classes: int, hidden: int = 64, dropout: float
         raise MammoError(f"dropout must be in [0, 1), got {rate}")
     if version == "v2" or rate > 0:
         x = layers.Dropout(rate, name="dropout")(x)
-    out = layers.Dense(n_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    out = output_layer(x, n_classes, output_activation)
     return keras.Model(inp, out, name=f"scratch_{version}")

@@ -3,7 +3,9 @@
 Graph: ``patch`` (N,150,150,1) in [0,1] -> ``grey_to_rgb`` (Concatenate of the grey patch
 three times) -> ``caffe_preprocess`` (Rescaling: x * 255 - ImageNet mean in BGR order
 [103.939, 116.779, 123.68]) -> the backbone's own layers (``block1_conv1`` ... or ``conv1_conv``
-...) -> ``flatten`` -> ``dense_hidden`` (256, ReLU) -> ``predictions`` (softmax, float32).
+...) -> ``flatten`` -> ``dense_hidden`` (256, ReLU) -> ``predictions`` (softmax, float32; with
+``output_activation="sigmoid"`` two sigmoid units ``sigmoid_logits`` whose outputs
+``predictions`` normalises to sum 1, :mod:`mammo_core.models.output`).
 
 ``caffe_preprocess`` reproduces ``keras.applications.{vgg16,vgg19,resnet50}.preprocess_input``
 (caffe mode: RGB->BGR then mean subtraction, no scaling to unit variance). The RGB->BGR flip is
@@ -36,6 +38,7 @@ from pathlib import Path
 
 from mammo_core.contract import INPUT_SHAPE
 from mammo_core.errors import MammoError
+from mammo_core.models.output import PREDICTIONS, SIGMOID_LAYERS, output_layer
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 MODES = ("fe", "ft")
@@ -90,7 +93,7 @@ def pooled_keys(pool_layers, pooling: str) -> list[str]:
 
 
 def is_head_layer(name: str) -> bool:
-    return (name in (HEAD_FIRST_LAYER, "dense_hidden", "predictions", POOLED_FEATURES)
+    return (name in (HEAD_FIRST_LAYER, "dense_hidden", *SIGMOID_LAYERS, PREDICTIONS, POOLED_FEATURES)
             or name.startswith(("gap_", "gmp_")))
 
 
@@ -153,7 +156,7 @@ def copy_backbone_weights(src, dst, upto: str | None = None) -> int:
 
 def build_transfer(n_classes: int, backbone: str = "vgg16", mode: str = "fe", weights="none",
                    hidden: int = 256, head: str = "flatten", pool_layers: str = DEFAULT_POOL_LAYERS,
-                   pooling: str = "avg"):
+                   pooling: str = "avg", output_activation: str = "softmax"):
     """The flat transfer model (see module docstring)."""
     import keras
     from keras import layers
@@ -164,6 +167,9 @@ def build_transfer(n_classes: int, backbone: str = "vgg16", mode: str = "fe", we
     if head not in HEADS:
         raise MammoError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
     weights = _check_weights(weights)
+    if head == "pooled" and output_activation != "softmax":
+        raise MammoError("the pooled head is a logistic regression folded into a softmax; "
+                         "output_activation must be softmax")
 
     inp = keras.Input(shape=INPUT_SHAPE, name="patch")
     rgb = layers.Concatenate(axis=-1, name="grey_to_rgb")([inp, inp, inp])
@@ -187,7 +193,7 @@ def build_transfer(n_classes: int, backbone: str = "vgg16", mode: str = "fe", we
         h = layers.Flatten(name=HEAD_FIRST_LAYER)(feat)
         h = layers.Dense(int(hidden), activation="relu", name="dense_hidden")(h)
         last = bb.last_layer
-    out = layers.Dense(n_classes, activation="softmax", dtype="float32", name="predictions")(h)
+    out = output_layer(h, n_classes, output_activation)
     model = keras.Model(inp, out, name=f"transfer_{bb.name}" + ("_pooled" if head == "pooled" else ""))
     if weights is not None:
         copy_backbone_weights(standalone_backbone(bb.name, weights), model, upto=last)

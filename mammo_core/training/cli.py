@@ -12,6 +12,7 @@ from pathlib import Path
 from mammo_core import DISCLAIMER, logsetup
 from mammo_core.errors import MammoError
 from mammo_core.labels import get_task
+from mammo_core.models.output import OUTPUT_ACTIVATIONS
 from mammo_core.paths import path_arg
 from mammo_core.training.augment import AUGMENT_SPECS, OVERRIDE_FIELDS
 from mammo_core.training.config import (
@@ -106,6 +107,9 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
                        help="dropout after the hidden dense layer (scratch_v1: 0 = none, the study's first "
                             "Task 2.2 model had dropout with --hidden 256; scratch_v2: 0.2)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help=f"optimizer; {PRESET_HELP}")
+    p.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS, default=None,
+                   help="softmax over the classes, or (two-class tasks) sigmoid: one sigmoid unit trained "
+                        "with binary cross-entropy, the bundle outputs [1 - s, s]; " + PRESET_HELP)
     p.add_argument("--epochs", type=int, default=None, help=f"maximum epochs; {PRESET_HELP}")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"batch per replica (global batch = this x replicas); {PRESET_HELP}")
@@ -159,7 +163,8 @@ def config_from_args(args: argparse.Namespace, task: str, model: str | None, arg
                      preset: str | None = None):
     given = {"model": getattr(args, "model", None), "epochs": args.epochs, "batch_size": args.batch_size,
              "lr": args.lr, "patience": args.patience, "class_weights": args.class_weights,
-             "augment": "none" if args.no_augment else args.augment, "optimizer": args.optimizer}
+             "augment": "none" if args.no_augment else args.augment, "optimizer": args.optimizer,
+             "output_activation": args.output_activation}
     for k in ("backbone", "mode", "fe_copies", "ft_unfreeze"):
         given[k] = getattr(args, k, None)
     if preset:
@@ -174,6 +179,8 @@ def config_from_args(args: argparse.Namespace, task: str, model: str | None, arg
         opts["hidden"] = args.hidden
     if getattr(args, "dropout", None) is not None:
         opts["dropout"] = args.dropout
+    if val.get("output_activation") is not None and getattr(args, "head", "flatten") != "pooled":
+        opts["output_activation"] = val["output_activation"]
     extra: dict = {}
     if model == "transfer":
         opts.update(backbone=val.get("backbone", "vgg16"), mode=val.get("mode", "fe"), weights=args.weights)
@@ -206,7 +213,7 @@ def config_from_args(args: argparse.Namespace, task: str, model: str | None, arg
 # flags the pooled head (chosen out of fold by logistic regression) has no use for, and the
 # pooled-only flags the Keras (flatten) head has no use for: given, they are refused (exit 2)
 POOLED_IGNORES = ("epochs", "batch_size", "lr", "patience", "augment", "no_augment", "augment_spec", "optimizer",
-                  "val_fraction", "grid",
+                  "output_activation", "val_fraction", "grid",
                   "distribute", "mixed_precision", "workers", "hidden", "lr_scaling", "fe_copies", "ft_unfreeze",
                   "ft_epochs", "ft_lr")
 FLATTEN_IGNORES = ("pool_candidates", "c_grid", "tta", "train_views", "feature_cache")

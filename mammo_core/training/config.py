@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 from mammo_core.errors import MammoError
+from mammo_core.labels import get_task
+from mammo_core.models.output import OUTPUT_ACTIVATIONS, check_output_activation
 from mammo_core.training.augment import AUGMENT_NAMES, AugmentSpec, check_overrides, get_spec, with_overrides
 from mammo_core.training.presets import PRESETS, TASK_DEFAULT_PRESET
 
@@ -19,7 +21,8 @@ LR_SCALING = ("none", "linear")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")  # the study used Adam; RMSprop is an arm of its section 5.1.1 grid
 DEFAULT_LR = {"scratch_v1": 1e-3, "scratch_v2": 1e-3, "transfer": 1e-5}
 GRID_KEYS = {"batch": "batch_size", "batch_size": "batch_size", "hidden": "hidden", "lr": "lr",
-             "dropout": "dropout", "optimizer": "optimizer"}
+             "dropout": "dropout", "optimizer": "optimizer", "output_activation": "output_activation"}
+MODEL_OPTION_KEYS = ("hidden", "dropout", "output_activation")  # grid keys that are model options
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,9 @@ class TrainConfig:
     ``mode``, ``weights``...). ``lr=None`` takes the study's default (1e-3 scratch, 1e-5
     transfer). ``class_weights`` is ``balanced`` (total / (n_classes * n_c)), ``none`` or an
     explicit comma list (``"1,1.25"``). ``folds`` > 1 runs the study's k-fold holdout before the
-    final model; ``grid`` is a tuple of ``(key, (values...))`` (keys: batch, hidden, lr, dropout).
+    final model; ``grid`` is a tuple of ``(key, (values...))`` (keys: batch, hidden, lr, dropout,
+    optimizer, output_activation). ``model_options["output_activation"]`` ``sigmoid`` (two classes
+    only) is one sigmoid unit (:mod:`mammo_core.models.output`).
     The training scripts fill these from the study's preset of their task
     (:mod:`mammo_core.training.presets`) and record the table in ``preset`` / ``settings``;
     built by hand, the defaults below apply (``augment="auto"``: the task's study augmentation).
@@ -102,6 +107,11 @@ class TrainConfig:
         for k, _ in self.grid:
             if k not in GRID_KEYS:
                 raise MammoError(f"unknown grid key {k!r}; choose from {', '.join(sorted(set(GRID_KEYS)))}")
+        n_classes = get_task(self.task).n_classes
+        activations = [dict(self.grid).get("output_activation", ()),
+                       (self.model_options.get("output_activation", "softmax"),)]
+        for activation in {a for values in activations for a in values}:
+            check_output_activation(activation, n_classes)
         if self.epochs < 1 or self.batch_size < 1:
             raise MammoError("epochs and batch size must be at least 1")
         if not 0.0 < self.val_fraction < 1.0:
@@ -134,9 +144,9 @@ class TrainConfig:
         return self.name or self.out_dir.name
 
     def with_(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes``; ``hidden``/``dropout`` go into ``model_options``."""
+        """A copy with ``changes``; ``hidden``/``dropout``/``output_activation`` go into ``model_options``."""
         opts = dict(self.model_options)
-        for k in ("hidden", "dropout"):
+        for k in MODEL_OPTION_KEYS:
             if k in changes:
                 opts[k] = changes.pop(k)
         return replace(self, model_options=opts, **changes)
@@ -186,8 +196,9 @@ def parse_grid(items: list[str] | tuple[str, ...]) -> tuple[tuple[str, tuple[Any
         key, vals = item.split("=", 1)
         key = key.strip()
         if key not in GRID_KEYS:
-            raise MammoError(f"unknown grid key {key!r}; choose from batch, hidden, lr, dropout, optimizer")
-        conv = {"lr": float, "dropout": float, "optimizer": str}.get(key, int)
+            raise MammoError(f"unknown grid key {key!r}; choose from batch, hidden, lr, dropout, optimizer, "
+                             "output_activation")
+        conv = {"lr": float, "dropout": float, "optimizer": str, "output_activation": str}.get(key, int)
         try:
             values = tuple(conv(v.strip()) for v in vals.split(",") if v.strip())
         except ValueError:
@@ -196,5 +207,8 @@ def parse_grid(items: list[str] | tuple[str, ...]) -> tuple[tuple[str, tuple[Any
             raise MammoError(f"no values in grid entry {item!r}")
         if key == "optimizer" and set(values) - set(OPTIMIZERS):
             raise MammoError(f"grid optimizer values must be among {', '.join(OPTIMIZERS)}; got {item!r}")
+        if key == "output_activation" and set(values) - set(OUTPUT_ACTIVATIONS):
+            raise MammoError(f"grid output_activation values must be among {', '.join(OUTPUT_ACTIVATIONS)}; "
+                             f"got {item!r}")
         out.append((key, values))
     return tuple(out)

@@ -14,6 +14,7 @@ import numpy as np
 from mammo_core.errors import MammoError
 from mammo_core.metrics import auc, bootstrap_ci, ci_method, classification_metrics, hard_label_auc
 from mammo_core.models import build_model
+from mammo_core.models.output import training_view
 from mammo_core.models.transfer import backbone_layer_names, set_mode, split_base_head
 from mammo_core.training.augment import AugmentSpec, get_spec
 from mammo_core.training.config import TrainConfig, class_weights
@@ -57,13 +58,16 @@ OPTIMIZER_CLASSES = {"adam": "Adam", "rmsprop": "RMSprop", "sgd": "SGD"}
 
 
 def _compile(model, lr: float, placement, optimizer: str = "adam"):
+    """Compile the view of ``model`` that trains (the model itself; for the sigmoid output the
+    view ending at the units' logits, with their binary cross-entropy: models.output) and
+    return it: fit that view, keep ``model``."""
     import keras
 
     with placement.scope():  # the optimizer's variables belong to the strategy too
+        view, loss = training_view(model)
         opt = getattr(keras.optimizers, OPTIMIZER_CLASSES[optimizer])(learning_rate=lr)
-        model.compile(optimizer=opt,
-                      loss=keras.losses.SparseCategoricalCrossentropy(),
-                      metrics=["accuracy"])
+        view.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
+    return view
 
 
 def unfreeze_last_conv(model) -> str:
@@ -176,10 +180,10 @@ def fit_model(cfg: TrainConfig, x_tr, y_tr, x_val, y_val, n_classes: int, placem
     info = RunInfo(placement.backend, placement.kind, placement.replicas, cfg.batch_size, bs, lr,
                    ft_lr if is_ft else None, cfg.lr_scaling, workers)
     if not cfg.is_transfer:
-        _compile(model, lr, placement, cfg.optimizer)
+        trained = _compile(model, lr, placement, cfg.optimizer)
         train_ds = make_dataset(x_tr, y_tr, batch_size=bs, weights=cw, shuffle=True, augment=aug, seed=cfg.seed,
                                 workers=workers, multiple_of=k)
-        history += _fit(model, train_ds, val_ds, cfg.epochs, cfg.patience, "train", 0, placement)
+        history += _fit(trained, train_ds, val_ds, cfg.epochs, cfg.patience, "train", 0, placement)
     else:
         with placement.scope():  # the head (a new keras.Model) must belong to the strategy too
             base, head = split_base_head(model)
@@ -188,10 +192,10 @@ def fit_model(cfg: TrainConfig, x_tr, y_tr, x_val, y_val, n_classes: int, placem
         f_val = base.predict(make_dataset(x_val, batch_size=bs), verbose=0) if len(y_val) else None
         _log(f"[fe] cached features {f_tr.shape} of {len(x_tr)} patches x "
              f"{len(f_tr) // max(1, len(x_tr))} (originals + augmented variants) in {time.perf_counter() - t1:.1f} s")
-        _compile(head, lr, placement, cfg.optimizer)
+        trained = _compile(head, lr, placement, cfg.optimizer)
         head_tr = make_dataset(f_tr, fy_tr, batch_size=bs, weights=cw, shuffle=True, seed=cfg.seed, multiple_of=k)
         head_val = make_dataset(f_val, y_val, batch_size=bs) if f_val is not None else None
-        history += _fit(head, head_tr, head_val, cfg.epochs, cfg.patience, "fe", 0, placement)
+        history += _fit(trained, head_tr, head_val, cfg.epochs, cfg.patience, "fe", 0, placement)
         del f_tr, f_val
         if is_ft:
             set_mode(model, cfg.model_options.get("backbone", "vgg16"), "ft")
@@ -199,10 +203,10 @@ def fit_model(cfg: TrainConfig, x_tr, y_tr, x_val, y_val, n_classes: int, placem
                 unfreeze_last_conv(model)
             info.ft_trainable = [layer.name for layer in model.layers if layer.trainable and layer.weights]
             _log(f"[ft] trainable: {', '.join(info.ft_trainable)}")
-            _compile(model, ft_lr, placement, cfg.optimizer)
+            trained = _compile(model, ft_lr, placement, cfg.optimizer)
             train_ds = make_dataset(x_tr, y_tr, batch_size=bs, weights=cw, shuffle=True, augment=aug,
                                     seed=cfg.seed + 7, workers=workers, multiple_of=k)
-            history += _fit(model, train_ds, val_ds, int(cfg.ft_epochs or cfg.epochs), cfg.patience, "ft",
+            history += _fit(trained, train_ds, val_ds, int(cfg.ft_epochs or cfg.epochs), cfg.patience, "ft",
                             len(history), placement)
     return FitResult(model, history, time.perf_counter() - t0, cw, info)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mammo_core.errors import MammoError
+from mammo_core.labels import get_task
 
 STUDY, LITERAL, PROJECT, FLAG = "study", "literal reading", "project choice", "flag"
 
@@ -29,9 +30,15 @@ class Setting:
 
 
 S = Setting
-_OUT_TRANSFER = S("softmax", PROJECT, "the study's transfer models ended in a sigmoid; every bundle here outputs "
-                  "probabilities summing to 1, the contract of inference, calibration and the ensemble")
-_OUT_SCRATCH = S("softmax", STUDY, "Dense(n, softmax) output (Figs. 2 and 10)")
+_OUT_TRANSFER = S("sigmoid", LITERAL, "the study's transfer models ended in a sigmoid: two sigmoid units (its "
+                  "parameter counts have a two-unit output layer) trained with binary cross-entropy (the loss "
+                  "is not named: Keras's for a sigmoid), the bundle's outputs the two normalised to sum 1 "
+                  "(mammo_core.models.output); --output-activation softmax for a softmax")
+_OUT_TRANSFER_MULTI = S("softmax", PROJECT, "the study's transfer models (two classes) ended in a sigmoid; "
+                        "with three classes a softmax (the sigmoid output is offered for two classes)")
+_OUT_SCRATCH = S("softmax", STUDY, "Dense(n, softmax) output (Figs. 2 and 10); section 5.1.1's grid also "
+                 "tried a sigmoid: --output-activation sigmoid or --grid output_activation=softmax,sigmoid")
+_OUT_SCRATCH_MULTI = S("softmax", STUDY, "Dense(n, softmax) output (Fig. 2 with three outputs)")
 _LR_SCRATCH = S(1e-3, STUDY, "Adam, learning rate 1e-3")
 _LR_TRANSFER = S(1e-5, STUDY, "Adam, learning rate 1e-5 for the transfer models")
 _EPOCHS = S(100, STUDY, "100 epochs; early stopping on val_loss ends runs earlier")
@@ -103,7 +110,7 @@ PRESETS: Mapping[str, Mapping[str, Setting]] = {
         "augment": S("geometric", LITERAL, "the Task 2.1 pipeline, reused with its model"),
         "class_weights": S("none", STUDY, "no class weights in the main Task 4 run"),
         "batch_size": _BATCH, "epochs": _EPOCHS, "lr": _LR_SCRATCH, "patience": _PATIENCE,
-        "optimizer": _OPT_SCRATCH, "output_activation": _OUT_SCRATCH,
+        "optimizer": _OPT_SCRATCH, "output_activation": _OUT_SCRATCH_MULTI,
     },
 }
 # Values that depend on the backbone chosen (applied over the task's row).
@@ -145,7 +152,9 @@ def resolve(preset: str, given: Mapping[str, Any]) -> dict[str, Setting]:
     model = given.get("model") if given.get("model") is not None else row["model"].value
     if model != row["model"].value:
         row["lr"] = LR_BY_MODEL.get(model, row["lr"])
-        row["output_activation"] = _OUT_TRANSFER if model == "transfer" else _OUT_SCRATCH
+        two = get_task(row["task"].value).n_classes == 2
+        row["output_activation"] = ((_OUT_TRANSFER if two else _OUT_TRANSFER_MULTI) if model == "transfer"
+                                    else (_OUT_SCRATCH if two else _OUT_SCRATCH_MULTI))
         row["optimizer"] = _OPT_TRANSFER if model == "transfer" else row["optimizer"]
     if model == "transfer":
         row.setdefault("backbone", S("vgg16", PROJECT, "VGG16, the study's backbone for Task 3"))

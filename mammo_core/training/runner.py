@@ -132,6 +132,15 @@ def _test_groups(cfg: TrainConfig, data: TaskData) -> np.ndarray | None:
     return g if len(g) == len(data.y_test) else None
 
 
+def output_protocol(opts: dict) -> dict:
+    """The output layer and the loss it was trained with, for the card."""
+    if opts.get("output_activation", "softmax") == "sigmoid":
+        return {"activation": "sigmoid", "units": 2,
+                "loss": "binary cross-entropy of the two sigmoid units on one-hot labels (from the logits)",
+                "outputs": "the two sigmoid outputs normalised to sum 1: s_c / (s_0 + s_1)"}
+    return {"activation": "softmax", "loss": "sparse categorical cross-entropy"}
+
+
 def collapse_reason(err: MammoError) -> str:
     """The collapse check's message without its 'refusing to write' tail."""
     return str(err).split("; refusing to write")[0]
@@ -231,7 +240,8 @@ def train(config: TrainConfig) -> TrainResult:
         "max_epochs": cfg.epochs, "epochs_run": len(fit.history),
         "early_stopping": f"val_loss, patience {cfg.patience}, best weights restored",
         "class_weights": {data.classes[c]: w for c, w in fit.class_weights.items()},
-        "class_weights_mode": cfg.class_weights, "augmentation": cfg.augmentation_spec.name,
+        "class_weights_mode": cfg.class_weights, "output": output_protocol(opts),
+        "augmentation": cfg.augmentation_spec.name,
         "augmentation_detail": cfg.augmentation_spec.description,
         "seed": cfg.seed, "reproducible": "same batches at any loader worker count (per-element seeds)",
         "smoke": cfg.smoke, "mixed_precision": mixed, "distribute": cfg.distribute,
