@@ -171,3 +171,52 @@ def test_identity_and_bad_names(rng):
         get_spec("blur")
     with pytest.raises(MammoError, match="fill mode"):
         warp(x[0, ..., 0], np.eye(3), "wrap")
+
+
+def _worst_error(img: np.ndarray) -> float:
+    worst = 0.0
+    for case in CASES:
+        for fill_mode in ("nearest", "reflect"):
+            p = {"theta": 0.0, "tx": 0.0, "ty": 0.0, "shear": 0.0, "zx": 1.0, "zy": 1.0,
+                 "flip_horizontal": False, "flip_vertical": False, "k90": 0, **case}
+            ref = idg_apply_transform(img.astype(np.float64), p, fill_mode)[..., 0]
+            ours = warp(img[..., 0], affine_matrix(p, (150, 150)), fill_mode)
+            worst = max(worst, float(np.abs(ours - ref).max()))
+    return worst
+
+
+def test_exact_to_the_formulas_on_noise_with_the_required_opencv(smooth):
+    """The exactness figure of augment.py's docstring: OpenCV 5.0.0 and 5.1.0 interpolate at the
+    exact float coordinates (3.3e-7 on the smooth image, 1.8e-5 on uniform noise); OpenCV 4.10 and
+    4.14 round them to 1/32 pixel (4.6e-4 and 2.2e-2), which is why pyproject.toml asks for 5."""
+    import cv2
+
+    assert int(cv2.__version__.split(".")[0]) >= 5
+    noise = np.random.default_rng(0).random((150, 150, 1)).astype(np.float32)
+    assert _worst_error(smooth) < 2e-6
+    assert _worst_error(noise) < 1e-4
+
+
+def test_the_pivot_is_keras_preprocessing_1_1_2_not_the_installed_keras(smooth, monkeypatch):
+    """D8: the study's ImageDataGenerator (keras_preprocessing <= 1.1.2) pivots at size/2 + 0.5;
+    the one Keras 3 still ships pivots at size/2 - 0.5. Ours is the former; with the installed
+    Keras's own transform given that pivot, the two agree."""
+    legacy = pytest.importorskip("keras.src.legacy.preprocessing.image")
+    p = {"theta": 30.0, "tx": 0.0, "ty": 0.0, "shear": 0.0, "zx": 1.0, "zy": 1.0,
+         "flip_horizontal": False, "flip_vertical": False, "k90": 0}
+    ours = warp(smooth[..., 0], affine_matrix(p, (150, 150)), "nearest")
+
+    def keras_now():
+        return legacy.apply_affine_transform(smooth.astype(np.float64), theta=30.0, row_axis=0, col_axis=1,
+                                             channel_axis=2, fill_mode="nearest", order=1)[..., 0]
+
+    assert np.abs(ours - keras_now()).max() > 1e-3  # the installed Keras: another pivot
+
+    def offset_center_1_1_2(matrix, x, y):
+        o_x, o_y = float(x) / 2 + 0.5, float(y) / 2 + 0.5
+        offset = np.array([[1, 0, o_x], [0, 1, o_y], [0, 0, 1]])
+        reset = np.array([[1, 0, -o_x], [0, 1, -o_y], [0, 0, 1]])
+        return offset @ matrix @ reset
+
+    monkeypatch.setattr(legacy, "transform_matrix_offset_center", offset_center_1_1_2)
+    assert np.abs(ours - keras_now()).max() < 2e-6

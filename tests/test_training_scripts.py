@@ -236,3 +236,23 @@ def test_script_terminal_is_quiet_under_jax(cbis, tmp_path):
     proc = quiet_run([str(SCRIPTS / "task_2_1_scratch_mass_calc.py"), "--data", str(cbis), "--out",
                       str(tmp_path / "j"), "--smoke"], tmp_path, KERAS_BACKEND="jax")
     assert proc.returncode == 0 and "Keras backend jax" in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_pooled_head_and_task_5_terminals_are_quiet(cbis, tmp_path):
+    """The pooled member (Keras 'structure of inputs' warnings) and the ensemble script keep
+    library lines off the terminal too (issue 25 item 5)."""
+    import keras
+
+    w = tmp_path / "vgg16.weights.h5"
+    keras.utils.set_random_seed(0)
+    keras.applications.VGG16(include_top=False, weights=None, input_shape=(150, 150, 3)).save_weights(w)
+    member = tmp_path / "pooled"
+    proc = quiet_run([str(SCRIPTS / "task_3_1_pretrained_mass_calc.py"), "--data", str(cbis), "--out", str(member),
+                      "--smoke", "--head", "pooled", "--folds", "2", "--backbone", "vgg16_block4", "--weights", str(w),
+                      "--pool-candidates", "block2_pool:avg", "--c-grid", "1.0", "--tta", "none",
+                      "--train-views", "1", "--feature-cache", str(tmp_path / "cache")], tmp_path)
+    assert proc.returncode == 0 and (member / "model.keras").is_file(), proc.stderr[-2000:]
+    proc = quiet_run([str(SCRIPTS / "task_5_ensemble.py"), "--members", str(member), "--data", str(cbis),
+                      "--out", str(tmp_path / "ens"), "--smoke", "--n-boot", "20"], tmp_path)
+    assert proc.returncode == 0 and (tmp_path / "ens" / "ensemble.json").is_file(), proc.stderr[-2000:]
