@@ -21,7 +21,12 @@ batch against the CPU loader's; must stay below 1e-4).
 Data: seeded synthetic float32 patches in [0, 1] (throughput does not depend on content);
 transfer models with random weights (the same cost as ImageNet weights). ``--tiny`` runs in
 seconds on a CPU (CI); the default sizes are meant for one GPU, under 5 minutes. The numbers are
-this machine's, under whatever else runs on it. Research use only - not a medical device.
+this machine's, under whatever else runs on it.
+
+Not yet run on a GPU: no accelerator was lent to the task (issue 25) that wrote this benchmark
+and its follow-up, so no GPU numbers exist in this repository; an independent check on an
+H100/H200 is still to be done (``KERAS_BACKEND=jax python benchmarks/bench_gpu.py``).
+Research use only - not a medical device.
 """
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 (training and `mammo models verify`), cluster bootstrap intervals. Research use only."""
 from __future__ import annotations
 
+import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -277,6 +279,12 @@ def test_pooled_members_and_out_of_fold_ensemble_end_to_end(tmp_path):
         assert card["inference"]["tta"] == chosen["tta"]
         assert "women" in card["metrics"]["auc_ci_method"] and "women" in card["training"]["oof"]["auc_ci_method"]
         assert (out / "oof.npz").is_file() and res.folds[-2]["fold"] == "mean"
+        doc = json.loads((out / "metrics.json").read_text())  # D3/D5: hard-label AUC beside the AUC
+        for part in (doc["public_test"], doc["out_of_fold"], res.folds[-2]):
+            assert 0.0 <= part["auc_hard_labels"] <= 1.0 and "auc" in part
+        grid_rows = list(csv.DictReader((out / "grid.csv").read_text().splitlines()))
+        assert {"auc_hard_labels", "score"} <= set(grid_rows[0])
+        assert "auc_hard_labels" in (out / "folds.csv").read_text().splitlines()[0]
         m = load_bundle(out)  # the bundle loads (safe mode) and predicts with its card's TTA
         x = np.random.default_rng(0).random((3, 150, 150, 1)).astype("float32")
         assert predict_arrays([m], x)[m.name].shape == (3, len(card["classes"]))

@@ -209,6 +209,9 @@ def test_folds_and_grid_tables(cbis, tmp_path):
     assert float(folds[2]["accuracy"]) == pytest.approx(np.mean(accs), abs=1e-6)
     grid = list(csv.DictReader((out / "grid.csv").read_text().splitlines()))
     assert [r["hidden"] for r in grid] == ["8", "16"]
+    # D5: the study's hard-label AUC beside the probability AUC in both tables
+    for table in (folds, grid):
+        assert {"auc", "auc_hard_labels"} <= set(table[0])
     assert res.bundle.card.to_dict()["architecture"]["options"]["hidden"] in (8, 16)
     assert res.bundle.card.to_dict()["training"]["protocol"]["augmentation"] == "none"
 
