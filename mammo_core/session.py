@@ -168,7 +168,8 @@ class Session:
                 if mname in self._state.models:
                     continue
             try:
-                lm = load_bundle(mpath, self.models_dir if self._manifest_for(mpath) is not None else None)
+                lm = load_bundle(mpath, self.models_dir if self._manifest_for(mpath) is not None else None,
+                                 lazy=True)
                 if lm.name != mname:
                     raise BundleError(f"card name {lm.name!r} differs from expected {mname!r}", mpath)
                 with self._lock:
@@ -273,7 +274,7 @@ class Session:
             background[s:s + len(chunk)] = background_share(x)
             if probe is not None:
                 distance[s:s + len(chunk)] = ens.reference.distance(
-                    probe.features(x, ospec.feature_layer, batch_size=len(chunk)))
+                    probe.features(x, ospec.feature_layer, batch_size=len(chunk), engine=self.engine))
             done = s + len(chunk)
             if progress is not None:
                 progress(done, n)
