@@ -26,7 +26,7 @@ from mammo_core.explain import finish_map, tissue_mask, weighted_mean
 from mammo_core.inference import bundle_summary, find_bundle, load_bundle, predict_arrays
 from mammo_core.io import ReadFailure, read_patches, to_model_input
 from mammo_core.labels import CLASS_NAMES
-from mammo_core.ood import FeatureReference, background_share
+from mammo_core.ood import ACQ_STATS, FeatureReference, acquisition_stats, background_share
 from mammo_core.ood import checks as ood_checks
 from mammo_core.paths import models_dir as default_models_dir
 from mammo_core.predictions import (
@@ -247,6 +247,8 @@ class Session:
         if ospec is not None and ospec.feature_member is not None and ens.reference is not None:
             probe = next((m for m in models if m.name == ospec.feature_member), None)
         distance = np.empty(n) if probe is not None else None
+        limits = None if ens is None or ens.reference is None else ens.reference.acquisition
+        acq = np.empty((n, len(ACQ_STATS))) if limits is not None else None
         done = 0
         for s in range(0, n, batch_size):
             if cancel is not None and cancel():
@@ -257,6 +259,8 @@ class Session:
             for k, v in part.items():
                 probs[k][s:s + len(chunk)] = v
             background[s:s + len(chunk)] = background_share(x)
+            if acq is not None:
+                acq[s:s + len(chunk)] = acquisition_stats(x)
             if probe is not None:
                 distance[s:s + len(chunk)] = ens.reference.distance(
                     probe.features(x, ospec.feature_layer, batch_size=len(chunk)))
@@ -265,7 +269,8 @@ class Session:
                 progress(done, n)
         probs = {k: v[:done] for k, v in probs.items()}
         res = combine(ens.spec, probs) if ens is not None and done else None
-        checks = ood_checks(ospec, background[:done], None if distance is None else distance[:done])
+        checks = ood_checks(ospec, background[:done], None if distance is None else distance[:done],
+                            None if limits is None or acq is None else (limits, acq[:done]))
         out = []
         for i in range(done):
             per = {}
