@@ -319,14 +319,14 @@ def _trust_section(em: dict) -> list[str]:
             L.append(f"(b) feature distance ({od['how']}): warned on "
                      f"{_f(100 * od['feature_warned_out_of_fold'], 1)} % of the training patches out of fold "
                      f"(~1 % by design) and {_f(100 * od['feature_warned_public_test'], 1)} % of public_test; "
-                     f"either warning: {_f(100 * od['any_warned_out_of_fold'], 1)} % / "
+                     f"any warning: {_f(100 * od['any_warned_out_of_fold'], 1)} % / "
                      f"{_f(100 * od['any_warned_public_test'], 1)} %.")
         if "acquisition_rule" in od:
             L.append(f"(c) acquisition check ({od['acquisition_rule']}; score threshold "
                      f"{_f(od['acquisition_threshold'], 3)}): warned on "
                      f"{_f(100 * od['acquisition_warned_out_of_fold'], 1)} % of the training patches out of "
                      f"fold and {_f(100 * od['acquisition_warned_public_test'], 1)} % of public_test "
-                     "(any of (a)-(c) in the line above).")
+                     "(\"any warning\" above counts (a)-(c)).")
         L.append("")
     return L
 
