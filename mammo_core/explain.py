@@ -33,14 +33,15 @@ from mammo_core.errors import MammoError
 from mammo_core.protocol import TISSUE_LEVEL
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
-#: The map is damped linearly over this many pixels beside masked film background AND beside
-#: the patch's frame. Why the frame: the bundled members' Grad-CAM layer (block4_conv3) is an
-#: 18 x 18 grid, one cell per ~8 px, and the outermost cells see the convolutions' zero padding
-#: (VGG16 ``padding="same"``) as a strong edge; the global-max pooled head routes the class
-#: score's gradient to such cells, so maps peaked on the outermost row or column. Measured on the
-#: 20 samples (docs/trust.md): computing Grad-CAM on the reflect-padded patch moved MORE heat to
-#: the border (a mirrored structure peaks on its mirror line), so the cells that read the padding
-#: are damped instead, and the film edge beside the masked background likewise.
+#: The map is damped linearly over this many pixels (one block4_conv3 cell) beside masked film
+#: background AND beside the patch's frame. Why (benchmarks/heatmap_border.py, docs/trust.md):
+#: the default map's border heat on the 20 samples is NOT made by VGG16's zero padding (with the
+#: real mammogram around the patch instead of padding the border holds MORE heat, median 0.30 vs
+#: 0.27), nor by the global-max pooled head (channel weights from interior gradients only: no
+#: change), nor by the resize (half-pixel or pooling-footprint placement of the 18 x 18 cells: no
+#: fewer samples over); it follows tissue content at the edge that the coarse layer (receptive
+#: field ~130 px) cannot place more finely. The damping is a display choice: a cell half
+#: outside the patch is not shown as the hottest place.
 EDGE_DAMP_PX = 8
 _FLAT = 1e-6
 _CACHE: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()

@@ -227,13 +227,16 @@ class FeatureReference:
 
     def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            acq = {} if self.acquisition is None else {
-                "acq_stats": np.array([n for n, _ in ACQ_STATS]), "acq_low": self.acquisition.low,
-                "acq_high": self.acquisition.high, "acq_inside_low": self.acquisition.inside_low,
-                "acq_inside_high": self.acquisition.inside_high,
-                "acq_threshold": np.array(self.acquisition.threshold)}
-            np.savez(fh, mean=self.mean, scale=self.scale, components=self.components, sd=self.sd,
-                     residual=np.array(self.residual), **acq)
+            arrays: dict[str, np.ndarray] = {
+                "mean": self.mean, "scale": self.scale, "components": self.components, "sd": self.sd,
+                "residual": np.array(self.residual)}
+            if self.acquisition is not None:
+                arrays.update({
+                    "acq_stats": np.array([n for n, _ in ACQ_STATS]), "acq_low": self.acquisition.low,
+                    "acq_high": self.acquisition.high, "acq_inside_low": self.acquisition.inside_low,
+                    "acq_inside_high": self.acquisition.inside_high,
+                    "acq_threshold": np.array(self.acquisition.threshold)})
+            np.savez(fh, allow_pickle=False, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureReference:
@@ -244,9 +247,9 @@ class FeatureReference:
                     if tuple(str(n) for n in z["acq_stats"]) != tuple(n for n, _ in ACQ_STATS):
                         raise BundleError(f"OOD reference has other acquisition statistics "
                                           f"({', '.join(map(str, z['acq_stats']))}) than this version", path)
-                    acq = AcquisitionLimits(*(z[k].astype(np.float64) for k in (
-                        "acq_low", "acq_high", "acq_inside_low", "acq_inside_high")),
-                        float(z["acq_threshold"]))
+                    acq = AcquisitionLimits(z["acq_low"].astype(np.float64), z["acq_high"].astype(np.float64),
+                                            z["acq_inside_low"].astype(np.float64),
+                                            z["acq_inside_high"].astype(np.float64), float(z["acq_threshold"]))
                     if any(a.shape != (len(ACQ_STATS),) for a in (acq.low, acq.high, acq.inside_low,
                                                                    acq.inside_high)):
                         raise BundleError("OOD reference acquisition limits have the wrong shape", path)
