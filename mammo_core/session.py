@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mammo_core import DISCLAIMER, __version__
+from mammo_core import DISCLAIMER, __version__, explain
 from mammo_core.bundle import BundleInfo, iter_bundles, read_card, read_manifest
 from mammo_core.engine import Engine, EngineInfo, EngineSettings
 from mammo_core.ensemble import _factors_of, apply_temperature, combine, member_class_for, member_dirs, read_ensemble
 from mammo_core.ensemble.store import read_reference
 from mammo_core.errors import BundleError, MammoError
-from mammo_core.explain import finish_map, tissue_mask, weighted_mean
+from mammo_core.explain import finish_map, gradcam_shared, tissue_mask, weighted_mean
 from mammo_core.inference import bundle_summary, find_bundle, load_bundle, predict_arrays
 from mammo_core.io import ReadFailure, read_patches, to_model_input
 from mammo_core.labels import CLASS_NAMES
@@ -432,17 +432,26 @@ class Session:
                 raise MammoError(f"unknown target {target!r} for the ensemble; choose one of "
                                  f"{', '.join(CLASS_NAMES)}")
             maps, weights, out = [], [], {}
+            chosen = []  # (member, its loaded model, class index)
             for m in ens.spec.members:
                 lm = models[m.name]
                 cls = member_class_for(lm.task, target)
-                if cls is None:
-                    continue
-                ci = lm.classes.index(cls)
-                p = apply_temperature(probs[m.name], m.temperature)[0, ci]
-                hm = lm.gradcam(x, ci, method=method)[0]
+                if cls is not None:
+                    chosen.append((m, lm, lm.classes.index(cls)))
+            if method == "gradcam" and explain.COMPILED_GRADCAM and len(chosen) > 1:
+                # one forward pass for every member (their shared trunk once), then each
+                # member's gradient: the same maps as one Grad-CAM per member
+                for _m, lm, _ci in chosen:
+                    lm.check_gradcam_layer()
+                hms = [h[0] for h in gradcam_shared([lm.model for _m, lm, _ci in chosen],
+                                                    [lm.gradcam_layer for _m, lm, _ci in chosen], x,
+                                                    [ci for _m, _lm, ci in chosen])]
+            else:
+                hms = [lm.gradcam(x, ci, method=method)[0] for _m, lm, ci in chosen]
+            for (m, _lm, ci), hm in zip(chosen, hms):
                 out[m.name] = hm
                 maps.append(hm)
-                weights.append(p)
+                weights.append(apply_temperature(probs[m.name], m.temperature)[0, ci])
             # per-patch [0, 1] again (a weighted mean of maps peaking in different places
             # would otherwise never reach 1), background masked out
             out[ENSEMBLE] = finish_map(weighted_mean(maps, weights), tissue_mask(x[0]))
