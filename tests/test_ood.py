@@ -3,6 +3,7 @@ Research use only — not a medical device."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -274,3 +275,53 @@ def test_shipped_reference_warns_blurred_and_rescaled_samples_not_the_samples_th
     assert lim.warned(ood.acquisition_stats(x)).sum() <= 1
     assert lim.warned(ood.acquisition_stats(shifts.apply_shift("blur_1px", x))).mean() >= 0.9
     assert lim.warned(ood.acquisition_stats(shifts.apply_shift("scale_1.25", x))).mean() >= 0.9
+
+
+def test_second_start_predicts_from_the_engine_cache_without_tensorflow(ood_models, tmp_path):
+    """A start whose compiled graphs are in the engine cache predicts (members, ensemble, set,
+    OOD feature distance) without importing TensorFlow, with the first start's answers."""
+    import json as _json
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from mammo_core import engine as engine_mod
+
+    try:
+        engine_mod.openvino_module()
+    except Exception as err:  # noqa: BLE001 - any reason it cannot load
+        pytest.skip(f"openvino cannot load here: {err}")
+    code = textwrap.dedent(f"""
+        import json, sys
+        import numpy as np
+        from bundle_factory import synthetic_patches
+        from mammo_core.engine import EngineSettings
+        from mammo_core.io import Patch
+        from mammo_core.session import Session
+        s = Session({str(ood_models)!r}, EngineSettings("openvino", "f32"))
+        assert s.load() == []
+        imgs, _ = synthetic_patches(3, seed=5)
+        preds = s.predict([Patch(im, f"p{{i}}.png") for i, im in enumerate(imgs)])
+        print(json.dumps({{"tf": "tensorflow" in sys.modules, "engine": s.engine_info().name,
+                          "p": [p.ensemble.probabilities for p in preds],
+                          "d": [p.ood.to_json() for p in preds]}}))
+    """)
+    env = dict(os.environ, MAMMO_ENGINE_CACHE=str(tmp_path / "cache"), TF_CPP_MIN_LOG_LEVEL="3",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), *sys.path]))
+    runs = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                             timeout=600, check=False)
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs.append(_json.loads(out.stdout.strip().splitlines()[-1]))
+    first, second = runs
+    assert first["engine"] == second["engine"] == "openvino"
+    assert first["tf"] is True            # converting needs TensorFlow
+    assert second["tf"] is False          # the cached graphs do not
+    for a, b in zip(first["p"], second["p"]):
+        assert a.keys() == b.keys()
+        np.testing.assert_allclose([a[k] for k in a], [b[k] for k in a], atol=1e-6)
+    for a, b in zip(first["d"], second["d"]):
+        assert a["feature_distance"] is not None
+        assert abs(a["feature_distance"] - b["feature_distance"]) <= 1e-3 and a["warnings"] == b["warnings"]
