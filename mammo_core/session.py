@@ -18,17 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mammo_core import DISCLAIMER, __version__
+from mammo_core import DISCLAIMER, __version__, explain
 from mammo_core.bundle import BundleInfo, iter_bundles, read_card, read_manifest
 from mammo_core.engine import Engine, EngineInfo, EngineSettings
 from mammo_core.ensemble import _factors_of, apply_temperature, combine, member_class_for, member_dirs, read_ensemble
 from mammo_core.ensemble.store import read_reference
 from mammo_core.errors import BundleError, MammoError
-from mammo_core.explain import finish_map, tissue_mask, weighted_mean
+from mammo_core.explain import finish_map, gradcam_shared, tissue_mask, weighted_mean
 from mammo_core.inference import bundle_summary, find_bundle, load_bundle, predict_arrays
 from mammo_core.io import ReadFailure, read_patches, to_model_input
 from mammo_core.labels import CLASS_NAMES
-from mammo_core.ood import FeatureReference, background_share
+from mammo_core.ood import ACQ_STATS, FeatureReference, acquisition_stats, background_share
 from mammo_core.ood import checks as ood_checks
 from mammo_core.paths import models_dir as default_models_dir
 from mammo_core.predictions import (
@@ -261,6 +261,8 @@ class Session:
         if ospec is not None and ospec.feature_member is not None and ens.reference is not None:
             probe = next((m for m in models if m.name == ospec.feature_member), None)
         distance = np.empty(n) if probe is not None else None
+        limits = None if ens is None or ens.reference is None else ens.reference.acquisition
+        acq = np.empty((n, len(ACQ_STATS))) if limits is not None else None
         done = 0
         for s in range(0, n, batch_size):
             if cancel is not None and cancel():
@@ -272,6 +274,8 @@ class Session:
                 probs[k][s:s + len(chunk)] = v
             self._keep_probs(x, part)
             background[s:s + len(chunk)] = background_share(x)
+            if acq is not None:
+                acq[s:s + len(chunk)] = acquisition_stats(x)
             if probe is not None:
                 distance[s:s + len(chunk)] = ens.reference.distance(
                     probe.features(x, ospec.feature_layer, batch_size=len(chunk), engine=self.engine))
@@ -280,7 +284,8 @@ class Session:
                 progress(done, n)
         probs = {k: v[:done] for k, v in probs.items()}
         res = combine(ens.spec, probs) if ens is not None and done else None
-        checks = ood_checks(ospec, background[:done], None if distance is None else distance[:done])
+        checks = ood_checks(ospec, background[:done], None if distance is None else distance[:done],
+                            None if limits is None or acq is None else (limits, acq[:done]))
         out = []
         for i in range(done):
             per = {}
@@ -432,17 +437,26 @@ class Session:
                 raise MammoError(f"unknown target {target!r} for the ensemble; choose one of "
                                  f"{', '.join(CLASS_NAMES)}")
             maps, weights, out = [], [], {}
+            chosen = []  # (member, its loaded model, class index)
             for m in ens.spec.members:
                 lm = models[m.name]
                 cls = member_class_for(lm.task, target)
-                if cls is None:
-                    continue
-                ci = lm.classes.index(cls)
-                p = apply_temperature(probs[m.name], m.temperature)[0, ci]
-                hm = lm.gradcam(x, ci, method=method)[0]
+                if cls is not None:
+                    chosen.append((m, lm, lm.classes.index(cls)))
+            if method == "gradcam" and explain.COMPILED_GRADCAM and len(chosen) > 1:
+                # one forward pass for every member (their shared trunk once), then each
+                # member's gradient: the same maps as one Grad-CAM per member
+                for _m, lm, _ci in chosen:
+                    lm.check_gradcam_layer()
+                hms = [h[0] for h in gradcam_shared([lm.model for _m, lm, _ci in chosen],
+                                                    [lm.gradcam_layer for _m, lm, _ci in chosen], x,
+                                                    [ci for _m, _lm, ci in chosen])]
+            else:
+                hms = [lm.gradcam(x, ci, method=method)[0] for _m, lm, ci in chosen]
+            for (m, _lm, ci), hm in zip(chosen, hms):
                 out[m.name] = hm
                 maps.append(hm)
-                weights.append(p)
+                weights.append(apply_temperature(probs[m.name], m.temperature)[0, ci])
             # per-patch [0, 1] again (a weighted mean of maps peaking in different places
             # would otherwise never reach 1), background masked out
             out[ENSEMBLE] = finish_map(weighted_mean(maps, weights), tissue_mask(x[0]))
