@@ -208,9 +208,11 @@ class ScanResult:
     map_mode_note: str = ""             # how the dense map differs, or why it was not used
 
     def mode_text(self) -> str:
-        """``"dense map (...)"`` / ``"windowed map"`` with the note."""
-        return f"{self.map_mode} map" + (f" ({self.map_mode_note})" if self.map_mode_note else "")
-
+        """``"dense map"``, ``"windowed map"`` or ``"windowed map (why not dense)"`` (the full
+        note is ``map_mode_note``, in the JSON)."""
+        if self.map_mode == "windowed" and self.map_mode_note:
+            return f"windowed map ({self.map_mode_note})"
+        return f"{self.map_mode} map"
     def unscanned_mm(self) -> float | None:
         """How far (95th percentile, mm; px when the spacing is unknown) breast tissue reaches
         beyond the scanned cells: the band along the skin line no window covered."""

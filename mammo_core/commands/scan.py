@@ -164,7 +164,7 @@ def register(subparsers) -> None:
 def _approx(res) -> str:
     """Why a map is not the ensemble's exact P(abnormal)."""
     if res.map_mode == "dense":
-        return "dense map"
+        return "dense map, values rank windows (docs/whole_mammograms.md)"
     return "one view per window" if res.settings.map_tta == "none" else "a subset of the members"
 
 
