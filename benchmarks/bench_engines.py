@@ -7,6 +7,13 @@ repeated), one view, batch ``--batch``; ``--rounds`` interleaved rounds (every c
 once per round, the order rotated), median images/s per configuration and its ratio to Keras
 f32 from the same rounds. Prints ``key=value`` lines.
 
+Whole commands (``--cli``): ``mammo predict`` of the bundled samples (each card's TTA, the
+ensemble, a JSON report), one subprocess per engine (``--engines``, default keras,auto) and
+round, rounds interleaved, after one untimed start per engine that fills the compiled-graph cache
+(``$MAMMO_ENGINE_CACHE``, a fresh folder of this run unless set); wall time of the whole command
+from process start (imports, model loading, prediction, report) and the ratio to the first
+engine, median over ``--rounds``; whether the reports' ensemble probabilities agree (max |dp|).
+
 Agreement (``--arrays DIR``, a dataset build with ``train_*`` / ``public_test_*`` arrays, e.g.
 ``mammo dataset build``'s mini-MIAS output): every patch of the splits through every
 configuration, one view per patch (``--tta none``, the strictest comparison: TTA averages
@@ -91,6 +98,53 @@ def speed(args) -> None:
         med = statistics.median(times[k])
         print(f"{k[0]}_{k[1]}_img_per_s={len(x) / med:.2f} {k[0]}_{k[1]}_vs_keras_f32={base / med:.2f}x "
               f"version={engines[k].info(k[1]).version}")
+
+
+def cli(args) -> None:
+    import subprocess
+    import tempfile
+
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        env.setdefault("MAMMO_ENGINE_CACHE", str(Path(tmp) / "cache"))
+        times: dict[str, list[float]] = {e: [] for e in engines}
+        first: dict[str, float] = {}
+        reports: dict[str, dict] = {}
+
+        def run(engine: str) -> float:
+            out = Path(tmp) / f"{engine}.json"
+            t = time.perf_counter()
+            res = subprocess.run([sys.executable, "-m", "mammo_core", "predict", str(args.samples),
+                                  "--engine", engine, "--out", str(out)], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, check=False)
+            sec = time.perf_counter() - t
+            if res.returncode != 0:
+                raise SystemExit(f"bench_engines: mammo predict --engine {engine} failed: "
+                                 f"{res.stderr.strip().splitlines()[-1:]}")
+            reports[engine] = json.loads(out.read_text())
+            return sec
+
+        for e in engines:  # the first start: fills the cache (conversion) for the engine
+            first[e] = run(e)
+        for r in range(args.rounds):
+            for e in engines[r % len(engines):] + engines[: r % len(engines)]:
+                times[e].append(run(e))
+    base = statistics.median(times[engines[0]])
+
+    def probs(rep: dict) -> np.ndarray:
+        return np.array([[p["probabilities"][c] for c in sorted(p["probabilities"])]
+                         for p in rep["predictions"] if p["task"] == "five_class"])
+
+    print(f"machine={platform.processor() or platform.machine()} cores={os.cpu_count()} "
+          f"load_1min={os.getloadavg()[0]:.1f}")
+    print(f"command=mammo predict {args.samples} (each card's TTA, ensemble, JSON) rounds={args.rounds}")
+    for e in engines:
+        med = statistics.median(times[e])
+        eng = reports[e]["engine"]
+        dp = float(np.abs(probs(reports[e]) - probs(reports[engines[0]])).max())
+        print(f"cli_{e}_s={med:.2f} cli_{e}_vs_{engines[0]}={base / med:.2f}x first_start_s={first[e]:.2f} "
+              f"engine={json.dumps(eng)} max_abs_dp_vs_{engines[0]}={dp:.1e}")
 
 
 def _auc(y, s) -> float | None:
@@ -186,8 +240,13 @@ def main() -> None:
     ap.add_argument("--tta", choices=("none", "card"), default="none")
     ap.add_argument("--limit", type=int, default=0, help="an evenly spaced subset of N patches (agreement; 0: all)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--cli", action="store_true", help="time whole `mammo predict` commands per engine")
+    ap.add_argument("--engines", default="keras,auto", help="engines of --cli, the first the baseline")
+    ap.add_argument("--samples", type=Path, default=ROOT / "assets" / "samples", help="patches of --cli")
     args = ap.parse_args()
-    if args.arrays is not None:
+    if args.cli:
+        cli(args)
+    elif args.arrays is not None:
         agreement(args)
     else:
         speed(args)

@@ -3,7 +3,10 @@
 Prints, from this process's start:
   window_s            the main window is on screen (before TensorFlow / models load)
   models_loaded_s     every bundle verified and loaded (in the background)
-  first_prediction_s  the first patch's probabilities and Grad-CAM heatmap are on screen
+  first_probabilities_s  the first patch's probabilities are on screen (a compiled engine whose
+                      graph is in its cache needs no TensorFlow for them)
+  first_prediction_s  the first patch's probabilities and Grad-CAM heatmap are on screen (the
+                      heatmap loads TensorFlow and the Keras models, the gradient reference)
 and, after "Run all" has cached every prediction:
   next_patch_ms       median time from "next patch" (Down key) to its results on screen
   next_heatmap_ms     median time until that patch's heatmap is on screen (computed on demand)
@@ -107,6 +110,13 @@ def main() -> int:
     win.open_paths(paths, remember=False)
     wait(lambda: win.models_ready, "the models")
     models_loaded_s = time.perf_counter() - T0
+    def probabilities():
+        e = win.current_entry()
+        return e is not None and win.browser.patch_model.prediction(e.key) is not None
+
+    wait(probabilities, "the first prediction")
+    first_probabilities_s = time.perf_counter() - T0
+    tf_at_probabilities = "tensorflow" in sys.modules
     wait(ready, "the first prediction and heatmap")
     first_prediction_s = time.perf_counter() - T0
     n = win.browser.patch_model.rowCount()
@@ -137,6 +147,9 @@ def main() -> int:
           f"{', '.join(win.service.session.loaded)}")
     print(f"window_s={window_s:.2f}")
     print(f"models_loaded_s={models_loaded_s:.2f}")
+    print(f"first_probabilities_s={first_probabilities_s:.2f} (engine: "
+          f"{win.service.session.engine_info().text()}; TensorFlow imported by then: "
+          f"{tf_at_probabilities})")
     print(f"first_prediction_s={first_prediction_s:.2f}")
     print(f"run_all_s={run_all_s:.2f} ({n} patches)")
     if pred_ms:

@@ -2,7 +2,8 @@
 training patches under the documented shifts of ``mammo_core.shifts`` (gamma 0.5 / 2, contrast
 x0.6, Gaussian noise at SNR 20 dB, blur sigma 1 px, re-quantisation to 10 and 12 bits, a
 film-edge strip, rescale 0.8 / 1.25), beside the unshifted row, with the OOD warning rate per
-shift (it should rise where the AUC falls). Method: ``mammo_core.training.shift_eval``.
+shift (it should rise where the AUC falls), and the unshifted patches' warning rates (false
+warnings) over every training patch out of fold and on public_test. Method: ``mammo_core.training.shift_eval``.
 
     python benchmarks/shift_bench.py --data data/mias --oof runs/bundled \
         [--models assets/models] [--weights ../shared/weights/vgg16_imagenet_notop.weights.h5] \
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mammo_core.jsonutil import json_safe
 from mammo_core.paths import models_dir, shared_dir
 from mammo_core.shifts import SHIFT_NAMES, SHIFTS
-from mammo_core.training.shift_eval import evaluate_shifts, table_markdown
+from mammo_core.training.shift_eval import evaluate_shifts, false_warning_markdown, table_markdown
 
 
 def main(argv=None) -> int:
@@ -50,6 +51,9 @@ def main(argv=None) -> int:
           f"out of fold ({res['folds']} folds grouped by woman), "
           f"identity view; ensemble {res['ensemble_sha256'][:12]}; {res['seconds']:.0f} s")
     print(table_markdown(res))
+    print()
+    print("False warnings (unshifted patches):")
+    print(false_warning_markdown(res))
     if a.json is not None:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(json_safe(res), indent=2) + "\n")

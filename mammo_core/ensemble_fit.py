@@ -329,6 +329,17 @@ def fit_ood(models, x_val: np.ndarray, folds: np.ndarray, x_test: np.ndarray, ba
         "background_warned_fitting_rows": float((bg_val > ood.BACKGROUND_LIMIT).mean()),
         "background_warned_public_test": float((bg_te > ood.BACKGROUND_LIMIT).mean()),
     }
+    # (c) acquisition statistics: threshold at the 99th percentile of the out-of-fold scores
+    s_val, s_te = ood.acquisition_stats(x_val), ood.acquisition_stats(x_test)
+    a_oof = ood.out_of_fold_acquisition_scores(s_val, folds)
+    a_thr = float(np.percentile(a_oof, ood.ACQ_PERCENTILE))
+    limits = ood.fit_acquisition(s_val, a_thr)
+    acq_val, acq_te = a_oof > a_thr, limits.warned(s_te)
+    report.update({"acquisition_threshold": a_thr, "acquisition_rule": ood.ACQ_RULE,
+                   "acquisition_warned_out_of_fold": float(acq_val.mean()),
+                   "acquisition_warned_public_test": float(acq_te.mean()),
+                   "acquisition_limits": {n: [float(lo), float(hi)] for (n, _), lo, hi in
+                                          zip(ood.ACQ_STATS, limits.low, limits.high)}})
     m = feature_member(models)
     if m is None:
         log("OOD: no member has a pooled_features layer; background check only")
@@ -338,19 +349,20 @@ def fit_ood(models, x_val: np.ndarray, folds: np.ndarray, x_test: np.ndarray, ba
     f_te = m.features(x_test, ood.FEATURE_LAYER, batch_size)
     d_oof = ood.out_of_fold_distances(f_val, folds)
     thr = float(np.percentile(d_oof, ood.FEATURE_PERCENTILE))
-    ref = ood.fit_reference(f_val)
+    ref = dataclasses.replace(ood.fit_reference(f_val), acquisition=limits)
     d_te = ref.distance(f_te)
     k = int(np.max(folds)) + 1
     how = (f"{m.name} {ood.FEATURE_LAYER} (identity view) of {len(x_val)} training patches; threshold = "
            f"{ood.FEATURE_PERCENTILE:g}th percentile of out-of-fold distances ({k} folds grouped by woman)")
     spec = ood.OodSpec(ood.BACKGROUND_LIMIT, feature_member=m.name, reference_file=ood.REFERENCE_FILE,
-                       threshold=thr, components=int(ref.components.shape[0]), how=how)
-    either = lambda bg, d: float(((bg > ood.BACKGROUND_LIMIT) | (d > thr)).mean())  # noqa: E731
+                       threshold=thr, components=int(ref.components.shape[0]), how=how,
+                       acquisition=True, acquisition_rule=ood.ACQ_RULE)
+    either = lambda bg, d, a: float(((bg > ood.BACKGROUND_LIMIT) | (d > thr) | a).mean())  # noqa: E731
     report.update({"feature_member": m.name, "feature_threshold": thr, "how": how,
                    "feature_warned_out_of_fold": float((d_oof > thr).mean()),
                    "feature_warned_public_test": float((d_te > thr).mean()),
-                   "any_warned_out_of_fold": either(bg_val, d_oof),
-                   "any_warned_public_test": either(bg_te, d_te)})
+                   "any_warned_out_of_fold": either(bg_val, d_oof, acq_val),
+                   "any_warned_public_test": either(bg_te, d_te, acq_te)})
     return spec, ref, report
 
 

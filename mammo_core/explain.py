@@ -24,23 +24,26 @@ import sys
 import threading
 import warnings
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from mammo_core.contract import INPUT_SHAPE, PATCH_SHAPE, PATCH_SIZE
 from mammo_core.errors import MammoError
+from mammo_core.forward import SharedForward
 from mammo_core.protocol import TISSUE_LEVEL
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
-#: The map is damped linearly over this many pixels beside masked film background AND beside
-#: the patch's frame. Why the frame: the bundled members' Grad-CAM layer (block4_conv3) is an
-#: 18 x 18 grid, one cell per ~8 px, and the outermost cells see the convolutions' zero padding
-#: (VGG16 ``padding="same"``) as a strong edge; the global-max pooled head routes the class
-#: score's gradient to such cells, so maps peaked on the outermost row or column. Measured on the
-#: 20 samples (docs/trust.md): computing Grad-CAM on the reflect-padded patch moved MORE heat to
-#: the border (a mirrored structure peaks on its mirror line), so the cells that read the padding
-#: are damped instead, and the film edge beside the masked background likewise.
+#: The map is damped linearly over this many pixels (one block4_conv3 cell) beside masked film
+#: background AND beside the patch's frame. Why (benchmarks/heatmap_border.py, docs/trust.md):
+#: the default map's border heat on the 20 samples is NOT made by VGG16's zero padding (with the
+#: real mammogram around the patch instead of padding the border holds MORE heat, median 0.30 vs
+#: 0.27), nor by the global-max pooled head (channel weights from interior gradients only: no
+#: change), nor by the resize (half-pixel or pooling-footprint placement of the 18 x 18 cells: no
+#: fewer samples over); it follows tissue content at the edge that the coarse layer (receptive
+#: field ~130 px) cannot place more finely. The damping is a display choice: a cell half
+#: outside the patch is not shown as the hottest place.
 EDGE_DAMP_PX = 8
 _FLAT = 1e-6
 _CACHE: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
@@ -177,6 +180,13 @@ def gradcam(model, x: np.ndarray, class_index=None, method: str = "gradcam",
             cam = np.stack([cv2.resize(c, (PATCH_SIZE, PATCH_SIZE), interpolation=cv2.INTER_LINEAR)
                             for c in cam])
         out[s:s + len(xb)] = cam
+    return _finish_cams(out, x)
+
+
+def _finish_cams(out: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Every Grad-CAM's last steps: non-finite to 0, a constant image gets 0, damped beside the
+    frame and masked film background, background masked, per-map [0, 1]."""
+    n = len(x)
     # a constant image has zero gradients; guard against NaN/inf and keep [0, 1]
     out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
     flat = x.reshape(n, -1)
@@ -185,6 +195,77 @@ def gradcam(model, x: np.ndarray, class_index=None, method: str = "gradcam",
     mask = tissue_mask(x)
     out = np.stack([damp_film_edge(o, m) for o, m in zip(out, mask)]) if n else out
     return finish_map(out, mask)
+
+
+def gradcam_shared(models: Sequence[Any], layers: Sequence[str | None], x: np.ndarray,
+                   class_indices: Sequence[int]) -> list[np.ndarray]:
+    """Grad-CAM (method ``gradcam``) of one or more patches ``x`` for several models at once,
+    model ``i`` for class ``class_indices[i]`` at ``layers[i]`` (None: its last convolution):
+    the same maps as :func:`gradcam` per model (``tests/test_explain.py``), from ONE forward
+    pass in which the layers the models have in common (the bundled members' VGG16 trunk) are
+    computed once (:class:`mammo_core.forward.SharedForward`), then each model's gradient of its
+    score with respect to its layer. Returns one ``(N, 150, 150)`` array per model."""
+    x = _as_input(x)
+    models = list(models)
+    layers = [layer or last_conv_layer(m) for m, layer in zip(models, layers)]
+    for m, layer, ci in zip(models, layers, class_indices):
+        try:
+            m.get_layer(layer)
+        except ValueError:
+            raise MammoError(f"model {m.name!r} has no layer {layer!r} for Grad-CAM") from None
+        if not 0 <= int(ci) < int(m.output_shape[-1]):
+            raise MammoError(f"class index out of range 0..{int(m.output_shape[-1]) - 1}: {ci}")
+    run = _shared_gradcam(models, layers)
+    cams = run(x, np.asarray([int(c) for c in class_indices], dtype=np.int32))
+    return [_finish_cams(c, x) for c in cams]
+
+
+def _shared_gradcam(models: list[Any], layers: list[str]):
+    key = "shared-gradcam:" + ",".join(f"{id(m)}/{layer}" for m, layer in zip(models, layers))
+    with _LOCK:
+        per_model = _CACHE.setdefault(models[0], {})
+        if key in per_model:
+            return per_model[key][1]
+    import keras
+    import tensorflow as tf
+    from scipy.ndimage import zoom
+    from tf_keras_vis.utils import normalize, zoom_factor
+
+    grad_models = []
+    for m, layer in zip(models, layers):
+        clone = visualizer(m, "gradcam").model  # the last activation already linear
+        grad_models.append(keras.Model(clone.inputs, [clone.outputs[0], clone.get_layer(layer).output]))
+    fwd = SharedForward(grad_models, share=True, multi_output=True)
+    n_models = len(models)
+
+    def cams_of(x, idx):
+        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+            tape.watch(x)
+            outs = fwd.run(x)
+            scores = [tf.gather(outs[2 * i], idx[i], axis=1) for i in range(n_models)]
+        res = []
+        for i in range(n_models):
+            conv = outs[2 * i + 1]
+            weights = tf.reduce_mean(tape.gradient(scores[i], conv), axis=(1, 2), keepdims=True)
+            res.append(tf.nn.relu(tf.reduce_sum(conv * weights, axis=-1)))
+        return res
+
+    fn = tf.function(cams_of, input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32),
+                                               tf.TensorSpec((n_models,), tf.int32)],
+                     reduce_retracing=True, autograph=False)
+
+    def run(xb: np.ndarray, idx: np.ndarray) -> list[np.ndarray]:
+        out = []
+        for cam in fn(xb, idx):
+            cam = normalize(zoom(np.asarray(cam), zoom_factor(cam.shape, xb.shape), order=1))
+            out.append(np.asarray(cam, dtype=np.float32).reshape(len(xb), *PATCH_SHAPE))
+        return out
+
+    with _LOCK:
+        # the other models kept alive with the pass that uses their ids (not models[0], the
+        # weak key: it would keep its own entry alive)
+        per_model[key] = (models[1:], run)
+    return run
 
 
 def _compiled_gradcam(model, layer: str):

@@ -69,10 +69,13 @@ def layer_signature(layer) -> str | None:
 class SharedForward:
     """The combined forward pass of ``keras_models`` (each one input ``(None, 150, 150, 1)``,
     one output): ``self(x)`` returns one probability array per model, in order. ``share``
-    False: no layer is shared (each model's own pass, one after the other)."""
+    False: no layer is shared (each model's own pass, one after the other). ``multi_output``:
+    models may have several outputs, returned flattened in order (the shared Grad-CAM pass).
+    :meth:`run` is the uncompiled pass on tensors (to differentiate through)."""
 
-    def __init__(self, keras_models: Sequence[Any], share: bool = True):
+    def __init__(self, keras_models: Sequence[Any], share: bool = True, multi_output: bool = False):
         self.models = list(keras_models)
+        self.multi_output = bool(multi_output)  # True: every output of each model, flattened
         self.share = bool(share)
         keys: dict[int, tuple] = {}
         self._steps: list[tuple[Any, tuple, list[tuple[int, tuple]]]] = []
@@ -82,7 +85,7 @@ class SharedForward:
         sig_cache: dict[int, str | None] = {}
         self.plain = False            # True: Keras internals not as expected, each model alone
         for mi, model in enumerate(self.models):
-            if len(model.inputs) != 1 or len(model.outputs) != 1:
+            if len(model.inputs) != 1 or (len(model.outputs) != 1 and not self.multi_output):
                 raise MammoError(f"model {getattr(model, 'name', mi)!r} is not a one-input, "
                                  "one-output Keras functional model")
         try:
@@ -127,16 +130,21 @@ class SharedForward:
                     computed.add(key)
                     inputs = [(id(t), keys[id(t)]) for t in node.input_tensors]
                     self._steps.append((node, key, inputs))
-            self._outputs.append(keys[id(model.outputs[0])])
+            self._outputs.extend(keys[id(t)] for t in model.outputs)
 
     @property
     def shared_calls(self) -> int:
         """Layer calls saved by sharing (0: the models have nothing in common)."""
         return self.layer_calls - len(self._steps)
 
+    def run(self, x):
+        """The pass on a tensor, not compiled (e.g. inside a ``GradientTape``)."""
+        return self._run(x)
+
     def _run(self, x):
         if self.plain:
-            return tuple(m(x, training=False) for m in self.models)
+            outs = [m(x, training=False) for m in self.models]
+            return tuple(t for o in outs for t in (o if isinstance(o, (list, tuple)) else [o]))
         vals: dict[tuple, Any] = {_INPUT_KEY: x}
         for node, key, inputs in self._steps:
             args, kwargs = node.arguments.fill_in({tid: vals[k] for tid, k in inputs})

@@ -28,6 +28,7 @@ from mammo_core.bundle import (
     CARD_FILE,
     MANIFEST_FILE,
     BundleInfo,
+    inspect_keras_archive,
     iter_bundles,
     load_model,
     outputs_problem,
@@ -44,11 +45,28 @@ from mammo_core.tta import N_VIEWS, check_tta, dihedral
 
 @dataclass
 class LoadedModel:
-    """A verified bundle with its Keras model in memory."""
+    """A verified bundle and its Keras model: in memory from the start, or (``_model`` None,
+    :func:`load_bundle` with ``lazy=True``) loaded on first use of :attr:`model`, so that a
+    prediction on a compiled engine whose graph is cached never imports TensorFlow."""
 
     info: BundleInfo
-    model: Any  # keras.Model
+    _model: Any = None  # keras.Model, or None until first needed
     _shared: dict = field(default_factory=dict, repr=False)  # SharedForward by model set
+    _load_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def model(self) -> Any:
+        """The Keras model (loaded now if it was not: TensorFlow is imported then)."""
+        if self._model is None:
+            with self._load_lock:
+                if self._model is None:
+                    self._model = _load_checked(self.info)
+        return self._model
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the Keras model is loaded (False: only its verified files and card)."""
+        return self._model is not None
 
     @property
     def name(self) -> str:
@@ -80,9 +98,16 @@ class LoadedModel:
         layer = self.gradcam_layer
         if layer is None:
             return
-        try:
-            self.model.get_layer(layer)
-        except ValueError:
+        if self._model is None:  # the archive's config.json: no TensorFlow for a check
+            names = _layer_names(inspect_keras_archive(self.info.model_path).config)
+            found = layer in names
+        else:
+            try:
+                self._model.get_layer(layer)
+                found = True
+            except ValueError:
+                found = False
+        if not found:
             raise BundleError(f"model {self.name!r}: the card's gradcam_layer {layer!r} is not a layer "
                               "of model.keras; no Grad-CAM for this model until the card is fixed",
                               self.info.path / CARD_FILE) from None
@@ -92,22 +117,36 @@ class LoadedModel:
         """The card's test-time augmentation (``inference.tta``: ``none`` or ``dihedral8``)."""
         return self.info.card.inference.tta
 
-    def features(self, x: np.ndarray, layer: str, batch_size: int = 32) -> np.ndarray:
+    def features(self, x: np.ndarray, layer: str, batch_size: int = 32,
+                 engine: Engine | None = None) -> np.ndarray:
         """The output of ``layer`` (e.g. ``pooled_features``) for ``x``, the identity view only
-        (what :mod:`mammo_core.ood` compares with the training patches). One extra pass of the
-        layers below it. Raises :class:`BundleError` when the model has no such layer."""
+        (what :mod:`mammo_core.ood` compares with the training patches), on ``engine`` (None:
+        the Keras reference). One extra pass of the layers below it. Raises
+        :class:`BundleError` when the model has no such layer."""
         x = _check_input(x)
-        sub = self._shared.get(("features", layer))
-        if sub is None:
-            import keras
 
-            try:
-                out = self.model.get_layer(layer).output
-            except ValueError:
-                raise BundleError(f"model {self.name!r} has no layer {layer!r}", self.info.path) from None
-            sub = self._shared[("features", layer)] = forward.SharedForward(
-                [keras.Model(self.model.inputs, out)], share=False)
-        parts = [np.asarray(sub(x[s:s + batch_size])[0], dtype=np.float64) for s in range(0, len(x), batch_size)]
+        def make() -> forward.SharedForward:
+            with _SHARED_LOCK:
+                sub = self._shared.get(("features", layer))
+            if sub is None:
+                import keras
+
+                try:
+                    out = self.model.get_layer(layer).output
+                except ValueError:
+                    raise BundleError(f"model {self.name!r} has no layer {layer!r}", self.info.path) from None
+                sub = forward.SharedForward([keras.Model(self.model.inputs, out)], share=False)
+                with _SHARED_LOCK:
+                    sub = self._shared.setdefault(("features", layer), sub)
+            return sub
+
+        if engine is None:
+            run: Any = make()
+        else:  # the cache key: the model file and the layer whose output is read
+            sha = self.info.sha256
+            run = engine.forward(make, [f"{sha}:{layer}" if sha else ""], owner=(self, layer),
+                                 share=False)
+        parts = [np.asarray(run(x[s:s + batch_size])[0], dtype=np.float64) for s in range(0, len(x), batch_size)]
         return np.concatenate(parts) if parts else np.empty((0, 0))
 
     def __call__(self, x: np.ndarray, tta: str | None = None) -> np.ndarray:
@@ -136,10 +175,11 @@ def shared_forward(models: Sequence[LoadedModel]) -> forward.SharedForward:
 
 
 def _runner(models: Sequence[LoadedModel], engine: Engine | None, precision: str | None):
-    fwd = shared_forward(models)
     if engine is None:
-        return fwd
-    return engine.forward(fwd, [m.info.sha256 or "" for m in models], precision)
+        return shared_forward(models)
+    models = list(models)
+    return engine.forward(lambda: shared_forward(models), [m.info.sha256 or "" for m in models],
+                          precision, owner=models, share=forward.SHARE_LAYERS)
 
 
 def is_under(path: Path, root: Path) -> bool:
@@ -179,19 +219,42 @@ def find_bundle(name_or_path: str | Path, models_dir: str | Path) -> Path:
     raise BundleError(f"no bundle called {str(name_or_path)!r}; bundled: {avail}", models_dir)
 
 
-def load_bundle(bundle_dir: str | Path, models_dir: str | Path | None = None) -> LoadedModel:
-    """Verify then load a model bundle (``kind == "model"``)."""
+def load_bundle(bundle_dir: str | Path, models_dir: str | Path | None = None,
+                lazy: bool = False) -> LoadedModel:
+    """Verify then load a model bundle (``kind == "model"``); ``lazy``: verify its files now
+    and load the Keras model on first use (:class:`LoadedModel`)."""
     info = check_bundle(bundle_dir, models_dir)
     if info.kind != "model":
         raise BundleError(f"bundle {info.name!r} is a {info.kind!r}, not a model", info.path)
-    model = load_model(info.path, verify=False)  # verified just above
+    return LoadedModel(info) if lazy else LoadedModel(info, _load_checked(info))
+
+
+def _layer_names(config: Any) -> set[str]:
+    """Every layer name in a Keras model config (nested models included)."""
+    out: set[str] = set()
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("config"), dict) and isinstance(node["config"].get("name"), str) \
+                    and "class_name" in node:
+                out.add(node["config"]["name"])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return out
+
+
+def _load_checked(info: BundleInfo) -> Any:
+    """The Keras model of a verified bundle, with the input shape and outputs the card says."""
+    model = load_model(info.path, verify=False)  # verified by check_bundle
     shape = tuple(model.input_shape[1:]) if hasattr(model, "input_shape") else None
     if shape is not None and shape != INPUT_SHAPE:
         raise BundleError(f"model input is {shape}, expected {INPUT_SHAPE}", info.model_path)
     why = outputs_problem(info, int(model.output_shape[-1]))
     if why:  # verify_bundle reads it from config.json where it can; this is the loaded truth
         raise BundleError(why, info.path / CARD_FILE)
-    return LoadedModel(info, model)
+    return model
 
 
 def _check_input(x: np.ndarray) -> np.ndarray:

@@ -8,7 +8,9 @@ JSON or PDF report through :mod:`mammo_core.report`. Research use only — not a
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,17 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mammo_core import DISCLAIMER, __version__
+from mammo_core import DISCLAIMER, __version__, explain
 from mammo_core.bundle import BundleInfo, iter_bundles, read_card, read_manifest
 from mammo_core.engine import Engine, EngineInfo, EngineSettings
 from mammo_core.ensemble import _factors_of, apply_temperature, combine, member_class_for, member_dirs, read_ensemble
 from mammo_core.ensemble.store import read_reference
 from mammo_core.errors import BundleError, MammoError
-from mammo_core.explain import finish_map, tissue_mask, weighted_mean
+from mammo_core.explain import finish_map, gradcam_shared, tissue_mask, weighted_mean
 from mammo_core.inference import bundle_summary, find_bundle, load_bundle, predict_arrays
 from mammo_core.io import ReadFailure, read_patches, to_model_input
 from mammo_core.labels import CLASS_NAMES
-from mammo_core.ood import FeatureReference, background_share
+from mammo_core.ood import ACQ_STATS, FeatureReference, acquisition_stats, background_share
 from mammo_core.ood import checks as ood_checks
 from mammo_core.paths import models_dir as default_models_dir
 from mammo_core.predictions import (
@@ -61,10 +63,21 @@ class _Ensemble:
     reference: FeatureReference | None = None  # OOD feature reference (mammo_core.ood)
 
 
+#: Member probabilities kept per model input (``Session.predict``) for the heatmap's default
+#: target and weights (``Session.explain_all``): the numbers on screen, without a second pass.
+PROBS_KEPT = 4096
+
+
+def _input_key(x: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest()
+
+
 @dataclass
 class _State:
     models: dict[str, LoadedModel] = field(default_factory=dict)
     ensemble: _Ensemble | None = None
+    # (engine settings, input sha256) -> {member: probabilities row}, most recent last
+    probs: OrderedDict[tuple[Any, str], dict[str, np.ndarray]] = field(default_factory=OrderedDict)
 
 
 class Session:
@@ -155,7 +168,8 @@ class Session:
                 if mname in self._state.models:
                     continue
             try:
-                lm = load_bundle(mpath, self.models_dir if self._manifest_for(mpath) is not None else None)
+                lm = load_bundle(mpath, self.models_dir if self._manifest_for(mpath) is not None else None,
+                                 lazy=True)
                 if lm.name != mname:
                     raise BundleError(f"card name {lm.name!r} differs from expected {mname!r}", mpath)
                 with self._lock:
@@ -247,6 +261,8 @@ class Session:
         if ospec is not None and ospec.feature_member is not None and ens.reference is not None:
             probe = next((m for m in models if m.name == ospec.feature_member), None)
         distance = np.empty(n) if probe is not None else None
+        limits = None if ens is None or ens.reference is None else ens.reference.acquisition
+        acq = np.empty((n, len(ACQ_STATS))) if limits is not None else None
         done = 0
         for s in range(0, n, batch_size):
             if cancel is not None and cancel():
@@ -256,16 +272,20 @@ class Session:
             part = predict_arrays(models, x, batch_size=len(chunk), engine=self.engine)
             for k, v in part.items():
                 probs[k][s:s + len(chunk)] = v
+            self._keep_probs(x, part)
             background[s:s + len(chunk)] = background_share(x)
+            if acq is not None:
+                acq[s:s + len(chunk)] = acquisition_stats(x)
             if probe is not None:
                 distance[s:s + len(chunk)] = ens.reference.distance(
-                    probe.features(x, ospec.feature_layer, batch_size=len(chunk)))
+                    probe.features(x, ospec.feature_layer, batch_size=len(chunk), engine=self.engine))
             done = s + len(chunk)
             if progress is not None:
                 progress(done, n)
         probs = {k: v[:done] for k, v in probs.items()}
         res = combine(ens.spec, probs) if ens is not None and done else None
-        checks = ood_checks(ospec, background[:done], None if distance is None else distance[:done])
+        checks = ood_checks(ospec, background[:done], None if distance is None else distance[:done],
+                            None if limits is None or acq is None else (limits, acq[:done]))
         out = []
         for i in range(done):
             per = {}
@@ -291,6 +311,27 @@ class Session:
                                        getattr(p, "bits", None), None if ref is None else ref.to_json(),
                                        cset, level, checks[i]))
         return out
+
+    def _keep_probs(self, x: np.ndarray, part: Mapping[str, np.ndarray]) -> None:
+        with self._lock:
+            kept, settings = self._state.probs, self.engine.settings
+            for i in range(len(x)):
+                key = (settings, _input_key(x[i]))
+                kept[key] = {k: np.array(v[i]) for k, v in part.items()}
+                kept.move_to_end(key)
+            while len(kept) > PROBS_KEPT:
+                kept.popitem(last=False)
+
+    def _member_probs(self, models: Sequence[LoadedModel], x: np.ndarray) -> dict[str, np.ndarray]:
+        """Probabilities of ``models`` for the one input ``x`` (1, 150, 150, 1) on the session's
+        engine with each card's TTA: those :meth:`predict` computed for the same input on the
+        same engine settings when it did (the numbers on screen), else one pass now."""
+        key = (self.engine.settings, _input_key(x[0]))
+        with self._lock:
+            hit = self._state.probs.get(key)
+        if hit is not None and all(m.name in hit for m in models):
+            return {m.name: hit[m.name][None, :] for m in models}
+        return predict_arrays(list(models), x, batch_size=1, engine=self.engine)
 
     # ------------------------------------------------------------------ P(abnormal) only
     def abnormal_members(self) -> list[str]:
@@ -401,11 +442,10 @@ class Session:
         if model == ENSEMBLE or (ens is not None and self.model_name(model) == ens.info.name):
             if ens is None:
                 raise MammoError(f"no ensemble loaded (loaded: {', '.join(self.loaded) or 'none'})")
-            # every member's probabilities in one pass on the session's engine (shared trunk,
-            # each card's TTA): the target (default the most likely abnormal class) and the map
-            # weights
-            probs = predict_arrays([models[m.name] for m in ens.spec.members], x, batch_size=1,
-                                   engine=self.engine)
+            # every member's probabilities on the session's engine (shared trunk, each card's
+            # TTA; kept from predict() when it ran on this input): the target (default the most
+            # likely abnormal class) and the map weights
+            probs = self._member_probs([models[m.name] for m in ens.spec.members], x)
             if target is None:
                 p5 = combine(ens.spec, probs).probabilities[0]
                 target = default_target(ModelOutput(ens.info.name, "five_class",
@@ -414,17 +454,26 @@ class Session:
                 raise MammoError(f"unknown target {target!r} for the ensemble; choose one of "
                                  f"{', '.join(CLASS_NAMES)}")
             maps, weights, out = [], [], {}
+            chosen = []  # (member, its loaded model, class index)
             for m in ens.spec.members:
                 lm = models[m.name]
                 cls = member_class_for(lm.task, target)
-                if cls is None:
-                    continue
-                ci = lm.classes.index(cls)
-                p = apply_temperature(probs[m.name], m.temperature)[0, ci]
-                hm = lm.gradcam(x, ci, method=method)[0]
+                if cls is not None:
+                    chosen.append((m, lm, lm.classes.index(cls)))
+            if method == "gradcam" and explain.COMPILED_GRADCAM and len(chosen) > 1:
+                # one forward pass for every member (their shared trunk once), then each
+                # member's gradient: the same maps as one Grad-CAM per member
+                for _m, lm, _ci in chosen:
+                    lm.check_gradcam_layer()
+                hms = [h[0] for h in gradcam_shared([lm.model for _m, lm, _ci in chosen],
+                                                    [lm.gradcam_layer for _m, lm, _ci in chosen], x,
+                                                    [ci for _m, _lm, ci in chosen])]
+            else:
+                hms = [lm.gradcam(x, ci, method=method)[0] for _m, lm, ci in chosen]
+            for (m, _lm, ci), hm in zip(chosen, hms):
                 out[m.name] = hm
                 maps.append(hm)
-                weights.append(p)
+                weights.append(apply_temperature(probs[m.name], m.temperature)[0, ci])
             # per-patch [0, 1] again (a weighted mean of maps peaking in different places
             # would otherwise never reach 1), background masked out
             out[ENSEMBLE] = finish_map(weighted_mean(maps, weights), tissue_mask(x[0]))

@@ -22,6 +22,43 @@ _LOCK = threading.Lock()
 _TF: Any = None
 
 
+def installed_version(dist: str) -> str:
+    """The installed version of distribution ``dist`` (e.g. ``keras``, ``tensorflow``) without
+    importing it; ``"unknown"`` when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def configured_keras_backend() -> str:
+    """The backend Keras runs (or will run) on, without importing Keras when it is not imported
+    yet: Keras' own rule (``KERAS_BACKEND``, else ``backend`` in ``$KERAS_HOME/keras.json`` or
+    ``~/.keras/keras.json``, else ``tensorflow``)."""
+    keras = sys.modules.get("keras")
+    if keras is not None and hasattr(keras, "backend"):
+        try:
+            return str(keras.backend.backend())
+        except Exception:  # noqa: BLE001 - a half-imported Keras: read the configuration
+            pass
+    env = os.environ.get("KERAS_BACKEND", "").strip()
+    if env:
+        return env
+    import json
+
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json"), encoding="utf-8") as fh:
+            cfg = json.load(fh)
+        if isinstance(cfg, dict) and isinstance(cfg.get("backend"), str):
+            return cfg["backend"]
+    except (OSError, ValueError):
+        pass
+    return "tensorflow"
+
+
 def quiet_requested() -> bool:
     try:
         return int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")) >= 1
@@ -86,4 +123,5 @@ def keras_backend() -> str:
     return keras.backend.backend()
 
 
-__all__ = ["keras_backend", "native_stderr_silenced", "quiet_requested", "tensorflow"]
+__all__ = ["configured_keras_backend", "installed_version", "keras_backend", "native_stderr_silenced",
+           "quiet_requested", "tensorflow"]

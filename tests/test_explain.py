@@ -108,3 +108,23 @@ def test_compiled_gradcam_equals_tf_keras_vis(lm, x, monkeypatch):
     monkeypatch.setattr(explain, "COMPILED_GRADCAM", False)
     ref = gradcam(lm.model, x, class_index=[0, 1, 2, 3, 4], layer=lm.gradcam_layer)
     np.testing.assert_allclose(fast, ref, atol=1e-4)
+
+
+def test_shared_gradcam_pass_equals_one_gradcam_per_model(x):
+    """Several members' maps from one forward pass (their identical layers once) are each
+    member's own Grad-CAM (the ensemble heatmap's path), trunk sharing included."""
+    from mammo_core.explain import gradcam_shared
+
+    ms = [load_bundle(tiny_bundle(t)) for t in ("mass_calc", "baseline_mass_calc", "benign_malignant")]
+    idx = [1, 2, 0]
+    shared = gradcam_shared([m.model for m in ms], [m.gradcam_layer for m in ms], x[:2], idx)
+    assert len(shared) == 3
+    for m, ci, got in zip(ms, idx, shared):
+        own = gradcam(m.model, x[:2], class_index=ci, layer=m.gradcam_layer)
+        np.testing.assert_allclose(got, own, atol=1e-5)
+    # one model twice: every layer shared, two classes from the one pass
+    a, b = gradcam_shared([ms[1].model, ms[1].model], [None, None], x[:2], [0, 2])
+    np.testing.assert_allclose(a, gradcam(ms[1].model, x[:2], class_index=0), atol=1e-5)
+    np.testing.assert_allclose(b, gradcam(ms[1].model, x[:2], class_index=2), atol=1e-5)
+    with pytest.raises(MammoError, match="out of range"):
+        gradcam_shared([ms[0].model], [None], x[:1], [7])

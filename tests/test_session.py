@@ -139,6 +139,33 @@ def test_explain(session, patches):
         session.explain(patches[0], "nope")
 
 
+def test_heatmap_reuses_the_probabilities_predict_showed(root, patches, monkeypatch):
+    """The ensemble heatmap's default target and weights come from the member probabilities
+    predict() computed for the same input on the same engine (no second pass), and give the
+    same map as a fresh pass."""
+    import mammo_core.session as session_mod
+
+    s = Session(root)
+    assert s.load() == []
+    fresh = s.explain_all(patches[2])          # nothing kept yet: one pass of its own
+    s.predict(patches[:4])
+    calls = []
+    real = session_mod.predict_arrays
+    monkeypatch.setattr(session_mod, "predict_arrays", lambda *a, **k: calls.append(1) or real(*a, **k))
+    kept = s.explain_all(patches[2])
+    assert calls == []
+    assert set(kept) == set(fresh)
+    for k in fresh:
+        np.testing.assert_allclose(kept[k], fresh[k], atol=1e-5)
+    s.explain_all(patches[7])                  # not predicted: computed
+    assert calls == [1]
+    from mammo_core.engine import EngineSettings
+
+    s.set_engine(EngineSettings("keras"))      # another engine: never the other engine's numbers
+    s.explain_all(patches[2])
+    assert calls == [1, 1]
+
+
 def test_provenance(session):
     prov = session.provenance()
     assert prov["disclaimer"] == DISCLAIMER

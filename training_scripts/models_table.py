@@ -319,20 +319,28 @@ def _trust_section(em: dict) -> list[str]:
             L.append(f"(b) feature distance ({od['how']}): warned on "
                      f"{_f(100 * od['feature_warned_out_of_fold'], 1)} % of the training patches out of fold "
                      f"(~1 % by design) and {_f(100 * od['feature_warned_public_test'], 1)} % of public_test; "
-                     f"either warning: {_f(100 * od['any_warned_out_of_fold'], 1)} % / "
+                     f"any warning: {_f(100 * od['any_warned_out_of_fold'], 1)} % / "
                      f"{_f(100 * od['any_warned_public_test'], 1)} %.")
+        if "acquisition_rule" in od:
+            L.append(f"(c) acquisition check ({od['acquisition_rule']}; score threshold "
+                     f"{_f(od['acquisition_threshold'], 3)}): warned on "
+                     f"{_f(100 * od['acquisition_warned_out_of_fold'], 1)} % of the training patches out of "
+                     f"fold and {_f(100 * od['acquisition_warned_public_test'], 1)} % of public_test "
+                     "(\"any warning\" above counts (a)-(c)).")
         L.append("")
     return L
 
 
 def _shift_section(res: dict) -> list[str]:
     """The acquisition-shift table (benchmarks/shift_bench.py --json ensemble/shift_bench.json)."""
-    from mammo_core.training.shift_eval import table_markdown
+    from mammo_core.training.shift_eval import false_warning_markdown, table_markdown
 
     return ["## Acquisition shifts (out of fold)", "",
             (f"`benchmarks/shift_bench.py` on {res['n']} training patches, {res['folds']} folds grouped by "
              "woman, identity view only (no TTA, every row alike): " + res["method"]), "",
-            table_markdown(res), ""]
+            table_markdown(res), "",
+            *(["Warnings on unshifted patches (false warnings):", "", false_warning_markdown(res), ""]
+              if "false_warnings" in res else [])]
 
 
 def write_models_md(models: Path, out: Path) -> None:

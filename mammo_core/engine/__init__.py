@@ -102,12 +102,9 @@ class EngineInfo:
 
 
 def _keras_version() -> str:
-    try:
-        import keras
-
-        return f"{keras.__version__} ({keras.backend.backend()})"
-    except Exception:  # noqa: BLE001 - a version string must not stop a prediction
-        return "unknown"
+    """``"<keras version> (<backend>)"`` without importing Keras (which imports TensorFlow):
+    from the installed distribution and :func:`mammo_core.tfload.configured_keras_backend`."""
+    return f"{tfload.installed_version('keras')} ({tfload.configured_keras_backend()})"
 
 
 def openvino_module() -> Any:
@@ -126,11 +123,13 @@ def _first_line(err: BaseException) -> str:
 
 
 class _OpenVINORunner:
-    """The compiled combined graph; falls back to ``keras_fwd`` (one log line) when a call fails."""
+    """The compiled combined graph; falls back to the Keras pass (``make_fwd()``, built only
+    then: a graph read from the cache runs without TensorFlow) with one log line when a call
+    fails."""
 
-    def __init__(self, compiled: Any, keras_fwd: forward.SharedForward, engine: Engine):
+    def __init__(self, compiled: Any, make_fwd: Callable[[], forward.SharedForward], engine: Engine):
         self.compiled = compiled
-        self.keras_fwd = keras_fwd
+        self.make_fwd = make_fwd
         self.engine = engine
         self.failed = False
         self._lock = threading.Lock()
@@ -146,7 +145,7 @@ class _OpenVINORunner:
             except Exception as err:  # noqa: BLE001 - any engine fault: the Keras path
                 self.failed = True
                 self.engine._fallback(f"OpenVINO inference failed ({_first_line(err)})")
-        return self.keras_fwd(x)
+        return self.make_fwd()(x)
 
 
 class Engine:
@@ -192,11 +191,10 @@ class Engine:
             return False
         if self._ov is not None:
             return True
-        import keras
-
-        if keras.backend.backend() != "tensorflow":
+        backend = tfload.configured_keras_backend()
+        if backend != "tensorflow":
             self._fallback(f"engine {self.settings.engine}: the models run on Keras' "
-                           f"{keras.backend.backend()} backend (OpenVINO converts TensorFlow graphs)")
+                           f"{backend} backend (OpenVINO converts TensorFlow graphs)")
             return False
         try:
             ov = openvino_module()
@@ -220,39 +218,48 @@ class Engine:
             return self._keras_info(note)
 
     # ------------------------------------------------------------------ runners
-    def forward(self, keras_fwd: forward.SharedForward, hashes: Sequence[str],
-                precision: str | None = None) -> Runner:
-        """A runner ``x -> [probabilities per model]`` for the models of ``keras_fwd`` (the
-        Keras reference pass; their model files' sha256 in ``hashes``, the cache key), on this
-        engine at ``precision``."""
+    def forward(self, make_fwd: Callable[[], forward.SharedForward], hashes: Sequence[str],
+                precision: str | None = None, owner: Sequence[Any] = (),
+                share: bool = True) -> Runner:
+        """A runner ``x -> [one output per model]`` on this engine at ``precision``, for the
+        models whose Keras reference pass ``make_fwd()`` builds (called only when needed: the
+        Keras engine, a graph to convert, a fallback) and whose model files hash to ``hashes``
+        (the cache key; an empty hash: no disk cache). ``owner``: the objects the runner is kept
+        for in memory (their ids are the key, and the runner holds them so the ids stay theirs);
+        ``share``: whether the pass shares identical layers (part of the cache key). A graph
+        found in the disk cache runs without TensorFlow being imported."""
         precision = precision or self.settings.chosen_precision
         if precision not in PRECISIONS:
             raise MammoError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-        # the key holds keras_fwd itself, so its id stays its own while the runner is cached
-        key = (id(keras_fwd), precision)
+        owner = tuple(owner)
+        key = (tuple(id(o) for o in owner), tuple(hashes), share, precision)
         with self._lock:
             hit = self._runners.get(key)
             if hit is not None:
                 return hit[1]
-            runner: Runner = keras_fwd
+            runner: Runner | None = None
             if self._openvino():
-                compiled = self._compile(keras_fwd, list(hashes), keras_fwd.share, precision)
+                compiled = self._compile(make_fwd, list(hashes), share, precision)
                 if compiled is not None:
-                    runner = _OpenVINORunner(compiled, keras_fwd, self)
-            self._runners[key] = (keras_fwd, runner)
+                    runner = _OpenVINORunner(compiled, make_fwd, self)
+            if runner is None:
+                runner = make_fwd()
+            self._runners[key] = (owner, runner)
             return runner
 
-    def _compile(self, keras_fwd: SharedForward, hashes: list[str], share: bool,
+    def _compile(self, make_fwd: Callable[[], SharedForward], hashes: list[str], share: bool,
                  precision: str) -> Any | None:
         ov, core = self._ov, self._core
         version = str(ov.get_version())
-        tf = tfload.tensorflow()
-        made_by = [f"keras {_keras_version()}", f"tensorflow {tf.__version__}"]
-        key = cache_key(hashes + made_by, "openvino", version, precision, share) if all(hashes) else None
+        made_by = [f"keras {_keras_version()}", f"tensorflow {tfload.installed_version('tensorflow')}"]
+        key = cache_key(hashes + made_by, "openvino", version, precision, share) \
+            if hashes and all(hashes) else None
         model = self.cache.load(core, key, version, precision) if key else None
         if model is None:
             try:
-                model = ov.convert_model(keras_fwd.concrete_function())
+                model = ov.convert_model(make_fwd().concrete_function())
+            except MammoError:
+                raise
             except Exception as err:  # noqa: BLE001 - a graph OpenVINO cannot convert
                 self._fallback(f"OpenVINO cannot convert the models ({_first_line(err)})")
                 return None
@@ -264,9 +271,9 @@ class Engine:
             self._fallback(f"OpenVINO cannot compile the models for this CPU at {precision} "
                            f"({_first_line(err)})")
             return None
-        if len(compiled.outputs) != len(keras_fwd.models):
+        if len(compiled.outputs) != len(hashes):
             self._fallback(f"OpenVINO graph has {len(compiled.outputs)} outputs for "
-                           f"{len(keras_fwd.models)} models")
+                           f"{len(hashes)} models")
             return None
         return compiled
 

@@ -97,7 +97,11 @@ def read_reference(info: BundleInfo, spec: EnsembleSpec) -> FeatureReference | N
     """The ensemble's OOD feature reference (hash checked by :func:`read_ensemble`), or None."""
     if spec.ood is None or spec.ood.reference_file is None:
         return None
-    return FeatureReference.load(Path(info.path) / spec.ood.reference_file)
+    path = Path(info.path) / spec.ood.reference_file
+    ref = FeatureReference.load(path)
+    if spec.ood.acquisition and ref.acquisition is None:
+        raise BundleError("ensemble.json names an acquisition check the OOD reference does not hold", path)
+    return ref
 
 
 def member_dirs(spec: EnsembleSpec, search_dir: str | Path) -> dict[str, Path]:

@@ -11,7 +11,8 @@ Every row, the unshifted one included, uses the identity view only (no test-time
 8 views under 10 shifts would cost 80 backbone passes), so rows compare like with like; the
 unshifted row is therefore not the members' published OOF figure. The OOD feature distance of a
 held-back fold is measured to a reference fitted on the other folds' unshifted features, against
-the ensemble's stored threshold.
+the ensemble's stored threshold; the acquisition check's limits of a held-back fold come from the
+other folds' unshifted patches at the stored score threshold.
 
 Research use only — not a medical device.
 """
@@ -29,6 +30,7 @@ import numpy as np
 from mammo_core import io, ood
 from mammo_core.bundle import read_card
 from mammo_core.ensemble import combine, read_ensemble
+from mammo_core.ensemble.store import read_reference
 from mammo_core.ensemble_fit import TASK_AUCS, task_aucs, task_scores
 from mammo_core.errors import MammoError
 from mammo_core.labels import get_task
@@ -115,10 +117,18 @@ def evaluate_shifts(data: Path, models_dir: Path, oof_root: Path, weights: Path,
         F0 = _design(feats, fm.cand)[0]
         refs = [ood.fit_reference(F0[fold != f], ospec.components) for f in range(k)]  # all patches
     limit = ood.BACKGROUND_LIMIT if ospec is None else ospec.background_limit
+    # the acquisition check (c): each fold's limits from the other folds' unshifted patches, at
+    # the threshold stored in the ensemble's reference (None: a reference without check (c))
+    acq_limits = None
+    if ospec is not None and ospec.acquisition:
+        stored = read_reference(info, spec)
+        if stored is not None and stored.acquisition is not None:
+            s0 = ood.acquisition_stats(x)
+            acq_limits = [ood.fit_acquisition(s0[fold != f], stored.acquisition.threshold) for f in range(k)]
     model, keys = feature_model(weights)
     # every ``every``-th PAIR (a baseline sits at the even index before its lesion): both kinds kept
     pick = np.flatnonzero((np.arange(len(labels)) // 2) % max(1, int(every)) == 0)
-    y_all = labels
+    y_all, fold_all = labels, fold
     labels, fold = labels[pick], fold[pick]
     rows = []
     for name in shifts:
@@ -151,20 +161,88 @@ def evaluate_shifts(data: Path, models_dir: Path, oof_root: Path, weights: Path,
                 d[te] = refs[f].distance(F[te])
             row["ood_feature"] = float((d > ospec.threshold).mean())
             warned = warned | (d > ospec.threshold)
+        if acq_limits is not None:
+            st = ood.acquisition_stats(xs)
+            a = np.zeros(len(labels), bool)
+            for f in range(k):
+                te = fold == f
+                a[te] = acq_limits[f].warned(st[te])
+            row["ood_acquisition"] = float(a.mean())
+            warned = warned | a
         row["ood_any"] = float(warned.mean())
         row["seconds"] = round(time.perf_counter() - t1, 1)
         rows.append(row)
         say(f"{name}: " + ", ".join(f"{q} {row[q]:.3f}" for q in TASK_AUCS) + f", OOD {row['ood_any']:.3f}")
+    false = _false_warnings(arrays, x, y_all, fold_all, feats, fm, refs, acq_limits, ospec, limit, info, spec,
+                            model, keys)
+    say("false warnings: " + ", ".join(f"{w} {v['any']:.3f}" for w, v in false.items()))
     return {"data": str(data), "models": str(models_dir), "ensemble_sha256": info.sha256,
             "n": len(labels), "n_train": len(y_all), "every": int(every), "folds": k, "rows": rows,
+            "false_warnings": false,
             "seconds": round(time.perf_counter() - t0, 1),
             "method": __doc__.split("\n\n")[1].replace("\n", " ")}
+
+
+def _false_warnings(arrays, x, y_all, fold_all, feats, fm, refs, acq_limits, ospec, limit, info, spec,
+                    model, keys) -> dict[str, dict[str, Any]]:
+    """The warning rates of UNSHIFTED patches: every training patch out of fold (references and
+    limits fitted on the other folds' women) and public_test (the shipped reference, its
+    threshold and limits), per check and either."""
+    out: dict[str, dict[str, Any]] = {}
+    bg = ood.background_share(x) > limit
+    oof: dict[str, Any] = {"n": len(x), "background": float(bg.mean())}
+    warned = bg.copy()
+    if refs is not None:
+        F0 = _design(feats, fm.cand)[0]
+        d = np.empty(len(x))
+        for f, ref in enumerate(refs):
+            d[fold_all == f] = ref.distance(F0[fold_all == f])
+        oof["feature_distance"] = float((d > ospec.threshold).mean())
+        warned |= d > ospec.threshold
+    if acq_limits is not None:
+        st = ood.acquisition_stats(x)
+        a = np.zeros(len(x), bool)
+        for f, lim in enumerate(acq_limits):
+            a[fold_all == f] = lim.warned(st[fold_all == f])
+        oof["acquisition"] = float(a.mean())
+        warned |= a
+    oof["any"] = float(warned.mean())
+    out["out_of_fold"] = oof
+    if "public_test" in arrays.splits:
+        xt = io.to_model_input(np.asarray(arrays.splits["public_test"].images))
+        bg = ood.background_share(xt) > limit
+        pt: dict[str, Any] = {"n": len(xt), "background": float(bg.mean())}
+        warned = bg.copy()
+        stored = read_reference(info, spec)
+        if stored is not None and fm is not None:
+            d = stored.distance(_design(shifted_view0(model, keys, xt), fm.cand)[0])
+            pt["feature_distance"] = float((d > ospec.threshold).mean())
+            warned |= d > ospec.threshold
+        if stored is not None and stored.acquisition is not None:
+            a = stored.acquisition.warned(ood.acquisition_stats(xt))
+            pt["acquisition"] = float(a.mean())
+            warned |= a
+        pt["any"] = float(warned.mean())
+        out["public_test"] = pt
+    return out
+
+
+def false_warning_markdown(result: dict[str, Any]) -> str:
+    """The unshifted patches' warning rates (false warnings: every one is a mini-MIAS patch)."""
+    head = ("patches", "n", "background", "feature distance", "acquisition", "any warning")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    names = {"out_of_fold": "training, out of fold (grouped by woman)", "public_test": "public_test"}
+    for key, r in result["false_warnings"].items():
+        lines.append("| " + " | ".join([names[key], str(r["n"]), *(
+            "—" if c not in r else f"{100 * r[c]:.1f} %" for c in ("background", "feature_distance",
+                                                                   "acquisition", "any"))]) + " |")
+    return "\n".join(lines)
 
 
 def table_markdown(result: dict[str, Any]) -> str:
     """The shift table: ensemble AUC per question per shift, the OOD warning rates."""
     head = ("shift", "abnormal vs baseline", "mass vs calcification", "benign vs malignant",
-            "OOD warned", "background", "feature distance")
+            "OOD warned (any)", "background", "feature distance", "acquisition")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def num(v):
@@ -172,5 +250,6 @@ def table_markdown(result: dict[str, Any]) -> str:
 
     for r in result["rows"]:
         lines.append("| " + " | ".join([r["shift"], *(num(r[q]) for q in TASK_AUCS), num(r["ood_any"]),
-                                         num(r["ood_background"]), num(r.get("ood_feature"))]) + " |")
+                                         num(r["ood_background"]), num(r.get("ood_feature")),
+                                         num(r.get("ood_acquisition"))]) + " |")
     return "\n".join(lines)
