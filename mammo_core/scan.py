@@ -21,7 +21,13 @@ Steps (``scan_mammogram``):
    Default map members: the fastest member that estimates P(baseline), one view per window;
    ``members="all"`` with ``map_tta="card"`` gives the ensemble's exact value. The members
    used, the TTA and whether that is exact are stated in the result. This pass is most of a
-   scan's time (one VGG16 block-4 trunk per window with the bundled models).
+   scan's time (one VGG16 block-4 trunk per window with the bundled models). ``map_mode``
+   says how P(abnormal) per window is obtained: ``windowed`` (each window cut and run alone)
+   or ``dense`` (:mod:`mammo_core.dense_map`: the member's trunk once over the rescaled image,
+   each window's pooled features read from it, the member's head; approximate, several times
+   faster; pooled-head members and one view only, else the windowed map with the reason in
+   ``map_mode_note``). Everything else (windows, tissue rule, map, candidates, their
+   re-classification) is the same code for both.
 4. **Map**: float32, one value per ``stride x stride`` cell (the downsampling factor is the
    stride in pixels): the mean P(abnormal) of the scored windows covering the cell; NaN where
    no window was scored.
@@ -37,6 +43,7 @@ Research use only — not a medical device.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -45,7 +52,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mammo_core import DISCLAIMER
+from mammo_core import DISCLAIMER, dense_map
+from mammo_core.dense_map import NotDense
 from mammo_core.engine import MAP_PRECISION, PRECISIONS
 from mammo_core.errors import MammoError
 from mammo_core.io import SourceRef
@@ -65,7 +73,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from mammo_core.mammogram import Mammogram
     from mammo_core.session import Session
 
+log = logging.getLogger(__name__)
+
 CANDIDATES_SCHEMA = "mammo.candidates/1"
+#: How P(abnormal) per window is obtained: "windowed" (each window cut, resized to 150 x 150
+#: and run through the map's members) or "dense" (the member's trunk once over the rescaled
+#: image, each window pooled from it: :mod:`mammo_core.dense_map`; pooled-head members and one
+#: view only, else the windowed map with a note).
+MAP_MODES = ("dense", "windowed")
+#: Default "dense": in one run on 17 dev images (every 5th mini-MIAS image with a lesion, 20
+#: lesions) its candidates hit top-3 13 / 20 vs 12 / 20 windowed (top-1 10 vs 9, top-10 17 vs
+#: 16), map pass 6.0x faster (docs/whole_mammograms.md, issue 23's rule).
+DEFAULT_MAP_MODE = "dense"
 #: Median protocol-v1 lesion window of the training data (mini-MIAS, the bundled models' data):
 #: 96 px at 200 µm. Checked against Info.txt by tests/test_scan.py (marker ``shared``).
 DEFAULT_WINDOW_MM = 19.2
@@ -105,8 +124,11 @@ class ScanSettings:
     # compute precision of the map pass on a compiled engine (None: MAP_PRECISION, chosen by
     # measurement, docs/engines.md); candidates use the session's engine precision
     map_precision: str | None = None
+    map_mode: str = DEFAULT_MAP_MODE             # "dense" | "windowed" (MAP_MODES)
 
     def __post_init__(self) -> None:
+        if self.map_mode not in MAP_MODES:
+            raise MammoError(f"map mode must be one of {', '.join(MAP_MODES)}, got {self.map_mode!r}")
         if not (self.window_mm > 0 and np.isfinite(self.window_mm)):
             raise MammoError(f"window side must be a finite number > 0 mm, got {self.window_mm}")
         if not (0 < self.stride_fraction <= 1):
@@ -182,7 +204,15 @@ class ScanResult:
     map_engine: dict | None = None
     engine: dict | None = None
     coverage: np.ndarray | None = None  # windows covering each map cell (the map's shape)
+    map_mode: str = "windowed"          # how P(abnormal) per window was obtained (MAP_MODES)
+    map_mode_note: str = ""             # how the dense map differs, or why it was not used
 
+    def mode_text(self) -> str:
+        """``"dense map"``, ``"windowed map"`` or ``"windowed map (why not dense)"`` (the full
+        note is ``map_mode_note``, in the JSON)."""
+        if self.map_mode == "windowed" and self.map_mode_note:
+            return f"windowed map ({self.map_mode_note})"
+        return f"{self.map_mode} map"
     def unscanned_mm(self) -> float | None:
         """How far (95th percentile, mm; px when the spacing is unknown) breast tissue reaches
         beyond the scanned cells: the band along the skin line no window covered."""
@@ -207,6 +237,8 @@ class ScanResult:
             "map": {"downsampling": self.stride_px, "members": self.members, "exact": self.exact,
                     "tta": self.settings.map_tta, "member_tta": dict(self.member_tta),
                     "windows": len(self.p_abnormal), "complete": self.complete,
+                    "mode": self.map_mode, "mode_requested": self.settings.map_mode,
+                    "mode_note": self.map_mode_note,
                     "engine": self.map_engine,
                     "unscanned_band": {"outer": None if (u := self.unscanned_mm()) is None else round(u, 1),
                                        "unit": "mm" if self.spacing_mm else "px",
@@ -428,6 +460,7 @@ class CostGuard:
     source: str
     per_window: float = float("inf")
     batches: int = 0
+    unit: str = "window"   # what is counted (the dense map counts trunk tiles)
 
     def estimate_s(self) -> float:
         return self.windows * self.per_window
@@ -439,7 +472,7 @@ class CostGuard:
         if self.batches >= 2 and done < self.windows and est > 60.0 * self.max_minutes:
             allow = math.ceil(est / 60.0 * 1.2)
             raise MammoError(
-                f"scanning it would take about {_duration(est)} ({self.windows:,} windows at "
+                f"scanning it would take about {_duration(est)} ({self.windows:,} {self.unit}s at "
                 f"{self.per_window * 1e3:.1f} ms each, measured here), over the "
                 f"{self.max_minutes:g} min limit: allow it with --max-minutes {allow}, or use a "
                 "larger --stride or window", self.source)
@@ -489,33 +522,39 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
                          f"{settings.min_tissue:.0%} breast tissue (tissue mask "
                          f"{'empty' if not mask.any() else 'smaller than one window'}); check the "
                          "image, its bit depth (--bits) and --min-tissue / --window-px", mammo.source)
-    guard = CostGuard(n, settings.max_minutes, mammo.source)
-    p = np.empty(n, dtype=np.float64)
-    done = 0
-    complete = True
-    for s in range(0, n, settings.batch_size):
-        if cancel is not None and cancel():
-            complete = False
-            break
-        t_batch = time.perf_counter()
-        chunk = boxes[s:s + settings.batch_size]
-        stack = np.stack([cut_window(image, b, fs) for b in chunk])
-        if len(chunk) < settings.batch_size and s > 0:  # same batch shape: no re-tracing
-            stack = np.concatenate([stack, np.repeat(stack[-1:], settings.batch_size - len(chunk), 0)])
-        p[s:s + len(chunk)] = session.p_abnormal(
-            stack, members, batch_size=settings.batch_size,
-            tta=None if settings.map_tta == "card" else "none",
-            precision=settings.map_precision or MAP_PRECISION)[:len(chunk)]
-        done = s + len(chunk)
-        guard.after_batch(done, len(chunk), time.perf_counter() - t_batch)
-        if progress is not None:
-            progress(done, n)
+    mode, note, map_engine = "windowed", "", None
+    p = np.empty(0)
+    done, complete = 0, True
+    if settings.map_mode == "dense":
+        try:
+            got = _dense_pass(image, boxes, side, session, members, settings, progress, cancel, fs,
+                              mammo.source)
+        except NotDense as err:
+            note = f"dense map not possible: {err.problem}"
+        except MammoError:
+            raise  # the time limit, as for the windowed map
+        except Exception as err:  # noqa: BLE001 - any fault of the dense pass: the windowed map
+            note = f"dense map failed: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+            log.warning("%s; using the windowed map", note)
+        else:
+            mode = "dense"
+            idx, p, complete, note = got
+            done = len(idx)
+            centres = centres[idx]
+            boxes = [boxes[i] for i in idx]
+            eng = session.engine.settings.engine
+            map_engine = session.engine.reference_info(
+                "" if eng == "keras" else "the dense map's trunk runs on Keras/TensorFlow").to_json()
+    if mode == "windowed":
+        p, done, complete = _windowed_pass(image, boxes, session, members, settings, progress,
+                                           cancel, fs, mammo.source)
     if not np.all(np.isfinite(p[:done])):  # never a NaN in a map or a report
         raise MammoError(f"the map's members gave a non-finite P(abnormal) for "
                          f"{int(np.sum(~np.isfinite(p[:done])))} of {done} windows", mammo.source)
     p = p[:done]
     centres = centres[:done]
     boxes = boxes[:done]
+    exact = exact and mode == "windowed"
 
     gh, gw = -(-image.shape[0] // stride), -(-image.shape[1] // stride)
     acc = np.zeros((gh, gw))
@@ -561,8 +600,77 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
                       members, exact, complete, time.perf_counter() - t0, mammo.mm_per_pixel,
                       mammo.spacing_source if settings.window_px is None else "window given in px",
                       settings, member_tta(session, members, settings.map_tta),
-                      session.engine_info(settings.map_precision or MAP_PRECISION).to_json(),
-                      session.engine_info().to_json(), coverage=cnt.astype(np.int32))
+                      map_engine or session.engine_info(settings.map_precision or MAP_PRECISION).to_json(),
+                      session.engine_info().to_json(), coverage=cnt.astype(np.int32),
+                      map_mode=mode, map_mode_note=note)
+
+
+def _windowed_pass(image, boxes, session, members, settings, progress, cancel, fs, source):
+    """P(abnormal) of each window cut and run through the map's members in batches:
+    ``(p, windows done, complete)``."""
+    n = len(boxes)
+    guard = CostGuard(n, settings.max_minutes, source)
+    p = np.empty(n, dtype=np.float64)
+    done = 0
+    for s in range(0, n, settings.batch_size):
+        if cancel is not None and cancel():
+            return p, done, False
+        t_batch = time.perf_counter()
+        chunk = boxes[s:s + settings.batch_size]
+        stack = np.stack([cut_window(image, b, fs) for b in chunk])
+        if len(chunk) < settings.batch_size and s > 0:  # same batch shape: no re-tracing
+            stack = np.concatenate([stack, np.repeat(stack[-1:], settings.batch_size - len(chunk), 0)])
+        p[s:s + len(chunk)] = session.p_abnormal(
+            stack, members, batch_size=settings.batch_size,
+            tta=None if settings.map_tta == "card" else "none",
+            precision=settings.map_precision or MAP_PRECISION)[:len(chunk)]
+        done = s + len(chunk)
+        guard.after_batch(done, len(chunk), time.perf_counter() - t_batch)
+        if progress is not None:
+            progress(done, n)
+    return p, done, True
+
+
+def _dense_pass(image, boxes, side, session, members, settings, progress, cancel, fs, source):
+    """P(abnormal) of the windows from one trunk pass per member over the rescaled image
+    (:mod:`mammo_core.dense_map`): ``(indices of the windows done, p, complete, note)``; a
+    cancelled dense pass returns no window. Raises :class:`NotDense` when a member or the
+    settings do not allow it."""
+    if settings.map_tta == "card" and any(session.tta_of(m) != "none" for m in members):
+        raise NotDense("the map's TTA is the cards' (several views per window); the dense map "
+                       "runs one view")
+    dms = [dense_map.dense_member(session.loaded_model(m)) for m in members]
+    small, scale = dense_map.rescaled(image, side, fs)
+    tops = np.array([b.top for b in boxes])
+    lefts = np.array([b.left for b in boxes])
+    n = len(boxes)
+    probs: dict[str, np.ndarray] = {}
+    n_tiles = 0
+    for k, (name, dm) in enumerate(zip(members, dms)):
+        origins = dense_map.snap_origins(tops, lefts, scale, dm.stride, dm.extent, small.shape)
+        total = sum(len(b.tiles) for b in dense_map.plan(dm, origins, small.shape))
+        guard = CostGuard(total, settings.max_minutes, source, unit="trunk tile")
+        n_tiles += total
+
+        def on_tile(d, t, secs, k=k, guard=guard):
+            guard.after_batch(d, 1, secs)
+            if progress is not None:
+                progress(min(n, round(n * (k + d / max(t, 1)) / len(dms))), n)
+        got, pr = dense_map.dense_probabilities(dm, small, origins, on_tile=on_tile, cancel=cancel)
+        if len(got) < n:  # cancelled: no partial dense map
+            return np.zeros(0, np.int64), np.zeros(0), False, ""
+        out = np.empty_like(pr)
+        out[got] = pr
+        probs[name] = out
+    p = session.p_abnormal_of(probs)
+    dm = dms[0]
+    grid = dm.stride / scale
+    note = (f"one trunk pass over the image rescaled by 150/{side}, {n_tiles} tile(s); window "
+            f"origins snapped to {dm.stride} px of it ({grid:.1f} source px); approximate: each "
+            "window sees the tissue around it instead of the zero padding of its own pass, which the "
+            "head was fitted on: its values rank the windows but are not the windowed P(abnormal) "
+            "(mean |difference| 0.68 on mini-MIAS, docs/whole_mammograms.md)")
+    return np.arange(n), p, True, note
 
 
 def member_tta(session, members: Sequence[str], map_tta: str) -> dict[str, str]:

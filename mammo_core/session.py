@@ -370,8 +370,6 @@ class Session:
         overrides each card's test-time augmentation (``"none"``: one view, 8x cheaper than
         ``dihedral8``; ``None``: as each card says, the ensemble's exact value). ``precision``
         overrides the engine's (the map's own precision, :data:`mammo_core.engine.MAP_PRECISION`)."""
-        import dataclasses
-
         usable = self.abnormal_members()
         if not usable:
             raise MammoError("no loaded model estimates P(baseline): the abnormality map needs a "
@@ -383,18 +381,37 @@ class Session:
                              f"{', '.join(usable)}")
         with self._lock:
             models = [self._state.models[n] for n in chosen]
-            ens = self._state.ensemble
         x = to_model_input(np.asarray(pixels))
         if len(x) == 0:
             return np.zeros(0)
         probs = predict_arrays(models, x, batch_size=batch_size, tta=tta, engine=self.engine,
                                precision=precision)
+        return self.p_abnormal_of(probs)
+
+    def p_abnormal_of(self, probs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """P(abnormal) from the probabilities ``{member: (N, classes)}`` of members that
+        estimate P(baseline) (however they were computed: :meth:`p_abnormal`'s pass, or the dense
+        map, :mod:`mammo_core.dense_map`): the ensemble's ``1 - P(baseline)`` restricted to those
+        members (temperatures and weights as in :meth:`predict`), or without an ensemble the
+        mean ``1 - P(baseline)`` of the members."""
+        import dataclasses
+
+        with self._lock:
+            models = [self._state.models[n] for n in probs]
+            ens = self._state.ensemble
         if ens is not None:
             spec = dataclasses.replace(ens.spec, members=tuple(m for m in ens.spec.members
-                                                               if m.name in chosen))
-            return 1.0 - np.asarray(combine(spec, probs).factors["baseline"], dtype=np.float64)
+                                                               if m.name in probs))
+            return 1.0 - np.asarray(combine(spec, dict(probs)).factors["baseline"], dtype=np.float64)
         return np.mean([1.0 - probs[m.name][:, list(m.classes).index("baseline")] for m in models],
                        axis=0)
+
+    def loaded_model(self, name: str) -> LoadedModel:
+        """A loaded model (its Keras graph and card), e.g. for the dense map."""
+        with self._lock:
+            if name not in self._state.models:
+                raise MammoError(f"model {name!r} is not loaded (loaded: {', '.join(self.loaded) or 'none'})")
+            return self._state.models[name]
 
     # ------------------------------------------------------------------ Grad-CAM
     def _target_index(self, lm: LoadedModel, patch: Patch, target: str | None) -> int | None:

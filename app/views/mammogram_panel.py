@@ -357,12 +357,13 @@ class MammogramPanel(QWidget):
             self.candidate_list.addItem(it)
         state = "" if res.complete else " (cancelled: partial map, no candidates)"
         members = res.members_text() + (
-            "" if res.exact else " (approximate: a subset of the ensemble or one view per window)")
+            "" if res.exact else " (approximate: a subset of the ensemble, one view per window or the dense map)")
         band = res.unscanned_mm()
         unit = "mm" if res.spacing_mm else "px"
         self.map_label.setText(
             f"{len(res.p_abnormal)} windows of {res.window_px} px, stride {res.stride_px} px, "
-            f"{res.seconds:.1f} s{state}. Map members: {members}. Colour: P(abnormal) 0 (blue) to 1 "
+            f"{res.seconds:.1f} s{state}. Map members: {members}; {res.mode_text()}. Colour: "
+            "P(abnormal) 0 (blue) to 1 "
             "(red); faint cells were covered by fewer windows. "
             + ("Every tissue pixel was scanned. " if band is None else
                f"Outer {band:.0f} {unit} of the breast along the skin line not scanned (no colour). ")

@@ -30,8 +30,10 @@ from mammo_core.report import csv_cell
 from mammo_core.safeio import shown
 from mammo_core.scan import (
     CANDIDATES_SCHEMA,
+    DEFAULT_MAP_MODE,
     DEFAULT_MAX_MINUTES,
     DEFAULT_WINDOW_MM,
+    MAP_MODES,
     MIN_WINDOW_PX,
     ScanSettings,
     map_overlay,
@@ -129,6 +131,12 @@ def register(subparsers) -> None:
                         "window, 8x cheaper, an approximation) or 'card' (each card's own, e.g. the "
                         "8 dihedral views: with --map-members all, the ensemble's exact value); "
                         "candidates are always re-classified with every model as its card says")
+    p.add_argument("--map-mode", choices=MAP_MODES, default=DEFAULT_MAP_MODE,
+                   help=f"how the map gets P(abnormal) per window: 'dense' (the member's trunk once "
+                        "over the rescaled image, each window pooled from it: several times faster, "
+                        "approximate; pooled-head members with one view only, else windowed with a "
+                        "note) or 'windowed' (each window cut and run on its own); default "
+                        f"{DEFAULT_MAP_MODE} (docs/whole_mammograms.md)")
     p.add_argument("--min-tissue", type=real(0, 1), default=0.9, metavar="F",
                    help="breast fraction a window needs to be scored (default 0.9)")
     p.add_argument("--keep-pectoral", action="store_true",
@@ -155,6 +163,8 @@ def register(subparsers) -> None:
 
 def _approx(res) -> str:
     """Why a map is not the ensemble's exact P(abnormal)."""
+    if res.map_mode == "dense":
+        return "dense map, values rank windows (docs/whole_mammograms.md)"
     return "one view per window" if res.settings.map_tta == "none" else "a subset of the members"
 
 
@@ -241,7 +251,8 @@ def run(args) -> int:
             tuple(m.strip() for m in args.map_members.split(",") if m.strip()),
             min_tissue=args.min_tissue, map_tta=args.map_tta,
             drop_pectoral=not args.keep_pectoral, window_px=args.window_px,
-            max_minutes=args.max_minutes, map_precision=args.map_precision)
+            max_minutes=args.max_minutes, map_precision=args.map_precision,
+            map_mode=args.map_mode)
     except MammoError as err:
         return _usage(err.problem)
     if args.pixel_spacing is not None and spacing_problem(args.pixel_spacing):
@@ -315,7 +326,7 @@ def _scan_all(args, settings: ScanSettings, out: Path, inputs: set[str]) -> int:
         best = res.candidates[0] if res.candidates else None
         print(f"mammo: {shown(mammo.name)}: {len(res.p_abnormal)} windows of {res.window_px} px in "
               f"{res.seconds:.1f} s (map members: {res.members_text()}"
-              f"{'' if res.exact else ', approximate: ' + _approx(res)}); best candidate "
+              f"{'' if res.exact else ', approximate: ' + _approx(res)}; {res.mode_text()}); best candidate "
               + (f"x={best.x} y={best.y} P(abnormal)={best.p_abnormal:.2f} ({best.call})" if best else "none"),
               file=sys.stderr)
     if not done_images and not _write_csv(index):  # rebuilt from the folder's JSON files
@@ -392,13 +403,16 @@ class CandidateIndex:
     def __init__(self, out: Path):
         self.out = out
         self.docs: dict[str, list[dict]] = {}
+        self.notes: dict[str, str] = {}  # per JSON: how its map was computed (a comment line)
         try:
             names = sorted(e.name for e in os.scandir(out) if e.name.endswith(JSON_SUFFIX))
         except OSError:
             names = []
         for name in names:
             try:
-                self.docs[name] = rows_of(_read_json(out / name))
+                doc = _read_json(out / name)
+                self.docs[name] = rows_of(doc)
+                self.notes[name] = map_note(doc)
             except (OSError, ValueError, TypeError, KeyError, MammoError) as exc:
                 log.warning("leaving %s out of candidates.csv: %s", shown(out / name),
                             shown(getattr(exc, "problem", None) or getattr(exc, "strerror", None)
@@ -406,6 +420,7 @@ class CandidateIndex:
 
     def put(self, name: str, doc: dict) -> None:
         self.docs[name] = rows_of(doc)
+        self.notes[name] = map_note(doc)
 
     def csv_text(self) -> str:
         buf = io.StringIO()
@@ -413,8 +428,24 @@ class CandidateIndex:
         w.writeheader()
         for name in sorted(self.docs):
             w.writerows(self.docs[name])
+        for name in sorted(self.docs):
+            if self.notes.get(name):
+                buf.write(f"# {self.notes[name]}\n")
         buf.write(f"# {DISCLAIMER}\n")
         return buf.getvalue()
+
+
+def map_note(doc: dict) -> str:
+    """One comment line of candidates.csv: the image, how its map was computed (mode) and on
+    what engine; '' for a candidates file written before these were recorded."""
+    m = doc["map"] if isinstance(doc.get("map"), dict) else {}
+    mode, eng = m.get("mode"), m.get("engine")
+    if not isinstance(mode, str):
+        return ""
+    what = (f"{eng['name']} {eng['version']} {eng['precision']}"
+            if isinstance(eng, dict) and all(isinstance(eng.get(k), str) for k in ("name", "version", "precision"))
+            else "engine not recorded")
+    return csv_cell(shown(f"{doc['source']}: {mode} map on {what}"))
 
 
 def _read_json(path: Path) -> dict:

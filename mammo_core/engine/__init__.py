@@ -172,6 +172,11 @@ class Engine:
                           self.settings.engine, "",
                           MEASURED.get(("openvino", precision), "not measured"))
 
+    def reference_info(self, note: str = "") -> EngineInfo:
+        """The Keras reference engine as it appears in provenance, with ``note`` (what ran
+        on Keras although this engine was asked for, e.g. the dense map's trunk)."""
+        return self._keras_info(note)
+
     def _fallback(self, why: str) -> None:
         with self._lock:
             if self._why_not is None:
