@@ -143,7 +143,7 @@ class DenseMember:
         self.pools = [(kind, targets.index(t)) for _, kind, t in pools]
         # the head: one input per pooling layer (in the graph's order), the layers after them
         starts = {}
-        head_inputs = []
+        head_inputs: list[Any] = []
         for node, _, _ in pools:
             t = node.outputs[0]
             x = keras.Input((int(t.shape[-1]),), name=f"pooled_{len(head_inputs)}")
@@ -341,7 +341,8 @@ def dense_probabilities(member: DenseMember, small: np.ndarray, origins: np.ndar
     done_tiles = 0
     h, w = small.shape
     m = member.margin
-    idx_done, probs = [], []
+    idx_done: list[Any] = []
+    probs: list[Any] = []
     for band in bands:
         r0, r1 = band.rows
         c0, c1 = band.cols

@@ -17,8 +17,9 @@ from app.controllers.mammogram import MammogramController
 from app.controllers.study import StudyController
 from app.text import NOTICE
 from app.views.mammogram_view import DisplayPyramid, MammogramView, window_presets
+from mammo_core.breast import chest_wall_side, tissue_mask
 from mammo_core.mammogram import Mammogram
-from mammo_core.scan import ScanResult, chest_wall_side, tissue_mask
+from mammo_core.scan import ScanResult
 from mammo_core.study import HANGING, Study, StudySet
 
 #: Where each column's chest wall goes: the right-breast column's on its right edge, the
