@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import ast
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from fake_session import FakeSession
 
 from app.controllers.mammogram import MammogramController
 from app.service import ModelService
@@ -28,27 +28,6 @@ TAB_MODULES = ("app/views/mammogram_panel.py", "app/views/mammogram_view.py",
 OWN_OBJECTS_ONLY = sorted({*TAB_MODULES, "app/service.py",
                            *(p.relative_to(REPO).as_posix() for d in ("views", "controllers", "dialogs")
                              for p in (REPO / "app" / d).glob("*.py"))})
-
-
-@dataclass
-class Info:
-    name: str
-    classes: tuple[str, ...] = ("baseline", "mass", "calcification")
-
-
-class FakeSession:
-    """What the service needs of a Session: the cards and a load."""
-
-    def __init__(self, models_dir):
-        self.models_dir = models_dir
-        self.loaded: list[str] = []
-
-    def available(self):
-        return [Info("m1")]
-
-    def load(self, progress=None):
-        self.loaded = ["m1"]
-        return []
 
 
 def _mammogram(source: str = "case_L_CC.png") -> Mammogram:

@@ -3,12 +3,12 @@ walls meet), each view with its own map and candidates; keys switch views, toggl
 show one view alone and go to the next study."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from dicom_makers import write_mammo_dicom
+from fake_session import FakeSession as BaseFakeSession
 from PyQt6.QtCore import Qt
 
 from app.controllers.study import StudyController
@@ -23,23 +23,8 @@ pytestmark = pytest.mark.gui
 WAIT = 10_000
 
 
-@dataclass
-class Info:
-    name: str
-    classes: tuple[str, ...] = ("baseline", "mass", "calcification")
-
-
-class FakeSession:
-    def __init__(self, models_dir):
-        self.models_dir = models_dir
-        self.loaded: list[str] = []
-
-    def available(self):
-        return [Info("m1")]
-
-    def load(self, progress=None):
-        self.loaded = ["m1"]
-        return []
+class FakeSession(BaseFakeSession):
+    """The cards, a load and the provenance the study's exports write."""
 
     def provenance_record(self):
         return Provenance("0.1.0", "research use only", "2026-01-01T00:00:00",
