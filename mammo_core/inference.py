@@ -64,11 +64,6 @@ class LoadedModel:
         return self._model
 
     @property
-    def in_memory(self) -> bool:
-        """Whether the Keras model is loaded (False: only its verified files and card)."""
-        return self._model is not None
-
-    @property
     def name(self) -> str:
         return self.info.name
 
