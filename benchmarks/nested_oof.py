@@ -40,7 +40,7 @@ from mammo_core.training.nested import (
     old_ensemble,
     question_aucs,
 )
-from mammo_core.training.pooled import OOF_FILE, load_oof, training_views, woman_folds
+from mammo_core.training.pooled import OOF_FILE, augmented_features, load_oof, training_views, woman_folds
 
 VIEWS = 8
 QUESTIONS = dict(zip(TASK_AUCS, ("abnormal vs baseline", "mass vs calcification", "benign vs malignant")))
@@ -121,7 +121,12 @@ def main(argv=None) -> int:
         if m is None:
             t = time.perf_counter()
             tv = training_views(len(labels), VIEWS, s.train_views, a.seed)
-            m = nested_member(s, feats, labels, fold, tv, a.seed, progress=say)
+            aug = None
+            if s.train_augment != "none":  # the member's acquisition-changed training views (cached)
+                x = io.to_model_input(np.asarray(train.images))
+                aug = augmented_features(s.train_augment, s.augment_views, x, train.image_file, "train", a.weights,
+                                         tv, a.seed, a.cache)
+            m = nested_member(s, feats, labels, fold, tv, a.seed, progress=say, aug_feats=aug)
             _save(path, m)
             say(f"{s.name}: {time.perf_counter() - t:.0f} s")
         members.append(m)

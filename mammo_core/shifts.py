@@ -24,6 +24,18 @@ name               what
 ``scale_1.25``     content magnified 1.25 x about the centre (cropped to 150 x 150)
 =================  ==========================================================================
 
+**Random acquisition changes for training** (:func:`random_acquisition`, the pooled members'
+``--train-augment acquisition``): the same functions with parameters drawn per patch from
+``numpy.random.default_rng(seed)``, every family at once, in this order: rescale (log-uniform
+0.8-1.25), Gaussian blur (sigma uniform 0-1.2 px), additive Gaussian noise (SNR uniform 15-30 dB,
+``sigma = std(x) / 10 ** (snr / 20)``), clip, contrast (factor uniform 0.6-1 about the patch
+mean), gamma (log-uniform 0.5-2), clip. The bench's gamma 0.5 / 2, contrast x0.6, noise SNR 20 dB,
+blur 1 px and rescale 0.8 / 1.25 are points INSIDE these ranges (the first, third and last at
+their ends): on a member trained with this augmentation the bench measures robustness to the
+families it was trained on, not to unseen changes. Re-quantisation is not in the augmentation
+(10 and 12 bits move a [0, 1] patch by at most 1/2046), and ``film_edge`` is not: it stays an
+unseen shift.
+
 Research use only — not a medical device.
 """
 from __future__ import annotations
@@ -33,8 +45,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mammo_core.errors import MammoError
+
 NOISE_SNR_DB = 20.0
 EDGE_FRACTION = 0.2
+# the random acquisition change of training views: (low, high, "log" | "lin") per parameter
+ACQUISITION_RANGES: dict[str, tuple[float, float, str]] = {
+    "scale": (0.8, 1.25, "log"),
+    "blur_sigma": (0.0, 1.2, "lin"),
+    "snr_db": (15.0, 30.0, "lin"),
+    "contrast": (0.6, 1.0, "lin"),
+    "gamma": (0.5, 2.0, "log"),
+}
+ACQUISITION_ORDER = ("scale", "blur_sigma", "snr_db", "contrast", "gamma")
+AUGMENTS = ("none", "acquisition")
 
 
 @dataclass(frozen=True)
@@ -53,13 +77,15 @@ def _contrast(x: np.ndarray, seed: int, factor: float = 0.6) -> np.ndarray:
     return m + factor * (x - m)
 
 
-def _noise(x: np.ndarray, seed: int) -> np.ndarray:
+def _noise(x: np.ndarray, seed: int, snr_db: float = NOISE_SNR_DB) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    sigma = x.std(axis=(1, 2), keepdims=True) / (10 ** (NOISE_SNR_DB / 20.0))
+    sigma = x.std(axis=(1, 2), keepdims=True) / (10 ** (snr_db / 20.0))
     return x + sigma * rng.standard_normal(x.shape)
 
 
 def _blur(x: np.ndarray, seed: int, sigma: float = 1.0) -> np.ndarray:
+    if sigma <= 1e-3:
+        return x
     r = int(np.ceil(3 * sigma))
     t = np.arange(-r, r + 1, dtype=np.float64)
     k = np.exp(-0.5 * (t / sigma) ** 2)
@@ -82,21 +108,27 @@ def _film_edge(x: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
+def _rescale_one(img: np.ndarray, factor: float) -> np.ndarray:
+    """One (H, W) patch's content rescaled ``factor`` x about the centre, back to (H, W)."""
+    import cv2
+
+    h, w = img.shape
+    if abs(factor - 1.0) < 1e-6:
+        return img
+    r = cv2.resize(img.astype(np.float32), None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
+    if r.shape[0] >= h and r.shape[1] >= w:
+        t, lft = (r.shape[0] - h) // 2, (r.shape[1] - w) // 2
+        return r[t:t + h, lft:lft + w]
+    ph, pw = max(0, h - r.shape[0]), max(0, w - r.shape[1])
+    r = np.pad(r, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), mode="reflect")
+    return r[:h, :w]
+
+
 def _rescale(factor: float):
     def apply(x: np.ndarray, seed: int) -> np.ndarray:
-        import cv2
-
-        n, h, w = x.shape
         out = np.empty_like(x)
-        for i in range(n):
-            img = cv2.resize(x[i].astype(np.float32), None, fx=factor, fy=factor,
-                             interpolation=cv2.INTER_LINEAR)
-            if factor >= 1:
-                t, lft = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
-                out[i] = img[t:t + h, lft:lft + w]
-            else:
-                ph, pw = h - img.shape[0], w - img.shape[1]
-                out[i] = np.pad(img, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), mode="reflect")
+        for i in range(len(x)):
+            out[i] = _rescale_one(x[i], factor)
         return out
     return apply
 
@@ -134,3 +166,57 @@ def apply_shift(name: str, x: np.ndarray, seed: int = 0) -> np.ndarray:
         return apply_shift(name, x[None], seed)[0]
     y = np.clip(get_shift(name).apply(x, seed), 0.0, 1.0).astype(np.float32)
     return y[..., None] if chan else y
+
+
+def acquisition_key() -> str:
+    """A short text naming the random acquisition change's ranges and order (for cache keys:
+    changed ranges never reuse features of the old ones)."""
+    return ";".join(f"{k}={lo:g}-{hi:g}{kind}" for k, (lo, hi, kind) in
+                    ((k, ACQUISITION_RANGES[k]) for k in ACQUISITION_ORDER))
+
+
+def draw_acquisition(n: int, seed: int) -> dict[str, np.ndarray]:
+    """``{parameter: (n,)}``: one random acquisition change per patch (:data:`ACQUISITION_RANGES`;
+    "log" ranges log-uniform), from ``numpy.random.default_rng([seed, 24])``, plus ``noise_seed``."""
+    rng = np.random.default_rng([int(seed), 24])
+    out: dict[str, np.ndarray] = {}
+    for k in ACQUISITION_ORDER:
+        lo, hi, kind = ACQUISITION_RANGES[k]
+        u = rng.random(int(n))
+        out[k] = np.exp(np.log(lo) + u * (np.log(hi) - np.log(lo))) if kind == "log" else lo + u * (hi - lo)
+    out["noise_seed"] = rng.integers(0, 2 ** 31 - 1, int(n))
+    return out
+
+
+def random_acquisition(x: np.ndarray, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``(x changed, parameters)``: each patch of ``x`` ((N, H, W[, 1]) model inputs in [0, 1],
+    scaled by the true bit depth) under its own random acquisition change (module docstring),
+    built from the bench's shift functions. Deterministic per ``seed``; float32, same shape."""
+    x = _check_unit(x)
+    chan = x.ndim == 4
+    x3 = x[..., 0] if chan else x
+    if x3.ndim != 3:
+        raise MammoError(f"random_acquisition needs patches (N, H, W[, 1]), got shape {np.shape(x)}")
+    prm = draw_acquisition(len(x3), seed)
+    out = np.empty(x3.shape, np.float32)
+    for i in range(len(x3)):
+        p = _rescale_one(x3[i], float(prm["scale"][i]))[None].astype(np.float64)
+        p = _blur(p, 0, float(prm["blur_sigma"][i]))
+        p = np.clip(_noise(p, int(prm["noise_seed"][i]), float(prm["snr_db"][i])), 0.0, 1.0)
+        p = _contrast(p, 0, float(prm["contrast"][i]))
+        p = np.power(np.clip(p, 0.0, 1.0), float(prm["gamma"][i]))
+        out[i] = np.clip(p[0], 0.0, 1.0)
+    return (out[..., None] if chan else out), prm
+
+
+def _check_unit(x) -> np.ndarray:
+    """``x`` as float64 model inputs in [0, 1]; raw integer pixels (16-bit, say) are refused."""
+    a = np.asarray(x)
+    if a.dtype.kind not in "f":
+        raise MammoError(f"acquisition changes need model inputs in [0, 1] (io.to_model_input), got {a.dtype} "
+                         "pixels")
+    a = a.astype(np.float64)
+    if a.size and (not np.isfinite(a).all() or a.min() < 0.0 or a.max() > 1.0):
+        raise MammoError("acquisition changes need model inputs in [0, 1] (io.to_model_input), got values "
+                         "outside it")
+    return a

@@ -98,6 +98,13 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
                        help="pooled head: test-time augmentation (auto = chosen out of fold)")
         g.add_argument("--train-views", type=int, default=8, choices=range(1, 9), metavar="1-8",
                        help="pooled head: dihedral views per training patch in the fit (view 0 + random others)")
+        g.add_argument("--train-augment", choices=("none", "acquisition"), default="none",
+                       help="pooled head: acquisition = training views 1..--augment-views of every patch get a "
+                            "random acquisition change (gamma, contrast, noise, blur, rescale; "
+                            "mammo_core.shifts.random_acquisition); predictions unchanged")
+        g.add_argument("--augment-views", type=int, default=1, metavar="N",
+                       help="pooled head, --train-augment acquisition: how many of the --train-views views "
+                            "(never view 0) are changed (default 1)")
         g.add_argument("--feature-cache", default="", metavar="DIR",
                        help="pooled head: feature cache folder (default $MAMMO_FEATURE_CACHE or "
                             "runs/feature_cache; never in git)")
@@ -191,7 +198,8 @@ def config_from_args(args: argparse.Namespace, task: str, model: str | None, arg
         if getattr(args, "head", "flatten") == "pooled":
             opts["head"] = "pooled"
             extra.update(pool_candidates=tuple(args.pool_candidates), c_grid=tuple(args.c_grid),
-                         tta=args.tta, feature_cache=args.feature_cache, train_views=args.train_views)
+                         tta=args.tta, feature_cache=args.feature_cache, train_views=args.train_views,
+                         train_augment=args.train_augment, augment_views=args.augment_views)
     for k in ("epochs", "batch_size", "lr", "patience", "class_weights", "augment", "optimizer"):
         if val.get(k) is not None:
             extra[k] = val[k]
@@ -216,7 +224,8 @@ POOLED_IGNORES = ("epochs", "batch_size", "lr", "patience", "augment", "no_augme
                   "output_activation", "val_fraction", "grid",
                   "distribute", "mixed_precision", "workers", "hidden", "lr_scaling", "fe_copies", "ft_unfreeze",
                   "ft_epochs", "ft_lr")
-FLATTEN_IGNORES = ("pool_candidates", "c_grid", "tta", "train_views", "feature_cache")
+FLATTEN_IGNORES = ("pool_candidates", "c_grid", "tta", "train_views", "feature_cache", "train_augment",
+                   "augment_views")
 
 
 # loggers whose records (TensorFlow, absl, Keras and Python warnings, JAX's backend probing:

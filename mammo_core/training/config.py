@@ -81,6 +81,9 @@ class TrainConfig:
     tta: str = "auto"  # auto (chosen out of fold) | none | dihedral8
     allow_collapsed: bool = False  # write a bundle even if its predictions are constant / one class
     train_views: int = 8  # dihedral views per training patch in the fit (view 0 + random others)
+    # pooled member: "acquisition" = training views 1..augment_views get a random acquisition change
+    train_augment: str = "none"
+    augment_views: int = 1
     # how public_test was seen before a change to this model (card: metrics.blind false); "" = blind
     held_out_seen: str = ""
     feature_cache: str = ""  # feature cache folder (default $MAMMO_FEATURE_CACHE or runs/feature_cache)

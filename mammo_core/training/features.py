@@ -5,7 +5,10 @@ block pooled, average and max) is run once over every patch of a split and every
 (:mod:`mammo_core.tta`); each pooled layer is stored as its own ``.npy`` under
 ``<cache>/<data key>/<split>/view<k>/<gap|gmp>_<layer>.npy``. The data key hashes the split's
 tensor file and the backbone weights file, so a changed dataset or backbone never reuses stale
-features. Members then differ only in which cached blocks they concatenate. The cache is a
+features. Members then differ only in which cached blocks they concatenate. Features of
+acquisition-changed training views (``--train-augment acquisition``, :func:`cached_augmented_features`)
+are cached beside them under ``<split>/<augment key>/`` (:func:`augment_key`: the augmentation, its
+ranges, seed, copy and the patches' dihedral views). The cache is a
 plain folder of float32 arrays (no pickle) kept OUT of git (default ``runs/feature_cache``,
 or ``$MAMMO_FEATURE_CACHE``).
 Research use only - not a medical device.
@@ -93,4 +96,70 @@ def cached_features(x: np.ndarray, tensor_file: str | Path, split: str, weights:
             _save(f, a)
             out[k].append(a)
         log(f"[features] {split} view {v}: {len(x)} patches in {time.perf_counter() - t0:.0f} s -> {vdir}")
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def augment_key(augment: str, seed: int, copy: int, dihedral_views: np.ndarray) -> str:
+    """Folder name of one augmented copy's features: the augmentation and its ranges
+    (:func:`mammo_core.shifts.acquisition_key`), the seed, the copy index and a hash of the
+    per-patch dihedral views, so no other augmentation, seed or view assignment reuses them."""
+    import hashlib
+
+    from mammo_core.shifts import AUGMENTS, acquisition_key
+
+    if augment not in AUGMENTS or augment == "none":
+        raise MammoError(f"unknown training augmentation {augment!r}; choose from {', '.join(AUGMENTS[1:])}")
+    dv = np.ascontiguousarray(np.asarray(dihedral_views, np.int64))
+    h = hashlib.sha256(f"{augment}|{acquisition_key()}|{int(seed)}|{int(copy)}|".encode() + dv.tobytes())
+    return f"aug-{augment}-s{int(seed)}-c{int(copy)}-{h.hexdigest()[:16]}"
+
+
+def augment_seed(seed: int, copy: int) -> int:
+    """The seed of copy ``copy``'s random acquisition changes (one per copy, from the run's seed)."""
+    return int(np.random.default_rng([int(seed), int(copy), 2024]).integers(0, 2 ** 31 - 1))
+
+
+def cached_augmented_features(x: np.ndarray, tensor_file: str | Path, split: str, weights: str | Path,
+                              augment: str, seed: int, dihedral_views: np.ndarray,
+                              cache: str | Path | None = None, batch_size: int = 32,
+                              log=None) -> dict[str, np.ndarray]:
+    """``{key: (copies, N, d)}`` pooled features of acquisition-changed patches: copy ``j`` of
+    patch ``i`` is :func:`mammo_core.shifts.random_acquisition` (seed :func:`augment_seed`) of
+    ``x[i]`` seen in dihedral view ``dihedral_views[i, j]``; computed once and cached."""
+    from mammo_core.shifts import random_acquisition
+
+    log = log or (lambda m: logging.getLogger(__name__).info("%s", m))
+    if not Path(weights).is_file():
+        raise MammoError("backbone weights file not found", weights)
+    dv = np.asarray(dihedral_views, np.int64)
+    if dv.ndim != 2 or dv.shape[0] != len(x):
+        raise MammoError(f"dihedral views must be (N, copies) for {len(x)} patches, got {dv.shape}")
+    root = cache_root(cache) / data_key(tensor_file, weights) / split
+    keys = pooled_keys(ALL_POOL_LAYERS, "avgmax")
+    model = None
+    out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    for j in range(dv.shape[1]):
+        adir = root / augment_key(augment, seed, j, dv[:, j])
+        files = [adir / f"{k}.npy" for k in keys]
+        if all(f.is_file() for f in files):
+            arrs = [np.load(f, allow_pickle=False) for f in files]
+            if all(a.shape[0] == len(x) for a in arrs):
+                for k, a in zip(keys, arrs):
+                    out[k].append(a)
+                continue
+        if model is None:
+            model, _ = feature_model(weights)
+        t0 = time.perf_counter()
+        xa, _ = random_acquisition(x, augment_seed(seed, j))
+        xv = np.stack([dihedral(xa[i:i + 1], int(dv[i, j]))[0] for i in range(len(xa))])
+        parts: list[list[np.ndarray]] = [[] for _ in keys]
+        for i in range(0, len(xv), batch_size):
+            res = model(xv[i:i + batch_size], training=False)
+            for jj, r in enumerate(res):
+                parts[jj].append(np.asarray(r, np.float32))
+        for k, f, p in zip(keys, files, parts):
+            a = np.concatenate(p)
+            _save(f, a)
+            out[k].append(a)
+        log(f"[features] {split} {augment} copy {j}: {len(x)} patches in {time.perf_counter() - t0:.0f} s -> {adir}")
     return {k: np.stack(v) for k, v in out.items()}

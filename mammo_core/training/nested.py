@@ -51,6 +51,8 @@ class MemberSearch:
     c_grid: tuple[float, ...]
     train_views: int
     tta_options: tuple[str, ...] = ("none", "dihedral8")
+    train_augment: str = "none"  # --train-augment (mammo_core.training.pooled)
+    augment_views: int = 0
 
 
 # the three bundled members (training_scripts/train_bundled.sh: --pool-candidates, --c-grid,
@@ -85,16 +87,18 @@ class MemberNested:
 
 def nested_member(search: MemberSearch, feats: Mapping[str, np.ndarray], labels: np.ndarray,
                   fold: np.ndarray, tv: np.ndarray, seed: int,
-                  progress: Callable[[str], None] | None = None) -> MemberNested:
+                  progress: Callable[[str], None] | None = None,
+                  aug_feats: Mapping[str, np.ndarray] | None = None) -> MemberNested:
     """Nested selection of one member (module docstring). ``feats``: ``{key: (views, N, d)}``
     cached pooled features; ``fold``: outer fold id per patch; ``tv``: (N, train_views) fitting
-    views per patch (:func:`~mammo_core.training.pooled.training_views`)."""
+    views per patch (:func:`~mammo_core.training.pooled.training_views`); ``aug_feats``: the
+    member's augmented training views (:func:`~mammo_core.training.pooled.augmented_features`)."""
     say = progress or (lambda m: log.info("%s", m))
     labels = np.asarray(labels, np.int64)
     task = get_task(search.task)
     cands = [Candidate.parse(c) for c in search.candidates]
     _, (cand, c, t), old, _ = select(search.task, feats, labels, fold, cands, search.c_grid,
-                                     search.tta_options, seed, tv)
+                                     search.tta_options, seed, tv, aug_feats=aug_feats)
     old_choice = (cand.label, float(c), t)
     say(f"[nested] {search.name}: old (non-nested) choice {old_choice}")
     keep, y_task = task.map_labels(labels)
@@ -109,12 +113,14 @@ def nested_member(search: MemberSearch, feats: Mapping[str, np.ndarray], labels:
         sub = np.flatnonzero(out)
         inner_fold = np.searchsorted(np.unique(fold[sub]), fold[sub])  # the other folds, 0..k-2
         sub_feats = {key: v[:, sub] for key, v in feats.items()}
+        sub_aug = None if aug_feats is None else {key: v[:, sub] for key, v in aug_feats.items()}
         _, (cand, c, t), p_inner, _ = select(search.task, sub_feats, labels[sub], inner_fold, cands,
-                                             search.c_grid, search.tta_options, seed, tv[sub])
+                                             search.c_grid, search.tta_options, seed, tv[sub], aug_feats=sub_aug)
         inner_oof[f, sub] = p_inner
         F = _design(feats, cand)
         tr = np.flatnonzero(keep & out)
-        scaler, lr = _fit_lr(_rows(F, tr, tv), np.repeat(y_full[tr], tv.shape[1]), c, seed)
+        Fa = None if aug_feats is None else _design(aug_feats, cand)
+        scaler, lr = _fit_lr(_rows(F, tr, tv, Fa), np.repeat(y_full[tr], tv.shape[1]), c, seed)
         te = np.flatnonzero(~out)
         pv = _predict_views(scaler, lr, F[:, te])
         nested[te] = pv.mean(axis=0) if t == "dihedral8" else pv[0]

@@ -16,6 +16,12 @@ baseline and mass-vs-calcification AUCs; ties by log loss) is refitted on all tr
 Its out-of-fold predictions over ALL train_* patches (every label, for the ensemble) are written
 to ``oof.npz`` in the run folder (not part of the bundle). Training refuses to write a bundle
 whose out-of-fold predictions are (near) constant or one class (:func:`check_not_collapsed`).
+With ``--train-augment acquisition`` the fitting rows of training views 1..``augment_views`` of
+every patch (never view 0, the patch as cut) are the features of a RANDOM acquisition change of
+the patch in that view (:func:`mammo_core.shifts.random_acquisition`: gamma, contrast, noise,
+blur, rescale drawn per patch with the run's seed; cached like the other features,
+:func:`mammo_core.training.features.cached_augmented_features`); out-of-fold predictions and the
+bundle's own predictions are of the unchanged patches (the bundle graph does not change).
 The held-out split is predicted once, after every choice. The out-of-fold numbers of the chosen
 candidate are slightly optimistic (the choice was made on them); the card says so.
 Research use only - not a medical device.
@@ -53,7 +59,7 @@ from mammo_core.models.transfer import BACKBONES, POOLINGS, fold_linear_head, pa
 from mammo_core.plots import plot_confusion, plot_roc
 from mammo_core.training.config import parse_class_weights
 from mammo_core.training.data import check_classes
-from mammo_core.training.features import cached_features
+from mammo_core.training.features import augment_seed, cached_augmented_features, cached_features
 from mammo_core.training.outdir import REFUSED_MARK, RefusedRun
 from mammo_core.training.results import FOLD_COLUMNS, TrainResult, summarize_folds, write_csv
 from mammo_core.tta import check_tta, predict_tta
@@ -188,14 +194,61 @@ def training_views(n: int, views: int, train_views: int, seed: int) -> np.ndarra
     return np.concatenate([np.zeros((n, 1), np.int64), others], axis=1)
 
 
-def _rows(F: np.ndarray, idx: np.ndarray, tv: np.ndarray) -> np.ndarray:
-    """Stack the fitting rows of patches ``idx``: feature of view tv[i, j] of patch idx[i]."""
-    return F[tv[idx].ravel(), np.repeat(idx, tv.shape[1])]
+def _rows(F: np.ndarray, idx: np.ndarray, tv: np.ndarray, Fa: np.ndarray | None = None) -> np.ndarray:
+    """Stack the fitting rows of patches ``idx``: feature of view tv[i, j] of patch idx[i]; with
+    ``Fa`` ((copies, N, d) augmented features), training views 1..copies of each patch are
+    replaced by its augmented copies 0..copies-1 (seen in those same dihedral views)."""
+    X = F[tv[idx].ravel(), np.repeat(idx, tv.shape[1])]
+    if Fa is None or len(Fa) == 0:
+        return X
+    if Fa.shape[0] > tv.shape[1] - 1:
+        raise MammoError(f"internal: {Fa.shape[0]} augmented views for {tv.shape[1]} training views")
+    X = X.reshape(len(idx), tv.shape[1], -1)
+    X[:, 1:1 + Fa.shape[0]] = np.swapaxes(Fa[:, idx], 0, 1)
+    return X.reshape(len(idx) * tv.shape[1], -1)
+
+
+def check_augment(augment: str, augment_views: int, train_views: int) -> None:
+    """Bad --train-augment / --augment-views combinations -> one-line MammoError."""
+    from mammo_core.shifts import AUGMENTS
+
+    if augment not in AUGMENTS:
+        raise MammoError(f"train augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
+    if augment != "none" and not 1 <= int(augment_views) <= int(train_views) - 1:
+        raise MammoError(f"--train-augment {augment}: --augment-views must be 1..train_views - 1 "
+                         f"({int(train_views) - 1}; view 0, the patch as cut, stays unchanged), got {augment_views}")
+
+
+def augmented_features(augment: str, augment_views: int, x: np.ndarray, tensor_file, split: str, weights,
+                       tv: np.ndarray, seed: int, cache=None) -> dict[str, np.ndarray] | None:
+    """``{key: (augment_views, N, d)}`` features of the acquisition-changed training views
+    1..augment_views of ``tv`` (None without augmentation)."""
+    if augment == "none":
+        return None
+    check_augment(augment, augment_views, tv.shape[1])
+    return cached_augmented_features(x, tensor_file, split, weights, augment, seed,
+                                     tv[:, 1:1 + int(augment_views)], cache=cache)
+
+
+def augment_record(augment: str, augment_views: int, seed: int) -> dict | str:
+    """The card's record of the training augmentation ("none", or what and how)."""
+    from mammo_core.shifts import ACQUISITION_ORDER, ACQUISITION_RANGES
+
+    if augment == "none":
+        return "none"
+    return {"kind": augment, "views": int(augment_views), "seed": int(seed),
+            "copy_seeds": [augment_seed(seed, j) for j in range(int(augment_views))],
+            "ranges": {k: list(ACQUISITION_RANGES[k]) for k in ACQUISITION_ORDER},
+            "order": list(ACQUISITION_ORDER),
+            "note": "training views 1..views of every patch replaced by a random acquisition change "
+                    "(mammo_core.shifts.random_acquisition) of the patch in that view; view 0 and all "
+                    "predictions unchanged"}
 
 
 def select(task: str, feats: Mapping[str, np.ndarray], labels: np.ndarray, fold: np.ndarray,
            candidates: list[Candidate], c_grid, tta_options: tuple[str, ...], seed: int,
-           tv: np.ndarray | None = None, class_weight="balanced"):
+           tv: np.ndarray | None = None, class_weight="balanced",
+           aug_feats: Mapping[str, np.ndarray] | None = None):
     """Out-of-fold search. Returns (table rows, best (candidate, C, tta), its OOF probabilities
     over all patches (N, K), per-fold rows)."""
 
@@ -206,6 +259,7 @@ def select(task: str, feats: Mapping[str, np.ndarray], labels: np.ndarray, fold:
     rows, best, best_key, best_oof = [], None, None, None
     for cand in candidates:
         F = _design(feats, cand)  # (V, N, d)
+        Fa = None if aug_feats is None else _design(aug_feats, cand)  # (copies, N, d)
         V = F.shape[0]
         oof = {(c, t): np.zeros((len(labels), get_task(task).n_classes)) for c in c_grid for t in tta_options}
         t0 = time.perf_counter()
@@ -213,7 +267,7 @@ def select(task: str, feats: Mapping[str, np.ndarray], labels: np.ndarray, fold:
             tr = np.flatnonzero(keep & (fold != f))
             te = np.flatnonzero(fold == f)
             tvs = tv if tv is not None else np.tile(np.arange(V), (len(labels), 1))
-            X = _rows(F, tr, tvs)
+            X = _rows(F, tr, tvs, Fa)
             yy = np.repeat(y_full[tr], tvs.shape[1])
             scaler = None  # one standardisation per fold, shared by every C
             for c in sorted(c_grid):
@@ -255,6 +309,7 @@ def train_pooled(cfg):
         raise MammoError("the pooled member needs a local backbone .weights.h5 file (--weights)")
     if cfg.folds < 2:
         raise MammoError("the pooled member chooses on out-of-fold predictions: give --folds >= 2")
+    check_augment(cfg.train_augment, cfg.augment_views, max(1, min(int(cfg.train_views), 8)))
     task = get_task(cfg.task)
     out = cfg.out_dir
     arrays = io.load_patch_arrays(cfg.data_dir)
@@ -295,8 +350,10 @@ def train_pooled(cfg):
          f"patches, {cfg.folds} folds over {len(np.unique(groups))} women, {len(candidates)} candidates x "
          f"{len(c_grid)} C x tta {tta_options}")
     tv = training_views(len(labels), views, cfg.train_views, cfg.seed)
+    aug = augmented_features(cfg.train_augment, cfg.augment_views, x_train, train.image_file, "train", weights, tv,
+                             cfg.seed, cfg.feature_cache or None)
     table, (cand, c_best, tta_best), oof, fold_rows = select(task.name, feats, labels, fold, candidates, c_grid,
-                                                             tta_options, cfg.seed, tv, class_weight)
+                                                             tta_options, cfg.seed, tv, class_weight, aug)
     try:
         oof_spread = check_not_collapsed(oof[keep], f"{cfg.bundle_name} out-of-fold predictions")
     except MammoError as err:
@@ -319,7 +376,8 @@ def train_pooled(cfg):
     # final fit on every training patch of the task, all views
     F = _design(feats, cand)
     tr = np.flatnonzero(keep)
-    scaler, lr = _fit_lr(_rows(F, tr, tv), np.repeat(y_task, tv.shape[1]), c_best, cfg.seed,
+    Fa = None if aug is None else _design(aug, cand)
+    scaler, lr = _fit_lr(_rows(F, tr, tv, Fa), np.repeat(y_task, tv.shape[1]), c_best, cfg.seed,
                          class_weight=class_weight)
     final_opts = {**opts, "head": "pooled", "pool_layers": cand.pool_layers, "pooling": cand.pooling, "mode": "fe"}
     model = build_model("transfer", task.n_classes,
@@ -387,6 +445,7 @@ def train_pooled(cfg):
                                       "mean of abnormal-vs-baseline and mass-vs-calcification AUC), ties by log loss",
                          "candidates": [c.label for c in candidates], "c_grid": list(c_grid),
                          "train_views": int(tv.shape[1]),
+                         "train_augment": augment_record(cfg.train_augment, cfg.augment_views, cfg.seed),
                          "chosen": {"pool": cand.label, "C": c_best, "tta": tta_best},
                          "seed": cfg.seed, "smoke": bool(cfg.smoke), "reproducible": True,
                          "seconds": round(time.perf_counter() - t0, 1)},

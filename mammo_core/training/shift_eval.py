@@ -5,8 +5,9 @@ rate of :mod:`mammo_core.ood` per shift. Used by ``benchmarks/shift_bench.py``; 
 
 Out of fold, grouped by woman: for each fold of the members' own ``oof.npz`` fold assignment, each
 member's head (standardisation + logistic regression, the card's chosen pooling and ``C``, its
-training views of the UNSHIFTED cached features, exactly as :mod:`mammo_core.training.pooled`
-fits it) is refitted on the other folds' women and predicts the held-back fold's SHIFTED patches.
+training views of the UNSHIFTED cached features, with its training augmentation if its card
+records one, exactly as :mod:`mammo_core.training.pooled` fits it) is refitted on the other
+folds' women and predicts the held-back fold's SHIFTED patches.
 Every row, the unshifted one included, uses the identity view only (no test-time augmentation:
 8 views under 10 shifts would cost 80 backbone passes), so rows compare like with like; the
 unshifted row is therefore not the members' published OOF figure. The OOD feature distance of a
@@ -36,7 +37,15 @@ from mammo_core.errors import MammoError
 from mammo_core.labels import get_task
 from mammo_core.shifts import SHIFT_NAMES, apply_shift
 from mammo_core.training.features import cached_features, feature_model
-from mammo_core.training.pooled import Candidate, _design, _fit_lr, _rows, load_oof, training_views
+from mammo_core.training.pooled import (
+    Candidate,
+    _design,
+    _fit_lr,
+    _rows,
+    augmented_features,
+    load_oof,
+    training_views,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +59,19 @@ class _Member:
     c: float
     train_views: int
     seed: int
+    augment: str = "none"
+    augment_views: int = 0
 
 
 def _member(bundle_dir: Path, spec_member) -> _Member:
     proto: Any = read_card(bundle_dir).card.training.protocol  # the typed card's hyper-parameter record
     chosen: Any = proto["chosen"]
+    aug: Any = proto.get("train_augment", "none")
     return _Member(spec_member.name, spec_member.task, spec_member.subset,
                    Candidate.parse(str(chosen["pool"])), float(chosen["C"]),
-                   int(proto.get("train_views", 8)), int(proto.get("seed", 0)))
+                   int(proto.get("train_views", 8)), int(proto.get("seed", 0)),
+                   "none" if aug in (None, "none") else str(aug["kind"]),
+                   0 if aug in (None, "none") else int(aug["views"]))
 
 
 def shifted_view0(model, keys, x: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
@@ -104,10 +118,13 @@ def evaluate_shifts(data: Path, models_dir: Path, oof_root: Path, weights: Path,
         y_full[keep] = y_task
         F = _design(feats, m.cand)
         tv = training_views(len(labels), F.shape[0], m.train_views, m.seed)
+        aug = augmented_features(m.augment, m.augment_views, x, data / "train_tensor.npy", "train", weights, tv,
+                                 m.seed, cache)
+        Fa = None if aug is None else _design(aug, m.cand)
         heads[m.name] = []
         for f in range(k):
             tr = np.flatnonzero(keep & (fold != f))
-            heads[m.name].append(_fit_lr(_rows(F, tr, tv), np.repeat(y_full[tr], tv.shape[1]), m.c, m.seed))
+            heads[m.name].append(_fit_lr(_rows(F, tr, tv, Fa), np.repeat(y_full[tr], tv.shape[1]), m.c, m.seed))
     # OOD: each fold's reference from the other folds' unshifted identity-view features
     ospec = spec.ood
     fm = None if ospec is None or ospec.feature_member is None else \
