@@ -54,17 +54,17 @@ def main(argv=None) -> int:
         p.error("--augment-views: one number, or one per member")
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     shifted: dict = {}
-    results = []
-    try:
-        for name, n_aug in zip(a.members, views):
-            search = next(s for s in BUNDLED_SEARCHES if s.name == name)
-            results.append(compare_member(search, a.data, a.weights, n_aug, a.shifts, a.folds, a.seed, a.every,
-                                          a.cache, say, shifted))
-    except MammoError as err:
-        print(f"augment_bench.py: error: {err}", file=sys.stderr)
-        return 1
+    results: list = []
     print("Research use only — not a medical device.")
-    for r in results:
+    for name, n_aug in zip(a.members, views):
+        search = next(s for s in BUNDLED_SEARCHES if s.name == name)
+        try:
+            r = compare_member(search, a.data, a.weights, n_aug, a.shifts, a.folds, a.seed, a.every, a.cache, say,
+                               shifted)
+        except MammoError as err:
+            print(f"augment_bench.py: error: {err}", file=sys.stderr)
+            return 1
+        results.append(r)
         d = r["decision"]
         print(f"\n{r['member']}: {r['n']} of {r['n_train']} training patches (every {r['every']}), out of fold "
               f"({r['folds']} folds grouped by woman), identity view; {r['seconds']:.0f} s")
@@ -76,13 +76,14 @@ def main(argv=None) -> int:
               f"{d['unshifted']['augmented']:.3f}, "
               f"worst {d['worst']['current']['shift']} {d['worst']['current']['auc']:.3f} -> "
               f"{d['worst']['augmented']['shift']} {d['worst']['augmented']['auc']:.3f}: "
-              f"{'KEEP' if d['keep'] else 'DROP'} the augmentation")
-    if a.json is not None:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"command": " ".join(["benchmarks/augment_bench.py", *(argv if argv is not None else sys.argv[1:])]),
-               "shifts": {s.name: s.description for s in SHIFTS if s.name in a.shifts},
-               "acquisition_ranges": ACQUISITION_RANGES, "members": results}
-        a.json.write_text(json.dumps(json_safe(doc), indent=2) + "\n")
+              f"{'KEEP' if d['keep'] else 'DROP'} the augmentation", flush=True)
+        if a.json is not None:  # after every member, so a long run leaves its finished members
+            a.json.parent.mkdir(parents=True, exist_ok=True)
+            doc = {"command": " ".join(["benchmarks/augment_bench.py",
+                                        *(argv if argv is not None else sys.argv[1:])]),
+                   "shifts": {s.name: s.description for s in SHIFTS if s.name in a.shifts},
+                   "acquisition_ranges": ACQUISITION_RANGES, "members": results}
+            a.json.write_text(json.dumps(json_safe(doc), indent=2) + "\n")
     return 0
 
 

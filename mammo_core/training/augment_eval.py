@@ -11,10 +11,12 @@ the chosen head is refitted per fold on the other folds' women (their training v
 or not) and predicts the held-back fold's patches under each shift, identity view only (no
 TTA, so every row, the unshifted one included, compares like with like). The backbone features
 of the shifted patches are computed once and shared by both configurations (the backbone does
-not change; only the head's training rows do). Research use only - not a medical device.
+not change; only the head's training rows do); they are cached beside the other features under
+``shift-<name>-<hash of the shifted patches>``. Research use only - not a medical device.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +30,7 @@ from mammo_core.datasets.splits import groups_for_arrays
 from mammo_core.ensemble_fit import TASK_AUCS, task_aucs, task_scores
 from mammo_core.labels import get_task
 from mammo_core.shifts import SHIFT_NAMES, apply_shift
-from mammo_core.training.features import cached_features, feature_model
+from mammo_core.training.features import _save, cache_root, cached_features, data_key, feature_model
 from mammo_core.training.nested import MemberSearch
 from mammo_core.training.pooled import (
     Candidate,
@@ -123,9 +125,18 @@ def compare_member(search: MemberSearch, data: Path, weights: Path, augment_view
             if sname == "none":
                 shifted[sname] = {kk: v[:1, pick] for kk, v in feats.items()}
             else:
-                if model is None:
-                    model, keys = feature_model(weights)
-                shifted[sname] = shifted_view0(model, keys, apply_shift(sname, x[pick], seed))
+                xs = apply_shift(sname, x[pick], seed)
+                sdir = (cache_root(cache) / data_key(train.image_file, weights) / "train"
+                        / f"shift-{sname}-{hashlib.sha256(xs.tobytes()).hexdigest()[:16]}")
+                files = {kk: sdir / f"{kk}.npy" for kk in feats}
+                if all(f.is_file() for f in files.values()):
+                    shifted[sname] = {kk: np.load(f, allow_pickle=False) for kk, f in files.items()}
+                else:
+                    if model is None:
+                        model, keys = feature_model(weights)
+                    shifted[sname] = shifted_view0(model, keys, xs)
+                    for kk, f in files.items():
+                        _save(f, shifted[sname][kk])
             say(f"[augment] {sname}: features of {len(pick)} patches in {time.perf_counter() - t1:.0f} s")
         row: dict[str, Any] = {"shift": sname}
         for name in ("current", "augmented"):
