@@ -331,13 +331,26 @@ def _trust_section(em: dict) -> list[str]:
     return L
 
 
-def _shift_section(res: dict) -> list[str]:
+def _augment_text(rec) -> str:
+    """The card's ``train_augment`` record in words ('' for none)."""
+    if not rec or rec == "none":
+        return ""
+    return (f"; training augmentation `{rec['kind']}` on {rec['views']} of those views per patch "
+            "(random gamma / contrast / noise / blur / rescale, docs/robust_inputs.md)")
+
+
+def _shift_section(res: dict, augmented: list[str] | None = None) -> list[str]:
     """The acquisition-shift table (benchmarks/shift_bench.py --json ensemble/shift_bench.json)."""
     from mammo_core.training.shift_eval import false_warning_markdown, table_markdown
 
+    note = ([f"Members {', '.join('`' + n + '`' for n in augmented)} were trained with the acquisition "
+             "augmentation, whose ranges contain the bench's gamma, contrast, noise, blur and rescale shifts: "
+             "for them those rows measure robustness to the families trained on, not to an unseen scanner "
+             "(`film_edge` is not in the augmentation). The previous bundles' table and the member-level "
+             "decision (both configurations in one run): docs/robust_inputs.md.", ""] if augmented else [])
     return ["## Acquisition shifts (out of fold)", "",
             (f"`benchmarks/shift_bench.py` on {res['n']} training patches, {res['folds']} folds grouped by "
-             "woman, identity view only (no TTA, every row alike): " + res["method"]), "",
+             "woman, identity view only (no TTA, every row alike): " + res["method"]), "", *note,
             table_markdown(res), "",
             *(["Warnings on unshifted patches (false warnings):", "", false_warning_markdown(res), ""]
               if "false_warnings" in res else [])]
@@ -405,8 +418,8 @@ def write_models_md(models: Path, out: Path) -> None:
         if pr.get("candidates"):
             L.append(f"- `{n}`: candidates {', '.join('`' + c + '`' for c in pr['candidates'])}; C in "
                      f"{pr.get('c_grid')}; TTA none / dihedral8; {pr.get('train_views')} view(s) per training "
-                     f"patch in the fit. Chosen: `{pr['chosen']['pool']}` (table of every "
-                     "candidate in the bundle's `grid.csv`).")
+                     f"patch in the fit{_augment_text(pr.get('train_augment'))}. Chosen: `{pr['chosen']['pool']}` "
+                     "(table of every candidate in the bundle's `grid.csv`).")
     L.append("")
     L += ["### Per fold (out of fold, chosen settings)", ""]
     for n in names:
@@ -485,7 +498,9 @@ def write_models_md(models: Path, out: Path) -> None:
         L += _trust_section(em)
     shifts = models / "ensemble" / "shift_bench.json"
     if shifts.is_file():
-        L += _shift_section(json.loads(shifts.read_text(encoding="utf-8")))
+        augmented = [n for n in names if (cards[n].training.protocol or {}).get("train_augment") not in
+                     (None, "none")]
+        L += _shift_section(json.loads(shifts.read_text(encoding="utf-8")), augmented)
     if stmt:
         L += ["## Training data", "",
               (f"- Source: {stmt['source']}. Protocol: {stmt['protocol']} (`{stmt['builder']}`): every "
