@@ -39,6 +39,9 @@ def main(argv=None) -> int:
     p.add_argument("--members", nargs="+", default=[NAMES[0]], choices=NAMES)
     p.add_argument("--augment-views", nargs="+", type=int, default=[1],
                    help="augmented training views per member (one number for all, or one per member)")
+    p.add_argument("--augment-train-views", nargs="+", type=int, default=None,
+                   help="training views per patch of the augmented configuration (default each member's own; "
+                        "one number for all, or one per member)")
     p.add_argument("--weights", type=Path, default=shared_dir() / "weights" / "vgg16_imagenet_notop.weights.h5")
     p.add_argument("--cache", type=Path, default=None)
     p.add_argument("--shifts", nargs="+", default=list(SHIFT_NAMES), choices=SHIFT_NAMES)
@@ -52,15 +55,19 @@ def main(argv=None) -> int:
     views = a.augment_views if len(a.augment_views) == len(a.members) else a.augment_views[:1] * len(a.members)
     if len(a.augment_views) not in (1, len(a.members)):
         p.error("--augment-views: one number, or one per member")
+    atv = a.augment_train_views or [0]
+    if len(atv) not in (1, len(a.members)):
+        p.error("--augment-train-views: one number, or one per member")
+    atv = atv if len(atv) == len(a.members) else atv[:1] * len(a.members)
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     shifted: dict = {}
     results: list = []
     print("Research use only — not a medical device.")
-    for name, n_aug in zip(a.members, views):
+    for name, n_aug, n_tv in zip(a.members, views, atv):
         search = next(s for s in BUNDLED_SEARCHES if s.name == name)
         try:
             r = compare_member(search, a.data, a.weights, n_aug, a.shifts, a.folds, a.seed, a.every, a.cache, say,
-                               shifted)
+                               shifted, n_tv or None)
         except MammoError as err:
             print(f"augment_bench.py: error: {err}", file=sys.stderr)
             return 1
@@ -69,7 +76,8 @@ def main(argv=None) -> int:
         print(f"\n{r['member']}: {r['n']} of {r['n_train']} training patches (every {r['every']}), out of fold "
               f"({r['folds']} folds grouped by woman), identity view; {r['seconds']:.0f} s")
         for c, cfg in r["configs"].items():
-            print(f"  {c}: --train-augment {cfg['train_augment']} (views {cfg['augment_views']}), chose "
+            print(f"  {c}: --train-views {cfg['train_views']} --train-augment {cfg['train_augment']} "
+                  f"(augmented views {cfg['augment_views']}), chose "
                   f"{cfg['chosen']['pool']} C={cfg['chosen']['C']:g} tta={cfg['chosen']['tta']}")
         print(table_markdown(r))
         print(f"rule ({d['question']}): unshifted {d['unshifted']['current']:.3f} -> "

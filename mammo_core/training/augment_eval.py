@@ -75,12 +75,16 @@ def decide(rows: Sequence[dict[str, Any]], question: str, tolerance: float = 0.0
 def compare_member(search: MemberSearch, data: Path, weights: Path, augment_views: int = 1,
                    shifts: Sequence[str] = SHIFT_NAMES, folds: int = 5, seed: int = 0, every: int = 1,
                    cache: Path | None = None, progress: Callable[[str], None] | None = None,
-                   shifted: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, Any]:
+                   shifted: dict[str, dict[str, np.ndarray]] | None = None,
+                   augment_train_views: int | None = None) -> dict[str, Any]:
     """The bench of one member, current vs augmented (module docstring). ``shifted``: a dict the
-    caller may pass to share the shifted features between members (filled here)."""
+    caller may pass to share the shifted features between members (filled here).
+    ``augment_train_views``: training views per patch of the augmented configuration (default the
+    member's own; more views than the member's keep more of them unchanged)."""
     say = progress or (lambda m: log.info("%s", m))
     t0 = time.perf_counter()
-    check_augment("acquisition", augment_views, search.train_views)
+    aug_tv = int(augment_train_views or search.train_views)
+    check_augment("acquisition", augment_views, aug_tv)
     arrays = io.load_patch_arrays(data)
     train = arrays.splits["train"]
     labels = np.asarray(train.labels, np.int64)
@@ -89,7 +93,6 @@ def compare_member(search: MemberSearch, data: Path, weights: Path, augment_view
     fold = woman_folds(labels, groups, folds, seed)
     k = int(fold.max()) + 1
     feats = cached_features(x, train.image_file, "train", weights, views=VIEWS, cache=cache)
-    tv = training_views(len(labels), VIEWS, search.train_views, seed)
     task = get_task(search.task)
     keep, y_task = task.map_labels(labels)
     y_full = np.full(len(labels), -1, np.int64)
@@ -97,8 +100,10 @@ def compare_member(search: MemberSearch, data: Path, weights: Path, augment_view
     cands = [Candidate.parse(c) for c in search.candidates]
     configs: dict[str, Any] = {}
     heads: dict[str, list] = {}
-    for name, augment, n_aug in (("current", "none", 0), ("augmented", "acquisition", int(augment_views))):
+    for name, augment, n_aug, n_tv in (("current", "none", 0, search.train_views),
+                                       ("augmented", "acquisition", int(augment_views), aug_tv)):
         t1 = time.perf_counter()
+        tv = training_views(len(labels), VIEWS, n_tv, seed)
         aug = augmented_features(augment, n_aug, x, train.image_file, "train", weights, tv, seed, cache)
         _, (cand, c, t), oof, _ = select(search.task, feats, labels, fold, cands, search.c_grid,
                                          search.tta_options, seed, tv, aug_feats=aug)
@@ -108,7 +113,7 @@ def compare_member(search: MemberSearch, data: Path, weights: Path, augment_view
         for f in range(k):
             tr = np.flatnonzero(keep & (fold != f))
             heads[name].append(_fit_lr(_rows(F, tr, tv, Fa), np.repeat(y_full[tr], tv.shape[1]), c, seed))
-        configs[name] = {"train_augment": augment, "augment_views": n_aug,
+        configs[name] = {"train_augment": augment, "augment_views": n_aug, "train_views": n_tv,
                          "chosen": {"pool": cand.label, "C": float(c), "tta": t},
                          "oof_chosen_tta": task_aucs(labels, task_scores(search.task, oof)),
                          "seconds": round(time.perf_counter() - t1, 1)}
@@ -129,14 +134,14 @@ def compare_member(search: MemberSearch, data: Path, weights: Path, augment_view
                 sdir = (cache_root(cache) / data_key(train.image_file, weights) / "train"
                         / f"shift-{sname}-{hashlib.sha256(xs.tobytes()).hexdigest()[:16]}")
                 files = {kk: sdir / f"{kk}.npy" for kk in feats}
-                if all(f.is_file() for f in files.values()):
-                    shifted[sname] = {kk: np.load(f, allow_pickle=False) for kk, f in files.items()}
+                if all(fp.is_file() for fp in files.values()):
+                    shifted[sname] = {kk: np.load(fp, allow_pickle=False) for kk, fp in files.items()}
                 else:
                     if model is None:
                         model, keys = feature_model(weights)
                     shifted[sname] = shifted_view0(model, keys, xs)
-                    for kk, f in files.items():
-                        _save(f, shifted[sname][kk])
+                    for kk, fpath in files.items():
+                        _save(fpath, shifted[sname][kk])
             say(f"[augment] {sname}: features of {len(pick)} patches in {time.perf_counter() - t1:.0f} s")
         row: dict[str, Any] = {"shift": sname}
         for name in ("current", "augmented"):
