@@ -56,17 +56,17 @@ class MemberSearch:
 
 
 # the three bundled members (training_scripts/train_bundled.sh: --pool-candidates, --c-grid,
-# --train-views, --tta auto); keep in step with that script
+# --train-views, --tta auto, --train-augment, --augment-views); keep in step with that script
 BUNDLED_SEARCHES = (
     MemberSearch("vgg16b4_baseline_mass_calc", "baseline_mass_calc",
                  ("block3_pool,block4_pool:avgmax", "block2_pool,block3_pool,block4_pool:avgmax"),
                  (0.1, 0.3, 1, 3, 10, 30), 2),
     MemberSearch("vgg16_mass_calc", "mass_calc",
                  ("block3_pool,block4_pool:avgmax", "block2_pool,block3_pool,block4_pool:avgmax"),
-                 (0.03, 0.1, 0.3, 1, 3, 10), 8),
+                 (0.03, 0.1, 0.3, 1, 3, 10), 8, train_augment="acquisition", augment_views=4),
     MemberSearch("vgg16_benign_malignant", "benign_malignant",
                  ("block4_pool:avg", "block3_pool,block4_pool:avgmax"),
-                 (0.003, 0.01, 0.03, 0.1, 0.3, 1), 8),
+                 (0.003, 0.01, 0.03, 0.1, 0.3, 1), 8, train_augment="acquisition", augment_views=4),
 )
 
 
