@@ -498,8 +498,8 @@ def write_models_md(models: Path, out: Path) -> None:
         L += _trust_section(em)
     shifts = models / "ensemble" / "shift_bench.json"
     if shifts.is_file():
-        augmented = [n for n in names if (cards[n].training.protocol or {}).get("train_augment") not in
-                     (None, "none")]
+        protocols = {n: cards[n].training.protocol or {} for n in names}  # the pooled search's record
+        augmented = [n for n in names if protocols[n].get("train_augment") not in (None, "none")]
         L += _shift_section(json.loads(shifts.read_text(encoding="utf-8")), augmented)
     if stmt:
         L += ["## Training data", "",
