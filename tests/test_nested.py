@@ -116,5 +116,6 @@ def test_bundled_searches_match_train_bundled_sh():
         assert tuple(opt["--pool-candidates"]) == s.candidates, s.name
         assert int(opt["--train-views"][0]) == s.train_views, s.name
         assert opt.get("--train-augment", ["none"])[0] == s.train_augment, s.name
-        assert int(opt.get("--augment-views", ["1" if s.train_augment != "none" else "0"])[0]) == s.augment_views, s.name
+        default_views = "1" if s.train_augment != "none" else "0"
+        assert int(opt.get("--augment-views", [default_views])[0]) == s.augment_views, s.name
         assert s.tta_options == ("none", "dihedral8")

@@ -46,6 +46,9 @@ for a in "$@"; do
 done
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# the scripts import THIS checkout's mammo_core (a venv's editable install may point at another
+# worktree: its training scripts would then run that worktree's code)
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 SHARED=${MAMMO_SHARED:-../shared}
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
