@@ -71,9 +71,11 @@ COMMON=(--data "$DATA" --folds 5 --seed 0)
 # both ways); blocks 1-4 are byte-identical to the previous bundles' frozen ImageNet blocks
 # class weights: balanced (the pooled head follows --class-weights, default the task's preset)
 # training augmentation (docs/robust_inputs.md, decided on benchmarks/augment_bench.py by the rule
-# written there before the run): vgg16_mass_calc and vgg16_benign_malignant fit 4 of their 8 views per
-# patch on a random acquisition change (gamma / contrast / noise / blur / rescale); the
-# abnormal-vs-baseline member stays without it (its unshifted out-of-fold AUC fell 0.044)
+# written there before the run): vgg16_benign_malignant fits 4 of its 8 views per patch on a random
+# acquisition change (gamma / contrast / noise / blur / rescale); the abnormal-vs-baseline member
+# stays without it (its unshifted out-of-fold AUC fell 0.044), and so does vgg16_mass_calc: the
+# bench's rule kept it by +0.001, but its nested out-of-fold AUC (the issue's criterion) fell
+# 0.816 -> 0.793 and the ensemble's mass-vs-calcification shift rows fell (docs/robust_inputs.md)
 POOLED=(--head pooled --weights "$WEIGHTS" --tta auto --class-weights balanced)
 # The ensemble's factor-weight rule was changed (NLL fit -> choice on out-of-fold AUC) after an
 # earlier session had seen public_test numbers of the old rule: its public_test numbers are not
@@ -137,7 +139,7 @@ run_step() {
         ;;
     vgg16_mass_calc)
         member vgg16_mass_calc task_3_1_pretrained_mass_calc.py "${POOLED[@]}" --backbone vgg16 \
-            --train-views 8 --train-augment acquisition --augment-views 4 --c-grid 0.03 0.1 0.3 1 3 10 \
+            --train-views 8 --c-grid 0.03 0.1 0.3 1 3 10 \
             --pool-candidates block3_pool,block4_pool:avgmax block2_pool,block3_pool,block4_pool:avgmax
         ;;
     vgg16_benign_malignant)

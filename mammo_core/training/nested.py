@@ -63,7 +63,7 @@ BUNDLED_SEARCHES = (
                  (0.1, 0.3, 1, 3, 10, 30), 2),
     MemberSearch("vgg16_mass_calc", "mass_calc",
                  ("block3_pool,block4_pool:avgmax", "block2_pool,block3_pool,block4_pool:avgmax"),
-                 (0.03, 0.1, 0.3, 1, 3, 10), 8, train_augment="acquisition", augment_views=4),
+                 (0.03, 0.1, 0.3, 1, 3, 10), 8),
     MemberSearch("vgg16_benign_malignant", "benign_malignant",
                  ("block4_pool:avg", "block3_pool,block4_pool:avgmax"),
                  (0.003, 0.01, 0.03, 0.1, 0.3, 1), 8, train_augment="acquisition", augment_views=4),
