@@ -201,10 +201,10 @@ def test_film_edge_is_damped_beside_masked_background():
 def test_default_maps_of_the_samples_put_no_more_heat_on_the_border_than_its_tissue_share():
     """Issue 22: on the 20 bundled samples, the default ensemble map's 15-px border holds no more
     heat than the border's share of the tissue area (before: the call's map, 16-71 % of the heat
-    on a 30-36 % area, 11 of 20 over). Measured after (docs/trust.md): 9-36 % of the heat, one
-    sample (006) at 0.364 against 0.360 of the tissue: the 0.005 allowance below covers it (the
-    damping width was fixed at one Grad-CAM cell, 8 px, before measuring; the samples come from
-    the held-out split and were not used to tune it)."""
+    on a 30-36 % area, 11 of 20 over; with 8-px damping 006 was still over, 0.367 vs 0.360). The
+    damping width (16 px) was then chosen on 292 TRAINING women's patches by a rule fixed before
+    measuring (benchmarks/heatmap_border_width.py), not on these held-out samples; measured after
+    (docs/trust.md): 6-26 % of the heat, every sample at least 0.10 under its tissue share."""
     from mammo_core.paths import samples_dir
 
     s = Session()
@@ -219,4 +219,4 @@ def test_default_maps_of_the_samples_put_no_more_heat_on_the_border_than_its_tis
         t = tissue_mask(to_model_input(p)[0])
         share = hm[ring].sum() / hm.sum()
         area = (ring & t).sum() / t.sum()
-        assert share <= area + 0.005, f"{p.source}: border holds {share:.3f} of the heat, {area:.3f} of the tissue"
+        assert share <= area, f"{p.source}: border holds {share:.3f} of the heat, {area:.3f} of the tissue"
