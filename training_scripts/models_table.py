@@ -347,7 +347,8 @@ def _shift_section(res: dict, augmented: list[str] | None = None) -> list[str]:
            else f"Member `{augmented[0]}` was" if augmented else "")
     note = ([f"{who} trained with the acquisition "
              "augmentation, whose ranges contain the bench's gamma, contrast, noise, blur and rescale shifts: "
-             "for the questions they answer those rows measure robustness to the families trained on, not to an unseen scanner "
+             "for the questions they answer those rows measure robustness to the families trained on, "
+             "not to an unseen scanner "
              "(`film_edge` is not in the augmentation). The previous bundles' table and the member-level "
              "decision (both configurations in one run): docs/robust_inputs.md.", ""] if augmented else [])
     return ["## Acquisition shifts (out of fold)", "",
