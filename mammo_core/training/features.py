@@ -26,6 +26,7 @@ from mammo_core.bundle import sha256_file
 from mammo_core.errors import MammoError
 from mammo_core.models import build_model
 from mammo_core.models.transfer import pooled_keys
+from mammo_core.shifts import AUGMENTS, acquisition_key, random_acquisition
 from mammo_core.tta import dihedral
 
 ALL_POOL_LAYERS = "block2_pool,block3_pool,block4_pool,block5_pool"
@@ -105,7 +106,6 @@ def augment_key(augment: str, seed: int, copy: int, dihedral_views: np.ndarray) 
     per-patch dihedral views, so no other augmentation, seed or view assignment reuses them."""
     import hashlib
 
-    from mammo_core.shifts import AUGMENTS, acquisition_key
 
     if augment not in AUGMENTS or augment == "none":
         raise MammoError(f"unknown training augmentation {augment!r}; choose from {', '.join(AUGMENTS[1:])}")
@@ -126,7 +126,6 @@ def cached_augmented_features(x: np.ndarray, tensor_file: str | Path, split: str
     """``{key: (copies, N, d)}`` pooled features of acquisition-changed patches: copy ``j`` of
     patch ``i`` is :func:`mammo_core.shifts.random_acquisition` (seed :func:`augment_seed`) of
     ``x[i]`` seen in dihedral view ``dihedral_views[i, j]``; computed once and cached."""
-    from mammo_core.shifts import random_acquisition
 
     log = log or (lambda m: logging.getLogger(__name__).info("%s", m))
     if not Path(weights).is_file():

@@ -57,6 +57,7 @@ from mammo_core.metrics import (
 from mammo_core.models import build_model, gradcam_layer
 from mammo_core.models.transfer import BACKBONES, POOLINGS, fold_linear_head, parse_pool_layers, pooled_keys
 from mammo_core.plots import plot_confusion, plot_roc
+from mammo_core.shifts import ACQUISITION_ORDER, ACQUISITION_RANGES, AUGMENTS
 from mammo_core.training.config import parse_class_weights
 from mammo_core.training.data import check_classes
 from mammo_core.training.features import augment_seed, cached_augmented_features, cached_features
@@ -210,7 +211,6 @@ def _rows(F: np.ndarray, idx: np.ndarray, tv: np.ndarray, Fa: np.ndarray | None 
 
 def check_augment(augment: str, augment_views: int, train_views: int) -> None:
     """Bad --train-augment / --augment-views combinations -> one-line MammoError."""
-    from mammo_core.shifts import AUGMENTS
 
     if augment not in AUGMENTS:
         raise MammoError(f"train augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
@@ -232,7 +232,6 @@ def augmented_features(augment: str, augment_views: int, x: np.ndarray, tensor_f
 
 def augment_record(augment: str, augment_views: int, seed: int) -> dict | str:
     """The card's record of the training augmentation ("none", or what and how)."""
-    from mammo_core.shifts import ACQUISITION_ORDER, ACQUISITION_RANGES
 
     if augment == "none":
         return "none"
