@@ -17,7 +17,9 @@ on the images of its held-out women (``public_test`` in its metadata.csv: no mod
 them) and on the others; ``--from-json`` summarises a saved run without scanning again.
 
 ``--map-modes windowed,dense`` scans every image with each map mode (``ScanSettings.map_mode``)
-in turn, in this one run, and prints the hit fractions per mode, the map pass and scan times
+in turn, in this one run; an entry ``MODE:PRECISION`` also sets the map's precision
+(``windowed:f32,windowed:bf16``: issue 23's rule that the map may use bf16 only when its top-3
+hit rate is not lower than f32's in the same run), and prints the hit fractions per mode, the map pass and scan times
 per mode and their ratio, and the per-window P(abnormal) differences between the first two
 modes (max, mean, correlation; same windows in both).
 """
@@ -50,9 +52,9 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="first N images with lesions (0: all)")
     ap.add_argument("--every", type=int, default=1,
                     help="every K-th image with lesions (evenly spaced subset; default 1: all)")
-    ap.add_argument("--map-modes", default="windowed", metavar="MODE[,MODE]",
+    ap.add_argument("--map-modes", default="windowed", metavar="MODE[:PRECISION][,...]",
                     help="map modes to compare in this run, in this order per image "
-                         "(windowed, dense; default windowed)")
+                         "(windowed, dense, each optionally :f32 or :bf16 for the map; default windowed)")
     ap.add_argument("--map-members", default="fastest")
     ap.add_argument("--stride", type=float, default=0.25)
     ap.add_argument("--min-tissue", type=float, default=0.9)
@@ -92,8 +94,9 @@ def main(argv=None) -> int:
         return 1
     settings = {mode: ScanSettings(stride_fraction=args.stride, min_tissue=args.min_tissue,
                                    members=args.map_members, mask_level=args.mask_level,
-                                   rescore=args.rescore, map_precision=args.map_precision,
-                                   map_mode=mode) for mode in modes}
+                                   rescore=args.rescore,
+                                   map_precision=mode.partition(":")[2] or args.map_precision,
+                                   map_mode=mode.partition(":")[0]) for mode in modes}
     spent = {"candidates": 0.0}
     predict = session.predict
 

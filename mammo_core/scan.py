@@ -55,7 +55,7 @@ import numpy as np
 from mammo_core import DISCLAIMER, dense_map
 from mammo_core.breast import tissue_mask
 from mammo_core.dense_map import NotDense
-from mammo_core.engine import MAP_PRECISION, PRECISIONS
+from mammo_core.engine import MAP_MEASURED, MAP_PRECISION, PRECISIONS
 from mammo_core.errors import MammoError
 from mammo_core.io import SourceRef
 from mammo_core.protocol import (
@@ -211,10 +211,14 @@ class ScanResult:
 
     def mode_text(self) -> str:
         """``"dense map"``, ``"windowed map"`` or ``"windowed map (why not dense)"`` (the full
-        note is ``map_mode_note``, in the JSON)."""
+        note is ``map_mode_note``, in the JSON), plus the engine, precision and measured
+        deviation when the map ran below f32."""
+        eng = self.map_engine if isinstance(self.map_engine, dict) else {}
+        low = (f" on {eng.get('name')} {eng.get('precision')} ({eng.get('deviation')})"
+               if eng.get("precision") not in (None, "f32") and eng.get("deviation") else "")
         if self.map_mode == "windowed" and self.map_mode_note:
-            return f"windowed map ({self.map_mode_note})"
-        return f"{self.map_mode} map"
+            return f"windowed map ({self.map_mode_note}){low}"
+        return f"{self.map_mode} map{low}"
     def unscanned_mm(self) -> float | None:
         """How far (95th percentile, mm; px when the spacing is unknown) breast tissue reaches
         beyond the scanned cells: the band along the skin line no window covered."""
@@ -475,9 +479,18 @@ def scan_mammogram(mammo: Mammogram, session: Session, settings: ScanSettings = 
                       members, exact, complete, time.perf_counter() - t0, mammo.mm_per_pixel,
                       mammo.spacing_source if settings.window_px is None else "window given in px",
                       settings, member_tta(session, members, settings.map_tta),
-                      map_engine or session.engine_info(settings.map_precision or MAP_PRECISION).to_json(),
+                      map_engine or map_engine_info(session, settings.map_precision or MAP_PRECISION),
                       session.engine_info().to_json(), coverage=cnt.astype(np.int32),
                       map_mode=mode, map_mode_note=note)
+
+
+def map_engine_info(session, precision: str) -> dict:
+    """The windowed map pass's engine record, with the map's measured deviation from the f32 map
+    (:data:`mammo_core.engine.MAP_MEASURED`) when it ran on OpenVINO below f32."""
+    info = session.engine_info(precision).to_json()
+    if info["name"] == "openvino" and info["precision"] in MAP_MEASURED:
+        info["deviation"] = MAP_MEASURED[info["precision"]]
+    return info
 
 
 def _windowed_pass(image, boxes, session, members, settings, progress, cancel, fs, source):

@@ -13,6 +13,7 @@ from bundle_factory import models_dir_with
 from mammo_core import dense_map
 from mammo_core.cli import main
 from mammo_core.dense_map import DenseMember, NotDense, snap_origins
+from mammo_core.engine import MAP_MEASURED, MAP_PRECISION
 from mammo_core.errors import MammoError
 from mammo_core.mammogram import read_mammogram
 from mammo_core.scan import ScanSettings, scan_mammogram
@@ -93,7 +94,8 @@ def test_aligned_windows_equal_the_windowed_map_and_tiling_changes_nothing(point
     (float32 rounding); tiles of 40 px and bands of 64 kB (many tiles, many bands) too."""
     m = write_png(tmp_path / "t.png", textured((598, 502)))
     st = dict(window_px=150, stride_fraction=32 / 150, min_tissue=0.0, top_k=3)
-    win = scan_mammogram(m, pointwise, ScanSettings(map_mode="windowed", **st))
+    # the exactness check compares f32 with f32 (the windowed map defaults to MAP_PRECISION)
+    win = scan_mammogram(m, pointwise, ScanSettings(map_mode="windowed", map_precision="f32", **st))
     den = scan_mammogram(m, pointwise, ScanSettings(map_mode="dense", **st))
     assert win.map_mode == "windowed" and den.map_mode == "dense", den.map_mode_note
     assert np.array_equal(win.centres, den.centres) and len(den.p_abnormal) == 15 * 12
@@ -191,6 +193,13 @@ def test_cli_map_mode_flag_and_json_csv_state_the_mode(tmp_path, capsys):
         assert f"{mode} map" in err
         comments = [ln for ln in (out / "candidates.csv").read_text().splitlines() if ln.startswith("#")]
         assert any(f"{mode} map on " in ln and "case_L_CC.png" in ln for ln in comments), comments
+        eng = d["map"]["engine"]
+        if eng["name"] == "openvino":  # the windowed map at MAP_PRECISION, its deviation stated
+            assert eng["precision"] == MAP_PRECISION
+            if MAP_PRECISION != "f32":
+                assert eng["deviation"] == MAP_MEASURED[MAP_PRECISION]
+                assert any(MAP_MEASURED[MAP_PRECISION] in ln for ln in comments), comments
+                assert MAP_MEASURED[MAP_PRECISION] in err
 
 
 def test_cli_refuses_an_unknown_map_mode(tmp_path, capsys):

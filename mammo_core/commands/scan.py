@@ -445,6 +445,9 @@ def map_note(doc: dict) -> str:
     what = (f"{eng['name']} {eng['version']} {eng['precision']}"
             if isinstance(eng, dict) and all(isinstance(eng.get(k), str) for k in ("name", "version", "precision"))
             else "engine not recorded")
+    dev = eng.get("deviation") if isinstance(eng, dict) and eng.get("precision") != "f32" else None
+    if isinstance(dev, str) and dev:
+        what += f" ({dev})"
     return csv_cell(shown(f"{doc['source']}: {mode} map on {what}"))
 
 
