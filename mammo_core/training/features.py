@@ -54,7 +54,6 @@ def feature_model(weights: str | Path):
     order: the same layers and weights as every bundled pooled member."""
     import keras
 
-
     m = build_model("transfer", 2, backbone=FEATURE_BACKBONE, head="pooled", pool_layers=ALL_POOL_LAYERS,
                     pooling="avgmax", weights=str(weights))
     keys = pooled_keys(ALL_POOL_LAYERS, "avgmax")
@@ -77,26 +76,15 @@ def cached_features(x: np.ndarray, tensor_file: str | Path, split: str, weights:
     for v in range(int(views)):
         vdir = root / f"view{v}"
         files = [vdir / f"{k}.npy" for k in keys]
-        if all(f.is_file() for f in files):
-            arrs = [np.load(f, allow_pickle=False) for f in files]
-            if all(a.shape[0] == len(x) for a in arrs):
-                for k, a in zip(keys, arrs):
-                    out[k].append(a)
-                continue
-        if model is None:
-            model, _ = feature_model(weights)
-        t0 = time.perf_counter()
-        xv = dihedral(x, v)
-        parts: list[list[np.ndarray]] = [[] for _ in keys]
-        for i in range(0, len(xv), batch_size):
-            res = model(xv[i:i + batch_size], training=False)
-            for j, r in enumerate(res):
-                parts[j].append(np.asarray(r, np.float32))
-        for k, f, p in zip(keys, files, parts):
-            a = np.concatenate(p)
-            _save(f, a)
+        arrs = _load_cached(files, len(x))
+        if arrs is None:
+            if model is None:
+                model, _ = feature_model(weights)
+            t0 = time.perf_counter()
+            arrs = _compute_and_save(model, dihedral(x, v), files, batch_size)
+            log(f"[features] {split} view {v}: {len(x)} patches in {time.perf_counter() - t0:.0f} s -> {vdir}")
+        for k, a in zip(keys, arrs):
             out[k].append(a)
-        log(f"[features] {split} view {v}: {len(x)} patches in {time.perf_counter() - t0:.0f} s -> {vdir}")
     return {k: np.stack(v) for k, v in out.items()}
 
 
@@ -105,7 +93,6 @@ def augment_key(augment: str, seed: int, copy: int, dihedral_views: np.ndarray) 
     (:func:`mammo_core.shifts.acquisition_key`), the seed, the copy index and a hash of the
     per-patch dihedral views, so no other augmentation, seed or view assignment reuses them."""
     import hashlib
-
 
     if augment not in AUGMENTS or augment == "none":
         raise MammoError(f"unknown training augmentation {augment!r}; choose from {', '.join(AUGMENTS[1:])}")
@@ -126,7 +113,6 @@ def cached_augmented_features(x: np.ndarray, tensor_file: str | Path, split: str
     """``{key: (copies, N, d)}`` pooled features of acquisition-changed patches: copy ``j`` of
     patch ``i`` is :func:`mammo_core.shifts.random_acquisition` (seed :func:`augment_seed`) of
     ``x[i]`` seen in dihedral view ``dihedral_views[i, j]``; computed once and cached."""
-
     log = log or (lambda m: logging.getLogger(__name__).info("%s", m))
     if not Path(weights).is_file():
         raise MammoError("backbone weights file not found", weights)
@@ -140,25 +126,36 @@ def cached_augmented_features(x: np.ndarray, tensor_file: str | Path, split: str
     for j in range(dv.shape[1]):
         adir = root / augment_key(augment, seed, j, dv[:, j])
         files = [adir / f"{k}.npy" for k in keys]
-        if all(f.is_file() for f in files):
-            arrs = [np.load(f, allow_pickle=False) for f in files]
-            if all(a.shape[0] == len(x) for a in arrs):
-                for k, a in zip(keys, arrs):
-                    out[k].append(a)
-                continue
-        if model is None:
-            model, _ = feature_model(weights)
-        t0 = time.perf_counter()
-        xa, _ = random_acquisition(x, augment_seed(seed, j))
-        xv = np.stack([dihedral(xa[i:i + 1], int(dv[i, j]))[0] for i in range(len(xa))])
-        parts: list[list[np.ndarray]] = [[] for _ in keys]
-        for i in range(0, len(xv), batch_size):
-            res = model(xv[i:i + batch_size], training=False)
-            for jj, r in enumerate(res):
-                parts[jj].append(np.asarray(r, np.float32))
-        for k, f, p in zip(keys, files, parts):
-            a = np.concatenate(p)
-            _save(f, a)
+        arrs = _load_cached(files, len(x))
+        if arrs is None:
+            if model is None:
+                model, _ = feature_model(weights)
+            t0 = time.perf_counter()
+            xa, _ = random_acquisition(x, augment_seed(seed, j))
+            xv = np.stack([dihedral(xa[i:i + 1], int(dv[i, j]))[0] for i in range(len(xa))])
+            arrs = _compute_and_save(model, xv, files, batch_size)
+            log(f"[features] {split} {augment} copy {j}: {len(x)} patches in {time.perf_counter() - t0:.0f} s "
+                f"-> {adir}")
+        for k, a in zip(keys, arrs):
             out[k].append(a)
-        log(f"[features] {split} {augment} copy {j}: {len(x)} patches in {time.perf_counter() - t0:.0f} s -> {adir}")
     return {k: np.stack(v) for k, v in out.items()}
+
+
+def _load_cached(files: list[Path], n: int) -> list[np.ndarray] | None:
+    """The cached arrays of one view or copy when every file is there with ``n`` rows, else None."""
+    if not all(f.is_file() for f in files):
+        return None
+    arrs = [np.load(f, allow_pickle=False) for f in files]
+    return arrs if all(a.shape[0] == n for a in arrs) else None
+
+
+def _compute_and_save(model, xv: np.ndarray, files: list[Path], batch_size: int) -> list[np.ndarray]:
+    """The feature model's outputs for ``xv`` in batches, one array per output, each saved to its file."""
+    parts: list[list[np.ndarray]] = [[] for _ in files]
+    for i in range(0, len(xv), batch_size):
+        for j, r in enumerate(model(xv[i:i + batch_size], training=False)):
+            parts[j].append(np.asarray(r, np.float32))
+    arrs = [np.concatenate(p) for p in parts]
+    for f, a in zip(files, arrs):
+        _save(f, a)
+    return arrs
