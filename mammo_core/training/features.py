@@ -70,22 +70,8 @@ def cached_features(x: np.ndarray, tensor_file: str | Path, split: str, weights:
     if not Path(weights).is_file():
         raise MammoError("backbone weights file not found", weights)
     root = cache_root(cache) / data_key(tensor_file, weights) / split
-    keys = pooled_keys(ALL_POOL_LAYERS, "avgmax")
-    model = None
-    out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-    for v in range(int(views)):
-        vdir = root / f"view{v}"
-        files = [vdir / f"{k}.npy" for k in keys]
-        arrs = _load_cached(files, len(x))
-        if arrs is None:
-            if model is None:
-                model, _ = feature_model(weights)
-            t0 = time.perf_counter()
-            arrs = _compute_and_save(model, dihedral(x, v), files, batch_size)
-            log(f"[features] {split} view {v}: {len(x)} patches in {time.perf_counter() - t0:.0f} s -> {vdir}")
-        for k, a in zip(keys, arrs):
-            out[k].append(a)
-    return {k: np.stack(v) for k, v in out.items()}
+    return _cached_stack([(root / f"view{v}", f"view {v}", lambda v=v: dihedral(x, v)) for v in range(int(views))],
+                         len(x), weights, batch_size, lambda m: log(f"[features] {split} {m}"))
 
 
 def augment_key(augment: str, seed: int, copy: int, dihedral_views: np.ndarray) -> str:
@@ -120,22 +106,32 @@ def cached_augmented_features(x: np.ndarray, tensor_file: str | Path, split: str
     if dv.ndim != 2 or dv.shape[0] != len(x):
         raise MammoError(f"dihedral views must be (N, copies) for {len(x)} patches, got {dv.shape}")
     root = cache_root(cache) / data_key(tensor_file, weights) / split
+
+    def changed(j: int) -> np.ndarray:
+        xa, _ = random_acquisition(x, augment_seed(seed, j))
+        return np.stack([dihedral(xa[i:i + 1], int(dv[i, j]))[0] for i in range(len(xa))])
+
+    return _cached_stack([(root / augment_key(augment, seed, j, dv[:, j]), f"{augment} copy {j}",
+                           lambda j=j: changed(j)) for j in range(dv.shape[1])],
+                         len(x), weights, batch_size, lambda m: log(f"[features] {split} {m}"))
+
+
+def _cached_stack(entries, n: int, weights: str | Path, batch_size: int, log) -> dict[str, np.ndarray]:
+    """``{key: (len(entries), n, d)}``: per entry ``(folder, label, make_input)`` its cached
+    pooled features, or ``make_input()`` run through the feature model (built once, only when
+    something is not cached) and saved there."""
     keys = pooled_keys(ALL_POOL_LAYERS, "avgmax")
     model = None
     out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-    for j in range(dv.shape[1]):
-        adir = root / augment_key(augment, seed, j, dv[:, j])
-        files = [adir / f"{k}.npy" for k in keys]
-        arrs = _load_cached(files, len(x))
+    for folder, label, make_input in entries:
+        files = [folder / f"{k}.npy" for k in keys]
+        arrs = _load_cached(files, n)
         if arrs is None:
             if model is None:
                 model, _ = feature_model(weights)
             t0 = time.perf_counter()
-            xa, _ = random_acquisition(x, augment_seed(seed, j))
-            xv = np.stack([dihedral(xa[i:i + 1], int(dv[i, j]))[0] for i in range(len(xa))])
-            arrs = _compute_and_save(model, xv, files, batch_size)
-            log(f"[features] {split} {augment} copy {j}: {len(x)} patches in {time.perf_counter() - t0:.0f} s "
-                f"-> {adir}")
+            arrs = _compute_and_save(model, make_input(), files, batch_size)
+            log(f"{label}: {n} patches in {time.perf_counter() - t0:.0f} s -> {folder}")
         for k, a in zip(keys, arrs):
             out[k].append(a)
     return {k: np.stack(v) for k, v in out.items()}
