@@ -1,0 +1,156 @@
+"""Screen of head-level means against acquisition shifts for the abnormal-vs-baseline member
+(``vgg16b4_baseline_mass_calc``), out of fold over the training women (issue 24, item 3).
+
+Research use only — not a medical device.
+
+Every variant is a pooled-feature design (which VGG16 blocks, avg / avgmax pooling) and a fixed,
+weight-free per-patch transform of the pooled features (``raw``; ``sqrt``: element-wise square
+root, features are post-ReLU; ``l2``: each pooled block divided by its own L2 norm, so a global
+change of a block's activation strength cancels), followed by the member's own head
+(standardisation + L2 logistic regression, 3 classes, balanced, 2 training views per patch, seed
+0) and its own out-of-fold choice of ``C`` and TTA (mean of the abnormal-vs-baseline and
+mass-vs-calcification AUCs, the members' 5 folds grouped by woman, seed 0).
+
+The bench: the identity view of every ``--every``-th pair under each shift of
+:mod:`mammo_core.shifts`, predicted by the fold head that did not see its woman (as
+``benchmarks/shift_bench.py``). The shifted patches' features are computed once and kept under
+``runs/shift_features/<data key>/every<k>/<shift>/`` (float32 .npy, never pickled).
+
+The rule (written before the screen was run): a variant is a candidate to replace the current
+design if (1) its out-of-fold abnormal-vs-baseline AUC of the chosen TTA over all training patches
+is no more than 0.005 below the current design's, and (2) its worst-shift abnormal-vs-baseline
+AUC on the bench is higher than the current design's. Among candidates the one with the highest
+worst-shift AUC is taken to the nested out-of-fold check (``benchmarks/nested_oof.py``) before
+anything ships. public_test is never read.
+
+    nice -n 10 python benchmarks/robust_screen.py --data data/mias \\
+        --weights ../shared/weights/vgg16_imagenet_notop.weights.h5 --every 2 --json runs/robust_screen.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mammo_core import io
+from mammo_core.datasets.splits import groups_for_arrays
+from mammo_core.labels import get_task
+from mammo_core.shifts import SHIFT_NAMES, apply_shift
+from mammo_core.training.features import _cached_stack, cached_features, data_key
+from mammo_core.training.pooled import _fit_lr, task_score, training_views, woman_folds
+
+DESIGNS = {
+    "b234_avgmax": ("block2_pool", "block3_pool", "block4_pool"), "b34_avgmax": ("block3_pool", "block4_pool"),
+    "b4_avgmax": ("block4_pool",), "b234_avg": ("block2_pool", "block3_pool", "block4_pool"),
+    "b34_avg": ("block3_pool", "block4_pool"),
+}
+TRANSFORMS = ("raw", "sqrt", "l2")
+C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
+TASK = "baseline_mass_calc"
+
+
+def design(feats: dict[str, np.ndarray], name: str, transform: str) -> np.ndarray:
+    blocks = []
+    for layer in DESIGNS[name]:
+        for kind in (("gap",) if name.endswith("_avg") else ("gap", "gmp")):
+            b = np.asarray(feats[f"{kind}_{layer}"], np.float64)
+            if transform == "sqrt":
+                b = np.sqrt(np.clip(b, 0.0, None))
+            elif transform == "l2":
+                b = b / np.clip(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12, None)
+            blocks.append(b)
+    return np.concatenate(blocks, axis=-1)
+
+
+def abnormal_auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y != 0, 1.0 - p[:, 0]))
+
+
+def mass_calc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    ab = y != 0
+    return float(roc_auc_score(y[ab] == 1, p[ab, 1] / np.clip(p[ab, 1] + p[ab, 2], 1e-12, None)))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--weights", type=Path, required=True)
+    ap.add_argument("--every", type=int, default=2)
+    ap.add_argument("--designs", nargs="+", default=list(DESIGNS))
+    ap.add_argument("--transforms", nargs="+", default=list(TRANSFORMS))
+    ap.add_argument("--json", type=Path, required=True)
+    a = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    arrays = io.load_patch_arrays(a.data)
+    train = arrays.splits["train"]
+    labels = np.asarray(train.labels, np.int64)
+    groups = groups_for_arrays(a.data, split="train")
+    fold = woman_folds(labels, groups, 5, 0)
+    x = io.to_model_input(np.asarray(train.images))
+    tensor = a.data / "train_tensor.npy"
+    feats = cached_features(x, tensor, "train", a.weights, views=8, log=print)
+    pick = np.flatnonzero((np.arange(len(labels)) // 2) % max(1, a.every) == 0)
+    root = Path("runs") / "shift_features" / data_key(tensor, a.weights) / f"every{a.every}"
+    shifted = {"none": {k: v[:1, pick] for k, v in feats.items()}}
+    for s in SHIFT_NAMES[1:]:
+        shifted[s] = _cached_stack([(root / s, s, lambda s=s: apply_shift(s, x[pick], 0))], len(pick), a.weights,
+                                   32, print)
+    _, y3 = get_task(TASK).map_labels(labels)  # every label kept (baseline / mass / calc)
+    tv = training_views(len(labels), 8, 2, 0)
+    k = int(fold.max()) + 1
+    out = []
+    for dn in a.designs:
+        for tr_name in a.transforms:
+            t1 = time.perf_counter()
+            F = design(feats, dn, tr_name)
+            best = None
+            heads = {}
+            for c in C_GRID:
+                p = {t: np.zeros((len(labels), 3)) for t in ("none", "dihedral8")}
+                heads[c] = []
+                for f in range(k):
+                    trn = np.flatnonzero(fold != f)
+                    te = fold == f
+                    X = F[tv[trn].ravel(), np.repeat(trn, tv.shape[1])]
+                    sc, lr = _fit_lr(X, np.repeat(y3[trn], tv.shape[1]), c, 0)
+                    heads[c].append((sc, lr))
+                    pv = np.stack([lr.predict_proba(sc.transform(F[v, te])) for v in range(8)])
+                    p["none"][te], p["dihedral8"][te] = pv[0], pv.mean(0)
+                for t, pp in p.items():
+                    s = task_score(TASK, y3, pp)
+                    if best is None or s > best[0]:
+                        best = (s, c, t, abnormal_auc(y3, pp), mass_calc_auc(y3, pp))
+            score, c, t, ab_oof, mc_oof = best
+            rows = {}
+            for s, fs in shifted.items():
+                Fs = design(fs, dn, tr_name)[0]
+                p = np.zeros((len(pick), 3))
+                for f in range(k):
+                    te = fold[pick] == f
+                    sc, lr = heads[c][f]
+                    p[te] = lr.predict_proba(sc.transform(Fs[te]))
+                rows[s] = {"abnormal": abnormal_auc(y3[pick], p), "mass_calc": mass_calc_auc(y3[pick], p)}
+            worst = min((v["abnormal"], s) for s, v in rows.items() if s != "none")
+            r = {"design": dn, "transform": tr_name, "C": c, "tta": t, "oof_score": score,
+                 "oof_abnormal": ab_oof, "oof_mass_calc": mc_oof, "bench": rows,
+                 "worst_shift": worst[1], "worst_abnormal": worst[0], "seconds": round(time.perf_counter() - t1, 1)}
+            out.append(r)
+            print(f"{dn} {tr_name}: C={c:g} tta={t} OOF abnormal {ab_oof:.3f} mass/calc {mc_oof:.3f}; bench none "
+                  f"{rows['none']['abnormal']:.3f}, worst {worst[1]} {worst[0]:.3f} | "
+                  + " ".join(f"{s}={v['abnormal']:.3f}" for s, v in rows.items()), flush=True)
+            a.json.parent.mkdir(parents=True, exist_ok=True)
+            a.json.write_text(json.dumps({"n_train": len(labels), "n_bench": len(pick), "every": a.every,
+                                          "rows": out, "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
