@@ -13,6 +13,7 @@ Research use only — not a medical device.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -46,18 +47,21 @@ VIEWS = 8
 QUESTIONS = dict(zip(TASK_AUCS, ("abnormal vs baseline", "mass vs calcification", "benign vs malignant")))
 
 
-def _load_saved(path: Path, name: str, task: str) -> MemberNested | None:
+def _load_saved(path: Path, name: str, task: str, search: str) -> MemberNested | None:
+    """The member's saved result when it was made by the same search (else None: rerun)."""
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as z:
+        if "search" not in z.files or str(z["search"]) != search:
+            return None
         old_choice = (str(z["old_choice"][0]), float(z["old_choice"][1]), str(z["old_choice"][2]))
         choices = tuple((str(a), float(b), str(c)) for a, b, c in z["choices"])
         return MemberNested(name, task, z["nested"], z["old"], old_choice, choices, z["inner_oof"])
 
 
-def _save(path: Path, m: MemberNested) -> None:
+def _save(path: Path, m: MemberNested, search: str) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, nested=m.nested, old=m.old, inner_oof=m.inner_oof,
+    np.savez(tmp, search=np.array(search), nested=m.nested, old=m.old, inner_oof=m.inner_oof,
              old_choice=np.array([str(x) for x in m.old_choice]),
              choices=np.array([[str(x) for x in c] for c in m.choices]))
     os.replace(tmp, path)
@@ -90,6 +94,9 @@ def main(argv=None) -> int:
                    "(default: all, the quicker two-class ones first)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--feature-squash", nargs="+", default=[], metavar="MEMBER=K",
+                   help="run MEMBER's search with --feature-squash K instead of its bundled value (to compare "
+                        "a configuration before it ships; use another --out)")
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--member-runs", type=Path, default=None,
                    help="folder of the members' training runs (<name>/oof.npz): check that the old figure's "
@@ -115,9 +122,16 @@ def main(argv=None) -> int:
     fold = woman_folds(labels, groups, a.folds, a.seed)
     a.out.mkdir(parents=True, exist_ok=True)
     members = []
-    for s in sorted((s for s in BUNDLED_SEARCHES if s.name in a.members), key=lambda s: a.members.index(s.name)):
+    squash = {}
+    for item in a.feature_squash:
+        name, _, k = item.partition("=")
+        if name not in {s.name for s in BUNDLED_SEARCHES} or not k:
+            p.error(f"--feature-squash {item!r}: give MEMBER=K with a bundled member")
+        squash[name] = float(k)
+    searches = [dataclasses.replace(s, feature_squash=squash.get(s.name, s.feature_squash)) for s in BUNDLED_SEARCHES]
+    for s in sorted((s for s in searches if s.name in a.members), key=lambda s: a.members.index(s.name)):
         path = a.out / f"{s.name}.npz"
-        m = _load_saved(path, s.name, s.task)
+        m = _load_saved(path, s.name, s.task, repr(s))
         if m is None:
             t = time.perf_counter()
             tv = training_views(len(labels), VIEWS, s.train_views, a.seed)
@@ -127,7 +141,7 @@ def main(argv=None) -> int:
                 aug = augmented_features(s.train_augment, s.augment_views, x, train.image_file, "train", a.weights,
                                          tv, a.seed, a.cache)
             m = nested_member(s, feats, labels, fold, tv, a.seed, progress=say, aug_feats=aug)
-            _save(path, m)
+            _save(path, m, repr(s))
             say(f"{s.name}: {time.perf_counter() - t:.0f} s")
         members.append(m)
     rows, per_fold = [], {}

@@ -6,10 +6,22 @@ Research use only — not a medical device.
 Every variant is a pooled-feature design (which VGG16 blocks, avg / avgmax pooling) and a fixed,
 weight-free per-patch transform of the pooled features (``raw``; ``sqrt``: element-wise square
 root, features are post-ReLU; ``l2``: each pooled block divided by its own L2 norm, so a global
-change of a block's activation strength cancels), followed by the member's own head
+change of a block's activation strength cancels; ``softsign``: ``f / (f + m)`` per feature, ``m``
+its median over the fold's training rows (``softsign4`` / ``softsign16``: 4 / 16 x the median,
+less saturation), a compression like ``sqrt`` that a bundle graph can
+hold as a Rescaling and a built-in softsign activation), followed by the member's own head
 (standardisation + L2 logistic regression, 3 classes, balanced, 2 training views per patch, seed
 0) and its own out-of-fold choice of ``C`` and TTA (mean of the abnormal-vs-baseline and
 mass-vs-calcification AUCs, the members' 5 folds grouped by woman, seed 0).
+
+Input-level variants (``--front``): a fixed, weight-free change of the patch BEFORE the backbone
+that could be one built-in layer in the bundle graph: ``std`` (per-patch standardisation
+``0.5 + 0.18 (x - mean) / std``, a LayerNormalization without centre/scale then a Rescaling:
+contrast changes cancel exactly), ``lowpass`` (Gaussian blur sigma 1.5 px, a fixed depthwise
+convolution: blur and noise move the input less), ``std_lowpass`` (both, blur first). Front
+variants are fitted on view 0 and each patch's one other training view only and use no TTA (to
+save backbone passes); compare them with the ``--front none`` rows' ``tta none`` figures
+(``oof_abnormal_tta_none``).
 
 The bench: the identity view of every ``--every``-th pair under each shift of
 :mod:`mammo_core.shifts`, predicted by the fold head that did not see its woman (as
@@ -42,15 +54,36 @@ from mammo_core.labels import get_task
 from mammo_core.shifts import SHIFT_NAMES, apply_shift
 from mammo_core.training.features import _cached_stack, cached_features, data_key
 from mammo_core.training.pooled import _fit_lr, task_score, training_views, woman_folds
+from mammo_core.tta import dihedral
 
 DESIGNS = {
     "b234_avgmax": ("block2_pool", "block3_pool", "block4_pool"), "b34_avgmax": ("block3_pool", "block4_pool"),
     "b4_avgmax": ("block4_pool",), "b234_avg": ("block2_pool", "block3_pool", "block4_pool"),
     "b34_avg": ("block3_pool", "block4_pool"),
 }
-TRANSFORMS = ("raw", "sqrt", "l2")
+TRANSFORMS = ("raw", "sqrt", "l2", "softsign", "softsign4", "softsign16")
 C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 TASK = "baseline_mass_calc"
+FRONTS = ("none", "std", "lowpass", "std_lowpass")
+FRONT_BLUR_SIGMA = 1.5
+
+
+def front(x: np.ndarray, name: str) -> np.ndarray:
+    """The input-level variant ``name`` of model inputs ``x`` (N, 150, 150[, 1]) in [0, 1]."""
+    from mammo_core.shifts import _blur
+
+    if name == "none":
+        return x
+    chan = x.ndim == 4
+    y = np.asarray(x[..., 0] if chan else x, np.float64)
+    if "lowpass" in name:
+        y = _blur(y, 0, FRONT_BLUR_SIGMA)
+    if name.startswith("std"):
+        m = y.mean(axis=(1, 2), keepdims=True)
+        sd = y.std(axis=(1, 2), keepdims=True)
+        y = 0.5 + 0.18 * (y - m) / np.sqrt(sd ** 2 + 1e-4)
+    y = y.astype(np.float32)
+    return y[..., None] if chan else y
 
 
 def design(feats: dict[str, np.ndarray], name: str, transform: str) -> np.ndarray:
@@ -64,6 +97,12 @@ def design(feats: dict[str, np.ndarray], name: str, transform: str) -> np.ndarra
                 b = b / np.clip(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12, None)
             blocks.append(b)
     return np.concatenate(blocks, axis=-1)
+
+
+def squash(f: np.ndarray, med: np.ndarray | None) -> np.ndarray:
+    """``softsign``: ``f / (f + m)`` per feature, ``m`` its median over the fold's training rows
+    (a Rescaling by 1 / m and a softsign activation in a graph); unchanged when ``med`` is None."""
+    return f if med is None else f / (f + med)
 
 
 def abnormal_auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -86,6 +125,7 @@ def main(argv=None) -> int:
     ap.add_argument("--every", type=int, default=2)
     ap.add_argument("--designs", nargs="+", default=list(DESIGNS))
     ap.add_argument("--transforms", nargs="+", default=list(TRANSFORMS))
+    ap.add_argument("--front", choices=FRONTS, default="none")
     ap.add_argument("--json", type=Path, required=True)
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -96,54 +136,73 @@ def main(argv=None) -> int:
     fold = woman_folds(labels, groups, 5, 0)
     x = io.to_model_input(np.asarray(train.images))
     tensor = a.data / "train_tensor.npy"
-    feats = cached_features(x, tensor, "train", a.weights, views=8, log=print)
+    tv = training_views(len(labels), 8, 2, 0)
+    key = data_key(tensor, a.weights)
+    if a.front == "none":
+        feats = cached_features(x, tensor, "train", a.weights, views=8, log=print)
+        ttas: tuple[str, ...] = ("none", "dihedral8")
+    else:  # view 0 and each patch's other training view, through the front
+        froot = Path("runs") / "front_features" / key / a.front
+        second = np.stack([dihedral(x[i:i + 1], int(tv[i, 1]))[0] for i in range(len(x))])
+        feats = _cached_stack([(froot / "view0", "view 0", lambda: front(x, a.front)),
+                               (froot / "train_view", "training view", lambda: front(second, a.front))],
+                              len(x), a.weights, 32, print)
+        tv = np.tile(np.arange(2), (len(labels), 1))
+        ttas = ("none",)
     pick = np.flatnonzero((np.arange(len(labels)) // 2) % max(1, a.every) == 0)
-    root = Path("runs") / "shift_features" / data_key(tensor, a.weights) / f"every{a.every}"
+    root = Path("runs") / "shift_features" / key / f"every{a.every}" / a.front
     shifted = {"none": {k: v[:1, pick] for k, v in feats.items()}}
     for s in SHIFT_NAMES[1:]:
-        shifted[s] = _cached_stack([(root / s, s, lambda s=s: apply_shift(s, x[pick], 0))], len(pick), a.weights,
-                                   32, print)
+        shifted[s] = _cached_stack([(root / s, s, lambda s=s: front(apply_shift(s, x[pick], 0), a.front))],
+                                   len(pick), a.weights, 32, print)
     _, y3 = get_task(TASK).map_labels(labels)  # every label kept (baseline / mass / calc)
-    tv = training_views(len(labels), 8, 2, 0)
     k = int(fold.max()) + 1
     out = []
     for dn in a.designs:
         for tr_name in a.transforms:
             t1 = time.perf_counter()
-            F = design(feats, dn, tr_name)
+            soft = tr_name.startswith("softsign")
+            kmul = float(tr_name[len("softsign"):] or 1) if soft else 1.0
+            F = design(feats, dn, "raw" if soft else tr_name)
             best = None
             heads = {}
             for c in C_GRID:
-                p = {t: np.zeros((len(labels), 3)) for t in ("none", "dihedral8")}
+                p = {t: np.zeros((len(labels), 3)) for t in ttas}
                 heads[c] = []
                 for f in range(k):
                     trn = np.flatnonzero(fold != f)
                     te = fold == f
                     X = F[tv[trn].ravel(), np.repeat(trn, tv.shape[1])]
-                    sc, lr = _fit_lr(X, np.repeat(y3[trn], tv.shape[1]), c, 0)
-                    heads[c].append((sc, lr))
-                    pv = np.stack([lr.predict_proba(sc.transform(F[v, te])) for v in range(8)])
-                    p["none"][te], p["dihedral8"][te] = pv[0], pv.mean(0)
+                    med = kmul * np.clip(np.median(X, axis=0), 1e-6, None) if soft else None
+                    sc, lr = _fit_lr(squash(X, med), np.repeat(y3[trn], tv.shape[1]), c, 0)
+                    heads[c].append((sc, lr, med))
+                    pv = np.stack([lr.predict_proba(sc.transform(squash(F[v, te], med))) for v in range(len(F))])
+                    p["none"][te] = pv[0]
+                    if "dihedral8" in p:
+                        p["dihedral8"][te] = pv.mean(0)
+                none_ab = abnormal_auc(y3, p["none"])
                 for t, pp in p.items():
                     s = task_score(TASK, y3, pp)
                     if best is None or s > best[0]:
-                        best = (s, c, t, abnormal_auc(y3, pp), mass_calc_auc(y3, pp))
-            score, c, t, ab_oof, mc_oof = best
+                        best = (s, c, t, abnormal_auc(y3, pp), mass_calc_auc(y3, pp), none_ab)
+            score, c, t, ab_oof, mc_oof, ab_none = best
             rows = {}
             for s, fs in shifted.items():
-                Fs = design(fs, dn, tr_name)[0]
+                Fs = design(fs, dn, "raw" if soft else tr_name)[0]
                 p = np.zeros((len(pick), 3))
                 for f in range(k):
                     te = fold[pick] == f
-                    sc, lr = heads[c][f]
-                    p[te] = lr.predict_proba(sc.transform(Fs[te]))
+                    sc, lr, med = heads[c][f]
+                    p[te] = lr.predict_proba(sc.transform(squash(Fs[te], med)))
                 rows[s] = {"abnormal": abnormal_auc(y3[pick], p), "mass_calc": mass_calc_auc(y3[pick], p)}
             worst = min((v["abnormal"], s) for s, v in rows.items() if s != "none")
-            r = {"design": dn, "transform": tr_name, "C": c, "tta": t, "oof_score": score,
+            r = {"front": a.front, "design": dn, "transform": tr_name, "oof_abnormal_tta_none": ab_none,
+                 "C": c, "tta": t, "oof_score": score,
                  "oof_abnormal": ab_oof, "oof_mass_calc": mc_oof, "bench": rows,
                  "worst_shift": worst[1], "worst_abnormal": worst[0], "seconds": round(time.perf_counter() - t1, 1)}
             out.append(r)
-            print(f"{dn} {tr_name}: C={c:g} tta={t} OOF abnormal {ab_oof:.3f} mass/calc {mc_oof:.3f}; bench none "
+            print(f"{a.front} {dn} {tr_name}: C={c:g} tta={t} OOF abnormal {ab_oof:.3f} (no TTA {ab_none:.3f}) "
+                  f"mass/calc {mc_oof:.3f}; bench none "
                   f"{rows['none']['abnormal']:.3f}, worst {worst[1]} {worst[0]:.3f} | "
                   + " ".join(f"{s}={v['abnormal']:.3f}" for s, v in rows.items()), flush=True)
             a.json.parent.mkdir(parents=True, exist_ok=True)

@@ -23,10 +23,11 @@ NAME = "pooled_baseline_mass_calc"
 BUNDLED = "vgg16b4_baseline_mass_calc"
 
 
-def pooled_model(kernel: int = 1, seed: int = 0):
+def pooled_model(kernel: int = 1, seed: int = 0, squash: bool = False):
     """A small pooled-head model shaped like the bundled member (grey -> RGB, caffe-like
     rescaling, conv / 2x2 max-pool blocks, avg + max global pooling of two blocks,
-    concatenated, one Dense softmax over baseline / mass / calcification)."""
+    concatenated, one Dense softmax over baseline / mass / calcification); ``squash``: with the
+    pooled head's feature squash (a Rescaling by one divisor per feature, then softsign)."""
     import keras
     from keras import layers
 
@@ -41,11 +42,15 @@ def pooled_model(kernel: int = 1, seed: int = 0):
     pools = [layers.GlobalAveragePooling2D(name="gap_p1")(p1), layers.GlobalMaxPooling2D(name="gmp_p1")(p1),
              layers.GlobalAveragePooling2D(name="gap_p2")(p2), layers.GlobalMaxPooling2D(name="gmp_p2")(p2)]
     h = layers.Concatenate(name="pooled_features")(pools)
+    if squash:
+        d = np.linspace(0.05, 2.0, 28)
+        h = layers.Rescaling(scale=[float(v) for v in 1.0 / d], name="feature_scale")(h)
+        h = layers.Activation("softsign", name="feature_squash")(h)
     out = layers.Dense(3, activation="softmax", name="predictions")(h)
     return keras.Model(inp, out, name="pooled_test")
 
 
-def write_models(root, kernel: int = 1, tta: str | None = None):
+def write_models(root, kernel: int = 1, tta: str | None = None, squash: bool = False):
     from mammo_core.bundle import write_bundle, write_manifest
 
     card = {"name": NAME, "task": "baseline_mass_calc", "classes": ["baseline", "mass", "calcification"],
@@ -53,7 +58,7 @@ def write_models(root, kernel: int = 1, tta: str | None = None):
             "training": {"data": {"path": "none (random weights)"}}, "metrics": {}}
     if tta:
         card["inference"] = {"tta": tta}
-    write_bundle(pooled_model(kernel), root / NAME, card)
+    write_bundle(pooled_model(kernel, squash=squash), root / NAME, card)
     write_manifest(root)
     return root
 
@@ -111,6 +116,23 @@ def test_aligned_windows_equal_the_windowed_map_and_tiling_changes_nothing(point
     assert "tile(s)" in tiled.map_mode_note
     assert np.abs(tiled.p_abnormal - den.p_abnormal).max() < 1e-6
     assert [(c.x, c.y) for c in tiled.candidates] == [(c.x, c.y) for c in den.candidates]
+
+
+def test_a_squashed_pooled_head_runs_densely_and_equals_the_windowed_map(tmp_path):
+    """The feature squash (Rescaling by a divisor per feature, softsign) sits in the head: the
+    dense map replays it and still equals the windowed map on aligned windows."""
+    root = write_models(tmp_path / "sq", kernel=1, squash=True)
+    s = Session(root)
+    assert s.load([NAME]) == []
+    dm = dense_map.dense_member(s.loaded_model(NAME))
+    assert dm.stride == 4
+    m = write_png(tmp_path / "t.png", textured((406, 342), seed=3))
+    st = dict(window_px=150, stride_fraction=32 / 150, min_tissue=0.0, top_k=3)
+    win = scan_mammogram(m, s, ScanSettings(map_mode="windowed", map_precision="f32", **st))
+    den = scan_mammogram(m, s, ScanSettings(map_mode="dense", **st))
+    assert den.map_mode == "dense", den.map_mode_note
+    assert np.ptp(win.p_abnormal) > 1e-3
+    assert np.abs(win.p_abnormal - den.p_abnormal).max() < 1e-5
 
 
 def test_window_origins_snap_to_the_nearest_coarsest_cell_inside_the_image():

@@ -118,4 +118,5 @@ def test_bundled_searches_match_train_bundled_sh():
         assert opt.get("--train-augment", ["none"])[0] == s.train_augment, s.name
         default_views = "1" if s.train_augment != "none" else "0"
         assert int(opt.get("--augment-views", [default_views])[0]) == s.augment_views, s.name
+        assert float(opt.get("--feature-squash", ["0"])[0]) == s.feature_squash, s.name
         assert s.tta_options == ("none", "dihedral8")

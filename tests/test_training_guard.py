@@ -211,11 +211,12 @@ def test_pooled_head_refuses_a_flag_it_would_ignore(flag, cbis, tmp_path, capsys
     assert not out.exists()
 
 
-def test_flatten_head_refuses_pooled_only_flags(cbis, tmp_path, capsys):
+@pytest.mark.parametrize("flag", [["--c-grid", "0.1", "1"], ["--feature-squash", "4"]])
+def test_flatten_head_refuses_pooled_only_flags(flag, cbis, tmp_path, capsys):
     rc = load_script("task_3_1_pretrained_mass_calc").main(
-        ["--data", str(cbis), "--out", str(tmp_path / "o"), "--smoke", "--c-grid", "0.1", "1"])
+        ["--data", str(cbis), "--out", str(tmp_path / "o"), "--smoke", *flag])
     err = capsys.readouterr().err
-    assert rc == 2 and "--c-grid not used by --head flatten" in err, err
+    assert rc == 2 and f"{flag[0]} not used by --head flatten" in err, err
 
 
 def test_pooled_class_weights_follow_the_preset():

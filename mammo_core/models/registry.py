@@ -82,11 +82,12 @@ REGISTRY: Mapping[str, ModelSpec] = MappingProxyType(
             "ImageNet backbone (vgg16 | vgg19 | resnet50) built flat, caffe preprocessing in "
             "the graph, Flatten + Dense(256) + softmax; mode fe (frozen base) or ft (last "
             "block trainable); head pooled: global avg/max pooling of chosen backbone layers, "
-            "concatenated, one Dense softmax (a frozen-feature logistic regression folded in)",
+            "concatenated (optionally squashed: squash_divisor), one Dense softmax (a frozen-feature "
+            "logistic regression folded in)",
             _transfer_gradcam,
             {"backbone": "vgg16", "mode": "fe", "weights": "none", "hidden": 256, "head": "flatten",
              "pool_layers": "block3_pool,block4_pool,block5_pool", "pooling": "avg",
-             "output_activation": "softmax"},
+             "output_activation": "softmax", "squash_divisor": None},
             "Tables 3-4",
         ),
     }

@@ -20,7 +20,9 @@ into a standalone backbone and copied layer by layer, by name.
 Head ``pooled`` (the small-data member, ``head="pooled"``): instead of Flatten + Dense(hidden),
 each layer named in ``pool_layers`` (e.g. ``block3_pool,block4_pool,block5_pool``) is globally
 pooled (``pooling``: ``avg``, ``max`` or ``avgmax`` = both) by layers ``gap_<layer>`` /
-``gmp_<layer>``, the pooled vectors are concatenated (``pooled_features``) and one Dense softmax
+``gmp_<layer>``, the pooled vectors are concatenated (``pooled_features``), optionally squashed
+(``feature_scale``, a Rescaling by one fixed divisor per feature, then ``feature_squash``, a
+built-in softsign Activation: ``f / (f + d)``; ``--feature-squash``) and one Dense softmax
 (``predictions``) follows. The backbone is frozen at its initial (ImageNet) weights; the softmax
 is a standardisation + L2 logistic regression fitted with scikit-learn on cached features and
 folded into the Dense weights (:func:`fold_linear_head`), so the Keras model reproduces
@@ -65,6 +67,8 @@ HEAD_FIRST_LAYER = "flatten"
 HEADS = ("flatten", "pooled")
 POOLINGS = ("avg", "max", "avgmax")
 POOLED_FEATURES = "pooled_features"
+FEATURE_SCALE = "feature_scale"  # optional feature squash of the pooled head (Rescaling, then softsign)
+FEATURE_SQUASH = "feature_squash"
 DEFAULT_POOL_LAYERS = "block3_pool,block4_pool,block5_pool"
 
 
@@ -93,7 +97,8 @@ def pooled_keys(pool_layers, pooling: str) -> list[str]:
 
 
 def is_head_layer(name: str) -> bool:
-    return (name in (HEAD_FIRST_LAYER, "dense_hidden", *SIGMOID_LAYERS, PREDICTIONS, POOLED_FEATURES)
+    return (name in (HEAD_FIRST_LAYER, "dense_hidden", *SIGMOID_LAYERS, PREDICTIONS, POOLED_FEATURES,
+                     FEATURE_SCALE, FEATURE_SQUASH)
             or name.startswith(("gap_", "gmp_")))
 
 
@@ -156,8 +161,11 @@ def copy_backbone_weights(src, dst, upto: str | None = None) -> int:
 
 def build_transfer(n_classes: int, backbone: str = "vgg16", mode: str = "fe", weights="none",
                    hidden: int = 256, head: str = "flatten", pool_layers: str = DEFAULT_POOL_LAYERS,
-                   pooling: str = "avg", output_activation: str = "softmax"):
-    """The flat transfer model (see module docstring)."""
+                   pooling: str = "avg", output_activation: str = "softmax", squash_divisor=None):
+    """The flat transfer model (see module docstring). ``squash_divisor`` (pooled head only): one
+    positive number per pooled feature; ``pooled_features`` is then followed by ``feature_scale``
+    (Rescaling by ``1 / d``) and ``feature_squash`` (softsign), see
+    :class:`mammo_core.training.pooled.SquashScaler`."""
     import keras
     from keras import layers
 
@@ -188,7 +196,17 @@ def build_transfer(n_classes: int, backbone: str = "vgg16", mode: str = "fe", we
         h = (layers.Concatenate(name=POOLED_FEATURES)(pools) if len(pools) > 1
              else layers.Identity(name=POOLED_FEATURES)(pools[0]))
         last = max((key[4:] for key in pooled_keys(pool_layers, pooling)), key=names.index)
+        if squash_divisor is not None:
+            import numpy as np
+
+            d = np.asarray(squash_divisor, np.float64).ravel()
+            if d.size != int(h.shape[-1]) or not np.all(np.isfinite(d)) or not np.all(d > 0):
+                raise MammoError(f"squash_divisor needs {int(h.shape[-1])} positive numbers, got {d.size}")
+            h = layers.Rescaling(scale=[float(v) for v in 1.0 / d], name=FEATURE_SCALE)(h)
+            h = layers.Activation("softsign", name=FEATURE_SQUASH)(h)
     else:
+        if squash_divisor is not None:
+            raise MammoError("squash_divisor needs the pooled head")
         feat = base.get_layer(bb.last_layer).output
         h = layers.Flatten(name=HEAD_FIRST_LAYER)(feat)
         h = layers.Dense(int(hidden), activation="relu", name="dense_hidden")(h)

@@ -106,13 +106,14 @@ def compare_member(search: MemberSearch, data: Path, weights: Path, augment_view
         tv = training_views(len(labels), VIEWS, n_tv, seed)
         aug = augmented_features(augment, n_aug, x, train.image_file, "train", weights, tv, seed, cache)
         _, (cand, c, t), oof, _ = select(search.task, feats, labels, fold, cands, search.c_grid,
-                                         search.tta_options, seed, tv, aug_feats=aug)
+                                         search.tta_options, seed, tv, aug_feats=aug, squash=search.feature_squash)
         F = _design(feats, cand)
         Fa = None if aug is None else _design(aug, cand)
         heads[name] = [cand]
         for f in range(k):
             tr = np.flatnonzero(keep & (fold != f))
-            heads[name].append(_fit_lr(_rows(F, tr, tv, Fa), np.repeat(y_full[tr], tv.shape[1]), c, seed))
+            heads[name].append(_fit_lr(_rows(F, tr, tv, Fa), np.repeat(y_full[tr], tv.shape[1]), c, seed,
+                                       squash=search.feature_squash))
         configs[name] = {"train_augment": augment, "augment_views": n_aug, "train_views": n_tv,
                          "chosen": {"pool": cand.label, "C": float(c), "tta": t},
                          "oof_chosen_tta": task_aucs(labels, task_scores(search.task, oof)),

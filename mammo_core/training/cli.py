@@ -105,6 +105,10 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
         g.add_argument("--augment-views", type=int, default=1, metavar="N",
                        help="pooled head, --train-augment acquisition: how many of the --train-views views "
                             "(never view 0) are changed (default 1)")
+        g.add_argument("--feature-squash", type=float, default=0.0, metavar="K",
+                       help="pooled head: K > 0 squashes each pooled feature f to f / (f + K x its median over "
+                            "the fitting rows) before the standardisation (a built-in softsign in the bundle; "
+                            "docs/robust_inputs.md); 0 = none (default)")
         g.add_argument("--feature-cache", default="", metavar="DIR",
                        help="pooled head: feature cache folder (default $MAMMO_FEATURE_CACHE or "
                             "runs/feature_cache; never in git)")
@@ -199,7 +203,8 @@ def config_from_args(args: argparse.Namespace, task: str, model: str | None, arg
             opts["head"] = "pooled"
             extra.update(pool_candidates=tuple(args.pool_candidates), c_grid=tuple(args.c_grid),
                          tta=args.tta, feature_cache=args.feature_cache, train_views=args.train_views,
-                         train_augment=args.train_augment, augment_views=args.augment_views)
+                         train_augment=args.train_augment, augment_views=args.augment_views,
+                         feature_squash=args.feature_squash)
     for k in ("epochs", "batch_size", "lr", "patience", "class_weights", "augment", "optimizer"):
         if val.get(k) is not None:
             extra[k] = val[k]
@@ -225,7 +230,7 @@ POOLED_IGNORES = ("epochs", "batch_size", "lr", "patience", "augment", "no_augme
                   "distribute", "mixed_precision", "workers", "hidden", "lr_scaling", "fe_copies", "ft_unfreeze",
                   "ft_epochs", "ft_lr")
 FLATTEN_IGNORES = ("pool_candidates", "c_grid", "tta", "train_views", "feature_cache", "train_augment",
-                   "augment_views")
+                   "augment_views", "feature_squash")
 
 
 # loggers whose records (TensorFlow, absl, Keras and Python warnings, JAX's backend probing:

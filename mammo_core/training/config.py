@@ -84,6 +84,8 @@ class TrainConfig:
     # pooled member: "acquisition" = training views 1..augment_views get a random acquisition change
     train_augment: str = "none"
     augment_views: int = 1
+    # pooled member: k > 0 squashes each pooled feature, f / (f + k x median), before the standardisation
+    feature_squash: float = 0.0
     # how public_test was seen before a change to this model (card: metrics.blind false); "" = blind
     held_out_seen: str = ""
     feature_cache: str = ""  # feature cache folder (default $MAMMO_FEATURE_CACHE or runs/feature_cache)
@@ -105,6 +107,8 @@ class TrainConfig:
             raise MammoError(f"ft_unfreeze must be one of {', '.join(FT_UNFREEZE)}, got {self.ft_unfreeze!r}")
         if self.lr_scaling not in LR_SCALING:
             raise MammoError(f"lr_scaling must be one of {', '.join(LR_SCALING)}, got {self.lr_scaling!r}")
+        if not self.feature_squash >= 0:
+            raise MammoError(f"feature_squash must be >= 0 (0 = none), got {self.feature_squash}")
         if self.fe_copies < 0 or self.workers < 0:
             raise MammoError("fe_copies and workers must be at least 0")
         for k, _ in self.grid:

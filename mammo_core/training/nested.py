@@ -53,6 +53,7 @@ class MemberSearch:
     tta_options: tuple[str, ...] = ("none", "dihedral8")
     train_augment: str = "none"  # --train-augment (mammo_core.training.pooled)
     augment_views: int = 0
+    feature_squash: float = 0.0  # --feature-squash (mammo_core.training.pooled.SquashScaler)
 
 
 # the three bundled members (training_scripts/train_bundled.sh: --pool-candidates, --c-grid,
@@ -98,7 +99,7 @@ def nested_member(search: MemberSearch, feats: Mapping[str, np.ndarray], labels:
     task = get_task(search.task)
     cands = [Candidate.parse(c) for c in search.candidates]
     _, (cand, c, t), old, _ = select(search.task, feats, labels, fold, cands, search.c_grid,
-                                     search.tta_options, seed, tv, aug_feats=aug_feats)
+                                     search.tta_options, seed, tv, aug_feats=aug_feats, squash=search.feature_squash)
     old_choice = (cand.label, float(c), t)
     say(f"[nested] {search.name}: old (non-nested) choice {old_choice}")
     keep, y_task = task.map_labels(labels)
@@ -115,12 +116,14 @@ def nested_member(search: MemberSearch, feats: Mapping[str, np.ndarray], labels:
         sub_feats = {key: v[:, sub] for key, v in feats.items()}
         sub_aug = None if aug_feats is None else {key: v[:, sub] for key, v in aug_feats.items()}
         _, (cand, c, t), p_inner, _ = select(search.task, sub_feats, labels[sub], inner_fold, cands,
-                                             search.c_grid, search.tta_options, seed, tv[sub], aug_feats=sub_aug)
+                                             search.c_grid, search.tta_options, seed, tv[sub], aug_feats=sub_aug,
+                                             squash=search.feature_squash)
         inner_oof[f, sub] = p_inner
         F = _design(feats, cand)
         tr = np.flatnonzero(keep & out)
         Fa = None if aug_feats is None else _design(aug_feats, cand)
-        scaler, lr = _fit_lr(_rows(F, tr, tv, Fa), np.repeat(y_full[tr], tv.shape[1]), c, seed)
+        scaler, lr = _fit_lr(_rows(F, tr, tv, Fa), np.repeat(y_full[tr], tv.shape[1]), c, seed,
+                             squash=search.feature_squash)
         te = np.flatnonzero(~out)
         pv = _predict_views(scaler, lr, F[:, te])
         nested[te] = pv.mean(axis=0) if t == "dihedral8" else pv[0]

@@ -68,6 +68,7 @@ from mammo_core.tta import check_tta, predict_tta
 GRID_CSV_COLUMNS = ["candidate", "C", "tta", "score", "auc_hard_labels", "nll"]
 DEFAULT_C_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)
 OOF_FILE = "oof.npz"
+SQUASH_FLOOR = 1e-6  # smallest divisor of the feature squash (a feature whose median is 0)
 LR_MAX_ITER = 2000
 
 
@@ -150,8 +151,46 @@ def sklearn_class_weight(mode: str, n_classes: int):
     return {c: float(w) for c, w in enumerate(parsed)}
 
 
-def _fit_lr(X: np.ndarray, y: np.ndarray, c: float, seed: int, scaler=None, class_weight="balanced"):
-    """(scaler, logistic regression) fitted on rows X (views stacked), from scratch.
+class SquashScaler:
+    """The feature squash, then the standardisation: each pooled feature ``f`` (post-ReLU, >= 0)
+    becomes ``softsign(f / d) = f / (f + d)`` with ``d`` = ``k`` x its median over the fitting rows
+    (fitted here, like the standardisation that follows it), a compression of large activations
+    (``--feature-squash k``). In a bundle: a Rescaling by ``1 / d`` and a built-in softsign
+    Activation after ``pooled_features`` (:func:`mammo_core.models.transfer.build_transfer`,
+    ``squash_divisor``); ``mean_`` / ``scale_`` are the standardisation's, folded into the Dense."""
+
+    def __init__(self, k: float):
+        if not float(k) > 0:
+            raise MammoError(f"feature squash must be > 0 (0 = none), got {k}")
+        self.k = float(k)
+
+    def fit(self, X: np.ndarray) -> SquashScaler:
+        from sklearn.preprocessing import StandardScaler
+
+        self.divisor_ = self.k * np.clip(np.median(np.asarray(X, np.float64), axis=0), SQUASH_FLOOR, None)
+        self.std_ = StandardScaler().fit(self.squash(X))
+        return self
+
+    def squash(self, X: np.ndarray) -> np.ndarray:
+        z = np.asarray(X, np.float64) / self.divisor_
+        return z / (1.0 + np.abs(z))
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return self.std_.transform(self.squash(X))
+
+    @property
+    def mean_(self) -> np.ndarray:
+        return self.std_.mean_
+
+    @property
+    def scale_(self) -> np.ndarray:
+        return self.std_.scale_
+
+
+def _fit_lr(X: np.ndarray, y: np.ndarray, c: float, seed: int, scaler=None, class_weight="balanced",
+            squash: float = 0.0):
+    """(scaler, logistic regression) fitted on rows X (views stacked), from scratch; ``squash``
+    > 0: the scaler is a :class:`SquashScaler` (feature squash, then standardisation).
 
     Every C of the out-of-fold grid and the final refit go through this one function, so the
     model whose out-of-fold predictions chose C is the model that ships (fitted on more rows).
@@ -164,7 +203,8 @@ def _fit_lr(X: np.ndarray, y: np.ndarray, c: float, seed: int, scaler=None, clas
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    scaler = scaler if scaler is not None else StandardScaler().fit(X)
+    if scaler is None:
+        scaler = SquashScaler(squash).fit(X) if squash else StandardScaler().fit(X)
     Z = scaler.transform(X)
     lr = LogisticRegression(C=float(c), class_weight=class_weight, max_iter=LR_MAX_ITER, tol=1e-4,
                             random_state=seed)
@@ -244,10 +284,20 @@ def augment_record(augment: str, augment_views: int, seed: int) -> dict | str:
                     "predictions unchanged"}
 
 
+def squash_record(k: float) -> dict | str:
+    """The card's record of the feature squash ("none", or what and how)."""
+    if not k:
+        return "none"
+    return {"kind": "softsign", "k": float(k),
+            "note": f"each pooled feature f -> f / (f + d) (a Rescaling by 1/d and a softsign Activation after "
+                    f"pooled_features), d = {float(k):g} x the feature's median over the fitting rows, before the "
+                    "standardisation"}
+
+
 def select(task: str, feats: Mapping[str, np.ndarray], labels: np.ndarray, fold: np.ndarray,
            candidates: list[Candidate], c_grid, tta_options: tuple[str, ...], seed: int,
            tv: np.ndarray | None = None, class_weight="balanced",
-           aug_feats: Mapping[str, np.ndarray] | None = None):
+           aug_feats: Mapping[str, np.ndarray] | None = None, squash: float = 0.0):
     """Out-of-fold search. Returns (table rows, best (candidate, C, tta), its OOF probabilities
     over all patches (N, K), per-fold rows)."""
 
@@ -270,7 +320,7 @@ def select(task: str, feats: Mapping[str, np.ndarray], labels: np.ndarray, fold:
             yy = np.repeat(y_full[tr], tvs.shape[1])
             scaler = None  # one standardisation per fold, shared by every C
             for c in sorted(c_grid):
-                scaler, lr = _fit_lr(X, yy, c, seed, scaler, class_weight)
+                scaler, lr = _fit_lr(X, yy, c, seed, scaler, class_weight, squash)
                 pv = _predict_views(scaler, lr, F[:, te])
                 for t in tta_options:
                     oof[(c, t)][te] = pv.mean(axis=0) if t == "dihedral8" else pv[0]
@@ -352,7 +402,8 @@ def train_pooled(cfg):
     aug = augmented_features(cfg.train_augment, cfg.augment_views, x_train, train.image_file, "train", weights, tv,
                              cfg.seed, cfg.feature_cache or None)
     table, (cand, c_best, tta_best), oof, fold_rows = select(task.name, feats, labels, fold, candidates, c_grid,
-                                                             tta_options, cfg.seed, tv, class_weight, aug)
+                                                             tta_options, cfg.seed, tv, class_weight, aug,
+                                                             cfg.feature_squash)
     try:
         oof_spread = check_not_collapsed(oof[keep], f"{cfg.bundle_name} out-of-fold predictions")
     except MammoError as err:
@@ -377,10 +428,10 @@ def train_pooled(cfg):
     tr = np.flatnonzero(keep)
     Fa = None if aug is None else _design(aug, cand)
     scaler, lr = _fit_lr(_rows(F, tr, tv, Fa), np.repeat(y_task, tv.shape[1]), c_best, cfg.seed,
-                         class_weight=class_weight)
+                         class_weight=class_weight, squash=cfg.feature_squash)
     final_opts = {**opts, "head": "pooled", "pool_layers": cand.pool_layers, "pooling": cand.pooling, "mode": "fe"}
-    model = build_model("transfer", task.n_classes,
-                        **final_opts)
+    model = build_model("transfer", task.n_classes, **final_opts,
+                        squash_divisor=scaler.divisor_ if cfg.feature_squash else None)
     fold_linear_head(model, scaler.mean_, scaler.scale_, lr.coef_, lr.intercept_)
     check = np.arange(min(16, len(tr)))
     p_keras = np.asarray(model.predict(x_train[tr[check]], verbose=0), np.float64)
@@ -423,7 +474,9 @@ def train_pooled(cfg):
 
     arch = {"model": "transfer", "options": final_opts, "params": int(model.count_params()),
             "trainable_params": 0, "initial_weights_sha256": sha256_file(weights),
-            "head": ("global pooling of " + cand.label + " -> standardisation + L2 logistic regression "
+            "head": ("global pooling of " + cand.label
+                 + (f" -> feature squash softsign(f / ({cfg.feature_squash:g} x median))" if cfg.feature_squash else "")
+                 + " -> standardisation + L2 logistic regression "
                      f"(scikit-learn, class_weight {cfg.class_weights}) folded into the Dense softmax; backbone frozen "
                      "at the ImageNet weights")}
     card = {
@@ -445,6 +498,7 @@ def train_pooled(cfg):
                          "candidates": [c.label for c in candidates], "c_grid": list(c_grid),
                          "train_views": int(tv.shape[1]),
                          "train_augment": augment_record(cfg.train_augment, cfg.augment_views, cfg.seed),
+                         "feature_squash": squash_record(cfg.feature_squash),
                          "chosen": {"pool": cand.label, "C": c_best, "tta": tta_best},
                          "seed": cfg.seed, "smoke": bool(cfg.smoke), "reproducible": True,
                          "seconds": round(time.perf_counter() - t0, 1)},

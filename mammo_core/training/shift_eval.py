@@ -5,8 +5,8 @@ rate of :mod:`mammo_core.ood` per shift. Used by ``benchmarks/shift_bench.py``; 
 
 Out of fold, grouped by woman: for each fold of the members' own ``oof.npz`` fold assignment, each
 member's head (standardisation + logistic regression, the card's chosen pooling and ``C``, its
-training views of the UNSHIFTED cached features, with its training augmentation if its card
-records one, exactly as :mod:`mammo_core.training.pooled` fits it) is refitted on the other
+training views of the UNSHIFTED cached features, with its training augmentation and feature
+squash if its card records them, exactly as :mod:`mammo_core.training.pooled` fits it) is refitted on the other
 folds' women and predicts the held-back fold's SHIFTED patches.
 Every row, the unshifted one included, uses the identity view only (no test-time augmentation:
 8 views under 10 shifts would cost 80 backbone passes), so rows compare like with like; the
@@ -61,17 +61,20 @@ class _Member:
     seed: int
     augment: str = "none"
     augment_views: int = 0
+    squash: float = 0.0
 
 
 def _member(bundle_dir: Path, spec_member) -> _Member:
     proto: Any = read_card(bundle_dir).card.training.protocol  # the typed card's hyper-parameter record
     chosen: Any = proto["chosen"]
     aug: Any = proto.get("train_augment", "none")
+    sq: Any = proto.get("feature_squash", "none")
     return _Member(spec_member.name, spec_member.task, spec_member.subset,
                    Candidate.parse(str(chosen["pool"])), float(chosen["C"]),
                    int(proto.get("train_views", 8)), int(proto.get("seed", 0)),
                    "none" if aug in (None, "none") else str(aug["kind"]),
-                   0 if aug in (None, "none") else int(aug["views"]))
+                   0 if aug in (None, "none") else int(aug["views"]),
+                   0.0 if sq in (None, "none") else float(sq["k"]))
 
 
 def shifted_view0(model, keys, x: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
@@ -124,7 +127,8 @@ def evaluate_shifts(data: Path, models_dir: Path, oof_root: Path, weights: Path,
         heads[m.name] = []
         for f in range(k):
             tr = np.flatnonzero(keep & (fold != f))
-            heads[m.name].append(_fit_lr(_rows(F, tr, tv, Fa), np.repeat(y_full[tr], tv.shape[1]), m.c, m.seed))
+            heads[m.name].append(_fit_lr(_rows(F, tr, tv, Fa), np.repeat(y_full[tr], tv.shape[1]), m.c, m.seed,
+                                         squash=m.squash))
     # OOD: each fold's reference from the other folds' unshifted identity-view features
     ospec = spec.ood
     fm = None if ospec is None or ospec.feature_member is None else \
