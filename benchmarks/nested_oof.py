@@ -97,6 +97,9 @@ def main(argv=None) -> int:
     p.add_argument("--feature-squash", nargs="+", default=[], metavar="MEMBER=K",
                    help="run MEMBER's search with --feature-squash K instead of its bundled value (to compare "
                         "a configuration before it ships; use another --out)")
+    p.add_argument("--pool-candidates", nargs="+", default=[], metavar="MEMBER=CANDIDATE",
+                   help="run MEMBER's search over these pool candidates instead of its bundled ones (repeat "
+                        "MEMBER=... once per candidate, e.g. MEMBER=block3_pool,block4_pool:avgmax)")
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--member-runs", type=Path, default=None,
                    help="folder of the members' training runs (<name>/oof.npz): check that the old figure's "
@@ -128,7 +131,14 @@ def main(argv=None) -> int:
         if name not in {s.name for s in BUNDLED_SEARCHES} or not k:
             p.error(f"--feature-squash {item!r}: give MEMBER=K with a bundled member")
         squash[name] = float(k)
-    searches = [dataclasses.replace(s, feature_squash=squash.get(s.name, s.feature_squash)) for s in BUNDLED_SEARCHES]
+    cands: dict[str, list[str]] = {}
+    for item in a.pool_candidates:
+        name, _, cand = item.partition("=")
+        if name not in {s.name for s in BUNDLED_SEARCHES} or not cand:
+            p.error(f"--pool-candidates {item!r}: give MEMBER=CANDIDATE with a bundled member")
+        cands.setdefault(name, []).append(cand)
+    searches = [dataclasses.replace(s, feature_squash=squash.get(s.name, s.feature_squash),
+                                    candidates=tuple(cands.get(s.name, s.candidates))) for s in BUNDLED_SEARCHES]
     for s in sorted((s for s in searches if s.name in a.members), key=lambda s: a.members.index(s.name)):
         path = a.out / f"{s.name}.npz"
         m = _load_saved(path, s.name, s.task, repr(s))
@@ -165,7 +175,7 @@ def main(argv=None) -> int:
     table = markdown(rows)
     doc = {"data": str(a.data.resolve()), "n_patches": len(labels), "n_women": len(np.unique(groups)),
            "outer_folds": a.folds, "inner_folds": a.folds - 1, "seed": a.seed, "n_boot": a.n_boot,
-           "searches": [vars(s) for s in BUNDLED_SEARCHES if s.name in a.members],
+           "searches": [vars(s) for s in searches if s.name in a.members],
            "choices": per_fold, "ensemble_per_fold": ens, "rows": rows, "table_markdown": table,
            "command": " ".join(["benchmarks/nested_oof.py", *(sys.argv[1:] if argv is None else argv)]),
            "seconds": round(time.perf_counter() - t0, 1), "disclaimer": DISCLAIMER}
