@@ -37,6 +37,7 @@ anything ships. public_test is never read.
 
     nice -n 10 python benchmarks/robust_screen.py --data data/mias \\
         --weights ../shared/weights/vgg16_imagenet_notop.weights.h5 --every 2 --json runs/robust_screen.json
+    python benchmarks/robust_screen.py --markdown runs/robust_screen*.json   # the table of those runs
 """
 from __future__ import annotations
 
@@ -118,7 +119,27 @@ def mass_calc_auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y[ab] == 1, p[ab, 1] / np.clip(p[ab, 1] + p[ab, 2], 1e-12, None)))
 
 
+def markdown(files: list[Path]) -> str:
+    """One table of every screened variant in ``files`` (this script's --json outputs)."""
+    head = ("front", "design", "transform", "C / TTA", "OOF abnormal", "OOF abnormal, no TTA", "OOF mass vs calc",
+            "bench unshifted", "worst shift", "worst-shift AUC")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for f in files:
+        for r in json.loads(Path(f).read_text())["rows"]:
+            nt = r.get("oof_abnormal_tta_none")
+            lines.append("| " + " | ".join([
+                r.get("front", "none"), r["design"], r["transform"], f"{r['C']:g} / {r['tta']}",
+                f"{r['oof_abnormal']:.4f}", "—" if nt is None else f"{nt:.4f}", f"{r['oof_mass_calc']:.4f}",
+                f"{r['bench']['none']['abnormal']:.3f}", r["worst_shift"], f"{r['worst_abnormal']:.3f}"]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "--markdown":  # the table of earlier runs' JSON files
+        print(markdown([Path(f) for f in argv[1:]]))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--weights", type=Path, required=True)

@@ -195,8 +195,10 @@ def arch_text(card: Card) -> str:
         return "temperature-scaled soft vote of its members (hierarchy to five classes)"
     o = a.get("options") or {}
     if a.get("model") == "transfer" and o.get("head") == "pooled":
+        sq = (card.training.protocol or {}).get("feature_squash") if card.training else None
+        squash = "" if not sq or sq == "none" else f" + softsign squash (K={sq['k']:g})"
         return (f"{o.get('backbone', '?').upper()} ImageNet, frozen; {o.get('pooling')}-pooled "
-                f"{o.get('pool_layers', '').replace('_pool', '').replace(',', ' + ')} + L2 logistic regression")
+                f"{o.get('pool_layers', '').replace('_pool', '').replace(',', ' + ')}{squash} + L2 logistic regression")
     if a.get("model") == "transfer":
         return f"{o.get('backbone', '?').upper()} ImageNet, {o.get('mode', '?')}"
     return str(a.get("model", "?"))
@@ -339,6 +341,14 @@ def _augment_text(rec) -> str:
             "(random gamma / contrast / noise / blur / rescale, docs/robust_inputs.md)")
 
 
+def _squash_text(rec) -> str:
+    """The card's ``feature_squash`` record in words ('' for none)."""
+    if not rec or rec == "none":
+        return ""
+    return (f"; feature squash `f / (f + {rec['k']:g} x median)` of every pooled feature before the "
+            "standardisation (docs/robust_inputs.md)")
+
+
 def _shift_section(res: dict, augmented: list[str] | None = None) -> list[str]:
     """The acquisition-shift table (benchmarks/shift_bench.py --json ensemble/shift_bench.json)."""
     from mammo_core.training.shift_eval import false_warning_markdown, table_markdown
@@ -421,7 +431,8 @@ def write_models_md(models: Path, out: Path) -> None:
         if pr.get("candidates"):
             L.append(f"- `{n}`: candidates {', '.join('`' + c + '`' for c in pr['candidates'])}; C in "
                      f"{pr.get('c_grid')}; TTA none / dihedral8; {pr.get('train_views')} view(s) per training "
-                     f"patch in the fit{_augment_text(pr.get('train_augment'))}. Chosen: `{pr['chosen']['pool']}` "
+                     f"patch in the fit{_augment_text(pr.get('train_augment'))}"
+                     f"{_squash_text(pr.get('feature_squash'))}. Chosen: `{pr['chosen']['pool']}` "
                      "(table of every candidate in the bundle's `grid.csv`).")
     L.append("")
     L += ["### Per fold (out of fold, chosen settings)", ""]
