@@ -241,12 +241,16 @@ def bundled():
 
 
 def test_bundled_member_runs_densely_tiled_as_untiled(bundled):
-    """VGG16 blocks 1-4 with avg + max pooling of block2/3/4_pool: stride 16, a 150 px window
-    is 37 / 18 / 9 cells, the margin covers the 100 px receptive field; 160 px tiles give the
-    untiled features (measured max |dp| ~1e-6; bound 1e-4)."""
-    dm = dense_map.dense_member(bundled.loaded_model(BUNDLED))
-    assert [(g.stride, g.cells) for g in dm.geos] == [(4, 37), (8, 18), (16, 9)]
-    assert dm.stride == 16 and dm.extent == 148 and dm.margin == 48
+    """VGG16 blocks 1-4 with avg + max pooling of its blockK_pool layers (the card's choice, e.g.
+    block3/4_pool): block K has stride 2^K and a 150 px window is 150 // 2^K cells (block2 37,
+    block3 18, block4 9); stride 16, the margin covers the 100 px receptive field; 160 px tiles
+    give the untiled features (measured max |dp| ~1e-6; bound 1e-4)."""
+    model = bundled.loaded_model(BUNDLED)
+    blocks = sorted({int(layer.name[len("gap_block")]) for layer in model.model.layers
+                     if layer.name.startswith("gap_block")})
+    dm = dense_map.dense_member(model)
+    assert [(g.stride, g.cells) for g in dm.geos] == [(2 ** k, 150 // 2 ** k) for k in blocks]
+    assert dm.stride == 16 and dm.extent == max(2 ** k * (150 // 2 ** k) for k in blocks) and dm.margin == 48
     small = textured((320, 352), seed=3)
     origins = np.array([[oy, ox] for oy in range(0, 320 - 148, 16) for ox in range(0, 352 - 148, 48)])
     maps = dm.trunk_maps(small.astype(np.float32) / 65535)
