@@ -8,7 +8,8 @@ weight-free per-patch transform of the pooled features (``raw``; ``sqrt``: eleme
 root, features are post-ReLU; ``l2``: each pooled block divided by its own L2 norm, so a global
 change of a block's activation strength cancels; ``softsign``: ``f / (f + m)`` per feature, ``m``
 its median over the fold's training rows (``softsign4`` / ``softsign16``: 4 / 16 x the median,
-less saturation), a compression like ``sqrt`` that a bundle graph can
+less saturation; ``--feature-squash K`` of the pooled head, :class:`mammo_core.training.pooled.SquashScaler`),
+a compression like ``sqrt`` that a bundle graph can
 hold as a Rescaling and a built-in softsign activation), followed by the member's own head
 (standardisation + L2 logistic regression, 3 classes, balanced, 2 training views per patch, seed
 0) and its own out-of-fold choice of ``C`` and TTA (mean of the abnormal-vs-baseline and
@@ -100,12 +101,6 @@ def design(feats: dict[str, np.ndarray], name: str, transform: str) -> np.ndarra
     return np.concatenate(blocks, axis=-1)
 
 
-def squash(f: np.ndarray, med: np.ndarray | None) -> np.ndarray:
-    """``softsign``: ``f / (f + m)`` per feature, ``m`` its median over the fold's training rows
-    (a Rescaling by 1 / m and a softsign activation in a graph); unchanged when ``med`` is None."""
-    return f if med is None else f / (f + med)
-
-
 def abnormal_auc(y: np.ndarray, p: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -194,10 +189,10 @@ def main(argv=None) -> int:
                     trn = np.flatnonzero(fold != f)
                     te = fold == f
                     X = F[tv[trn].ravel(), np.repeat(trn, tv.shape[1])]
-                    med = kmul * np.clip(np.median(X, axis=0), 1e-6, None) if soft else None
-                    sc, lr = _fit_lr(squash(X, med), np.repeat(y3[trn], tv.shape[1]), c, 0)
-                    heads[c].append((sc, lr, med))
-                    pv = np.stack([lr.predict_proba(sc.transform(squash(F[v, te], med))) for v in range(len(F))])
+                    # softsign: the library's feature squash (SquashScaler: fitted on the fold's rows)
+                    sc, lr = _fit_lr(X, np.repeat(y3[trn], tv.shape[1]), c, 0, squash=kmul if soft else 0.0)
+                    heads[c].append((sc, lr))
+                    pv = np.stack([lr.predict_proba(sc.transform(F[v, te])) for v in range(len(F))])
                     p["none"][te] = pv[0]
                     if "dihedral8" in p:
                         p["dihedral8"][te] = pv.mean(0)
@@ -213,8 +208,8 @@ def main(argv=None) -> int:
                 p = np.zeros((len(pick), 3))
                 for f in range(k):
                     te = fold[pick] == f
-                    sc, lr, med = heads[c][f]
-                    p[te] = lr.predict_proba(sc.transform(squash(Fs[te], med)))
+                    sc, lr = heads[c][f]
+                    p[te] = lr.predict_proba(sc.transform(Fs[te]))
                 rows[s] = {"abnormal": abnormal_auc(y3[pick], p), "mass_calc": mass_calc_auc(y3[pick], p)}
             worst = min((v["abnormal"], s) for s, v in rows.items() if s != "none")
             r = {"front": a.front, "design": dn, "transform": tr_name, "oof_abnormal_tta_none": ab_none,
