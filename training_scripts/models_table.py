@@ -195,7 +195,8 @@ def arch_text(card: Card) -> str:
         return "temperature-scaled soft vote of its members (hierarchy to five classes)"
     o = a.get("options") or {}
     if a.get("model") == "transfer" and o.get("head") == "pooled":
-        sq = (card.training.protocol or {}).get("feature_squash") if card.training else None
+        proto = card.training.protocol or {}  # the pooled search's hyper-parameter record
+        sq = proto.get("feature_squash")
         squash = "" if not sq or sq == "none" else f" + softsign squash (K={sq['k']:g})"
         return (f"{o.get('backbone', '?').upper()} ImageNet, frozen; {o.get('pooling')}-pooled "
                 f"{o.get('pool_layers', '').replace('_pool', '').replace(',', ' + ')}{squash} + L2 logistic regression")
