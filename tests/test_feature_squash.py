@@ -75,8 +75,7 @@ def test_squash_divisor_is_checked():
 
 
 def test_pooled_training_with_feature_squash_records_it_and_ships_the_squash(tmp_path):
-    import keras
-    from training_data import make_cbis_folder
+    from training_data import make_cbis_folder, random_vgg16_weights
 
     from mammo_core.bundle import read_card
     from mammo_core.inference import load_bundle
@@ -85,9 +84,7 @@ def test_pooled_training_with_feature_squash_records_it_and_ships_the_squash(tmp
     from mammo_core.training.shift_eval import _member
 
     data = make_cbis_folder(tmp_path / "d", n_train_pairs=16, n_test_pairs=4, patients=True)
-    keras.utils.set_random_seed(0)
-    w = tmp_path / "vgg16.weights.h5"
-    keras.applications.VGG16(include_top=False, weights=None, input_shape=(150, 150, 3)).save_weights(w)
+    w = random_vgg16_weights(tmp_path / "vgg16.weights.h5")
     out = tmp_path / "m"
     train(TrainConfig("baseline_mass_calc", "transfer", data, out, name="sq", folds=2, n_boot=50,
                       model_options={"backbone": "vgg16_block4", "weights": str(w), "head": "pooled"},

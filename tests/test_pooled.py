@@ -250,8 +250,7 @@ def test_pooled_members_and_out_of_fold_ensemble_end_to_end(tmp_path):
     """Three pooled members on tiny synthetic data (random-init VGG16 weights written by the
     test), chosen out of fold, bundled; then the ensemble fitted on their out-of-fold
     predictions."""
-    import keras
-    from training_data import make_cbis_folder
+    from training_data import make_cbis_folder, random_vgg16_weights
 
     from mammo_core.bundle import read_card
     from mammo_core.ensemble_fit import EnsembleFitConfig, fit_and_evaluate
@@ -260,9 +259,7 @@ def test_pooled_members_and_out_of_fold_ensemble_end_to_end(tmp_path):
     from mammo_core.training.runner import train
 
     data = make_cbis_folder(tmp_path / "d", n_train_pairs=24, n_test_pairs=8, patients=True)
-    keras.utils.set_random_seed(0)
-    w = tmp_path / "vgg16.weights.h5"
-    keras.applications.VGG16(include_top=False, weights=None, input_shape=(150, 150, 3)).save_weights(w)
+    w = random_vgg16_weights(tmp_path / "vgg16.weights.h5")
     runs = {}
     for task, bb in (("baseline_mass_calc", "vgg16_block4"), ("mass_calc", "vgg16"), ("benign_malignant", "vgg16")):
         out = tmp_path / "models" / task

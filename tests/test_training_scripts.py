@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from training_data import make_cbis_folder
+from training_data import make_cbis_folder, random_vgg16_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "training_scripts"
@@ -242,11 +242,8 @@ def test_script_terminal_is_quiet_under_jax(cbis, tmp_path):
 def test_pooled_head_and_task_5_terminals_are_quiet(cbis, tmp_path):
     """The pooled member (Keras 'structure of inputs' warnings) and the ensemble script keep
     library lines off the terminal too (issue 25 item 5)."""
-    import keras
 
-    w = tmp_path / "vgg16.weights.h5"
-    keras.utils.set_random_seed(0)
-    keras.applications.VGG16(include_top=False, weights=None, input_shape=(150, 150, 3)).save_weights(w)
+    w = random_vgg16_weights(tmp_path / "vgg16.weights.h5")
     member = tmp_path / "pooled"
     proc = quiet_run([str(SCRIPTS / "task_3_1_pretrained_mass_calc.py"), "--data", str(cbis), "--out", str(member),
                       "--smoke", "--head", "pooled", "--folds", "2", "--backbone", "vgg16_block4", "--weights", str(w),

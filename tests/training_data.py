@@ -48,3 +48,13 @@ def make_cbis_folder(folder: Path, *, n_train_pairs: int = 16, n_test_pairs: int
             w.writeheader()
             w.writerows(rows)
     return folder
+
+
+def random_vgg16_weights(path: Path, seed: int = 0) -> Path:
+    """A VGG16 (no top, 150 x 150 x 3) weights file with seeded random initial weights: the
+    pooled members' backbone in tests (the real ImageNet file lives in ../shared only)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    keras.applications.VGG16(include_top=False, weights=None, input_shape=(150, 150, 3)).save_weights(path)
+    return path
