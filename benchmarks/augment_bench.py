@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe
 from mammo_core.paths import shared_dir
-from mammo_core.shifts import ACQUISITION_RANGES, SHIFT_NAMES, SHIFTS
+from mammo_core.shifts import ACQUISITION_RANGES, AUGMENTS, SHIFT_NAMES, SHIFTS
 from mammo_core.training.augment_eval import compare_member, table_markdown
 from mammo_core.training.nested import BUNDLED_SEARCHES
 
@@ -42,6 +42,10 @@ def main(argv=None) -> int:
     p.add_argument("--augment-train-views", nargs="+", type=int, default=None,
                    help="training views per patch of the augmented configuration (default each member's own; "
                         "one number for all, or one per member)")
+    p.add_argument("--augment", choices=AUGMENTS[1:], default="acquisition",
+                   help="the augmented configuration's --train-augment (default acquisition)")
+    p.add_argument("--feature-squash", type=float, default=None, metavar="K",
+                   help="the augmented configuration's --feature-squash (default each member's own)")
     p.add_argument("--weights", type=Path, default=shared_dir() / "weights" / "vgg16_imagenet_notop.weights.h5")
     p.add_argument("--cache", type=Path, default=None)
     p.add_argument("--shifts", nargs="+", default=list(SHIFT_NAMES), choices=SHIFT_NAMES)
@@ -67,7 +71,7 @@ def main(argv=None) -> int:
         search = next(s for s in BUNDLED_SEARCHES if s.name == name)
         try:
             r = compare_member(search, a.data, a.weights, n_aug, a.shifts, a.folds, a.seed, a.every, a.cache, say,
-                               shifted, n_tv or None)
+                               shifted, n_tv or None, a.augment, a.feature_squash)
         except MammoError as err:
             print(f"augment_bench.py: error: {err}", file=sys.stderr)
             return 1
@@ -77,7 +81,7 @@ def main(argv=None) -> int:
               f"({r['folds']} folds grouped by woman), identity view; {r['seconds']:.0f} s")
         for c, cfg in r["configs"].items():
             print(f"  {c}: --train-views {cfg['train_views']} --train-augment {cfg['train_augment']} "
-                  f"(augmented views {cfg['augment_views']}), chose "
+                  f"(augmented views {cfg['augment_views']}) --feature-squash {cfg['feature_squash']:g}, chose "
                   f"{cfg['chosen']['pool']} C={cfg['chosen']['C']:g} tta={cfg['chosen']['tta']}")
         print(table_markdown(r))
         print(f"rule ({d['question']}): unshifted {d['unshifted']['current']:.3f} -> "

@@ -32,6 +32,7 @@ from mammo_core.ensemble_fit import TASK_AUCS
 from mammo_core.errors import MammoError
 from mammo_core.jsonutil import json_safe
 from mammo_core.models.transfer import pooled_keys
+from mammo_core.shifts import AUGMENTS
 from mammo_core.training.features import ALL_POOL_LAYERS, cache_root, cached_features, data_key
 from mammo_core.training.nested import (
     BUNDLED_SEARCHES,
@@ -100,6 +101,9 @@ def main(argv=None) -> int:
     p.add_argument("--pool-candidates", nargs="+", default=[], metavar="MEMBER=CANDIDATE",
                    help="run MEMBER's search over these pool candidates instead of its bundled ones (repeat "
                         "MEMBER=... once per candidate, e.g. MEMBER=block3_pool,block4_pool:avgmax)")
+    p.add_argument("--train-augment", nargs="+", default=[], metavar="MEMBER=KIND,VIEWS,TRAIN_VIEWS",
+                   help="run MEMBER's search with --train-augment KIND --augment-views VIEWS --train-views "
+                        "TRAIN_VIEWS instead of its bundled ones")
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--member-runs", type=Path, default=None,
                    help="folder of the members' training runs (<name>/oof.npz): check that the old figure's "
@@ -122,6 +126,10 @@ def main(argv=None) -> int:
     except MammoError as err:
         print(f"nested_oof.py: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # a missing / unreadable data or weights file (safeio.UnsafeFile is one)
+        print(f"nested_oof.py: error: {a.weights if not Path(a.weights).is_file() else a.data}: {err}",
+              file=sys.stderr)
+        return 1
     fold = woman_folds(labels, groups, a.folds, a.seed)
     a.out.mkdir(parents=True, exist_ok=True)
     members = []
@@ -137,8 +145,20 @@ def main(argv=None) -> int:
         if name not in {s.name for s in BUNDLED_SEARCHES} or not cand:
             p.error(f"--pool-candidates {item!r}: give MEMBER=CANDIDATE with a bundled member")
         cands.setdefault(name, []).append(cand)
+    augs: dict[str, dict] = {}
+    for item in a.train_augment:
+        name, _, spec = item.partition("=")
+        parts = spec.split(",")
+        if (name not in {s.name for s in BUNDLED_SEARCHES} or len(parts) != 3 or parts[0] not in AUGMENTS[1:]
+                or not all(parts[1:])):
+            p.error(f"--train-augment {item!r}: give MEMBER=KIND,VIEWS,TRAIN_VIEWS with a bundled member")
+        try:
+            augs[name] = {"train_augment": parts[0], "augment_views": int(parts[1]), "train_views": int(parts[2])}
+        except ValueError:
+            p.error(f"--train-augment {item!r}: VIEWS and TRAIN_VIEWS must be whole numbers")
     searches = [dataclasses.replace(s, feature_squash=squash.get(s.name, s.feature_squash),
-                                    candidates=tuple(cands.get(s.name, s.candidates))) for s in BUNDLED_SEARCHES]
+                                    candidates=tuple(cands.get(s.name, s.candidates)), **augs.get(s.name, {}))
+                for s in BUNDLED_SEARCHES]
     for s in sorted((s for s in searches if s.name in a.members), key=lambda s: a.members.index(s.name)):
         path = a.out / f"{s.name}.npz"
         m = _load_saved(path, s.name, s.task, repr(s))

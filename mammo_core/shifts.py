@@ -58,7 +58,11 @@ ACQUISITION_RANGES: dict[str, tuple[float, float, str]] = {
     "gamma": (0.5, 2.0, "log"),
 }
 ACQUISITION_ORDER = ("scale", "blur_sigma", "snr_db", "contrast", "gamma")
-AUGMENTS = ("none", "acquisition")
+# the training augmentations: which of the families above each one changes (the others left as they are)
+AUGMENT_FAMILIES: dict[str, tuple[str, ...]] = {"acquisition": ACQUISITION_ORDER, "scale": ("scale",)}
+AUGMENTS = ("none", *AUGMENT_FAMILIES)
+# the value of each family that leaves a patch unchanged (a family an augmentation does not draw)
+_IDENTITY = {"scale": 1.0, "blur_sigma": 0.0, "snr_db": np.inf, "contrast": 1.0, "gamma": 1.0}
 
 
 @dataclass(frozen=True)
@@ -168,11 +172,13 @@ def apply_shift(name: str, x: np.ndarray, seed: int = 0) -> np.ndarray:
     return y[..., None] if chan else y
 
 
-def acquisition_key() -> str:
+def acquisition_key(kind: str = "acquisition") -> str:
     """A short text naming the random acquisition change's ranges and order (for cache keys:
-    changed ranges never reuse features of the old ones)."""
-    return ";".join(f"{k}={lo:g}-{hi:g}{kind}" for k, (lo, hi, kind) in
-                    ((k, ACQUISITION_RANGES[k]) for k in ACQUISITION_ORDER))
+    changed ranges never reuse features of the old ones); ``kind`` other than ``acquisition``
+    names the families it draws."""
+    key = ";".join(f"{k}={lo:g}-{hi:g}{spacing}" for k, (lo, hi, spacing) in
+                   ((k, ACQUISITION_RANGES[k]) for k in ACQUISITION_ORDER))
+    return key if kind == "acquisition" else f"{key}|only={','.join(AUGMENT_FAMILIES[kind])}"
 
 
 def draw_acquisition(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -188,23 +194,35 @@ def draw_acquisition(n: int, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
-def random_acquisition(x: np.ndarray, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def random_acquisition(x: np.ndarray, seed: int, kind: str = "acquisition"
+                       ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """``(x changed, parameters)``: each patch of ``x`` ((N, H, W[, 1]) model inputs in [0, 1],
     scaled by the true bit depth) under its own random acquisition change (module docstring),
-    built from the bench's shift functions. Deterministic per ``seed``; float32, same shape."""
+    built from the bench's shift functions. Deterministic per ``seed``; float32, same shape.
+    ``kind`` (:data:`AUGMENT_FAMILIES`): ``acquisition`` draws every family; ``scale`` only the
+    rescale (the same draw as ``acquisition`` with the same seed), every other family left as it is."""
+    if kind not in AUGMENT_FAMILIES:
+        raise MammoError(f"unknown training augmentation {kind!r}; choose from {', '.join(AUGMENT_FAMILIES)}")
     x = _check_unit(x)
     chan = x.ndim == 4
     x3 = x[..., 0] if chan else x
     if x3.ndim != 3:
         raise MammoError(f"random_acquisition needs patches (N, H, W[, 1]), got shape {np.shape(x)}")
     prm = draw_acquisition(len(x3), seed)
+    for k in ACQUISITION_ORDER:
+        if k not in AUGMENT_FAMILIES[kind]:
+            prm[k] = np.full(len(x3), _IDENTITY[k])
     out = np.empty(x3.shape, np.float32)
     for i in range(len(x3)):
         p = _rescale_one(x3[i], float(prm["scale"][i]))[None].astype(np.float64)
-        p = _blur(p, 0, float(prm["blur_sigma"][i]))
-        p = np.clip(_noise(p, int(prm["noise_seed"][i]), float(prm["snr_db"][i])), 0.0, 1.0)
-        p = _contrast(p, 0, float(prm["contrast"][i]))
-        p = np.power(np.clip(p, 0.0, 1.0), float(prm["gamma"][i]))
+        if prm["blur_sigma"][i] > 0:
+            p = _blur(p, 0, float(prm["blur_sigma"][i]))
+        if np.isfinite(prm["snr_db"][i]):
+            p = np.clip(_noise(p, int(prm["noise_seed"][i]), float(prm["snr_db"][i])), 0.0, 1.0)
+        if prm["contrast"][i] != 1.0:
+            p = _contrast(p, 0, float(prm["contrast"][i]))
+        if prm["gamma"][i] != 1.0:
+            p = np.power(np.clip(p, 0.0, 1.0), float(prm["gamma"][i]))
         out[i] = np.clip(p[0], 0.0, 1.0)
     return (out[..., None] if chan else out), prm
 

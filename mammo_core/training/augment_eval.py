@@ -76,15 +76,19 @@ def compare_member(search: MemberSearch, data: Path, weights: Path, augment_view
                    shifts: Sequence[str] = SHIFT_NAMES, folds: int = 5, seed: int = 0, every: int = 1,
                    cache: Path | None = None, progress: Callable[[str], None] | None = None,
                    shifted: dict[str, dict[str, np.ndarray]] | None = None,
-                   augment_train_views: int | None = None) -> dict[str, Any]:
+                   augment_train_views: int | None = None, augment: str = "acquisition",
+                   augmented_squash: float | None = None) -> dict[str, Any]:
     """The bench of one member, current vs augmented (module docstring). ``shifted``: a dict the
     caller may pass to share the shifted features between members (filled here).
     ``augment_train_views``: training views per patch of the augmented configuration (default the
-    member's own; more views than the member's keep more of them unchanged)."""
+    member's own; more views than the member's keep more of them unchanged). ``augment``: the
+    augmentation kind (:data:`mammo_core.shifts.AUGMENT_FAMILIES`); ``augmented_squash``: the
+    augmented configuration's ``--feature-squash`` (default the member's own)."""
     say = progress or (lambda m: log.info("%s", m))
     t0 = time.perf_counter()
     aug_tv = int(augment_train_views or search.train_views)
-    check_augment("acquisition", augment_views, aug_tv)
+    check_augment(augment, augment_views, aug_tv)
+    aug_sq = search.feature_squash if augmented_squash is None else float(augmented_squash)
     arrays = io.load_patch_arrays(data)
     train = arrays.splits["train"]
     labels = np.asarray(train.labels, np.int64)
@@ -100,21 +104,21 @@ def compare_member(search: MemberSearch, data: Path, weights: Path, augment_view
     cands = [Candidate.parse(c) for c in search.candidates]
     configs: dict[str, Any] = {}
     heads: dict[str, list] = {}
-    for name, augment, n_aug, n_tv in (("current", "none", 0, search.train_views),
-                                       ("augmented", "acquisition", int(augment_views), aug_tv)):
+    for name, kind, n_aug, n_tv, sq in (("current", "none", 0, search.train_views, search.feature_squash),
+                                        ("augmented", augment, int(augment_views), aug_tv, aug_sq)):
         t1 = time.perf_counter()
         tv = training_views(len(labels), VIEWS, n_tv, seed)
-        aug = augmented_features(augment, n_aug, x, train.image_file, "train", weights, tv, seed, cache)
+        aug = augmented_features(kind, n_aug, x, train.image_file, "train", weights, tv, seed, cache)
         _, (cand, c, t), oof, _ = select(search.task, feats, labels, fold, cands, search.c_grid,
-                                         search.tta_options, seed, tv, aug_feats=aug, squash=search.feature_squash)
+                                         search.tta_options, seed, tv, aug_feats=aug, squash=sq)
         F = _design(feats, cand)
         Fa = None if aug is None else _design(aug, cand)
         heads[name] = [cand]
         for f in range(k):
             tr = np.flatnonzero(keep & (fold != f))
             heads[name].append(_fit_lr(_rows(F, tr, tv, Fa), np.repeat(y_full[tr], tv.shape[1]), c, seed,
-                                       squash=search.feature_squash))
-        configs[name] = {"train_augment": augment, "augment_views": n_aug, "train_views": n_tv,
+                                       squash=sq))
+        configs[name] = {"train_augment": kind, "augment_views": n_aug, "train_views": n_tv, "feature_squash": sq,
                          "chosen": {"pool": cand.label, "C": float(c), "tta": t},
                          "oof_chosen_tta": task_aucs(labels, task_scores(search.task, oof)),
                          "seconds": round(time.perf_counter() - t1, 1)}

@@ -14,6 +14,7 @@ from mammo_core.errors import MammoError
 from mammo_core.labels import get_task
 from mammo_core.models.output import OUTPUT_ACTIVATIONS
 from mammo_core.paths import path_arg
+from mammo_core.shifts import AUGMENTS
 from mammo_core.training.augment import AUGMENT_SPECS, OVERRIDE_FIELDS
 from mammo_core.training.config import (
     DISTRIBUTE,
@@ -98,12 +99,13 @@ def make_parser(prog: str, description: str, *, scratch_models: tuple[str, ...] 
                        help="pooled head: test-time augmentation (auto = chosen out of fold)")
         g.add_argument("--train-views", type=int, default=8, choices=range(1, 9), metavar="1-8",
                        help="pooled head: dihedral views per training patch in the fit (view 0 + random others)")
-        g.add_argument("--train-augment", choices=("none", "acquisition"), default="none",
+        g.add_argument("--train-augment", choices=AUGMENTS, default="none",
                        help="pooled head: acquisition = training views 1..--augment-views of every patch get a "
                             "random acquisition change (gamma, contrast, noise, blur, rescale; "
-                            "mammo_core.shifts.random_acquisition); predictions unchanged")
+                            "mammo_core.shifts.random_acquisition); scale = the random rescale only; "
+                            "predictions unchanged")
         g.add_argument("--augment-views", type=int, default=1, metavar="N",
-                       help="pooled head, --train-augment acquisition: how many of the --train-views views "
+                       help="pooled head, --train-augment acquisition / scale: how many of the --train-views views "
                             "(never view 0) are changed (default 1)")
         g.add_argument("--feature-squash", type=float, default=0.0, metavar="K",
                        help="pooled head: K > 0 squashes each pooled feature f to f / (f + K x its median over "

@@ -81,7 +81,8 @@ class TrainConfig:
     tta: str = "auto"  # auto (chosen out of fold) | none | dihedral8
     allow_collapsed: bool = False  # write a bundle even if its predictions are constant / one class
     train_views: int = 8  # dihedral views per training patch in the fit (view 0 + random others)
-    # pooled member: "acquisition" = training views 1..augment_views get a random acquisition change
+    # pooled member: "acquisition" = training views 1..augment_views get a random acquisition change;
+    # "scale" = a random rescale only (mammo_core.shifts.AUGMENT_FAMILIES)
     train_augment: str = "none"
     augment_views: int = 1
     # pooled member: k > 0 squashes each pooled feature, f / (f + k x median), before the standardisation

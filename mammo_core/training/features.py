@@ -83,7 +83,7 @@ def augment_key(augment: str, seed: int, copy: int, dihedral_views: np.ndarray) 
     if augment not in AUGMENTS or augment == "none":
         raise MammoError(f"unknown training augmentation {augment!r}; choose from {', '.join(AUGMENTS[1:])}")
     dv = np.ascontiguousarray(np.asarray(dihedral_views, np.int64))
-    h = hashlib.sha256(f"{augment}|{acquisition_key()}|{int(seed)}|{int(copy)}|".encode() + dv.tobytes())
+    h = hashlib.sha256(f"{augment}|{acquisition_key(augment)}|{int(seed)}|{int(copy)}|".encode() + dv.tobytes())
     return f"aug-{augment}-s{int(seed)}-c{int(copy)}-{h.hexdigest()[:16]}"
 
 
@@ -97,7 +97,7 @@ def cached_augmented_features(x: np.ndarray, tensor_file: str | Path, split: str
                               cache: str | Path | None = None, batch_size: int = 32,
                               log=None) -> dict[str, np.ndarray]:
     """``{key: (copies, N, d)}`` pooled features of acquisition-changed patches: copy ``j`` of
-    patch ``i`` is :func:`mammo_core.shifts.random_acquisition` (seed :func:`augment_seed`) of
+    patch ``i`` is :func:`mammo_core.shifts.random_acquisition` of kind ``augment`` (seed :func:`augment_seed`) of
     ``x[i]`` seen in dihedral view ``dihedral_views[i, j]``; computed once and cached."""
     log = log or (lambda m: logging.getLogger(__name__).info("%s", m))
     if not Path(weights).is_file():
@@ -108,7 +108,7 @@ def cached_augmented_features(x: np.ndarray, tensor_file: str | Path, split: str
     root = cache_root(cache) / data_key(tensor_file, weights) / split
 
     def changed(j: int) -> np.ndarray:
-        xa, _ = random_acquisition(x, augment_seed(seed, j))
+        xa, _ = random_acquisition(x, augment_seed(seed, j), augment)
         return np.stack([dihedral(xa[i:i + 1], int(dv[i, j]))[0] for i in range(len(xa))])
 
     return _cached_stack([(root / augment_key(augment, seed, j, dv[:, j]), f"{augment} copy {j}",

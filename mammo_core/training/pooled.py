@@ -19,7 +19,8 @@ whose out-of-fold predictions are (near) constant or one class (:func:`check_not
 With ``--train-augment acquisition`` the fitting rows of training views 1..``augment_views`` of
 every patch (never view 0, the patch as cut) are the features of a RANDOM acquisition change of
 the patch in that view (:func:`mammo_core.shifts.random_acquisition`: gamma, contrast, noise,
-blur, rescale drawn per patch with the run's seed; cached like the other features,
+blur, rescale drawn per patch with the run's seed; ``--train-augment scale``: the rescale only,
+0.8-1.25 x log-uniform about the centre, reflect-padded; cached like the other features,
 :func:`mammo_core.training.features.cached_augmented_features`); out-of-fold predictions and the
 bundle's own predictions are of the unchanged patches (the bundle graph does not change).
 The held-out split is predicted once, after every choice. The out-of-fold numbers of the chosen
@@ -57,7 +58,7 @@ from mammo_core.metrics import (
 from mammo_core.models import build_model, gradcam_layer
 from mammo_core.models.transfer import BACKBONES, POOLINGS, fold_linear_head, parse_pool_layers, pooled_keys
 from mammo_core.plots import plot_confusion, plot_roc
-from mammo_core.shifts import ACQUISITION_ORDER, ACQUISITION_RANGES, AUGMENTS
+from mammo_core.shifts import ACQUISITION_ORDER, ACQUISITION_RANGES, AUGMENT_FAMILIES, AUGMENTS
 from mammo_core.training.config import parse_class_weights
 from mammo_core.training.data import check_classes
 from mammo_core.training.features import augment_seed, cached_augmented_features, cached_features
@@ -277,11 +278,11 @@ def augment_record(augment: str, augment_views: int, seed: int) -> dict | str:
         return "none"
     return {"kind": augment, "views": int(augment_views), "seed": int(seed),
             "copy_seeds": [augment_seed(seed, j) for j in range(int(augment_views))],
-            "ranges": {k: list(ACQUISITION_RANGES[k]) for k in ACQUISITION_ORDER},
-            "order": list(ACQUISITION_ORDER),
+            "ranges": {k: list(ACQUISITION_RANGES[k]) for k in ACQUISITION_ORDER if k in AUGMENT_FAMILIES[augment]},
+            "order": [k for k in ACQUISITION_ORDER if k in AUGMENT_FAMILIES[augment]],
             "note": "training views 1..views of every patch replaced by a random acquisition change "
-                    "(mammo_core.shifts.random_acquisition) of the patch in that view; view 0 and all "
-                    "predictions unchanged"}
+                    f"(mammo_core.shifts.random_acquisition, kind {augment}) of the patch in that view; view 0 "
+                    "and all predictions unchanged"}
 
 
 def squash_record(k: float) -> dict | str:
