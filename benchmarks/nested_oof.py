@@ -109,6 +109,35 @@ def main(argv=None) -> int:
                    help="folder of the members' training runs (<name>/oof.npz): check that the old figure's "
                         "predictions reproduce theirs")
     a = p.parse_args(argv)
+    squash = {}
+    for item in a.feature_squash:
+        name, _, k = item.partition("=")
+        if name not in {s.name for s in BUNDLED_SEARCHES} or not k:
+            p.error(f"--feature-squash {item!r}: give MEMBER=K with a bundled member")
+        try:
+            squash[name] = float(k)
+        except ValueError:
+            p.error(f"--feature-squash {item!r}: K must be a number")
+    cands: dict[str, list[str]] = {}
+    for item in a.pool_candidates:
+        name, _, cand = item.partition("=")
+        if name not in {s.name for s in BUNDLED_SEARCHES} or not cand:
+            p.error(f"--pool-candidates {item!r}: give MEMBER=CANDIDATE with a bundled member")
+        cands.setdefault(name, []).append(cand)
+    augs: dict[str, dict] = {}
+    for item in a.train_augment:
+        name, _, spec = item.partition("=")
+        parts = spec.split(",")
+        if (name not in {s.name for s in BUNDLED_SEARCHES} or len(parts) != 3 or parts[0] not in AUGMENTS[1:]
+                or not all(parts[1:])):
+            p.error(f"--train-augment {item!r}: give MEMBER=KIND,VIEWS,TRAIN_VIEWS with a bundled member")
+        try:
+            augs[name] = {"train_augment": parts[0], "augment_views": int(parts[1]), "train_views": int(parts[2])}
+        except ValueError:
+            p.error(f"--train-augment {item!r}: VIEWS and TRAIN_VIEWS must be whole numbers")
+    searches = [dataclasses.replace(s, feature_squash=squash.get(s.name, s.feature_squash),
+                                    candidates=tuple(cands.get(s.name, s.candidates)), **augs.get(s.name, {}))
+                for s in BUNDLED_SEARCHES]
     say = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", file=sys.stderr, flush=True)  # noqa: E731
     t0 = time.perf_counter()
     try:
@@ -133,32 +162,6 @@ def main(argv=None) -> int:
     fold = woman_folds(labels, groups, a.folds, a.seed)
     a.out.mkdir(parents=True, exist_ok=True)
     members = []
-    squash = {}
-    for item in a.feature_squash:
-        name, _, k = item.partition("=")
-        if name not in {s.name for s in BUNDLED_SEARCHES} or not k:
-            p.error(f"--feature-squash {item!r}: give MEMBER=K with a bundled member")
-        squash[name] = float(k)
-    cands: dict[str, list[str]] = {}
-    for item in a.pool_candidates:
-        name, _, cand = item.partition("=")
-        if name not in {s.name for s in BUNDLED_SEARCHES} or not cand:
-            p.error(f"--pool-candidates {item!r}: give MEMBER=CANDIDATE with a bundled member")
-        cands.setdefault(name, []).append(cand)
-    augs: dict[str, dict] = {}
-    for item in a.train_augment:
-        name, _, spec = item.partition("=")
-        parts = spec.split(",")
-        if (name not in {s.name for s in BUNDLED_SEARCHES} or len(parts) != 3 or parts[0] not in AUGMENTS[1:]
-                or not all(parts[1:])):
-            p.error(f"--train-augment {item!r}: give MEMBER=KIND,VIEWS,TRAIN_VIEWS with a bundled member")
-        try:
-            augs[name] = {"train_augment": parts[0], "augment_views": int(parts[1]), "train_views": int(parts[2])}
-        except ValueError:
-            p.error(f"--train-augment {item!r}: VIEWS and TRAIN_VIEWS must be whole numbers")
-    searches = [dataclasses.replace(s, feature_squash=squash.get(s.name, s.feature_squash),
-                                    candidates=tuple(cands.get(s.name, s.candidates)), **augs.get(s.name, {}))
-                for s in BUNDLED_SEARCHES]
     for s in sorted((s for s in searches if s.name in a.members), key=lambda s: a.members.index(s.name)):
         path = a.out / f"{s.name}.npz"
         m = _load_saved(path, s.name, s.task, repr(s))

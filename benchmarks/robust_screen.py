@@ -24,6 +24,11 @@ variants are fitted on view 0 and each patch's one other training view only and 
 save backbone passes); compare them with the ``--front none`` rows' ``tta none`` figures
 (``oof_abnormal_tta_none``).
 
+``--scale-copies N`` adds N fitting rows per training patch: the patch under a random rescale
+(``mammo_core.shifts.random_acquisition(kind="scale")``, log-uniform 0.8-1.25 x, reflect-padded,
+seed ``augment_seed(0, j)`` for copy ``j``), in a dihedral view of ``training_views(n, 8, 2 + N)``,
+through the front; out-of-fold predictions stay of unchanged patches.
+
 The bench: the identity view of every ``--every``-th pair under each shift of
 :mod:`mammo_core.shifts`, predicted by the fold head that did not see its woman (as
 ``benchmarks/shift_bench.py``). The shifted patches' features are computed once and kept under
@@ -53,8 +58,8 @@ import numpy as np
 from mammo_core import io
 from mammo_core.datasets.splits import groups_for_arrays
 from mammo_core.labels import get_task
-from mammo_core.shifts import SHIFT_NAMES, apply_shift
-from mammo_core.training.features import _cached_stack, cached_features, data_key
+from mammo_core.shifts import SHIFT_NAMES, apply_shift, random_acquisition
+from mammo_core.training.features import _cached_stack, augment_seed, cached_features, data_key
 from mammo_core.training.pooled import _fit_lr, task_score, training_views, woman_folds
 from mammo_core.tta import dihedral
 
@@ -123,7 +128,9 @@ def markdown(files: list[Path]) -> str:
         for r in json.loads(Path(f).read_text())["rows"]:
             nt = r.get("oof_abnormal_tta_none")
             lines.append("| " + " | ".join([
-                r.get("front", "none"), r["design"], r["transform"], f"{r['C']:g} / {r['tta']}",
+                r.get("front", "none"), r["design"],
+                r["transform"] + (f" + {r['scale_copies']} scaled" if r.get("scale_copies") else ""),
+                f"{r['C']:g} / {r['tta']}",
                 f"{r['oof_abnormal']:.4f}", "—" if nt is None else f"{nt:.4f}", f"{r['oof_mass_calc']:.4f}",
                 f"{r['bench']['none']['abnormal']:.3f}", r["worst_shift"], f"{r['worst_abnormal']:.3f}"]) + " |")
     return "\n".join(lines)
@@ -142,6 +149,8 @@ def main(argv=None) -> int:
     ap.add_argument("--designs", nargs="+", default=list(DESIGNS))
     ap.add_argument("--transforms", nargs="+", default=list(TRANSFORMS))
     ap.add_argument("--front", choices=FRONTS, default="none")
+    ap.add_argument("--scale-copies", type=int, default=0, choices=range(0, 5),
+                    help="extra fitting rows per patch: randomly rescaled copies (0.8-1.25 x)")
     ap.add_argument("--json", type=Path, required=True)
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -165,6 +174,17 @@ def main(argv=None) -> int:
                               len(x), a.weights, 32, print)
         tv = np.tile(np.arange(2), (len(labels), 1))
         ttas = ("none",)
+    aug = None
+    if a.scale_copies:
+        dv = training_views(len(labels), 8, 2 + a.scale_copies, 0)[:, 2:]
+
+        def scaled(j: int) -> np.ndarray:
+            xa, _ = random_acquisition(x, augment_seed(0, j), "scale")
+            return front(np.stack([dihedral(xa[i:i + 1], int(dv[i, j]))[0] for i in range(len(xa))]), a.front)
+
+        aroot = Path("runs") / "front_features" / key / a.front
+        aug = _cached_stack([(aroot / f"scale_c{j}", f"scale copy {j}", lambda j=j: scaled(j))
+                             for j in range(a.scale_copies)], len(x), a.weights, 32, print)
     pick = np.flatnonzero((np.arange(len(labels)) // 2) % max(1, a.every) == 0)
     root = Path("runs") / "shift_features" / key / f"every{a.every}" / a.front
     shifted = {"none": {k: v[:1, pick] for k, v in feats.items()}}
@@ -180,6 +200,7 @@ def main(argv=None) -> int:
             soft = tr_name.startswith("softsign")
             kmul = float(tr_name[len("softsign"):] or 1) if soft else 1.0
             F = design(feats, dn, "raw" if soft else tr_name)
+            Fa = None if aug is None else design(aug, dn, "raw" if soft else tr_name)
             best = None
             heads = {}
             for c in C_GRID:
@@ -189,8 +210,12 @@ def main(argv=None) -> int:
                     trn = np.flatnonzero(fold != f)
                     te = fold == f
                     X = F[tv[trn].ravel(), np.repeat(trn, tv.shape[1])]
+                    Y = np.repeat(y3[trn], tv.shape[1])
+                    if Fa is not None:  # the rescaled copies' rows
+                        X = np.concatenate([X, *Fa[:, trn]])
+                        Y = np.concatenate([Y, np.tile(y3[trn], len(Fa))])
                     # softsign: the library's feature squash (SquashScaler: fitted on the fold's rows)
-                    sc, lr = _fit_lr(X, np.repeat(y3[trn], tv.shape[1]), c, 0, squash=kmul if soft else 0.0)
+                    sc, lr = _fit_lr(X, Y, c, 0, squash=kmul if soft else 0.0)
                     heads[c].append((sc, lr))
                     pv = np.stack([lr.predict_proba(sc.transform(F[v, te])) for v in range(len(F))])
                     p["none"][te] = pv[0]
@@ -212,7 +237,8 @@ def main(argv=None) -> int:
                     p[te] = lr.predict_proba(sc.transform(Fs[te]))
                 rows[s] = {"abnormal": abnormal_auc(y3[pick], p), "mass_calc": mass_calc_auc(y3[pick], p)}
             worst = min((v["abnormal"], s) for s, v in rows.items() if s != "none")
-            r = {"front": a.front, "design": dn, "transform": tr_name, "oof_abnormal_tta_none": ab_none,
+            r = {"front": a.front, "design": dn, "transform": tr_name, "scale_copies": a.scale_copies,
+                 "oof_abnormal_tta_none": ab_none,
                  "C": c, "tta": t, "oof_score": score,
                  "oof_abnormal": ab_oof, "oof_mass_calc": mc_oof, "bench": rows,
                  "worst_shift": worst[1], "worst_abnormal": worst[0], "seconds": round(time.perf_counter() - t1, 1)}
