@@ -29,6 +29,12 @@ save backbone passes); compare them with the ``--front none`` rows' ``tta none``
 seed ``augment_seed(0, j)`` for copy ``j``), in a dihedral view of ``training_views(n, 8, 2 + N)``,
 through the front; out-of-fold predictions stay of unchanged patches.
 
+``--pool-crop F`` pools each VGG16 block's feature map over its centre only: ``round(F x side)``
+cells cut from every edge (a built-in Cropping2D before the global pooling in a bundle graph),
+so a padded or mirrored rim, a film edge or the patch border moves the pooled features less.
+Its features (view 0 and one training view, no TTA, like the fronts) are kept under
+``runs/front_features/<data key>/<front>-crop<F>/``.
+
 The bench: the identity view of every ``--every``-th pair under each shift of
 :mod:`mammo_core.shifts`, predicted by the fold head that did not see its woman (as
 ``benchmarks/shift_bench.py``). The shifted patches' features are computed once and kept under
@@ -93,6 +99,26 @@ def front(x: np.ndarray, name: str) -> np.ndarray:
     return y[..., None] if chan else y
 
 
+def crop_feature_model(crop: float):
+    """A ``make_model`` for :func:`_cached_stack`: the feature model's VGG16 with every block's
+    map cropped by ``round(crop x side)`` cells on each edge before its global avg / max pooling."""
+    def make(weights):
+        import keras
+
+        from mammo_core.training.features import feature_model
+
+        base, keys = feature_model(weights)
+        outs = []
+        for k in keys:
+            fmap = base.get_layer(k[4:]).output
+            c = round(crop * int(fmap.shape[1]))
+            cropped = keras.layers.Cropping2D(c)(fmap) if c else fmap
+            pool = keras.layers.GlobalAveragePooling2D if k.startswith("gap_") else keras.layers.GlobalMaxPooling2D
+            outs.append(pool()(cropped))
+        return keras.Model(base.inputs, outs), keys
+    return make
+
+
 def design(feats: dict[str, np.ndarray], name: str, transform: str) -> np.ndarray:
     blocks = []
     for layer in DESIGNS[name]:
@@ -149,6 +175,8 @@ def main(argv=None) -> int:
     ap.add_argument("--designs", nargs="+", default=list(DESIGNS))
     ap.add_argument("--transforms", nargs="+", default=list(TRANSFORMS))
     ap.add_argument("--front", choices=FRONTS, default="none")
+    ap.add_argument("--pool-crop", type=float, default=0.0,
+                    help="pool each block's map over its centre: cut round(F x side) cells from every edge")
     ap.add_argument("--scale-copies", type=int, default=0, choices=range(0, 5),
                     help="extra fitting rows per patch: randomly rescaled copies (0.8-1.25 x)")
     ap.add_argument("--json", type=Path, required=True)
@@ -163,15 +191,17 @@ def main(argv=None) -> int:
     tensor = a.data / "train_tensor.npy"
     tv = training_views(len(labels), 8, 2, 0)
     key = data_key(tensor, a.weights)
-    if a.front == "none":
+    tag = a.front + (f"-crop{a.pool_crop:g}" if a.pool_crop else "")
+    mk = crop_feature_model(a.pool_crop) if a.pool_crop else None
+    if a.front == "none" and not a.pool_crop:
         feats = cached_features(x, tensor, "train", a.weights, views=8, log=print)
         ttas: tuple[str, ...] = ("none", "dihedral8")
     else:  # view 0 and each patch's other training view, through the front
-        froot = Path("runs") / "front_features" / key / a.front
+        froot = Path("runs") / "front_features" / key / tag
         second = np.stack([dihedral(x[i:i + 1], int(tv[i, 1]))[0] for i in range(len(x))])
         feats = _cached_stack([(froot / "view0", "view 0", lambda: front(x, a.front)),
                                (froot / "train_view", "training view", lambda: front(second, a.front))],
-                              len(x), a.weights, 32, print)
+                              len(x), a.weights, 32, print, mk)
         tv = np.tile(np.arange(2), (len(labels), 1))
         ttas = ("none",)
     aug = None
@@ -182,15 +212,15 @@ def main(argv=None) -> int:
             xa, _ = random_acquisition(x, augment_seed(0, j), "scale")
             return front(np.stack([dihedral(xa[i:i + 1], int(dv[i, j]))[0] for i in range(len(xa))]), a.front)
 
-        aroot = Path("runs") / "front_features" / key / a.front
+        aroot = Path("runs") / "front_features" / key / tag
         aug = _cached_stack([(aroot / f"scale_c{j}", f"scale copy {j}", lambda j=j: scaled(j))
-                             for j in range(a.scale_copies)], len(x), a.weights, 32, print)
+                             for j in range(a.scale_copies)], len(x), a.weights, 32, print, mk)
     pick = np.flatnonzero((np.arange(len(labels)) // 2) % max(1, a.every) == 0)
-    root = Path("runs") / "shift_features" / key / f"every{a.every}" / a.front
+    root = Path("runs") / "shift_features" / key / f"every{a.every}" / tag
     shifted = {"none": {k: v[:1, pick] for k, v in feats.items()}}
     for s in SHIFT_NAMES[1:]:
         shifted[s] = _cached_stack([(root / s, s, lambda s=s: front(apply_shift(s, x[pick], 0), a.front))],
-                                   len(pick), a.weights, 32, print)
+                                   len(pick), a.weights, 32, print, mk)
     _, y3 = get_task(TASK).map_labels(labels)  # every label kept (baseline / mass / calc)
     k = int(fold.max()) + 1
     out = []
@@ -237,13 +267,13 @@ def main(argv=None) -> int:
                     p[te] = lr.predict_proba(sc.transform(Fs[te]))
                 rows[s] = {"abnormal": abnormal_auc(y3[pick], p), "mass_calc": mass_calc_auc(y3[pick], p)}
             worst = min((v["abnormal"], s) for s, v in rows.items() if s != "none")
-            r = {"front": a.front, "design": dn, "transform": tr_name, "scale_copies": a.scale_copies,
+            r = {"front": tag, "design": dn, "transform": tr_name, "scale_copies": a.scale_copies,
                  "oof_abnormal_tta_none": ab_none,
                  "C": c, "tta": t, "oof_score": score,
                  "oof_abnormal": ab_oof, "oof_mass_calc": mc_oof, "bench": rows,
                  "worst_shift": worst[1], "worst_abnormal": worst[0], "seconds": round(time.perf_counter() - t1, 1)}
             out.append(r)
-            print(f"{a.front} {dn} {tr_name}: C={c:g} tta={t} OOF abnormal {ab_oof:.3f} (no TTA {ab_none:.3f}) "
+            print(f"{tag} {dn} {tr_name}: C={c:g} tta={t} OOF abnormal {ab_oof:.3f} (no TTA {ab_none:.3f}) "
                   f"mass/calc {mc_oof:.3f}; bench none "
                   f"{rows['none']['abnormal']:.3f}, worst {worst[1]} {worst[0]:.3f} | "
                   + " ".join(f"{s}={v['abnormal']:.3f}" for s, v in rows.items()), flush=True)

@@ -116,10 +116,11 @@ def cached_augmented_features(x: np.ndarray, tensor_file: str | Path, split: str
                          len(x), weights, batch_size, lambda m: log(f"[features] {split} {m}"))
 
 
-def _cached_stack(entries, n: int, weights: str | Path, batch_size: int, log) -> dict[str, np.ndarray]:
+def _cached_stack(entries, n: int, weights: str | Path, batch_size: int, log,
+                  make_model=None) -> dict[str, np.ndarray]:
     """``{key: (len(entries), n, d)}``: per entry ``(folder, label, make_input)`` its cached
     pooled features, or ``make_input()`` run through the feature model (built once, only when
-    something is not cached) and saved there."""
+    something is not cached, by ``make_model(weights)``, default :func:`feature_model`) and saved there."""
     keys = pooled_keys(ALL_POOL_LAYERS, "avgmax")
     model = None
     out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
@@ -128,7 +129,7 @@ def _cached_stack(entries, n: int, weights: str | Path, batch_size: int, log) ->
         arrs = _load_cached(files, n)
         if arrs is None:
             if model is None:
-                model, _ = feature_model(weights)
+                model, _ = (make_model or feature_model)(weights)
             t0 = time.perf_counter()
             arrs = _compute_and_save(model, make_input(), files, batch_size)
             log(f"{label}: {n} patches in {time.perf_counter() - t0:.0f} s -> {folder}")
