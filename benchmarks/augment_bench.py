@@ -89,6 +89,13 @@ def main(argv=None) -> int:
               f"worst {d['worst']['current']['shift']} {d['worst']['current']['auc']:.3f} -> "
               f"{d['worst']['augmented']['shift']} {d['worst']['augmented']['auc']:.3f}: "
               f"{'KEEP' if d['keep'] else 'DROP'} the augmentation", flush=True)
+        none_row = next(row for row in r["rows"] if row["shift"] == "none")
+        lo, hi = none_row["delta_ci95"][d["question"]]
+        print(f"  unshifted, augmented minus current: {d['unshifted']['augmented'] - d['unshifted']['current']:+.3f} "
+              f"(95 % interval over women {lo:+.3f} to {hi:+.3f})")
+        for c, (lo, hi) in d.get("gap_ci95", {}).items():
+            print(f"  {c}: worst shift minus unshifted {d['worst'][c]['auc'] - d['unshifted'][c]:+.3f} "
+                  f"(95 % interval over women {lo:+.3f} to {hi:+.3f})", flush=True)
         if a.json is not None:  # after every member, so a long run leaves its finished members
             a.json.parent.mkdir(parents=True, exist_ok=True)
             doc = {"command": " ".join(["benchmarks/augment_bench.py",

@@ -158,3 +158,20 @@ def test_pooled_training_with_acquisition_augment_records_it_and_caches_its_feat
         train(TrainConfig("baseline_mass_calc", "transfer", data, tmp_path / "m2", name="aug", folds=2,
                           model_options={"backbone": "vgg16_block4", "weights": str(w), "head": "pooled"},
                           train_views=1, train_augment="acquisition", feature_cache=str(tmp_path / "cache")))
+
+
+def test_paired_delta_interval_is_zero_for_equal_scores_and_positive_for_a_clearly_better_one():
+    from mammo_core.training.augment_eval import paired_delta_ci
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 3], 40)  # baseline, mass benign, calcification benign
+    groups = np.arange(len(labels)) // 3  # 40 women, 3 patches each
+    noise = rng.dirichlet(np.ones(3), len(labels))
+    lo, hi = paired_delta_ci(labels, "baseline_mass_calc", "auc_abnormal_vs_baseline", noise, noise, groups,
+                             n_boot=200)
+    assert lo == hi == 0.0
+    good = np.full((len(labels), 3), 0.05)
+    good[np.arange(len(labels)), np.array([0, 1, 2])[np.searchsorted([0, 1, 3], labels)]] = 0.9
+    lo, hi = paired_delta_ci(labels, "baseline_mass_calc", "auc_abnormal_vs_baseline", noise, good, groups,
+                             n_boot=200)
+    assert 0.2 < lo <= hi <= 0.7

@@ -12,7 +12,13 @@ or not) and predicts the held-back fold's patches under each shift, identity vie
 TTA, so every row, the unshifted one included, compares like with like). The backbone features
 of the shifted patches are computed once and shared by both configurations (the backbone does
 not change; only the head's training rows do); they are cached beside the other features under
-``shift-<name>-<hash of the shifted patches>``. Research use only - not a medical device.
+``shift-<name>-<hash of the shifted patches>``.
+
+Each row also carries, for the rule's question, the paired 95 % interval of the augmented minus
+the current AUC (:func:`paired_delta_ci`: a cluster bootstrap over the bench's women, both
+configurations scored on the same resampled patches), and the decision the interval of each
+configuration's unshifted minus worst-shift gap: how far a difference is from the bench's noise.
+The rule itself reads the point estimates. Research use only - not a medical device.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from mammo_core import io
 from mammo_core.datasets.splits import groups_for_arrays
 from mammo_core.ensemble_fit import TASK_AUCS, task_aucs, task_scores
 from mammo_core.labels import get_task
+from mammo_core.metrics import bootstrap_ci
 from mammo_core.shifts import SHIFT_NAMES, apply_shift
 from mammo_core.training.features import _save, cache_root, cached_features, data_key, feature_model
 from mammo_core.training.nested import MemberSearch
@@ -54,6 +61,20 @@ def rule_question(task: str) -> str:
     """The AUC the keep-or-drop rule reads for a member of ``task``."""
     return {"baseline_mass_calc": "auc_abnormal_vs_baseline", "mass_calc": "auc_mass_vs_calcification",
             "benign_malignant": "auc_benign_vs_malignant"}[task]
+
+
+def paired_delta_ci(labels: np.ndarray, task: str, question: str, p_a: np.ndarray, p_b: np.ndarray,
+                    groups: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95 % interval of AUC(``p_b``) - AUC(``p_a``) for ``question`` (a :data:`TASK_AUCS` key) over
+    the same patches: whole women (``groups``) resampled with replacement, both scored on each
+    resample (:func:`mammo_core.metrics.bootstrap_ci`)."""
+    k = p_a.shape[1]
+
+    def delta(y: np.ndarray, pp: np.ndarray) -> float:
+        return (task_aucs(y, task_scores(task, pp[:, k:]))[question]
+                - task_aucs(y, task_scores(task, pp[:, :k]))[question])
+
+    return bootstrap_ci(labels, np.hstack([p_a, p_b]), delta, n_boot, seed=seed, groups=groups)
 
 
 def decide(rows: Sequence[dict[str, Any]], question: str, tolerance: float = 0.005) -> dict[str, Any]:
@@ -125,7 +146,9 @@ def compare_member(search: MemberSearch, data: Path, weights: Path, augment_view
         say(f"[augment] {search.name} {name}: chose {cand.label}, C={c:g}, tta={t}; OOF "
             + ", ".join(f"{q} {v:.3f}" for q, v in configs[name]["oof_chosen_tta"].items() if np.isfinite(v)))
     pick = np.flatnonzero((np.arange(len(labels)) // 2) % max(1, int(every)) == 0)
-    lab, fp = labels[pick], fold[pick]
+    lab, fp, gp = labels[pick], fold[pick], groups[pick]
+    question = rule_question(search.task)
+    preds: dict[str, dict[str, np.ndarray]] = {}
     shifted = {} if shifted is None else shifted
     model = keys = None
     rows = []
@@ -158,12 +181,20 @@ def compare_member(search: MemberSearch, data: Path, weights: Path, augment_view
                 scaler, lr = heads[name][1 + f]
                 p[te] = lr.predict_proba(scaler.transform(F[te]))
             row[name] = {q: v for q, v in task_aucs(lab, task_scores(search.task, p)).items() if np.isfinite(v)}
+            preds.setdefault(sname, {})[name] = p
+        row["delta_ci95"] = {question: paired_delta_ci(lab, search.task, question, preds[sname]["current"],
+                                                       preds[sname]["augmented"], gp, seed=seed)}
         rows.append(row)
         say(f"[augment] {search.name} {sname}: " + "; ".join(
             f"{n} " + ", ".join(f"{q[4:]} {v:.3f}" for q, v in row[n].items()) for n in ("current", "augmented")))
+    decision = decide(rows, question)
+    if "none" in preds:
+        decision["gap_ci95"] = {c: paired_delta_ci(lab, search.task, question, preds["none"][c],
+                                                   preds[decision["worst"][c]["shift"]][c], gp, seed=seed)
+                                for c in ("current", "augmented")}  # worst shift minus unshifted
     return {"member": search.name, "task": search.task, "search": vars(search), "data": str(data),
             "n": len(pick), "n_train": len(labels), "every": int(every), "folds": k, "seed": seed,
-            "configs": configs, "rows": rows, "decision": decide(rows, rule_question(search.task)),
+            "configs": configs, "rows": rows, "decision": decision,
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
