@@ -22,7 +22,8 @@ contrast changes cancel exactly), ``lowpass`` (Gaussian blur sigma 1.5 px, a fix
 convolution: blur and noise move the input less), ``std_lowpass`` (both, blur first). Front
 variants are fitted on view 0 and each patch's one other training view only and use no TTA (to
 save backbone passes); compare them with the ``--front none`` rows' ``tta none`` figures
-(``oof_abnormal_tta_none``).
+(``oof_abnormal_tta_none``). ``--all-views`` runs all 8 dihedral views through the front instead
+(cached as ``view<k>``): the same fitting rows and TTA choice as the current design.
 
 ``--scale-copies N`` adds N fitting rows per training patch: the patch under a random rescale
 (``mammo_core.shifts.random_acquisition(kind="scale")``, log-uniform 0.8-1.25 x, reflect-padded,
@@ -177,6 +178,9 @@ def main(argv=None) -> int:
     ap.add_argument("--front", choices=FRONTS, default="none")
     ap.add_argument("--pool-crop", type=float, default=0.0,
                     help="pool each block's map over its centre: cut round(F x side) cells from every edge")
+    ap.add_argument("--all-views", action="store_true",
+                    help="--front / --pool-crop: all 8 dihedral views through it (the fitting rows and TTA of "
+                         "the current design; 4x the backbone passes)")
     ap.add_argument("--scale-copies", type=int, default=0, choices=range(0, 5),
                     help="extra fitting rows per patch: randomly rescaled copies (0.8-1.25 x)")
     ap.add_argument("--json", type=Path, required=True)
@@ -196,6 +200,11 @@ def main(argv=None) -> int:
     if a.front == "none" and not a.pool_crop:
         feats = cached_features(x, tensor, "train", a.weights, views=8, log=print)
         ttas: tuple[str, ...] = ("none", "dihedral8")
+    elif a.all_views:  # all 8 dihedral views through the front: the same fitting rows and TTA as "none"
+        froot = Path("runs") / "front_features" / key / tag
+        feats = _cached_stack([(froot / f"view{v}", f"view {v}", lambda v=v: front(dihedral(x, v), a.front))
+                               for v in range(8)], len(x), a.weights, 32, print, mk)
+        ttas = ("none", "dihedral8")
     else:  # view 0 and each patch's other training view, through the front
         froot = Path("runs") / "front_features" / key / tag
         second = np.stack([dihedral(x[i:i + 1], int(tv[i, 1]))[0] for i in range(len(x))])
@@ -268,6 +277,7 @@ def main(argv=None) -> int:
                 rows[s] = {"abnormal": abnormal_auc(y3[pick], p), "mass_calc": mass_calc_auc(y3[pick], p)}
             worst = min((v["abnormal"], s) for s, v in rows.items() if s != "none")
             r = {"front": tag, "design": dn, "transform": tr_name, "scale_copies": a.scale_copies,
+                 "views": 8 if (a.all_views or (a.front == "none" and not a.pool_crop)) else 2,
                  "oof_abnormal_tta_none": ab_none,
                  "C": c, "tta": t, "oof_score": score,
                  "oof_abnormal": ab_oof, "oof_mass_calc": mc_oof, "bench": rows,
