@@ -1,6 +1,7 @@
 """The acquisition-shift evaluation: the bundled pooled members and their ensemble scored OUT OF
 FOLD on the training patches under each shift of :mod:`mammo_core.shifts`, with the OOD warning
-rate of :mod:`mammo_core.ood` per shift. Used by ``benchmarks/shift_bench.py``; any other bench
+rate of :mod:`mammo_core.ood` per shift, and per shift the ensemble's change from the unshifted
+row with its paired 95 % interval over women. Used by ``benchmarks/shift_bench.py``; any other bench
 (e.g. one comparing old and new bundles) calls :func:`evaluate_shifts` the same way.
 
 Out of fold, grouped by woman: for each fold of the members' own ``oof.npz`` fold assignment, each
@@ -13,7 +14,9 @@ Every row, the unshifted one included, uses the identity view only (no test-time
 unshifted row is therefore not the members' published OOF figure. The OOD feature distance of a
 held-back fold is measured to a reference fitted on the other folds' unshifted features, against
 the ensemble's stored threshold; the acquisition check's limits of a held-back fold come from the
-other folds' unshifted patches at the stored score threshold.
+other folds' unshifted patches at the stored score threshold. Each shifted row's change from the
+unshifted one (``delta_ci95``) is a cluster bootstrap over the scored patches' women (1000
+resamples), the shifted and unshifted predictions of the same resampled patches compared.
 
 Research use only — not a medical device.
 """
@@ -30,11 +33,13 @@ import numpy as np
 
 from mammo_core import io, ood
 from mammo_core.bundle import read_card
+from mammo_core.datasets.splits import groups_for_arrays
 from mammo_core.ensemble import combine, read_ensemble
 from mammo_core.ensemble.store import read_reference
 from mammo_core.ensemble_fit import TASK_AUCS, task_aucs, task_scores
 from mammo_core.errors import MammoError
 from mammo_core.labels import get_task
+from mammo_core.metrics import bootstrap_ci
 from mammo_core.shifts import SHIFT_NAMES, apply_shift
 from mammo_core.training.features import cached_features, feature_model
 from mammo_core.training.pooled import (
@@ -151,6 +156,8 @@ def evaluate_shifts(data: Path, models_dir: Path, oof_root: Path, weights: Path,
     pick = np.flatnonzero((np.arange(len(labels)) // 2) % max(1, int(every)) == 0)
     y_all, fold_all = labels, fold
     labels, fold = labels[pick], fold[pick]
+    women = groups_for_arrays(data, split="train")[pick]
+    unshifted: np.ndarray | None = None
     rows = []
     for name in shifts:
         t1 = time.perf_counter()
@@ -171,6 +178,10 @@ def evaluate_shifts(data: Path, models_dir: Path, oof_root: Path, weights: Path,
             row[m.name] = {q: v for q, v in own.items() if np.isfinite(v)}
         res = combine(spec, probs)
         row.update(task_aucs(labels, task_scores("five_class", res.probabilities)))
+        if name == "none":
+            unshifted = res.probabilities
+        elif unshifted is not None:
+            row["delta_ci95"] = shift_delta_ci(labels, unshifted, res.probabilities, women, seed=seed)
         bg = ood.background_share(xs)
         row["ood_background"] = float((bg > limit).mean())
         warned = bg > limit
@@ -202,6 +213,22 @@ def evaluate_shifts(data: Path, models_dir: Path, oof_root: Path, weights: Path,
             "false_warnings": false,
             "seconds": round(time.perf_counter() - t0, 1),
             "method": __doc__.split("\n\n")[1].replace("\n", " ")}
+
+
+def shift_delta_ci(labels: np.ndarray, p_none: np.ndarray, p_shift: np.ndarray, groups: np.ndarray,
+                   n_boot: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Per question (:data:`TASK_AUCS`): the 95 % interval of AUC(shifted) - AUC(unshifted) of the
+    ensemble's five-class probabilities on the same patches, whole women (``groups``) resampled
+    (:func:`mammo_core.metrics.bootstrap_ci`, paired: both scored on each resample)."""
+    k = p_none.shape[1]
+    both = np.hstack([p_none, p_shift])
+    out = {}
+    for q in TASK_AUCS:
+        def delta(y: np.ndarray, pp: np.ndarray, q: str = q) -> float:
+            return (task_aucs(y, task_scores("five_class", pp[:, k:]))[q]
+                    - task_aucs(y, task_scores("five_class", pp[:, :k]))[q])
+        out[q] = bootstrap_ci(labels, both, delta, n_boot, seed=seed, groups=groups)
+    return out
 
 
 def _false_warnings(arrays, x, y_all, fold_all, feats, fm, refs, acq_limits, ospec, limit, info, spec,
@@ -261,16 +288,29 @@ def false_warning_markdown(result: dict[str, Any]) -> str:
 
 
 def table_markdown(result: dict[str, Any]) -> str:
-    """The shift table: ensemble AUC per question per shift, the OOD warning rates."""
-    head = ("shift", "abnormal vs baseline", "mass vs calcification", "benign vs malignant",
+    """The shift table: ensemble AUC per question per shift, the abnormal-vs-baseline change from
+    the unshifted row with its 95 % interval over women (when the result has it), the OOD warning
+    rates."""
+    gap = any("delta_ci95" in r for r in result["rows"])
+    head = ("shift", "abnormal vs baseline", *(("abnormal: shifted minus unshifted (95 % interval over women)",)
+                                               if gap else ()),
+            "mass vs calcification", "benign vs malignant",
             "OOD warned (any)", "background", "feature distance", "acquisition")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    none = next((r for r in result["rows"] if r["shift"] == "none"), None)
 
     def num(v):
         return "—" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
+    def change(r) -> str:
+        ci = r.get("delta_ci95", {}).get(TASK_AUCS[0])
+        if none is None or ci is None or not np.isfinite(r[TASK_AUCS[0]]):
+            return "—"
+        return f"{r[TASK_AUCS[0]] - none[TASK_AUCS[0]]:+.3f} ({ci[0]:+.3f} to {ci[1]:+.3f})"
+
     for r in result["rows"]:
-        lines.append("| " + " | ".join([r["shift"], *(num(r[q]) for q in TASK_AUCS), num(r["ood_any"]),
+        lines.append("| " + " | ".join([r["shift"], num(r[TASK_AUCS[0]]), *((change(r),) if gap else ()),
+                                         *(num(r[q]) for q in TASK_AUCS[1:]), num(r["ood_any"]),
                                          num(r["ood_background"]), num(r.get("ood_feature")),
                                          num(r.get("ood_acquisition"))]) + " |")
     return "\n".join(lines)
