@@ -38,3 +38,19 @@ def test_table_shows_the_change_and_its_interval_only_when_measured():
     assert md.splitlines()[2].split(" | ")[2] == "—"  # the unshifted row has no change
     old = table_markdown({"rows": [{k: v for k, v in r.items() if k != "delta_ci95"} for r in rows]})
     assert "interval" not in old and old.splitlines()[3].startswith("| scale_0.8 | 0.670 | 0.690 |")
+
+
+def test_models_md_states_the_worst_shift_its_interval_and_whether_the_target_is_met():
+    from test_training_scripts import load_script
+
+    mod = load_script("models_table")
+    rows = [{"shift": "none", "auc_abnormal_vs_baseline": 0.843},
+            {"shift": "gamma_2", "auc_abnormal_vs_baseline": 0.74,
+             "delta_ci95": {"auc_abnormal_vs_baseline": (-0.2, 0.0)}},
+            {"shift": "scale_0.8", "auc_abnormal_vs_baseline": 0.671,
+             "delta_ci95": {"auc_abnormal_vs_baseline": (-0.228, -0.105)}}]
+    line = mod._worst_shift_line({"rows": rows})[0]
+    assert "`scale_0.8` 0.671 (change -0.172, 95 % interval over women -0.228 to -0.105)" in line
+    assert "is NOT met" in line
+    near = mod._worst_shift_line({"rows": [rows[0], {"shift": "blur_1px", "auc_abnormal_vs_baseline": 0.82}]})[0]
+    assert "is met" in near and "interval" not in near
