@@ -381,7 +381,8 @@ def _worst_shift_line(res: dict) -> list[str]:
     if none is None or not shifted:
         return []
     w = min(shifted, key=lambda r: r[q])
-    ci = w.get("delta_ci95", {}).get(q)
+    cis = w.get("delta_ci95") or {}
+    ci = cis.get(q)
     interval = f", 95 % interval over women {ci[0]:+.3f} to {ci[1]:+.3f}" if ci else ""
     met = "met" if none[q] - w[q] <= 0.03 else "NOT met"
     return [f"Abnormal vs baseline: unshifted {none[q]:.3f}, worst shift `{w['shift']}` {w[q]:.3f} (change "

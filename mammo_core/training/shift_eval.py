@@ -303,7 +303,8 @@ def table_markdown(result: dict[str, Any]) -> str:
         return "—" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
     def change(r) -> str:
-        ci = r.get("delta_ci95", {}).get(TASK_AUCS[0])
+        cis = r.get("delta_ci95") or {}
+        ci = cis.get(TASK_AUCS[0])
         if none is None or ci is None or not np.isfinite(r[TASK_AUCS[0]]):
             return "—"
         return f"{r[TASK_AUCS[0]] - none[TASK_AUCS[0]]:+.3f} ({ci[0]:+.3f} to {ci[1]:+.3f})"
