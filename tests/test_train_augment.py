@@ -161,7 +161,7 @@ def test_pooled_training_with_acquisition_augment_records_it_and_caches_its_feat
 
 
 def test_paired_delta_interval_is_zero_for_equal_scores_and_positive_for_a_clearly_better_one():
-    from mammo_core.training.augment_eval import paired_delta_ci
+    from mammo_core.training.shift_eval import paired_delta_ci
 
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1, 3], 40)  # baseline, mass benign, calcification benign

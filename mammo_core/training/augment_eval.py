@@ -15,8 +15,9 @@ not change; only the head's training rows do); they are cached beside the other 
 ``shift-<name>-<hash of the shifted patches>``.
 
 Each row also carries, for the rule's question, the paired 95 % interval of the augmented minus
-the current AUC (:func:`paired_delta_ci`: a cluster bootstrap over the bench's women, both
-configurations scored on the same resampled patches), and the decision the interval of each
+the current AUC (:func:`mammo_core.training.shift_eval.paired_delta_ci`: a cluster bootstrap
+over the bench's women, both configurations scored on the same resampled patches), and the
+decision the interval of each
 configuration's unshifted minus worst-shift gap: how far a difference is from the bench's noise.
 The rule itself reads the point estimates. Research use only - not a medical device.
 """
@@ -35,7 +36,6 @@ from mammo_core import io
 from mammo_core.datasets.splits import groups_for_arrays
 from mammo_core.ensemble_fit import TASK_AUCS, task_aucs, task_scores
 from mammo_core.labels import get_task
-from mammo_core.metrics import bootstrap_ci
 from mammo_core.shifts import SHIFT_NAMES, apply_shift
 from mammo_core.training.features import _save, cache_root, cached_features, data_key, feature_model
 from mammo_core.training.nested import MemberSearch
@@ -50,7 +50,7 @@ from mammo_core.training.pooled import (
     training_views,
     woman_folds,
 )
-from mammo_core.training.shift_eval import shifted_view0
+from mammo_core.training.shift_eval import paired_delta_ci, shifted_view0
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +61,6 @@ def rule_question(task: str) -> str:
     """The AUC the keep-or-drop rule reads for a member of ``task``."""
     return {"baseline_mass_calc": "auc_abnormal_vs_baseline", "mass_calc": "auc_mass_vs_calcification",
             "benign_malignant": "auc_benign_vs_malignant"}[task]
-
-
-def paired_delta_ci(labels: np.ndarray, task: str, question: str, p_a: np.ndarray, p_b: np.ndarray,
-                    groups: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95 % interval of AUC(``p_b``) - AUC(``p_a``) for ``question`` (a :data:`TASK_AUCS` key) over
-    the same patches: whole women (``groups``) resampled with replacement, both scored on each
-    resample (:func:`mammo_core.metrics.bootstrap_ci`)."""
-    k = p_a.shape[1]
-
-    def delta(y: np.ndarray, pp: np.ndarray) -> float:
-        return (task_aucs(y, task_scores(task, pp[:, k:]))[question]
-                - task_aucs(y, task_scores(task, pp[:, :k]))[question])
-
-    return bootstrap_ci(labels, np.hstack([p_a, p_b]), delta, n_boot, seed=seed, groups=groups)
 
 
 def decide(rows: Sequence[dict[str, Any]], question: str, tolerance: float = 0.005) -> dict[str, Any]:

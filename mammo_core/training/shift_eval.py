@@ -215,20 +215,25 @@ def evaluate_shifts(data: Path, models_dir: Path, oof_root: Path, weights: Path,
             "method": __doc__.split("\n\n")[1].replace("\n", " ")}
 
 
+def paired_delta_ci(labels: np.ndarray, task: str, question: str, p_a: np.ndarray, p_b: np.ndarray,
+                    groups: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95 % interval of AUC(``p_b``) - AUC(``p_a``) for ``question`` (a :data:`TASK_AUCS` key) of a
+    ``task`` model's probabilities on the same patches: whole women (``groups``) resampled with
+    replacement, both scored on each resample (:func:`mammo_core.metrics.bootstrap_ci`)."""
+    k = p_a.shape[1]
+
+    def delta(y: np.ndarray, pp: np.ndarray) -> float:
+        return (task_aucs(y, task_scores(task, pp[:, k:]))[question]
+                - task_aucs(y, task_scores(task, pp[:, :k]))[question])
+
+    return bootstrap_ci(labels, np.hstack([p_a, p_b]), delta, n_boot, seed=seed, groups=groups)
+
+
 def shift_delta_ci(labels: np.ndarray, p_none: np.ndarray, p_shift: np.ndarray, groups: np.ndarray,
                    n_boot: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
-    """Per question (:data:`TASK_AUCS`): the 95 % interval of AUC(shifted) - AUC(unshifted) of the
-    ensemble's five-class probabilities on the same patches, whole women (``groups``) resampled
-    (:func:`mammo_core.metrics.bootstrap_ci`, paired: both scored on each resample)."""
-    k = p_none.shape[1]
-    both = np.hstack([p_none, p_shift])
-    out = {}
-    for q in TASK_AUCS:
-        def delta(y: np.ndarray, pp: np.ndarray, q: str = q) -> float:
-            return (task_aucs(y, task_scores("five_class", pp[:, k:]))[q]
-                    - task_aucs(y, task_scores("five_class", pp[:, :k]))[q])
-        out[q] = bootstrap_ci(labels, both, delta, n_boot, seed=seed, groups=groups)
-    return out
+    """Per question (:data:`TASK_AUCS`): :func:`paired_delta_ci` of the ensemble's five-class
+    probabilities, shifted minus unshifted."""
+    return {q: paired_delta_ci(labels, "five_class", q, p_none, p_shift, groups, n_boot, seed) for q in TASK_AUCS}
 
 
 def _false_warnings(arrays, x, y_all, fold_all, feats, fm, refs, acq_limits, ospec, limit, info, spec,
