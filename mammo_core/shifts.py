@@ -35,6 +35,8 @@ their ends): on a member trained with this augmentation the bench measures robus
 families it was trained on, not to unseen changes. Re-quantisation is not in the augmentation
 (10 and 12 bits move a [0, 1] patch by at most 1/2046), and ``film_edge`` is not: it stays an
 unseen shift.
+``--train-augment scale`` (``random_acquisition(kind="scale")``, :data:`AUGMENT_FAMILIES`) draws
+the same rescale with the same seed and leaves every other family as it is.
 
 Research use only — not a medical device.
 """
