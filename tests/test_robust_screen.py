@@ -54,3 +54,16 @@ def test_std_front_cancels_a_contrast_change():
     y2 = robust_screen.front(m + 0.6 * (x - m), "std")
     np.testing.assert_allclose(y, y2, atol=2e-3)
     assert robust_screen.front(x, "none") is x
+
+
+def test_rim_diagnosis_mirrors_the_rim_exactly_as_scale_0_8_pads_it():
+    import rim_diagnosis
+
+    from mammo_core.shifts import apply_shift
+
+    x = np.random.default_rng(2).random((2, 150, 150, 1)).astype(np.float32)
+    s08 = apply_shift("scale_0.8", x, 0)
+    np.testing.assert_array_equal(rim_diagnosis.mirrored_rim(s08), s08)  # scale_0.8's rim IS that mirror
+    r = rim_diagnosis.mirrored_rim(x)
+    np.testing.assert_array_equal(r[:, 15:135, 15:135], x[:, 15:135, 15:135])  # the centre is untouched
+    assert not np.array_equal(r, x)
