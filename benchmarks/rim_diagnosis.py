@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mammo_core import io
+from mammo_core.atomic import atomic_write_text
 from mammo_core.datasets.splits import groups_for_arrays
 from mammo_core.labels import get_task
 from mammo_core.shifts import _rescale, apply_shift
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
             fs = {k: v[:1, pick] for k, v in feats.items()}
         else:
             # scale_0.8 / scale_1.25: robust_screen's folders (the same inputs); the others their own
-            folder = root / (name if name.startswith("scale_0.8") or name == "scale_1.25" else f"diag_{name}")
+            folder = root / (name if name in ("scale_0.8", "scale_1.25") else f"diag_{name}")
             fs = _cached_stack([(folder, name, lambda fn=fn: fn(x[pick]))], len(pick), a.weights, 32, print)
         Fs = design(fs, "b234_avgmax", "raw")[0]
         p = np.zeros((len(pick), 3))
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
         out[name] = abnormal_auc(y3[pick], p)
         print(f"{name}: abnormal vs baseline AUC {out[name]:.3f}", flush=True)
     if a.json is not None:
-        a.json.write_text(json.dumps({"n_bench": len(pick), "auc_abnormal_vs_baseline": out}, indent=1) + "\n")
+        atomic_write_text(a.json, json.dumps({"n_bench": len(pick), "auc_abnormal_vs_baseline": out}, indent=1) + "\n")
     return 0
 
 

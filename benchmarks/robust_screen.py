@@ -66,7 +66,7 @@ from mammo_core import io
 from mammo_core.datasets.splits import groups_for_arrays
 from mammo_core.labels import get_task
 from mammo_core.shifts import SHIFT_NAMES, apply_shift, random_acquisition
-from mammo_core.training.features import _cached_stack, augment_seed, cached_features, data_key
+from mammo_core.training.features import _cached_stack, augment_seed, cached_features, data_key, feature_model
 from mammo_core.training.pooled import _fit_lr, task_score, training_views, woman_folds
 from mammo_core.tta import dihedral
 
@@ -105,8 +105,6 @@ def crop_feature_model(crop: float):
     map cropped by ``round(crop x side)`` cells on each edge before its global avg / max pooling."""
     def make(weights):
         import keras
-
-        from mammo_core.training.features import feature_model
 
         base, keys = feature_model(weights)
         outs = []

@@ -16,9 +16,9 @@ not change; only the head's training rows do); they are cached beside the other 
 
 Each row also carries, for the rule's question, the paired 95 % interval of the augmented minus
 the current AUC (:func:`mammo_core.training.shift_eval.paired_delta_ci`: a cluster bootstrap
-over the bench's women, both configurations scored on the same resampled patches), and the
-decision the interval of each
-configuration's unshifted minus worst-shift gap: how far a difference is from the bench's noise.
+over the bench's women, both configurations scored on the same resampled patches); the decision
+carries the same interval for each configuration's worst-shift minus unshifted gap: how far a
+difference is from the bench's noise.
 The rule itself reads the point estimates. Research use only - not a medical device.
 """
 from __future__ import annotations
